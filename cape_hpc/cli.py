@@ -1,0 +1,62 @@
+"""The `cape` command: one sub-command per job.
+
+Each module in COMMAND_MODULES exposes ``register(subparsers)``, which adds its sub-commands and
+sets ``func`` on each parser.  ``func(args) -> int`` is the exit status.  A module whose optional
+dependencies are missing still registers; the error comes when its command runs.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMAND_MODULES = (
+    "cape_hpc.commands.analysis",   # coupling, phases, population, nc, deff, width, hfield, isocline,
+                                    # loss, fixedpoint, eigen, frontier, diagnose, analyze
+    "cape_hpc.commands.dynamics",   # dynamics, predict, reproduce
+    "cape_hpc.commands.internals",  # internals
+    "cape_hpc.commands.steer",      # steer
+    "cape_hpc.commands.sweep",      # sweep, merge
+    "cape_hpc.commands.report",     # figures, report
+    "cape_hpc.commands.bench",      # bench
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cape_hpc import __version__
+
+    parser = argparse.ArgumentParser(prog="cape", description="Capability-coupling analysis (CAPE).")
+    parser.add_argument("--version", action="version", version=f"cape_hpc {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # that command module is not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from cape_hpc.errors import CapeError
+
+    try:
+        return int(args.func(args) or 0)
+    except CapeError as exc:
+        print(f"cape {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

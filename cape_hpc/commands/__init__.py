@@ -1,0 +1,1 @@
+"""cape_hpc.commands"""

@@ -1,0 +1,58 @@
+"""cape_hpc: capability-coupling analysis (CAPE) of language models, with HPC kernels."""
+from setuptools import setup
+
+VERSION = "0.1.0"
+
+setup(
+    name="cape_hpc",
+    version=VERSION,
+    description="Capability-coupling analysis of language models: kernels, analysis, sweeps, reports",
+    python_requires=">=3.10",
+    packages=[
+        "cape_hpc",
+        "cape_hpc.io",
+        "cape_hpc.analysis",
+        "cape_hpc.stats",
+        "cape_hpc.dynamics",
+        "cape_hpc.models",
+        "cape_hpc.internals",
+        "cape_hpc.steering",
+        "cape_hpc.sweep",
+        "cape_hpc.report",
+        "cape_hpc.commands",
+        "cape_kernels",
+    ],
+    package_dir={"cape_kernels": "kernels"},
+    package_data={"cape_kernels": ["cuda/*.cu"], "cape_hpc.report": ["assets/*"]},
+    install_requires=[
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "pandas>=2.0",
+        "numba>=0.59",
+        "h5py>=3.8",
+        "pyyaml>=6",
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
+        "pysindy>=2.0",
+        "torch>=2.4",
+        "transformers>=4.45",
+        "gguf>=0.10",
+        "accelerate>=0.30",
+        "safetensors>=0.4",
+    ],
+    extras_require={
+        "gpu": ["triton>=3.0", "cupy-cuda12x>=13"],
+        "mpi": ["mpi4py>=3.1", "mpich"],
+        "dev": [
+            "pytest>=8",
+            "pytest-benchmark>=4",
+            "pytest-timeout>=2",
+            "hypothesis>=6",
+            "playwright>=1.40",
+            "triton>=3.0",
+            "mpi4py>=3.1",
+            "mpich",
+        ],
+    },
+    entry_points={"console_scripts": ["cape=cape_hpc.cli:main"]},
+)
