@@ -1,0 +1,178 @@
+"""Score tables: load and validate the curated CSVs (or a user's table in the same schema).
+
+Schemas (one row per model; header names exact, extra columns kept):
+
+base scores (``data/base_models.csv``)
+    model, family, params (parameter count, > 0), d_model, n_layers, n_heads (blank = unknown),
+    HS, TQA (percent, required), ARC, WG, MMLU (percent; blank = not reported), tqa_variant
+    (``mc1`` | ``mc2``, one variant per table), source (non-empty).
+frontier (``data/frontier.csv``)
+    model, lab, date (may be blank), SWE, GPQA (percent, required), cohort (``main`` |
+    ``post_cutoff``), source.
+loss (``data/pythia_loss.csv``)
+    model, family, params (> 0), val_loss (> 0), source.
+
+Validation errors name the file, the row (the CSV line number, header = line 1) and the column.
+A blank cell is "not reported" and is allowed only where the schema says so; a non-numeric cell,
+or an explicit NaN/inf, is always an error.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from cape_hpc.errors import DataError
+from cape_hpc.io.provenance import sha256_bytes
+
+DATA_DIR = Path(os.environ.get("CAPE_DATA_DIR", Path(__file__).resolve().parents[2] / "data"))
+SCORE_COLUMNS = ("HS", "TQA", "ARC", "WG", "MMLU")
+TQA_VARIANTS = ("mc1", "mc2")
+
+_BASE = {
+    "text": ("model", "family", "tqa_variant", "source"),
+    "required_numbers": ("params", "HS", "TQA"),
+    "optional_numbers": ("d_model", "n_layers", "n_heads", "ARC", "WG", "MMLU"),
+    "positive": ("params", "d_model", "n_layers", "n_heads"),
+    "percent": SCORE_COLUMNS,
+}
+_FRONTIER = {
+    "text": ("model", "lab", "cohort", "source"),
+    "optional_text": ("date",),
+    "required_numbers": ("SWE", "GPQA"),
+    "optional_numbers": (),
+    "positive": (),
+    "percent": ("SWE", "GPQA"),
+}
+_LOSS = {
+    "text": ("model", "family", "source"),
+    "required_numbers": ("params", "val_loss"),
+    "optional_numbers": (),
+    "positive": ("params", "val_loss"),
+    "percent": (),
+}
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]], str]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        raise DataError(f"{path}: empty file (expected a header row)")
+    return [h.strip() for h in rows[0]], rows[1:], sha256_bytes(raw)
+
+
+def _parse_number(path: Path, line: int, col: str, cell: str, required: bool) -> float:
+    cell = cell.strip()
+    if cell == "":
+        if required:
+            raise DataError(f"{path}: row {line}, column '{col}': missing value (required)")
+        return math.nan
+    try:
+        value = float(cell)
+    except ValueError:
+        raise DataError(f"{path}: row {line}, column '{col}': not a number: {cell!r}") from None
+    if not math.isfinite(value):
+        raise DataError(f"{path}: row {line}, column '{col}': {cell!r} is not a finite number")
+    return value
+
+
+def _load(path: str | os.PathLike, schema: dict) -> pd.DataFrame:
+    path = Path(path)
+    header, rows, digest = _read_csv(path)
+    text_cols = schema["text"] + schema.get("optional_text", ())
+    numeric = schema["required_numbers"] + schema["optional_numbers"]
+    missing = [c for c in text_cols + numeric if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} "
+                        f"(header has: {', '.join(header)})")
+    idx = {c: i for i, c in enumerate(header)}
+    records = []
+    seen: dict[str, int] = {}
+    for offset, row in enumerate(rows):
+        line = offset + 2
+        if not any(cell.strip() for cell in row):
+            continue  # blank line
+        if len(row) != len(header):
+            raise DataError(f"{path}: row {line}: {len(row)} fields, header has {len(header)}")
+        rec: dict = {}
+        for c in header:
+            rec[c] = row[idx[c]].strip()
+        for c in schema["text"]:
+            if not rec[c]:
+                raise DataError(f"{path}: row {line}, column '{c}': empty")
+        for c in numeric:
+            rec[c] = _parse_number(path, line, c, rec[c], c in schema["required_numbers"])
+            if c in schema["positive"] and not math.isnan(rec[c]) and rec[c] <= 0:
+                raise DataError(f"{path}: row {line}, column '{c}': must be > 0, got {rec[c]:g}")
+            if c in schema["percent"] and not math.isnan(rec[c]) and not 0 <= rec[c] <= 100:
+                raise DataError(f"{path}: row {line}, column '{c}': {rec[c]:g} is not a percentage in [0, 100]")
+        name = rec["model"]
+        if name in seen:
+            raise DataError(f"{path}: row {line}, column 'model': duplicate model {name!r} "
+                            f"(first at row {seen[name]})")
+        seen[name] = line
+        rec["_row"] = line
+        records.append(rec)
+    if not records:
+        raise DataError(f"{path}: no data rows")
+    df = pd.DataFrame.from_records(records, columns=header + ["_row"])
+    for c in numeric:
+        df[c] = df[c].astype(float)
+    df.attrs["path"] = str(path)
+    df.attrs["sha256"] = digest
+    return df
+
+
+def load_scores(path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Load and validate a base-model score table (default: the shipped curated cohort).
+
+    Returns a DataFrame with the schema's columns plus ``_row`` (CSV line), attrs ``path`` and
+    ``sha256``.  Raises DataError naming file/row/column for any schema violation, including a
+    table that mixes TruthfulQA MC1 and MC2.
+    """
+    path = Path(path) if path is not None else DATA_DIR / "base_models.csv"
+    df = _load(path, _BASE)
+    bad = df.loc[~df["tqa_variant"].str.lower().isin(TQA_VARIANTS)]
+    if len(bad):
+        r = bad.iloc[0]
+        raise DataError(f"{path}: row {r['_row']}, column 'tqa_variant': {r['tqa_variant']!r} is not one of "
+                        f"{', '.join(TQA_VARIANTS)}")
+    df["tqa_variant"] = df["tqa_variant"].str.lower()
+    variants = df["tqa_variant"].unique()
+    if len(variants) > 1:
+        first = df.loc[df["tqa_variant"] != df["tqa_variant"].iloc[0]].iloc[0]
+        raise DataError(f"{path}: row {first['_row']}, column 'tqa_variant': mixes TruthfulQA variants "
+                        f"{sorted(variants)}; MC1 and MC2 scores are not comparable - split the table")
+    dup = df.duplicated(subset=["family", "params"], keep=False)
+    if dup.any():
+        # same N twice in one family is allowed (coupling marks that interval undefined), but say so
+        df.attrs["same_n_in_family"] = sorted(df.loc[dup, "model"])
+    return df.reset_index(drop=True)
+
+
+def load_frontier(path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Load and validate the frontier panel (SWE-bench Verified vs GPQA Diamond)."""
+    path = Path(path) if path is not None else DATA_DIR / "frontier.csv"
+    df = _load(path, _FRONTIER)
+    bad = df.loc[~df["cohort"].isin(("main", "post_cutoff"))]
+    if len(bad):
+        r = bad.iloc[0]
+        raise DataError(f"{path}: row {r['_row']}, column 'cohort': {r['cohort']!r} is not 'main' or 'post_cutoff'")
+    return df.reset_index(drop=True)
+
+
+def load_loss(path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Load and validate a validation-loss table (default: Pythia)."""
+    path = Path(path) if path is not None else DATA_DIR / "pythia_loss.csv"
+    return _load(path, _LOSS).reset_index(drop=True)
