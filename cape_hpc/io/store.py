@@ -139,8 +139,8 @@ def read_tree(group: h5py.Group) -> dict[str, Any]:
     return out
 
 
-def content_hash(h5: h5py.File) -> str:
-    """SHA-256 over every dataset and attribute, except volatile root attributes."""
+def content_hash(h5: h5py.Group) -> str:
+    """SHA-256 over every dataset and attribute below a file or group (volatile root attrs excluded)."""
     h = hashlib.sha256()
 
     def add_attrs(name: str, obj: h5py.HLObject, skip: tuple = ()) -> None:
@@ -150,7 +150,7 @@ def content_hash(h5: h5py.File) -> str:
             v = _read_attr(obj.attrs[k])
             h.update(f"{name}@{k}={json.dumps(v.tolist() if isinstance(v, np.ndarray) else v, default=str)}".encode())
 
-    add_attrs("/", h5, VOLATILE_ROOT_ATTRS)
+    add_attrs("/", h5, VOLATILE_ROOT_ATTRS if isinstance(h5, h5py.File) else ())
 
     def visit(name: str, obj: h5py.HLObject) -> None:
         add_attrs(name, obj)
@@ -222,3 +222,57 @@ def read_results(path: str | os.PathLike, group: str = "/") -> dict[str, Any]:
     """Read a whole results file (or one group of it) into a tree."""
     with h5py.File(path, "r") as f:
         return read_tree(f[group])
+
+
+def update_results(path: str | os.PathLike, groups: dict[str, Any], *, force: bool = False) -> dict[str, str]:
+    """Add or replace groups in a results file atomically, keeping every other group.
+
+    For each ``name -> tree``: a new group is added; an existing group with the same content is
+    left alone; one with different content is an error (StoreError, file untouched) unless
+    ``force``.  Returns ``{name: 'added' | 'unchanged' | 'replaced'}``.  A missing file is created.
+    """
+    import shutil
+
+    path = Path(path)
+    if not path.exists():
+        write_results(path, groups, force=force)
+        return {name: "added" for name in groups}
+    if existing_content_hash(path) is None:
+        raise StoreError(f"{path} is not a readable HDF5 file; refusing to update it")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.h5", dir=path.parent)
+    os.close(fd)
+    outcome: dict[str, str] = {}
+    try:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "r+") as h5:
+            for name, tree in groups.items():
+                key = name.strip("/")
+                scratch = f"__incoming__{len(outcome)}"
+                write_tree(h5.create_group(scratch), to_tree(tree))
+                if key in h5:
+                    if content_hash(h5[key]) == content_hash(h5[scratch]):
+                        del h5[scratch]
+                        outcome[name] = "unchanged"
+                        continue
+                    if not force:
+                        raise StoreError(f"{path}: group /{key} exists with different content; pass --force "
+                                         f"to replace it (the existing file is kept)")
+                    del h5[key]
+                    outcome[name] = "replaced"
+                else:
+                    outcome[name] = "added"
+                parent = key.rsplit("/", 1)[0] if "/" in key else ""
+                if parent:
+                    h5.require_group(parent)
+                h5.move(scratch, key)
+            if all(v == "unchanged" for v in outcome.values()):
+                return outcome
+            for k, v in run_attrs().items():
+                if k in ("created", "command_line", "git_commit"):
+                    h5.attrs[k] = v
+            h5.attrs["content_sha256"] = content_hash(h5)
+        os.replace(tmp, path)
+        return outcome
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
