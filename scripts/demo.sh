@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The main job on the embedded defaults: the whole benchmark-level analysis of the shipped data,
+# a short internals and steering run on SmolLM2-135M, the dynamics fit, the reproduction audit,
+# and the HTML report.  Every step writes into one results file in a fresh run directory.
+set -euo pipefail
+BIN=${1:-.venv/bin}
+RUN=${CAPE_RUN_DIR:-runs/demo-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$RUN"
+H5="$RUN/results.h5"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+step() { echo; echo "==> cape $*"; "$BIN/cape" "$@"; }
+
+step analyze --out "$H5"
+step internals --model smollm2-135m --max-prompts 48 --batch-size 16 --out "$H5"
+step steer --model smollm2-135m --max-prompts 8 --max-new-tokens 12 --out "$H5"
+step dynamics --train Pythia --holdout OPT --model linear --out "$H5"
+step reproduce --out "$H5"
+step report "$H5" -o "$RUN/report.html"
+echo
+echo "results: $H5"
+echo "report:  $RUN/report.html"
