@@ -32,6 +32,7 @@ setup(
         "h5py>=3.8",
         "pyyaml>=6",
         "matplotlib>=3.7",
+        "plotly>=5.0",  # report: its bundled plotly.min.js is inlined into report.html (offline)
         "tqdm>=4.60",
         "pysindy>=2.0",
         "torch>=2.4",
