@@ -1,0 +1,366 @@
+"""Bootstrap engine: plain or stratified resampling, percentile and BCa intervals.
+
+``bootstrap(statistic, n, strata=..., n_resamples=..., seed=..., method=...)`` resamples the n
+units (models) with replacement -- within each stratum when ``strata`` is given (family-stratified:
+every family keeps its size) -- evaluates the statistic on each resample, drops invalid (NaN)
+values and counts them, and reports the full-sample estimate, the median of the valid resamples and
+confidence intervals.
+
+Reproducibility: resample r's indices depend only on (seed, r) (``cape_kernels.resample_indices``,
+counter-based streams), and each statistic value only on its indices, so the result is bit-identical
+for the same seed whatever the number of numba threads or the chunk size.  Indices are made in
+chunks of ``chunk`` resamples, so memory stays bounded at 100,000 resamples.
+
+Statistics are either
+
+* a Python callable ``f(idx: int64[n]) -> float`` (NaN = invalid fit; ``numpy.linalg.LinAlgError``
+  is also counted as invalid), evaluated one resample at a time, or
+* a :class:`BatchStatistic` evaluating a whole chunk ``idx[R, n]`` at once (numba kernels):
+  :class:`ParticipationRatioStatistic` (d_eff) and :class:`QuadraticNcStatistic` (log10 N_c).
+
+Intervals
+---------
+``percentile``: the (1-level)/2 and (1+level)/2 quantiles (linear interpolation, as numpy/scipy) of
+the valid resample values.
+
+``bca`` (Efron & Tibshirani 1993, 14.3): z0 = Phi^-1(fraction of valid values below the estimate,
+ties counted one half, as scipy), acceleration a from the jackknife (leave one unit out, n values;
+invalid jackknife values are dropped), interval = the quantiles at
+Phi(z0 + (z0 + z)/(1 - a (z0 + z))) for z = Phi^-1((1 -+ level)/2).  For a stratified bootstrap the
+same leave-one-model-out jackknife over all n units is used (the acceleration is a skewness
+correction of the estimator, estimated here ignoring the strata; this is the usual practical choice
+and is what the result's ``acceleration`` reports).  When every valid value lies on one side of the
+estimate z0 is infinite and the BCa interval is NaN (``note`` says so).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from scipy.special import ndtr, ndtri
+
+from cape_hpc.errors import OptionError
+from cape_hpc.io.provenance import Provenance
+
+__all__ = [
+    "bootstrap",
+    "BootstrapResult",
+    "BatchStatistic",
+    "ParticipationRatioStatistic",
+    "QuadraticNcStatistic",
+    "percentile_interval",
+    "bca_interval",
+    "DEFAULT_CHUNK",
+]
+
+DEFAULT_CHUNK = 4096
+
+
+# ----------------------------------------------------------------------------------------------
+# statistics
+# ----------------------------------------------------------------------------------------------
+class BatchStatistic:
+    """A statistic evaluated on many resamples at once.
+
+    Subclasses set ``n`` (number of units) and ``name`` and implement ``full()`` (the estimate on
+    the original sample) and ``batch(idx[R, m]) -> float64[R]`` (NaN = invalid).  ``jackknife()``
+    (leave-one-out values, float64[n], used by BCa) defaults to ``batch`` on the n leave-one-out
+    index rows of width n - 1.
+    """
+
+    n: int
+    name: str = "statistic"
+
+    def full(self) -> float:
+        return float(self.batch(np.arange(self.n, dtype=np.int64)[None, :])[0])
+
+    def batch(self, idx: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def jackknife(self) -> np.ndarray:
+        return self.batch(_leave_one_out(self.n))
+
+    def options(self) -> dict[str, Any]:
+        return {}
+
+
+def _leave_one_out(n: int) -> np.ndarray:
+    """int64[n, n-1]: row i lists 0..n-1 without i."""
+    a = np.arange(n, dtype=np.int64)
+    return np.stack([np.delete(a, i) for i in range(n)]) if n > 1 else np.empty((n, 0), np.int64)
+
+
+class ParticipationRatioStatistic(BatchStatistic):
+    """d_eff = (tr C)^2 / tr(C^2) of the covariance (ddof=1) or correlation of X's columns."""
+
+    def __init__(self, X, corr: bool = False):
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] < 1:
+            raise OptionError(f"ParticipationRatioStatistic: X must be [n >= 2, p >= 1], got {X.shape}")
+        if not np.all(np.isfinite(X)):
+            raise OptionError("ParticipationRatioStatistic: X contains NaN or inf")
+        self.X = np.ascontiguousarray(X)
+        self.corr = bool(corr)
+        self.n = X.shape[0]
+        self.name = "participation_ratio_corr" if self.corr else "participation_ratio_cov"
+
+    def batch(self, idx):
+        from cape_kernels import participation_ratio_batch
+
+        return participation_ratio_batch(self.X, idx, corr=self.corr)
+
+    def options(self):
+        return {"statistic": "participation_ratio", "matrix": "correlation" if self.corr else "covariance",
+                "n": self.n, "p": int(self.X.shape[1])}
+
+
+class QuadraticNcStatistic(BatchStatistic):
+    """log10 N_c = -b / (2a) of the least-squares quadratic y = a x^2 + b x + c (x = log10 N).
+
+    Valid only when a > 0 and lo <= vertex <= hi; the default window is the data's x range.
+    """
+
+    def __init__(self, x, y, lo: float | None = None, hi: float | None = None):
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        if x.shape != y.shape or x.size < 3:
+            raise OptionError(f"QuadraticNcStatistic: x and y must have one length >= 3, got "
+                              f"{x.size} and {y.size}")
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            raise OptionError("QuadraticNcStatistic: x or y contains NaN or inf")
+        self.x, self.y = np.ascontiguousarray(x), np.ascontiguousarray(y)
+        self.lo = float(x.min()) if lo is None else float(lo)
+        self.hi = float(x.max()) if hi is None else float(hi)
+        if not self.lo <= self.hi:
+            raise OptionError(f"QuadraticNcStatistic: window lo={self.lo} > hi={self.hi}")
+        self.n = x.size
+        self.name = "quadratic_log10_nc"
+
+    def batch(self, idx):
+        from cape_kernels import quadratic_nc_batch
+
+        return quadratic_nc_batch(self.x, self.y, idx, self.lo, self.hi)
+
+    def options(self):
+        return {"statistic": "quadratic_log10_nc", "window": [self.lo, self.hi], "n": self.n}
+
+
+class _CallableStatistic(BatchStatistic):
+    """Wraps f(idx[n]) -> float; evaluated one resample at a time."""
+
+    def __init__(self, f: Callable[[np.ndarray], float], n: int):
+        self.f = f
+        self.n = n
+        self.name = getattr(f, "__name__", "callable")
+
+    def _one(self, row):
+        try:
+            v = self.f(row)
+        except np.linalg.LinAlgError:
+            return math.nan
+        v = float(v)
+        return v if math.isfinite(v) else math.nan
+
+    def full(self):
+        return self._one(np.arange(self.n, dtype=np.int64))
+
+    def batch(self, idx):
+        return np.array([self._one(row) for row in idx], dtype=np.float64)
+
+    def options(self):
+        return {"statistic": self.name}
+
+
+# ----------------------------------------------------------------------------------------------
+# result
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class BootstrapResult:
+    """Bootstrap of one statistic.
+
+    estimate: the statistic on the original sample; median: median of the valid resample values;
+    ci: {level: (lo, hi)}; n_valid of n_resamples resamples gave a valid (finite) value;
+    samples: float64[n_resamples], NaN where invalid (resample order, resample r = stream r).
+    """
+
+    estimate: float
+    median: float
+    ci: dict[float, tuple[float, float]]
+    n_valid: int
+    n_resamples: int
+    seed: int
+    stratified: bool
+    method: str
+    samples: np.ndarray
+    levels: tuple[float, ...] = (0.95, 0.68)
+    n_invalid: int = 0
+    std_error: float = math.nan
+    n_strata: int = 1
+    z0: float = math.nan            # BCa bias correction (NaN for percentile)
+    acceleration: float = math.nan  # BCa acceleration (NaN for percentile)
+    note: str = ""
+    provenance: Provenance = field(default_factory=lambda: Provenance(method="bootstrap"))
+
+    @property
+    def valid_fraction(self) -> float:
+        return self.n_valid / self.n_resamples if self.n_resamples else math.nan
+
+
+# ----------------------------------------------------------------------------------------------
+# intervals
+# ----------------------------------------------------------------------------------------------
+def percentile_interval(valid: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval of the valid (finite) resample values."""
+    if valid.size == 0:
+        return (math.nan, math.nan)
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(valid, [a, 1.0 - a])
+    return (float(lo), float(hi))
+
+
+def _acceleration(jack: np.ndarray) -> float:
+    jack = jack[np.isfinite(jack)]
+    if jack.size < 3:
+        return math.nan
+    d = jack.mean() - jack
+    den = np.sum(d * d)
+    if den <= 0:
+        return 0.0
+    return float(np.sum(d ** 3) / (6.0 * den ** 1.5))
+
+
+def bca_interval(valid: np.ndarray, estimate: float, jack: np.ndarray, level: float):
+    """BCa interval -> ((lo, hi), z0, a).  NaN interval when z0 or a cannot be estimated."""
+    if valid.size == 0 or not math.isfinite(estimate):
+        return (math.nan, math.nan), math.nan, math.nan
+    frac = (np.count_nonzero(valid < estimate) + np.count_nonzero(valid <= estimate)) / (2.0 * valid.size)
+    z0 = float(ndtri(frac))
+    a = _acceleration(jack)
+    if not (math.isfinite(z0) and math.isfinite(a)):
+        return (math.nan, math.nan), z0, a
+    qs = []
+    for z in (float(ndtri((1.0 - level) / 2.0)), float(ndtri((1.0 + level) / 2.0))):
+        num = z0 + z
+        qs.append(float(ndtr(z0 + num / (1.0 - a * num))))
+    lo, hi = np.quantile(valid, qs)
+    return (float(lo), float(hi)), z0, a
+
+
+# ----------------------------------------------------------------------------------------------
+# engine
+# ----------------------------------------------------------------------------------------------
+def _check_options(n, strata, n_resamples, seed, levels, method, chunk):
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        raise OptionError(f"bootstrap: n must be an integer, got {n!r}") from None
+    if n < 2:
+        raise OptionError(f"bootstrap: n must be >= 2 units, got {n}")
+    if isinstance(n_resamples, bool) or int(n_resamples) != n_resamples or int(n_resamples) < 1:
+        raise OptionError(f"option n_resamples must be a positive integer, got {n_resamples!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 64:
+        raise OptionError(f"option seed must be an integer in [0, 2**64), got {seed!r}")
+    levels = tuple(float(v) for v in (levels if np.ndim(levels) else (levels,)))
+    if not levels or any(not 0.0 < v < 1.0 for v in levels):
+        raise OptionError(f"option levels must lie in (0, 1), got {levels}")
+    m = str(method).lower()
+    if m not in ("percentile", "bca"):
+        raise OptionError(f"option method must be 'percentile' or 'bca', got {method!r}")
+    if int(chunk) < 1:
+        raise OptionError(f"option chunk must be >= 1, got {chunk}")
+    if strata is not None:
+        strata = np.asarray(strata)
+        if strata.ndim != 1 or strata.size != n:
+            raise OptionError(f"option strata must be one label per unit ({n}), got shape {strata.shape}")
+        if strata.dtype.kind == "f" and not np.all(np.isfinite(strata)):
+            raise OptionError("option strata contains NaN")
+    return n, strata, int(n_resamples), int(seed), levels, m, int(chunk)
+
+
+def bootstrap(statistic, n: int | None = None, *, strata=None, n_resamples: int = 10000,
+              seed: int = 0, levels=(0.95, 0.68), method: str = "percentile",
+              progress: bool = False, chunk: int = DEFAULT_CHUNK) -> BootstrapResult:
+    """Bootstrap ``statistic`` over ``n`` units (models); see the module docstring.
+
+    statistic: a callable f(idx int64[n]) -> float, or a BatchStatistic (then n defaults to its n).
+    strata: one label per unit (e.g. family names) for a stratified bootstrap, or None.
+    """
+    if isinstance(statistic, BatchStatistic):
+        stat = statistic
+        if n is None:
+            n = stat.n
+        elif int(n) != stat.n:
+            raise OptionError(f"bootstrap: n={n} but the statistic has {stat.n} units")
+    elif callable(statistic):
+        if n is None:
+            raise OptionError("bootstrap: n is required with a callable statistic")
+        stat = _CallableStatistic(statistic, int(n))
+    else:
+        raise OptionError(f"bootstrap: statistic must be callable or a BatchStatistic, got {type(statistic)}")
+    n, strata, R, seed, levels, method, chunk = _check_options(n, strata, n_resamples, seed, levels,
+                                                               method, chunk)
+    from cape_kernels.resample import resample_indices
+
+    samples = np.empty(R, dtype=np.float64)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=R, desc=f"bootstrap {stat.name}", unit="resample", leave=False)
+    try:
+        for r0 in range(0, R, chunk):
+            c = min(chunk, R - r0)
+            idx = resample_indices(strata, c, seed, n=n, start=r0)
+            samples[r0:r0 + c] = stat.batch(idx)
+            if bar is not None:
+                bar.update(c)
+    finally:
+        if bar is not None:
+            bar.close()
+    samples[~np.isfinite(samples)] = np.nan
+    valid = samples[np.isfinite(samples)]
+    estimate = float(stat.full())
+    estimate = estimate if math.isfinite(estimate) else math.nan
+
+    ci: dict[float, tuple[float, float]] = {}
+    z0 = a = math.nan
+    note = ""
+    if valid.size == 0:
+        note = "no valid resample"
+    if method == "percentile":
+        for lv in levels:
+            ci[lv] = percentile_interval(valid, lv)
+    else:
+        jack = np.asarray(stat.jackknife(), dtype=np.float64)
+        for lv in levels:
+            ci[lv], z0, a = bca_interval(valid, estimate, jack, lv)
+        if valid.size and not math.isfinite(z0):
+            note = "BCa undefined: every valid resample lies on one side of the estimate"
+        elif valid.size and not math.isfinite(a):
+            note = "BCa undefined: fewer than 3 valid jackknife values"
+
+    n_strata = 1 if strata is None else int(np.unique(strata).size)
+    options = {"method": method, "levels": list(levels), "stratified": strata is not None,
+               "n_strata": n_strata, "streams": "splitmix64(seed, resample)"}
+    options.update(stat.options())
+    return BootstrapResult(
+        estimate=estimate,
+        median=float(np.median(valid)) if valid.size else math.nan,
+        ci=ci,
+        n_valid=int(valid.size),
+        n_resamples=R,
+        seed=seed,
+        stratified=strata is not None,
+        method=method,
+        samples=samples,
+        levels=levels,
+        n_invalid=int(R - valid.size),
+        std_error=float(np.std(valid, ddof=1)) if valid.size > 1 else math.nan,
+        n_strata=n_strata,
+        z0=z0,
+        acceleration=a,
+        note=note,
+        provenance=Provenance(method=f"bootstrap-{method}", options=options, seed=seed, n_resamples=R),
+    )

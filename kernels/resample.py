@@ -1,0 +1,311 @@
+"""Resampling kernels (numba, CPU): counter-based bootstrap indices and statistics over resamples.
+
+Random streams
+--------------
+Each resample ``r`` has its own SplitMix64 stream whose state is a hash of ``(seed, r)`` only, and
+draw ``j`` of that stream fills position ``j``.  So a resample never depends on which thread made it,
+how many threads ran, or how the resamples were chunked (``start=`` offsets give the same rows).
+A draw ``u`` (64 random bits) picks member ``((u >> 32) * m) >> 32`` of a group of size ``m``
+(multiply-shift; its bias is below ``m / 2**32``, i.e. < 2e-8 for 63 models).
+``kernels/reference_resample.py`` implements the same streams in plain numpy (the test oracle).
+
+Stratified resampling keeps every position's stratum: position ``j`` of stratum ``s`` is filled by a
+draw from the members of ``s`` (in position order), so group sizes are preserved and strata never
+mix.  Unstratified is the one-stratum case.
+
+Statistics over resamples
+-------------------------
+Both statistics reduce each resample to a few running sums over its rows (no eigendecomposition,
+no per-resample allocation): every row's features are precomputed once, and a resample adds up
+``n`` feature rows, then finishes in O(p^2) (or O(1)) work.
+
+* ``participation_ratio_batch``: d_eff = (tr C)^2 / tr(C^2) with C the covariance (ddof=1) or the
+  correlation of the resampled rows.  Features per row: the p values and the p(p+1)/2 products of
+  the data centred at the full-sample mean (shift invariance keeps the one-pass sums accurate).
+  Arithmetic per resample: n (p + p(p+1)/2) adds = 63 * 20 = 1,260 for the 63 x 5 table, plus
+  ~3 p^2 to finish.
+* ``quadratic_nc_batch``: least squares y = a x^2 + b x + c; vertex x* = -b / (2a) (log10 N_c).
+  With t = x - mean_full(x), features per row are t, t^2, t^3, t^4, y, t y, t^2 y; the fit is solved
+  in closed form from the 2 x 2 normal equations of the regressors (t, t^2) centred at the resample
+  means (the intercept drops out).  NaN unless a > 0 and lo <= x* <= hi, or when the resample has
+  fewer than three distinct x (singular normal equations).  Arithmetic: 8 n adds + ~30 to finish.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "resample_indices",
+    "participation_ratio_batch",
+    "quadratic_nc_batch",
+    "strata_layout",
+    "seed_key",
+]
+
+_MASK64 = (1 << 64) - 1
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_SEED_SALT = 0xD1B54A32D192ED03
+# relative threshold on det(normal equations) below which a quadratic fit is singular
+SINGULAR_RTOL = 1e-10
+# a resample whose spread (sum of squared deviations) is below this fraction of its sum of squares
+# about the full-sample mean counts as zero spread: C == 0 (covariance) or a constant column
+# (correlation) -> d_eff is NaN
+ZERO_SPREAD_RTOL = 1e-10
+
+
+# ----------------------------------------------------------------------------------------------
+# random streams
+# ----------------------------------------------------------------------------------------------
+@njit(inline="always")
+def _mix64(z):
+    # SplitMix64 finaliser (Stafford variant 13); all arithmetic in uint64, wrapping
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def seed_key(seed: int) -> np.uint64:
+    """The 64-bit key of a user seed (an int in [0, 2**64)); resample r's stream is seeded by
+    mix64(key + (r + 1) * GOLDEN)."""
+    try:
+        s = int(seed)
+    except (TypeError, ValueError):
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}") from None
+    if s != seed or s < 0 or s > _MASK64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    z = (s * 0x9E3779B97F4A7C15 + _SEED_SALT) & _MASK64
+    # finalise in Python ints (same function as _mix64)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return np.uint64(z ^ (z >> 31))
+
+
+def strata_layout(strata, n: int | None = None):
+    """(members, start, size) arrays for the index kernel.
+
+    ``strata`` None -> one stratum of ``n`` positions.  Otherwise any 1-D array of labels (ints,
+    strings): position j's group is {i : strata[i] == strata[j]}; ``members`` lists each group's
+    positions in increasing order, ``start[j]``/``size[j]`` locate position j's group in it.
+    """
+    if strata is None:
+        if n is None:
+            raise ValueError("resample_indices: pass n= when strata is None (unstratified)")
+        n = int(n)
+        if n < 1:
+            raise ValueError(f"resample_indices: n must be >= 1, got {n}")
+        return (np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
+                np.full(n, n, dtype=np.int64))
+    strata = np.asarray(strata)
+    if strata.ndim != 1 or strata.size < 1:
+        raise ValueError(f"strata must be a non-empty 1-D array, got shape {strata.shape}")
+    if n is not None and int(n) != strata.size:
+        raise ValueError(f"n={n} does not match len(strata)={strata.size}")
+    _, codes = np.unique(strata, return_inverse=True)
+    codes = codes.reshape(-1).astype(np.int64)
+    members = np.argsort(codes, kind="stable").astype(np.int64)
+    counts = np.bincount(codes).astype(np.int64)
+    offsets = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    return members, offsets[codes], counts[codes]
+
+
+@njit(parallel=True, cache=True)
+def _indices_kernel(key, start_r, n_resamples, members, start, size, out):
+    n = members.shape[0]
+    for rr in prange(n_resamples):
+        r = np.uint64(start_r + rr)
+        state = _mix64(key + (r + np.uint64(1)) * GOLDEN)
+        for j in range(n):
+            state = state + GOLDEN
+            u = _mix64(state)
+            k = ((u >> np.uint64(32)) * np.uint64(size[j])) >> np.uint64(32)
+            out[rr, j] = members[start[j] + np.int64(k)]
+
+
+def resample_indices(strata, n_resamples: int, seed: int, *, n: int | None = None,
+                     start: int = 0) -> np.ndarray:
+    """Bootstrap index matrix int64[R, n]: row r is resample ``start + r`` of stream ``seed``.
+
+    ``strata``: labels int64[n] (stratified: each position drawn from its own stratum) or None
+    (unstratified; then ``n`` is required).  Row r depends only on (seed, start + r): the same
+    seed gives bit-identical rows whatever the thread count or chunking.
+    """
+    members, gstart, gsize = strata_layout(strata, n)
+    R = int(n_resamples)
+    if R < 0:
+        raise ValueError(f"n_resamples must be >= 0, got {n_resamples}")
+    if int(start) < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
+    out = np.empty((R, members.shape[0]), dtype=np.int64)
+    if R:
+        _indices_kernel(seed_key(seed), np.uint64(int(start)), R, members, gstart, gsize, out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# participation ratio
+# ----------------------------------------------------------------------------------------------
+def _check_idx(idx, n_rows, name):
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    if idx.ndim == 1:
+        idx = idx[None, :]
+    if idx.ndim != 2:
+        raise ValueError(f"{name}: idx must be int64[R, m], got shape {idx.shape}")
+    if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
+        raise ValueError(f"{name}: idx values must lie in [0, {n_rows})")
+    return idx
+
+
+def _pr_features(X):
+    """Per-row features [x_c (p), upper-triangle products x_c,i x_c,k (p(p+1)/2)] of X centred at
+    its mean; the column shift does not change any covariance."""
+    Xc = X - X.mean(axis=0)
+    p = X.shape[1]
+    iu, ku = np.triu_indices(p)
+    return np.ascontiguousarray(np.concatenate([Xc, Xc[:, iu] * Xc[:, ku]], axis=1)), iu, ku
+
+
+@njit(parallel=True, cache=True)
+def _pr_kernel(F, p, iu, ku, idx, corr, rtol, out):
+    R, m = idx.shape
+    q = F.shape[1]
+    for r in prange(R):
+        s = np.zeros(q)
+        for j in range(m):
+            row = idx[r, j]
+            for k in range(q):
+                s[k] += F[row, k]
+        # covariance (the 1/(m-1) factor cancels in the ratio; kept for clarity of the formula)
+        inv = 1.0 / m
+        for k in range(p):
+            s[k] *= inv  # resample mean of the centred data
+        tr = 0.0
+        tr2 = 0.0
+        ok = True
+        if corr:
+            var = np.empty(p)
+            for t in range(q - p):
+                i = iu[t]
+                if i == ku[t]:
+                    v = s[p + t] - m * s[i] * s[i]
+                    var[i] = v
+                    if not v > rtol * s[p + t]:  # constant column (up to rounding)
+                        ok = False
+            if ok:
+                for t in range(q - p):
+                    i = iu[t]
+                    k = ku[t]
+                    c = (s[p + t] - m * s[i] * s[k]) / np.sqrt(var[i] * var[k])
+                    if i == k:
+                        tr += 1.0
+                        tr2 += 1.0
+                    else:
+                        tr2 += 2.0 * c * c
+        else:
+            scale = 1.0 / (m - 1) if m > 1 else np.nan
+            raw = 0.0
+            for t in range(q - p):
+                i = iu[t]
+                k = ku[t]
+                c = (s[p + t] - m * s[i] * s[k]) * scale
+                if i == k:
+                    tr += c
+                    tr2 += c * c
+                    raw += s[p + t] * scale
+                else:
+                    tr2 += 2.0 * c * c
+            if not tr > rtol * raw:  # all rows identical (C == 0 up to rounding)
+                ok = False
+        if ok and tr2 > 0.0:
+            out[r] = tr * tr / tr2
+        else:
+            out[r] = np.nan
+
+
+def participation_ratio_batch(X, idx, corr: bool = False) -> np.ndarray:
+    """d_eff = (tr C)^2 / tr(C^2) of the rows X[idx[r]] for every resample r -> float64[R].
+
+    C is the covariance (ddof=1) or, with ``corr=True``, the correlation of the p columns.
+    NaN when C is zero, i.e. all resampled rows are identical (or, for the correlation, when a
+    column is constant in the resample); "zero" allows for rounding (ZERO_SPREAD_RTOL).
+    ``idx`` may have any width m >= 2 (e.g. m = n - 1 for the jackknife).
+    """
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"participation_ratio_batch: X must be float64[n, p], got shape {X.shape}")
+    idx = _check_idx(idx, X.shape[0], "participation_ratio_batch")
+    F, iu, ku = _pr_features(X)
+    out = np.empty(idx.shape[0], dtype=np.float64)
+    if idx.shape[0] and idx.shape[1] >= 2:
+        _pr_kernel(F, X.shape[1], iu.astype(np.int64), ku.astype(np.int64), idx, bool(corr),
+                   ZERO_SPREAD_RTOL, out)
+    else:
+        out[:] = np.nan
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# quadratic N_c
+# ----------------------------------------------------------------------------------------------
+def _quad_features(x, y):
+    xm = x.mean()
+    t = x - xm
+    t2 = t * t
+    return np.ascontiguousarray(np.stack([t, t2, t2 * t, t2 * t2, y, t * y, t2 * y], axis=1)), xm
+
+
+@njit(inline="always")
+def _quad_vertex(m, s, xm, lo, hi, rtol):
+    # s = sums of [t, t^2, t^3, t^4, y, ty, t^2 y] over the resample's m rows
+    S1, S2, S3, S4, T0, T1, T2 = s[0], s[1], s[2], s[3], s[4], s[5], s[6]
+    Stt = S2 - S1 * S1 / m
+    Stu = S3 - S1 * S2 / m
+    Suu = S4 - S2 * S2 / m
+    Sty = T1 - S1 * T0 / m
+    Suy = T2 - S2 * T0 / m
+    det = Stt * Suu - Stu * Stu
+    if not (Stt > 0.0 and Suu > 0.0 and det > rtol * Stt * Suu):
+        return np.nan
+    a = (Stt * Suy - Stu * Sty) / det
+    b = (Suu * Sty - Stu * Suy) / det
+    if not a > 0.0:
+        return np.nan
+    v = xm - b / (2.0 * a)
+    if v >= lo and v <= hi:
+        return v
+    return np.nan
+
+
+@njit(parallel=True, cache=True)
+def _quad_kernel(F, xm, idx, lo, hi, rtol, out):
+    R, m = idx.shape
+    for r in prange(R):
+        s = np.zeros(7)
+        for j in range(m):
+            row = idx[r, j]
+            for k in range(7):
+                s[k] += F[row, k]
+        out[r] = _quad_vertex(m, s, xm, lo, hi, rtol)
+
+
+def quadratic_nc_batch(x, y, idx, lo: float = -np.inf, hi: float = np.inf) -> np.ndarray:
+    """log10 N_c = -b / (2a) of the least-squares fit y = a x^2 + b x + c on each resample -> [R].
+
+    NaN (an invalid fit) unless a > 0 and lo <= vertex <= hi; NaN also when a resample has fewer
+    than three distinct x (det of the centred normal equations <= SINGULAR_RTOL * Stt * Suu).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    y = np.ascontiguousarray(y, dtype=np.float64).reshape(-1)
+    if x.shape != y.shape or x.size < 1:
+        raise ValueError(f"quadratic_nc_batch: x and y must be float64[n] of one length, got "
+                         f"{x.shape} and {y.shape}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("quadratic_nc_batch: x and y must be finite")
+    lo = -np.inf if lo is None else float(lo)
+    hi = np.inf if hi is None else float(hi)
+    idx = _check_idx(idx, x.size, "quadratic_nc_batch")
+    F, xm = _quad_features(x, y)
+    out = np.empty(idx.shape[0], dtype=np.float64)
+    if idx.shape[0]:
+        _quad_kernel(F, float(xm), idx, lo, hi, SINGULAR_RTOL, out)
+    return out

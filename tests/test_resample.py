@@ -1,0 +1,178 @@
+"""cape_kernels.resample vs the numpy oracle (kernels/reference_resample.py) and textbook formulas."""
+import numba
+import numpy as np
+import pytest
+
+from cape_kernels import participation_ratio_batch, quadratic_nc_batch, resample_indices
+from cape_kernels.reference_resample import (
+    participation_ratio_batch_ref,
+    participation_ratio_eig,
+    quadratic_nc_batch_ref,
+    resample_indices_ref,
+)
+
+STRATA = [
+    None,
+    np.array([0]),
+    np.array([3, 3, 1, 3, 7, 1, 1, 3, 9]),                  # singleton stratum, unsorted labels
+    np.array(list("abcab" "ccaab" "c")),                    # string labels
+    np.repeat(np.arange(16), 4)[:63],                       # 16 families, one of size 3
+]
+
+
+def _n(strata, default=11):
+    return default if strata is None else len(strata)
+
+
+@pytest.mark.parametrize("strata", STRATA, ids=lambda s: "plain" if s is None else f"n{len(s)}")
+@pytest.mark.parametrize("R,seed", [(1, 0), (17, 12345), (513, 2**64 - 1)])
+def test_indices_match_oracle_exactly(strata, R, seed):
+    n = _n(strata)
+    a = resample_indices(strata, R, seed, n=n)
+    b = resample_indices_ref(strata, R, seed, n=n)
+    assert a.dtype == np.int64 and a.shape == (R, n)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("strata", STRATA[2:], ids=lambda s: f"n{len(s)}")
+def test_stratification_never_mixes_and_keeps_counts(strata):
+    a = resample_indices(strata, 300, 7)
+    # every position is filled by a member of its own stratum ...
+    assert np.all(strata[a] == strata[None, :])
+    # ... so every stratum keeps its size in every resample
+    labels, counts = np.unique(strata, return_counts=True)
+    for lab, c in zip(labels, counts):
+        assert np.all((strata[a] == lab).sum(axis=1) == c)
+    # and all members of a stratum of size >= 2 get drawn
+    for lab in labels:
+        members = np.flatnonzero(strata == lab)
+        drawn = np.unique(a[:, members])
+        np.testing.assert_array_equal(drawn, members)
+
+
+def test_draws_are_uniform():
+    # 200,000 draws over 13 members: chi-square well inside its 1e-4 quantile
+    from scipy.stats import chi2
+
+    a = resample_indices(None, 20000, 99, n=13)
+    counts = np.bincount(a.ravel(), minlength=13)
+    e = a.size / 13
+    stat = np.sum((counts - e) ** 2 / e)
+    assert stat < chi2.ppf(1 - 1e-4, 12)
+    # different seeds and different resamples give different rows
+    assert not np.array_equal(a, resample_indices(None, 20000, 100, n=13))
+    assert len({tuple(r) for r in a[:100]}) == 100
+
+
+def test_chunking_does_not_change_rows():
+    strata = STRATA[4]
+    whole = resample_indices(strata, 1000, 5)
+    parts = np.concatenate([resample_indices(strata, c, 5, start=s)
+                            for s, c in [(0, 1), (1, 400), (401, 599)]])
+    np.testing.assert_array_equal(whole, parts)
+
+
+def test_one_and_two_threads_identical():
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread")
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(63, 5))
+    x, y = rng.uniform(8, 11, 63), rng.normal(size=63)
+    old = numba.get_num_threads()
+    out = []
+    try:
+        for t in (1, 2):
+            numba.set_num_threads(t)
+            idx = resample_indices(STRATA[4], 5000, 2024)
+            out.append((idx, participation_ratio_batch(X, idx), participation_ratio_batch(X, idx, corr=True),
+                        quadratic_nc_batch(x, y, idx, 8, 11)))
+    finally:
+        numba.set_num_threads(old)
+    for a, b in zip(*out):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="n="):
+        resample_indices(None, 3, 0)
+    with pytest.raises(ValueError, match="seed"):
+        resample_indices(None, 3, -1, n=4)
+    with pytest.raises(ValueError, match="seed"):
+        resample_indices(None, 3, 2**64, n=4)
+    with pytest.raises(ValueError, match="idx"):
+        participation_ratio_batch(np.ones((4, 2)), np.array([[0, 4]]))
+
+
+# ---------------------------------------------------------------------------------- d_eff
+@pytest.mark.parametrize("n,p", [(7, 3), (37, 5), (63, 5), (9, 1), (5, 8)])
+@pytest.mark.parametrize("corr", [False, True])
+def test_participation_ratio_matches_oracle(n, p, corr):
+    rng = np.random.default_rng(n * 10 + p)
+    X = rng.normal(size=(n, p)) * rng.uniform(0.5, 20, p) + rng.uniform(-50, 80, p)
+    idx = resample_indices(None, 300, n, n=n)
+    got = participation_ratio_batch(X, idx, corr=corr)
+    ref = participation_ratio_batch_ref(X, idx, corr=corr)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
+    if p == 1 and not corr:
+        np.testing.assert_array_equal(got[np.isfinite(got)], 1.0)
+
+
+def test_participation_ratio_equals_eigenvalue_formula():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 5)) @ rng.normal(size=(5, 5)) + 50
+    idx = np.vstack([np.arange(40)[None, :], resample_indices(None, 50, 1, n=40)])
+    for corr in (False, True):
+        got = participation_ratio_batch(X, idx, corr=corr)
+        eig = np.array([participation_ratio_eig(X[r], corr) for r in idx])
+        np.testing.assert_allclose(got, eig, rtol=1e-12)
+    # jackknife-width rows (m = n - 1) work too
+    loo = np.stack([np.delete(np.arange(40), i) for i in range(40)])
+    np.testing.assert_allclose(participation_ratio_batch(X, loo),
+                               [participation_ratio_eig(X[r]) for r in loo], rtol=1e-12)
+
+
+def test_participation_ratio_degenerate_is_nan():
+    X = np.column_stack([np.arange(6.0), np.full(6, 2.0)])
+    idx = np.array([[0, 1, 2, 3, 4, 5], [2, 2, 2, 2, 2, 2]])
+    got = participation_ratio_batch(X, idx)
+    assert got[0] == pytest.approx(1.0, rel=1e-14) and np.isnan(got[1])   # second: C == 0
+    assert np.all(np.isnan(participation_ratio_batch(X, idx, corr=True)))  # constant column
+
+
+# ---------------------------------------------------------------------------------- quadratic N_c
+@pytest.mark.parametrize("n", [5, 8, 37, 63])
+def test_quadratic_matches_oracle(n):
+    rng = np.random.default_rng(n)
+    x = rng.uniform(7.8, 11.2, n)
+    y = 3.0 * (x - 9.4) ** 2 + 40 + rng.normal(size=n) * 1.5
+    idx = resample_indices(None, 400, n, n=n)
+    got = quadratic_nc_batch(x, y, idx, 8.0, 11.0)
+    ref = quadratic_nc_batch_ref(x, y, idx, 8.0, 11.0)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    assert np.isfinite(got).sum() > 0
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
+
+
+def test_quadratic_equals_plain_polyfit_vertex():
+    rng = np.random.default_rng(11)
+    x = rng.uniform(8, 11, 30)
+    y = 2.0 * x ** 2 - 38.0 * x + 5 + rng.normal(size=30) * 0.3   # vertex at 9.5
+    idx = np.vstack([np.arange(30)[None, :], resample_indices(None, 100, 3, n=30)])
+    got = quadratic_nc_batch(x, y, idx)
+    for r, g in zip(idx, got):
+        a, b, _ = np.polyfit(x[r], y[r], 2)      # uncentred, as a user would write it
+        assert g == pytest.approx(-b / (2 * a), rel=1e-9)
+    assert got[0] == pytest.approx(9.5, abs=0.1)
+
+
+def test_quadratic_invalid_fits_are_nan():
+    x = np.array([8.0, 8.5, 9.0, 9.5, 10.0, 10.5])
+    concave = -(x - 9.2) ** 2
+    assert np.isnan(quadratic_nc_batch(x, concave, np.arange(6)[None, :]))[0]        # a < 0
+    convex = (x - 9.2) ** 2
+    assert quadratic_nc_batch(x, convex, np.arange(6)[None, :])[0] == pytest.approx(9.2, rel=1e-12)
+    assert np.isnan(quadratic_nc_batch(x, convex, np.arange(6)[None, :], 9.3, 11))[0]  # outside window
+    two_x = np.array([[0, 0, 1, 1, 0, 1], [3, 3, 3, 3, 3, 3]])                        # < 3 distinct x
+    assert np.all(np.isnan(quadratic_nc_batch(x, convex, two_x)))
+    assert np.all(np.isnan(quadratic_nc_batch_ref(x, convex, two_x)))
