@@ -1,0 +1,82 @@
+"""Coupling fixed point (SPEC 2.10): fit dgamma/dlogN = a * gamma + b over a gamma sequence.
+
+gamma* = -b / a; it attracts when a < 0 and repels when a > 0.
+
+The sequence is one family's defined gammas at their midpoints x (see ``coupling``), or any
+(x, gamma) arrays (``fixed_point_xy``).  Choices where SPEC is silent: the derivative is the finite
+difference between consecutive defined gammas, (gamma_{j+1} - gamma_j) / (x_{j+1} - x_j); it is
+regressed on the gamma at the same place, by default the mean of the two (``at='mid'``; ``'left'``
+uses gamma_j, the forward-Euler form); the fit needs >= 2 derivative points (3 gammas); a = 0 gives
+NaN.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cape_hpc.analysis._common import check_choice, ols_line, provenance, select_families
+from cape_hpc.analysis.coupling import local_coupling
+from cape_hpc.errors import OptionError
+from cape_hpc.io.provenance import Provenance
+
+
+@dataclass
+class FixedPointResult:
+    family: str
+    a: float
+    b: float
+    gamma_star: float
+    stability: str            # 'attracting' | 'repelling' | 'undefined'
+    n_points: int             # derivative points used
+    x: list[float]            # gamma positions (midpoints)
+    gamma: list[float]
+    dgamma: list[float]       # finite-difference derivatives
+    gamma_at: list[float]     # gamma the derivative is regressed on
+    at: str
+    reason: str
+    provenance: Provenance
+
+
+def _fit(x: np.ndarray, g: np.ndarray, at: str):
+    order = np.argsort(x, kind="mergesort")
+    x, g = x[order], g[order]
+    dx = np.diff(x)
+    keep = dx != 0
+    dg = (np.diff(g) / np.where(keep, dx, 1.0))[keep]
+    gat = (0.5 * (g[1:] + g[:-1]) if at == "mid" else g[:-1])[keep]
+    a, b = ols_line(gat, dg) if len(dg) >= 2 else (math.nan, math.nan)
+    return x, g, dg, gat, a, b
+
+
+def fixed_point_xy(x, gamma, *, at: str = "mid", family: str = "", inputs=None, extra_opts=None) -> FixedPointResult:
+    check_choice("at", at, ("mid", "left"))
+    x = np.asarray(x, float)
+    gamma = np.asarray(gamma, float)
+    ok = np.isfinite(x) & np.isfinite(gamma)
+    x, g, dg, gat, a, b = _fit(x[ok], gamma[ok], at)
+    reason = ""
+    if len(dg) < 2:
+        reason = f"{len(dg)} derivative point(s) < 2 (needs >= 3 defined gammas)"
+    elif not math.isfinite(a) or a == 0:
+        reason = "a is zero or undefined (gamma constant)"
+    star = -b / a if not reason else math.nan
+    stab = "undefined" if reason else ("attracting" if a < 0 else "repelling")
+    opts = {"at": at, "family": family, **(extra_opts or {})}
+    return FixedPointResult(family, a, b, star, stab, len(dg), list(map(float, x)), list(map(float, g)),
+                            list(map(float, dg)), list(map(float, gat)), at, reason,
+                            provenance("coupling_fixed_point", opts, inputs or {}))
+
+
+def coupling_fixed_point(df: pd.DataFrame, family: str = "OPT", b1: str = "HS", b2: str = "TQA", *,
+                         min_delta: float | None = None, at: str = "mid") -> FixedPointResult:
+    """Fixed point of one family's gamma sequence (default OPT, as in the paper)."""
+    if not isinstance(family, str):
+        raise OptionError(f"option 'family': one family name, got {family!r}")
+    select_families(df, family, option="family")
+    cr = local_coupling(df, b1, b2, min_delta=min_delta, families=[family])
+    ivs = [iv for iv in cr.intervals if not iv.reason]
+    return fixed_point_xy([iv.x_mid for iv in ivs], [iv.gamma for iv in ivs], at=at, family=family,
+                          inputs={"scores": df}, extra_opts={"b1": b1, "b2": b2, "min_delta": cr.min_delta})
