@@ -1,0 +1,545 @@
+"""The sweep runner: master-worker over models, one HDF5 shard per model, resumable.
+
+Under MPI (mpi4py, launched by mpiexec/srun), rank 0 plans the run and hands models out one at a
+time, largest first, to whichever rank asks; rank 0 computes too (its dispatcher runs in a thread
+that polls, so no core is spent spinning).  With one rank, or without MPI, the same scheduler runs
+in one process.  Each model:
+
+1. takes its lock (``locks/<model>.lock``; a model locked by a live process elsewhere is deferred and
+   offered again later, so two runs of the same job share the work instead of duplicating it),
+2. re-checks its shard (another run may have finished it meanwhile),
+3. runs the work function ``process_model(entry, job) -> {"internals": tree, "steering": {run: tree},
+   "info": {...}}``,
+4. writes the shard under a temporary name and publishes it with link(2) (exclusive: a shard is
+   never written twice) and releases the lock.
+
+A failure is recorded in the manifest with its error and the sweep goes on.  SIGTERM stops handing
+out models; the model being computed is dropped cleanly (``on_term='drop'``, the default: its
+temporary file is removed, its lock released) or finished (``on_term='finish'``).
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from cape_hpc.errors import OptionError, StoreError
+from cape_hpc.io.provenance import Provenance
+from cape_hpc.sweep import shards as sh
+from cape_hpc.sweep.spec import JobSpec, ModelEntry, estimate_memory_bytes, order_models
+
+log = logging.getLogger(__name__)
+
+TAG_REQ, TAG_ASSIGN, TAG_BYE = 11, 12, 13
+POLL_S = 0.005
+EXIT_FAILED, EXIT_INTERRUPTED = 1, 143
+
+
+class SweepInterrupted(Exception):
+    """Raised inside the work function by the SIGTERM handler (on_term='drop')."""
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class ModelRun:
+    model: str
+    status: str                 # done | skipped | failed | interrupted | busy
+    seconds: float = 0.0
+    rank: int = 0
+    host: str = sh.HOST
+    error: str | None = None
+    shard: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class SweepResult:
+    job: str
+    out_dir: str
+    ranks: int
+    models: list[ModelRun]
+    wall_seconds: float
+    busy_seconds: list[float]            # per rank: time inside models
+    wait_seconds: list[float]            # per rank: time waiting for an assignment from the master
+    idle_seconds: list[float]            # per rank: wall - busy (waits + the tail after its last model)
+    interrupted: bool
+    provenance: Provenance
+
+    @property
+    def failed(self) -> list[ModelRun]:
+        return [m for m in self.models if m.status == "failed"]
+
+    def exit_status(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED if self.failed or any(m.status == "busy" for m in self.models) else 0
+
+
+@dataclass
+class PlanRow:
+    order: int
+    model: str
+    id: str
+    params: float | None
+    dtype: str
+    est_memory_bytes: int | None
+    shard: str                  # missing | complete | corrupt | incomplete | mismatch
+    action: str                 # run | skip | recompute | refuse
+    detail: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+
+
+def plan(job: JobSpec, out_dir: str | os.PathLike, *, force: bool = False, models: list[ModelEntry] | None = None,
+         inspect: bool = True) -> list[PlanRow]:
+    """Order the models and classify each shard; never loads a model."""
+    rows = []
+    prompts_sha = sh.prompt_hashes(job) if inspect else None
+    for i, m in enumerate(order_models(models if models is not None else job.models)):
+        row = PlanRow(i, m.name, m.id, m.params, m.dtype, estimate_memory_bytes(m, job), "missing", "run")
+        if inspect:
+            st = sh.inspect_shard(sh.shard_path(out_dir, m.name))
+            row.shard = st.status
+            if st.status == "complete":
+                want = sh.expected_provenance(m, job, prompts_sha)
+                if st.provenance == want:
+                    row.action = "skip"
+                else:
+                    row.shard = "mismatch"
+                    row.action = "recompute" if force else "refuse"
+                    row.detail = "; ".join(sh.provenance_diff(st.provenance or {}, want)[:4])
+            elif st.status in ("corrupt", "incomplete"):
+                row.action = "recompute"
+                row.detail = st.detail
+        rows.append(row)
+    return rows
+
+
+def select_models(job: JobSpec, only: list[str] | None = None, index: int | None = None) -> list[ModelEntry]:
+    models = job.models
+    if only:
+        models = [job.model(n) for n in only]
+    if index is not None:
+        ordered = order_models(models)
+        if not 0 <= index < len(ordered):
+            raise OptionError(f"--index {index} is out of range: the job has {len(ordered)} models (0..{len(ordered) - 1})")
+        models = [ordered[index]]
+    return models
+
+
+# ---------------------------------------------------------------------------------------------
+# scheduler (thread-safe; used by rank 0's dispatcher thread and its local worker)
+
+
+class Scheduler:
+    def __init__(self, names: list[str], retry_s: float = 1.0):
+        self.queue = deque(names)
+        self.deferred: list[tuple[float, str]] = []
+        self.lock = threading.Lock()
+        self.results: dict[str, ModelRun] = {}
+        self.stopping = False
+        self.retry_s = retry_s
+        self.defer_count: dict[str, int] = {}
+        self.max_defer = int(os.environ.get("CAPE_SWEEP_MAX_WAIT_S", 24 * 3600) / retry_s)
+
+    def next(self) -> str | tuple[str, float] | None:
+        with self.lock:
+            if self.stopping:
+                return None
+            if self.queue:
+                return self.queue.popleft()
+            if self.deferred:
+                now = time.monotonic()
+                self.deferred.sort()
+                t, name = self.deferred[0]
+                if t <= now:
+                    self.deferred.pop(0)
+                    return name
+                return ("wait", t - now)
+            return None
+
+    def done(self, run: ModelRun) -> None:
+        with self.lock:
+            if run.status == "busy" and not self.stopping:
+                n = self.defer_count[run.model] = self.defer_count.get(run.model, 0) + 1
+                if n <= self.max_defer:
+                    self.deferred.append((time.monotonic() + self.retry_s, run.model))
+                    return
+            self.results[run.model] = run
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+
+
+# ---------------------------------------------------------------------------------------------
+# MPI
+
+
+def _launched_by_mpi() -> bool:
+    keys = ("PMI_RANK", "PMI_SIZE", "PMI_FD", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
+            "HYDI_CONTROL_FD")
+    return any(k in os.environ for k in keys)
+
+
+def get_comm(use_mpi: bool | None = None):
+    """COMM_WORLD when launched under MPI and mpi4py imports; None otherwise (single process)."""
+    if use_mpi is False or (use_mpi is None and not _launched_by_mpi()):
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        if use_mpi:
+            raise OptionError("--mpi: mpi4py is not installed (pip install mpi4py mpich)") from None
+        log.warning("launched under MPI but mpi4py is missing: running as a single process")
+        return None
+    return MPI.COMM_WORLD
+
+
+def _recv_polling(comm, source: int, tag: int, stop: threading.Event | None = None):
+    """Receive without spinning a core (MPICH's blocking receive busy-polls)."""
+    req = comm.irecv(source=source, tag=tag)
+    delay = POLL_S
+    while True:
+        ok, msg = req.test()
+        if ok:
+            return msg
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.05)
+
+
+def _local_ranks(comm) -> int:
+    if comm is None:
+        return 1
+    for k in ("MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+        if os.environ.get(k, "").isdigit():
+            return int(os.environ[k])
+    try:
+        from mpi4py import MPI
+
+        return comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
+    except Exception:
+        return comm.Get_size()
+
+
+def set_thread_budget(local_ranks: int) -> int:
+    """Split this node's cores between the ranks on it (unless OMP_NUM_THREADS is set)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    n = max(1, cpus // max(1, local_ranks))
+    if "OMP_NUM_THREADS" in os.environ:
+        n = int(os.environ["OMP_NUM_THREADS"])
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# one model
+
+
+def resolve_work(target: str) -> Callable[[ModelEntry, JobSpec], dict]:
+    mod, _, fn = target.partition(":")
+    try:
+        return getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as exc:
+        raise OptionError(f"work function {target!r} cannot be imported: {exc}") from None
+
+
+class _TermState:
+    """SIGTERM handling shared by the worker loop and the signal handler."""
+
+    def __init__(self, on_term: str):
+        self.on_term = on_term
+        self.requested = threading.Event()
+        self.in_compute = False
+        self.sched: Scheduler | None = None
+
+    def handler(self, signum, frame):
+        first = not self.requested.is_set()
+        self.requested.set()
+        if self.sched is not None:
+            self.sched.stop()
+        log.warning("signal %d: no new models%s", signum,
+                    "; dropping the current one" if self.in_compute and self.on_term == "drop" else "")
+        if first and self.in_compute and self.on_term == "drop":
+            raise SweepInterrupted(f"interrupted by signal {signum}")
+
+
+def run_one(entry: ModelEntry, job: JobSpec, out_dir: Path, work: Callable, *, force: bool, rank: int,
+            run_id: str, term: _TermState, prompts_sha: dict) -> ModelRun:
+    t0 = time.perf_counter()
+    run = ModelRun(entry.name, "failed", rank=rank)
+    want = sh.expected_provenance(entry, job, prompts_sha)
+    lock = sh.ModelLock(out_dir, entry.name, run_id)
+    try:
+        lock.acquire()
+    except sh.LockBusy as busy:
+        run.status, run.note = "busy", f"locked by {busy.holder.get('host')}:{busy.holder.get('pid')}"
+        run.seconds = time.perf_counter() - t0
+        return run
+    try:
+        if lock.took_over:
+            run.note = f"took over stale lock of {lock.took_over.get('host')}:{lock.took_over.get('pid')}"
+        st = sh.inspect_shard(sh.shard_path(out_dir, entry.name))
+        if st.status == "complete" and st.provenance == want and not force:
+            run.status, run.shard = "skipped", str(st.path)
+            run.note = (run.note + "; " if run.note else "") + "completed by another run"
+            return run
+        if st.status == "complete" and st.provenance != want and not force:
+            run.error = "a shard with other provenance exists (pass --force to recompute): " + \
+                "; ".join(sh.provenance_diff(st.provenance or {}, want)[:4])
+            return run
+        if st.status in ("corrupt", "incomplete"):
+            moved = sh.quarantine(st.path)
+            run.note = f"{st.status} shard ({st.detail}) moved to {moved} and recomputed"
+            log.warning("%s: %s", entry.name, run.note)
+        term.in_compute = True
+        try:
+            tree = work(entry, job)
+            sh._failpoint("after_work", entry.name)
+        finally:
+            term.in_compute = False
+        outcome, path = sh.write_shard(out_dir, entry, want, tree, force=force or st.status == "complete",
+                                       info={**(tree.get("info") or {}), "run_id": run_id, "rank": rank,
+                                             "host": sh.HOST})
+        run.shard = str(path)
+        run.status = "done" if outcome == "written" else "skipped"
+        if outcome == "exists":
+            run.note = "another run published this shard first; ours was dropped"
+    except SweepInterrupted as exc:
+        run.status, run.error = "interrupted", str(exc)
+    except Exception as exc:  # a model that fails is recorded; the sweep goes on
+        run.status = "failed"
+        run.error = f"{type(exc).__name__}: {exc}"
+        log.warning("%s failed: %s", entry.name, run.error)
+        log.debug("%s", traceback.format_exc())
+    finally:
+        lock.release()
+        run.seconds = time.perf_counter() - t0
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep
+
+
+def _record(out_dir: Path, run: ModelRun, run_id: str) -> None:
+    with sh.locked_manifest(out_dir) as man:
+        prev = man["models"].get(run.model, {})
+        entry = {"status": run.status, "seconds": round(run.seconds, 3), "rank": run.rank,
+                 "host": run.host, "error": run.error, "note": run.note, "shard": run.shard,
+                 "run_id": run_id, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if run.status == "skipped" and prev.get("status") == "done":
+            entry = {**prev, "last_checked": entry["finished"], "last_run_id": run_id}
+        man["models"][run.model] = entry
+
+
+def run_sweep(job: JobSpec, out_dir: str | os.PathLike | None = None, *, force: bool = False,
+              only: list[str] | None = None, index: int | None = None, use_mpi: bool | None = None,
+              on_term: str = "drop", comm=None) -> SweepResult:
+    """Run (or resume) a sweep; every rank calls this.  Returns the same summary on every rank
+    (rank 0's is complete; workers get the broadcast summary)."""
+    if on_term not in ("drop", "finish"):
+        raise OptionError(f"--on-term must be 'drop' or 'finish', got {on_term!r}")
+    comm = comm if comm is not None else get_comm(use_mpi)
+    rank = comm.Get_rank() if comm is not None else 0
+    size = comm.Get_size() if comm is not None else 1
+    out = Path(out_dir or job.output_dir)
+    t_start = time.perf_counter()
+
+    # ---- plan on rank 0, share the verdict
+    models = select_models(job, only, index)
+    header = None
+    if rank == 0:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            sh.clean_stale_tmp(out)
+            rows = plan(job, out, force=force, models=models)
+            refused = [r for r in rows if r.action == "refuse"]
+            if refused:
+                raise StoreError(
+                    f"{out}: {len(refused)} shard(s) have other provenance and are not mixed in "
+                    f"(pass --force to recompute them): " +
+                    "; ".join(f"{r.model} ({r.detail})" for r in refused[:5]))
+            header = {"ok": True, "rows": [(r.model, r.action) for r in rows], "prompts_sha": sh.prompt_hashes(job),
+                      "run_id": _run_id()}
+        except Exception as exc:
+            header = {"ok": False, "error": exc}
+    if comm is not None:
+        header = comm.bcast(header, root=0)
+    if not header["ok"]:
+        raise header["error"]
+    run_id, prompts_sha = header["run_id"], header["prompts_sha"]
+    by_name = {m.name: m for m in models}
+
+    set_thread_budget(_local_ranks(comm))
+    work = resolve_work(job.work_target)
+    term = _TermState(on_term)
+    old_handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGTERM, signal.SIGINT):
+            old_handlers[s] = signal.signal(s, term.handler)
+
+    busy = 0.0
+    wait = 0.0
+    runs: list[ModelRun] = []
+    try:
+        if rank == 0:
+            with sh.locked_manifest(out) as man:
+                man["job"] = {"name": job.name, "path": job.path, "sha256": job.sha256}
+                man["runs"][run_id] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                       "ranks": size, "host": sh.HOST, "pid": os.getpid(),
+                                       "argv": " ".join(sys.argv)}
+            todo = [name for name, action in header["rows"] if action != "skip"]
+            for name, action in header["rows"]:
+                if action == "skip":
+                    runs.append(ModelRun(name, "skipped", note="complete shard with the same provenance",
+                                         shard=str(sh.shard_path(out, name))))
+            sched = Scheduler(todo)
+            term.sched = sched
+            if term.requested.is_set():
+                sched.stop()
+
+            def on_result(r: ModelRun) -> None:
+                sched.done(r)
+                if r.status != "busy":
+                    _record(out, r, run_id)
+
+            dispatcher = None
+            if size > 1:
+                dispatcher = threading.Thread(target=_dispatch, args=(comm, sched, on_result, size), daemon=True)
+                dispatcher.start()
+            while True:
+                task = sched.next()
+                if task is None:
+                    break
+                if isinstance(task, tuple):
+                    t0 = time.perf_counter()
+                    time.sleep(min(task[1], 1.0))
+                    wait += time.perf_counter() - t0
+                    continue
+                r = run_one(by_name[task], job, out, work, force=force, rank=0, run_id=run_id, term=term,
+                            prompts_sha=prompts_sha)
+                busy += r.seconds
+                on_result(r)
+            if dispatcher is not None:
+                dispatcher.join()
+            runs += list(sched.results.values())
+            for name in todo:
+                if name not in sched.results:
+                    runs.append(ModelRun(name, "interrupted", note="not started (stopped by a signal)"))
+            stats = _gather_stats(comm, busy, wait)
+            for d in range(1, size):
+                comm.send(stats, dest=d, tag=TAG_BYE)
+        else:
+            result = None
+            while True:
+                t0 = time.perf_counter()
+                req = comm.isend({"rank": rank, "result": result, "stopping": term.requested.is_set()},
+                                 dest=0, tag=TAG_REQ)
+                task = _recv_polling(comm, 0, TAG_ASSIGN)
+                req.wait()
+                wait += time.perf_counter() - t0
+                result = None
+                if task is None:
+                    break
+                if isinstance(task, tuple):
+                    time.sleep(min(task[1], 1.0))
+                    continue
+                result = run_one(by_name[task], job, out, work, force=force, rank=rank, run_id=run_id,
+                                 term=term, prompts_sha=prompts_sha)
+                busy += result.seconds
+            stats = _gather_stats(comm, busy, wait)
+            stats = _recv_polling(comm, 0, TAG_BYE)
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+
+    wall = time.perf_counter() - t_start
+    if rank == 0:
+        b, w, walls = stats
+        idle = [max(0.0, wall - x) for x in b]
+        res = SweepResult(job.name, str(out), size, sorted(runs, key=lambda r: r.model), wall, b, w, idle,
+                          term.requested.is_set(),
+                          Provenance("sweep", {"job": job.path, "out_dir": str(out), "force": force,
+                                               "only": only, "index": index, "ranks": size},
+                                     inputs={"job": job.sha256, **{f"prompts_{k}": v for k, v in prompts_sha.items()}}))
+        with sh.locked_manifest(out) as man:
+            man["runs"][run_id].update(
+                finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), wall_seconds=round(wall, 3),
+                busy_seconds=[round(x, 3) for x in b], wait_seconds=[round(x, 3) for x in w],
+                interrupted=res.interrupted,
+                counts={s: sum(r.status == s for r in runs) for s in ("done", "skipped", "failed", "interrupted", "busy")})
+        return res
+    return SweepResult(job.name, str(out), size, [], wall, stats[0], stats[1], [], term.requested.is_set(),
+                       Provenance("sweep", {"job": job.path}))
+
+
+def _run_id() -> str:
+    base = f"{time.strftime('%Y%m%dT%H%M%S')}-{sh.HOST}-{os.getpid()}"
+    if os.environ.get("SLURM_JOB_ID"):
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return f"slurm{os.environ['SLURM_JOB_ID']}" + (f"_{task}" if task else "") + f"-{base}"
+    return base
+
+
+def _gather_stats(comm, busy: float, wait: float):
+    """Per-rank busy and wait seconds on rank 0 (point-to-point, polled: no spinning collective)."""
+    if comm is None or comm.Get_size() == 1:
+        return [busy], [wait], None
+    rank = comm.Get_rank()
+    if rank != 0:
+        comm.send((rank, busy, wait), dest=0, tag=TAG_BYE + 1)
+        return None
+    b, w = [busy] + [0.0] * (comm.Get_size() - 1), [wait] + [0.0] * (comm.Get_size() - 1)
+    for _ in range(comm.Get_size() - 1):
+        r, bb, ww = _recv_polling(comm, _any_source(), TAG_BYE + 1)
+        b[r], w[r] = bb, ww
+    return b, w, None
+
+
+def _any_source() -> int:
+    from mpi4py import MPI
+
+    return MPI.ANY_SOURCE
+
+
+def _dispatch(comm, sched: Scheduler, on_result: Callable[[ModelRun], None], size: int) -> None:
+    """Rank 0's dispatcher thread: answer workers' requests until each has been told to stop."""
+    from mpi4py import MPI
+
+    active = size - 1
+    status = MPI.Status()
+    while active > 0:
+        if not comm.Iprobe(source=MPI.ANY_SOURCE, tag=TAG_REQ, status=status):
+            time.sleep(POLL_S)
+            continue
+        src = status.Get_source()
+        msg = comm.recv(source=src, tag=TAG_REQ)
+        if msg["result"] is not None:
+            on_result(msg["result"])
+        if msg.get("stopping"):
+            sched.stop()
+        task = sched.next()
+        comm.send(task, dest=src, tag=TAG_ASSIGN)
+        if task is None:
+            active -= 1
