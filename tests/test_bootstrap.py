@@ -1,0 +1,157 @@
+"""cape_hpc.stats.bootstrap vs scipy.stats.bootstrap, the numpy oracle, and invariants."""
+import math
+
+import numba
+import numpy as np
+import pytest
+from scipy import stats
+
+from cape_hpc.errors import OptionError
+from cape_hpc.io.serialize import to_jsonable
+from cape_hpc.stats import (
+    BatchStatistic,
+    ParticipationRatioStatistic,
+    QuadraticNcStatistic,
+    bootstrap,
+)
+from cape_kernels.reference_resample import participation_ratio_eig, quadratic_vertex_ref
+
+RNG = np.random.default_rng(20261124)
+X40 = RNG.normal(size=(40, 5)) @ RNG.normal(size=(5, 5)) + 50
+SKEW = RNG.exponential(size=60) ** 1.5          # a skewed sample: BCa differs from percentile
+
+
+def _deff_eig(i):
+    return participation_ratio_eig(X40[i])
+
+
+def _close_ci(ours, theirs, width, frac):
+    """Monte Carlo tolerance: each end within ``frac`` of the interval's width."""
+    assert abs(ours[0] - theirs[0]) < frac * width and abs(ours[1] - theirs[1]) < frac * width
+
+
+def test_percentile_matches_scipy_for_a_callable():
+    R = 4000
+    ours = bootstrap(lambda i: SKEW[i].mean(), len(SKEW), n_resamples=R, seed=1, levels=(0.95, 0.68))
+    for lv in (0.95, 0.68):
+        ref = stats.bootstrap((SKEW,), np.mean, n_resamples=R, method="percentile", confidence_level=lv,
+                              rng=np.random.default_rng(2)).confidence_interval
+        _close_ci(ours.ci[lv], ref, ref.high - ref.low, 0.08)
+    assert ours.estimate == pytest.approx(SKEW.mean(), rel=1e-15)
+    assert ours.n_valid == R and ours.n_invalid == 0 and not ours.stratified
+
+
+def test_percentile_and_bca_match_scipy_for_participation_ratio():
+    R = 3000
+    stat = ParticipationRatioStatistic(X40)
+    idx = np.arange(40)
+    for method, sp in (("percentile", "percentile"), ("bca", "BCa")):
+        ours = bootstrap(stat, n_resamples=R, seed=3, method=method, levels=(0.9,))
+        ref = stats.bootstrap((idx,), _deff_eig, vectorized=False, n_resamples=R, method=sp,
+                              confidence_level=0.9, rng=np.random.default_rng(4)).confidence_interval
+        _close_ci(ours.ci[0.9], ref, ref.high - ref.low, 0.12)
+    assert ours.estimate == pytest.approx(participation_ratio_eig(X40), rel=1e-12)
+
+
+def test_bca_matches_scipy_on_a_skewed_statistic():
+    R = 5000
+    ours = bootstrap(lambda i: SKEW[i].mean(), len(SKEW), n_resamples=R, seed=5, method="bca", levels=(0.95,))
+    ref = stats.bootstrap((SKEW,), np.mean, n_resamples=R, method="BCa", confidence_level=0.95,
+                          rng=np.random.default_rng(6)).confidence_interval
+    _close_ci(ours.ci[0.95], ref, ref.high - ref.low, 0.08)
+    # the jackknife acceleration of the mean has a closed form: skewness / (6 sqrt(n))
+    d = SKEW - SKEW.mean()
+    a_exact = np.sum(d ** 3) / (6 * np.sum(d ** 2) ** 1.5)
+    assert ours.acceleration == pytest.approx(a_exact, rel=1e-10)
+    pct = bootstrap(lambda i: SKEW[i].mean(), len(SKEW), n_resamples=R, seed=5, levels=(0.95,))
+    assert ours.ci[0.95] != pct.ci[0.95]           # the correction moved the interval
+    np.testing.assert_array_equal(ours.samples, pct.samples)
+
+
+def test_batch_statistic_equals_callable_oracle_on_same_streams():
+    fam = np.repeat(np.arange(10), 4)
+    a = bootstrap(ParticipationRatioStatistic(X40, corr=True), strata=fam, n_resamples=700, seed=9)
+    b = bootstrap(lambda i: participation_ratio_eig(X40[i], corr=True), 40, strata=fam,
+                  n_resamples=700, seed=9)
+    np.testing.assert_allclose(a.samples, b.samples, rtol=1e-12)
+    assert a.stratified and a.n_strata == 10
+
+
+def test_identical_across_threads_and_chunks():
+    fam = np.repeat(np.arange(10), 4)
+    stat = ParticipationRatioStatistic(X40)
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = bootstrap(stat, strata=fam, n_resamples=5000, seed=42, method="bca", chunk=4096)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = bootstrap(stat, strata=fam, n_resamples=5000, seed=42, method="bca", chunk=333)
+    finally:
+        numba.set_num_threads(old)
+    assert one.samples.tobytes() == two.samples.tobytes()
+    assert one.ci == two.ci and one.median == two.median
+
+
+def test_quadratic_invalid_fits_are_dropped_and_counted():
+    rng = np.random.default_rng(8)
+    x = np.log10(np.repeat([[1e8, 3e8, 1e9, 3e9, 1e10]], 4, axis=0).ravel() * rng.uniform(0.8, 1.2, 20))
+    y = 0.3 * (x - 9.0) ** 2 + rng.normal(size=20) * 0.5
+    fam = np.repeat(np.arange(4), 5)
+    stat = QuadraticNcStatistic(x, y)
+    res = bootstrap(stat, strata=fam, n_resamples=2000, seed=0, method="bca")
+    assert 0 < res.n_valid < 2000 and res.n_invalid == 2000 - res.n_valid
+    assert np.isnan(res.samples).sum() == res.n_invalid
+    valid = res.samples[np.isfinite(res.samples)]
+    assert np.all((valid >= x.min()) & (valid <= x.max()))
+    assert res.median == np.median(valid)
+    assert res.estimate == pytest.approx(quadratic_vertex_ref(x, y, x.min(), x.max()), rel=1e-12)
+    # the same through a polyfit callable: same streams, same validity
+    cb = bootstrap(lambda i: quadratic_vertex_ref(x[i], y[i], x.min(), x.max()), 20, strata=fam,
+                   n_resamples=2000, seed=0)
+    np.testing.assert_allclose(cb.samples, res.samples, rtol=1e-12)
+
+
+def test_percentile_definition_and_zero_variance_strata():
+    # every unit its own stratum: each resample is the original sample
+    stat = ParticipationRatioStatistic(X40)
+    res = bootstrap(stat, strata=np.arange(40), n_resamples=50, seed=1)
+    np.testing.assert_allclose(res.samples, res.estimate, rtol=1e-13)
+    res = bootstrap(stat, n_resamples=999, seed=1, levels=(0.9,))
+    v = res.samples
+    assert res.ci[0.9] == tuple(np.quantile(v, [0.05, 0.95]))
+
+
+def test_bca_undefined_when_all_samples_on_one_side():
+    class Biased(BatchStatistic):
+        n = 10
+        name = "biased"
+
+        def full(self):
+            return 0.0
+
+        def batch(self, idx):
+            return 1.0 + idx.sum(axis=1) / 1000.0
+
+    res = bootstrap(Biased(), n_resamples=100, method="bca")
+    assert math.isnan(res.ci[0.95][0]) and "one side" in res.note
+
+
+def test_options_are_checked():
+    stat = ParticipationRatioStatistic(X40)
+    for kw, name in [({"n_resamples": 0}, "n_resamples"), ({"seed": -1}, "seed"),
+                     ({"seed": 1.5}, "seed"), ({"levels": (1.2,)}, "levels"),
+                     ({"method": "basic"}, "method"), ({"strata": np.arange(3)}, "strata")]:
+        with pytest.raises(OptionError, match=name):
+            bootstrap(stat, **kw)
+    with pytest.raises(OptionError, match="n is required"):
+        bootstrap(lambda i: 0.0)
+
+
+def test_result_serialises_with_provenance(capsys):
+    res = bootstrap(ParticipationRatioStatistic(X40), strata=np.repeat(np.arange(10), 4),
+                    n_resamples=100, seed=7, progress=True)
+    j = to_jsonable(res)
+    assert j["seed"] == 7 and j["n_resamples"] == 100 and j["ci"]["0.95"][0] <= j["ci"]["0.95"][1]
+    assert j["provenance"]["method"] == "bootstrap-percentile"
+    assert j["provenance"]["options"]["stratified"] is True
+    assert res.provenance.attrs()["n_resamples"] == 100
