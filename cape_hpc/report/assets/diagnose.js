@@ -1,0 +1,2 @@
+/* placeholder, replaced below */
+window.capeBuildDiagnosePanel = function (panel) { panel.textContent = "diagnose: not yet"; };

@@ -1,0 +1,286 @@
+"""Matplotlib figures (Agg) from a results file.
+
+Every ``fig_*`` function takes a ``Results`` and returns a ``matplotlib.figure.Figure`` (no file
+writing here: ``cape figures`` saves them), or raises ``Skip`` with a note naming the missing group.
+``build_figures`` runs them all and returns ``FigureOutcome``s: a figure, or a skip note.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from cape_hpc.report import extract as ex  # noqa: E402
+from cape_hpc.report.data import Results, Skip  # noqa: E402
+
+
+def _new(ncols: int = 1, width: float = 6.4, height: float = 4.4) -> tuple[Figure, list]:
+    fig = Figure(figsize=(width * ncols if ncols > 1 else width, height), layout="constrained")
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    return fig, axes
+
+
+def _phase_legend(ax, phases_present) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ls="", color=ex.PHASE_COLORS[p], label=p or "no phase (smallest)")
+               for p in (*ex.PHASE_ORDER, "") if p in phases_present]
+    if handles:
+        leg = ax.legend(handles=handles, title="phase", loc="best", fontsize=8)
+        ax.add_artist(leg)
+
+
+def fig_phase_diagram(res: Results) -> Figure:
+    d = ex.phase_diagram(res)
+    fig, (ax,) = _new(width=7.0, height=5.2)
+    present = set()
+    markers = "os^Dv<>pPX*h"
+    for i, fam in enumerate(d["families"]):
+        ax.plot(fam["b1"], fam["b2"], "-", color="0.6", lw=1, zorder=1, gid=f"traj:{fam['family']}",
+                label=fam["family"])
+        cols = [ex.PHASE_COLORS.get(p, "#1f77b4") for p in fam["phase"]]
+        present.update(fam["phase"])
+        ax.scatter(fam["b1"], fam["b2"], c=cols, marker=markers[i % len(markers)], s=28, zorder=2,
+                   edgecolors="k", linewidths=0.4)
+        ax.annotate(fam["family"], (fam["b1"][-1], fam["b2"][-1]), fontsize=7, xytext=(3, 2),
+                    textcoords="offset points")
+    unit = " (%)" if d["units"] == "percent" else (" (fraction)" if d["units"] else "")
+    ax.set_xlabel(f"{d['b1']}{unit}")
+    ax.set_ylabel(f"{d['b2']}{unit}")
+    ax.set_title(f"Phase diagram: {d['b1']} vs {d['b2']} trajectories per family")
+    _phase_legend(ax, present)
+    return fig
+
+
+def fig_running_gamma(res: Results) -> Figure:
+    d = ex.running_gamma(res)
+    fig, (ax,) = _new(width=7.5, height=5.0)
+    colors = {}
+    for i, fam in enumerate(d["families"]):
+        colors[fam["family"]] = f"C{i % 10}"
+        ax.plot(fam["x"], fam["gamma"], "o-", ms=4, lw=1.2, color=colors[fam["family"]], label=fam["family"])
+    ax.axhline(0, color="k", lw=0.8)
+    ax.axhspan(d["tax_below"], d["bonus_above"], color="0.9", zorder=0, label="transition band")
+    styles = ["--", ":", "-.", (0, (6, 2, 1, 2))]
+    est_style = {e: styles[i % len(styles)] for i, e in enumerate(dict.fromkeys(n["estimator"] for n in d["nc"]))}
+    for nc in d["nc"]:
+        if not math.isfinite(nc["log_nc"]):
+            continue
+        color = colors.get(nc["family"], "k")
+        ax.axvline(nc["log_nc"], color=color, ls=est_style[nc["estimator"]], lw=1.3,
+                   label=f"N_c {nc['estimator']} ({nc['family']})")
+        if math.isfinite(nc["lo"]) and math.isfinite(nc["hi"]):
+            ax.axvspan(nc["lo"], nc["hi"], color=color, alpha=0.08)
+    ax.set_xlabel("log10 N (interval midpoint)")
+    ax.set_ylabel(f"gamma = d{d['b2']} / d{d['b1']}")
+    ax.set_title("Running coupling gamma(N) per family" + ("" if d["nc"] else " (no N_c in file)"))
+    finite = np.array([g for f in d["families"] for g in f["gamma"] if math.isfinite(g)])
+    if finite.size:  # a single huge gamma (tiny dB1) should not flatten the rest
+        lo, hi = np.quantile(finite, [0.02, 0.98])
+        pad = 0.15 * (hi - lo + 1e-9)
+        ax.set_ylim(min(lo - pad, -0.5), max(hi + pad, 0.5))
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    return fig
+
+
+def fig_deff(res: Results) -> Figure:
+    d = ex.deff_per_phase(res)
+    fig, (ax,) = _new(width=5.5, height=4.2)
+    rows = d["rows"]
+    x = np.arange(len(rows))
+    y = np.array([r["d_eff"] for r in rows])
+    lo = np.array([r["lo"] for r in rows])
+    hi = np.array([r["hi"] for r in rows])
+    err = np.vstack([np.where(np.isfinite(lo), y - lo, 0), np.where(np.isfinite(hi), hi - y, 0)])
+    ax.bar(x, y, color=[ex.PHASE_COLORS.get(r["phase"], "#1f77b4") for r in rows], alpha=0.8)
+    ax.errorbar(x, y, yerr=err, fmt="none", ecolor="k", capsize=4, lw=1)
+    ax.set_xticks(x, [r["phase"] for r in rows])
+    ax.set_xlabel("phase")
+    ax.set_ylabel("d_eff (participation ratio)")
+    ax.set_title("Effective dimensionality per phase (95% interval)")
+    return fig
+
+
+def fig_width(res: Results) -> Figure:
+    d = ex.width_normalisation(res)
+    rows = d["rows"]
+    fig, (ax,) = _new(width=max(6.0, 0.9 * len(rows) + 2), height=4.5)
+    x = np.arange(len(rows))
+    w = 0.27
+    ax.bar(x - w, [r["r_before"] for r in rows], w, label="r before", color="#1f77b4")
+    ax.bar(x, [r["r_after"] for r in rows], w, label="r after (/ d_model/d_ref)", color="#ff7f0e")
+    nm = np.array([r["null_mean"] for r in rows])
+    nlo = np.array([r["null_lo"] for r in rows])
+    nhi = np.array([r["null_hi"] for r in rows])
+    ok = np.isfinite(nm) | (np.isfinite(nlo) & np.isfinite(nhi))
+    centre = np.where(np.isfinite(nm), nm, (nlo + nhi) / 2)
+    yerr = np.vstack([np.where(np.isfinite(nlo), centre - nlo, 0), np.where(np.isfinite(nhi), nhi - centre, 0)])
+    ax.bar(x[ok] + w, centre[ok], w, color="#bbbbbb", label="permutation control (95% of null)")
+    ax.errorbar(x[ok] + w, centre[ok], yerr=yerr[:, ok], fmt="none", ecolor="k", capsize=3, lw=1)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(x, [r["family"] for r in rows], rotation=30, ha="right")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("family")
+    ax.set_ylabel("Pearson r")
+    ax.set_title("Width normalisation: before / after beside the permutation control")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def fig_dynamics(res: Results) -> Figure:
+    d = ex.dynamics(res)
+    ntraj = len(d["trajectories"][:1])
+    fig, axes = _new(ncols=ntraj + (1 if d["errors"] else 0), width=6.0, height=4.5)
+    k = 0
+    for tr in d["trajectories"][:1]:
+        ax = axes[k]
+        k += 1
+        A, P = np.asarray(tr["actual"]), np.asarray(tr["predicted"])
+        for j, b in enumerate(tr["benchmarks"]):
+            ax.plot(tr["x"], A[:, j], "o", color=f"C{j}", label=f"{b} actual")
+            ax.plot(tr["x"], P[:, j], "-", color=f"C{j}", label=f"{b} ODE")
+        ax.set_xlabel("log10 N")
+        ax.set_ylabel("score")
+        ax.set_title(f"ODE fit: {tr['label']}")
+        ax.legend(fontsize=7, ncol=2)
+    if d["errors"]:
+        ax = axes[k]
+        labels = [e["label"] for e in d["errors"]]
+        vals = [e["error"] for e in d["errors"]]
+        colors = ["#999999" if re.search(r"poly|baseline", lab, re.I) else "#1f77b4" for lab in labels]
+        ax.barh(np.arange(len(vals)), vals, color=colors)
+        ax.set_yticks(np.arange(len(vals)), labels, fontsize=7)
+        ax.set_xlabel("holdout error (mean|pred - actual| / mean actual)")
+        ax.set_ylabel("model")
+        ax.set_title("Holdout: ODE vs polynomial baselines")
+    return fig
+
+
+def fig_frontier(res: Results) -> Figure:
+    d = ex.frontier(res)
+    p = d["points"]
+    fig, (ax,) = _new(width=7.0, height=5.0)
+    h = np.array(p["h"], float)
+    lim = np.nanmax(np.abs(h)) if np.isfinite(h).any() else 1.0
+    sc = ax.scatter(p["x"], p["y"], c=np.nan_to_num(h), cmap="coolwarm", vmin=-lim, vmax=lim,
+                    edgecolors="k", linewidths=0.4, s=36, label="models")
+    for m, x, y in zip(p["model"], p["x"], p["y"]):
+        ax.annotate(m, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    if math.isfinite(d["slope"]):
+        xs = np.linspace(np.nanmin(p["x"]), np.nanmax(p["x"]), 50)
+        ax.plot(xs, d["slope"] * xs + d["intercept"], "k-", lw=1.2,
+                label=f"fit: {d['y_name']} = {d['slope']:.3g} {d['x_name']} + {d['intercept']:.3g}"
+                + (f" (r = {d['r']:.2f})" if math.isfinite(d["r"]) else ""))
+    fig.colorbar(sc, ax=ax, label="h (residual, points)")
+    ax.set_xlabel(f"{d['x_name']} (%)")
+    ax.set_ylabel(f"{d['y_name']} (%)")
+    ax.set_title("Frontier models with the fitted line and h")
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def fig_internals(res: Results, model: str) -> Figure:
+    d = ex.internals(res)
+    m = next((x for x in d["models"] if x["model"] == model), None)
+    if m is None:
+        raise Skip(f"no /internals/{model} group with layer_coupling")
+    has_heads = m["head_coupling"] is not None
+    fig, axes = _new(ncols=2 if has_heads else 1, width=5.6, height=4.4)
+    ax = axes[0]
+    L = np.arange(len(m["layer_coupling"]))
+    ax.plot(L, m["layer_coupling"], "o-", ms=3, label="cos(mean R, mean T)")
+    if len(m["layer_pairwise_mean"]) == len(L):
+        ax.plot(L, m["layer_pairwise_mean"], "s--", ms=3, label="mean pairwise cosine")
+    if len(m["layer_competing_fraction"]) == len(L):
+        ax.plot(L, m["layer_competing_fraction"], ":", label="fraction < -0.5")
+    ax.axhline(0, color="k", lw=0.7)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("coupling")
+    ax.set_title(f"{model}: per-layer coupling")
+    ax.legend(fontsize=8)
+    if has_heads:
+        H = np.asarray(m["head_coupling"], float)
+        ax2 = axes[1]
+        lim = max(float(np.nanmax(np.abs(H))), 1e-9) if np.isfinite(H).any() else 1.0
+        im = ax2.imshow(H.T, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
+        fig.colorbar(im, ax=ax2, label="cos(mean R, mean T)")
+        ax2.set_xlabel("layer")
+        ax2.set_ylabel("head")
+        from matplotlib.ticker import MaxNLocator
+
+        ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax2.set_title(f"{model}: per-head coupling")
+    return fig
+
+
+def fig_steering(res: Results) -> Figure:
+    d = ex.steering(res)
+    rows = d["rows"]
+    fig, (ax,) = _new(width=6.5, height=4.5)
+    for i, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
+        rs = [r for r in rows if r["model"] == model]
+        a = np.array([r["alpha"] for r in rs])
+        y = np.array([r["rate"] for r in rs])
+        lo = np.array([r["lo"] for r in rs])
+        hi = np.array([r["hi"] for r in rs])
+        err = np.vstack([np.where(np.isfinite(lo), y - lo, 0), np.where(np.isfinite(hi), hi - y, 0)])
+        ax.errorbar(a + 0.01 * i, y, yerr=err, fmt="o-", capsize=4, label=model)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("alpha")
+    ax.set_ylabel("intervention rate (changed outputs)")
+    ax.set_title("Steering: intervention rate with Wilson 95% interval")
+    ax.legend(fontsize=8)
+    return fig
+
+
+@dataclass
+class FigureOutcome:
+    name: str
+    figure: Figure | None
+    note: str = ""
+
+
+FIGURES: dict[str, Callable[[Results], Figure]] = {
+    "phase_diagram": fig_phase_diagram,
+    "running_gamma": fig_running_gamma,
+    "deff": fig_deff,
+    "width": fig_width,
+    "dynamics": fig_dynamics,
+    "frontier": fig_frontier,
+    "steering": fig_steering,
+}
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def build_figures(res: Results) -> list[FigureOutcome]:
+    """Every figure the file has data for; the others as skip notes naming the missing group."""
+    out: list[FigureOutcome] = []
+    for name, fn in FIGURES.items():
+        try:
+            out.append(FigureOutcome(name, fn(res)))
+        except Skip as exc:
+            out.append(FigureOutcome(name, None, str(exc)))
+    try:
+        models = [m["model"] for m in ex.internals(res)["models"]]
+    except Skip as exc:
+        out.append(FigureOutcome("internals", None, str(exc)))
+    else:
+        for m in models:
+            out.append(FigureOutcome(f"internals_{_safe(m)}", fig_internals(res, m)))
+    return out
+
+
+def close(fig: Figure) -> None:
+    plt.close(fig)

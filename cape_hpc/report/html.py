@@ -1,0 +1,435 @@
+"""One self-contained HTML report from a results file.
+
+Everything is inlined: the CSS, plotly.js (the copy the ``plotly`` pip package ships in
+``plotly/package_data/plotly.min.js``; no CDN), the chart specs and tables as JSON, and the
+report's own script (``assets/report.js``: renders the charts and the diagnose panel).  The page
+makes no network request.
+
+Sections: overview (file, version, commit), one card per chart with the table behind it (skipped
+charts listed with the missing group), the reproduction-audit table, every stored group's scalars
+and tables, the provenance of every group, and the diagnose panel (``assets/report.js`` mirrors
+``cape_hpc.analysis.diagnose``'s pure function on the ``DiagnoseModel`` stored in the file).
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cape_hpc.report import extract as ex
+from cape_hpc.report.data import Results, Skip, as_records, first, jsonable
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def plotly_js() -> str:
+    """The minified plotly.js bundled with the ``plotly`` pip package (read from disk, offline)."""
+    try:
+        import plotly
+    except ImportError as exc:  # pragma: no cover - plotly is an install requirement
+        from cape_hpc.errors import CapeError
+
+        raise CapeError("cape report needs the 'plotly' package (pip install plotly)") from exc
+    path = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+    return path.read_text(encoding="utf-8")
+
+
+def _script_safe(text: str) -> str:
+    """Text that can sit inside <script>...</script> without ending it early."""
+    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+
+
+def _json(obj: Any) -> str:
+    return _script_safe(json.dumps(jsonable(obj), allow_nan=False, separators=(",", ":")))
+
+
+# --------------------------------------------------------------------------- chart specs (plotly)
+
+def _layout(title: str, xlab: str, ylab: str, **kw) -> dict:
+    lay = {"title": {"text": title, "font": {"size": 15}}, "xaxis": {"title": {"text": xlab}, "zeroline": False},
+           "yaxis": {"title": {"text": ylab}}, "margin": {"l": 60, "r": 20, "t": 50, "b": 55},
+           "legend": {"font": {"size": 10}}, "hovermode": "closest", "template": None,
+           "paper_bgcolor": "white", "plot_bgcolor": "#fafafa"}
+    lay.update(kw)
+    return lay
+
+
+def _err(y, lo, hi) -> dict:
+    y, lo, hi = (np.asarray(v, float) for v in (y, lo, hi))
+    return {"type": "data", "symmetric": False, "array": np.where(np.isfinite(hi), hi - y, 0).tolist(),
+            "arrayminus": np.where(np.isfinite(lo), y - lo, 0).tolist(), "visible": True}
+
+
+def chart_phase_diagram(d: dict) -> dict:
+    traces = []
+    for fam in d["families"]:
+        traces.append({"type": "scatter", "mode": "lines+markers", "name": fam["family"],
+                       "x": fam["b1"], "y": fam["b2"], "text": [f"{m} ({p or 'no phase'})"
+                                                                for m, p in zip(fam["model"], fam["phase"])],
+                       "line": {"color": "#aaaaaa", "width": 1},
+                       "marker": {"color": [ex.PHASE_COLORS.get(p, "#1f77b4") for p in fam["phase"]],
+                                  "size": 8, "line": {"width": 0.5, "color": "#333"}},
+                       "hovertemplate": "%{text}<br>" + d["b1"] + " %{x:.2f}<br>" + d["b2"] + " %{y:.2f}<extra>"
+                                        + fam["family"] + "</extra>"})
+    for p in ex.PHASE_ORDER:  # legend entries for the phase colours
+        traces.append({"type": "scatter", "mode": "markers", "x": [None], "y": [None], "name": f"phase: {p}",
+                       "marker": {"color": ex.PHASE_COLORS[p], "size": 9}, "legendgroup": "phases"})
+    return {"data": traces, "layout": _layout(f"Phase diagram: {d['b1']} vs {d['b2']} per family",
+                                              d["b1"], d["b2"])}
+
+
+def chart_running_gamma(d: dict) -> dict:
+    traces = [{"type": "scatter", "mode": "lines+markers", "name": f["family"], "x": f["x"], "y": f["gamma"],
+               "text": f["model"], "hovertemplate": "%{text}<br>log10 N %{x:.2f}<br>gamma %{y:.3f}"}
+              for f in d["families"]]
+    shapes = [{"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "y0": d["tax_below"], "y1": d["bonus_above"],
+               "fillcolor": "#dddddd", "opacity": 0.5, "line": {"width": 0}, "layer": "below"}]
+    palette = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#ff7f0e", "#1f77b4", "#2ca02c"]
+    for j, nc in enumerate(e for e in d["nc"] if isinstance(e["log_nc"], float) and math.isfinite(e["log_nc"])):
+        c = palette[j % len(palette)]
+        shapes.append({"type": "line", "yref": "paper", "x0": nc["log_nc"], "x1": nc["log_nc"], "y0": 0, "y1": 1,
+                       "line": {"color": c, "dash": "dash", "width": 1.5}})
+        if math.isfinite(nc["lo"]) and math.isfinite(nc["hi"]):
+            shapes.append({"type": "rect", "yref": "paper", "x0": nc["lo"], "x1": nc["hi"], "y0": 0, "y1": 1,
+                           "fillcolor": c, "opacity": 0.12, "line": {"width": 0}, "layer": "below"})
+        traces.append({"type": "scatter", "mode": "lines", "x": [None], "y": [None],
+                       "name": f"N_c {nc['estimator']} ({nc['family']}): 10^{nc['log_nc']:.2f}",
+                       "line": {"color": c, "dash": "dash"}})
+    finite = np.array([g for f in d["families"] for g in f["gamma"] if isinstance(g, float) and math.isfinite(g)])
+    yr = None
+    if finite.size:
+        lo, hi = np.quantile(finite, [0.02, 0.98])
+        pad = 0.15 * (hi - lo + 1e-9)
+        yr = [float(min(lo - pad, -0.5)), float(max(hi + pad, 0.5))]
+    lay = _layout("Running coupling gamma(N) with N_c estimates", "log10 N (interval midpoint)",
+                  f"gamma = d{d['b2']}/d{d['b1']}", shapes=shapes)
+    if yr:
+        lay["yaxis"]["range"] = yr
+    return {"data": traces, "layout": lay}
+
+
+def chart_deff(d: dict) -> dict:
+    rows = d["rows"]
+    y = [r["d_eff"] for r in rows]
+    return {"data": [{"type": "bar", "x": [r["phase"] for r in rows], "y": y, "name": "d_eff",
+                      "marker": {"color": [ex.PHASE_COLORS.get(r["phase"], "#1f77b4") for r in rows]},
+                      "error_y": _err(y, [r["lo"] for r in rows], [r["hi"] for r in rows])}],
+            "layout": _layout("Effective dimensionality per phase (95% interval)", "phase", "d_eff")}
+
+
+def chart_width(d: dict) -> dict:
+    rows = d["rows"]
+    fams = [r["family"] for r in rows]
+    nm = np.array([r["null_mean"] for r in rows], float)
+    nlo = np.array([r["null_lo"] for r in rows], float)
+    nhi = np.array([r["null_hi"] for r in rows], float)
+    centre = np.where(np.isfinite(nm), nm, (nlo + nhi) / 2)
+    return {"data": [
+        {"type": "bar", "name": "r before", "x": fams, "y": [r["r_before"] for r in rows]},
+        {"type": "bar", "name": "r after (width-normalised)", "x": fams, "y": [r["r_after"] for r in rows]},
+        {"type": "bar", "name": "permutation control (95% of null)", "x": fams, "y": centre.tolist(),
+         "marker": {"color": "#bbbbbb"}, "error_y": _err(centre, nlo, nhi)}],
+        "layout": _layout("Width normalisation beside the permutation control", "family", "Pearson r",
+                          barmode="group", yaxis={"title": {"text": "Pearson r"}, "range": [-1.05, 1.05]})}
+
+
+def chart_frontier(d: dict) -> dict:
+    p = d["points"]
+    h = np.nan_to_num(np.asarray(p["h"], float))
+    lim = float(np.max(np.abs(h))) if h.size else 1.0
+    traces = [{"type": "scatter", "mode": "markers", "name": "models", "x": p["x"], "y": p["y"],
+               "text": [f"{m} ({lab}) h={hv:+.2f}" for m, lab, hv in zip(p["model"], p["lab"], h)],
+               "marker": {"color": h.tolist(), "colorscale": "RdBu", "reversescale": True, "cmin": -lim,
+                          "cmax": lim, "size": 10, "colorbar": {"title": {"text": "h"}},
+                          "line": {"width": 0.5, "color": "#333"}},
+               "hovertemplate": "%{text}<br>" + d["x_name"] + " %{x:.1f}<br>" + d["y_name"] + " %{y:.1f}<extra></extra>"}]
+    xs = [v for v in p["x"] if isinstance(v, float) and math.isfinite(v)]
+    if math.isfinite(d["slope"]) and xs:
+        x0, x1 = min(xs), max(xs)
+        traces.append({"type": "scatter", "mode": "lines", "name": f"fit: slope {d['slope']:.3g}",
+                       "x": [x0, x1], "y": [d["slope"] * x0 + d["intercept"], d["slope"] * x1 + d["intercept"]],
+                       "line": {"color": "black"}})
+    return {"data": traces, "layout": _layout("Frontier: fit and h per model", d["x_name"], d["y_name"])}
+
+
+def chart_dynamics(d: dict) -> list[tuple[str, dict]]:
+    out = []
+    for tr in d["trajectories"]:
+        A, P = np.asarray(tr["actual"], float), np.asarray(tr["predicted"], float)
+        traces = []
+        for j, b in enumerate(tr["benchmarks"]):
+            traces.append({"type": "scatter", "mode": "markers", "name": f"{b} actual", "x": tr["x"],
+                           "y": A[:, j].tolist(), "legendgroup": b})
+            traces.append({"type": "scatter", "mode": "lines", "name": f"{b} ODE", "x": tr["x"],
+                           "y": P[:, j].tolist(), "legendgroup": b})
+        out.append((f"dynamics: {tr['label']}", {"data": traces, "layout": _layout(
+            f"ODE fit: {tr['label']}", "log10 N", "score")}))
+    if d["errors"]:
+        labels = [e["label"] for e in d["errors"]]
+        out.append(("dynamics: holdout errors", {"data": [{
+            "type": "bar", "orientation": "h", "y": labels, "x": [e["error"] for e in d["errors"]],
+            "marker": {"color": ["#999999" if ("poly" in lab or "baseline" in lab) else "#1f77b4" for lab in labels]}}],
+            "layout": _layout("Holdout error: ODE vs polynomial baselines", "relative error", "",
+                              margin={"l": 160, "r": 20, "t": 50, "b": 55})}))
+    return out
+
+
+def chart_internals(m: dict) -> list[tuple[str, dict]]:
+    L = list(range(len(m["layer_coupling"])))
+    traces = [{"type": "scatter", "mode": "lines+markers", "name": "cos(mean R, mean T)", "x": L,
+               "y": m["layer_coupling"]}]
+    if len(m["layer_pairwise_mean"]) == len(L):
+        traces.append({"type": "scatter", "mode": "lines", "name": "mean pairwise cosine", "x": L,
+                       "y": m["layer_pairwise_mean"], "line": {"dash": "dash"}})
+    if len(m["layer_competing_fraction"]) == len(L):
+        traces.append({"type": "scatter", "mode": "lines", "name": "fraction < -0.5", "x": L,
+                       "y": m["layer_competing_fraction"], "line": {"dash": "dot"}})
+    out = [(f"internals: {m['model']} layers", {"data": traces, "layout": _layout(
+        f"{m['model']}: per-layer coupling", "layer", "coupling")})]
+    if m["head_coupling"] is not None:
+        H = np.asarray(m["head_coupling"], float)
+        lim = float(np.nanmax(np.abs(H))) if np.isfinite(H).any() else 1.0
+        out.append((f"internals: {m['model']} heads", {"data": [{
+            "type": "heatmap", "z": H.T.tolist(), "x": L, "y": list(range(H.shape[1])), "colorscale": "RdBu",
+            "reversescale": True, "zmin": -lim, "zmax": lim, "colorbar": {"title": {"text": "cos"}},
+            "hovertemplate": "layer %{x}, head %{y}: %{z:.3f}<extra></extra>"}],
+            "layout": _layout(f"{m['model']}: per-head coupling", "layer", "head")}))
+    return out
+
+
+def chart_steering(d: dict) -> dict:
+    traces = []
+    for model in dict.fromkeys(r["model"] for r in d["rows"]):
+        rs = [r for r in d["rows"] if r["model"] == model]
+        y = [r["rate"] for r in rs]
+        traces.append({"type": "scatter", "mode": "lines+markers", "name": model, "x": [r["alpha"] for r in rs],
+                       "y": y, "error_y": _err(y, [r["lo"] for r in rs], [r["hi"] for r in rs])})
+    return {"data": traces, "layout": _layout("Steering: intervention rate (Wilson 95% interval)", "alpha",
+                                              "intervention rate", yaxis={"title": {"text": "intervention rate"},
+                                                                          "range": [-0.02, 1.02]})}
+
+
+def _table_of(name: str, d: dict) -> dict:
+    """The table behind a chart: {columns, rows}."""
+    if name == "phase_diagram":
+        rows = [{"family": f["family"], "model": m, "N": n, d["b1"]: b1, d["b2"]: b2, "phase": p}
+                for f in d["families"] for m, n, b1, b2, p in zip(f["model"], f["N"], f["b1"], f["b2"], f["phase"])]
+    elif name == "running_gamma":
+        rows = [{"family": f["family"], "model": m, "x_mid": x, "gamma": g, "phase": p}
+                for f in d["families"] for m, x, g, p in zip(f["model"], f["x"], f["gamma"], f["phase"])]
+        rows += [{"family": e["family"], "model": f"N_c {e['estimator']}", "x_mid": e["log_nc"],
+                  "gamma": None, "phase": f"95% [{e['lo']:.3g}, {e['hi']:.3g}]"} for e in d["nc"]]
+    elif name == "frontier":
+        p = d["points"]
+        rows = [{"model": m, "lab": lab, d["x_name"]: x, d["y_name"]: y, "h": h}
+                for m, lab, x, y, h in zip(p["model"], p["lab"], p["x"], p["y"], p["h"])]
+    elif name == "dynamics":
+        rows = [{"trajectory": t["label"], "log10 N": x, **{f"{b} actual": a[j] for j, b in enumerate(t["benchmarks"])},
+                 **{f"{b} ODE": pr[j] for j, b in enumerate(t["benchmarks"])}}
+                for t in d["trajectories"] for x, a, pr in zip(t["x"], t["actual"], t["predicted"])]
+        rows += [{"trajectory": e["label"], "log10 N": None, "holdout error": e["error"]} for e in d["errors"]]
+    elif name == "internals":
+        rows = []
+        for m in d["models"]:
+            for i, c in enumerate(m["layer_coupling"]):
+                row = {"model": m["model"], "layer": i, "layer_coupling": c}
+                if len(m["layer_competing_fraction"]) > i:
+                    row["competing_fraction"] = m["layer_competing_fraction"][i]
+                if m["head_coupling"] is not None:
+                    hc = np.asarray(m["head_coupling"][i], float)
+                    row["heads: mean"] = float(np.nanmean(hc)) if hc.size else None
+                    row["heads: min"] = float(np.nanmin(hc)) if hc.size else None
+                rows.append(row)
+    else:
+        rows = d.get("rows", [])
+    cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    return {"columns": cols, "rows": [[r.get(c) for c in cols] for r in rows]}
+
+
+def build_charts(res: Results) -> tuple[list[dict], list[dict]]:
+    """(charts [{id, title, source, spec, table, note}], skipped [{chart, note}])."""
+    charts, skipped = [], []
+
+    def add(title, spec, name, d):
+        charts.append({"id": f"chart{len(charts)}", "title": title, "source": d.get("source", ""),
+                       "spec": spec, "table": _table_of(name, d), "note": d.get("note", "")})
+
+    simple = {"phase_diagram": ("Phase diagram", chart_phase_diagram),
+              "running_gamma": ("Running coupling and N_c", chart_running_gamma),
+              "deff": ("d_eff per phase", chart_deff),
+              "width": ("Width normalisation and its permutation control", chart_width),
+              "frontier": ("Frontier", chart_frontier)}
+    for name, (title, fn) in simple.items():
+        try:
+            d = ex.EXTRACTORS[name](res)
+        except Skip as exc:
+            skipped.append({"chart": title, "note": str(exc)})
+            continue
+        add(title, fn(d), name, d)
+    try:
+        d = ex.dynamics(res)
+        specs = chart_dynamics(d)
+        for i, (title, spec) in enumerate(specs):
+            add(title, spec, "dynamics" if i == 0 else "none", d if i == 0 else {"source": d["source"]})
+    except Skip as exc:
+        skipped.append({"chart": "Dynamics (ODE fits, holdout vs baselines)", "note": str(exc)})
+    try:
+        d = ex.internals(res)
+        for m in d["models"]:
+            for i, (title, spec) in enumerate(chart_internals(m)):
+                one = {"models": [m], "source": f"/internals/{m['model']}"}
+                add(title, spec, "internals" if i == 0 else "none", one if i == 0 else {"source": one["source"]})
+    except Skip as exc:
+        skipped.append({"chart": "Internals (per-layer and per-head coupling)", "note": str(exc)})
+    try:
+        d = ex.steering(res)
+        add("Steering intervention rate", chart_steering(d), "steering", d)
+    except Skip as exc:
+        skipped.append({"chart": "Steering intervention rate", "note": str(exc)})
+    return charts, skipped
+
+
+# --------------------------------------------------------------------------- tables of every group
+
+def _cell(v: Any) -> Any:
+    v = jsonable(v)
+    if isinstance(v, float):
+        return None if not math.isfinite(v) else v
+    if isinstance(v, (list, dict)):
+        s = json.dumps(v, default=str)
+        return s if len(s) <= 120 else s[:117] + "..."
+    return v
+
+
+def group_tables(res: Results) -> list[dict]:
+    """Every stored result group: its scalars and its tables (lists of flat rows)."""
+    out = []
+    for path, node in res.result_groups():
+        scalars = {k: _cell(v) for k, v in node.items() if not isinstance(v, (dict, list, np.ndarray))}
+        tables = []
+        for k, v in node.items():
+            recs = as_records(v) if isinstance(v, list) else []
+            if recs:
+                cols: list[str] = []
+                for r in recs:
+                    cols += [c for c in r if c not in cols]
+                tables.append({"name": k, "columns": cols, "rows": [[_cell(r.get(c)) for c in cols] for r in recs]})
+            elif isinstance(v, np.ndarray) and v.ndim == 1 and v.size <= 200:
+                scalars[k] = _cell(v)
+            elif isinstance(v, list) and len(v) <= 200 and not recs:
+                scalars[k] = _cell(v)
+            elif isinstance(v, dict) and k != "provenance" and all(not isinstance(x, (dict, list)) for x in v.values()):
+                scalars[k] = _cell(v)
+        out.append({"group": path, "scalars": scalars, "tables": tables})
+    return out
+
+
+def audit_table(res: Results) -> dict | None:
+    """The reproduction audit (/reproduce or /dynamics/reproduce): one row per claim."""
+    for p in ("reproduce", "dynamics/reproduce", "analysis/reproduce", "audit"):
+        g = res.group(p)
+        if g is None:
+            continue
+        for key in ("claims", "rows", "audit", "results", "entries"):
+            recs = as_records(g.get(key))
+            if recs:
+                cols: list[str] = []
+                for r in recs:
+                    cols += [c for c in r if c not in cols]
+                return {"source": f"/{p}", "columns": cols, "rows": [[_cell(r.get(c)) for c in cols] for r in recs]}
+        # claims stored one group each
+        recs = [v for v in (g.values() if isinstance(g, dict) else []) if isinstance(v, dict) and "verdict" in v]
+        if recs:
+            flat = [{k: _cell(x) for k, x in r.items() if not isinstance(x, dict)} for r in recs]
+            cols = []
+            for r in flat:
+                cols += [c for c in r if c not in cols]
+            return {"source": f"/{p}", "columns": cols, "rows": [[r.get(c) for c in cols] for r in flat]}
+    return None
+
+
+# --------------------------------------------------------------------------- diagnose model
+
+def diagnose_model(res: Results) -> tuple[dict | None, str]:
+    """The stored ``DiagnoseModel`` tree (coefficients for the in-page diagnose) and its path."""
+    for p in ("analysis/diagnose_model", "analysis/diagnose/model", "analysis/diagnose", "diagnose_model"):
+        g = res.group(p)
+        if g is not None:
+            return g, f"/{p}"
+    return None, ""
+
+
+# --------------------------------------------------------------------------- page
+
+def build_html(res: Results, title: str | None = None) -> tuple[str, dict]:
+    charts, skipped = build_charts(res)
+    dmodel, dpath = diagnose_model(res)
+    if dmodel is None:
+        skipped.append({"chart": "Diagnose panel", "note": f"no /analysis/diagnose_model group in {res.path}"})
+    payload = {
+        "file": os.path.basename(res.path),
+        "root": {k: _cell(v) for k, v in res.root_attrs.items()},
+        "charts": [{k: c[k] for k in ("id", "title", "source", "spec", "table", "note")} for c in charts],
+        "skipped": skipped,
+        "audit": audit_table(res),
+        "groups": group_tables(res),
+        "provenance": [{k: _cell(v) for k, v in r.items()} for r in res.provenance_rows()],
+        "diagnose": {"model": dmodel, "source": dpath} if dmodel is not None else None,
+    }
+    title = title or f"CAPE report: {payload['file']}"
+    css = (ASSETS / "report.css").read_text(encoding="utf-8")
+    js = (ASSETS / "report.js").read_text(encoding="utf-8")
+    djs = (ASSETS / "diagnose.js").read_text(encoding="utf-8")
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; img-src data: blob:; font-src data:; connect-src 'none'">
+<title>{html.escape(title)}</title>
+<style>{css}</style>
+<script>{_script_safe(plotly_js())}</script>
+</head>
+<body>
+<header><h1>{html.escape(title)}</h1><div id="meta"></div></header>
+<nav id="toc"></nav>
+<main>
+<section id="diagnose"><h2>Diagnose a model</h2><div id="diagnose-panel"></div></section>
+<section id="charts"><h2>Charts</h2><div id="skipped"></div><div id="chart-list"></div></section>
+<section id="audit"><h2>Reproduction audit</h2><div id="audit-table"></div></section>
+<section id="provenance"><h2>Provenance of every group</h2><div id="provenance-table"></div></section>
+<section id="groups"><h2>Stored results (scalars and tables)</h2><div id="group-list"></div></section>
+</main>
+<footer>Self-contained report written by cape_hpc; charts by plotly.js (MIT), inlined.</footer>
+<script id="cape-data" type="application/json">{_json(payload)}</script>
+<script>{_script_safe(js)}</script>
+<script>{_script_safe(djs)}</script>
+<script>window.capeInitDiagnose();</script>
+</body>
+</html>
+"""
+    info = {"charts": [c["title"] for c in charts], "skipped": skipped,
+            "diagnose": dpath or None, "n_groups": len(payload["groups"])}
+    return page, info
+
+
+def write_report(results_path: str | os.PathLike, out: str | os.PathLike, title: str | None = None) -> dict:
+    res = Results.load(results_path)
+    page, info = build_html(res, title)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, out)
+    info["path"] = str(out.resolve())
+    info["bytes"] = out.stat().st_size
+    return info
