@@ -25,6 +25,7 @@ class BootSummary:
     seed: int | None = None
     stratified: bool = False
     method: str = ""
+    note: str = ""
 
     def interval(self, level: float = 0.95) -> tuple[float, float]:
         lo, hi = self.ci.get(level_key(level), (math.nan, math.nan))
@@ -57,7 +58,7 @@ def run_bootstrap(statistic, n: int, *, strata: np.ndarray | None, n_resamples: 
         lo, hi = _lookup(res.ci, lv)
         ci[level_key(lv)] = [float(lo), float(hi)]
     return BootSummary(float(res.median), ci, int(res.n_valid), int(res.n_resamples), int(seed),
-                       bool(strata is not None), method)
+                       bool(strata is not None), method, str(getattr(res, "note", "")))
 
 
 def _lookup(ci: dict, level: float):

@@ -27,6 +27,7 @@ from cape_hpc.analysis._common import (PHASES, check_choice, check_columns, comp
                                        select_families)
 from cape_hpc.io.provenance import Provenance
 from cape_hpc.io.scores import SCORE_COLUMNS
+from cape_hpc.stats.bootstrap import BatchStatistic
 
 GROUPS = (*PHASES, "all")
 MIN_MODELS = 3
@@ -45,13 +46,14 @@ def participation_ratio(X: np.ndarray, corr: bool = False) -> float:
     return float(lam.sum() ** 2 / den) if den > 0 else math.nan
 
 
-class DeffStatistic:
-    """d_eff of X's rows in the bootstrap engine's BatchStatistic protocol."""
+class DeffStatistic(BatchStatistic):
+    """d_eff of X's rows as a ``cape_hpc.stats.bootstrap.BatchStatistic`` (kernel batch, eigvalsh full)."""
 
     def __init__(self, X: np.ndarray, corr: bool):
         self.X = np.ascontiguousarray(X, dtype=np.float64)
         self.corr = bool(corr)
         self.n = self.X.shape[0]
+        self.name = "d_eff_corr" if self.corr else "d_eff_cov"
 
     def __call__(self, idx: np.ndarray) -> float:
         return participation_ratio(self.X[np.asarray(idx)], self.corr)

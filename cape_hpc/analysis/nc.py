@@ -43,6 +43,7 @@ from cape_hpc.analysis._common import (check_choice, check_finite, check_pair, c
 from cape_hpc.analysis.coupling import default_min_delta
 from cape_hpc.errors import OptionError
 from cape_hpc.io.provenance import Provenance
+from cape_hpc.stats.bootstrap import BatchStatistic
 
 ESTIMATORS = ("sign-change", "gamma-fit", "quadratic")
 MIN_MODELS = 3
@@ -138,8 +139,8 @@ def quadratic_vertex(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> tupl
     return float(xv), float(a), float(b), float(c), ""
 
 
-class NcStatistic:
-    """One estimator on one set of models, in the bootstrap engine's BatchStatistic protocol.
+class NcStatistic(BatchStatistic):
+    """One estimator on one set of models, as a ``cape_hpc.stats.bootstrap.BatchStatistic``.
 
     ``__call__(idx)`` evaluates one resample, ``batch(idx[R, n])`` all of them, ``full()`` the
     original data and ``jackknife()`` the leave-one-out values (for BCa).
@@ -154,6 +155,7 @@ class NcStatistic:
         self.min_delta = float(min_delta)
         self.lo, self.hi = float(lo), float(hi)
         self.n = len(self.logn)
+        self.name = f"nc_{estimator}"
 
     def _one(self, pos: np.ndarray) -> float:
         pos = np.sort(np.asarray(pos, dtype=np.int64))
