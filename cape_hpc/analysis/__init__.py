@@ -1,7 +1,10 @@
 """cape_hpc.analysis: benchmark-level CAPE (SPEC section 2, items 1-12 and 14).
 
 One module per method; every public function takes score tables (``cape_hpc.io.scores``) and
-options and returns a dataclass with a ``provenance`` field.  Names are loaded lazily.
+options and returns a dataclass with a ``provenance`` field.  Names are loaded lazily.  The
+functions named like their module (``phases``, ``isocline``, ``diagnose``) are imported from the
+module (``from cape_hpc.analysis.isocline import isocline``): a package attribute of that name is
+the submodule.
 
 | module | function | SPEC 2 |
 | --- | --- | --- |
@@ -25,18 +28,18 @@ import importlib
 
 _EXPORTS = {
     "local_coupling": "coupling", "CouplingResult": "coupling", "Interval": "coupling",
-    "phases": "phases", "classify_phase": "phases", "PhaseResult": "phases",
+    "classify_phase": "phases", "PhaseResult": "phases",
     "population_coupling": "population", "PopulationResult": "population",
     "estimate_nc": "nc", "NcResult": "nc", "NcEstimate": "nc", "ESTIMATORS": "nc",
     "effective_dimension": "deff", "participation_ratio": "deff", "DeffResult": "deff",
     "width_normalisation": "width", "WidthResult": "width",
     "h_field": "hfield", "HFieldResult": "hfield",
-    "isocline": "isocline", "IsoclineResult": "isocline",
+    "IsoclineResult": "isocline",
     "loss_law": "losslaw", "LossLawResult": "losslaw",
     "coupling_fixed_point": "fixedpoint", "fixed_point_xy": "fixedpoint", "FixedPointResult": "fixedpoint",
     "eigen_geometry": "eigen", "EigenResult": "eigen",
     "frontier_fit": "frontier", "FrontierResult": "frontier",
-    "fit_diagnose_model": "diagnose", "diagnose_point": "diagnose", "diagnose": "diagnose",
+    "fit_diagnose_model": "diagnose", "diagnose_point": "diagnose",
     "DiagnoseModel": "diagnose", "Diagnosis": "diagnose",
 }
 
