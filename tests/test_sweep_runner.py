@@ -1,0 +1,301 @@
+"""Sweep: job-spec validation, planning, resume, provenance, corrupt shards, merge, locks.
+
+These use the deterministic ``synthetic`` work function (no torch), so they check the runner's
+logic in milliseconds; tests/test_sweep_faults.py and test_sweep_mpi.py run real processes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from cape_hpc.errors import DataError, StoreError
+from cape_hpc.io.store import read_results
+from cape_hpc.sweep import shards as sh
+from cape_hpc.sweep.merge import merge_shards
+from cape_hpc.sweep.runner import plan, run_sweep
+from cape_hpc.sweep.spec import load_job, order_models, parse_job
+from cape_hpc.sweep.work import synthetic_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+SYN = """
+name: syn
+work: synthetic
+output_dir: {out}
+steering: {{enabled: true, alpha: 2.0}}
+models:
+  - {{id: org/big, name: big, params: 3e9, n_layers: 5}}
+  - {{id: org/mid, name: mid, params: 1e9}}
+  - {{id: org/small, name: small, params: 1e8}}
+"""
+
+
+def write_job(tmp_path: Path, text: str = SYN, name: str = "job.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text).format(out=tmp_path / "out"))
+    return p
+
+
+# ------------------------------------------------------------------------------------- spec
+
+
+@pytest.mark.parametrize("body, where", [
+    ("models: []", "models: must be a non-empty list"),
+    ("models: [{name: x}]", "models[0].id: is required"),
+    ("models: [{id: a, dtype: float8}]", "models[0].dtype: must be one of"),
+    ("models: [{id: a}, {id: b, batch_size: 0}]", "models[1].batch_size: must be >= 1"),
+    ("models: [{id: a, colour: red}]", "models[0].colour: unknown key"),
+    ("models: [{id: a}, {id: b, name: a}]", "models[1].name: duplicate model name 'a'"),
+    ("models: [{id: a}]\nsteering: {alpha: high}", "steering.alpha: must be float"),
+    ("models: [{id: a}]\ninternals: {pooling: max}", "internals.pooling: must be one of last, mean"),
+    ("models: [{id: a}]\nwork: nonsense", "work: must be one of"),
+    ("modls: [{id: a}]", "modls: unknown key"),
+    ("models: [{id: a, name: 'a/b'}]", "models[0].name: 'a/b' is not a valid shard name"),
+])
+def test_job_validation_names_file_and_key(tmp_path, body, where):
+    p = tmp_path / "bad.yaml"
+    p.write_text(body)
+    with pytest.raises(DataError) as exc:
+        load_job(p)
+    assert str(exc.value).startswith(f"{p}: ")
+    assert where in str(exc.value)
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("models:\n  - {id: a\n")
+    with pytest.raises(DataError, match=r"bad.yaml: line \d+, column \d+ invalid YAML"):
+        load_job(p)
+
+
+def test_cli_prints_one_line_error(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("models: [{id: a, dtype: int4}]")
+    out = subprocess.run([sys.executable, "-m", "cape_hpc.cli", "sweep", str(p), "--dry-run"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "models[0].dtype" in out.stderr
+
+
+def test_shipped_jobs_validate():
+    paper = load_job(REPO / "jobs" / "paper40.yaml")
+    assert len(paper.models) == 40
+    fams = {m.family for m in paper.models}
+    assert fams == {"Pythia", "OPT", "BLOOM", "GPT-Neo", "Phi", "Gemma", "Mistral", "Qwen2.5", "Qwen3"}
+    assert all(m.params for m in paper.models) and len({m.id for m in paper.models}) == 40
+    smoke = load_job(REPO / "jobs" / "smoke.yaml")
+    ids = {m.id for m in smoke.models}
+    assert {"smollm2-135m", "gemma3-270m"} <= ids and sum(i.startswith("tiny-") for i in ids) >= 4
+    assert smoke.prompts["max_prompts"] is not None
+    load_job(REPO / "jobs" / "smoke_tiny.yaml")
+
+
+def test_order_is_largest_first_then_name():
+    job = parse_job({"models": [{"id": "a", "params": 1}, {"id": "b", "params": 5}, {"id": "c"},
+                                {"id": "d", "params": 5}]})
+    assert [m.name for m in order_models(job.models)] == ["b", "d", "a", "c"]
+
+
+def test_dry_run_paper40_downloads_nothing(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    out = subprocess.run([sys.executable, "-m", "cape_hpc.cli", "sweep", str(REPO / "jobs" / "paper40.yaml"),
+                          "--dry-run", "--out-dir", str(tmp_path / "res"), "--json"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["plan"]
+    assert len(rows) == 40 and rows[0]["params"] >= rows[-1]["params"]
+    assert all(rows[i]["params"] >= rows[i + 1]["params"] for i in range(39))
+    # memory: bf16 weights of a 14.8B model are 29.6 GB; the estimate adds activations + runtime
+    big = rows[0]
+    assert big["dtype"] == "bfloat16" and 29.6e9 < big["est_memory_bytes"] < 34e9
+    assert not (tmp_path / "hf").exists() and not (tmp_path / "res").exists()
+    assert "torch" not in out.stderr
+
+
+def test_memory_estimate_by_hand():
+    from cape_hpc.sweep.spec import estimate_memory_bytes
+
+    job = parse_job({"models": [{"id": "a", "params": 1e9, "d_model": 1000, "batch_size": 2, "dtype": "float16"}]})
+    # 1e9 * 2 bytes + 2 * 128 tokens * 1000 * 16 * 2 bytes + 0.4e9
+    assert estimate_memory_bytes(job.models[0], job) == int(2e9 + 2 * 128 * 1000 * 16 * 2 + 0.4e9)
+
+
+# ------------------------------------------------------------------------------------- run, resume
+
+
+def test_run_writes_complete_shards_and_merge(tmp_path):
+    job = load_job(write_job(tmp_path))
+    res = run_sweep(job, use_mpi=False)
+    assert res.exit_status() == 0 and sorted(m.status for m in res.models) == ["done"] * 3
+    out = Path(job.output_dir)
+    for name in ("big", "mid", "small"):
+        st = sh.inspect_shard(sh.shard_path(out, name))
+        assert st.status == "complete" and st.provenance["model"] == name
+    m = merge_shards(out, tmp_path / "merged.h5")
+    assert sorted(m.merged) == ["big", "mid", "small"] and m.exit_status() == 0
+    tree = read_results(tmp_path / "merged.h5")
+    ref = synthetic_model(job.model("big"), job)
+    np.testing.assert_array_equal(tree["internals"]["big"]["head_coupling"], ref["internals"]["head_coupling"])
+    np.testing.assert_array_equal(tree["steering"]["big"]["default"]["direction"],
+                                  ref["steering"]["default"]["direction"])
+    assert tree["internals"]["big"]["complete"] is True or tree["internals"]["big"]["complete"] == 1
+    assert [r["model"] for r in tree["sweep"]["models"]] == ["big", "mid", "small"]
+    man = json.loads((out / "manifest.json").read_text())
+    assert {k: v["status"] for k, v in man["models"].items()} == {"big": "done", "mid": "done", "small": "done"}
+
+
+def test_resume_skips_complete_and_recomputes_missing(tmp_path):
+    job = load_job(write_job(tmp_path))
+    run_sweep(job, use_mpi=False)
+    out = Path(job.output_dir)
+    before = {n: sh.shard_path(out, n).stat().st_mtime_ns for n in ("big", "small")}
+    sh.shard_path(out, "mid").unlink()
+    res = run_sweep(job, use_mpi=False)
+    assert {m.model: m.status for m in res.models} == {"big": "skipped", "mid": "done", "small": "skipped"}
+    assert {n: sh.shard_path(out, n).stat().st_mtime_ns for n in ("big", "small")} == before
+
+
+def test_other_provenance_is_refused_unless_force(tmp_path):
+    job = load_job(write_job(tmp_path))
+    run_sweep(job, use_mpi=False)
+    changed = load_job(write_job(tmp_path, SYN.replace("alpha: 2.0", "alpha: 3.0"), "job2.yaml"))
+    with pytest.raises(StoreError, match=r"3 shard\(s\) have other provenance.*steering.alpha: 2.0 != 3.0"):
+        run_sweep(changed, use_mpi=False)
+    assert plan(changed, changed.output_dir)[0].action == "refuse"
+    res = run_sweep(changed, use_mpi=False, force=True)
+    assert sorted(m.status for m in res.models) == ["done"] * 3
+    st = sh.inspect_shard(sh.shard_path(changed.output_dir, "big"))
+    assert st.provenance["job_options"]["steering"]["alpha"] == 3.0
+
+
+def test_model_revision_change_is_other_provenance(tmp_path):
+    job = load_job(write_job(tmp_path))
+    run_sweep(job, use_mpi=False)
+    job2 = load_job(write_job(tmp_path, SYN.replace("name: mid,", "name: mid, revision: abc123,"), "j2.yaml"))
+    rows = {r.model: r for r in plan(job2, job2.output_dir)}
+    assert rows["mid"].action == "refuse" and "revision" in rows["mid"].detail
+    assert rows["big"].action == "skip"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "incomplete"])
+def test_corrupt_shard_detected_reported_recomputed_never_merged(tmp_path, damage):
+    job = load_job(write_job(tmp_path))
+    run_sweep(job, use_mpi=False)
+    out = Path(job.output_dir)
+    p = sh.shard_path(out, "mid")
+    good = read_results(p)
+    data = p.read_bytes()
+    if damage == "truncate":
+        p.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        p.write_bytes(b"\0garbage" * 100)
+    elif damage == "flip":
+        with h5py.File(p, "r+") as f:  # change one number, keep the stored hash
+            ds = f["internals/mid/layer_coupling"]
+            ds[0] = ds[0] + 1.0
+    else:
+        with h5py.File(p, "r+") as f:
+            f.attrs["complete"] = False
+    st = sh.inspect_shard(p)
+    assert st.status == ("incomplete" if damage == "incomplete" else "corrupt")
+    m = merge_shards(out, tmp_path / "m.h5")
+    assert "mid" not in m.merged and m.bad and m.exit_status() == 1
+    res = run_sweep(job, use_mpi=False)
+    runs = {m.model: m for m in res.models}
+    assert runs["mid"].status == "done" and runs["big"].status == "skipped"
+    assert list((out / "shards" / "corrupt").glob("mid.*.h5")), "the damaged shard is kept aside"
+    np.testing.assert_array_equal(read_results(p)["internals"]["mid"]["layer_coupling"],
+                                  good["internals"]["mid"]["layer_coupling"])
+
+
+def test_failures_recorded_and_others_complete(tmp_path):
+    text = SYN + "  - {{id: missing/model, name: gone, params: 2e9}}\n  - {{id: org/x, name: boom, options: {{fail: kaput}}}}\n"
+    job = load_job(write_job(tmp_path, text))
+    res = run_sweep(job, use_mpi=False)
+    runs = {m.model: m for m in res.models}
+    assert runs["gone"].status == "failed" and "cannot be found" in runs["gone"].error
+    assert runs["boom"].status == "failed" and "kaput" in runs["boom"].error
+    assert all(runs[n].status == "done" for n in ("big", "mid", "small"))
+    assert res.exit_status() == 1
+    man = json.loads((Path(job.output_dir) / "manifest.json").read_text())
+    assert man["models"]["gone"]["status"] == "failed" and "cannot be found" in man["models"]["gone"]["error"]
+    assert not list((Path(job.output_dir) / "locks").glob("*.lock"))
+
+
+def test_merge_refuses_mixed_provenance(tmp_path):
+    job = load_job(write_job(tmp_path))
+    run_sweep(job, use_mpi=False, only=["big"])
+    other = load_job(write_job(tmp_path, SYN.replace("alpha: 2.0", "alpha: 9.0"), "j2.yaml"))
+    run_sweep(other, use_mpi=False, only=["small"])
+    with pytest.raises(StoreError, match="different provenance"):
+        merge_shards(job.output_dir, tmp_path / "m.h5")
+    m = merge_shards(job.output_dir, tmp_path / "m.h5", allow_mixed=True, expect=["big", "mid", "small"])
+    assert sorted(m.merged) == ["big", "small"] and m.missing == ["mid"] and m.exit_status() == 1
+
+
+def test_index_selects_nth_largest(tmp_path):
+    job = load_job(write_job(tmp_path))
+    res = run_sweep(job, use_mpi=False, index=1)
+    assert [m.model for m in res.models] == ["mid"]
+    from cape_hpc.errors import OptionError
+
+    with pytest.raises(OptionError, match="--index 3 is out of range"):
+        run_sweep(job, use_mpi=False, index=3)
+
+
+# ------------------------------------------------------------------------------------- locks
+
+
+def test_lock_is_exclusive_and_stale_lock_taken_over(tmp_path):
+    a = sh.ModelLock(tmp_path, "m")
+    a.acquire()
+    b = sh.ModelLock(tmp_path, "m")
+    with pytest.raises(sh.LockBusy):
+        b.acquire()
+    a.release()
+    b.acquire()
+    b.release()
+    # a lock left by a dead process on this host is stale
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    (tmp_path / "locks" / "m.lock").write_text(json.dumps({"host": sh.HOST, "pid": pid, "nonce": "x"}))
+    c = sh.ModelLock(tmp_path, "m")
+    c.acquire()
+    assert c.took_over["pid"] == pid
+    assert json.loads((tmp_path / "locks" / "m.lock").read_text())["pid"] == os.getpid()
+    c.release()
+    assert not (tmp_path / "locks" / "m.lock").exists()
+
+
+def test_remote_lock_is_stale_only_after_heartbeat_timeout(tmp_path):
+    p = tmp_path / "locks" / "m.lock"
+    p.parent.mkdir()
+    p.write_text(json.dumps({"host": "another-node", "pid": 1, "nonce": "y"}))
+    with pytest.raises(sh.LockBusy):
+        sh.ModelLock(tmp_path, "m").acquire()
+    old = p.stat().st_mtime - sh.REMOTE_STALE_S - 5
+    os.utime(p, (old, old))
+    lk = sh.ModelLock(tmp_path, "m")
+    lk.acquire()
+    assert lk.took_over["host"] == "another-node"
+    lk.release()
+
+
+def test_write_shard_never_overwrites_a_published_shard(tmp_path):
+    job = load_job(write_job(tmp_path))
+    e = job.model("big")
+    prov = sh.expected_provenance(e, job)
+    tree = synthetic_model(e, job)
+    assert sh.write_shard(tmp_path, e, prov, tree)[0] == "written"
+    ino = sh.shard_path(tmp_path, "big").stat().st_ino
+    assert sh.write_shard(tmp_path, e, prov, tree)[0] == "exists"
+    assert sh.shard_path(tmp_path, "big").stat().st_ino == ino
+    assert not list((tmp_path / "shards").glob(".*.tmp.h5"))
