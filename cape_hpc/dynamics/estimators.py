@@ -1,0 +1,291 @@
+"""ODE discovery in benchmark space: dB/dlog10 N = f(B), as estimators with fit / predict / score.
+
+Two model classes (SPEC 2.13), both fitted to finite-difference derivatives of one or more family
+trajectories (see ``trajectories``):
+
+``SindyODE``   PySINDy: PolynomialLibrary(degree) and STLSQ(threshold, alpha); the library's
+               constant term is included.  Sparse: terms whose coefficient STLSQ sets to zero drop out.
+``LinearODE``  dense least squares dB/dlog10N = C B + c0 (``numpy.linalg.lstsq``, minimum-norm when
+               underdetermined; optional ridge).
+
+Both take the derivative scheme and the units in the constructor (``units='fraction'`` divides the
+percent scores by 100 before fitting, so thresholds and coefficients are in fraction units;
+predictions always come back in percent, like the tables).  Results are attributes ending in ``_``;
+nothing is printed.  ``simulate`` integrates the fitted system with ``scipy.integrate.solve_ivp``
+(LSODA, rtol 1e-8, atol 1e-10); a trajectory that fails or leaves a bounded box (|B| > 10^3 x the
+percent scale) is NaN from the failure on.  ``score`` returns the paper's error
+mean|pred - actual| / mean(actual) over the sizes after the starting model (lower is better; unlike
+scikit-learn's ``score``, which is higher-better).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from scipy.integrate import solve_ivp
+
+from cape_hpc.dynamics.metrics import ErrorSummary, trajectory_errors
+from cape_hpc.dynamics.trajectories import DERIVATIVES, Trajectory, stacked_rows
+from cape_hpc.errors import DataError, OptionError
+
+UNITS = ("fraction", "percent")
+BLOWUP_PERCENT = 1e3 * 100.0
+
+
+def unit_scale(units: str) -> float:
+    if units not in UNITS:
+        raise OptionError(f"option 'units': {units!r} is not one of {', '.join(UNITS)}")
+    return 0.01 if units == "fraction" else 1.0
+
+
+def _check_trajs(trajs) -> list[Trajectory]:
+    if isinstance(trajs, Trajectory):
+        trajs = [trajs]
+    trajs = list(trajs)
+    if not trajs:
+        raise DataError("no training trajectories (need at least one family with >= 2 models)")
+    b = trajs[0].benchmarks
+    for t in trajs:
+        if t.benchmarks != b:
+            raise DataError(f"family {t.family!r}: benchmarks {t.benchmarks} differ from {b}")
+    return trajs
+
+
+def format_equation(lhs: str, coefs: np.ndarray, terms: Sequence[str], precision: int = 3) -> str:
+    """'d(TQA)/dlog10N = 0.12 + -0.34 HS' style, zero terms left out."""
+    parts = []
+    for c, name in zip(coefs, terms):
+        if c == 0.0:
+            continue
+        v = f"{abs(c):.{precision}g}"
+        sign = "-" if c < 0 else "+"
+        body = v if name == "1" else f"{v} {name}"
+        parts.append((sign, body))
+    if not parts:
+        return f"d({lhs})/dlog10N = 0"
+    first_sign, first = parts[0]
+    text = ("-" if first_sign == "-" else "") + first
+    for sign, body in parts[1:]:
+        text += f" {sign} {body}"
+    return f"d({lhs})/dlog10N = {text}"
+
+
+class _ODEBase:
+    """Shared fit / simulate / predict / score; subclasses implement ``_regress`` and ``_library``."""
+
+    kind = "ode"
+
+    def __init__(self, *, units: str = "fraction", derivative: str = "gradient"):
+        self.units = units
+        self.derivative = derivative
+
+    # -- options ---------------------------------------------------------------------------------
+    def _check_options(self) -> float:
+        if self.derivative not in DERIVATIVES:
+            raise OptionError(f"option 'derivative': {self.derivative!r} is not one of {', '.join(DERIVATIVES)}")
+        return unit_scale(self.units)
+
+    def get_params(self) -> dict:
+        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+
+    # -- fitting ---------------------------------------------------------------------------------
+    def fit(self, trajectories):
+        """Fit to one Trajectory or a list of them (rows stacked; never differenced across families)."""
+        scale = self._check_options()
+        trajs = _check_trajs(trajectories)
+        S, D, fam = stacked_rows(trajs, self.derivative, scale)
+        if len(S) == 0:
+            raise DataError("no derivative rows: every training family needs >= 2 models")
+        self.benchmarks_ = trajs[0].benchmarks
+        self.families_ = [t.family for t in trajs]
+        self.n_rows_ = int(len(S))
+        self.scale_ = scale
+        self.fit_rows(S, D)
+        return self
+
+    def fit_rows(self, states: np.ndarray, derivs: np.ndarray):
+        """Fit directly to (state, derivative) rows in the estimator's units (used by the bootstrap)."""
+        self.scale_ = getattr(self, "scale_", unit_scale(self.units))
+        if not hasattr(self, "benchmarks_"):
+            self.benchmarks_ = tuple(f"x{i}" for i in range(states.shape[1]))
+        self.coef_, self.terms_ = self._regress(np.asarray(states, float), np.asarray(derivs, float))
+        return self
+
+    # -- the fitted system -----------------------------------------------------------------------
+    def _check_fitted(self):
+        if not hasattr(self, "coef_"):
+            raise OptionError(f"{type(self).__name__} is not fitted: call fit() first")
+
+    def rhs(self, states: np.ndarray) -> np.ndarray:
+        """dB/dlog10N at states[m, p] (estimator units)."""
+        self._check_fitted()
+        return self._library(np.atleast_2d(states)) @ self.coef_.T
+
+    def equations(self, precision: int = 3) -> list[str]:
+        self._check_fitted()
+        return [format_equation(b, self.coef_[i], self.terms_, precision) for i, b in enumerate(self.benchmarks_)]
+
+    @property
+    def active_terms_(self) -> np.ndarray:
+        """bool[p, n_terms]: which library terms each equation uses."""
+        self._check_fitted()
+        return self.coef_ != 0.0
+
+    def simulate(self, y0_percent: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Integrate from scores ``y0_percent`` at x[0] through the grid x (increasing or decreasing).
+
+        Returns percent scores [len(x), p]; NaN after a failed or diverging integration.
+        """
+        self._check_fitted()
+        x = np.asarray(x, float)
+        y0 = np.asarray(y0_percent, float) * self.scale_
+        out = np.full((len(x), len(y0)), np.nan)
+        out[0] = y0
+        if len(x) == 1:
+            return out / self.scale_
+        bound = BLOWUP_PERCENT * self.scale_
+
+        def fun(_t, y):
+            return self.rhs(y[None, :])[0]
+
+        def blowup(_t, y):
+            return bound - float(np.max(np.abs(y)))
+        blowup.terminal = True
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sol = solve_ivp(fun, (x[0], x[-1]), y0, t_eval=x, method="LSODA", rtol=1e-8, atol=1e-10,
+                            events=blowup)
+        if sol.y.size:
+            k = sol.y.shape[1]
+            out[:k] = sol.y.T
+        if sol.status != 0 or not np.all(np.isfinite(out)):
+            # rows past the failure point stay NaN
+            bad = ~np.isfinite(out).all(axis=1)
+            if bad.any():
+                out[np.argmax(bad):] = np.nan
+        return out / self.scale_
+
+    def predict(self, trajectory: Trajectory) -> np.ndarray:
+        """Simulated scores (percent) on the trajectory's grid, starting from its smallest model."""
+        return self.simulate(trajectory.Y[0], trajectory.x)
+
+    def errors(self, trajectories) -> ErrorSummary:
+        """Errors of the simulated trajectories over every size after each starting model (pooled)."""
+        trajs = _check_trajs(trajectories)
+        preds = [self.predict(t)[1:] for t in trajs]
+        acts = [t.Y[1:] for t in trajs]
+        return trajectory_errors(np.concatenate(preds), np.concatenate(acts), self.benchmarks_)
+
+    def score(self, trajectories) -> float:
+        """mean|pred - actual| / mean(actual) of the simulation (lower is better)."""
+        return self.errors(trajectories).rel_mae
+
+
+class LinearODE(_ODEBase):
+    """Dense linear system dB/dlog10N = C B + c0 by least squares (optional ridge penalty on C).
+
+    Attributes after fit: ``coef_`` [p, p + 1] (columns: '1', then the benchmarks), ``terms_``,
+    ``C_`` [p, p], ``c0_`` [p], ``benchmarks_``, ``families_``, ``n_rows_``, ``rank_``.
+    """
+
+    kind = "linear"
+
+    def __init__(self, *, units: str = "fraction", derivative: str = "gradient", ridge: float = 0.0):
+        super().__init__(units=units, derivative=derivative)
+        self.ridge = ridge
+
+    def _library(self, S: np.ndarray) -> np.ndarray:
+        return np.hstack([np.ones((S.shape[0], 1)), S])
+
+    def _regress(self, S, D):
+        if not (isinstance(self.ridge, (int, float)) and math.isfinite(self.ridge) and self.ridge >= 0):
+            raise OptionError(f"option 'ridge': must be a finite number >= 0, got {self.ridge!r}")
+        A = self._library(S)
+        if self.ridge > 0:
+            p = A.shape[1]
+            pen = math.sqrt(self.ridge) * np.eye(p)
+            pen[0, 0] = 0.0  # never penalise the constant
+            A_ = np.vstack([A, pen])
+            D_ = np.vstack([D, np.zeros((p, D.shape[1]))])
+        else:
+            A_, D_ = A, D
+        W, _res, rank, _sv = np.linalg.lstsq(A_, D_, rcond=None)
+        self.rank_ = int(rank)
+        coef = W.T
+        self.c0_ = coef[:, 0].copy()
+        self.C_ = coef[:, 1:].copy()
+        return coef, ["1", *self.benchmarks_]
+
+
+class SindyODE(_ODEBase):
+    """PySINDy with PolynomialLibrary(degree) and STLSQ(threshold, alpha) on precomputed derivatives.
+
+    Attributes after fit: ``coef_`` [p, n_terms], ``terms_`` (PySINDy feature names, e.g. 'HS TQA'),
+    ``model_`` (the fitted ``pysindy.SINDy``), ``benchmarks_``, ``families_``, ``n_rows_``.
+    """
+
+    kind = "sindy"
+
+    def __init__(self, *, degree: int = 3, threshold: float = 0.1, alpha: float = 0.05,
+                 units: str = "fraction", derivative: str = "gradient", max_iter: int = 20):
+        super().__init__(units=units, derivative=derivative)
+        self.degree = degree
+        self.threshold = threshold
+        self.alpha = alpha
+        self.max_iter = max_iter
+
+    def _check_sindy(self):
+        if not isinstance(self.degree, (int, np.integer)) or self.degree < 1:
+            raise OptionError(f"option 'degree': must be an integer >= 1, got {self.degree!r}")
+        for name in ("threshold", "alpha"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise OptionError(f"option '{name}': must be a finite number >= 0, got {v!r}")
+
+    def optimizer(self):
+        import pysindy as ps
+        return ps.STLSQ(threshold=float(self.threshold), alpha=float(self.alpha), max_iter=int(self.max_iter))
+
+    def library(self):
+        import pysindy as ps
+        return ps.PolynomialLibrary(degree=int(self.degree), include_bias=True)
+
+    def _library(self, S: np.ndarray) -> np.ndarray:
+        return self.library_.transform(S)
+
+    def _regress(self, S, D):
+        import pysindy as ps
+        self._check_sindy()
+        model = ps.SINDy(optimizer=self.optimizer(), feature_library=self.library())
+        t = np.arange(len(S), dtype=float)  # unused: derivatives are given
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(S, t=t, x_dot=D, feature_names=list(self.benchmarks_))
+        self.model_ = model
+        self.library_ = model.feature_library
+        return np.asarray(model.coefficients(), float).copy(), list(model.get_feature_names())
+
+    def regress_batch(self, Theta: np.ndarray, D: np.ndarray) -> np.ndarray:
+        """STLSQ coefficients [p, n_terms] for a precomputed library matrix (bootstrap helper)."""
+        opt = self.optimizer()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt.fit(Theta, D)
+        return np.asarray(opt.coef_, float)
+
+
+MODEL_CLASSES = {"sindy": SindyODE, "linear": LinearODE}
+
+
+def make_model(model: str, **options) -> _ODEBase:
+    """An estimator by name with the options that class takes (others are ignored)."""
+    if model not in MODEL_CLASSES:
+        raise OptionError(f"option 'model': {model!r} is not one of {', '.join(MODEL_CLASSES)}")
+    cls = MODEL_CLASSES[model]
+    import inspect
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    return cls(**{k: v for k, v in options.items() if k in allowed and v is not None})
