@@ -1,0 +1,125 @@
+"""Prompt sets: JSONL, one prompt a line, fields id, text, set, domain (and ``true`` for calibration).
+
+The project's own sets live in ``data/prompts/``: ``contrastive.jsonl`` (reasoning vs
+truthfulness prompts over the factual, reasoning and ethical domains) and ``calibration.jsonl``
+(true and false statements for the steering direction).  Users pass their own files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cape_hpc.errors import DataError
+
+PROMPT_DIR = Path(__file__).resolve().parents[2] / "data" / "prompts"
+DEFAULT_CONTRASTIVE = PROMPT_DIR / "contrastive.jsonl"
+DEFAULT_CALIBRATION = PROMPT_DIR / "calibration.jsonl"
+REQUIRED = ("id", "text", "set")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+    set: str
+    domain: str = ""
+    true: bool | None = None
+
+
+@dataclass
+class PromptSet:
+    prompts: list[Prompt]
+    path: str = ""
+    sha256: str = ""
+    sets: tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        if not self.sets:
+            seen: list[str] = []
+            for p in self.prompts:
+                if p.set not in seen:
+                    seen.append(p.set)
+            self.sets = tuple(seen)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def texts(self) -> list[str]:
+        return [p.text for p in self.prompts]
+
+    def subset(self, n: int | None) -> "PromptSet":
+        """The first ``n`` prompts of each set (keeps the sets balanced); None = all."""
+        if n is None or n >= len(self.prompts):
+            return self
+        per = {s: 0 for s in self.sets}
+        k = max(1, n // max(1, len(self.sets)))
+        keep = []
+        for p in self.prompts:
+            if per[p.set] < k:
+                keep.append(p)
+                per[p.set] += 1
+        return PromptSet(keep, path=self.path, sha256=self.sha256, sets=self.sets)
+
+    def select(self, name: str) -> list[Prompt]:
+        return [p for p in self.prompts if p.set == name]
+
+
+def from_texts(texts, set_name: str = "prompts") -> PromptSet:
+    """A prompt set from plain strings (tests, API use)."""
+    ps = [Prompt(id=str(i), text=t, set=set_name) for i, t in enumerate(texts)]
+    h = hashlib.sha256(json.dumps([p.text for p in ps]).encode()).hexdigest()
+    return PromptSet(ps, path="<memory>", sha256=h)
+
+
+def load_prompts(path: str | Path | None = None, *, calibration: bool = False) -> PromptSet:
+    """Read and check a JSONL prompt file (default: the project's contrastive set, or its
+    calibration set with ``calibration=True``).  Raises DataError naming the file, line and field."""
+    p = Path(path) if path is not None else (DEFAULT_CALIBRATION if calibration else DEFAULT_CONTRASTIVE)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{p}: prompt file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{p}: is a directory, not a prompt file") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{p}: line {line}: not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
+    prompts: list[Prompt] = []
+    ids: set[str] = set()
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{p}: line {lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{p}: line {lineno}: expected a JSON object, got {type(rec).__name__}")
+        for key in REQUIRED:
+            if key not in rec:
+                raise DataError(f"{p}: line {lineno}: missing field {key!r}")
+        if not isinstance(rec["text"], str) or not rec["text"].strip():
+            raise DataError(f"{p}: line {lineno}: field 'text' must be a non-empty string")
+        pid = str(rec["id"])
+        if pid in ids:
+            raise DataError(f"{p}: line {lineno}: duplicate id {pid!r}")
+        ids.add(pid)
+        truth = rec.get("true")
+        if truth is not None and not isinstance(truth, bool):
+            raise DataError(f"{p}: line {lineno}: field 'true' must be true or false, got {truth!r}")
+        prompts.append(Prompt(id=pid, text=rec["text"], set=str(rec["set"]), domain=str(rec.get("domain", "")),
+                              true=truth))
+    if not prompts:
+        raise DataError(f"{p}: no prompts (the file is empty)")
+    if calibration:
+        if any(q.true is None for q in prompts):
+            bad = next(i for i, q in enumerate(prompts) if q.true is None)
+            raise DataError(f"{p}: prompt {prompts[bad].id!r}: calibration statements need a boolean field 'true'")
+        if not any(q.true for q in prompts) or all(q.true for q in prompts):
+            raise DataError(f"{p}: calibration needs both true and false statements")
+    return PromptSet(prompts, path=str(p), sha256=hashlib.sha256(raw).hexdigest())
