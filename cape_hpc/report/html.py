@@ -361,9 +361,9 @@ def audit_table(res: Results) -> dict | None:
 
 def diagnose_model(res: Results) -> tuple[dict | None, str]:
     """The stored ``DiagnoseModel`` tree (coefficients for the in-page diagnose) and its path."""
-    for p in ("analysis/diagnose_model", "analysis/diagnose/model", "analysis/diagnose", "diagnose_model"):
+    for p in ("analysis/diagnose/model", "analysis/diagnose_model", "analysis/diagnose", "diagnose/model"):
         g = res.group(p)
-        if g is not None:
+        if g is not None and "panel_model" in g and "beta1" in g:
             return g, f"/{p}"
     return None, ""
 
@@ -374,7 +374,7 @@ def build_html(res: Results, title: str | None = None) -> tuple[str, dict]:
     charts, skipped = build_charts(res)
     dmodel, dpath = diagnose_model(res)
     if dmodel is None:
-        skipped.append({"chart": "Diagnose panel", "note": f"no /analysis/diagnose_model group in {res.path}"})
+        skipped.append({"chart": "Diagnose panel", "note": f"no /analysis/diagnose/model group (a DiagnoseModel) in {res.path}"})
     payload = {
         "file": os.path.basename(res.path),
         "root": {k: _cell(v) for k, v in res.root_attrs.items()},

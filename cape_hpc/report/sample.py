@@ -65,9 +65,9 @@ def sample_groups(notes: list[str] | None = None, *, n_resamples: int = 200) -> 
     from cape_hpc.io.scores import load_frontier, load_scores
 
     notes = [] if notes is None else notes
-    df = load_scores()
-    df = df.loc[df["family"].isin(SAMPLE_FAMILIES)].copy()
-    df.attrs.update(load_scores().attrs)
+    full = load_scores()
+    df = full.loc[full["family"].isin(SAMPLE_FAMILIES)].copy()
+    df.attrs.update(full.attrs)
     groups: dict[str, Any] = {}
 
     def an(mod: str, fn: str, *a, **kw):
@@ -85,9 +85,9 @@ def sample_groups(notes: list[str] | None = None, *, n_resamples: int = 200) -> 
     groups["/analysis/hfield"] = _try("hfield", lambda: an("hfield", "h_field", df), notes)
     groups["/analysis/isocline"] = _try("isocline", lambda: an("isocline", "isocline", df), notes)
     groups["/analysis/frontier"] = _try("frontier", lambda: an("frontier", "frontier_fit", load_frontier()), notes)
-    dm = _try("diagnose_model", lambda: an("diagnose", "build_diagnose_model", df), notes)
-    if dm is not None:
-        groups["/analysis/diagnose_model"] = dm
+    # the diagnose model is fitted on the whole shipped table, as `cape analyze` and `cape diagnose` do
+    groups["/analysis/diagnose/model"] = _try("diagnose model", lambda: an("diagnose", "fit_diagnose_model", full),
+                                              notes)
     groups = {k: v for k, v in groups.items() if v is not None}
     # model internals and steering: synthetic unless a producer exists (the real ones need weights)
     groups["/internals/tiny-llama"] = _synthetic_internals("tiny-llama", 6, 4, 11)

@@ -1,0 +1,192 @@
+"""Figures from a small results file written by the real analysis functions (cape_hpc.report.sample).
+
+Each figure's axes and series are checked on the matplotlib objects against independent references:
+the shipped score table (CSV values), numpy fits, and the arrays stored in the file.
+"""
+import math
+
+import numpy as np
+import pytest
+from matplotlib.collections import PathCollection
+from matplotlib.image import AxesImage
+
+from cape_hpc.io.scores import load_frontier, load_scores
+from cape_hpc.io.store import read_results, write_results
+from cape_hpc.report import figures as F
+from cape_hpc.report.data import Results
+from cape_hpc.report.sample import SAMPLE_FAMILIES, write_sample
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    path, notes = write_sample(tmp_path_factory.mktemp("rep") / "sample.h5", n_resamples=100)
+    assert notes == [], notes  # every producer ran: the layouts are the real ones
+    return Results.load(path)
+
+
+@pytest.fixture(scope="module")
+def scores():
+    df = load_scores()
+    return df.loc[df["family"].isin(SAMPLE_FAMILIES)]
+
+
+def _lines(ax, prefix=""):
+    return [ln for ln in ax.get_lines() if (ln.get_gid() or "").startswith(prefix)] if prefix else ax.get_lines()
+
+
+def test_phase_diagram_points_are_the_table_scores(sample, scores):
+    fig = F.fig_phase_diagram(sample)
+    (ax,) = fig.axes
+    assert ax.get_xlabel().startswith("HS") and ax.get_ylabel().startswith("TQA")
+    traj = _lines(ax, "traj:")
+    fams = sorted(set(scores["family"]))
+    assert sorted(ln.get_gid()[5:] for ln in traj) == fams
+    for ln in traj:
+        fam = ln.get_gid()[5:]
+        ref = scores.loc[scores["family"] == fam].sort_values(["params", "model"])
+        np.testing.assert_allclose(ln.get_xdata(), ref["HS"].to_numpy(float), atol=1e-9)
+        np.testing.assert_allclose(ln.get_ydata(), ref["TQA"].to_numpy(float), atol=1e-9)
+    scat = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(scat) == len(fams)
+    assert sum(len(c.get_offsets()) for c in scat) == len(scores)
+    # coloured by phase: the smallest of each family has no phase, the others one of three colours
+    colours = np.vstack([c.get_facecolors() for c in scat])
+    assert len({tuple(np.round(c, 3)) for c in colours}) >= 3
+
+
+def test_running_gamma_series_and_nc_lines(sample, scores):
+    from cape_hpc.analysis.coupling import local_coupling
+
+    fig = F.fig_running_gamma(sample)
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == "log10 N (interval midpoint)"
+    assert "gamma" in ax.get_ylabel()
+    cr = local_coupling(scores)
+    fams = {ln.get_label(): ln for ln in ax.get_lines() if ln.get_label() in set(scores["family"])}
+    assert set(fams) == set(scores["family"])
+    for fam, ln in fams.items():
+        ivs = [iv for iv in cr.intervals if iv.family == fam]
+        # gamma by hand from the table: dTQA / dHS between consecutive sizes
+        ref = scores.loc[scores["family"] == fam].sort_values(["params", "model"])
+        hs, tqa = ref["HS"].to_numpy(float), ref["TQA"].to_numpy(float)
+        g = np.diff(tqa) / np.diff(hs)
+        g[np.abs(np.diff(hs)) < 0.5] = np.nan
+        np.testing.assert_allclose(ln.get_ydata(), g, rtol=1e-12, equal_nan=True)
+        assert len(ln.get_xdata()) == len(ivs)
+    stored = [e for est in ("quadratic", "sign-change") for e in read_results(sample.path, f"/analysis/nc/{est}")["estimates"]]
+    valid = [e for e in stored if e["log10_nc"] is not None and math.isfinite(e["log10_nc"])]
+    nc_lines = [ln for ln in ax.get_lines() if ln.get_label().startswith("N_c")]
+    assert len(nc_lines) == len(valid) > 0
+    assert sorted(ln.get_xdata()[0] for ln in nc_lines) == pytest.approx(sorted(e["log10_nc"] for e in valid))
+
+
+def test_deff_bars_and_intervals(sample):
+    fig = F.fig_deff(sample)
+    (ax,) = fig.axes
+    assert ax.get_ylabel().startswith("d_eff") and ax.get_xlabel() == "phase"
+    groups = read_results(sample.path, "/analysis/deff")["groups"]
+    bars = ax.patches
+    assert len(bars) == len(groups)
+    assert [b.get_height() for b in bars] == pytest.approx([g["d_eff"] for g in groups], nan_ok=True)
+    assert [t.get_text() for t in ax.get_xticklabels()] == [g["group"] for g in groups]
+    # d_eff of the 'all' group recomputed by hand: participation ratio of the covariance eigenvalues
+    df = load_scores()
+    df = df.loc[df["family"].isin(SAMPLE_FAMILIES)]
+    allg = next((g for g in groups if g["group"] == "all"), None)
+    if allg is not None and allg["n_models"] == len(df.dropna(subset=list("HS TQA ARC WG MMLU".split()))):
+        X = df[["HS", "TQA", "ARC", "WG", "MMLU"]].dropna().to_numpy(float)
+        lam = np.linalg.eigvalsh(np.cov(X, rowvar=False))
+        assert allg["d_eff"] == pytest.approx(lam.sum() ** 2 / (lam ** 2).sum(), rel=1e-9)
+
+
+def test_width_before_after_and_control(sample, scores):
+    fig = F.fig_width(sample)
+    (ax,) = fig.axes
+    assert ax.get_ylabel() == "Pearson r"
+    labels = [c.get_label() for c in ax.containers]
+    assert any("before" in lab for lab in labels) and any("after" in lab for lab in labels)
+    assert any("permutation" in lab for lab in labels)
+    fams = [t.get_text() for t in ax.get_xticklabels()]
+    before = next(c for c in ax.containers if "before" in c.get_label())
+    for fam, bar in zip(fams, before.patches):
+        ref = scores.loc[scores["family"] == fam].dropna(subset=["HS", "TQA"])
+        if len(ref) >= 3:
+            r = np.corrcoef(ref["HS"], ref["TQA"])[0, 1]
+            assert bar.get_height() == pytest.approx(r, abs=1e-9)
+
+
+def test_frontier_scatter_fit_and_h(sample):
+    fig = F.fig_frontier(sample)
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("SWE") and ax.get_ylabel().startswith("GPQA")
+    fr = load_frontier()
+    scat = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(scat) == 1 and len(scat[0].get_offsets()) == len(fr.dropna(subset=["SWE", "GPQA"]))
+    main = fr.loc[fr["cohort"] == "main"].dropna(subset=["SWE", "GPQA"])
+    slope, intercept = np.polyfit(main["SWE"], main["GPQA"], 1)
+    (fit,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("fit")]
+    x, y = fit.get_xdata(), fit.get_ydata()
+    assert (y[-1] - y[0]) / (x[-1] - x[0]) == pytest.approx(slope, rel=1e-9)
+    assert y[0] == pytest.approx(slope * x[0] + intercept, rel=1e-9)
+    assert any("h" in a.get_ylabel() for a in fig.axes[1:])  # the colour bar says h
+
+
+def test_internals_layer_curve_and_head_map(sample):
+    for model in ("tiny-llama", "tiny-gpt2"):
+        fig = F.fig_internals(sample, model)
+        ax, ax2 = fig.axes[:2]
+        g = read_results(sample.path, f"/internals/{model}")
+        assert ax.get_xlabel() == "layer" and ax2.get_ylabel() == "head"
+        np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), g["layer_coupling"])
+        assert len([ln for ln in ax.get_lines() if ln.get_label() and not ln.get_label().startswith("_")]) == 3
+        (im,) = [a for a in ax2.get_children() if isinstance(a, AxesImage)]
+        np.testing.assert_allclose(im.get_array(), np.asarray(g["head_coupling"]).T)
+
+
+def test_steering_rates_with_intervals(sample):
+    fig = F.fig_steering(sample)
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == "alpha" and "intervention rate" in ax.get_ylabel()
+    assert len(ax.containers) == 2  # one errorbar series per model
+    llama = next(c for c in ax.containers if c.get_label() == "tiny-llama")
+    assert list(llama.lines[0].get_ydata()) == pytest.approx([0 / 8, 3 / 8, 6 / 8])
+
+
+def test_build_figures_skips_say_why(sample, tmp_path):
+    outcomes = {o.name: o for o in F.build_figures(sample)}
+    assert outcomes["dynamics"].figure is None and "/dynamics" in outcomes["dynamics"].note
+    for name in ("phase_diagram", "running_gamma", "deff", "width", "frontier", "steering",
+                 "internals_tiny-llama", "internals_tiny-gpt2"):
+        assert outcomes[name].figure is not None, outcomes[name].note
+    # a file with only the coupling: everything else is skipped with the missing group named
+    from cape_hpc.analysis.coupling import local_coupling
+
+    only = tmp_path / "only.h5"
+    write_results(only, {"/analysis/coupling": local_coupling(load_scores())})
+    outs = {o.name: o for o in F.build_figures(Results.load(only))}
+    assert outs["phase_diagram"].figure is not None and outs["running_gamma"].figure is not None
+    assert "/analysis/deff" in outs["deff"].note
+    assert "/analysis/width" in outs["width"].note
+    assert "/analysis/frontier" in outs["frontier"].note
+    assert "/internals" in outs["internals"].note
+    assert "/steering" in outs["steering"].note
+
+
+def test_cli_figures_writes_png_and_svg(sample, tmp_path, capsys):
+    from cape_hpc.cli import main
+
+    out = tmp_path / "figs"
+    assert main(["figures", sample.path, "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "skipped dynamics: no /dynamics group" in text
+    for name in ("phase_diagram", "running_gamma", "deff", "width", "frontier", "steering", "internals_tiny-llama"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert b"<svg" in (out / f"{name}.svg").read_bytes()[:2000]
+
+
+def test_cli_missing_file_is_one_line_error(tmp_path, capsys):
+    from cape_hpc.cli import main
+
+    assert main(["figures", str(tmp_path / "nope.h5"), "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.h5" in err[0]
