@@ -217,3 +217,6 @@ def diagnose(df: pd.DataFrame, params: float, *, family: str | None = None, scor
     """Fit the DiagnoseModel on ``df`` and diagnose one model."""
     return diagnose_point(fit_diagnose_model(df, b1, b2, **model_options), params, family=family, scores=scores,
                           d_model=d_model, name=name)
+
+
+build_diagnose_model = fit_diagnose_model  # alias
