@@ -1,0 +1,178 @@
+"""Local coupling, phases and population coupling against hand computations and scipy."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from cape_hpc.analysis.coupling import local_coupling
+from cape_hpc.analysis.phases import classify_phase, phases
+from cape_hpc.analysis.population import correlate, permutation_p, population_coupling
+from cape_hpc.errors import OptionError
+from cape_hpc.io.scores import load_scores
+
+# Pythia rows of the curated table (HS, TQA in percent), written out so the arithmetic is visible
+PYTHIA = [("Pythia-70M", 70e6, 27.3, 47.1), ("Pythia-160M", 160e6, 31.4, 44.3),
+          ("Pythia-410M", 410e6, 40.9, 41.2), ("Pythia-1B", 1e9, 49.7, 38.9),
+          ("Pythia-1.4B", 1.4e9, 52.9, 38.9), ("Pythia-2.8B", 2.8e9, 60.7, 35.6),
+          ("Pythia-6.9B", 6.9e9, 64.0, 33.0), ("Pythia-12B", 12e9, 67.3, 32.0)]
+OPT = [("OPT-125M", 125e6, 31.47, 42.87), ("OPT-350M", 350e6, 36.73, 40.83), ("OPT-1.3B", 1.3e9, 54.53, 38.71),
+       ("OPT-2.7B", 2.7e9, 61.43, 37.43), ("OPT-6.7B", 6.7e9, 68.66, 35.12), ("OPT-13B", 13e9, 71.2, 34.1),
+       ("OPT-30B", 30e9, 74.07, 35.16), ("OPT-66B", 66e9, 76.25, 35.43)]
+# a family with the two undefined cases: a B1 step below 0.5 points, and two models of equal N
+EDGE = [("X-a", 1e8, 30.0, 40.0), ("X-b", 2e8, 30.3, 41.0), ("X-c", 2e8, 32.0, 39.0), ("X-d", 4e8, 35.0, 38.0)]
+
+
+def table(*families):
+    rows = []
+    for fam, models in families:
+        for name, n, hs, tqa in models:
+            rows.append(dict(model=name, family=fam, params=n, d_model=np.nan, HS=hs, TQA=tqa, ARC=np.nan,
+                             WG=np.nan, MMLU=np.nan, tqa_variant="mc2", source="test"))
+    return pd.DataFrame(rows)
+
+
+# shuffled on purpose: the function must sort by N within each family
+DF = table(("Pythia", PYTHIA[::-1]), ("OPT", OPT[3:] + OPT[:3]), ("X", EDGE[::-1])).sample(frac=1, random_state=3)
+
+
+def test_pythia_by_hand():
+    r = local_coupling(DF, "HS", "TQA")
+    g = {iv.model: iv.gamma for iv in r.intervals if iv.family == "Pythia"}
+    expected = {
+        "Pythia-160M": (44.3 - 47.1) / (31.4 - 27.3),   # -2.8 / 4.1 = -0.6829
+        "Pythia-410M": (41.2 - 44.3) / (40.9 - 31.4),   # -3.1 / 9.5 = -0.3263
+        "Pythia-1B": (38.9 - 41.2) / (49.7 - 40.9),     # -2.3 / 8.8 = -0.2614
+        "Pythia-1.4B": (38.9 - 38.9) / (52.9 - 49.7),   #  0.0 / 3.2 = 0
+        "Pythia-2.8B": (35.6 - 38.9) / (60.7 - 52.9),   # -3.3 / 7.8 = -0.4231
+        "Pythia-6.9B": (33.0 - 35.6) / (64.0 - 60.7),   # -2.6 / 3.3 = -0.7879
+        "Pythia-12B": (32.0 - 33.0) / (67.3 - 64.0),    # -1.0 / 3.3 = -0.3030
+    }
+    assert g.keys() == expected.keys()
+    for k, v in expected.items():
+        assert g[k] == pytest.approx(v, abs=1e-12)
+    iv = next(iv for iv in r.intervals if iv.model == "Pythia-160M")
+    assert iv.prev_model == "Pythia-70M"
+    assert iv.x_mid == pytest.approx((math.log10(70e6) + math.log10(160e6)) / 2)
+    assert iv.b1_mid == pytest.approx((27.3 + 31.4) / 2)
+
+
+def test_opt_by_hand_and_phases():
+    r = local_coupling(DF, "HS", "TQA")
+    ivs = [iv for iv in r.intervals if iv.family == "OPT"]
+    assert [iv.model for iv in ivs] == [m[0] for m in OPT[1:]]
+    # 350M: -2.04/5.26 = -0.3878 (tax); 1.3B: -2.12/17.8 = -0.1191 (tax); 2.7B: -1.28/6.9 = -0.1855 (tax);
+    # 6.7B: -2.31/7.23 = -0.3195 (tax); 13B: -1.02/2.54 = -0.4016 (tax); 30B: 1.06/2.87 = 0.3693 (bonus);
+    # 66B: 0.27/2.18 = 0.1239 (bonus)
+    hand = [(40.83 - 42.87) / (36.73 - 31.47), (38.71 - 40.83) / (54.53 - 36.73), (37.43 - 38.71) / (61.43 - 54.53),
+            (35.12 - 37.43) / (68.66 - 61.43), (34.1 - 35.12) / (71.2 - 68.66), (35.16 - 34.1) / (74.07 - 71.2),
+            (35.43 - 35.16) / (76.25 - 74.07)]
+    np.testing.assert_allclose([iv.gamma for iv in ivs], hand, rtol=0, atol=1e-12)
+    assert [iv.phase for iv in ivs] == ["tax"] * 5 + ["bonus"] * 2
+
+
+def test_undefined_intervals_and_no_cross_family():
+    r = local_coupling(DF, "HS", "TQA")
+    x = {iv.model: iv for iv in r.intervals if iv.family == "X"}
+    assert math.isnan(x["X-b"].gamma) and "min_delta" in x["X-b"].reason and x["X-b"].phase == ""
+    assert math.isnan(x["X-c"].gamma) and x["X-c"].reason == "equal N"
+    assert x["X-d"].gamma == pytest.approx((38.0 - 39.0) / (35.0 - 32.0))
+    # one interval per model except each family's smallest: 7 + 7 + 3, never across families
+    assert len(r.intervals) == 17
+    assert all(iv.prev_model.split("-")[0] == iv.model.split("-")[0] for iv in r.intervals)
+    # a lower min_delta makes X-b defined
+    r2 = local_coupling(DF, "HS", "TQA", min_delta=0.2)
+    xb = next(iv for iv in r2.intervals if iv.model == "X-b")
+    assert xb.gamma == pytest.approx(1.0 / 0.3)
+
+
+def test_units_fraction_scales_min_delta_not_gamma():
+    a = local_coupling(DF, units="percent")
+    b = local_coupling(DF, units="fraction")
+    assert b.min_delta == pytest.approx(0.005)
+    ga = np.array([iv.gamma for iv in a.intervals])
+    gb = np.array([iv.gamma for iv in b.intervals])
+    np.testing.assert_allclose(ga, gb, equal_nan=True)
+    # a threshold of 0.5 in fractions means 50 points: nothing is defined
+    c = local_coupling(DF, units="fraction", min_delta=0.5)
+    assert all(math.isnan(iv.gamma) for iv in c.intervals)
+
+
+def test_any_pair_and_bad_options():
+    df = load_scores()
+    r = local_coupling(df, "HS", "ARC")
+    assert "Gemma-3-4B" in r.dropped  # blank ARC
+    assert r.provenance.options["b2"] == "ARC" and r.provenance.inputs["scores"] == df.attrs["sha256"]
+    with pytest.raises(OptionError, match="pair"):
+        local_coupling(df, "HS", "NOPE")
+    with pytest.raises(OptionError, match="differ"):
+        local_coupling(df, "HS", "HS")
+    with pytest.raises(OptionError, match="min_delta"):
+        local_coupling(df, min_delta=-1)
+    with pytest.raises(OptionError, match="units"):
+        local_coupling(df, units="permille")
+    with pytest.raises(OptionError, match="families"):
+        local_coupling(df, families=["NoSuchFamily"])
+    with pytest.raises(OptionError, match="tax_below"):
+        local_coupling(df, tax_below=0.5, bonus_above=0.1)
+
+
+def test_classify_phase_bounds():
+    assert classify_phase(-0.1) == "transition" and classify_phase(0.1) == "transition"
+    assert classify_phase(-0.1000001) == "tax" and classify_phase(0.1000001) == "bonus"
+    assert classify_phase(math.nan) is None
+    assert classify_phase(0.15, -0.2, 0.2) == "transition"
+
+
+def test_phases_per_model():
+    p = phases(DF)
+    ph = p.phase_of()
+    assert ph["Pythia-70M"] == "" and ph["OPT-125M"] == ""          # smallest: no phase
+    assert ph["Pythia-1.4B"] == "transition" and ph["OPT-30B"] == "bonus" and ph["Pythia-1B"] == "tax"
+    assert ph["X-b"] == ""                                              # undefined interval
+    assert p.counts == {"tax": 12, "transition": 1, "bonus": 2, "undefined": 5}
+    assert p.families_per_phase == {"tax": 3, "transition": 1, "bonus": 1}
+
+
+def test_population_against_scipy():
+    df = load_scores()
+    r = population_coupling(df)
+    g = r.groups[0]
+    pr = stats.pearsonr(df["HS"], df["TQA"])
+    sr = stats.spearmanr(df["HS"], df["TQA"])
+    assert g.n == len(df)
+    assert g.pearson_r == pytest.approx(pr.statistic, abs=1e-12) and g.pearson_p == pytest.approx(pr.pvalue)
+    assert g.spearman_rho == pytest.approx(sr.statistic, abs=1e-12) and g.spearman_p == pytest.approx(sr.pvalue)
+    fam = population_coupling(df, group_by="family")
+    py = next(x for x in fam.groups if x.group == "Pythia")
+    sub = df[df.family == "Pythia"]
+    assert py.pearson_r == pytest.approx(stats.pearsonr(sub.HS, sub.TQA).statistic, abs=1e-12)
+    assert py.pearson_r == pytest.approx(-0.9886, abs=5e-4)  # the paper's -0.989 on these rows
+    small = next(x for x in fam.groups if x.group == "OLMo")
+    assert small.n == 2 and math.isnan(small.pearson_r) and "n = 2" in small.reason
+    ph = population_coupling(df, group_by="phase")
+    assert [x.group for x in ph.groups] == ["tax", "transition", "bonus"]
+
+
+def test_permutation_p_exact_matches_scipy():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=6)
+    y = 0.6 * x + rng.normal(size=6)
+    # two-sided as P(|r_perm| >= |r_obs|): scipy's statistic |r| with alternative 'greater'
+    ref = stats.permutation_test((y,), lambda yy: abs(stats.pearsonr(x, yy).statistic), permutation_type="pairings",
+                                 n_resamples=np.inf, alternative="greater")
+    ours = permutation_p(x, y, method="exact")
+    assert ours == pytest.approx(ref.pvalue, abs=1e-12)
+    # the random version estimates the same p within Monte-Carlo error (sd ~ sqrt(p(1-p)/R))
+    mc = permutation_p(x, y, method="permutation", n_permutations=20000, seed=1)
+    assert abs(mc - ours) < 4 * math.sqrt(ours * (1 - ours) / 20000) + 1e-4
+    g = correlate(x, y, p_method="exact")
+    assert g.perm_pearson_p == pytest.approx(ours)
+    ref_s = stats.permutation_test((y,), lambda yy: abs(stats.spearmanr(x, yy).statistic),
+                                   permutation_type="pairings", n_resamples=np.inf, alternative="greater")
+    assert g.perm_spearman_p == pytest.approx(ref_s.pvalue, abs=1e-12)
+    with pytest.raises(OptionError, match="p_method"):
+        permutation_p(np.arange(12.0), np.arange(12.0)[::-1], method="exact")
+    with pytest.raises(OptionError, match="p_method"):
+        population_coupling(load_scores(), p_method="magic")
