@@ -138,7 +138,7 @@ def steer(h: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, relative: bool,
     coef = a * inv
     if relative:
         coef = coef * torch.sqrt(hh)
-    apply = a != 0
+    apply = (a != 0) & (vv > 0)  # a zero direction changes nothing
     if tau is not None:
         apply = apply & (proj < tau)
     new = (hf + coef[:, None] * vf).to(h.dtype)
