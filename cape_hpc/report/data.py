@@ -202,6 +202,11 @@ class Results:
                 "inputs": ", ".join(f"{k}={str(v)[:12]}" for k, v in sorted(inputs.items())),
                 "version": prov.get("version", ""),
             })
+        for name, g in self.children("scores").items():  # the input tables as used
+            rows.append({"group": f"/scores/{name}", "method": "input table", "options": "",
+                         "seed": None, "n_resamples": None,
+                         "inputs": f"{g.get('file', name)}={str(g.get('sha256', ''))[:12]} ({g.get('n_rows', '?')} rows)",
+                         "version": ""})
         return rows
 
 

@@ -245,6 +245,11 @@ def _table_of(name: str, d: dict) -> dict:
                     row["heads: mean"] = float(np.nanmean(hc)) if hc.size else None
                     row["heads: min"] = float(np.nanmin(hc)) if hc.size else None
                 rows.append(row)
+    elif name == "heads":
+        H = d["head_coupling"] or []
+        rows = [{"model": d["model"], "layer": i, **{f"head {j}": v for j, v in enumerate(row)}} for i, row in enumerate(H)]
+    elif name == "dynamics_errors":
+        rows = [{"model": e["label"], "holdout error": e["error"], "group": e["path"]} for e in d["errors"]]
     else:
         rows = d.get("rows", [])
     cols: list[str] = []
@@ -279,7 +284,8 @@ def build_charts(res: Results) -> tuple[list[dict], list[dict]]:
         d = ex.dynamics(res)
         specs = chart_dynamics(d)
         for i, (title, spec) in enumerate(specs):
-            add(title, spec, "dynamics" if i == 0 else "none", d if i == 0 else {"source": d["source"]})
+            is_err = title.endswith("holdout errors")
+            add(title, spec, "dynamics_errors" if is_err else "dynamics", d)
     except Skip as exc:
         skipped.append({"chart": "Dynamics (ODE fits, holdout vs baselines)", "note": str(exc)})
     try:
@@ -287,7 +293,7 @@ def build_charts(res: Results) -> tuple[list[dict], list[dict]]:
         for m in d["models"]:
             for i, (title, spec) in enumerate(chart_internals(m)):
                 one = {"models": [m], "source": f"/internals/{m['model']}"}
-                add(title, spec, "internals" if i == 0 else "none", one if i == 0 else {"source": one["source"]})
+                add(title, spec, "internals" if i == 0 else "heads", one if i == 0 else {**m, "source": one["source"]})
     except Skip as exc:
         skipped.append({"chart": "Internals (per-layer and per-head coupling)", "note": str(exc)})
     try:
@@ -361,7 +367,7 @@ def audit_table(res: Results) -> dict | None:
 
 def diagnose_model(res: Results) -> tuple[dict | None, str]:
     """The stored ``DiagnoseModel`` tree (coefficients for the in-page diagnose) and its path."""
-    for p in ("analysis/diagnose/model", "analysis/diagnose_model", "analysis/diagnose", "diagnose/model"):
+    for p in ("analysis/diagnose_model", "analysis/diagnose/model", "analysis/diagnose", "diagnose/model"):
         g = res.group(p)
         if g is not None and "panel_model" in g and "beta1" in g:
             return g, f"/{p}"
@@ -374,7 +380,7 @@ def build_html(res: Results, title: str | None = None) -> tuple[str, dict]:
     charts, skipped = build_charts(res)
     dmodel, dpath = diagnose_model(res)
     if dmodel is None:
-        skipped.append({"chart": "Diagnose panel", "note": f"no /analysis/diagnose/model group (a DiagnoseModel) in {res.path}"})
+        skipped.append({"chart": "Diagnose panel", "note": f"no /analysis/diagnose_model group (a DiagnoseModel) in {res.path}"})
     payload = {
         "file": os.path.basename(res.path),
         "root": {k: _cell(v) for k, v in res.root_attrs.items()},

@@ -86,7 +86,7 @@ def sample_groups(notes: list[str] | None = None, *, n_resamples: int = 200) -> 
     groups["/analysis/isocline"] = _try("isocline", lambda: an("isocline", "isocline", df), notes)
     groups["/analysis/frontier"] = _try("frontier", lambda: an("frontier", "frontier_fit", load_frontier()), notes)
     # the diagnose model is fitted on the whole shipped table, as `cape analyze` and `cape diagnose` do
-    groups["/analysis/diagnose/model"] = _try("diagnose model", lambda: an("diagnose", "fit_diagnose_model", full),
+    groups["/analysis/diagnose_model"] = _try("diagnose model", lambda: an("diagnose", "fit_diagnose_model", full),
                                               notes)
     groups = {k: v for k, v in groups.items() if v is not None}
     # model internals and steering: synthetic unless a producer exists (the real ones need weights)

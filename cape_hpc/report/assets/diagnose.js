@@ -1,5 +1,5 @@
 /* In-page diagnose: a line-by-line mirror of cape_hpc.analysis.diagnose.diagnose_point, evaluated
- * on the DiagnoseModel stored in the results file (/analysis/diagnose/model).  The tests run both
+ * on the DiagnoseModel stored in the results file (/analysis/diagnose_model).  The tests run both
  * on the same queries and require the same phase, gamma, isocline side and h.
  *
  * capeDiagnose(model, {params, family, scores: {B1: v, B2: v}, d_model, name}) -> diagnosis object

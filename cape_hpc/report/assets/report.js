@@ -125,7 +125,7 @@
   window.capeInitDiagnose = function () {
     var panel = document.getElementById("diagnose-panel");
     if (!DATA.diagnose || !window.capeDiagnose) {
-      panel.appendChild(el("p", { class: "skips", text: "No diagnose model in this file (`cape analyze --out` stores /analysis/diagnose/model)." }));
+      panel.appendChild(el("p", { class: "skips", text: "No diagnose model in this file (`cape analyze --out` stores /analysis/diagnose_model)." }));
       return;
     }
     window.capeDiagnoseModel = DATA.diagnose.model;

@@ -1,0 +1,212 @@
+"""The HTML report opened in headless Chromium (Debian's, driven by Playwright; never `playwright install`).
+
+Checks: no console error, no network request (every request is routed; anything but file:/data:/blob:
+fails the test), every chart renders its plot DOM, and the in-page diagnose gives the same phase,
+gamma, isocline side and h as the Python diagnose (``diagnose_point`` on the same stored
+DiagnoseModel, and ``cape diagnose --json`` on the shipped table when that command exists) for
+three models.  A screenshot is saved under $CAPE_ARTIFACTS (default: artifacts/, ignored by git).
+"""
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cape_hpc.io.store import read_results
+from cape_hpc.report.html import write_report
+from cape_hpc.report.sample import write_sample
+
+CHROMIUM = os.environ.get("CAPE_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--disable-gpu", "--disable-dev-shm-usage"]
+ARTIFACTS = Path(os.environ.get("CAPE_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
+
+# (name, params, family, HS, TQA, d_model): a panel model by name, a new model inside a family,
+# a new model with no family (phase from the isocline)
+QUERIES = [
+    {"name": "Pythia-1.4B", "params": None, "family": None, "scores": {}, "d_model": None},
+    {"name": "", "params": 5e9, "family": "OPT", "scores": {"HS": 70.0, "TQA": 36.0}, "d_model": 4096},
+    {"name": "", "params": 3e9, "family": "", "scores": {"HS": 60.0, "TQA": 45.0}, "d_model": None},
+]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report")
+    h5, notes = write_sample(d / "sample.h5", n_resamples=100)
+    assert notes == [], notes
+    info = write_report(h5, d / "report.html")
+    return h5, Path(info["path"]), info
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, report):
+    _, html_path, _ = report
+    ctx = browser.new_context(viewport={"width": 1366, "height": 900}, service_workers="block")
+    pg = ctx.new_page()
+    console, requests, blocked = [], [], []
+    pg.on("console", lambda m: console.append((m.type, m.text)))
+    pg.on("pageerror", lambda e: console.append(("pageerror", str(e))))
+
+    def route(r):
+        url = r.request.url
+        requests.append(url)
+        if url.startswith(("file:", "data:", "blob:")):
+            r.continue_()
+        else:
+            blocked.append(url)
+            r.abort()
+
+    ctx.route("**/*", route)
+    pg.goto(html_path.as_uri())
+    pg.wait_for_function("window.capeReport && window.capeReport.rendered + window.capeReport.errors.length"
+                         " >= window.capeReport.charts", timeout=60_000)
+    pg.wait_for_timeout(300)
+    pg.console_log, pg.requests, pg.blocked = console, requests, blocked
+    yield pg
+    ctx.close()
+
+
+def test_report_is_one_self_contained_file(report):
+    _, html_path, info = report
+    text = html_path.read_text(encoding="utf-8")
+    assert "plotly.js v" in text  # the library is inlined
+    assert '<script src' not in text and '<link rel="stylesheet"' not in text
+    assert info["diagnose"] == "/analysis/diagnose_model"
+    assert len(info["charts"]) >= 9
+
+
+def test_no_console_errors_no_network(page):
+    errors = [m for m in page.console_log if m[0] in ("error", "pageerror", "warning")]
+    assert errors == []
+    assert page.blocked == []
+    assert all(u.startswith(("file:", "data:", "blob:")) for u in page.requests)
+
+
+def test_every_chart_renders(page, report):
+    _, _, info = report
+    state = page.evaluate("window.capeReport")
+    assert state["errors"] == [] and state["rendered"] == state["charts"] == len(info["charts"])
+    n = page.locator(".plot").count()
+    assert n == len(info["charts"])
+    assert page.locator(".plot[data-rendered='1'] .main-svg").count() >= n
+    # every chart has drawn data: a trace layer with at least one path/point, or a heat map image
+    drawn = page.evaluate("""Array.from(document.querySelectorAll('.plot')).map(function (p) {
+        return p.querySelectorAll('.scatterlayer .trace path, .scatterlayer .point, .barlayer .point path,'
+          + ' .heatmaplayer image, .hm image').length; })""")
+    assert all(c > 0 for c in drawn), drawn
+    # the tables behind the charts, the audit note, the provenance table are there
+    assert page.locator("#provenance-table tbody tr").count() >= 10
+    assert page.locator("#chart-list details").count() >= 9
+    assert "dynamics" in page.locator("#skipped").inner_text().lower()
+
+
+def _py_diagnosis(model_tree, q):
+    from cape_hpc.analysis.diagnose import DiagnoseModel, diagnose_point
+
+    m = DiagnoseModel.from_tree(model_tree)
+    params = q["params"]
+    if params is None:
+        i = m.panel_model.index(q["name"])
+        params = 10 ** m.panel_log10_n[i]
+    return diagnose_point(m, params, family=q["family"] or None, scores=q["scores"], d_model=q["d_model"],
+                          name=q["name"])
+
+
+def _close(a, b):
+    if a is None or (isinstance(a, float) and math.isnan(a)):
+        return b is None or (isinstance(b, float) and math.isnan(b))
+    return b is not None and abs(a - b) <= 1e-9 * max(1.0, abs(a))
+
+
+def test_diagnose_in_page_equals_python(page, report):
+    h5, _, _ = report
+    tree = read_results(h5, "/analysis/diagnose_model")
+    phases = set()
+    for q in QUERIES:
+        py = _py_diagnosis(tree, q)
+        params = q["params"] if q["params"] is not None else py.params
+        js = page.evaluate("q => { const d = capeDiagnose(capeDiagnoseModel, q);"
+                           " for (const k in d) if (typeof d[k] === 'number' && !isFinite(d[k])) d[k] = null;"
+                           " return d; }", {**q, "params": params})
+        for f in ("phase", "phase_source", "isocline_side", "predicted_sign", "prev_model", "next_model",
+                  "family", "levers", "notes", "gamma_reason"):
+            assert js[f] == getattr(py, f), (q, f, js[f], getattr(py, f))
+        for f in ("gamma_prev", "gamma_next", "h", "isocline_b2", "log10_n", "width_factor"):
+            assert _close(getattr(py, f), js[f]), (q, f, js[f], getattr(py, f))
+        phases.add(py.phase)
+    assert len(phases) >= 2  # the three queries exercise different branches
+
+
+def test_diagnose_panel_ui(page, report):
+    """Typing into the form gives the same result as the Python diagnose."""
+    h5, _, _ = report
+    tree = read_results(h5, "/analysis/diagnose_model")
+    q = QUERIES[1]
+    py = _py_diagnosis(tree, q)
+    page.fill("#dg-name", "")
+    page.fill("#dg-n", "5B")
+    page.select_option("#dg-family", "OPT")
+    page.fill("#dg-b1", "70")
+    page.fill("#dg-b2", "36")
+    page.fill("#dg-dmodel", "4096")
+    page.click("#dg-run")
+    assert page.inner_text("#dg-phase") == py.phase
+    assert page.inner_text("#dg-side") == py.isocline_side
+    assert page.inner_text("#dg-h") == f"{py.h:+.3f} points"
+    assert page.locator("#dg-levers li").count() == len(py.levers)
+    page.fill("#dg-n", "-3")
+    page.click("#dg-run")
+    assert "params" in page.inner_text("#dg-error")
+
+
+def test_diagnose_matches_cli_json(page, report, capsys):
+    """`cape diagnose --json` (fitted on the shipped table, as the stored model) gives the page's phase and h."""
+    from cape_hpc.cli import main
+
+    h5, _, _ = report
+    tree = read_results(h5, "/analysis/diagnose_model")
+    for q in QUERIES:
+        py = _py_diagnosis(tree, q)
+        argv = ["diagnose", "--json"]
+        if q["name"]:
+            argv += ["--name", q["name"]]
+        if q["params"] is not None:
+            argv += ["--params", repr(float(q["params"]))]
+        if q["family"]:
+            argv += ["--family", q["family"]]
+        for k, v in q["scores"].items():
+            argv += ["--score", f"{k}={v!r}"]
+        if q["d_model"]:
+            argv += ["--d-model", str(q["d_model"])]
+        assert main(argv) == 0, argv
+        cli = json.loads(capsys.readouterr().out)
+        js = page.evaluate("q => { const d = capeDiagnose(capeDiagnoseModel, q);"
+                           " return [d.phase, isFinite(d.h) ? d.h : null, d.isocline_side]; }",
+                           {**q, "params": py.params})
+        assert cli["phase"] == js[0] == py.phase, argv
+        assert cli["isocline_side"] == js[2], argv
+        assert _close(cli["h"], js[1]), argv
+
+
+def test_screenshot_artifact(page):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    shot = ARTIFACTS / "report_top.png"
+    page.screenshot(path=str(shot), full_page=False)
+    full = ARTIFACTS / "report_full.png"
+    page.screenshot(path=str(full), full_page=True)
+    assert shot.stat().st_size > 10_000 and full.stat().st_size > shot.stat().st_size
