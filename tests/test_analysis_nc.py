@@ -1,0 +1,177 @@
+"""N_c estimators and their bootstrap: hand sequences, numpy.polyfit, an independent pure-Python
+re-implementation of the resampled estimators, and scipy.stats.bootstrap (unstratified percentile)."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from cape_hpc.analysis.coupling import local_coupling
+from cape_hpc.analysis.nc import NcStatistic, _scope_arrays, estimate_nc
+from cape_hpc.errors import OptionError
+from cape_hpc.io.scores import load_scores
+
+
+def fam_table(name, ns, hs, tqa):
+    return pd.DataFrame(dict(model=[f"{name}-{i}" for i in range(len(ns))], family=name, params=ns, HS=hs, TQA=tqa,
+                             ARC=np.nan, WG=np.nan, MMLU=np.nan, d_model=np.nan))
+
+
+# gammas: (39-40)/(32-30) = -0.5, (38.5-39)/(35-32) = -0.1667, (38.5-38.5)/(38-35) = 0, (40-38.5)/(42-38) = 0.375
+U = fam_table("U", [1e8, 3e8, 1e9, 3e9, 1e10], [30, 32, 35, 38, 42], [40, 39, 38.5, 38.5, 40])
+# all positive
+P = fam_table("P", [1e8, 1e9, 1e10], [30, 40, 50], [30, 35, 45])
+
+
+def test_sign_change_by_hand():
+    r = estimate_nc(pd.concat([U, P]), "sign-change", bootstrap=False)
+    u = r.by_scope()["U"]
+    # first positive gamma after a negative one (the zero is skipped): the interval ending at U-4, N = 1e10
+    assert u.log10_nc == pytest.approx(10.0) and u.nc == pytest.approx(1e10)
+    assert u.n_intervals == 4
+    p = r.by_scope()["P"]
+    assert math.isnan(p.log10_nc) and "positive at every interval" in p.reason
+
+
+def test_gamma_fit_against_polyfit():
+    df = load_scores()
+    r = estimate_nc(df, "gamma-fit", families=["OPT", "BLOOM"], bootstrap=False)
+    for fam in ("OPT", "BLOOM"):
+        ivs = [iv for iv in local_coupling(df, families=[fam]).intervals if not iv.reason]
+        s, c = np.polyfit([iv.x_mid for iv in ivs], [iv.gamma for iv in ivs], 1)
+        e = r.by_scope()[fam]
+        assert e.g0 == pytest.approx(s, rel=1e-10)
+        assert e.log10_nc == pytest.approx(-c / s, rel=1e-10)
+    pooled = estimate_nc(df, "gamma-fit", families=["OPT", "BLOOM"], pooled=True, bootstrap=False).estimates[0]
+    ivs = [iv for iv in local_coupling(df, families=["OPT", "BLOOM"]).intervals if not iv.reason]
+    s, c = np.polyfit([iv.x_mid for iv in ivs], [iv.gamma for iv in ivs], 1)
+    assert pooled.log10_nc == pytest.approx(-c / s, rel=1e-10)
+    # a falling gamma (Llama-1) is invalid by the g0 > 0 rule
+    llama = estimate_nc(df, "gamma-fit", families=["Llama-1"], bootstrap=False).estimates[0]
+    assert math.isnan(llama.log10_nc) and "g0" in llama.reason
+
+
+def test_quadratic_against_polyfit_and_window():
+    x = np.log10([1e8, 3e8, 1e9, 3e9, 1e10, 3e10])
+    y = 2.0 * (x - 9.4) ** 2 + 35 + np.array([0.1, -0.2, 0.05, 0.1, -0.1, 0.05])
+    df = fam_table("Q", 10 ** x, np.linspace(30, 70, 6), y)
+    e = estimate_nc(df, "quadratic", bootstrap=False).estimates[0]
+    a, b, c = np.polyfit(x, y, 2)
+    assert (e.a, e.b, e.c) == pytest.approx((a, b, c))
+    assert e.log10_nc == pytest.approx(-b / (2 * a)) and abs(e.log10_nc - 9.4) < 0.05
+    assert e.window == pytest.approx([x.min(), x.max()])
+    out = estimate_nc(df, "quadratic", bootstrap=False, window=(9.6, 10.0)).estimates[0]
+    assert math.isnan(out.log10_nc) and "outside window" in out.reason
+    neg = estimate_nc(fam_table("Q", 10 ** x, np.linspace(30, 70, 6), -y), "quadratic", bootstrap=False).estimates[0]
+    assert math.isnan(neg.log10_nc) and "a =" in neg.reason
+
+
+def _python_estimator(df, estimator, idx, fams, min_delta=0.5, window=None):
+    """Independent reference: rebuild the resampled table (duplicates renamed), recompute with pandas."""
+    g, *_ = _scope_arrays(df, fams, "HS", "TQA", 1.0)
+    rows = g.iloc[np.sort(idx)].copy()
+    rows["model"] = [f"{m}#{i}" for i, m in enumerate(rows["model"])]
+    if estimator == "quadratic":
+        x = np.log10(rows["params"].to_numpy())
+        if len(np.unique(x)) < 3:
+            return math.nan
+        a, b, _ = np.polyfit(x, rows["TQA"].to_numpy(), 2)
+        v = -b / (2 * a)
+        lo, hi = window
+        return v if a > 0 and lo <= v <= hi else math.nan
+    ivs = [iv for iv in local_coupling(rows, min_delta=min_delta).intervals if not iv.reason]
+    if estimator == "gamma-fit":
+        xs = np.array([iv.x_mid for iv in ivs])
+        if len(xs) < 2 or np.ptp(xs) == 0:
+            return math.nan
+        s, c = np.polyfit(xs, [iv.gamma for iv in ivs], 1)
+        return -c / s if s > 0 else math.nan
+    ivs.sort(key=lambda iv: iv.x_mid)  # stable: family order within equal x
+    prev = 0
+    for iv in ivs:
+        if iv.gamma == 0:
+            continue
+        sgn = 1 if iv.gamma > 0 else -1
+        if prev == -1 and sgn == 1:
+            return math.log10(iv.n)
+        prev = sgn
+    return math.nan
+
+
+@pytest.mark.parametrize("estimator", ["sign-change", "gamma-fit", "quadratic"])
+def test_batch_matches_python_reference(estimator):
+    import cape_kernels
+
+    df = load_scores()
+    fams = ["OPT", "Pythia", "BLOOM", "Cerebras-GPT"]
+    g, fam, logn, b1, b2 = _scope_arrays(df, fams, "HS", "TQA", 1.0)
+    stat = NcStatistic(estimator, fam, logn, b1, b2, 0.5, logn.min(), logn.max())
+    idx = cape_kernels.resample_indices(fam, 60, seed=11)
+    got = stat.batch(idx)
+    want = np.array([_python_estimator(df, estimator, row, fams, window=(logn.min(), logn.max())) for row in idx])
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9, equal_nan=True)
+    assert np.isfinite(got).sum() >= 10  # the comparison covers valid fits
+    one = np.array([stat(row) for row in idx[:10]])
+    np.testing.assert_allclose(one, got[:10], rtol=1e-9, equal_nan=True)
+
+
+def test_bootstrap_reproducible_and_counts():
+    df = load_scores()
+    kw = dict(families=["OPT", "BLOOM", "Pythia"], pooled=True, n_resamples=500)
+    a = estimate_nc(df, "quadratic", seed=7, **kw).estimates[0]
+    b = estimate_nc(df, "quadratic", seed=7, **kw).estimates[0]
+    c = estimate_nc(df, "quadratic", seed=8, **kw).estimates[0]
+    assert a.bootstrap == b.bootstrap
+    assert a.bootstrap.ci != c.bootstrap.ci
+    assert a.bootstrap.n_resamples == 500 and 0 < a.bootstrap.n_valid <= 500
+    assert a.bootstrap.seed == 7 and a.bootstrap.stratified
+    lo, hi = a.bootstrap.interval(0.95)
+    lo68, hi68 = a.bootstrap.interval(0.68)
+    assert lo <= lo68 <= a.bootstrap.median <= hi68 <= hi
+
+
+def test_per_family_equals_single_family_pooled_stratified():
+    # one stratum is the unstratified case: a per-family bootstrap == pooled over that family alone
+    df = load_scores()
+    a = estimate_nc(df, "gamma-fit", families=["OPT"], n_resamples=300, seed=3).estimates[0]
+    b = estimate_nc(df, "gamma-fit", families=["OPT"], pooled=True, n_resamples=300, seed=3).estimates[0]
+    assert a.bootstrap.ci == b.bootstrap.ci and a.log10_nc == b.log10_nc
+
+
+def test_unstratified_percentile_matches_scipy_bootstrap():
+    df = load_scores()
+    fams = list(dict.fromkeys(df["family"]))
+    r = estimate_nc(df, "gamma-fit", pooled=True, stratify=False, n_resamples=4000, seed=1,
+                    levels=(0.9,)).estimates[0]
+    assert r.bootstrap.n_valid == 4000  # every resample valid, so scipy's semantics match
+    g, fam, logn, b1, b2 = _scope_arrays(df, fams, "HS", "TQA", 1.0)
+    stat = NcStatistic("gamma-fit", fam, logn, b1, b2, 0.5, logn.min(), logn.max())
+    ref = stats.bootstrap((np.arange(len(logn)),), lambda i: stat(i.astype(np.int64)), vectorized=False,
+                          method="percentile", n_resamples=4000, confidence_level=0.9,
+                          random_state=np.random.default_rng(2))
+    lo, hi = r.bootstrap.interval(0.9)
+    width = hi - lo
+    assert abs(lo - ref.confidence_interval.low) < 0.1 * width
+    assert abs(hi - ref.confidence_interval.high) < 0.1 * width
+
+
+def test_bca_and_bad_options():
+    df = load_scores()
+    r = estimate_nc(df, "quadratic", pooled=True, ci_method="bca", n_resamples=400, seed=0).estimates[0]
+    lo, hi = r.bootstrap.interval(0.95)
+    assert lo < r.log10_nc < hi and r.bootstrap.method == "bca"
+    for kw, opt in [(dict(estimator="median"), "estimator"), (dict(ci_method="normal"), "ci_method"),
+                    (dict(n_resamples=0), "n_resamples"), (dict(window=(10, 9)), "window"),
+                    (dict(levels=(1.5,)), "levels")]:
+        est = kw.pop("estimator", "quadratic")
+        with pytest.raises(OptionError, match=opt):
+            estimate_nc(df, est, **kw)
+
+
+def test_small_family_has_reason_and_no_bootstrap():
+    df = load_scores()
+    r = estimate_nc(df, "quadratic", families=["OLMo"], n_resamples=50)
+    e = r.estimates[0]
+    assert e.n_models == 2 and "< 3" in e.reason and e.bootstrap.n_resamples == 0
+    assert r.provenance.n_resamples == 50 and r.provenance.seed == 0
