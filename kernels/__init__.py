@@ -16,6 +16,8 @@ _EXPORTS = {
     "resample_indices": "cape_kernels.resample",
     "participation_ratio_batch": "cape_kernels.resample",
     "quadratic_nc_batch": "cape_kernels.resample",
+    "participation_ratio_boot": "cape_kernels.resample",
+    "quadratic_nc_boot": "cape_kernels.resample",
     # coupling and steering ops
     "pooled_tap": "cape_kernels.ops",
     "set_mean_cosine": "cape_kernels.ops",

@@ -15,6 +15,9 @@ mix.  Unstratified is the one-stratum case.
 
 Statistics over resamples
 -------------------------
+Each statistic has two entry points: ``*_batch(..., idx[R, m])`` on a given index matrix, and the
+fused ``*_boot(..., strata, n_resamples, seed, start=)`` that draws the indices in registers while it
+accumulates (no index matrix in memory; bit-identical to ``*_batch`` on ``resample_indices``).
 Both statistics reduce each resample to a few running sums over its rows (no eigendecomposition,
 no per-resample allocation): every row's features are precomputed once, and a resample adds up
 ``n`` feature rows, then finishes in O(p^2) (or O(1)) work.
@@ -32,6 +35,7 @@ no per-resample allocation): every row's features are precomputed once, and a re
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -39,6 +43,8 @@ __all__ = [
     "resample_indices",
     "participation_ratio_batch",
     "quadratic_nc_batch",
+    "participation_ratio_boot",
+    "quadratic_nc_boot",
     "strata_layout",
     "seed_key",
 ]
@@ -109,17 +115,26 @@ def strata_layout(strata, n: int | None = None):
     return members, offsets[codes], counts[codes]
 
 
+@njit(inline="always")
+def _stream_state(key, r):
+    # initial SplitMix64 state of resample r's stream (r: uint64)
+    return _mix64(key + (r + np.uint64(1)) * GOLDEN)
+
+
+@njit(inline="always")
+def _pick(u, size):
+    # member of a group of ``size`` from 64 random bits (multiply-shift on the high 32 bits)
+    return np.int64(((u >> np.uint64(32)) * np.uint64(size)) >> np.uint64(32))
+
+
 @njit(parallel=True, cache=True)
 def _indices_kernel(key, start_r, n_resamples, members, start, size, out):
     n = members.shape[0]
     for rr in prange(n_resamples):
-        r = np.uint64(start_r + rr)
-        state = _mix64(key + (r + np.uint64(1)) * GOLDEN)
+        state = _stream_state(key, np.uint64(start_r) + np.uint64(rr))
         for j in range(n):
             state = state + GOLDEN
-            u = _mix64(state)
-            k = ((u >> np.uint64(32)) * np.uint64(size[j])) >> np.uint64(32)
-            out[rr, j] = members[start[j] + np.int64(k)]
+            out[rr, j] = members[start[j] + _pick(_mix64(state), size[j])]
 
 
 def resample_indices(strata, n_resamples: int, seed: int, *, n: int | None = None,
@@ -138,13 +153,19 @@ def resample_indices(strata, n_resamples: int, seed: int, *, n: int | None = Non
         raise ValueError(f"start must be >= 0, got {start}")
     out = np.empty((R, members.shape[0]), dtype=np.int64)
     if R:
-        _indices_kernel(seed_key(seed), np.uint64(int(start)), R, members, gstart, gsize, out)
+        _indices_kernel(seed_key(seed), int(start), R, members, gstart, gsize, out)
     return out
 
 
 # ----------------------------------------------------------------------------------------------
-# participation ratio
+# statistics over resamples: shared helpers
 # ----------------------------------------------------------------------------------------------
+BLOCK = 64  # resamples per parallel work item (scratch arrays are allocated once per block)
+# blocks are handed to threads dynamically, one at a time: on a shared machine a thread that lost
+# its core no longer holds up the others (the results do not depend on the schedule)
+PARALLEL_CHUNKSIZE = 1
+
+
 def _check_idx(idx, n_rows, name):
     idx = np.ascontiguousarray(idx, dtype=np.int64)
     if idx.ndim == 1:
@@ -156,70 +177,109 @@ def _check_idx(idx, n_rows, name):
     return idx
 
 
+def _check_stream(n_resamples, start):
+    R = int(n_resamples)
+    if R < 0 or int(start) < 0:
+        raise ValueError(f"n_resamples and start must be >= 0, got {n_resamples}, {start}")
+    return R, int(start)
+
+
+@njit(inline="always")
+def _accumulate(s, F, row):
+    for k in range(F.shape[1]):
+        s[k] += F[row, k]
+
+
+# ----------------------------------------------------------------------------------------------
+# participation ratio
+# ----------------------------------------------------------------------------------------------
 def _pr_features(X):
     """Per-row features [x_c (p), upper-triangle products x_c,i x_c,k (p(p+1)/2)] of X centred at
     its mean; the column shift does not change any covariance."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"participation_ratio: X must be float64[n, p], got shape {X.shape}")
     Xc = X - X.mean(axis=0)
     p = X.shape[1]
     iu, ku = np.triu_indices(p)
-    return np.ascontiguousarray(np.concatenate([Xc, Xc[:, iu] * Xc[:, ku]], axis=1)), iu, ku
+    F = np.ascontiguousarray(np.concatenate([Xc, Xc[:, iu] * Xc[:, ku]], axis=1))
+    return F, p, iu.astype(np.int64), ku.astype(np.int64)
+
+
+@njit(inline="always")
+def _pr_finish(s, var, m, p, iu, ku, corr, rtol):
+    # s: sums over the m rows of [x_c, x_c,i x_c,k]; returns (tr C)^2 / tr(C^2) or NaN
+    if m < 2:
+        return np.nan
+    inv = 1.0 / m
+    for k in range(p):
+        s[k] *= inv  # resample mean of the centred data
+    npair = iu.shape[0]
+    tr = 0.0
+    tr2 = 0.0
+    if corr:
+        for t in range(npair):
+            i = iu[t]
+            if i == ku[t]:
+                v = s[p + t] - m * s[i] * s[i]
+                if not v > rtol * s[p + t]:  # constant column (up to rounding)
+                    return np.nan
+                var[i] = v
+        for t in range(npair):
+            i = iu[t]
+            k = ku[t]
+            if i == k:
+                tr += 1.0
+                tr2 += 1.0
+            else:
+                c = (s[p + t] - m * s[i] * s[k]) / np.sqrt(var[i] * var[k])
+                tr2 += 2.0 * c * c
+    else:
+        scale = 1.0 / (m - 1)
+        raw = 0.0
+        for t in range(npair):
+            i = iu[t]
+            k = ku[t]
+            c = (s[p + t] - m * s[i] * s[k]) * scale
+            if i == k:
+                tr += c
+                tr2 += c * c
+                raw += s[p + t] * scale
+            else:
+                tr2 += 2.0 * c * c
+        if not tr > rtol * raw:  # all rows identical (C == 0 up to rounding)
+            return np.nan
+    return tr * tr / tr2
 
 
 @njit(parallel=True, cache=True)
 def _pr_kernel(F, p, iu, ku, idx, corr, rtol, out):
     R, m = idx.shape
-    q = F.shape[1]
-    for r in prange(R):
-        s = np.zeros(q)
-        for j in range(m):
-            row = idx[r, j]
-            for k in range(q):
-                s[k] += F[row, k]
-        # covariance (the 1/(m-1) factor cancels in the ratio; kept for clarity of the formula)
-        inv = 1.0 / m
-        for k in range(p):
-            s[k] *= inv  # resample mean of the centred data
-        tr = 0.0
-        tr2 = 0.0
-        ok = True
-        if corr:
-            var = np.empty(p)
-            for t in range(q - p):
-                i = iu[t]
-                if i == ku[t]:
-                    v = s[p + t] - m * s[i] * s[i]
-                    var[i] = v
-                    if not v > rtol * s[p + t]:  # constant column (up to rounding)
-                        ok = False
-            if ok:
-                for t in range(q - p):
-                    i = iu[t]
-                    k = ku[t]
-                    c = (s[p + t] - m * s[i] * s[k]) / np.sqrt(var[i] * var[k])
-                    if i == k:
-                        tr += 1.0
-                        tr2 += 1.0
-                    else:
-                        tr2 += 2.0 * c * c
-        else:
-            scale = 1.0 / (m - 1) if m > 1 else np.nan
-            raw = 0.0
-            for t in range(q - p):
-                i = iu[t]
-                k = ku[t]
-                c = (s[p + t] - m * s[i] * s[k]) * scale
-                if i == k:
-                    tr += c
-                    tr2 += c * c
-                    raw += s[p + t] * scale
-                else:
-                    tr2 += 2.0 * c * c
-            if not tr > rtol * raw:  # all rows identical (C == 0 up to rounding)
-                ok = False
-        if ok and tr2 > 0.0:
-            out[r] = tr * tr / tr2
-        else:
-            out[r] = np.nan
+    nb = (R + BLOCK - 1) // BLOCK
+    for b in prange(nb):
+        s = np.empty(F.shape[1])
+        var = np.empty(p)
+        for r in range(b * BLOCK, min(R, (b + 1) * BLOCK)):
+            s[:] = 0.0
+            for j in range(m):
+                _accumulate(s, F, idx[r, j])
+            out[r] = _pr_finish(s, var, m, p, iu, ku, corr, rtol)
+
+
+@njit(parallel=True, cache=True)
+def _pr_stream_kernel(F, p, iu, ku, key, start_r, R, members, gstart, gsize, corr, rtol, out):
+    m = members.shape[0]
+    nb = (R + BLOCK - 1) // BLOCK
+    for b in prange(nb):
+        s = np.empty(F.shape[1])
+        var = np.empty(p)
+        for r in range(b * BLOCK, min(R, (b + 1) * BLOCK)):
+            s[:] = 0.0
+            state = _stream_state(key, np.uint64(start_r) + np.uint64(r))
+            for j in range(m):
+                state = state + GOLDEN
+                _accumulate(s, F, members[gstart[j] + _pick(_mix64(state), gsize[j])])
+            out[r] = _pr_finish(s, var, m, p, iu, ku, corr, rtol)
 
 
 def participation_ratio_batch(X, idx, corr: bool = False) -> np.ndarray:
@@ -228,19 +288,30 @@ def participation_ratio_batch(X, idx, corr: bool = False) -> np.ndarray:
     C is the covariance (ddof=1) or, with ``corr=True``, the correlation of the p columns.
     NaN when C is zero, i.e. all resampled rows are identical (or, for the correlation, when a
     column is constant in the resample); "zero" allows for rounding (ZERO_SPREAD_RTOL).
-    ``idx`` may have any width m >= 2 (e.g. m = n - 1 for the jackknife).
+    ``idx`` may have any width m (e.g. m = n - 1 for the jackknife); m < 2 gives NaN.
     """
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
-        raise ValueError(f"participation_ratio_batch: X must be float64[n, p], got shape {X.shape}")
-    idx = _check_idx(idx, X.shape[0], "participation_ratio_batch")
-    F, iu, ku = _pr_features(X)
+    F, p, iu, ku = _pr_features(X)
+    idx = _check_idx(idx, F.shape[0], "participation_ratio_batch")
     out = np.empty(idx.shape[0], dtype=np.float64)
-    if idx.shape[0] and idx.shape[1] >= 2:
-        _pr_kernel(F, X.shape[1], iu.astype(np.int64), ku.astype(np.int64), idx, bool(corr),
-                   ZERO_SPREAD_RTOL, out)
-    else:
-        out[:] = np.nan
+    if idx.shape[0]:
+        with numba.parallel_chunksize(PARALLEL_CHUNKSIZE):
+            _pr_kernel(F, p, iu, ku, idx, bool(corr), ZERO_SPREAD_RTOL, out)
+    return out
+
+
+def participation_ratio_boot(X, strata, n_resamples: int, seed: int, *, corr: bool = False,
+                             start: int = 0) -> np.ndarray:
+    """Fused resample + d_eff: bit-identical to ``participation_ratio_batch(X,
+    resample_indices(strata, n_resamples, seed, n=len(X), start=start), corr)`` without
+    materialising the index matrix (the draws are made in registers)."""
+    F, p, iu, ku = _pr_features(X)
+    members, gstart, gsize = strata_layout(strata, F.shape[0])
+    R, start = _check_stream(n_resamples, start)
+    out = np.empty(R, dtype=np.float64)
+    if R:
+        with numba.parallel_chunksize(PARALLEL_CHUNKSIZE):
+            _pr_stream_kernel(F, p, iu, ku, seed_key(seed), start, R, members, gstart, gsize,
+                              bool(corr), ZERO_SPREAD_RTOL, out)
     return out
 
 
@@ -248,10 +319,25 @@ def participation_ratio_batch(X, idx, corr: bool = False) -> np.ndarray:
 # quadratic N_c
 # ----------------------------------------------------------------------------------------------
 def _quad_features(x, y):
-    xm = x.mean()
+    x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    y = np.ascontiguousarray(y, dtype=np.float64).reshape(-1)
+    if x.shape != y.shape or x.size < 1:
+        raise ValueError(f"quadratic_nc: x and y must be float64[n] of one length, got "
+                         f"{x.shape} and {y.shape}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("quadratic_nc: x and y must be finite")
+    xm = float(x.mean())
     t = x - xm
     t2 = t * t
-    return np.ascontiguousarray(np.stack([t, t2, t2 * t, t2 * t2, y, t * y, t2 * y], axis=1)), xm
+    F = np.ascontiguousarray(np.stack([t, t2, t2 * t, t2 * t2, y, t * y, t2 * y,
+                                       np.zeros_like(t)], axis=1))  # 8th column: padding
+    return F, xm
+
+
+def _window(lo, hi):
+    lo = -np.inf if lo is None else float(lo)
+    hi = np.inf if hi is None else float(hi)
+    return lo, hi
 
 
 @njit(inline="always")
@@ -279,13 +365,29 @@ def _quad_vertex(m, s, xm, lo, hi, rtol):
 @njit(parallel=True, cache=True)
 def _quad_kernel(F, xm, idx, lo, hi, rtol, out):
     R, m = idx.shape
-    for r in prange(R):
-        s = np.zeros(7)
-        for j in range(m):
-            row = idx[r, j]
-            for k in range(7):
-                s[k] += F[row, k]
-        out[r] = _quad_vertex(m, s, xm, lo, hi, rtol)
+    nb = (R + BLOCK - 1) // BLOCK
+    for b in prange(nb):
+        s = np.empty(F.shape[1])
+        for r in range(b * BLOCK, min(R, (b + 1) * BLOCK)):
+            s[:] = 0.0
+            for j in range(m):
+                _accumulate(s, F, idx[r, j])
+            out[r] = _quad_vertex(m, s, xm, lo, hi, rtol)
+
+
+@njit(parallel=True, cache=True)
+def _quad_stream_kernel(F, xm, key, start_r, R, members, gstart, gsize, lo, hi, rtol, out):
+    m = members.shape[0]
+    nb = (R + BLOCK - 1) // BLOCK
+    for b in prange(nb):
+        s = np.empty(F.shape[1])
+        for r in range(b * BLOCK, min(R, (b + 1) * BLOCK)):
+            s[:] = 0.0
+            state = _stream_state(key, np.uint64(start_r) + np.uint64(r))
+            for j in range(m):
+                state = state + GOLDEN
+                _accumulate(s, F, members[gstart[j] + _pick(_mix64(state), gsize[j])])
+            out[r] = _quad_vertex(m, s, xm, lo, hi, rtol)
 
 
 def quadratic_nc_batch(x, y, idx, lo: float = -np.inf, hi: float = np.inf) -> np.ndarray:
@@ -294,18 +396,27 @@ def quadratic_nc_batch(x, y, idx, lo: float = -np.inf, hi: float = np.inf) -> np
     NaN (an invalid fit) unless a > 0 and lo <= vertex <= hi; NaN also when a resample has fewer
     than three distinct x (det of the centred normal equations <= SINGULAR_RTOL * Stt * Suu).
     """
-    x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
-    y = np.ascontiguousarray(y, dtype=np.float64).reshape(-1)
-    if x.shape != y.shape or x.size < 1:
-        raise ValueError(f"quadratic_nc_batch: x and y must be float64[n] of one length, got "
-                         f"{x.shape} and {y.shape}")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ValueError("quadratic_nc_batch: x and y must be finite")
-    lo = -np.inf if lo is None else float(lo)
-    hi = np.inf if hi is None else float(hi)
-    idx = _check_idx(idx, x.size, "quadratic_nc_batch")
     F, xm = _quad_features(x, y)
+    lo, hi = _window(lo, hi)
+    idx = _check_idx(idx, F.shape[0], "quadratic_nc_batch")
     out = np.empty(idx.shape[0], dtype=np.float64)
     if idx.shape[0]:
-        _quad_kernel(F, float(xm), idx, lo, hi, SINGULAR_RTOL, out)
+        with numba.parallel_chunksize(PARALLEL_CHUNKSIZE):
+            _quad_kernel(F, xm, idx, lo, hi, SINGULAR_RTOL, out)
+    return out
+
+
+def quadratic_nc_boot(x, y, strata, n_resamples: int, seed: int, lo: float = -np.inf,
+                      hi: float = np.inf, *, start: int = 0) -> np.ndarray:
+    """Fused resample + quadratic vertex: bit-identical to ``quadratic_nc_batch(x, y,
+    resample_indices(strata, n_resamples, seed, n=len(x), start=start), lo, hi)``."""
+    F, xm = _quad_features(x, y)
+    lo, hi = _window(lo, hi)
+    members, gstart, gsize = strata_layout(strata, F.shape[0])
+    R, start = _check_stream(n_resamples, start)
+    out = np.empty(R, dtype=np.float64)
+    if R:
+        with numba.parallel_chunksize(PARALLEL_CHUNKSIZE):
+            _quad_stream_kernel(F, xm, seed_key(seed), start, R, members, gstart, gsize, lo, hi,
+                                SINGULAR_RTOL, out)
     return out

@@ -176,3 +176,19 @@ def test_quadratic_invalid_fits_are_nan():
     two_x = np.array([[0, 0, 1, 1, 0, 1], [3, 3, 3, 3, 3, 3]])                        # < 3 distinct x
     assert np.all(np.isnan(quadratic_nc_batch(x, convex, two_x)))
     assert np.all(np.isnan(quadratic_nc_batch_ref(x, convex, two_x)))
+
+
+# ---------------------------------------------------------------------------------- fused kernels
+@pytest.mark.parametrize("strata", [None, STRATA[4]], ids=["plain", "strat"])
+def test_fused_kernels_bit_identical_to_materialised(strata):
+    from cape_kernels import participation_ratio_boot, quadratic_nc_boot
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(63, 5)) * 10 + 50
+    x, y = rng.uniform(8, 11, 63), rng.normal(size=63)
+    idx = resample_indices(strata, 3000, 77, n=63, start=123)
+    for corr in (False, True):
+        a = participation_ratio_boot(X, strata, 3000, 77, corr=corr, start=123)
+        assert a.tobytes() == participation_ratio_batch(X, idx, corr=corr).tobytes()
+    a = quadratic_nc_boot(x, y, strata, 3000, 77, 8.5, 10.5, start=123)
+    assert a.tobytes() == quadratic_nc_batch(x, y, idx, 8.5, 10.5).tobytes()

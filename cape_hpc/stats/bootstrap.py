@@ -16,7 +16,9 @@ Statistics are either
 * a Python callable ``f(idx: int64[n]) -> float`` (NaN = invalid fit; ``numpy.linalg.LinAlgError``
   is also counted as invalid), evaluated one resample at a time, or
 * a :class:`BatchStatistic` evaluating a whole chunk ``idx[R, n]`` at once (numba kernels):
-  :class:`ParticipationRatioStatistic` (d_eff) and :class:`QuadraticNcStatistic` (log10 N_c).
+  :class:`ParticipationRatioStatistic` (d_eff) and :class:`QuadraticNcStatistic` (log10 N_c);
+  these two use the fused kernels (``cape_kernels.*_boot``) that draw the indices while they
+  accumulate, bit-identical to evaluating ``batch`` on ``resample_indices``.
 
 Intervals
 ---------
@@ -55,7 +57,8 @@ __all__ = [
     "DEFAULT_CHUNK",
 ]
 
-DEFAULT_CHUNK = 4096
+DEFAULT_CHUNK = 4096          # resamples per kernel call when an index chunk is materialised
+FUSED_CHUNK = 1 << 16         # ... when the statistic draws its own indices (no index matrix)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -72,6 +75,7 @@ class BatchStatistic:
 
     n: int
     name: str = "statistic"
+    fused: bool = False  # True when ``stream`` draws indices itself (no index matrix in memory)
 
     def full(self) -> float:
         return float(self.batch(np.arange(self.n, dtype=np.int64)[None, :])[0])
@@ -81,6 +85,13 @@ class BatchStatistic:
 
     def jackknife(self) -> np.ndarray:
         return self.batch(_leave_one_out(self.n))
+
+    def stream(self, strata, count: int, seed: int, start: int) -> np.ndarray:
+        """Values of resamples start .. start+count-1 of stream ``seed``; the default makes the
+        index chunk and calls ``batch``, kernels override it with a fused version."""
+        from cape_kernels.resample import resample_indices
+
+        return self.batch(resample_indices(strata, count, seed, n=self.n, start=start))
 
     def options(self) -> dict[str, Any]:
         return {}
@@ -105,11 +116,17 @@ class ParticipationRatioStatistic(BatchStatistic):
         self.corr = bool(corr)
         self.n = X.shape[0]
         self.name = "participation_ratio_corr" if self.corr else "participation_ratio_cov"
+        self.fused = True
 
     def batch(self, idx):
         from cape_kernels import participation_ratio_batch
 
         return participation_ratio_batch(self.X, idx, corr=self.corr)
+
+    def stream(self, strata, count, seed, start):
+        from cape_kernels import participation_ratio_boot
+
+        return participation_ratio_boot(self.X, strata, count, seed, corr=self.corr, start=start)
 
     def options(self):
         return {"statistic": "participation_ratio", "matrix": "correlation" if self.corr else "covariance",
@@ -137,11 +154,17 @@ class QuadraticNcStatistic(BatchStatistic):
             raise OptionError(f"QuadraticNcStatistic: window lo={self.lo} > hi={self.hi}")
         self.n = x.size
         self.name = "quadratic_log10_nc"
+        self.fused = True
 
     def batch(self, idx):
         from cape_kernels import quadratic_nc_batch
 
         return quadratic_nc_batch(self.x, self.y, idx, self.lo, self.hi)
+
+    def stream(self, strata, count, seed, start):
+        from cape_kernels import quadratic_nc_boot
+
+        return quadratic_nc_boot(self.x, self.y, strata, count, seed, self.lo, self.hi, start=start)
 
     def options(self):
         return {"statistic": "quadratic_log10_nc", "window": [self.lo, self.hi], "n": self.n}
@@ -281,11 +304,13 @@ def _check_options(n, strata, n_resamples, seed, levels, method, chunk):
 
 def bootstrap(statistic, n: int | None = None, *, strata=None, n_resamples: int = 10000,
               seed: int = 0, levels=(0.95, 0.68), method: str = "percentile",
-              progress: bool = False, chunk: int = DEFAULT_CHUNK) -> BootstrapResult:
+              progress: bool = False, chunk: int | None = None) -> BootstrapResult:
     """Bootstrap ``statistic`` over ``n`` units (models); see the module docstring.
 
     statistic: a callable f(idx int64[n]) -> float, or a BatchStatistic (then n defaults to its n).
     strata: one label per unit (e.g. family names) for a stratified bootstrap, or None.
+    chunk: resamples per kernel call (default DEFAULT_CHUNK, FUSED_CHUNK for fused statistics);
+    it bounds memory and sets the progress bar's step, never the result.
     """
     if isinstance(statistic, BatchStatistic):
         stat = statistic
@@ -299,10 +324,10 @@ def bootstrap(statistic, n: int | None = None, *, strata=None, n_resamples: int 
         stat = _CallableStatistic(statistic, int(n))
     else:
         raise OptionError(f"bootstrap: statistic must be callable or a BatchStatistic, got {type(statistic)}")
+    if chunk is None:
+        chunk = FUSED_CHUNK if getattr(stat, "fused", False) else DEFAULT_CHUNK
     n, strata, R, seed, levels, method, chunk = _check_options(n, strata, n_resamples, seed, levels,
                                                                method, chunk)
-    from cape_kernels.resample import resample_indices
-
     samples = np.empty(R, dtype=np.float64)
     bar = None
     if progress:
@@ -312,8 +337,7 @@ def bootstrap(statistic, n: int | None = None, *, strata=None, n_resamples: int 
     try:
         for r0 in range(0, R, chunk):
             c = min(chunk, R - r0)
-            idx = resample_indices(strata, c, seed, n=n, start=r0)
-            samples[r0:r0 + c] = stat.batch(idx)
+            samples[r0:r0 + c] = stat.stream(strata, c, seed, r0)
             if bar is not None:
                 bar.update(c)
     finally:
