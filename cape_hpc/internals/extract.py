@@ -41,12 +41,12 @@ class _StopForward(Exception):
 
 
 # ----------------------------------------------------------------------------------- batching
-def tokenize(loaded, texts: Sequence[str], *, what: str = "prompt") -> tuple[list[list[int]], list[int]]:
+def tokenize(loaded, texts: Sequence[str], *, what: str = "prompt", add_special_tokens: bool = True) -> tuple[list[list[int]], list[int]]:
     """Token ids of each text (special tokens as the tokenizer adds them), truncated from the left to
     the model's context with a warning.  Returns (ids, indices of truncated texts)."""
     tok = loaded.tokenizer
     ctx = loaded.adapter.context_length
-    ids = [list(tok(t, add_special_tokens=True)["input_ids"]) for t in texts]
+    ids = [list(tok(t, add_special_tokens=add_special_tokens)["input_ids"]) for t in texts]
     truncated = []
     for i, row in enumerate(ids):
         if not row:

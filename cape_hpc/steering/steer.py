@@ -1,0 +1,362 @@
+"""Steering (SPEC section 4): calibrate a direction at the probe layer, then batched greedy
+generation with and without the fused injection ``cape_kernels.steer_inject_`` called from a hook.
+
+Nothing is printed and no file is written here; ``cape steer`` does the I/O.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from cape_hpc.errors import DataError, OptionError
+from cape_hpc.internals.extract import _StopForward, forward_kwargs, left_pad, pad_id, store_name, tokenize
+from cape_hpc.internals.prompts import PromptSet
+from cape_hpc.io.provenance import Provenance
+
+METHODS = ("mean-diff", "pca")
+SCALES = ("relative", "absolute")
+POSITIONS = ("all", "last", "generated")
+
+
+# ----------------------------------------------------------------------------------- helpers
+def check_probe_layer(loaded, probe_layer: int | None) -> int:
+    L = loaded.adapter.n_layers
+    if probe_layer is None:
+        return L // 4
+    if not isinstance(probe_layer, (int, np.integer)) or not 0 <= int(probe_layer) < L:
+        raise OptionError(f"--probe-layer {probe_layer} is out of range: {loaded.name} has layers 0..{L - 1}")
+    return int(probe_layer)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion k / n (95% by default)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z / den * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pooled_layer_states(loaded, texts: Sequence[str], layer: int, *, pooling: str = "last",
+                        batch_size: int = 16, backend: str | None = None) -> torch.Tensor:
+    """Pooled output of decoder block ``layer`` for each text -> [N, D] float32 (forward stopped there)."""
+    import cape_kernels as ck
+
+    ad, model = loaded.adapter, loaded.model
+    device = next(model.parameters()).device
+    ids, _ = tokenize(loaded, texts, what="calibration statement")
+    out = torch.empty(len(texts), ad.d_model, dtype=torch.float32)
+    state: dict[str, Any] = {}
+
+    def hook(module, args, output):
+        h = ad.hidden_of(output)
+        out[state["rows"]] = ck.pooled_tap(h, state["mask"], pooling, backend=backend).to("cpu", torch.float32)
+        raise _StopForward
+
+    handle = ad.layers[layer].register_forward_hook(hook)
+    try:
+        with torch.inference_mode():
+            for b0 in range(0, len(texts), batch_size):
+                rows = list(range(b0, min(b0 + batch_size, len(texts))))
+                input_ids, mask, pos = left_pad([ids[j] for j in rows], pad_id(loaded))
+                state["rows"], state["mask"] = torch.as_tensor(rows), mask.to(device)
+                try:
+                    model(**forward_kwargs(loaded, input_ids, mask, pos))
+                except _StopForward:
+                    pass
+    finally:
+        handle.remove()
+    return out
+
+
+@dataclass
+class Direction:
+    vector: np.ndarray       # [D], unit length
+    probe_layer: int
+    method: str
+    n_true: int
+    n_false: int
+    calibration_sha256: str
+
+
+def calibrate_direction(loaded, calibration: PromptSet, *, probe_layer: int | None = None,
+                        method: str = "mean-diff", pooling: str = "last", batch_size: int = 16,
+                        backend: str | None = None) -> Direction:
+    """Unit direction at the probe layer: mean(true) - mean(false) of pooled states, or the first
+    principal component of the paired differences (oriented along the mean difference)."""
+    if method not in METHODS:
+        raise OptionError(f"--direction: {method!r} is not one of {', '.join(METHODS)}")
+    layer = check_probe_layer(loaded, probe_layer)
+    trues = [p.text for p in calibration.prompts if p.true is True]
+    falses = [p.text for p in calibration.prompts if p.true is False]
+    if not trues or not falses:
+        raise DataError(f"{calibration.path}: calibration needs statements with \"true\": true and \"true\": false")
+    X = pooled_layer_states(loaded, trues + falses, layer, pooling=pooling, batch_size=batch_size,
+                            backend=backend).to(torch.float64)
+    Xt, Xf = X[:len(trues)], X[len(trues):]
+    diff = Xt.mean(0) - Xf.mean(0)
+    if method == "pca":
+        n = min(len(trues), len(falses))
+        D = Xt[:n] - Xf[:n]
+        D = D - D.mean(0, keepdim=True)
+        _, _, Vh = torch.linalg.svd(D, full_matrices=False)
+        v = Vh[0]
+        if torch.dot(v, diff) < 0:
+            v = -v
+    else:
+        v = diff
+    nrm = torch.linalg.vector_norm(v)
+    if not nrm > 0:
+        raise DataError(f"{calibration.path}: true and false statements give the same mean state at layer {layer}")
+    return Direction(vector=(v / nrm).numpy(), probe_layer=layer, method=method, n_true=len(trues),
+                     n_false=len(falses), calibration_sha256=calibration.sha256)
+
+
+# ----------------------------------------------------------------------------------- injection hook
+class _Injector:
+    """Forward hook on the probe block: steer_inject_ on the selected rows, record cos(h, v)."""
+
+    def __init__(self, v: torch.Tensor, alpha: float, scale: str, positions: str, tau: float | None,
+                 backend: str | None):
+        self.v, self.alpha, self.scale, self.positions, self.tau, self.backend = v, alpha, scale, positions, tau, backend
+        self.mask: torch.Tensor | None = None  # [N, S] of the current call
+        self.prefill = True
+        self.cos_last: torch.Tensor | None = None   # [N] cos(h, v) at the last prompt token
+        self.n_injected = 0
+
+    def __call__(self, module, args, output):
+        import cape_kernels as ck
+
+        h = output if isinstance(output, torch.Tensor) else output[0]
+        N, S, D = h.shape
+        if self.prefill:
+            sel = self.mask.to(torch.bool).clone()
+            if self.positions == "last":
+                sel[:, :-1] = False
+            elif self.positions == "generated":
+                sel[:] = False
+        else:
+            sel = torch.full((N, S), self.positions in ("all", "generated"), dtype=torch.bool, device=h.device)
+        alpha = torch.where(sel.reshape(-1), torch.tensor(float(self.alpha), device=h.device),
+                            torch.tensor(0.0, device=h.device))
+        flat = h.view(N * S, D) if h.is_contiguous() else None
+        if flat is None:
+            raise RuntimeError("probe layer output is not contiguous")
+        proj = ck.steer_inject_(flat, self.v.to(h.dtype), alpha, scale=self.scale, tau=self.tau,
+                                backend=self.backend)
+        if self.prefill:
+            self.cos_last = proj.view(N, S)[:, -1].detach().to("cpu", torch.float64)
+        if self.tau is None:
+            self.n_injected += int((alpha != 0).sum())
+        else:
+            self.n_injected += int(((alpha != 0) & (proj < self.tau)).sum())
+        return output
+
+
+@contextlib.contextmanager
+def steering_hook(loaded, layer: int, injector: _Injector) -> Iterator[_Injector]:
+    """Attach the injector to block ``layer``; removed on exit, also when generation raises."""
+    handle = loaded.adapter.layers[layer].register_forward_hook(injector)
+    try:
+        yield injector
+    finally:
+        handle.remove()
+
+
+# ----------------------------------------------------------------------------------- generation
+def _cache_of(res):
+    for name in ("cache", "past_key_values"):
+        c = getattr(res, name, None)
+        if c is not None:
+            return c
+    raise RuntimeError("the model returned no KV cache")
+
+
+def chat_texts(loaded, texts: Sequence[str]) -> list[str]:
+    """Wrap each prompt as one user turn with the tokenizer's chat template (generation prompt added)."""
+    tok = loaded.tokenizer
+    if not getattr(tok, "chat_template", None):
+        raise OptionError(f"--chat-template: {loaded.name}'s tokenizer has no chat template")
+    return [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+            for t in texts]
+
+
+def greedy_generate(loaded, rows: Sequence[Sequence[int]], max_new_tokens: int,
+                    injector: _Injector | None = None) -> list[list[int]]:
+    """Batched greedy decoding of left-padded prompts with a KV cache; stops at EOS per row."""
+    model = loaded.model
+    device = next(model.parameters()).device
+    eos = loaded.tokenizer.eos_token_id
+    eos_ids = set(eos if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else []))
+    gc = getattr(model, "generation_config", None)
+    if gc is not None and gc.eos_token_id is not None:
+        e = gc.eos_token_id
+        eos_ids |= set(e if isinstance(e, (list, tuple)) else [e])
+    input_ids, mask, pos = left_pad(rows, pad_id(loaded))
+    kw = forward_kwargs(loaded, input_ids, mask, pos)
+    kw["use_cache"] = True
+    params = inspect.signature(model.forward).parameters
+    keep = "logits_to_keep" in params
+    cache_arg = "cache" if "cache" in params else "past_key_values"
+    if keep:
+        kw["logits_to_keep"] = 1
+    N = len(rows)
+    out: list[list[int]] = [[] for _ in range(N)]
+    done = torch.zeros(N, dtype=torch.bool)
+    mask = mask.to(device)
+    last_pos = pos[:, -1].to(device)
+    with torch.inference_mode():
+        if injector is not None:
+            injector.prefill, injector.mask = True, mask
+        res = model(**kw)
+        for step in range(max_new_tokens):
+            nxt = res.logits[:, -1, :].argmax(-1)
+            for i in range(N):
+                if not done[i]:
+                    t = int(nxt[i])
+                    if t in eos_ids:
+                        done[i] = True
+                    else:
+                        out[i].append(t)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones(N, 1, dtype=mask.dtype, device=device)], dim=1)
+            last_pos = last_pos + 1
+            kw = dict(input_ids=nxt[:, None], attention_mask=mask, use_cache=True)
+            kw[cache_arg] = _cache_of(res)
+            if loaded.adapter.accepts_position_ids:
+                kw["position_ids"] = last_pos[:, None]
+            if keep:
+                kw["logits_to_keep"] = 1
+            if injector is not None:
+                injector.prefill, injector.mask = False, None
+            res = model(**kw)
+    return out
+
+
+# ----------------------------------------------------------------------------------- result
+@dataclass
+class SteeringResult:
+    model: str
+    source: str
+    revision: str
+    dtype: str
+    backend: str
+    probe_layer: int
+    method: str
+    alpha: float
+    scale: str
+    positions: str
+    tau: float | None
+    max_new_tokens: int
+    batch_size: int
+    direction: np.ndarray
+    calibration_sha256: str
+    prompt_set_sha256: str
+    n_prompts: int
+    n_changed: int
+    rate: float
+    rate_ci_low: float
+    rate_ci_high: float
+    ci_level: float
+    n_injected: int
+    per_prompt: list[dict[str, Any]]
+    complete: bool = True
+    provenance: Provenance | None = None
+
+    @property
+    def run_name(self) -> str:
+        tau = "none" if self.tau is None else f"{self.tau:g}"
+        return (f"L{self.probe_layer}_{self.method}_a{self.alpha:g}_{self.scale}_{self.positions}_tau{tau}"
+                f"_n{self.max_new_tokens}")
+
+    @property
+    def group(self) -> str:
+        return f"/steering/{store_name(self.model)}/{self.run_name}"
+
+    def to_store_tree(self) -> dict[str, Any]:
+        from cape_hpc.io.serialize import to_tree
+
+        tree = to_tree(self)
+        tree["provenance"] = self.provenance.attrs() if self.provenance else {}
+        return tree
+
+
+def run_steering(loaded, calibration: PromptSet, prompts: PromptSet, *, alpha: float = 0.5,
+                 scale: str = "relative", positions: str = "all", tau: float | None = None,
+                 probe_layer: int | None = None, method: str = "mean-diff", max_new_tokens: int = 24,
+                 batch_size: int = 16, backend: str | None = None, pooling: str = "last",
+                 direction: Direction | None = None, chat_template: bool = False) -> SteeringResult:
+    """Calibrate (unless ``direction`` is given) and compare greedy generation with and without the
+    injection for every prompt.  Prints nothing, writes nothing."""
+    from cape_kernels import backends as kbackends
+
+    if scale not in SCALES:
+        raise OptionError(f"--scale: {scale!r} is not one of {', '.join(SCALES)}")
+    if positions not in POSITIONS:
+        raise OptionError(f"--positions: {positions!r} is not one of {', '.join(POSITIONS)}")
+    if not math.isfinite(alpha):
+        raise OptionError(f"--alpha must be finite, got {alpha}")
+    if tau is not None and not -1.0 <= tau <= 1.0 and not math.isfinite(tau):
+        raise OptionError(f"--tau must be a number, got {tau}")
+    if max_new_tokens < 1:
+        raise OptionError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise OptionError(f"--batch-size must be >= 1, got {batch_size}")
+    if len(prompts) == 0:
+        raise DataError(f"{prompts.path}: no prompts")
+    layer = check_probe_layer(loaded, probe_layer if direction is None else direction.probe_layer)
+    if direction is None:
+        direction = calibrate_direction(loaded, calibration, probe_layer=layer, method=method,
+                                        pooling=pooling, batch_size=batch_size, backend=backend)
+    device = next(loaded.model.parameters()).device
+    v = torch.as_tensor(direction.vector, dtype=torch.float32, device=device)
+    texts = prompts.texts
+    ids, truncated = tokenize(loaded, chat_texts(loaded, texts) if chat_template else texts,
+                              add_special_tokens=not chat_template)
+    tok = loaded.tokenizer
+    per_prompt: list[dict[str, Any]] = []
+    n_injected = 0
+    order = sorted(range(len(ids)), key=lambda j: (len(ids[j]), j))
+    results: dict[int, dict[str, Any]] = {}
+    for b0 in range(0, len(order), batch_size):
+        rows = order[b0:b0 + batch_size]
+        batch = [ids[j] for j in rows]
+        base = greedy_generate(loaded, batch, max_new_tokens)
+        inj = _Injector(v, alpha, scale, positions, tau, backend)
+        with steering_hook(loaded, layer, inj):
+            steered = greedy_generate(loaded, batch, max_new_tokens, injector=inj)
+        n_injected += inj.n_injected
+        for k, j in enumerate(rows):
+            bt = tok.decode(base[k], skip_special_tokens=True)
+            st = tok.decode(steered[k], skip_special_tokens=True)
+            results[j] = {"id": prompts.prompts[j].id, "prompt": texts[j], "baseline": bt, "steered": st,
+                          "changed": bool(base[k] != steered[k]), "cos": float(inj.cos_last[k]),
+                          "n_baseline_tokens": len(base[k]), "n_steered_tokens": len(steered[k])}
+    per_prompt = [results[j] for j in range(len(ids))]
+    n_changed = sum(r["changed"] for r in per_prompt)
+    lo, hi = wilson_interval(n_changed, len(per_prompt))
+    resolved = kbackends.resolve(backend or None, device.type)
+    prov = Provenance(method="cape_hpc.steering.run_steering",
+                      options={"alpha": alpha, "scale": scale, "positions": positions, "tau": tau,
+                               "probe_layer": layer, "direction": direction.method, "pooling": pooling,
+                               "max_new_tokens": max_new_tokens, "batch_size": batch_size, "decoding": "greedy",
+                               "chat_template": chat_template,
+                               "backend": resolved, "model": loaded.name, "dtype": loaded.dtype},
+                      inputs={"calibration": direction.calibration_sha256, "prompts": prompts.sha256})
+    return SteeringResult(
+        model=loaded.name, source=loaded.source, revision=loaded.revision, dtype=loaded.dtype, backend=resolved,
+        probe_layer=layer, method=direction.method, alpha=float(alpha), scale=scale, positions=positions,
+        tau=tau, max_new_tokens=max_new_tokens, batch_size=batch_size, direction=direction.vector,
+        calibration_sha256=direction.calibration_sha256, prompt_set_sha256=prompts.sha256,
+        n_prompts=len(per_prompt), n_changed=n_changed, rate=n_changed / len(per_prompt), rate_ci_low=lo,
+        rate_ci_high=hi, ci_level=0.95, n_injected=n_injected, per_prompt=per_prompt, complete=True,
+        provenance=prov)
