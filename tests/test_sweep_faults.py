@@ -43,8 +43,13 @@ def job_file(tmp_path: Path, out: str, sleep: float = 0.3, name: str = "job.yaml
     return p
 
 
+# one code version for every process of a test, even if the checkout is edited meanwhile
+CODE_VERSION = sh.shard_code_version()
+
+
 def env(**extra) -> dict:
     e = {k: v for k, v in os.environ.items() if k != "CAPE_SWEEP_FAILPOINT"}
+    e["CAPE_SWEEP_CODE_VERSION"] = CODE_VERSION
     e.update(extra)
     return e
 

@@ -496,9 +496,10 @@ def run_sweep(job: JobSpec, out_dir: str | os.PathLike | None = None, *, force: 
 
 def _run_id() -> str:
     base = f"{time.strftime('%Y%m%dT%H%M%S')}-{sh.HOST}-{os.getpid()}"
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"slurm{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}-{base}"
     if os.environ.get("SLURM_JOB_ID"):
-        task = os.environ.get("SLURM_ARRAY_TASK_ID")
-        return f"slurm{os.environ['SLURM_JOB_ID']}" + (f"_{task}" if task else "") + f"-{base}"
+        return f"slurm{os.environ['SLURM_JOB_ID']}-{base}"
     return base
 
 
