@@ -175,3 +175,21 @@ def test_small_family_has_reason_and_no_bootstrap():
     e = r.estimates[0]
     assert e.n_models == 2 and "< 3" in e.reason and e.bootstrap.n_resamples == 0
     assert r.provenance.n_resamples == 50 and r.provenance.seed == 0
+
+
+def test_same_result_at_1_and_2_threads():
+    import numba
+
+    df = load_scores()
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread here")
+    old = numba.get_num_threads()
+    try:
+        out = {}
+        for t in (1, 2):
+            numba.set_num_threads(t)
+            out[t] = [estimate_nc(df, est, pooled=True, n_resamples=700, seed=9).estimates[0].bootstrap
+                      for est in ("sign-change", "gamma-fit", "quadratic")]
+        assert out[1] == out[2]
+    finally:
+        numba.set_num_threads(old)
