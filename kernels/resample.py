@@ -127,14 +127,19 @@ def _pick(u, size):
     return np.int64(((u >> np.uint64(32)) * np.uint64(size)) >> np.uint64(32))
 
 
+@njit(inline="always")
+def _draw_rows(kr, members, start, size, rows):
+    # rows[j] = draw j of the stream with state kr: SplitMix64's j-th state is kr + (j+1) GOLDEN,
+    # written in closed form so the loop has no carried dependency and vectorises
+    for j in range(rows.shape[0]):
+        rows[j] = members[start[j] + _pick(_mix64(kr + np.uint64(j + 1) * GOLDEN), size[j])]
+
+
 @njit(parallel=True, cache=True)
 def _indices_kernel(key, start_r, n_resamples, members, start, size, out):
-    n = members.shape[0]
     for rr in prange(n_resamples):
-        state = _stream_state(key, np.uint64(start_r) + np.uint64(rr))
-        for j in range(n):
-            state = state + GOLDEN
-            out[rr, j] = members[start[j] + _pick(_mix64(state), size[j])]
+        _draw_rows(_stream_state(key, np.uint64(start_r) + np.uint64(rr)), members, start, size,
+                   out[rr])
 
 
 def resample_indices(strata, n_resamples: int, seed: int, *, n: int | None = None,
@@ -273,12 +278,13 @@ def _pr_stream_kernel(F, p, iu, ku, key, start_r, R, members, gstart, gsize, cor
     for b in prange(nb):
         s = np.empty(F.shape[1])
         var = np.empty(p)
+        rows = np.empty(m, dtype=np.int64)
         for r in range(b * BLOCK, min(R, (b + 1) * BLOCK)):
+            _draw_rows(_stream_state(key, np.uint64(start_r) + np.uint64(r)), members, gstart,
+                       gsize, rows)
             s[:] = 0.0
-            state = _stream_state(key, np.uint64(start_r) + np.uint64(r))
             for j in range(m):
-                state = state + GOLDEN
-                _accumulate(s, F, members[gstart[j] + _pick(_mix64(state), gsize[j])])
+                _accumulate(s, F, rows[j])
             out[r] = _pr_finish(s, var, m, p, iu, ku, corr, rtol)
 
 
@@ -362,6 +368,28 @@ def _quad_vertex(m, s, xm, lo, hi, rtol):
     return np.nan
 
 
+@njit(inline="always")
+def _quad_sums(F, rows, s):
+    # seven running sums in registers (independent add chains), in row order
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = 0.0
+    for j in range(rows.shape[0]):
+        i = rows[j]
+        a0 += F[i, 0]
+        a1 += F[i, 1]
+        a2 += F[i, 2]
+        a3 += F[i, 3]
+        a4 += F[i, 4]
+        a5 += F[i, 5]
+        a6 += F[i, 6]
+    s[0] = a0
+    s[1] = a1
+    s[2] = a2
+    s[3] = a3
+    s[4] = a4
+    s[5] = a5
+    s[6] = a6
+
+
 @njit(parallel=True, cache=True)
 def _quad_kernel(F, xm, idx, lo, hi, rtol, out):
     R, m = idx.shape
@@ -369,9 +397,7 @@ def _quad_kernel(F, xm, idx, lo, hi, rtol, out):
     for b in prange(nb):
         s = np.empty(F.shape[1])
         for r in range(b * BLOCK, min(R, (b + 1) * BLOCK)):
-            s[:] = 0.0
-            for j in range(m):
-                _accumulate(s, F, idx[r, j])
+            _quad_sums(F, idx[r], s)
             out[r] = _quad_vertex(m, s, xm, lo, hi, rtol)
 
 
@@ -381,12 +407,11 @@ def _quad_stream_kernel(F, xm, key, start_r, R, members, gstart, gsize, lo, hi, 
     nb = (R + BLOCK - 1) // BLOCK
     for b in prange(nb):
         s = np.empty(F.shape[1])
+        rows = np.empty(m, dtype=np.int64)
         for r in range(b * BLOCK, min(R, (b + 1) * BLOCK)):
-            s[:] = 0.0
-            state = _stream_state(key, np.uint64(start_r) + np.uint64(r))
-            for j in range(m):
-                state = state + GOLDEN
-                _accumulate(s, F, members[gstart[j] + _pick(_mix64(state), gsize[j])])
+            _draw_rows(_stream_state(key, np.uint64(start_r) + np.uint64(r)), members, gstart,
+                       gsize, rows)
+            _quad_sums(F, rows, s)
             out[r] = _quad_vertex(m, s, xm, lo, hi, rtol)
 
 
