@@ -30,7 +30,7 @@ row, so results do not depend on the thread count.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
