@@ -8,7 +8,7 @@ backend), optional steering, and the output directory::
     defaults: {dtype: float32, batch_size: 8}
     prompts: {contrastive: null, calibration: null, max_prompts: 16}
     internals: {pooling: last, taps: null, backend: null}
-    steering: {enabled: true, alpha: 4.0, scale: relative, max_new_tokens: 8}
+    steering: {enabled: true, alpha: 0.5, scale: relative, max_new_tokens: 8}
     models:
       - {id: gemma3-270m, params: 268e6, d_model: 640, n_layers: 18}
       - {id: EleutherAI/pythia-70m, name: Pythia-70M, revision: main, params: 70e6}
@@ -201,15 +201,16 @@ def parse_job(data: Any, path: str = "<job>") -> JobSpec:
     st = v.mapping(top.get("steering"), "steering", _STEERING_KEYS)
     steering = {"enabled": v.typed(st, "steering", "enabled", (bool,), bool(st))}
     if steering["enabled"]:
+        # None = the steering library's default (cape steer's defaults)
         steering.update(
-            alpha=v.typed(st, "steering", "alpha", (float,), 4.0),
-            scale=v.typed(st, "steering", "scale", (str,), "relative", choices=STEER_SCALES),
-            positions=v.typed(st, "steering", "positions", (str,), "all"),
+            alpha=v.typed(st, "steering", "alpha", (float,), None),
+            scale=v.typed(st, "steering", "scale", (str,), None, choices=STEER_SCALES),
+            positions=v.typed(st, "steering", "positions", (str,), None),
             tau=v.typed(st, "steering", "tau", (float,), None),
-            probe_layer=v.typed(st, "steering", "probe_layer", (int, str), None),
-            method=v.typed(st, "steering", "method", (str,), "mean_diff"),
-            max_new_tokens=v.typed(st, "steering", "max_new_tokens", (int,), 16, minimum=1),
-            batch_size=v.typed(st, "steering", "batch_size", (int,), 8, minimum=1),
+            probe_layer=v.typed(st, "steering", "probe_layer", (int,), None),
+            method=v.typed(st, "steering", "method", (str,), None),
+            max_new_tokens=v.typed(st, "steering", "max_new_tokens", (int,), None, minimum=1),
+            batch_size=v.typed(st, "steering", "batch_size", (int,), None, minimum=1),
             max_prompts=v.typed(st, "steering", "max_prompts", (int,), None, minimum=1),
         )
 

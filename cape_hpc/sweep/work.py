@@ -34,49 +34,55 @@ def _subset_prompts(prompts: Any, n: int | None) -> Any:
     return prompts
 
 
+def _device(job: JobSpec) -> str:
+    """``work_options.device``: 'auto' (the rank's GPU when there is one, else CPU), 'cpu', 'cuda'."""
+    want = job.work_options.get("device", "auto")
+    if want == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(want)
+
+
 def process_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
     """Load one model, extract its internals and (if the job asks) run steering on it."""
-    from cape_hpc.internals import extract_internals
+    from cape_hpc.internals import extract_internals, load_prompts
     from cape_hpc.models import load_model
-
-    try:
-        from cape_hpc.models import load_prompts
-    except ImportError:
-        from cape_hpc.internals import load_prompts
 
     t0 = time.perf_counter()
     loaded = load_model(entry.id, revision=entry.revision, dtype=entry.dtype,
                         trust_remote_code=entry.trust_remote_code)
+    device = _device(job)
+    if device != "cpu":
+        loaded.model.to(device)
     t_load = time.perf_counter() - t0
     prompts = _subset_prompts(load_prompts(job.prompts.get("contrastive")), job.prompts.get("max_prompts"))
-    out: dict[str, Any] = {"info": {"source": str(getattr(loaded, "source", entry.id)),
-                                    "resolved_revision": str(getattr(loaded, "revision", entry.revision)),
-                                    "load_seconds": round(t_load, 3)}}
+    out: dict[str, Any] = {"info": {"source": str(loaded.source), "resolved_revision": str(loaded.revision),
+                                    "device": device, "load_seconds": round(t_load, 3)}}
     opts = job.internals
     if opts.get("enabled", True):
-        kw = {"batch_size": entry.batch_size, "pooling": opts.get("pooling", "last"), "backend": opts.get("backend")}
+        kw: dict[str, Any] = {"batch_size": entry.batch_size, "pooling": opts.get("pooling", "last"),
+                              "backend": opts.get("backend")}
         if opts.get("taps"):
             kw["taps"] = opts["taps"]
-        out["internals"] = extract_internals(loaded, prompts, **kw)
+        res = extract_internals(loaded, prompts, **kw)
+        out["internals"] = res.to_store_tree() if hasattr(res, "to_store_tree") else res
     st = job.steering
     if st.get("enabled"):
         from cape_hpc.steering import run_steering
 
-        calib = load_prompts(job.prompts.get("calibration")) if job.prompts.get("calibration") else \
-            _default_calibration(load_prompts)
+        calib = load_prompts(job.prompts.get("calibration"), calibration=True)
         calib = _subset_prompts(calib, job.prompts.get("max_prompts"))
         steer_prompts = _subset_prompts(prompts, st.get("max_prompts"))
         kw = {k: st[k] for k in ("alpha", "scale", "positions", "tau", "probe_layer", "method",
                                  "max_new_tokens", "batch_size") if st.get(k) is not None}
-        out["steering"] = {"default": run_steering(loaded, calib, steer_prompts, **kw)}
+        kw["backend"] = opts.get("backend")
+        res = run_steering(loaded, calib, steer_prompts, **kw)
+        out["steering"] = {getattr(res, "run_name", "default"):
+                           res.to_store_tree() if hasattr(res, "to_store_tree") else res}
     out["info"]["seconds"] = round(time.perf_counter() - t0, 3)
+    del loaded
     return out
-
-
-def _default_calibration(load_prompts):
-    from cape_hpc.io.scores import DATA_DIR
-
-    return load_prompts(DATA_DIR / "prompts" / "calibration.jsonl")
 
 
 def synthetic_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
@@ -114,5 +120,5 @@ def synthetic_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
     out: dict[str, Any] = {"internals": internals, "info": {"source": entry.id, "resolved_revision": "synthetic"}}
     if job.steering.get("enabled"):
         out["steering"] = {"default": {"direction": rng.normal(size=entry.d_model or 16),
-                                       "rate": float(rng.uniform()), "alpha": job.steering["alpha"]}}
+                                       "rate": float(rng.uniform()), "alpha": job.steering.get("alpha") or 0.5}}
     return out
