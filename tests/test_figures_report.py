@@ -55,29 +55,28 @@ def test_phase_diagram_points_are_the_table_scores(sample, scores):
 
 
 def test_running_gamma_series_and_nc_lines(sample, scores):
-    from cape_hpc.analysis.coupling import local_coupling
-
     fig = F.fig_running_gamma(sample)
-    (ax,) = fig.axes
-    assert ax.get_xlabel() == "log10 N (interval midpoint)"
-    assert "gamma" in ax.get_ylabel()
-    cr = local_coupling(scores)
-    fams = {ln.get_label(): ln for ln in ax.get_lines() if ln.get_label() in set(scores["family"])}
-    assert set(fams) == set(scores["family"])
-    for fam, ln in fams.items():
-        ivs = [iv for iv in cr.intervals if iv.family == fam]
-        # gamma by hand from the table: dTQA / dHS between consecutive sizes
+    lines = [ln for ax in fig.axes for ln in ax.get_lines()]
+    gam = {ln.get_gid()[6:]: ln for ln in lines if (ln.get_gid() or "").startswith("gamma:")}
+    assert set(gam) == set(scores["family"])
+    assert any(ax.get_xlabel() == "log10 N (interval midpoint)" for ax in fig.axes)
+    assert any("gamma" in ax.get_ylabel() for ax in fig.axes)
+    for fam, ln in gam.items():
+        assert ln.axes.get_title() == fam
+        # gamma by hand from the table: dTQA / dHS between consecutive sizes, NaN when |dHS| < 0.5
         ref = scores.loc[scores["family"] == fam].sort_values(["params", "model"])
-        hs, tqa = ref["HS"].to_numpy(float), ref["TQA"].to_numpy(float)
+        hs, tqa, n = ref["HS"].to_numpy(float), ref["TQA"].to_numpy(float), ref["params"].to_numpy(float)
         g = np.diff(tqa) / np.diff(hs)
         g[np.abs(np.diff(hs)) < 0.5] = np.nan
         np.testing.assert_allclose(ln.get_ydata(), g, rtol=1e-12, equal_nan=True)
-        assert len(ln.get_xdata()) == len(ivs)
-    stored = [e for est in ("quadratic", "sign-change") for e in read_results(sample.path, f"/analysis/nc/{est}")["estimates"]]
-    valid = [e for e in stored if e["log10_nc"] is not None and math.isfinite(e["log10_nc"])]
-    nc_lines = [ln for ln in ax.get_lines() if ln.get_label().startswith("N_c")]
-    assert len(nc_lines) == len(valid) > 0
-    assert sorted(ln.get_xdata()[0] for ln in nc_lines) == pytest.approx(sorted(e["log10_nc"] for e in valid))
+        np.testing.assert_allclose(ln.get_xdata(), (np.log10(n[1:]) + np.log10(n[:-1])) / 2, rtol=1e-12)
+    stored = [e for est in ("quadratic", "sign-change")
+              for e in read_results(sample.path, f"/analysis/nc/{est}")["estimates"]]
+    valid = {(e["scope"], e["estimator"]): e["log10_nc"] for e in stored
+             if e["log10_nc"] is not None and math.isfinite(e["log10_nc"])}
+    nc_lines = {tuple(ln.get_gid().split(":")[1:]): ln.get_xdata()[0] for ln in lines
+                if (ln.get_gid() or "").startswith("nc:")}
+    assert len(valid) > 0 and nc_lines == pytest.approx(valid)
 
 
 def test_deff_bars_and_intervals(sample):
@@ -152,10 +151,36 @@ def test_steering_rates_with_intervals(sample):
     assert list(llama.lines[0].get_ydata()) == pytest.approx([0 / 8, 3 / 8, 6 / 8])
 
 
+def test_dynamics_holdout_and_baselines(sample):
+    from cape_hpc.dynamics.baselines import PolyBaseline  # noqa: F401  (the producer exists)
+
+    fig = F.fig_dynamics(sample)
+    ax, ax2 = fig.axes
+    assert ax.get_xlabel() == "log10 N" and "holdout" in ax.get_title()
+    opt = load_scores().query("family == 'OPT'").sort_values("params")
+    x = np.log10(opt["params"].to_numpy(float))[1:]  # sizes after the start model
+    for b in ("HS", "TQA", "ARC", "WG", "MMLU"):
+        (act,) = [ln for ln in ax.get_lines() if ln.get_gid() == f"actual:{b}"]
+        np.testing.assert_allclose(act.get_xdata(), x, rtol=1e-12)
+        np.testing.assert_allclose(act.get_ydata(), opt[b].to_numpy(float)[1:], rtol=1e-12)
+        assert [ln for ln in ax.get_lines() if ln.get_gid() == f"ode:{b}"]
+    # holdout errors: the ODE and the polynomial baselines of degree 1..4, as stored
+    stored = read_results(sample.path, "/dynamics/linear")
+    labels = [t.get_text() for t in ax2.get_yticklabels()]
+    assert labels == ["ODE (linear)"] + [f"poly deg {b['degree']}" for b in stored["baselines"]]
+    assert [p.get_width() for p in ax2.patches] == pytest.approx(
+        [stored["holdout_error"]["rel_mae"]] + [b["rel_mae"] for b in stored["baselines"]])
+    # the polynomial baseline of degree 1 recomputed: polyfit on the training family (Pythia)
+    py = load_scores().query("family == 'Pythia'")
+    coef = np.polyfit(np.log10(py["params"]), py["HS"], 1)
+    pred = np.polyval(coef, x)
+    rows = [r for r in stored["predictions"] if r["benchmark"] == "HS"]
+    np.testing.assert_allclose([r["baselines"]["poly1"] for r in rows], pred, rtol=1e-9)
+
+
 def test_build_figures_skips_say_why(sample, tmp_path):
     outcomes = {o.name: o for o in F.build_figures(sample)}
-    assert outcomes["dynamics"].figure is None and "/dynamics" in outcomes["dynamics"].note
-    for name in ("phase_diagram", "running_gamma", "deff", "width", "frontier", "steering",
+    for name in ("phase_diagram", "running_gamma", "deff", "width", "dynamics", "frontier", "steering",
                  "internals_tiny-llama", "internals_tiny-gpt2"):
         assert outcomes[name].figure is not None, outcomes[name].note
     # a file with only the coupling: everything else is skipped with the missing group named
@@ -170,6 +195,7 @@ def test_build_figures_skips_say_why(sample, tmp_path):
     assert "/analysis/frontier" in outs["frontier"].note
     assert "/internals" in outs["internals"].note
     assert "/steering" in outs["steering"].note
+    assert "/dynamics" in outs["dynamics"].note
 
 
 def test_cli_figures_writes_png_and_svg(sample, tmp_path, capsys):
@@ -178,8 +204,8 @@ def test_cli_figures_writes_png_and_svg(sample, tmp_path, capsys):
     out = tmp_path / "figs"
     assert main(["figures", sample.path, "-o", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "skipped dynamics: no /dynamics group" in text
-    for name in ("phase_diagram", "running_gamma", "deff", "width", "frontier", "steering", "internals_tiny-llama"):
+    assert "skipped" not in text
+    for name in ("dynamics", "phase_diagram", "running_gamma", "deff", "width", "frontier", "steering", "internals_tiny-llama"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert b"<svg" in (out / f"{name}.svg").read_bytes()[:2000]
 

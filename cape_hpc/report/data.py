@@ -88,7 +88,7 @@ def interval_of(d: Any, level: str = "0.95") -> tuple[float, float]:
     if not isinstance(d, dict):
         return math.nan, math.nan
     for lo_k, hi_k in (("ci_lo", "ci_hi"), ("lo", "hi"), ("ci95_lo", "ci95_hi"), ("ci_low", "ci_high"),
-                       ("lower", "upper"), ("wilson_lo", "wilson_hi")):
+                       ("lower", "upper"), ("wilson_lo", "wilson_hi"), ("rate_ci_low", "rate_ci_high")):
         if lo_k in d and hi_k in d:
             return fnum(d[lo_k]), fnum(d[hi_k])
     ci = first(d, "ci", "interval", "ci95", "wilson")

@@ -237,37 +237,71 @@ def frontier(res: Results) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- dynamics
 
+def _dynamics_result(path: str, d: dict) -> tuple[list[dict], list[dict]]:
+    """Trajectories and errors of one stored ``DynamicsResult`` (predictions rows + baselines)."""
+    preds = as_records(d.get("predictions"))
+    model = str(first(d, "model", default="ode"))
+    trajs, errors = [], []
+    benches = [str(b) for b in (first(d, "benchmarks", default=[]) or [])]
+    for fam in dict.fromkeys(str(r.get("family")) for r in preds):
+        rows = [r for r in preds if str(r.get("family")) == fam]
+        bs = benches or list(dict.fromkeys(str(r.get("benchmark")) for r in rows))
+        xs = sorted({fnum(r.get("log10_n")) for r in rows})
+        A = np.full((len(xs), len(bs)), np.nan)
+        P = np.full_like(A, np.nan)
+        base: dict[str, np.ndarray] = {}
+        for r in rows:
+            b = str(r.get("benchmark"))
+            if b not in bs:
+                continue
+            i, j = xs.index(fnum(r.get("log10_n"))), bs.index(b)
+            A[i, j], P[i, j] = fnum(r.get("actual")), fnum(r.get("ode"))
+            for k, v in (r.get("baselines") or {}).items():
+                base.setdefault(str(k), np.full_like(A, np.nan))[i, j] = fnum(v)
+        train = first(d, "train", default=[])
+        label = f"{model}: train {'+'.join(map(str, np.atleast_1d(train)))}, holdout {fam}"
+        trajs.append({"label": label, "path": path, "x": xs, "benchmarks": bs, "actual": A.tolist(),
+                      "predicted": P.tolist(), "baselines": {k: v.tolist() for k, v in base.items()}})
+    he = first(d, "holdout_error")
+    if isinstance(he, dict) and first(he, "rel_mae") is not None:
+        errors.append({"label": f"ODE ({model})", "error": fnum(he["rel_mae"]), "path": path,
+                       "mape": fnum(he.get("mape")), "mae_points": fnum(he.get("mae_points"))})
+    for b in as_records(d.get("baselines")):
+        if first(b, "degree") is not None:
+            errors.append({"label": f"poly deg {b['degree']}", "error": fnum(first(b, "rel_mae")), "path": path,
+                           "mape": fnum(b.get("mape")), "mae_points": fnum(b.get("mae_points"))})
+    return trajs, errors
+
+
 def dynamics(res: Results) -> dict[str, Any]:
     """ODE trajectories (actual vs predicted) and the holdout error beside the polynomial baselines."""
     g = res.group("dynamics")
     if g is None:
         raise Skip(f"no /dynamics group in {res.path}")
-    trajectories = []   # {label, x, actual: {bench: []}, predicted: {bench: []}}
+    trajectories = []   # {label, x, benchmarks, actual [n, p], predicted [n, p], baselines {poly<d>: [n, p]}}
     errors = []         # {label, error}
     for path, d in walk(g, "/dynamics"):
+        if isinstance(d.get("predictions"), list) and "baselines" in d:  # a DynamicsResult
+            t, e = _dynamics_result(path, d)
+            trajectories += t
+            errors += e
+            continue
         x = first(d, "log_n", "x", "logN", "log10_n")
         pred = first(d, "predicted", "pred", "y_pred", "simulated")
-        act = first(d, "actual", "observed", "y_true", "y")
-        if x is not None and pred is not None and act is not None and np.ndim(x) == 1:
+        act = first(d, "actual", "observed", "y_true")
+        if x is not None and pred is not None and act is not None and np.ndim(x) == 1 and np.ndim(pred) >= 1:
             benches = first(d, "benchmarks", "columns", "variables", default=None)
             P, A = np.atleast_2d(np.asarray(pred, float)), np.atleast_2d(np.asarray(act, float))
             if P.shape[0] != len(x) and P.shape[1] == len(x):
                 P, A = P.T, A.T
             if benches is None or len(benches) != P.shape[1]:
                 benches = [f"B{i + 1}" for i in range(P.shape[1])]
-            label = str(first(d, "family", "holdout", "name", default=path.rsplit("/", 1)[-1]))
+            label = str(first(d, "family", "name", default=path.rsplit("/", 1)[-1]))
             trajectories.append({"label": label, "path": path, "x": [fnum(v) for v in x],
-                                 "benchmarks": [str(b) for b in benches],
-                                 "predicted": P.tolist(), "actual": A.tolist()})
-        err = first(d, "error", "rel_error", "mean_rel_error", "mae_rel")
-        if err is not None and not isinstance(err, (dict, list, np.ndarray)):
-            label = str(first(d, "name", "model", "method", "label", default=path.rsplit("/", 1)[-1]))
-            deg = first(d, "degree", "deg")
-            if deg is not None and "poly" not in label:
-                label = f"poly deg {deg}"
-            errors.append({"label": label, "error": fnum(err), "path": path})
+                                 "benchmarks": [str(b) for b in benches], "predicted": P.tolist(),
+                                 "actual": A.tolist(), "baselines": {}})
     if not trajectories and not errors:
-        raise Skip("/dynamics has no trajectories (log_n/predicted/actual) nor errors")
+        raise Skip("/dynamics has no ODE result with holdout predictions")
     return {"trajectories": trajectories, "errors": errors, "source": "/dynamics"}
 
 

@@ -60,34 +60,92 @@ def fig_phase_diagram(res: Results) -> Figure:
     return fig
 
 
+def _nc_clip(nc: dict, lo: float, hi: float) -> str:
+    """'' when the estimate is inside [lo, hi], else a short note (the panel is limited to the data)."""
+    if lo <= nc["log_nc"] <= hi:
+        return ""
+    return f"{nc['estimator']}: 10^{nc['log_nc']:.1f} (off axis)"
+
+
 def fig_running_gamma(res: Results) -> Figure:
+    """Small multiples: gamma(N) of each family with its N_c estimates (line) and 95% intervals (band);
+    a last panel shows every family with the pooled estimates."""
     d = ex.running_gamma(res)
-    fig, (ax,) = _new(width=7.5, height=5.0)
-    colors = {}
-    for i, fam in enumerate(d["families"]):
-        colors[fam["family"]] = f"C{i % 10}"
-        ax.plot(fam["x"], fam["gamma"], "o-", ms=4, lw=1.2, color=colors[fam["family"]], label=fam["family"])
-    ax.axhline(0, color="k", lw=0.8)
-    ax.axhspan(d["tax_below"], d["bonus_above"], color="0.9", zorder=0, label="transition band")
-    styles = ["--", ":", "-.", (0, (6, 2, 1, 2))]
-    est_style = {e: styles[i % len(styles)] for i, e in enumerate(dict.fromkeys(n["estimator"] for n in d["nc"]))}
-    for nc in d["nc"]:
-        if not math.isfinite(nc["log_nc"]):
-            continue
-        color = colors.get(nc["family"], "k")
-        ax.axvline(nc["log_nc"], color=color, ls=est_style[nc["estimator"]], lw=1.3,
-                   label=f"N_c {nc['estimator']} ({nc['family']})")
-        if math.isfinite(nc["lo"]) and math.isfinite(nc["hi"]):
-            ax.axvspan(nc["lo"], nc["hi"], color=color, alpha=0.08)
-    ax.set_xlabel("log10 N (interval midpoint)")
-    ax.set_ylabel(f"gamma = d{d['b2']} / d{d['b1']}")
-    ax.set_title("Running coupling gamma(N) per family" + ("" if d["nc"] else " (no N_c in file)"))
-    finite = np.array([g for f in d["families"] for g in f["gamma"] if math.isfinite(g)])
+    fams = d["families"]
+    pooled = [n for n in d["nc"] if n["family"] == "pooled" and math.isfinite(n["log_nc"])]
+    npan = len(fams) + (1 if pooled else 0)
+    ncols = min(4, npan)
+    nrows = math.ceil(npan / ncols)
+    fig = Figure(figsize=(3.6 * ncols, 2.7 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
+    ests = list(dict.fromkeys(n["estimator"] for n in d["nc"]))
+    est_color = {e: f"C{i + 1}" for i, e in enumerate(ests)}
+    finite = np.array([g for f in fams for g in f["gamma"] if math.isfinite(g)])
+    ylim = (-1.0, 1.0)
     if finite.size:  # a single huge gamma (tiny dB1) should not flatten the rest
         lo, hi = np.quantile(finite, [0.02, 0.98])
         pad = 0.15 * (hi - lo + 1e-9)
-        ax.set_ylim(min(lo - pad, -0.5), max(hi + pad, 0.5))
-    ax.legend(fontsize=7, ncol=2, loc="best")
+        ylim = (min(lo - pad, -0.5), max(hi + pad, 0.5))
+
+    def band(ax):
+        ax.axhline(0, color="k", lw=0.7)
+        ax.axhspan(d["tax_below"], d["bonus_above"], color="0.9", zorder=0)
+
+    seen_labels = set()
+    for ax, fam in zip(axes, fams):
+        x = np.array(fam["x"], float)
+        band(ax)
+        ax.plot(x, fam["gamma"], "o-", ms=3.5, lw=1.2, color="C0", label=fam["family"], gid=f"gamma:{fam['family']}")
+        xlo, xhi = (np.nanmin(x) - 0.4, np.nanmax(x) + 0.4) if x.size else (8, 11)
+        off = []
+        for nc in d["nc"]:
+            if nc["family"] != fam["family"] or not math.isfinite(nc["log_nc"]):
+                continue
+            c = est_color[nc["estimator"]]
+            lab = f"N_c {nc['estimator']}"
+            ax.axvline(nc["log_nc"], color=c, ls="--", lw=1.3, gid=f"nc:{fam['family']}:{nc['estimator']}",
+                       label=lab if lab not in seen_labels else "_" + lab)
+            seen_labels.add(lab)
+            if math.isfinite(nc["lo"]) and math.isfinite(nc["hi"]):
+                ax.axvspan(nc["lo"], nc["hi"], color=c, alpha=0.12)
+            note = _nc_clip(nc, xlo, xhi)
+            if note:
+                off.append(note)
+        ax.set_xlim(xlo, xhi)
+        ax.set_ylim(*ylim)
+        ax.set_title(fam["family"], fontsize=9)
+        if off:
+            ax.text(0.02, 0.03, "\n".join(off), transform=ax.transAxes, fontsize=6.5, color="0.3")
+    if pooled:
+        ax = axes[len(fams)]
+        band(ax)
+        for fam in fams:
+            ax.plot(fam["x"], fam["gamma"], "-", lw=0.8, color="0.6")
+        for nc in pooled:
+            c = est_color[nc["estimator"]]
+            ax.axvline(nc["log_nc"], color=c, ls="--", lw=1.3, gid=f"nc:pooled:{nc['estimator']}")
+            if math.isfinite(nc["lo"]) and math.isfinite(nc["hi"]):
+                ax.axvspan(nc["lo"], nc["hi"], color=c, alpha=0.12)
+        ax.set_ylim(*ylim)
+        ax.set_title("all families, pooled N_c", fontsize=9)
+    for ax in axes[npan:]:
+        ax.set_visible(False)
+    for ax in axes[:npan]:
+        if ax.get_subplotspec().is_last_row() or ax is axes[npan - 1]:
+            ax.set_xlabel("log10 N (interval midpoint)", fontsize=8)
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(f"gamma = d{d['b2']}/d{d['b1']}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    handles, labels = [], []
+    for ax in axes[:npan]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab.startswith("N_c") and lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="outside upper right", ncol=len(labels), fontsize=8)
+    fig.suptitle("Running coupling gamma(N) per family, N_c estimates with 95% intervals"
+                 + ("" if d["nc"] else " (no /analysis/nc in file)"), fontsize=11)
     return fig
 
 
@@ -136,31 +194,42 @@ def fig_width(res: Results) -> Figure:
 
 
 def fig_dynamics(res: Results) -> Figure:
+    """Left: the holdout family's scores, the ODE's prediction and the best polynomial baseline;
+    right: holdout error of the ODE beside every polynomial baseline."""
     d = ex.dynamics(res)
-    ntraj = len(d["trajectories"][:1])
-    fig, axes = _new(ncols=ntraj + (1 if d["errors"] else 0), width=6.0, height=4.5)
+    trajs = d["trajectories"][:1]
+    fig, axes = _new(ncols=len(trajs) + (1 if d["errors"] else 0), width=6.0, height=4.6)
     k = 0
-    for tr in d["trajectories"][:1]:
+    for tr in trajs:
         ax = axes[k]
         k += 1
-        A, P = np.asarray(tr["actual"]), np.asarray(tr["predicted"])
+        A, P = np.asarray(tr["actual"], float), np.asarray(tr["predicted"], float)
+        best = None
+        if tr.get("baselines") and d["errors"]:
+            errs = {e["label"].replace("poly deg ", "poly"): e["error"] for e in d["errors"] if e["label"].startswith("poly")}
+            cands = [b for b in tr["baselines"] if b in errs and math.isfinite(errs[b])]
+            best = min(cands, key=lambda b: errs[b]) if cands else None
         for j, b in enumerate(tr["benchmarks"]):
-            ax.plot(tr["x"], A[:, j], "o", color=f"C{j}", label=f"{b} actual")
-            ax.plot(tr["x"], P[:, j], "-", color=f"C{j}", label=f"{b} ODE")
+            ax.plot(tr["x"], A[:, j], "o", color=f"C{j}", label=f"{b} actual", gid=f"actual:{b}")
+            ax.plot(tr["x"], P[:, j], "-", color=f"C{j}", label=f"{b} ODE", gid=f"ode:{b}")
+            if best:
+                ax.plot(tr["x"], np.asarray(tr["baselines"][best], float)[:, j], ":", color=f"C{j}",
+                        label=f"{b} {best}" if j == 0 else f"_{b} {best}", gid=f"base:{b}")
         ax.set_xlabel("log10 N")
-        ax.set_ylabel("score")
-        ax.set_title(f"ODE fit: {tr['label']}")
-        ax.legend(fontsize=7, ncol=2)
+        ax.set_ylabel("score (%)")
+        ax.set_title(tr["label"] + (f"\n(dotted: best baseline {best})" if best else ""), fontsize=9)
+        ax.legend(fontsize=6.5, ncol=2)
     if d["errors"]:
         ax = axes[k]
         labels = [e["label"] for e in d["errors"]]
         vals = [e["error"] for e in d["errors"]]
         colors = ["#999999" if re.search(r"poly|baseline", lab, re.I) else "#1f77b4" for lab in labels]
         ax.barh(np.arange(len(vals)), vals, color=colors)
-        ax.set_yticks(np.arange(len(vals)), labels, fontsize=7)
-        ax.set_xlabel("holdout error (mean|pred - actual| / mean actual)")
+        ax.set_yticks(np.arange(len(vals)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("holdout error: mean|pred - actual| / mean(actual)")
         ax.set_ylabel("model")
-        ax.set_title("Holdout: ODE vs polynomial baselines")
+        ax.set_title("Holdout: ODE vs polynomial baselines", fontsize=10)
     return fig
 
 
@@ -172,8 +241,9 @@ def fig_frontier(res: Results) -> Figure:
     lim = np.nanmax(np.abs(h)) if np.isfinite(h).any() else 1.0
     sc = ax.scatter(p["x"], p["y"], c=np.nan_to_num(h), cmap="coolwarm", vmin=-lim, vmax=lim,
                     edgecolors="k", linewidths=0.4, s=36, label="models")
-    for m, x, y in zip(p["model"], p["x"], p["y"]):
-        ax.annotate(m, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    order = np.argsort(-np.abs(np.nan_to_num(h)))
+    for i in order[:12]:  # the 12 largest |h|: labelling every model makes the cluster unreadable
+        ax.annotate(p["model"][i], (p["x"][i], p["y"][i]), fontsize=6, xytext=(2, 2), textcoords="offset points")
     if math.isfinite(d["slope"]):
         xs = np.linspace(np.nanmin(p["x"]), np.nanmax(p["x"]), 50)
         ax.plot(xs, d["slope"] * xs + d["intercept"], "k-", lw=1.2,

@@ -65,51 +65,77 @@ def _err(y, lo, hi) -> dict:
             "arrayminus": np.where(np.isfinite(lo), y - lo, 0).tolist(), "visible": True}
 
 
+SYMBOLS = ["circle", "square", "diamond", "triangle-up", "triangle-down", "cross", "x", "pentagon", "hexagon",
+           "star", "triangle-left", "triangle-right", "hourglass", "bowtie", "circle-open", "square-open",
+           "diamond-open", "star-open", "hexagon-open", "pentagon-open"]
+
+
 def chart_phase_diagram(d: dict) -> dict:
     traces = []
-    for fam in d["families"]:
+    for i, fam in enumerate(d["families"]):
         traces.append({"type": "scatter", "mode": "lines+markers", "name": fam["family"],
                        "x": fam["b1"], "y": fam["b2"], "text": [f"{m} ({p or 'no phase'})"
                                                                 for m, p in zip(fam["model"], fam["phase"])],
                        "line": {"color": "#aaaaaa", "width": 1},
                        "marker": {"color": [ex.PHASE_COLORS.get(p, "#1f77b4") for p in fam["phase"]],
-                                  "size": 8, "line": {"width": 0.5, "color": "#333"}},
+                                  "size": 9, "symbol": SYMBOLS[i % len(SYMBOLS)], "line": {"width": 0.5, "color": "#333"}},
                        "hovertemplate": "%{text}<br>" + d["b1"] + " %{x:.2f}<br>" + d["b2"] + " %{y:.2f}<extra>"
                                         + fam["family"] + "</extra>"})
     for p in ex.PHASE_ORDER:  # legend entries for the phase colours
         traces.append({"type": "scatter", "mode": "markers", "x": [None], "y": [None], "name": f"phase: {p}",
                        "marker": {"color": ex.PHASE_COLORS[p], "size": 9}, "legendgroup": "phases"})
-    return {"data": traces, "layout": _layout(f"Phase diagram: {d['b1']} vs {d['b2']} per family",
-                                              d["b1"], d["b2"])}
+    return {"data": traces, "layout": _layout(f"Phase diagram: {d['b1']} vs {d['b2']} per family (colour: phase)",
+                                              d["b1"], d["b2"], height=560, wide=True)}
+
+
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354",
+           "#756bb1", "#636363"]
 
 
 def chart_running_gamma(d: dict) -> dict:
-    traces = [{"type": "scatter", "mode": "lines+markers", "name": f["family"], "x": f["x"], "y": f["gamma"],
-               "text": f["model"], "hovertemplate": "%{text}<br>log10 N %{x:.2f}<br>gamma %{y:.3f}"}
-              for f in d["families"]]
-    shapes = [{"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "y0": d["tax_below"], "y1": d["bonus_above"],
-               "fillcolor": "#dddddd", "opacity": 0.5, "line": {"width": 0}, "layer": "below"}]
-    palette = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#ff7f0e", "#1f77b4", "#2ca02c"]
-    for j, nc in enumerate(e for e in d["nc"] if isinstance(e["log_nc"], float) and math.isfinite(e["log_nc"])):
-        c = palette[j % len(palette)]
-        shapes.append({"type": "line", "yref": "paper", "x0": nc["log_nc"], "x1": nc["log_nc"], "y0": 0, "y1": 1,
-                       "line": {"color": c, "dash": "dash", "width": 1.5}})
-        if math.isfinite(nc["lo"]) and math.isfinite(nc["hi"]):
-            shapes.append({"type": "rect", "yref": "paper", "x0": nc["lo"], "x1": nc["hi"], "y0": 0, "y1": 1,
-                           "fillcolor": c, "opacity": 0.12, "line": {"width": 0}, "layer": "below"})
-        traces.append({"type": "scatter", "mode": "lines", "x": [None], "y": [None],
-                       "name": f"N_c {nc['estimator']} ({nc['family']}): 10^{nc['log_nc']:.2f}",
-                       "line": {"color": c, "dash": "dash"}})
+    """gamma(N) per family (top) above a forest plot of every N_c estimate with its 95% interval
+    (bottom, one row per family / pooled), sharing the log10 N axis (limited to the data's range)."""
+    traces = []
+    xs = []
+    for i, f in enumerate(d["families"]):
+        xs += [v for v in f["x"] if isinstance(v, float) and math.isfinite(v)]
+        traces.append({"type": "scatter", "mode": "lines+markers", "name": f["family"], "x": f["x"], "y": f["gamma"],
+                       "text": f["model"], "legendgroup": f["family"], "line": {"color": PALETTE[i % len(PALETTE)]},
+                       "hovertemplate": "%{text}<br>log10 N %{x:.2f}<br>gamma %{y:.3f}<extra>" + f["family"] + "</extra>"})
+    ests = list(dict.fromkeys(n["estimator"] for n in d["nc"]))
+    symbols = ["diamond", "square", "triangle-up", "circle", "x"]
+    for j, est in enumerate(ests):
+        rows = [n for n in d["nc"] if n["estimator"] == est and isinstance(n["log_nc"], float)
+                and math.isfinite(n["log_nc"])]
+        if not rows:
+            continue
+        y = [r["log_nc"] for r in rows]
+        traces.append({"type": "scatter", "mode": "markers", "name": f"N_c {est}", "xaxis": "x2", "yaxis": "y2",
+                       "x": y, "y": [r["family"] for r in rows],
+                       "marker": {"symbol": symbols[j % len(symbols)], "size": 9, "color": PALETTE[(j + 3) % len(PALETTE)]},
+                       "error_x": _err(y, [r["lo"] for r in rows], [r["hi"] for r in rows]),
+                       "text": [f"{r['family']} {est}: log10 N_c = {r['log_nc']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
+                                for r in rows], "hovertemplate": "%{text}<extra></extra>"})
+    shapes = [{"type": "rect", "xref": "paper", "yref": "y", "x0": 0, "x1": 1, "y0": d["tax_below"],
+               "y1": d["bonus_above"], "fillcolor": "#dddddd", "opacity": 0.5, "line": {"width": 0}, "layer": "below"}]
     finite = np.array([g for f in d["families"] for g in f["gamma"] if isinstance(g, float) and math.isfinite(g)])
-    yr = None
+    lay = _layout("Running coupling gamma(N) and N_c estimates (95% intervals)", "log10 N", "", shapes=shapes,
+                  height=640)
     if finite.size:
         lo, hi = np.quantile(finite, [0.02, 0.98])
         pad = 0.15 * (hi - lo + 1e-9)
-        yr = [float(min(lo - pad, -0.5)), float(max(hi + pad, 0.5))]
-    lay = _layout("Running coupling gamma(N) with N_c estimates", "log10 N (interval midpoint)",
-                  f"gamma = d{d['b2']}/d{d['b1']}", shapes=shapes)
-    if yr:
-        lay["yaxis"]["range"] = yr
+        lay["yaxis"] = {"title": {"text": f"gamma = d{d['b2']}/d{d['b1']}"}, "domain": [0.42, 1.0],
+                        "range": [float(min(lo - pad, -0.5)), float(max(hi + pad, 0.5))]}
+    else:
+        lay["yaxis"] = {"title": {"text": "gamma"}, "domain": [0.42, 1.0]}
+    lay["yaxis2"] = {"domain": [0.0, 0.34], "type": "category", "title": {"text": "N_c (95%)"}, "automargin": True,
+                     "anchor": "x2"}
+    lay["xaxis"] = {"anchor": "y", "showticklabels": True}
+    lay["xaxis2"] = {"anchor": "y2", "matches": "x", "title": {"text": "log10 N (gamma: interval midpoint; below: N_c)"}}
+    if xs:
+        lay["xaxis"]["range"] = [min(xs) - 0.5, max(xs) + 0.5]
+    lay["margin"] = {"l": 110, "r": 20, "t": 50, "b": 55}
     return {"data": traces, "layout": lay}
 
 
@@ -135,7 +161,8 @@ def chart_width(d: dict) -> dict:
         {"type": "bar", "name": "permutation control (95% of null)", "x": fams, "y": centre.tolist(),
          "marker": {"color": "#bbbbbb"}, "error_y": _err(centre, nlo, nhi)}],
         "layout": _layout("Width normalisation beside the permutation control", "family", "Pearson r",
-                          barmode="group", yaxis={"title": {"text": "Pearson r"}, "range": [-1.05, 1.05]})}
+                          barmode="group", yaxis={"title": {"text": "Pearson r"}, "range": [-1.05, 1.05]},
+                          legend={"orientation": "h", "y": 1.08, "x": 0, "font": {"size": 11}}, wide=True)}
 
 
 def chart_frontier(d: dict) -> dict:
@@ -144,7 +171,7 @@ def chart_frontier(d: dict) -> dict:
     lim = float(np.max(np.abs(h))) if h.size else 1.0
     traces = [{"type": "scatter", "mode": "markers", "name": "models", "x": p["x"], "y": p["y"],
                "text": [f"{m} ({lab}) h={hv:+.2f}" for m, lab, hv in zip(p["model"], p["lab"], h)],
-               "marker": {"color": h.tolist(), "colorscale": "RdBu", "reversescale": True, "cmin": -lim,
+               "marker": {"color": h.tolist(), "colorscale": "RdBu", "cmin": -lim,
                           "cmax": lim, "size": 10, "colorbar": {"title": {"text": "h"}},
                           "line": {"width": 0.5, "color": "#333"}},
                "hovertemplate": "%{text}<br>" + d["x_name"] + " %{x:.1f}<br>" + d["y_name"] + " %{y:.1f}<extra></extra>"}]
@@ -154,7 +181,8 @@ def chart_frontier(d: dict) -> dict:
         traces.append({"type": "scatter", "mode": "lines", "name": f"fit: slope {d['slope']:.3g}",
                        "x": [x0, x1], "y": [d["slope"] * x0 + d["intercept"], d["slope"] * x1 + d["intercept"]],
                        "line": {"color": "black"}})
-    return {"data": traces, "layout": _layout("Frontier: fit and h per model", d["x_name"], d["y_name"])}
+    return {"data": traces, "layout": _layout("Frontier: fit and h per model (colour: h)", d["x_name"], d["y_name"],
+                                              legend={"x": 0.01, "y": 0.99, "bgcolor": "rgba(255,255,255,0.7)"})}
 
 
 def chart_dynamics(d: dict) -> list[tuple[str, dict]]:
@@ -167,8 +195,12 @@ def chart_dynamics(d: dict) -> list[tuple[str, dict]]:
                            "y": A[:, j].tolist(), "legendgroup": b})
             traces.append({"type": "scatter", "mode": "lines", "name": f"{b} ODE", "x": tr["x"],
                            "y": P[:, j].tolist(), "legendgroup": b})
+            for deg, Bp in (tr.get("baselines") or {}).items():  # click the legend to show a baseline
+                traces.append({"type": "scatter", "mode": "lines", "name": f"{b} {deg}", "x": tr["x"],
+                               "y": np.asarray(Bp, float)[:, j].tolist(), "legendgroup": b, "visible": "legendonly",
+                               "line": {"dash": "dot"}})
         out.append((f"dynamics: {tr['label']}", {"data": traces, "layout": _layout(
-            f"ODE fit: {tr['label']}", "log10 N", "score")}))
+            f"Holdout prediction: {tr['label']}", "log10 N", "score (%)")}))
     if d["errors"]:
         labels = [e["label"] for e in d["errors"]]
         out.append(("dynamics: holdout errors", {"data": [{
@@ -196,7 +228,7 @@ def chart_internals(m: dict) -> list[tuple[str, dict]]:
         lim = float(np.nanmax(np.abs(H))) if np.isfinite(H).any() else 1.0
         out.append((f"internals: {m['model']} heads", {"data": [{
             "type": "heatmap", "z": H.T.tolist(), "x": L, "y": list(range(H.shape[1])), "colorscale": "RdBu",
-            "reversescale": True, "zmin": -lim, "zmax": lim, "colorbar": {"title": {"text": "cos"}},
+            "zmin": -lim, "zmax": lim, "colorbar": {"title": {"text": "cos"}},
             "hovertemplate": "layer %{x}, head %{y}: %{z:.3f}<extra></extra>"}],
             "layout": _layout(f"{m['model']}: per-head coupling", "layer", "head")}))
     return out
@@ -220,10 +252,10 @@ def _table_of(name: str, d: dict) -> dict:
         rows = [{"family": f["family"], "model": m, "N": n, d["b1"]: b1, d["b2"]: b2, "phase": p}
                 for f in d["families"] for m, n, b1, b2, p in zip(f["model"], f["N"], f["b1"], f["b2"], f["phase"])]
     elif name == "running_gamma":
-        rows = [{"family": f["family"], "model": m, "x_mid": x, "gamma": g, "phase": p}
-                for f in d["families"] for m, x, g, p in zip(f["model"], f["x"], f["gamma"], f["phase"])]
-        rows += [{"family": e["family"], "model": f"N_c {e['estimator']}", "x_mid": e["log_nc"],
-                  "gamma": None, "phase": f"95% [{e['lo']:.3g}, {e['hi']:.3g}]"} for e in d["nc"]]
+        rows = [{"family": e["family"], "what": f"N_c {e['estimator']}", "log10 N": e["log_nc"],
+                 "gamma": None, "phase / 95% interval": f"[{e['lo']:.3g}, {e['hi']:.3g}]"} for e in d["nc"]]
+        rows += [{"family": f["family"], "what": m, "log10 N": x, "gamma": g, "phase / 95% interval": p}
+                 for f in d["families"] for m, x, g, p in zip(f["model"], f["x"], f["gamma"], f["phase"])]
     elif name == "frontier":
         p = d["points"]
         rows = [{"model": m, "lab": lab, d["x_name"]: x, d["y_name"]: y, "h": h}

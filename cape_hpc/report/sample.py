@@ -88,6 +88,8 @@ def sample_groups(notes: list[str] | None = None, *, n_resamples: int = 200) -> 
     # the diagnose model is fitted on the whole shipped table, as `cape analyze` and `cape diagnose` do
     groups["/analysis/diagnose_model"] = _try("diagnose model", lambda: an("diagnose", "fit_diagnose_model", full),
                                               notes)
+    groups["/dynamics/linear"] = _try("dynamics", lambda: importlib.import_module("cape_hpc.dynamics.discovery").discover(
+        full, train=("Pythia",), holdout=("OPT",), model="linear", n_resamples=20, seed=4), notes)
     groups = {k: v for k, v in groups.items() if v is not None}
     # model internals and steering: synthetic unless a producer exists (the real ones need weights)
     groups["/internals/tiny-llama"] = _synthetic_internals("tiny-llama", 6, 4, 11)

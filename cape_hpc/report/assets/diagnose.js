@@ -173,7 +173,7 @@
       inB2.value = model.panel_b2[i];
     });
     form.addEventListener("submit", function (ev) {
-      ev.preventDefault();
+      if (ev) ev.preventDefault();
       out.innerHTML = "";
       var scores = {};
       if (inB1.value !== "") scores[model.b1] = Number(inB1.value);
@@ -212,5 +212,12 @@
         out.appendChild(el("p", { class: "hint", text: [d.gamma_reason].concat(d.notes).filter(Boolean).join("; ") }));
       }
     });
+    /* an example on load, so the panel shows what it does */
+    var ex = model.panel_model.indexOf("Pythia-1.4B") >= 0 ? "Pythia-1.4B" : model.panel_model[Math.floor(model.panel_model.length / 2)];
+    if (ex) {
+      inName.value = ex;
+      inName.dispatchEvent(new Event("change"));
+      if (form.requestSubmit) form.requestSubmit(btn); else btn.click();
+    }
   };
 })();

@@ -74,7 +74,10 @@
   document.getElementById("chart-list").appendChild(list);
   DATA.charts.forEach(function (c) {
     var plot = el("div", { class: "plot", id: c.id, "data-title": c.title });
-    var card = el("div", { class: "card chart-card" }, [
+    if (c.spec.layout && c.spec.layout.height) plot.style.height = c.spec.layout.height + "px";
+    var wide = c.spec.layout && (c.spec.layout.height > 500 || c.spec.layout.wide);
+    if (c.spec.layout) delete c.spec.layout.wide;
+    var card = el("div", { class: "card chart-card" + (wide ? " wide" : "") }, [
       el("h3", { text: c.title }),
       el("div", { class: "src", text: "from " + c.source }),
       c.note ? el("div", { class: "note", text: c.note }) : null,
