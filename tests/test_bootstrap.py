@@ -143,6 +143,8 @@ def test_options_are_checked():
                      ({"method": "basic"}, "method"), ({"strata": np.arange(3)}, "strata")]:
         with pytest.raises(OptionError, match=name):
             bootstrap(stat, **kw)
+    with pytest.raises(OptionError, match="no label"):
+        bootstrap(stat, strata=np.array(["a"] * 39 + [None], dtype=object))
     with pytest.raises(OptionError, match="n is required"):
         bootstrap(lambda i: 0.0)
 

@@ -299,6 +299,11 @@ def _check_options(n, strata, n_resamples, seed, levels, method, chunk):
             raise OptionError(f"option strata must be one label per unit ({n}), got shape {strata.shape}")
         if strata.dtype.kind == "f" and not np.all(np.isfinite(strata)):
             raise OptionError("option strata contains NaN")
+        if strata.dtype.kind == "O":
+            missing = [i for i, v in enumerate(strata) if v is None or (isinstance(v, float) and v != v)]
+            if missing:
+                raise OptionError(f"option strata has no label for unit(s) {missing[:5]}")
+            strata = strata.astype(str)
     return n, strata, int(n_resamples), int(seed), levels, m, int(chunk)
 
 
