@@ -145,12 +145,17 @@ def store_name(model: str) -> str:
 
 
 # ----------------------------------------------------------------------------------- maths
+def _centred64(X: torch.Tensor) -> torch.Tensor:
+    X = X.to(torch.float64)          # one copy, centred in place
+    X -= X.mean(dim=0, keepdim=True)
+    return X
+
+
 def participation_ratio(X: torch.Tensor) -> float:
     """(sum lambda)^2 / sum lambda^2 of the PCA eigenvalues of the rows of X (float64)."""
-    X = X.to(torch.float64)
     if X.shape[0] < 2:
         return float("nan")
-    X = X - X.mean(dim=0, keepdim=True)
+    X = _centred64(X)
     G = X @ X.T if X.shape[0] <= X.shape[1] else X.T @ X
     tr = torch.trace(G)
     fro2 = (G * G).sum()
@@ -158,13 +163,25 @@ def participation_ratio(X: torch.Tensor) -> float:
 
 
 def pca_subspace_coupling(stack: torch.Tensor, m_r: torch.Tensor, m_t: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """cos(P_k m_R, P_k m_T) for the top-k principal axes of the centred stack, k = 1 .. rank."""
-    X = stack.to(torch.float64)
-    X = X - X.mean(dim=0, keepdim=True)
-    _, s, Vh = torch.linalg.svd(X, full_matrices=False)
-    rank = int((s > s[0] * 1e-10).sum()) if s.numel() and s[0] > 0 else 0
-    a = Vh[:rank] @ m_r.to(torch.float64)
-    b = Vh[:rank] @ m_t.to(torch.float64)
+    """cos(P_k m_R, P_k m_T) for the top-k principal axes of the centred stack, k = 1 .. rank.
+
+    The axes come from the eigen-decomposition of the smaller of the Gram and covariance matrices
+    (no [N, D] singular-vector matrix is formed)."""
+    X = _centred64(stack)
+    N, D = X.shape
+    if N <= D:
+        lam, U = torch.linalg.eigh(X @ X.T)
+        lam, U = lam.flip(0), U.flip(1)
+        keep = lam > lam[0] * 1e-12 if lam.numel() and lam[0] > 0 else torch.zeros_like(lam, dtype=torch.bool)
+        V = (X.T @ U[:, keep]) / torch.sqrt(lam[keep])       # [D, rank], orthonormal columns
+    else:
+        lam, V = torch.linalg.eigh(X.T @ X)
+        lam, V = lam.flip(0), V.flip(1)
+        keep = lam > lam[0] * 1e-12 if lam.numel() and lam[0] > 0 else torch.zeros_like(lam, dtype=torch.bool)
+        V = V[:, keep]
+    rank = int(V.shape[1])
+    a = V.T @ m_r.to(torch.float64)
+    b = V.T @ m_t.to(torch.float64)
     num = torch.cumsum(a * b, 0)
     den = torch.sqrt(torch.cumsum(a * a, 0) * torch.cumsum(b * b, 0))
     cos = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
@@ -201,10 +218,13 @@ def choose_sets(prompts: PromptSet) -> tuple[str, str]:
 # ----------------------------------------------------------------------------------- extraction
 def extract_internals(loaded, prompts: PromptSet, *, batch_size: int = 16, pooling: str = "last",
                       taps: Sequence[str] = TAPS, backend: str | None = None,
-                      set_names: tuple[str, str] | None = None) -> InternalsResult:
+                      set_names: tuple[str, str] | None = None, keep_pooled: bool = False) -> InternalsResult:
     """Stream ``prompts`` through ``loaded`` and compute every statistic of SPEC section 3.
 
     Prints nothing and writes no file.  Over-long prompts are truncated (a ``UserWarning``).
+    ``keep_pooled=True`` attaches the pooled vectors as ``result.pooled`` (a dict, not stored):
+    ``residual`` [L, N, D], ``final`` [N, D], ``head_sums`` [2, L, H*dh], ``order`` (prompt index of
+    each row), for tests.
     """
     import cape_kernels as ck
     from cape_kernels import backends as kbackends
@@ -342,10 +362,13 @@ def extract_internals(loaded, prompts: PromptSet, *, batch_size: int = 16, pooli
                                "backend": resolved, "sets": [set_r, set_t], "threshold": -0.5,
                                "model": loaded.name, "dtype": loaded.dtype},
                       inputs={"prompts": prompts.sha256})
-    return InternalsResult(
+    res = InternalsResult(
         model=loaded.name, source=loaded.source, revision=loaded.revision, dtype=loaded.dtype,
         backend=resolved, pooling=pooling, taps=taps, set_r=set_r, set_t=set_t, n_prompts=N, n_r=n_r,
         n_t=n_t, n_truncated=len(truncated), prompt_set_sha256=prompts.sha256, n_layers=L, n_heads=H,
         head_dim=dh, d_model=ad.d_model, layer_coupling=coupling, layer_pairwise_mean=pw_mean,
         layer_competing_fraction=pw_frac, layer_competes=pw_frac > 0.5, d_rep=d_rep,
         head_coupling=head_c, head_summary=hsum, bottleneck=bottleneck, complete=True, provenance=prov)
+    if keep_pooled:
+        res.pooled = {"residual": layer_buf, "final": final_buf, "head_sums": head_sum, "order": order}
+    return res

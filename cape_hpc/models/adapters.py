@@ -30,7 +30,7 @@ class ArchSpec:
 
 ARCHITECTURES: dict[str, ArchSpec] = {
     "gpt_neox": ArchSpec("GPT-NeoX (Pythia)", "gpt_neox.layers", "attention", "attention.dense",
-                         "gpt_neox.final_layer_norm", unembed="embed_out"),
+                         "gpt_neox.final_layer_norm"),
     "opt": ArchSpec("OPT", "model.decoder.layers", "self_attn", "self_attn.out_proj",
                     "model.decoder.final_layer_norm", post_norm="model.decoder.project_out"),
     "bloom": ArchSpec("BLOOM", "transformer.h", "self_attention", "self_attention.dense",
@@ -123,7 +123,8 @@ class Adapter:
         return _get(self.model, self.spec.final_norm)
 
     def unembedding(self) -> torch.nn.Module:
-        return _get(self.model, self.spec.unembed)
+        head = self.model.get_output_embeddings()
+        return head if head is not None else _get(self.model, self.spec.unembed)
 
     def embedding(self) -> torch.nn.Module:
         return self.model.get_input_embeddings()
