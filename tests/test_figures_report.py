@@ -14,13 +14,13 @@ from cape_hpc.io.scores import load_frontier, load_scores
 from cape_hpc.io.store import read_results, write_results
 from cape_hpc.report import figures as F
 from cape_hpc.report.data import Results
-from cape_hpc.report.sample import SAMPLE_FAMILIES, write_sample
+from cape_hpc.report.sample import SAMPLE_FAMILIES, STEER_ALPHAS, cached_sample
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    path, notes = write_sample(tmp_path_factory.mktemp("rep") / "sample.h5", n_resamples=100)
-    assert notes == [], notes  # every producer ran: the layouts are the real ones
+def sample():
+    path, notes = cached_sample()
+    assert notes == (), notes  # every producer ran: the layouts are the real ones
     return Results.load(path)
 
 
@@ -131,24 +131,46 @@ def test_frontier_scatter_fit_and_h(sample):
 
 
 def test_internals_layer_curve_and_head_map(sample):
-    for model in ("tiny-llama", "tiny-gpt2"):
+    for model in STEER_ALPHAS:
         fig = F.fig_internals(sample, model)
         ax, ax2 = fig.axes[:2]
         g = read_results(sample.path, f"/internals/{model}")
         assert ax.get_xlabel() == "layer" and ax2.get_ylabel() == "head"
         np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), g["layer_coupling"])
-        assert len([ln for ln in ax.get_lines() if ln.get_label() and not ln.get_label().startswith("_")]) == 3
+        assert len([ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]) == 3
         (im,) = [a for a in ax2.get_children() if isinstance(a, AxesImage)]
-        np.testing.assert_allclose(im.get_array(), np.asarray(g["head_coupling"]).T)
+        H = np.asarray(g["head_coupling"])
+        assert H.shape == (g["n_layers"], g["n_heads"])
+        np.testing.assert_allclose(im.get_array(), H.T)
+
+
+def _wilson(k, n, z=1.959963984540054):
+    p = k / n
+    den = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / den
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return c - h, c + h
 
 
 def test_steering_rates_with_intervals(sample):
     fig = F.fig_steering(sample)
     (ax,) = fig.axes
     assert ax.get_xlabel() == "alpha" and "intervention rate" in ax.get_ylabel()
-    assert len(ax.containers) == 2  # one errorbar series per model
-    llama = next(c for c in ax.containers if c.get_label() == "tiny-llama")
-    assert list(llama.lines[0].get_ydata()) == pytest.approx([0 / 8, 3 / 8, 6 / 8])
+    assert len(ax.containers) == len(STEER_ALPHAS)  # one errorbar series per model
+    for model, alphas in STEER_ALPHAS.items():
+        runs = read_results(sample.path, f"/steering/{model}")
+        runs = sorted(runs.values(), key=lambda r: r["alpha"])
+        assert [r["alpha"] for r in runs] == list(alphas)
+        cont = next(c for c in ax.containers if c.get_label() == model)
+        y = cont.lines[0].get_ydata()
+        np.testing.assert_allclose(y, [r["n_changed"] / r["n_prompts"] for r in runs])
+        # the drawn interval is the Wilson interval of n_changed / n_prompts, recomputed here
+        (bars,) = cont.lines[2]
+        segs = np.array([s[:, 1] for s in bars.get_segments()])
+        ref = np.array([_wilson(r["n_changed"], r["n_prompts"]) for r in runs])
+        np.testing.assert_allclose(np.sort(segs, axis=1), ref, atol=1e-9)
+    llama0 = sorted(read_results(sample.path, "/steering/tiny-llama").values(), key=lambda r: r["alpha"])[0]
+    assert llama0["alpha"] == 0 and llama0["n_changed"] == 0  # alpha = 0 changes nothing
 
 
 def test_dynamics_holdout_and_baselines(sample):
@@ -181,7 +203,7 @@ def test_dynamics_holdout_and_baselines(sample):
 def test_build_figures_skips_say_why(sample, tmp_path):
     outcomes = {o.name: o for o in F.build_figures(sample)}
     for name in ("phase_diagram", "running_gamma", "deff", "width", "dynamics", "frontier", "steering",
-                 "internals_tiny-llama", "internals_tiny-gpt2"):
+                 *(f"internals_{m}" for m in STEER_ALPHAS)):
         assert outcomes[name].figure is not None, outcomes[name].note
     # a file with only the coupling: everything else is skipped with the missing group named
     from cape_hpc.analysis.coupling import local_coupling

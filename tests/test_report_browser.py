@@ -16,7 +16,7 @@ import pytest
 
 from cape_hpc.io.store import read_results
 from cape_hpc.report.html import write_report
-from cape_hpc.report.sample import write_sample
+from cape_hpc.report.sample import cached_sample
 
 CHROMIUM = os.environ.get("CAPE_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -35,8 +35,8 @@ QUERIES = [
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     d = tmp_path_factory.mktemp("report")
-    h5, notes = write_sample(d / "sample.h5", n_resamples=100)
-    assert notes == [], notes
+    h5, notes = cached_sample()
+    assert notes == (), notes
     info = write_report(h5, d / "report.html")
     return h5, Path(info["path"]), info
 

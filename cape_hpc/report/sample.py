@@ -7,8 +7,10 @@ DESIGN.md (``/internals/<model>``, ``/steering/<model>/<run>``), marked ``synthe
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
+import tempfile
 import math
 import os
 from pathlib import Path
@@ -58,7 +60,32 @@ def _synthetic_steering(model: str, alpha: float, n: int, changed: int) -> dict:
                            "version": "sample"}}
 
 
-def sample_groups(notes: list[str] | None = None, *, n_resamples: int = 200) -> dict[str, Any]:
+STEER_ALPHAS = {"tiny-llama": (0.0, 2.0, 8.0), "tiny-gpt2": (2.0, 8.0)}
+
+
+def _real_model_groups() -> dict[str, Any]:
+    """Internals and steering groups from the real code on ``tiny-<arch>`` models (seconds, no weights)."""
+    from cape_hpc.internals.extract import extract_internals
+    from cape_hpc.internals.prompts import load_prompts
+    from cape_hpc.models.loading import load_model
+    from cape_hpc.steering.steer import calibrate_direction, run_steering
+
+    prompts = load_prompts().subset(16)
+    calibration = load_prompts(calibration=True).subset(16)
+    out: dict[str, Any] = {}
+    for spec, alphas in STEER_ALPHAS.items():
+        loaded = load_model(spec)
+        r = extract_internals(loaded, prompts, batch_size=8)
+        out[r.group] = r.to_store_tree()
+        direction = calibrate_direction(loaded, calibration)
+        for alpha in alphas:
+            s = run_steering(loaded, calibration, prompts.subset(6), alpha=alpha, max_new_tokens=4, batch_size=6,
+                             direction=direction)
+            out[s.group] = s.to_store_tree()
+    return out
+
+
+def sample_groups(notes: list[str] | None = None, *, n_resamples: int = 200, real_models: bool = True) -> dict[str, Any]:
     """{group path: result} for a small results file (see module doc)."""
     import pandas as pd
 
@@ -91,7 +118,13 @@ def sample_groups(notes: list[str] | None = None, *, n_resamples: int = 200) -> 
     groups["/dynamics/linear"] = _try("dynamics", lambda: importlib.import_module("cape_hpc.dynamics.discovery").discover(
         full, train=("Pythia",), holdout=("OPT",), model="linear", n_resamples=20, seed=4), notes)
     groups = {k: v for k, v in groups.items() if v is not None}
-    # model internals and steering: synthetic unless a producer exists (the real ones need weights)
+    # model internals and steering: the real producers on two tiny random-weight models (offline),
+    # synthetic trees in the same layout if those producers are missing from this checkout
+    if real_models:
+        real = _try("internals/steering on tiny models", lambda: _real_model_groups(), notes)
+        if real is not None:
+            groups.update(real)
+            return groups
     groups["/internals/tiny-llama"] = _synthetic_internals("tiny-llama", 6, 4, 11)
     groups["/internals/tiny-gpt2"] = _synthetic_internals("tiny-gpt2", 4, 2, 12)
     for model, runs in {"tiny-llama": [(0.0, 8, 0), (4.0, 8, 3), (8.0, 8, 6)],
@@ -102,10 +135,19 @@ def sample_groups(notes: list[str] | None = None, *, n_resamples: int = 200) -> 
     return groups
 
 
-def write_sample(path: str | os.PathLike, *, force: bool = True, n_resamples: int = 200) -> tuple[Path, list[str]]:
+def write_sample(path: str | os.PathLike, *, force: bool = True, n_resamples: int = 200,
+                 real_models: bool = True) -> tuple[Path, list[str]]:
     """Write the sample results file; returns (path, notes on groups that could not be produced)."""
     from cape_hpc.io.store import write_results
 
     notes: list[str] = []
-    groups = sample_groups(notes, n_resamples=n_resamples)
+    groups = sample_groups(notes, n_resamples=n_resamples, real_models=real_models)
     return write_results(path, groups, force=force), notes
+
+
+@functools.lru_cache(maxsize=None)
+def cached_sample(n_resamples: int = 100) -> tuple[str, tuple[str, ...]]:
+    """One sample file per process (the tests of figures and of the report share it)."""
+    d = tempfile.mkdtemp(prefix="cape-report-sample-")
+    path, notes = write_sample(Path(d) / "sample.h5", n_resamples=n_resamples)
+    return str(path), tuple(notes)
