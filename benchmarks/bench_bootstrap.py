@@ -191,9 +191,10 @@ def test_bootstrap_engine(benchmark, request, case, R):
     if not lines:
         lines.append((SUITE, f"table: {info['table']}; numba threads: {threads}; baselines timed on "
                              f"{BASELINE_R} resamples (best of 3) and scaled linearly; timings on a "
-                             f"shared, noisy 2-core machine"))
+                             f"shared, noisy 2-core machine; % peak is against "
+                             f"{MACHINE_GFLOPS_PER_THREAD:g} GFLOP/s per thread (NOTES.md matmul)"))
         lines.append((SUITE, f"{'statistic':<14} {'R':>7} {'numba s':>9} {'numpy s':>9} {'scipy s':>9} "
-                             f"{'x numpy':>8} {'x scipy':>8} {'ns/res':>7} {'GFLOP/s':>8} {'valid':>7}"))
+                             f"{'x numpy':>8} {'x scipy':>8} {'ns/res':>7} {'GFLOP/s':>8} {'% peak':>7} {'valid':>7}"))
     lines.append((SUITE, f"{case:<14} {R:>7} {t_numba:>9.4f} {t_np:>9.2f} {t_sp:>9.2f} "
                          f"{t_np / t_numba:>8.0f} {t_sp / t_numba:>8.0f} {t_numba / R * 1e9:>7.0f} "
-                         f"{gflops:>8.2f} {res.n_valid:>7}"))
+                         f"{gflops:>8.2f} {100 * info['fraction_of_machine_peak']:>7.1f} {res.n_valid:>7}"))

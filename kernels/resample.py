@@ -16,8 +16,10 @@ mix.  Unstratified is the one-stratum case.
 Statistics over resamples
 -------------------------
 Each statistic has two entry points: ``*_batch(..., idx[R, m])`` on a given index matrix, and the
-fused ``*_boot(..., strata, n_resamples, seed, start=)`` that draws the indices in registers while it
-accumulates (no index matrix in memory; bit-identical to ``*_batch`` on ``resample_indices``).
+fused ``*_boot(..., strata, n_resamples, seed, start=)`` that draws each resample's indices into a
+per-thread scratch row (a vectorised loop: draw j's state is key_r + (j+1) GOLDEN in closed form)
+and sums its features at once: no index matrix in memory, bit-identical to ``*_batch`` on
+``resample_indices``.  Resamples go to threads in blocks of BLOCK, scheduled dynamically.
 Both statistics reduce each resample to a few running sums over its rows (no eigendecomposition,
 no per-resample allocation): every row's features are precomputed once, and a resample adds up
 ``n`` feature rows, then finishes in O(p^2) (or O(1)) work.
@@ -309,7 +311,7 @@ def participation_ratio_boot(X, strata, n_resamples: int, seed: int, *, corr: bo
                              start: int = 0) -> np.ndarray:
     """Fused resample + d_eff: bit-identical to ``participation_ratio_batch(X,
     resample_indices(strata, n_resamples, seed, n=len(X), start=start), corr)`` without
-    materialising the index matrix (the draws are made in registers)."""
+    materialising the index matrix (each resample's draws go to a per-thread scratch row)."""
     F, p, iu, ku = _pr_features(X)
     members, gstart, gsize = strata_layout(strata, F.shape[0])
     R, start = _check_stream(n_resamples, start)
