@@ -14,7 +14,8 @@ chunks of ``chunk`` resamples, so memory stays bounded at 100,000 resamples.
 Statistics are either
 
 * a Python callable ``f(idx: int64[n]) -> float`` (NaN = invalid fit; ``numpy.linalg.LinAlgError``
-  is also counted as invalid), evaluated one resample at a time, or
+  is also counted as invalid), evaluated one resample at a time (for BCa's jackknife it is also
+  called with the n leave-one-out index arrays of length n - 1), or
 * a :class:`BatchStatistic` evaluating a whole chunk ``idx[R, n]`` at once (numba kernels):
   :class:`ParticipationRatioStatistic` (d_eff) and :class:`QuadraticNcStatistic` (log10 N_c);
   these two use the fused kernels (``cape_kernels.*_boot``) that draw the indices while they
