@@ -137,9 +137,14 @@ def print_population(r) -> None:
 
 
 def print_nc(results) -> None:
+    from cape_hpc.analysis.nc import MIN_MODELS
+
     for r in results:
         rows = []
+        small = [e.scope for e in r.estimates if e.n_models < MIN_MODELS]
         for e in r.estimates:
+            if e.n_models < MIN_MODELS:
+                continue
             b = e.bootstrap
             rows.append((e.scope, e.n_models, e.nc / 1e9, _ci(b, 0.95), _ci(b, 0.68),
                          10 ** b.median / 1e9 if not math.isnan(b.median) else math.nan,
@@ -150,6 +155,8 @@ def print_nc(results) -> None:
                            "note"],
                     title=f"N_c [{r.estimator}] pair ({r.b1}, {r.b2}); bootstrap: {opts.get('ci_method', 'none')}, "
                           f"stratify={strat}, seed={r.provenance.seed}")
+        if small:
+            print(f"fewer than {MIN_MODELS} models (no estimate): {', '.join(small)}")
 
 
 def print_deff(r) -> None:
@@ -441,16 +448,18 @@ def run_analyze(args) -> int:
     res["width"] = width_normalisation(df, b1, b2, n_permutations=args.n_permutations, seed=args.seed,
                                        families=args.families)
     res["hfield"] = h_field(df, b1, b2, group_by="family", units=args.units)
-    res["isocline"] = isocline(df, b1, b2, rule=args.rule, min_delta=args.min_delta, families=args.families)
+    # isocline and diagnose take min_delta in percentage points
+    md_points = None if args.min_delta is None else args.min_delta * (100.0 if args.units == "fraction" else 1.0)
+    res["isocline"] = isocline(df, b1, b2, rule=args.rule, min_delta=md_points, families=args.families)
     res["loss"] = loss_law(loss)
     fams = set(df["family"]) if args.families is None else set(args.families)
     if args.fixedpoint_family in fams:
-        res["fixedpoint"] = coupling_fixed_point(df, args.fixedpoint_family, b1, b2, min_delta=args.min_delta)
+        res["fixedpoint"] = coupling_fixed_point(df, args.fixedpoint_family, b1, b2, min_delta=md_points)
     if args.eigen_family in fams:
         res["eigen"] = eigen_geometry(df, args.eigen_family)
     res["frontier"] = frontier_fit(fr)
     res["frontier_hfield"] = h_field(fr, "SWE", "GPQA", group_by="lab", fit_rows=(fr["cohort"] == "main").to_numpy())
-    res["diagnose_model"] = fit_diagnose_model(df, b1, b2, min_delta=args.min_delta, rule=args.rule)
+    res["diagnose_model"] = fit_diagnose_model(df, b1, b2, min_delta=md_points, rule=args.rule)
     if args.json:
         emit_json({"analysis": res, "inputs": {k: _table_group(v) | {"table": None}
                                                for k, v in (("base", df), ("frontier", fr), ("loss", loss))}})
