@@ -864,7 +864,7 @@ def run_audit(scores: pd.DataFrame, *, frontier: pd.DataFrame | None = None, los
     outcomes = [audit_claim(ctx, c) for c in claims]
     counts: dict[str, int] = {}
     for o in outcomes:
-        key = VERDICT_ALT if o.verdict.startswith(VERDICT_ALT) else o.verdict
+        key = f"{VERDICT_ALT} an alternative" if o.verdict.startswith(VERDICT_ALT) else o.verdict
         counts[key] = counts.get(key, 0) + 1
     reg = Path(claims_path) if claims_path else default_registry()
     inputs = {"scores": str(scores.attrs.get("sha256", "")), "claims": sha256_file(reg)}
