@@ -204,9 +204,34 @@ def test_diagnose_matches_cli_json(page, report, capsys):
 
 def test_screenshot_artifact(page):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.reload()  # the fresh page: the example diagnosis, not a test's error state
+    page.wait_for_function("window.capeReport && window.capeReport.rendered >= window.capeReport.charts",
+                           timeout=60_000)
+    assert page.inner_text("#dg-phase") in ("tax", "transition", "bonus")
     page.evaluate("window.scrollTo(0, 0)")
     shot = ARTIFACTS / "report_top.png"
     page.screenshot(path=str(shot), full_page=False)
     full = ARTIFACTS / "report_full.png"
     page.screenshot(path=str(full), full_page=True)
     assert shot.stat().st_size > 10_000 and full.stat().st_size > shot.stat().st_size
+
+
+def test_reproduction_audit_table(page, report):
+    """The audit table shows every stored claim with its verdict and the alternatives tried."""
+    from cape_hpc.report.sample import AUDIT_SAMPLE
+
+    h5, _, _ = report
+    stored = read_results(h5, "/reproduce")
+    assert sorted(c["id"] for c in stored["claims"]) == sorted(AUDIT_SAMPLE)
+    rows = page.locator("#audit-table tbody tr")
+    assert rows.count() == len(stored["claims"])
+    heads = page.locator("#audit-table th").all_inner_texts()
+    assert heads[:8] == ["claim", "section", "gist", "paper", "stated method", "computed (stated method)",
+                         "verdict", "reproducing alternative"]
+    for i, c in enumerate(stored["claims"]):
+        cells = rows.nth(i).locator("td").all_inner_texts()
+        assert cells[0] == c["id"] and cells[6] == c["verdict"]
+        if c["alternative"]:
+            assert c["alternative"] in cells[7] and "MATCH" in cells[8]
+    assert page.locator("#audit-table .verdict-reproduced").count() >= 1
+    assert page.locator("#audit-table .verdict-not").count() >= 1

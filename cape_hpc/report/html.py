@@ -371,27 +371,42 @@ def group_tables(res: Results) -> list[dict]:
     return out
 
 
+AUDIT_COLUMNS = (("id", "claim"), ("section", "section"), ("gist", "gist"), ("paper", "paper"),
+                 ("method", "stated method"), ("value", "computed (stated method)"), ("verdict", "verdict"),
+                 ("alternative", "reproducing alternative"))
+
+
+def _alts(v: Any) -> str:
+    """'name: value (MATCH|no|?)' for each alternative tried."""
+    out = []
+    for a in as_records(v) if isinstance(v, list) else []:
+        m = a.get("matches")
+        mark = "MATCH" if m is True else ("no" if m is False else "?")
+        out.append(f"{a.get('name', '')}: {a.get('value', '')} ({mark})")
+    return "; ".join(out)
+
+
 def audit_table(res: Results) -> dict | None:
-    """The reproduction audit (/reproduce or /dynamics/reproduce): one row per claim."""
+    """The reproduction audit (/reproduce): one row per claim of the paper."""
     for p in ("reproduce", "dynamics/reproduce", "analysis/reproduce", "audit"):
         g = res.group(p)
         if g is None:
             continue
-        for key in ("claims", "rows", "audit", "results", "entries"):
-            recs = as_records(g.get(key))
-            if recs:
-                cols: list[str] = []
-                for r in recs:
-                    cols += [c for c in r if c not in cols]
-                return {"source": f"/{p}", "columns": cols, "rows": [[_cell(r.get(c)) for c in cols] for r in recs]}
-        # claims stored one group each
-        recs = [v for v in (g.values() if isinstance(g, dict) else []) if isinstance(v, dict) and "verdict" in v]
-        if recs:
-            flat = [{k: _cell(x) for k, x in r.items() if not isinstance(x, dict)} for r in recs]
+        recs = as_records(first(g, "claims", "rows", "audit", "results", "entries"))
+        if not recs:
+            continue
+        if all("verdict" in r for r in recs):  # an AuditResult
+            cols = [label for key, label in AUDIT_COLUMNS] + ["alternatives tried", "why (when not computed)"]
+            rows = [[_cell(r.get(key)) for key, _ in AUDIT_COLUMNS] + [_alts(r.get("alternatives_tried")),
+                                                                       _cell(r.get("reason"))] for r in recs]
+        else:
             cols = []
-            for r in flat:
+            for r in recs:
                 cols += [c for c in r if c not in cols]
-            return {"source": f"/{p}", "columns": cols, "rows": [[r.get(c) for c in cols] for r in flat]}
+            rows = [[_cell(r.get(c)) for c in cols] for r in recs]
+        counts = g.get("counts") if isinstance(g.get("counts"), dict) else {}
+        return {"source": f"/{p}", "columns": cols, "rows": rows,
+                "counts": {k: _cell(v) for k, v in counts.items()}, "registry": _cell(g.get("registry"))}
     return None
 
 

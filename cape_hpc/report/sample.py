@@ -21,6 +21,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SAMPLE_FAMILIES = ("Pythia", "OPT", "Qwen2.5", "OLMo", "Llama-2")
+# claims of data/claims.yaml with every kind of verdict (a fast subset of the audit)
+AUDIT_SAMPLE = ("cohort-models", "pythia-r-hs-tqa", "pythia-r-p", "bayes-factor", "nc-gpt-neo", "nc-qwen3-none",
+                "near-1b-gamma", "loss-invariant", "opt-13b-coupling", "isocline-opt")
 
 
 def _try(name: str, fn: Callable[[], Any], notes: list[str]) -> Any:
@@ -117,6 +120,9 @@ def sample_groups(notes: list[str] | None = None, *, n_resamples: int = 200, rea
                                               notes)
     groups["/dynamics/linear"] = _try("dynamics", lambda: importlib.import_module("cape_hpc.dynamics.discovery").discover(
         full, train=("Pythia",), holdout=("OPT",), model="linear", n_resamples=20, seed=4), notes)
+    groups["/reproduce"] = _try("reproduce", lambda: importlib.import_module("cape_hpc.analysis.reproduce").run_audit(
+        full, frontier=load_frontier(), loss=importlib.import_module("cape_hpc.io.scores").load_loss(),
+        n_resamples=50, seed=0, only=list(AUDIT_SAMPLE)), notes)
     groups = {k: v for k, v in groups.items() if v is not None}
     # model internals and steering: the real producers on two tiny random-weight models (offline),
     # synthetic trees in the same layout if those producers are missing from this checkout

@@ -130,7 +130,7 @@
   /* "7B", "125M", "1.5e9", "70 000 000" -> parameters */
   function parseN(text) {
     var t = String(text).trim().replace(/[\s_,]/g, "");
-    var m = /^([0-9.]+(?:e[+-]?\d+)?)([kmbt]?)$/i.exec(t);
+    var m = /^([+-]?[0-9.]+(?:e[+-]?\d+)?)([kmbt]?)$/i.exec(t);
     if (!m) return NaN;
     var mult = { "": 1, k: 1e3, m: 1e6, b: 1e9, t: 1e12 }[m[2].toLowerCase()];
     return Number(m[1]) * mult;

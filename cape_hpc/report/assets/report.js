@@ -39,8 +39,9 @@
         if (typeof v === "number") td.className = "num";
         if (opts.verdictCol === i && typeof v === "string") {
           var s = v.toLowerCase();
-          td.className = s.indexOf("not") >= 0 ? "verdict-not" : (s.indexOf("alt") >= 0 || s.indexOf("only") >= 0)
-            ? "verdict-alternative" : (s.indexOf("reproduced") >= 0 ? "verdict-reproduced" : "");
+          td.className = s.indexOf("not reproduced") === 0 ? "verdict-not"
+            : (s.indexOf("reproduced only") === 0 ? "verdict-alternative"
+            : (s.indexOf("reproduced") === 0 ? "verdict-reproduced" : "verdict-other"));
         }
         tr.appendChild(td);
       });
@@ -100,10 +101,13 @@
   var audit = document.getElementById("audit-table");
   if (DATA.audit) {
     var vc = DATA.audit.columns.indexOf("verdict");
-    audit.appendChild(el("div", { class: "src", text: "from " + DATA.audit.source }));
+    var counts = DATA.audit.counts || {};
+    audit.appendChild(el("div", { class: "src", text: "from " + DATA.audit.source +
+      (DATA.audit.registry ? " (claims registry " + DATA.audit.registry + ")" : "") + ". Verdicts: " +
+      Object.keys(counts).map(function (k) { return k + " " + counts[k]; }).join(", ") }));
     audit.appendChild(table(DATA.audit.columns, DATA.audit.rows, { verdictCol: vc }));
   } else {
-    audit.appendChild(el("p", { class: "skips", text: "No reproduction audit in this file (run `cape reproduce --out` to add /reproduce)." }));
+    audit.appendChild(el("p", { class: "skips", id: "audit-missing", text: "No reproduction audit in this file (no /reproduce group: run `cape reproduce --out` to add it)." }));
   }
 
   /* provenance */
