@@ -193,3 +193,13 @@ def test_same_result_at_1_and_2_threads():
         assert out[1] == out[2]
     finally:
         numba.set_num_threads(old)
+
+
+def test_gamma_fit_extrapolation_flag_and_explicit_window():
+    df = load_scores()
+    free = estimate_nc(df, "gamma-fit", families=["Pythia", "OPT"], bootstrap=False).by_scope()
+    assert free["Pythia"].extrapolated and free["Pythia"].log10_nc > 12   # a shallow line crosses zero far out
+    assert not free["OPT"].extrapolated
+    win = estimate_nc(df, "gamma-fit", families=["Pythia", "OPT"], bootstrap=False, window=(7.5, 11.5)).by_scope()
+    assert math.isnan(win["Pythia"].log10_nc) and "outside window" in win["Pythia"].reason
+    assert win["OPT"].log10_nc == free["OPT"].log10_nc

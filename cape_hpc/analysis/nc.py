@@ -13,7 +13,9 @@ Estimators (x = log10 N; results are reported as log10 N_c and N_c):
 ``gamma-fit``
     Least squares gamma = g0 * (x_mid - log N_c) over the defined intervals (a line in x_mid);
     log N_c = -intercept / slope.  Choice: valid only when g0 > 0 (gamma rises through zero, the
-    tax-to-bonus direction that defines N_c) and there are >= 2 intervals with distinct x_mid.
+    tax-to-bonus direction that defines N_c) and there are >= 2 intervals with distinct x_mid.  The
+    zero crossing may lie far outside the data (a shallow line): it is then flagged ``extrapolated``,
+    and an explicit ``window`` makes such fits invalid, as for the quadratic.
 ``quadratic``
     B2 = a x^2 + b x + c over the models (x = log10 N); log N_c = -b / (2a), valid only when a > 0
     and the vertex lies inside the window (default: the log N range of the models fitted; the same
@@ -91,7 +93,7 @@ def _sign_change(pos, fam, logn, b1, b2, min_delta):
 
 
 @njit(cache=True)
-def _gamma_fit(pos, fam, logn, b1, b2, min_delta):
+def _gamma_fit(pos, fam, logn, b1, b2, min_delta, lo, hi):
     xs, gs, ln = _defined_intervals(pos, fam, logn, b1, b2, min_delta)
     n = len(xs)
     if n < 2:
@@ -108,11 +110,14 @@ def _gamma_fit(pos, fam, logn, b1, b2, min_delta):
     slope = sxy / sxx
     if not slope > 0:
         return np.nan
-    return xm - gm / slope
+    v = xm - gm / slope
+    if v < lo or v > hi:
+        return np.nan
+    return v
 
 
 @njit(cache=True, parallel=True)
-def _batch(kind, idx, fam, logn, b1, b2, min_delta):
+def _batch(kind, idx, fam, logn, b1, b2, min_delta, lo, hi):
     r_count = idx.shape[0]
     out = np.empty(r_count)
     for r in prange(r_count):
@@ -120,7 +125,7 @@ def _batch(kind, idx, fam, logn, b1, b2, min_delta):
         if kind == 0:
             out[r] = _sign_change(pos, fam, logn, b1, b2, min_delta)
         else:
-            out[r] = _gamma_fit(pos, fam, logn, b1, b2, min_delta)
+            out[r] = _gamma_fit(pos, fam, logn, b1, b2, min_delta, lo, hi)
     return out
 
 
@@ -146,7 +151,8 @@ class NcStatistic(BatchStatistic):
     original data and ``jackknife()`` the leave-one-out values (for BCa).
     """
 
-    def __init__(self, estimator: str, fam, logn, b1, b2, min_delta: float, lo: float, hi: float):
+    def __init__(self, estimator: str, fam, logn, b1, b2, min_delta: float, lo: float, hi: float,
+                 gamma_fit_window: bool = False):
         self.estimator = estimator
         self.fam = np.ascontiguousarray(fam, dtype=np.int64)
         self.logn = np.ascontiguousarray(logn, dtype=np.float64)
@@ -154,6 +160,9 @@ class NcStatistic(BatchStatistic):
         self.b2 = np.ascontiguousarray(b2, dtype=np.float64)
         self.min_delta = float(min_delta)
         self.lo, self.hi = float(lo), float(hi)
+        # gamma-fit ignores the window unless one was asked for explicitly
+        self.glo, self.ghi = (self.lo, self.hi) if gamma_fit_window else (-np.inf, np.inf)
+        self.data_range = (float(self.logn.min()), float(self.logn.max())) if len(self.logn) else (math.nan, math.nan)
         self.n = len(self.logn)
         self.name = f"nc_{estimator}"
 
@@ -162,7 +171,7 @@ class NcStatistic(BatchStatistic):
         if self.estimator == "sign-change":
             return float(_sign_change(pos, self.fam, self.logn, self.b1, self.b2, self.min_delta))
         if self.estimator == "gamma-fit":
-            return float(_gamma_fit(pos, self.fam, self.logn, self.b1, self.b2, self.min_delta))
+            return float(_gamma_fit(pos, self.fam, self.logn, self.b1, self.b2, self.min_delta, self.glo, self.ghi))
         return float(self.batch(pos[None, :])[0])
 
     __call__ = _one
@@ -178,7 +187,7 @@ class NcStatistic(BatchStatistic):
             return np.asarray(cape_kernels.quadratic_nc_batch(self.logn, self.b2, idx, self.lo, self.hi),
                               dtype=np.float64)
         kind = 0 if self.estimator == "sign-change" else 1
-        return _batch(kind, idx, self.fam, self.logn, self.b1, self.b2, self.min_delta)
+        return _batch(kind, idx, self.fam, self.logn, self.b1, self.b2, self.min_delta, self.glo, self.ghi)
 
     def jackknife(self) -> np.ndarray:
         allpos = np.arange(self.n)
@@ -198,7 +207,8 @@ class NcEstimate:
     a: float                   # quadratic coefficients (NaN otherwise)
     b: float
     c: float
-    window: list[float]        # quadratic validity window in log10 N
+    window: list[float]        # validity window in log10 N (quadratic; gamma-fit only when given)
+    extrapolated: bool         # log10_nc lies outside the scope's log N range
     bootstrap: BootSummary     # log10 N_c distribution (median NaN when not run)
 
 
@@ -256,15 +266,18 @@ def _estimate(scope: str, estimator: str, stat: NcStatistic, strata, boot: dict 
                 g0 = float(np.polyfit(xs, gs, 1)[0])
             if math.isnan(value):
                 reason = (f"{len(xs)} defined interval(s) < 2" if len(xs) < 2 else
-                          f"g0 = {g0:.4g} <= 0 (gamma does not rise through zero)")
+                          f"g0 = {g0:.4g} <= 0 (gamma does not rise through zero)" if not g0 > 0 else
+                          f"zero crossing outside window [{stat.lo:.3f}, {stat.hi:.3f}]")
         elif math.isnan(value):
             reason = _no_change_reason(stat)
     summary = empty_summary(boot["levels"] if boot else DEFAULT_LEVELS)
     if boot and n >= MIN_MODELS:
         summary = run_bootstrap(stat, n, strata=strata, n_resamples=boot["n_resamples"], seed=boot["seed"],
                                 levels=boot["levels"], method=boot["ci_method"], progress=boot["progress"])
+    dlo, dhi = stat.data_range
+    extrap = bool(not math.isnan(value) and not dlo <= value <= dhi)
     return NcEstimate(scope, estimator, n, n_int, float(value), 10.0 ** value if not math.isnan(value) else nan,
-                      reason, g0, a, b, c, [stat.lo, stat.hi], summary)
+                      reason, g0, a, b, c, [stat.lo, stat.hi], extrap, summary)
 
 
 def estimate_nc(df: pd.DataFrame, estimator: str = "quadratic", families=None, pooled: bool = False, *,
@@ -274,7 +287,8 @@ def estimate_nc(df: pd.DataFrame, estimator: str = "quadratic", families=None, p
                 levels=DEFAULT_LEVELS, progress: bool = False) -> NcResult:
     """N_c by one estimator, per family (default) or over the pooled families.
 
-    ``window`` (log10 N lo, hi) bounds the quadratic vertex; default the fitted models' log N range.
+    ``window`` (log10 N lo, hi) bounds the quadratic vertex (default: the fitted models' log N range)
+    and, when given, the gamma-fit zero crossing too.
     ``stratify`` applies to the pooled bootstrap (per-family bootstraps resample within the family).
     """
     check_choice("estimator", estimator, ESTIMATORS)
@@ -299,7 +313,7 @@ def estimate_nc(df: pd.DataFrame, estimator: str = "quadratic", families=None, p
     for scope, members in scopes:
         g, fam, logn, v1, v2 = _scope_arrays(sub, members, b1, b2, scale)
         lo, hi = window if window is not None else ((logn.min(), logn.max()) if len(logn) else (math.nan, math.nan))
-        stat = NcStatistic(estimator, fam, logn, v1, v2, min_delta, lo, hi)
+        stat = NcStatistic(estimator, fam, logn, v1, v2, min_delta, lo, hi, gamma_fit_window=window is not None)
         strata = fam if (pooled and stratify) else None
         estimates.append(_estimate(scope, estimator, stat, strata, boot))
     opts = {"estimator": estimator, "b1": b1, "b2": b2, "pooled": bool(pooled), "units": units,

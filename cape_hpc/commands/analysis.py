@@ -148,7 +148,8 @@ def print_nc(results) -> None:
             b = e.bootstrap
             rows.append((e.scope, e.n_models, e.nc / 1e9, _ci(b, 0.95), _ci(b, 0.68),
                          10 ** b.median / 1e9 if not math.isnan(b.median) else math.nan,
-                         f"{b.n_valid}/{b.n_resamples}" if b.n_resamples else "-", e.reason))
+                         f"{b.n_valid}/{b.n_resamples}" if b.n_resamples else "-",
+                         e.reason or ("extrapolated: outside the data's N range" if e.extrapolated else "")))
         opts = r.provenance.options
         strat = opts.get("stratify", "-")
         print_table(rows, ["scope", "models", "N_c (B)", "95% CI (B)", "68% CI (B)", "boot median (B)", "valid",
