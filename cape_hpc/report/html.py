@@ -191,14 +191,15 @@ def chart_dynamics(d: dict) -> list[tuple[str, dict]]:
         A, P = np.asarray(tr["actual"], float), np.asarray(tr["predicted"], float)
         traces = []
         for j, b in enumerate(tr["benchmarks"]):
+            c = PALETTE[j % len(PALETTE)]
             traces.append({"type": "scatter", "mode": "markers", "name": f"{b} actual", "x": tr["x"],
-                           "y": A[:, j].tolist(), "legendgroup": b})
+                           "y": A[:, j].tolist(), "legendgroup": b, "marker": {"color": c, "size": 8}})
             traces.append({"type": "scatter", "mode": "lines", "name": f"{b} ODE", "x": tr["x"],
-                           "y": P[:, j].tolist(), "legendgroup": b})
+                           "y": P[:, j].tolist(), "legendgroup": b, "line": {"color": c}})
             for deg, Bp in (tr.get("baselines") or {}).items():  # click the legend to show a baseline
                 traces.append({"type": "scatter", "mode": "lines", "name": f"{b} {deg}", "x": tr["x"],
                                "y": np.asarray(Bp, float)[:, j].tolist(), "legendgroup": b, "visible": "legendonly",
-                               "line": {"dash": "dot"}})
+                               "line": {"dash": "dot", "color": c}})
         out.append((f"dynamics: {tr['label']}", {"data": traces, "layout": _layout(
             f"Holdout prediction: {tr['label']}", "log10 N", "score (%)")}))
     if d["errors"]:
@@ -221,8 +222,9 @@ def chart_internals(m: dict) -> list[tuple[str, dict]]:
     if len(m["layer_competing_fraction"]) == len(L):
         traces.append({"type": "scatter", "mode": "lines", "name": "fraction < -0.5", "x": L,
                        "y": m["layer_competing_fraction"], "line": {"dash": "dot"}})
-    out = [(f"internals: {m['model']} layers", {"data": traces, "layout": _layout(
-        f"{m['model']}: per-layer coupling", "layer", "coupling")})]
+    lay = _layout(f"{m['model']}: per-layer coupling", "layer", "coupling")
+    lay["xaxis"]["dtick"] = 1 if len(L) <= 40 else None
+    out = [(f"internals: {m['model']} layers", {"data": traces, "layout": lay})]
     if m["head_coupling"] is not None:
         H = np.asarray(m["head_coupling"], float)
         lim = float(np.nanmax(np.abs(H))) if np.isfinite(H).any() else 1.0
@@ -230,7 +232,9 @@ def chart_internals(m: dict) -> list[tuple[str, dict]]:
             "type": "heatmap", "z": H.T.tolist(), "x": L, "y": list(range(H.shape[1])), "colorscale": "RdBu",
             "zmin": -lim, "zmax": lim, "colorbar": {"title": {"text": "cos"}},
             "hovertemplate": "layer %{x}, head %{y}: %{z:.3f}<extra></extra>"}],
-            "layout": _layout(f"{m['model']}: per-head coupling", "layer", "head")}))
+            "layout": _layout(f"{m['model']}: per-head coupling", "layer", "head",
+                              xaxis={"title": {"text": "layer"}, "dtick": 1 if len(L) <= 40 else None},
+                              yaxis={"title": {"text": "head"}, "dtick": 1 if H.shape[1] <= 40 else None})}))
     return out
 
 
