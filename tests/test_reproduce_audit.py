@@ -1,0 +1,154 @@
+"""The reproduction audit really computes: altered data change the affected verdicts."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from cape_hpc.analysis.reproduce import (VERDICT_ALT, VERDICT_DATA, VERDICT_INTERNALS, VERDICT_METHOD, VERDICT_NO,
+                                         VERDICT_OK, Partial, load_claims, match, parse_target, run_audit)
+from cape_hpc.cli import main
+from cape_hpc.errors import DataError
+from cape_hpc.io.scores import DATA_DIR, load_frontier, load_loss, load_scores
+
+CLAIMS = ["pythia-r-hs-tqa", "frontier-r", "frontier-line", "isocline-opt", "width-pythia", "loss-r2",
+          "olmo-gamma-zero", "competing-heads", "bayes-factor", "nc-qwen3-none", "competing-heads-wilson",
+          "sign-flip-families"]
+
+
+def _rewrite(src, dst, edit):
+    with open(src, newline="") as f:
+        rows = list(csv.DictReader(f))
+    fields = list(rows[0].keys())
+    for r in rows:
+        edit(r)
+    with open(dst, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    return dst
+
+
+def _verdicts(res):
+    return {c.id: c.verdict for c in res.claims}
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return run_audit(load_scores(), frontier=load_frontier(), loss=load_loss(), only=CLAIMS, n_resamples=50)
+
+
+def test_registry_loads_and_every_claim_has_a_computation():
+    claims = load_claims()
+    assert len(claims) >= 60
+    assert len({c.id for c in claims}) == len(claims)
+    for c in claims:
+        for p in (c.paper if isinstance(c.paper, list) else [c.paper]):
+            parse_target(p, c.tolerance)
+
+
+def test_shipped_verdicts(shipped):
+    v = _verdicts(shipped)
+    assert v["pythia-r-hs-tqa"] == VERDICT_OK
+    assert v["frontier-r"] == VERDICT_OK
+    assert v["isocline-opt"].startswith(VERDICT_ALT) and "reversed" in v["isocline-opt"]
+    assert v["olmo-gamma-zero"] == VERDICT_NO
+    assert v["competing-heads"] == VERDICT_INTERNALS
+    assert v["bayes-factor"] == VERDICT_METHOD
+    assert v["nc-qwen3-none"] == VERDICT_DATA
+    assert v["sign-flip-families"] == VERDICT_NO  # even the missing families could not make 14
+    # the stated value is the computed one, independently: numpy's Pearson r
+    df = load_scores()
+    py = df[df.family == "Pythia"]
+    c = {c.id: c for c in shipped.claims}["pythia-r-hs-tqa"]
+    assert float(c.value) == pytest.approx(np.corrcoef(py.HS, py.TQA)[0, 1], abs=5e-5)
+
+
+def test_altered_data_change_the_affected_verdicts(tmp_path, shipped):
+    # Pythia TQA flattened upward, OLMo-7B TQA set equal to OLMo-1B, an OPT model moved,
+    # frontier GPQA scrambled: the affected claims must flip, the others must not.
+    def edit_scores(r):
+        if r["family"] == "Pythia":
+            r["TQA"] = f"{30 + 0.2 * float(r['HS']):.2f}"
+        if r["model"] == "OLMo-7B":
+            r["TQA"] = "36.4"
+        if r["model"] == "OPT-350M":
+            r["TQA"] = "47.0"
+
+    rng = np.random.default_rng(0)
+
+    def edit_frontier(r):
+        r["GPQA"] = f"{rng.uniform(30, 95):.1f}"
+
+    scores = _rewrite(DATA_DIR / "base_models.csv", tmp_path / "scores.csv", edit_scores)
+    frontier = _rewrite(DATA_DIR / "frontier.csv", tmp_path / "frontier.csv", edit_frontier)
+    res = run_audit(load_scores(scores), frontier=load_frontier(frontier), loss=load_loss(), only=CLAIMS,
+                    n_resamples=50)
+    before, after = _verdicts(shipped), _verdicts(res)
+    assert before["pythia-r-hs-tqa"] == VERDICT_OK and after["pythia-r-hs-tqa"] == VERDICT_NO
+    assert before["width-pythia"] == VERDICT_OK and after["width-pythia"] != VERDICT_OK
+    assert before["frontier-r"] == VERDICT_OK and after["frontier-r"] == VERDICT_NO
+    assert before["frontier-line"] == VERDICT_OK and after["frontier-line"] == VERDICT_NO
+    assert before["olmo-gamma-zero"] == VERDICT_NO and after["olmo-gamma-zero"] == VERDICT_OK
+    assert after["isocline-opt"] != before["isocline-opt"]
+    for unaffected in ("loss-r2", "competing-heads", "bayes-factor", "competing-heads-wilson"):
+        assert after[unaffected] == before[unaffected]
+
+
+def test_cli_reproduce_json_and_store(tmp_path):
+    out = tmp_path / "r.h5"
+    rc = main(["reproduce", "--claim", "pythia-r-hs-tqa,frontier-r", "--n-resamples", "20", "--out", str(out),
+               "--json"])
+    assert rc == 0 and out.exists()
+    from cape_hpc.io.store import read_results
+    tree = read_results(out, "/reproduce")
+    assert {c["id"] for c in tree["claims"]} == {"pythia-r-hs-tqa", "frontier-r"}
+    assert main(["reproduce", "--claim", "no-such-claim"]) == 2
+
+
+def test_engine_on_a_registry_of_its_own(tmp_path):
+    """A tiny registry: stated method matches / only an alternative matches / neither."""
+    reg = tmp_path / "claims.yaml"
+    reg.write_text("""
+claims:
+  - id: a
+    gist: g
+    paper: "-0.989"
+    method: m
+    compute: {fn: pearson, args: {families: [Pythia]}}
+  - id: b
+    gist: g
+    paper: "-0.950"
+    method: m
+    compute: {fn: pearson, args: {families: [Pythia], stat: rho}}
+    alternatives:
+      - {name: "Pearson instead", args: {stat: r}}
+      - {name: "GPT-Neo", args: {families: [GPT-Neo], stat: r}}
+  - id: c
+    gist: g
+    paper: "0.5"
+    method: m
+    compute: {fn: pearson, args: {families: [Pythia]}}
+""")
+    res = run_audit(load_scores(), claims_path=reg)
+    v = _verdicts(res)
+    assert v["a"] == VERDICT_OK
+    assert v["b"] == f"{VERDICT_ALT} GPT-Neo"
+    assert v["c"] == VERDICT_NO
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("claims:\n  - {id: x, gist: g, paper: '1', method: m, compute: {fn: nope}}\n")
+    with pytest.raises(DataError, match="unknown compute fn"):
+        load_claims(bad)
+
+
+def test_targets_and_tolerance():
+    t = parse_target("-0.989")
+    assert t.tol == pytest.approx(0.0005)
+    assert match([t], -0.9886) and not match([t], -0.9896)
+    assert parse_target("3.5").tol == pytest.approx(0.05) and parse_target("14").tol == 0.5
+    assert match([parse_target("<1e-5")], 3e-6) and not match([parse_target("<1e-5")], 2e-5)
+    assert match([parse_target("6/7")], (6, 7)) and not match([parse_target("6/7")], (1, 7))
+    assert match([parse_target("true")], True) and not match([parse_target("true")], False)
+    assert match([parse_target("14")], Partial(6, 11, ["x"])) is False
+    assert match([parse_target("10")], Partial(6, 11, ["x"])) is None
+    assert not match([parse_target("1.0")], float("nan"))
