@@ -62,6 +62,7 @@ class ModelRun:
     error: str | None = None
     shard: str | None = None
     note: str | None = None
+    load_seconds: float | None = None   # from the work function's info (model loading)
 
 
 @dataclass
@@ -318,6 +319,7 @@ def run_one(entry: ModelEntry, job: JobSpec, out_dir: Path, work: Callable, *, f
             sh._failpoint("after_work", entry.name)
         finally:
             term.in_compute = False
+        run.load_seconds = (tree.get("info") or {}).get("load_seconds")
         outcome, path = sh.write_shard(out_dir, entry, want, tree, force=force or st.status == "complete",
                                        info={**(tree.get("info") or {}), "run_id": run_id, "rank": rank,
                                              "host": sh.HOST})
@@ -345,7 +347,8 @@ def run_one(entry: ModelEntry, job: JobSpec, out_dir: Path, work: Callable, *, f
 def _record(out_dir: Path, run: ModelRun, run_id: str) -> None:
     with sh.locked_manifest(out_dir) as man:
         prev = man["models"].get(run.model, {})
-        entry = {"status": run.status, "seconds": round(run.seconds, 3), "rank": run.rank,
+        entry = {"status": run.status, "seconds": round(run.seconds, 3), "load_seconds": run.load_seconds,
+                 "rank": run.rank,
                  "host": run.host, "error": run.error, "note": run.note, "shard": run.shard,
                  "run_id": run_id, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         if run.status == "skipped" and prev.get("status") == "done":

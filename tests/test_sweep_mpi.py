@@ -1,0 +1,127 @@
+"""Sweep with real models: `mpiexec -n 2 cape sweep jobs/smoke.yaml`, SIGKILL of a rank with real
+tiny models (rerun == uninterrupted run), and an unloadable model id."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from cape_hpc.io.store import read_results
+from cape_hpc.sweep import shards as sh
+
+REPO = Path(__file__).resolve().parents[1]
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+CAPE = [sys.executable, "-m", "cape_hpc.cli"]
+CODE_VERSION = sh.shard_code_version()
+
+pytestmark = pytest.mark.skipif(not MPIEXEC.exists(), reason="the venv has no mpiexec (pip install mpich)")
+
+
+def env(**extra) -> dict:
+    e = {k: v for k, v in os.environ.items() if k != "CAPE_SWEEP_FAILPOINT"}
+    e.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", CAPE_SWEEP_CODE_VERSION=CODE_VERSION,
+             OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    e.update(extra)
+    return e
+
+
+def float_arrays(tree, prefix=""):
+    """Every float dataset of a tree (provenance attributes such as the git commit excluded)."""
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            yield from float_arrays(v, f"{prefix}/{k}")
+        elif isinstance(v, np.ndarray) and v.dtype.kind == "f":
+            yield f"{prefix}/{k}", v
+
+
+def test_mpiexec_two_ranks_smoke(tmp_path):
+    out = tmp_path / "smoke"
+    r = subprocess.run([str(MPIEXEC), "-n", "2"] + CAPE + ["sweep", str(REPO / "jobs" / "smoke.yaml"), "--out-dir",
+                       str(out), "--json", "--merge", str(tmp_path / "smoke.h5")],
+                       capture_output=True, text=True, env=env(), timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    assert res["ranks"] == 2 and len(res["models"]) == 8
+    assert all(m["status"] == "done" for m in res["models"]), res["models"]
+    assert {m["rank"] for m in res["models"]} == {0, 1}, "both ranks must have computed models"
+    # largest first: the two real models go out first, one to each rank
+    real = {m["model"]: m["rank"] for m in res["models"] if m["model"] in ("gemma3-270m", "smollm2-135m")}
+    assert sorted(real.values()) == [0, 1]
+    tree = read_results(tmp_path / "smoke.h5")
+    # layer counts from the models' configs (NOTES.md): SmolLM2-135M 30, Gemma-3-270M 18, tiny 3
+    for name, n_layers in (("smollm2-135m", 30), ("gemma3-270m", 18), ("tiny-llama", 3)):
+        g = tree["internals"][name]
+        assert g["layer_coupling"].shape == (n_layers,) and np.isfinite(g["layer_coupling"]).all()
+        assert np.all(np.abs(g["layer_coupling"]) <= 1 + 1e-6)
+    # a tiny model's numbers equal a direct, unsharded extraction
+    from cape_hpc.internals import extract_internals, load_prompts
+    from cape_hpc.models import load_model
+
+    direct = extract_internals(load_model("tiny-opt"), load_prompts().subset(16), batch_size=8).to_store_tree()
+    got = dict(float_arrays(tree["internals"]["tiny-opt"]))
+    ref = dict(float_arrays(direct))
+    assert got.keys() == ref.keys() and len(got) >= 5
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_rank_sigkilled_mid_model_real_models(tmp_path):
+    job = REPO / "jobs" / "smoke_tiny.yaml"
+    ref = subprocess.run([str(MPIEXEC), "-n", "2"] + CAPE + ["sweep", str(job), "--out-dir", str(tmp_path / "ref")],
+                         capture_output=True, text=True, env=env(), timeout=300)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    out = tmp_path / "out"
+    r = subprocess.run([str(MPIEXEC), "-n", "2"] + CAPE + ["sweep", str(job), "--out-dir", str(out)],
+                       capture_output=True, text=True, env=env(CAPE_SWEEP_FAILPOINT="after_work:tiny-opt"),
+                       timeout=300)
+    assert r.returncode != 0
+    assert not sh.shard_path(out, "tiny-opt").exists()
+    for p in (out / "shards").glob("[!.]*.h5"):
+        assert sh.inspect_shard(p).status == "complete"
+    r2 = subprocess.run([str(MPIEXEC), "-n", "2"] + CAPE + ["sweep", str(job), "--out-dir", str(out), "--json"],
+                        capture_output=True, text=True, env=env(), timeout=300)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert {m["model"]: m["status"] for m in json.loads(r2.stdout)["models"]}["tiny-opt"] == "done"
+    merged = {}
+    for name in ("ref", "out"):
+        m = subprocess.run(CAPE + ["merge", str(tmp_path / name), "-o", str(tmp_path / f"{name}.h5")],
+                           capture_output=True, text=True, env=env())
+        assert m.returncode == 0, m.stderr
+        merged[name] = read_results(tmp_path / f"{name}.h5")
+    assert sorted(merged["out"]["internals"]) == sorted(merged["ref"]["internals"]) == \
+        ["tiny-gpt_neox", "tiny-llama", "tiny-opt", "tiny-qwen2"]
+    for model in merged["ref"]["internals"]:
+        a = dict(float_arrays(merged["ref"]["internals"][model]))
+        b = dict(float_arrays(merged["out"]["internals"][model]))
+        assert a.keys() == b.keys()
+        for k in a:  # same code, same inputs, one thread per rank: bit-identical
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{model}{k}")
+    with h5py.File(tmp_path / "ref.h5") as fa, h5py.File(tmp_path / "out.h5") as fb:
+        assert list(fa["sweep/models/provenance_sha256"].asstr()) == list(fb["sweep/models/provenance_sha256"].asstr())
+
+
+def test_unloadable_model_recorded_others_complete(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(f"""
+name: bad
+output_dir: {tmp_path / 'out'}
+prompts: {{max_prompts: 4}}
+models:
+  - {{id: no-such-org/no-such-model-xyz, name: ghost, params: 7e9}}
+  - {{id: tiny-llama, params: 1.3e5}}
+  - {{id: tiny-gpt2, params: 1.3e5}}
+""")
+    r = subprocess.run(CAPE + ["sweep", str(job), "--json"], capture_output=True, text=True, env=env(), timeout=300)
+    assert r.returncode == 1, r.stderr[-2000:]
+    runs = {m["model"]: m for m in json.loads(r.stdout)["models"]}
+    assert runs["ghost"]["status"] == "failed" and "no-such-org/no-such-model-xyz" in runs["ghost"]["error"]
+    assert runs["tiny-llama"]["status"] == runs["tiny-gpt2"]["status"] == "done"
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert man["models"]["ghost"]["status"] == "failed" and man["models"]["ghost"]["error"]
+    assert not sh.shard_path(tmp_path / "out", "ghost").exists()
