@@ -19,7 +19,10 @@
     model, where every term is always included, this is the informative number).
 ``predict_size``  (``cape predict``)
     Integrate the fitted system from a family's largest known model to a size N; the band is the
-    percentile interval over refits on interval resamples; each baseline is evaluated at log10 N.
+    percentile interval over refits on resamples (with replacement, stratified by family) of the
+    point fit's own derivative rows; each baseline is evaluated at log10 N.  Term stability, by
+    contrast, always resamples intervals (forward differences), so its full-sample support
+    (``full_active``) can differ from the point fit's when ``derivative='gradient'``.
 """
 from __future__ import annotations
 
@@ -348,7 +351,7 @@ def predict_size(df: pd.DataFrame, family: str, size: float, *, model: str = "si
     n_valid = 0
     if n_resamples:
         scale = unit_scale(units)
-        S, D, fam = interval_rows(tr, scale)
+        S, D, fam = stacked_rows(tr, derivative, scale)  # the point fit's own rows
         idx = resample_indices(fam if stratify else None, n_resamples, int(seed), n=len(S))
         coefs = _refit_coefs(est, S, D, idx)
         sims = []
