@@ -235,3 +235,30 @@ def test_reproduction_audit_table(page, report):
             assert c["alternative"] in cells[7] and "MATCH" in cells[8]
     assert page.locator("#audit-table .verdict-reproduced").count() >= 1
     assert page.locator("#audit-table .verdict-not").count() >= 1
+
+
+def test_sparse_file_report_opens_and_says_what_is_missing(browser, tmp_path):
+    """A file with one unrelated group: the page still loads cleanly; every chart is listed as skipped."""
+    from cape_hpc.io.store import write_results
+
+    h5 = write_results(tmp_path / "sparse.h5", {"/analysis/other": {"x": 1.0, "provenance": {"method": "m"}}})
+    info = write_report(h5, tmp_path / "sparse.html")
+    assert info["charts"] == []
+    notes = " ".join(s["note"] for s in info["skipped"])
+    for group in ("/analysis/coupling", "/analysis/deff", "/analysis/width", "/analysis/frontier", "/dynamics",
+                  "/internals", "/steering", "/analysis/diagnose_model"):
+        assert group in notes, group
+    ctx = browser.new_context()
+    pg = ctx.new_page()
+    errors = []
+    pg.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    ctx.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("file:", "data:")) else r.abort())
+    pg.goto(Path(info["path"]).as_uri())
+    pg.wait_for_function("window.capeReport !== undefined")
+    assert errors == []
+    assert pg.locator("#skipped li").count() == len(info["skipped"])
+    assert "no /reproduce group" in pg.inner_text("#audit-table")
+    assert "No diagnose model" in pg.inner_text("#diagnose-panel")
+    assert pg.locator("#provenance-table tbody tr").count() == 1
+    ctx.close()
