@@ -119,6 +119,8 @@ def test_baselines_equal_numpy_polyfit(deg):
     for j in range(3):
         ref = np.polyval(np.polyfit(xs, ys[:, j], deg), xq)
         np.testing.assert_allclose(pb.predict_x(xq)[:, j], ref, rtol=1e-10)
+    anch = PolyBaseline(deg, anchored=True).fit([a, b])
+    np.testing.assert_allclose(anch.predict(b), pb.predict(b) - pb.predict(b)[0] + b.Y[0], rtol=1e-12)
     small = PolyBaseline(4).fit([traj(grid(4), "S")])
     assert not small.valid_ and np.isnan(small.predict_x(np.array([9.0]))).all()
 

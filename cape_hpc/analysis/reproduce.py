@@ -435,23 +435,28 @@ def c_loss(ctx: AuditContext, quantity="r2", n_scale=1e9, cv_ddof=0):
             "invariant_std": float(inv.std(ddof=cv_ddof)), "n": len(inv), "alpha": r.alpha}[quantity]
 
 
-def _dyn(ctx, train, holdout, model, units, threshold, degree, benchmarks, derivative):
+def _dyn(ctx, train, holdout, model, units, threshold, degree, benchmarks, derivative, include_start=False,
+         anchor=False):
     from cape_hpc.dynamics.discovery import discover
     from cape_hpc.io.scores import SCORE_COLUMNS
 
     bench = tuple(benchmarks) if benchmarks else SCORE_COLUMNS
     _need_families(ctx.scores, list(train) + list(holdout), min_models=2)
-    key = ("dyn", tuple(train), tuple(holdout), model, units, threshold, degree, bench, derivative)
+    key = ("dyn", tuple(train), tuple(holdout), model, units, threshold, degree, bench, derivative, include_start,
+           anchor)
     return ctx.cached(key, lambda: discover(ctx.scores, train=list(train), holdout=list(holdout), model=model,
                                             units=units, threshold=threshold, degree=degree, benchmarks=bench,
-                                            derivative=derivative, n_resamples=0, phase_pair=None))
+                                            derivative=derivative, n_resamples=0, phase_pair=None,
+                                            include_start=include_start, anchor_baselines=anchor))
 
 
 def c_dynamics(ctx: AuditContext, train=("Pythia",), holdout=("Llama-2",), model="sindy", units="fraction",
-               threshold=0.1, degree=3, benchmarks=None, derivative="gradient", quantity="holdout"):
+               threshold=0.1, degree=3, benchmarks=None, derivative="gradient", quantity="holdout",
+               include_start=False, anchor=False):
     """Errors in percent: 'fit', 'holdout', 'poly<d>' (a baseline on the holdout), 'best_poly',
     'best_poly_degree', 'poly_over_ode' (best baseline error / ODE holdout error)."""
-    r = _dyn(ctx, tuple(train), tuple(holdout), model, units, threshold, degree, benchmarks, derivative)
+    r = _dyn(ctx, tuple(train), tuple(holdout), model, units, threshold, degree, benchmarks, derivative,
+             include_start, anchor)
     base = {b.degree: 100 * b.rel_mae for b in r.baselines}
     valid = {d: v for d, v in base.items() if math.isfinite(v)}
     best_d = min(valid, key=valid.get) if valid else None
@@ -657,6 +662,22 @@ def c_wilson(ctx: AuditContext, k=38, n=40, level=0.95):
     return [100 * (mid - half), 100 * (mid + half)]
 
 
+def c_width_flip_count(ctx: AuditContext, families=(), d_ref=512.0):
+    """(families whose r(HS, TQA) is negative before and positive after width normalisation, families)."""
+    k = 0
+    for f in families:
+        before, after = c_width(ctx, f, d_ref)
+        k += int(before < 0 < after)
+    return (k, len(families))
+
+
+def c_tqa_variant(ctx: AuditContext, variant="mc1"):
+    """True when the scores table's TruthfulQA variant is ``variant``."""
+    if "tqa_variant" not in ctx.scores.columns:
+        raise Unavailable("data", "the scores table has no tqa_variant column")
+    return bool((ctx.scores["tqa_variant"] == variant).all())
+
+
 def c_internals(ctx: AuditContext, models=(), quantity=""):
     """Claims about hidden states / heads / projections: computable only from internals results."""
     missing = list(models)
@@ -690,7 +711,8 @@ COMPUTE: dict[str, Callable] = {
     "all_positive": c_all_positive, "fraction_positive": c_fraction_positive, "gamma_at": c_gamma_at,
     "max_gamma_at": c_max_gamma_at, "score": c_score, "score_delta": c_score_delta, "deff": c_deff,
     "loss": c_loss, "dynamics": c_dynamics, "sindy_terms": c_sindy_terms, "phase_coef": c_phase_coef,
-    "fixed_point": c_fixed_point, "width": c_width, "isocline": c_isocline, "isocline_above": c_isocline_above,
+    "fixed_point": c_fixed_point, "width": c_width, "width_flip_count": c_width_flip_count,
+    "tqa_variant": c_tqa_variant, "isocline": c_isocline, "isocline_above": c_isocline_above,
     "eigen": c_eigen, "frontier": c_frontier, "wilson": c_wilson, "internals": c_internals,
     "external": c_external, "not_stated": c_not_stated,
 }

@@ -85,7 +85,8 @@ def run_dynamics(args) -> int:
 
     df = load_scores(args.scores)
     train, hold = _families(args.train), _families(args.holdout)
-    res = discover(df, train=train, holdout=hold, n_resamples=args.n_resamples, **_common_kwargs(args))
+    res = discover(df, train=train, holdout=hold, n_resamples=args.n_resamples, include_start=args.include_start,
+                   anchor_baselines=args.anchor_baselines, **_common_kwargs(args))
     if args.json:
         emit_json(res)
     else:
@@ -214,6 +215,10 @@ def register(sub) -> None:
                    help="held-out families (default Llama-2)")
     _model_opts(p)
     p.add_argument("--n-resamples", type=int, default=1000, help="term-stability resamples (0 = skip; default 1000)")
+    p.add_argument("--anchor-baselines", action="store_true",
+                   help="shift each baseline polynomial through the held-out family's smallest model")
+    p.add_argument("--include-start", action="store_true",
+                   help="count each family's starting model in the errors (default: later sizes only)")
     add_output_args(p)
     p.set_defaults(func=_with_defaults(run_dynamics, train=["Pythia"], holdout=["Llama-2"]))
 

@@ -3,6 +3,9 @@ models (all training families pooled), evaluated at the held-out models' log10 N
 
 Valid only with more distinct training sizes than the degree; otherwise every prediction is NaN
 (``valid_`` False) rather than an ill-conditioned fit.
+
+``anchored=True`` (an option; default off): the polynomial's shape is kept but shifted per family so
+that it passes through the family's starting (smallest) model, as the ODE simulation does.
 """
 from __future__ import annotations
 
@@ -19,8 +22,9 @@ class PolyBaseline:
     """Attributes after fit: ``coef_`` [p, degree + 1] (highest power first, as numpy.polyfit),
     ``benchmarks_``, ``n_points_``, ``valid_``."""
 
-    def __init__(self, degree: int = 2):
+    def __init__(self, degree: int = 2, anchored: bool = False):
         self.degree = degree
+        self.anchored = anchored
 
     def fit(self, trajectories):
         if not isinstance(self.degree, (int, np.integer)) or self.degree < 0:
@@ -45,7 +49,10 @@ class PolyBaseline:
         return np.column_stack([np.polyval(c, x) for c in self.coef_])
 
     def predict(self, trajectory: Trajectory) -> np.ndarray:
-        return self.predict_x(trajectory.x)
+        pred = self.predict_x(trajectory.x)
+        if self.anchored:
+            pred = pred - pred[0] + trajectory.Y[0]
+        return pred
 
     def errors(self, trajectories, skip_first: bool = True) -> ErrorSummary:
         trajs = [trajectories] if isinstance(trajectories, Trajectory) else list(trajectories)

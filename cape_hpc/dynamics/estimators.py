@@ -173,11 +173,13 @@ class _ODEBase:
         """Simulated scores (percent) on the trajectory's grid, starting from its smallest model."""
         return self.simulate(trajectory.Y[0], trajectory.x)
 
-    def errors(self, trajectories) -> ErrorSummary:
-        """Errors of the simulated trajectories over every size after each starting model (pooled)."""
+    def errors(self, trajectories, skip_first: bool = True) -> ErrorSummary:
+        """Errors of the simulated trajectories over every size after each starting model (pooled);
+        ``skip_first=False`` also counts the starting model itself (error 0 there by construction)."""
         trajs = _check_trajs(trajectories)
-        preds = [self.predict(t)[1:] for t in trajs]
-        acts = [t.Y[1:] for t in trajs]
+        k = 1 if skip_first else 0
+        preds = [self.predict(t)[k:] for t in trajs]
+        acts = [t.Y[k:] for t in trajs]
         return trajectory_errors(np.concatenate(preds), np.concatenate(acts), self.benchmarks_)
 
     def score(self, trajectories) -> float:
