@@ -1,0 +1,249 @@
+"""Streaming extraction: statistics against a direct float64 numpy computation on hidden states
+taken with output_hidden_states=True from the same real model (SmolLM2-135M), streaming memory,
+the store, and bad input."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from cape_hpc.errors import DataError, OptionError, StoreError
+from cape_hpc.internals import extract_internals, load_prompts
+from cape_hpc.internals.prompts import Prompt, PromptSet
+from cape_hpc.models import load_model
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def small_set():
+    ps = load_prompts()
+    keep = ps.select("reasoning")[:6] + ps.select("truthfulness")[:6]
+    return PromptSet(keep, path=ps.path, sha256=ps.sha256)
+
+
+def _np_cos(a, b):
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def _np_pairwise(R, T):
+    Rn = R / np.linalg.norm(R, axis=1, keepdims=True)
+    Tn = T / np.linalg.norm(T, axis=1, keepdims=True)
+    C = Rn @ Tn.T
+    return C.mean(), (C < -0.5).mean()
+
+
+def _np_pr(X):
+    Xc = X - X.mean(0)
+    lam = np.clip(np.linalg.eigvalsh(Xc.T @ Xc), 0, None)
+    return lam.sum() ** 2 / (lam ** 2).sum()
+
+
+@pytest.mark.realmodel
+def test_statistics_match_numpy_on_output_hidden_states(smol, small_set):
+    res = extract_internals(smol, small_set, batch_size=5)       # batches with left padding
+    tok, model, ad = smol.tokenizer, smol.model, smol.adapter
+    L, H, dh = ad.n_layers, ad.n_heads, ad.head_dim
+    hs, logits, heads = [], [], []
+    cap = {}
+    hooks = [ad.out_proj(l).register_forward_pre_hook(
+        (lambda l: lambda m, a: cap.__setitem__(l, a[0][0, -1].double().numpy()))(l)) for l in range(L)]
+    try:
+        for p in small_set.prompts:                                # one prompt per forward, no padding
+            ids = tok(p.text, return_tensors="pt")
+            with torch.no_grad():
+                out = model(**ids, output_hidden_states=True)
+            hs.append(np.stack([h[0, -1].double().numpy() for h in out.hidden_states]))
+            logits.append(out.logits[0, -1].double().numpy())
+            heads.append(np.stack([cap[l] for l in range(L)]))
+    finally:
+        for h in hooks:
+            h.remove()
+    hs = np.stack(hs)                      # [N, L+1, D]; hidden_states[l+1] = output of block l
+    is_r = np.array([p.set == "reasoning" for p in small_set.prompts])
+    for l in range(L - 1):                 # the last entry of hidden_states is after the final norm
+        X = hs[:, l + 1]
+        R, T = X[is_r], X[~is_r]
+        assert res.layer_coupling[l] == pytest.approx(_np_cos(R.mean(0), T.mean(0)), abs=2e-5)
+        m, f = _np_pairwise(R, T)
+        assert res.layer_pairwise_mean[l] == pytest.approx(m, abs=2e-5)
+        assert res.layer_competing_fraction[l] == pytest.approx(f, abs=1e-12)
+        assert res.d_rep[l] == pytest.approx(_np_pr(np.concatenate([R, T])), rel=2e-4)
+    # final norm output = the last hidden state
+    F = hs[:, L]
+    assert res.bottleneck["hidden"] == pytest.approx(_np_cos(F[is_r].mean(0), F[~is_r].mean(0)), abs=2e-5)
+    lg = np.stack(logits)
+    assert res.bottleneck["logits"] == pytest.approx(_np_cos(lg[is_r].mean(0), lg[~is_r].mean(0)), abs=2e-5)
+    # top-k PCA subspaces of the stacked final states
+    Fs = np.concatenate([F[is_r], F[~is_r]])
+    U, s, Vt = np.linalg.svd(Fs - Fs.mean(0), full_matrices=False)
+    a, b = Vt @ F[is_r].mean(0), Vt @ F[~is_r].mean(0)
+    ref = np.cumsum(a * b) / np.sqrt(np.cumsum(a * a) * np.cumsum(b * b))
+    k = len(res.bottleneck["pca_k"])
+    assert k == len(small_set) - 1
+    np.testing.assert_allclose(res.bottleneck["pca_coupling"], ref[:k], atol=5e-4)
+    assert abs(res.bottleneck["pca_coupling"][0]) == pytest.approx(1.0)
+    # per head
+    Hd = np.stack(heads).reshape(len(hs), L, H, dh)
+    mr, mt = Hd[is_r].mean(0), Hd[~is_r].mean(0)
+    ref_h = (mr * mt).sum(-1) / np.sqrt((mr * mr).sum(-1) * (mt * mt).sum(-1))
+    np.testing.assert_allclose(res.head_coupling, ref_h, atol=5e-5)
+    s = res.head_summary
+    assert s["cooperative_share"] == pytest.approx(np.mean(ref_h > 0), abs=1 / ref_h.size)
+    assert s["net"] == pytest.approx(ref_h.mean(), abs=5e-5)
+    thirds = np.array_split(np.arange(L), 3)
+    assert s["early"] == pytest.approx(ref_h[thirds[0]].mean(), abs=5e-5)
+    assert s["late"] == pytest.approx(ref_h[thirds[2]].mean(), abs=5e-5)
+
+
+_MEM_SCRIPT = textwrap.dedent("""
+    import resource, sys, json, warnings
+    import torch
+    torch.set_num_threads(1)
+    from cape_hpc.models.tiny import build_tiny
+    from cape_hpc.models.loading import LoadedModel
+    from cape_hpc.models.adapters import Adapter
+    from cape_hpc.internals import extract_internals
+    from cape_hpc.internals.prompts import Prompt, PromptSet
+    n = int(sys.argv[1])
+    model, tok = build_tiny("llama", hidden_size=512, num_hidden_layers=8, num_attention_heads=8,
+                            num_key_value_heads=2, intermediate_size=256)
+    lm = LoadedModel(model, tok, Adapter(model), "tiny", "seed=0", "float32", "tiny-llama")
+    ps = PromptSet([Prompt(str(i), ("prompt %d " % i) * 4, "a" if i % 2 else "b") for i in range(n)],
+                   path="<mem>", sha256="0")
+    warm = PromptSet(ps.prompts[:32], path="<mem>", sha256="0")
+    extract_internals(lm, warm, batch_size=32, backend="torch")
+    res = extract_internals(lm, ps, batch_size=32, backend="torch")
+    print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                      "L": res.n_layers, "D": res.d_model}))
+""")
+
+
+def test_streaming_peak_memory_does_not_grow_with_prompts(tmp_path):
+    """Peak RSS over 1,024 prompts exceeds the one over 64 by less than the pooled vectors themselves;
+    an activation cache of these prompts would be ~0.5-1 GB."""
+    out = {}
+    for n in (64, 1024):
+        p = subprocess.run([sys.executable, "-c", _MEM_SCRIPT, str(n)], capture_output=True, text=True,
+                           timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        out[n] = json.loads(p.stdout.strip().splitlines()[-1])
+    L, D = out[1024]["L"], out[1024]["D"]
+    pooled_bytes = 1024 * (L + 1) * D * 4              # residual [L, N, D] + final [N, D], float32
+    grow = (out[1024]["maxrss_kb"] - out[64]["maxrss_kb"]) * 1024
+    assert grow < pooled_bytes, (grow, pooled_bytes)
+
+
+# ------------------------------------------------------------------ bad input
+def test_empty_prompt_file(tmp_path):
+    f = tmp_path / "empty.jsonl"
+    f.write_text("\n  \n")
+    with pytest.raises(DataError, match="empty.jsonl.*empty"):
+        load_prompts(f)
+
+
+def test_non_utf8_file(tmp_path):
+    f = tmp_path / "latin1.jsonl"
+    f.write_bytes(b'{"id": "a", "text": "ok", "set": "x"}\n{"id": "b", "text": "caf\xe9", "set": "y"}\n')
+    with pytest.raises(DataError, match="latin1.jsonl: line 2: not valid UTF-8"):
+        load_prompts(f)
+
+
+def test_missing_field_and_bad_json(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"id": "a", "text": "ok", "set": "x"}\n{"id": "b", "set": "y"}\n')
+    with pytest.raises(DataError, match="line 2: missing field 'text'"):
+        load_prompts(f)
+    f.write_text('{"id": "a", "text": "ok", "set": "x"}\n{"id": "b", "text": \n')
+    with pytest.raises(DataError, match="line 2: not valid JSON"):
+        load_prompts(f)
+
+
+def test_over_long_prompt_is_truncated_with_a_warning():
+    lm = load_model("tiny-llama")
+    ctx = lm.adapter.context_length
+    ps = PromptSet([Prompt("0", "x" * (ctx + 50), "a"), Prompt("1", "short", "b"), Prompt("2", "also short", "a")],
+                   path="<t>", sha256="0")
+    with pytest.warns(UserWarning, match=f"truncated to their last {ctx} tokens"):
+        res = extract_internals(lm, ps, batch_size=2)
+    assert res.n_truncated == 1
+    assert np.isfinite(res.layer_coupling).all()
+
+
+def test_unknown_tap_and_pooling():
+    lm = load_model("tiny-gpt2")
+    ps = PromptSet([Prompt("0", "a", "r"), Prompt("1", "b", "t")], path="<t>", sha256="0")
+    with pytest.raises(OptionError, match="unknown tap 'attn_pattern'.*residual, heads, final, logits"):
+        extract_internals(lm, ps, taps=["residual", "attn_pattern"])
+    with pytest.raises(OptionError, match="--pooling"):
+        extract_internals(lm, ps, pooling="max")
+
+
+def test_a_single_set_is_an_error():
+    lm = load_model("tiny-gpt2")
+    ps = PromptSet([Prompt("0", "a", "r"), Prompt("1", "b", "r")], path="one.jsonl", sha256="0")
+    with pytest.raises(DataError, match="one.jsonl: coupling needs two prompt sets"):
+        extract_internals(lm, ps)
+
+
+def test_residual_only_taps_stop_early_and_agree():
+    lm = load_model("tiny-mistral")
+    ps = load_prompts().subset(12)
+    full = extract_internals(lm, ps, backend="torch")
+    part = extract_internals(lm, ps, taps=["residual"], backend="torch")
+    np.testing.assert_allclose(part.layer_coupling, full.layer_coupling, atol=1e-6)
+    assert part.bottleneck == {} and np.isnan(part.head_coupling).all()
+
+
+# ------------------------------------------------------------------ CLI and store
+def test_cli_internals_writes_and_merges(tmp_path, capsys):
+    from cape_hpc.cli import main
+    from cape_hpc.io.store import read_results
+
+    out = tmp_path / "r.h5"
+    assert main(["internals", "--model", "tiny-qwen2", "--max-prompts", "20", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Per-layer coupling" in text and "Per-head coupling" in text and "caveat: k = 1" in text
+    assert main(["internals", "--model", "tiny-phi", "--max-prompts", "20", "--out", str(out)]) == 0
+    tree = read_results(out, "/internals")
+    assert set(tree) == {"tiny-qwen2", "tiny-phi"}
+    g = tree["tiny-qwen2"]
+    for key in ("source", "revision", "dtype", "prompt_set_sha256", "backend"):
+        assert g[key]
+    assert g["complete"] is True and len(g["layer_coupling"]) == 3
+    assert np.asarray(g["head_coupling"]).shape == (3, 4)
+    capsys.readouterr()
+    # same content: unchanged; different content: refused, kept; --force: written
+    assert main(["internals", "--model", "tiny-qwen2", "--max-prompts", "20", "--out", str(out)]) == 0
+    assert "unchanged" in capsys.readouterr().out
+    assert main(["internals", "--model", "tiny-qwen2", "--max-prompts", "10", "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert read_results(out, "/internals/tiny-qwen2")["n_prompts"] == 20
+    assert main(["internals", "--model", "tiny-qwen2", "--max-prompts", "10", "--out", str(out), "--force"]) == 0
+    assert read_results(out, "/internals/tiny-qwen2")["n_prompts"] == 10
+    assert "tiny-phi" in read_results(out, "/internals")
+
+
+def test_cli_bad_prompt_file_is_one_line(tmp_path, capsys):
+    from cape_hpc.cli import main
+
+    f = tmp_path / "empty.jsonl"
+    f.write_text("")
+    assert main(["internals", "--model", "tiny-gpt2", "--prompts", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "empty.jsonl" in err
+
+
+def test_cli_json(capsys):
+    from cape_hpc.cli import main
+
+    assert main(["internals", "--model", "tiny-gemma", "--max-prompts", "10", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["n_layers"] == 3 and len(data["layer_coupling"]) == 3
+    assert data["provenance"]["options"]["pooling"] == "last"
