@@ -27,16 +27,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from cape_hpc.dynamics.baselines import PolyBaseline
-from cape_hpc.dynamics.estimators import MODEL_CLASSES, SindyODE, make_model, unit_scale
+from cape_hpc.dynamics.estimators import SindyODE, make_model, unit_scale
 from cape_hpc.dynamics.metrics import ErrorSummary
-from cape_hpc.dynamics.trajectories import (Trajectory, check_benchmarks, derivative_rows, family_trajectory,
+from cape_hpc.dynamics.trajectories import (Trajectory, check_benchmarks, family_trajectory,
                                             stacked_rows, trajectories)
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.io.provenance import Provenance
