@@ -180,3 +180,14 @@ def test_discover_and_predict_on_a_table():
         discover(df, train="Train0", holdout="Hold", model="quartic", benchmarks=BENCH)
     with pytest.raises(OptionError, match="size"):
         predict_size(df, "Train0", -3, benchmarks=BENCH)
+
+
+def test_sindy_bootstrap_regression_equals_pysindy_fit():
+    """The term-stability refit (STLSQ on the library matrix) is the same regression PySINDy runs."""
+    from cape_hpc.dynamics.trajectories import stacked_rows
+
+    fams = [traj(grid(9, seed=s), f"F{s}", b0=STARTS[s]) for s in range(3)]
+    m = SindyODE(degree=2, threshold=0.02, alpha=0.05).fit(fams)
+    S, D, _ = stacked_rows(fams, "gradient", 0.01)
+    np.testing.assert_allclose(m.regress_batch(m._library(S), D), m.coef_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(m.rhs(S), m.model_.predict(S), rtol=1e-10, atol=1e-12)
