@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     except CapeError as exc:
         print(f"cape {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `cape ... | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
