@@ -200,10 +200,55 @@ def test_dynamics_holdout_and_baselines(sample):
     np.testing.assert_allclose([r["baselines"]["poly1"] for r in rows], pred, rtol=1e-9)
 
 
+def test_isocline_points_and_curve(sample):
+    fig = F.fig_isocline(sample)
+    (ax,) = fig.axes
+    g = read_results(sample.path, "/analysis/isocline")
+    (curve,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("isocline")]
+    np.testing.assert_allclose(curve.get_ydata(), np.sqrt(g["k"] * curve.get_xdata()))
+    # k from the OLMo pair by hand: B2*^2 / B1* with the means of its HS and TQA as fractions
+    olmo = load_scores().query("family == 'OLMo'")
+    assert g["k"] == pytest.approx((olmo["TQA"].mean() / 100) ** 2 / (olmo["HS"].mean() / 100), rel=1e-12)
+    pts = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert sum(len(c.get_offsets()) for c in pts) == len(g["intervals"]) == g["total_intervals"]
+    agree = next(c for c in pts if c.get_label().startswith("sign agrees"))
+    assert len(agree.get_offsets()) == g["total_agree"]
+
+
+def test_hfield_bars_are_family_mean_residuals(sample, scores):
+    fig = F.fig_hfield(sample)
+    (ax,) = fig.axes
+    d = scores.dropna(subset=["HS", "TQA"])
+    slope, intercept = np.polyfit(d["HS"], d["TQA"], 1)
+    h = d["TQA"] - (slope * d["HS"] + intercept)
+    fams = [t.get_text() for t in ax.get_xticklabels()]
+    assert sorted(fams) == sorted(set(d["family"]))
+    for fam, bar in zip(fams, ax.patches):
+        assert bar.get_height() == pytest.approx(h[d["family"] == fam].mean(), abs=1e-9)
+
+
+def test_loss_and_eigen_figures(sample):
+    from cape_hpc.io.scores import load_loss
+
+    ax = F.fig_loss(sample).axes[0]
+    assert ax.get_xscale() == "log" and ax.get_ylabel() == "validation loss"
+    loss = load_loss()
+    pts = ax.get_lines()[0]
+    np.testing.assert_allclose(sorted(pts.get_xdata()), sorted(loss["params"].to_numpy(float)))
+    ax = F.fig_eigen(sample).axes[0]
+    g = read_results(sample.path, "/analysis/eigen")
+    lam1 = ax.get_lines()[0].get_ydata()
+    assert len(lam1) == len(g["windows"])
+    # the last cumulative window is every Pythia model: lambda1 of their correlation matrix
+    py = load_scores().query("family == 'Pythia'")[["HS", "TQA", "ARC", "WG", "MMLU"]].dropna()
+    if g["mode"] == "cumulative" and g["windows"][-1]["n_models"] == len(py):
+        assert lam1[-1] == pytest.approx(np.linalg.eigvalsh(np.corrcoef(py.to_numpy(float), rowvar=False))[-1])
+
+
 def test_build_figures_skips_say_why(sample, tmp_path):
     outcomes = {o.name: o for o in F.build_figures(sample)}
     for name in ("phase_diagram", "running_gamma", "deff", "width", "dynamics", "frontier", "steering",
-                 *(f"internals_{m}" for m in STEER_ALPHAS)):
+                 "isocline", "hfield", "loss", "eigen", *(f"internals_{m}" for m in STEER_ALPHAS)):
         assert outcomes[name].figure is not None, outcomes[name].note
     # a file with only the coupling: everything else is skipped with the missing group named
     from cape_hpc.analysis.coupling import local_coupling

@@ -360,6 +360,63 @@ def steering(res: Results) -> dict[str, Any]:
     return {"rows": rows, "source": "/steering"}
 
 
+# --------------------------------------------------------------------------- extra analyses
+
+def isocline(res: Results) -> dict[str, Any]:
+    path, g = res.need("analysis/isocline")
+    ivs = as_records(first(g, "intervals"))
+    k = fnum(first(g, "k"))
+    if not ivs or not math.isfinite(k):
+        raise Skip(f"/{path} has no intervals or no k")
+    b1 = [fnum(r.get("b1_mid")) for r in ivs]
+    lo, hi = np.nanmin(b1), np.nanmax(b1)
+    curve_x = np.linspace(max(lo - 0.05, 1e-6), min(hi + 0.05, 1.0), 60)
+    return {"b1": str(g.get("b1", "B1")), "b2": str(g.get("b2", "B2")), "k": k, "rule": str(g.get("rule", "")),
+            "calibration": str(g.get("calibration", "")),
+            "total_agree": first(g, "total_agree"), "total_intervals": first(g, "total_intervals"),
+            "rows": [{"family": str(r.get("family")), "model": str(r.get("model")), "b1_mid": fnum(r.get("b1_mid")),
+                      "b2_mid": fnum(r.get("b2_mid")), "side": str(r.get("side", "")), "gamma": fnum(r.get("gamma")),
+                      "agrees": bool(r.get("agrees"))} for r in ivs],
+            "curve_x": curve_x.tolist(), "curve_y": np.sqrt(k * curve_x).tolist(), "source": f"/{path}"}
+
+
+def hfield(res: Results) -> dict[str, Any]:
+    path, g = res.need("analysis/hfield")
+    groups = [r for r in as_records(first(g, "groups")) if first(r, "group") is not None]
+    if not groups:
+        raise Skip(f"/{path} has no per-group table")
+    return {"b1": str(g.get("b1", "B1")), "b2": str(g.get("b2", "B2")), "group_by": str(g.get("group_by", "group")),
+            "beta1": fnum(g.get("beta1")), "beta0": fnum(g.get("beta0")),
+            "rows": [{"group": str(r["group"]), "count": first(r, "count"), "mean_h": fnum(first(r, "mean_h")),
+                      "std_h": fnum(first(r, "std_h"))} for r in groups], "source": f"/{path}"}
+
+
+def loss_law(res: Results) -> dict[str, Any]:
+    path, g = res.need("analysis/loss")
+    n, L, fit = (first(g, k) for k in ("params", "val_loss", "fitted"))
+    if n is None or L is None:
+        raise Skip(f"/{path} lacks params/val_loss")
+    return {"params": [fnum(v) for v in n], "val_loss": [fnum(v) for v in L],
+            "fitted": [fnum(v) for v in (fit if fit is not None else [])],
+            "models": [str(m) for m in (first(g, "models") or [])],
+            "E": fnum(g.get("E")), "A": fnum(g.get("A")), "alpha": fnum(g.get("alpha")),
+            "alpha_se": fnum(g.get("alpha_se")), "r2": fnum(g.get("r2")), "cv": fnum(g.get("cv")),
+            "source": f"/{path}"}
+
+
+def eigen(res: Results) -> dict[str, Any]:
+    path, g = res.need("analysis/eigen")
+    w = as_records(first(g, "windows"))
+    if not w:
+        raise Skip(f"/{path} has no windows")
+    return {"family": str(g.get("family", "")), "mode": str(g.get("mode", "")), "matrix": str(g.get("matrix", "")),
+            "rows": [{"last_model": str(r.get("last_model")), "log10_n": fnum(r.get("log10_n")),
+                      "lambda1": fnum(r.get("lambda1")), "lambda2": fnum(r.get("lambda2")),
+                      "e2_angle_deg": fnum(r.get("e2_angle_deg"))} for r in w],
+            "power_exponent": fnum(g.get("power_exponent")), "power_r2": fnum(g.get("power_r2")),
+            "source": f"/{path}"}
+
+
 EXTRACTORS: dict[str, Callable[[Results], dict]] = {
     "phase_diagram": phase_diagram,
     "running_gamma": running_gamma,
@@ -369,4 +426,8 @@ EXTRACTORS: dict[str, Callable[[Results], dict]] = {
     "frontier": frontier,
     "internals": internals,
     "steering": steering,
+    "isocline": isocline,
+    "hfield": hfield,
+    "loss": loss_law,
+    "eigen": eigen,
 }

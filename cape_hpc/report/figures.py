@@ -312,6 +312,70 @@ def fig_steering(res: Results) -> Figure:
     return fig
 
 
+def fig_isocline(res: Results) -> Figure:
+    d = ex.isocline(res)
+    fig, (ax,) = _new(width=6.4, height=4.8)
+    ax.plot(d["curve_x"], d["curve_y"], "k-", lw=1.3, label=f"isocline sqrt(k {d['b1']}), k = {d['k']:.3g}")
+    for agrees, color, lab in ((True, "#2ca02c", "sign agrees"), (False, "#d62728", "sign disagrees")):
+        rs = [r for r in d["rows"] if r["agrees"] == agrees]
+        ax.scatter([r["b1_mid"] for r in rs], [r["b2_mid"] for r in rs], c=color, s=26, edgecolors="k",
+                   linewidths=0.4, label=f"{lab} ({len(rs)})")
+    ax.set_xlabel(f"{d['b1']} interval midpoint (fraction)")
+    ax.set_ylabel(f"{d['b2']} interval midpoint (fraction)")
+    ax.set_title(f"Isocline (rule {d['rule']}, calibration {d['calibration']}): "
+                 f"{d['total_agree']}/{d['total_intervals']} agree", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def fig_hfield(res: Results) -> Figure:
+    d = ex.hfield(res)
+    rows = d["rows"]
+    fig, (ax,) = _new(width=max(5.5, 0.45 * len(rows) + 2), height=4.4)
+    x = np.arange(len(rows))
+    y = np.array([r["mean_h"] for r in rows])
+    ax.bar(x, y, yerr=np.nan_to_num([r["std_h"] for r in rows]), capsize=3,
+           color=["#2ca02c" if v > 0 else "#d62728" for v in y])
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(x, [r["group"] for r in rows], rotation=45, ha="right", fontsize=8)
+    ax.set_xlabel(d["group_by"])
+    ax.set_ylabel(f"mean h (points; +- std)")
+    ax.set_title(f"Residual field h against {d['b2']} = {d['beta1']:.3g} {d['b1']} + {d['beta0']:.3g}", fontsize=10)
+    return fig
+
+
+def fig_loss(res: Results) -> Figure:
+    d = ex.loss_law(res)
+    fig, (ax,) = _new(width=6.0, height=4.4)
+    ax.plot(d["params"], d["val_loss"], "o", label="validation loss")
+    if len(d["fitted"]) == len(d["params"]):
+        order = np.argsort(d["params"])
+        ax.plot(np.asarray(d["params"])[order], np.asarray(d["fitted"])[order], "-",
+                label=f"L = {d['E']:.3g} + {d['A']:.3g} N^-{d['alpha']:.3g}  (R^2 {d['r2']:.3f})")
+    ax.set_xscale("log")
+    ax.set_xlabel("N (parameters)")
+    ax.set_ylabel("validation loss")
+    ax.set_title("Loss law", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def fig_eigen(res: Results) -> Figure:
+    d = ex.eigen(res)
+    fig, (ax,) = _new(width=6.4, height=4.4)
+    x = [r["log10_n"] for r in d["rows"]]
+    ax.plot(x, [r["lambda1"] for r in d["rows"]], "o-", label="lambda1")
+    ax.plot(x, [r["lambda2"] for r in d["rows"]], "s-", label=f"lambda2 (~N^{d['power_exponent']:.2g})")
+    ax.set_xlabel("log10 N (largest model of the window)")
+    ax.set_ylabel("eigenvalue")
+    ax2 = ax.twinx()
+    ax2.plot(x, [r["e2_angle_deg"] for r in d["rows"]], ":", color="0.4", label="e2 angle")
+    ax2.set_ylabel("e2 rotation (degrees)")
+    ax.set_title(f"Eigen-geometry: {d['family']} ({d['mode']} windows, {d['matrix']})", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
 @dataclass
 class FigureOutcome:
     name: str
@@ -327,6 +391,10 @@ FIGURES: dict[str, Callable[[Results], Figure]] = {
     "dynamics": fig_dynamics,
     "frontier": fig_frontier,
     "steering": fig_steering,
+    "isocline": fig_isocline,
+    "hfield": fig_hfield,
+    "loss": fig_loss,
+    "eigen": fig_eigen,
 }
 
 

@@ -250,6 +250,57 @@ def chart_steering(d: dict) -> dict:
                                                                           "range": [-0.02, 1.02]})}
 
 
+def chart_isocline(d: dict) -> dict:
+    traces = [{"type": "scatter", "mode": "lines", "name": f"isocline sqrt(k {d['b1']}), k = {d['k']:.3g}",
+               "x": d["curve_x"], "y": d["curve_y"], "line": {"color": "black"}}]
+    for agrees, color, lab in ((True, "#2ca02c", "sign agrees"), (False, "#d62728", "sign disagrees")):
+        rs = [r for r in d["rows"] if r["agrees"] == agrees]
+        traces.append({"type": "scatter", "mode": "markers", "name": f"{lab} ({len(rs)})",
+                       "x": [r["b1_mid"] for r in rs], "y": [r["b2_mid"] for r in rs],
+                       "text": [f"{r['family']} {r['model']}: {r['side']}, gamma {r['gamma']:+.3f}" for r in rs],
+                       "marker": {"color": color, "size": 8, "line": {"width": 0.5, "color": "#333"}},
+                       "hovertemplate": "%{text}<extra></extra>"})
+    return {"data": traces, "layout": _layout(
+        f"Isocline ({d['rule']}, calibration {d['calibration']}): {d['total_agree']}/{d['total_intervals']} agree",
+        f"{d['b1']} midpoint (fraction)", f"{d['b2']} midpoint (fraction)")}
+
+
+def chart_hfield(d: dict) -> dict:
+    rows = d["rows"]
+    y = [r["mean_h"] for r in rows]
+    return {"data": [{"type": "bar", "x": [r["group"] for r in rows], "y": y, "name": "mean h",
+                      "marker": {"color": ["#2ca02c" if (v or 0) > 0 else "#d62728" for v in y]},
+                      "error_y": {"type": "data", "array": [r["std_h"] if isinstance(r["std_h"], float)
+                                                            and math.isfinite(r["std_h"]) else 0 for r in rows]},
+                      "text": [f"n = {r['count']}" for r in rows]}],
+            "layout": _layout(f"Residual field h vs {d['b2']} = {d['beta1']:.3g} {d['b1']} + {d['beta0']:.3g}",
+                              d["group_by"], "mean h (points, +- std)")}
+
+
+def chart_loss(d: dict) -> dict:
+    order = np.argsort(d["params"])
+    traces = [{"type": "scatter", "mode": "markers", "name": "validation loss", "x": d["params"], "y": d["val_loss"],
+               "text": d["models"]}]
+    if len(d["fitted"]) == len(d["params"]):
+        traces.append({"type": "scatter", "mode": "lines", "x": np.asarray(d["params"])[order].tolist(),
+                       "y": np.asarray(d["fitted"])[order].tolist(),
+                       "name": f"L = {d['E']:.3g} + {d['A']:.3g} N^-{d['alpha']:.3g} (R^2 {d['r2']:.3f})"})
+    lay = _layout("Loss law", "N (parameters)", "validation loss")
+    lay["xaxis"]["type"] = "log"
+    return {"data": traces, "layout": lay}
+
+
+def chart_eigen(d: dict) -> dict:
+    x = [r["log10_n"] for r in d["rows"]]
+    traces = [{"type": "scatter", "mode": "lines+markers", "name": "lambda1", "x": x, "y": [r["lambda1"] for r in d["rows"]]},
+              {"type": "scatter", "mode": "lines+markers", "name": "lambda2", "x": x, "y": [r["lambda2"] for r in d["rows"]]},
+              {"type": "scatter", "mode": "lines", "name": "e2 angle (deg, right)", "x": x,
+               "y": [r["e2_angle_deg"] for r in d["rows"]], "yaxis": "y2", "line": {"dash": "dot", "color": "#666"}}]
+    lay = _layout(f"Eigen-geometry: {d['family']} ({d['mode']} windows)", "log10 N", "eigenvalue",
+                  yaxis2={"overlaying": "y", "side": "right", "title": {"text": "degrees"}, "showgrid": False})
+    return {"data": traces, "layout": lay}
+
+
 def _table_of(name: str, d: dict) -> dict:
     """The table behind a chart: {columns, rows}."""
     if name == "phase_diagram":
@@ -281,6 +332,9 @@ def _table_of(name: str, d: dict) -> dict:
                     row["heads: mean"] = float(np.nanmean(hc)) if hc.size else None
                     row["heads: min"] = float(np.nanmin(hc)) if hc.size else None
                 rows.append(row)
+    elif name == "loss":
+        rows = [{"model": m, "N": n, "val_loss": v, "fitted": f} for m, n, v, f in
+                zip(d["models"] or [""] * len(d["params"]), d["params"], d["val_loss"], d["fitted"] or [None] * len(d["params"]))]
     elif name == "heads":
         H = d["head_coupling"] or []
         rows = [{"model": d["model"], "layer": i, **{f"head {j}": v for j, v in enumerate(row)}} for i, row in enumerate(H)]
@@ -308,7 +362,11 @@ def build_charts(res: Results) -> tuple[list[dict], list[dict]]:
               "running_gamma": ("Running coupling and N_c", chart_running_gamma),
               "deff": ("d_eff per phase", chart_deff),
               "width": ("Width normalisation and its permutation control", chart_width),
-              "frontier": ("Frontier", chart_frontier)}
+              "frontier": ("Frontier", chart_frontier),
+              "isocline": ("Isocline", chart_isocline),
+              "hfield": ("Residual field h per family", chart_hfield),
+              "loss": ("Loss law", chart_loss),
+              "eigen": ("Eigen-geometry", chart_eigen)}
     for name, (title, fn) in simple.items():
         try:
             d = ex.EXTRACTORS[name](res)

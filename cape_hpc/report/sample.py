@@ -114,6 +114,9 @@ def sample_groups(notes: list[str] | None = None, *, n_resamples: int = 200, rea
                                                          seed=3), notes)
     groups["/analysis/hfield"] = _try("hfield", lambda: an("hfield", "h_field", df), notes)
     groups["/analysis/isocline"] = _try("isocline", lambda: an("isocline", "isocline", df), notes)
+    groups["/analysis/loss"] = _try("loss", lambda: an("losslaw", "loss_law",
+                                                       importlib.import_module("cape_hpc.io.scores").load_loss()), notes)
+    groups["/analysis/eigen"] = _try("eigen", lambda: an("eigen", "eigen_geometry", df, "Pythia"), notes)
     groups["/analysis/frontier"] = _try("frontier", lambda: an("frontier", "frontier_fit", load_frontier()), notes)
     # the diagnose model is fitted on the whole shipped table, as `cape analyze` and `cape diagnose` do
     groups["/analysis/diagnose_model"] = _try("diagnose model", lambda: an("diagnose", "fit_diagnose_model", full),
