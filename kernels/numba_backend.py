@@ -23,6 +23,8 @@ from cape_kernels.reference import acc_dtype
 
 _NATIVE = (torch.float32, torch.float64)
 _CHUNK = 256  # features per parallel work item in the set sums
+# reassociation only: lets LLVM vectorise the float reductions, keeps NaN/inf semantics
+_FM = {"reassoc"}
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -49,7 +51,7 @@ def _pool_last(h, m, out):
                 out[n, d] = h[n, last, d]
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, fastmath=_FM)
 def _pool_mean(h, m, out):
     N, S, D = h.shape
     nchunk = (D + _CHUNK - 1) // _CHUNK
@@ -68,7 +70,7 @@ def _pool_mean(h, m, out):
             out[n, d] = acc[d - d0] / cnt if cnt > 0 else 0.0
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, fastmath=_FM)
 def _set_sums(X, out):
     """out[b, d] = sum_p X[b, p, d] (float64)."""
     B, P, D = X.shape
@@ -77,11 +79,12 @@ def _set_sums(X, out):
         b = job // nchunk
         d0 = (job % nchunk) * _CHUNK
         d1 = min(D, d0 + _CHUNK)
-        for d in range(d0, d1):
-            out[b, d] = 0.0
+        acc = np.zeros(d1 - d0, dtype=np.float64)
         for p in range(P):
             for d in range(d0, d1):
-                out[b, d] += X[b, p, d]
+                acc[d - d0] += X[b, p, d]
+        for d in range(d0, d1):
+            out[b, d] = acc[d - d0]
 
 
 @nb.njit(cache=True)
@@ -95,7 +98,7 @@ def _cos(dot, n2a, n2b):
     return 0.0
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, fastmath=_FM)
 def _unit_rows(X, out):
     """out[r] = X[r] / |X[r]| over the last axis of a 2-D view (zero rows -> 0); returns nothing."""
     R, D = X.shape
@@ -110,28 +113,37 @@ def _unit_rows(X, out):
 
 
 @nb.njit(parallel=True, cache=True)
-def _count_below(C, thr, clamp):
-    """Number of entries of C [M, N] below thr (C optionally clamped to [-1, 1] in place)."""
-    M, N = C.shape
-    counts = np.zeros(M, dtype=np.int64)
-    for i in prange(M):
+def _count_below(C, thr):
+    """Per leading index b of C [nb, M, N]: the number of entries below thr (one pass, parallel
+    over rows; the clamp to [-1, 1] is implied for thresholds in [-1, 1])."""
+    nb_, M, N = C.shape
+    counts = np.zeros(nb_ * M, dtype=np.int64)
+    for r in prange(nb_ * M):
+        b = r // M
+        i = r % M
         k = 0
         for j in range(N):
-            c = C[i, j]
-            if clamp:
-                if c > 1.0:
-                    c = 1.0
-                    C[i, j] = c
-                elif c < -1.0:
-                    c = -1.0
-                    C[i, j] = c
-            if c < thr:
+            if C[b, i, j] < thr:
                 k += 1
-        counts[i] = k
-    return counts.sum()
+        counts[r] = k
+    out = np.zeros(nb_, dtype=np.int64)
+    for r in range(nb_ * M):
+        out[r // M] += counts[r]
+    return out
 
 
 @nb.njit(parallel=True, cache=True)
+def _clamp_(C):
+    flat = C.reshape(-1)
+    for i in prange(flat.size):
+        c = flat[i]
+        if c > 1.0:
+            flat[i] = 1.0
+        elif c < -1.0:
+            flat[i] = -1.0
+
+
+@nb.njit(parallel=True, cache=True, fastmath=_FM)
 def _steer(h, v, per_row, alpha, relative, gate, tau, proj):
     T, D = h.shape
     vv0 = 0.0
@@ -196,12 +208,13 @@ def set_mean_cosine(R, T):
     return torch.from_numpy(res).to(adt)
 
 
-def _tile_rows(Q: int) -> int:
-    # about 1 MiB of float32 cosines per tile: stays in L2 between GEMM and count
-    return int(max(16, min(1024, (1 << 18) // max(Q, 1))))
+_CHUNK_ELEMS = 1 << 20  # cosines per GEMM chunk (4 MiB of float32): stays in cache for the count
 
 
 def pairwise(R, T, threshold, return_full):
+    """Rows normalised by numba; each chunk of cosines comes from torch's batched matmul (BLAS,
+    all threads) into a reused buffer that numba counts in one parallel pass.  The mean uses the
+    identity mean_pq cos = (sum_p r^_p).(sum_q t^_q) / (P Q) (no matrix needed)."""
     adt = acc_dtype(torch.promote_types(R.dtype, T.dtype))
     npdt = np.float64 if adt == torch.float64 else np.float32
     B, P, D = R.shape
@@ -213,28 +226,38 @@ def pairwise(R, T, threshold, return_full):
     Tn = np.empty((B * Q, D), dtype=npdt)
     _unit_rows(_np(R).astype(npdt, copy=False).reshape(B * P, D), Rn)
     _unit_rows(_np(T).astype(npdt, copy=False).reshape(B * Q, D), Tn)
-    Rn = Rn.reshape(B, P, D)
-    Tn = Tn.reshape(B, Q, D)
-    full = np.empty((B, P, Q), dtype=npdt) if return_full else None
-    tile = _tile_rows(Q)
-    buf = np.empty((tile, Q), dtype=npdt)
-    mean = np.empty(B, dtype=np.float64)
-    frac = np.empty(B, dtype=np.float64)
-    for b in range(B):
-        sr = Rn[b].sum(axis=0, dtype=np.float64)
-        st = Tn[b].sum(axis=0, dtype=np.float64)
-        mean[b] = min(1.0, max(-1.0, float(sr @ st) / (P * Q))) if np.isfinite(sr @ st) else np.nan
-        below = 0
-        TnT = Tn[b].T
-        for p0 in range(0, P, tile):
-            p1 = min(P, p0 + tile)
-            out = full[b, p0:p1] if full is not None else buf[: p1 - p0]
-            np.matmul(Rn[b, p0:p1], TnT, out=out)
-            below += _count_below(out, threshold, True)
-        frac[b] = below / (P * Q)
-    frac = np.where(np.isnan(mean), np.nan, frac)
-    return (torch.from_numpy(mean).to(adt), torch.from_numpy(frac).to(adt),
-            torch.from_numpy(full) if full is not None else None)
+    sr = _sums(torch.from_numpy(Rn.reshape(B, P, D)))
+    st = _sums(torch.from_numpy(Tn.reshape(B, Q, D)))
+    with np.errstate(invalid="ignore"):
+        mean = np.clip(np.einsum("bd,bd->b", sr, st) / (P * Q), -1.0, 1.0)
+    Rt = torch.from_numpy(Rn).view(B, P, D)
+    Tt = torch.from_numpy(Tn).view(B, Q, D).transpose(1, 2)
+    full = torch.empty(B, P, Q, dtype=adt) if return_full else None
+    below = np.zeros(B, dtype=np.int64)
+    thr = float(threshold)
+    # comparing raw cosines equals comparing clamped ones for thr in (-1, 1]; outside, decide here
+    thr_c = -np.inf if thr <= -1.0 else thr
+    if P * Q <= _CHUNK_ELEMS:  # whole [P, Q] blocks, several b at a time
+        nb_ = max(1, _CHUNK_ELEMS // (P * Q))
+        buf = None if full is not None else torch.empty(min(nb_, B), P, Q, dtype=adt)
+        for b0 in range(0, B, nb_):
+            b1 = min(B, b0 + nb_)
+            out = full[b0:b1] if full is not None else buf[: b1 - b0]
+            torch.bmm(Rt[b0:b1], Tt[b0:b1], out=out)
+            below[b0:b1] = _count_below(out.numpy(), thr_c)
+    else:  # tiles of rows of one b
+        rows = max(1, _CHUNK_ELEMS // Q)
+        buf = None if full is not None else torch.empty(rows, Q, dtype=adt)
+        for b in range(B):
+            for p0 in range(0, P, rows):
+                p1 = min(P, p0 + rows)
+                out = full[b, p0:p1] if full is not None else buf[: p1 - p0]
+                torch.mm(Rt[b, p0:p1], Tt[b], out=out)
+                below[b] += _count_below(out.numpy()[None], thr_c)[0]
+    if full is not None:
+        _clamp_(full.numpy())
+    frac = np.where(np.isnan(mean), np.nan, 1.0 if thr > 1.0 else below / (P * Q))
+    return torch.from_numpy(mean).to(adt), torch.from_numpy(frac).to(adt), full
 
 
 def steer_(h, v, alpha, relative, tau):

@@ -197,9 +197,12 @@ def steer_inject_(h: torch.Tensor, v: torch.Tensor, alpha, scale: str = "relativ
         raise ValueError(f"steer_inject_: v must be [D] = [{D}] or [T, D] = [{Tn}, {D}], got {tuple(v.shape)}")
     if scale not in ("absolute", "relative"):
         raise ValueError(f"steer_inject_: scale must be 'absolute' or 'relative', got {scale!r}")
-    a = torch.as_tensor(alpha, device=h.device)
-    if a.dim() == 0:
-        a = a.expand(Tn)
+    if isinstance(alpha, torch.Tensor):
+        a = alpha.to(h.device)
+        if a.dim() == 0:
+            a = a.expand(Tn)
+    else:  # a number: a fill kernel, no host-to-device copy (CUDA-graph capturable)
+        a = torch.full((Tn,), float(alpha), dtype=acc_dtype(h.dtype), device=h.device)
     if a.shape != (Tn,):
         raise ValueError(f"steer_inject_: alpha must be a number or a [T] = [{Tn}] tensor, got {tuple(a.shape)}")
     a = a.to(acc_dtype(h.dtype)).contiguous()

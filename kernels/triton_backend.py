@@ -284,14 +284,18 @@ def pairwise(R, T, threshold, return_full):
         _pair_kernel[grid](Rn, Tn, fptr, sums, cnts, P, Q, D, float(threshold),
                            WRITE_FULL=return_full, IEEE=not half, BLOCK_P=bp, BLOCK_Q=bq, BLOCK_K=16)
     else:
-        # partials sized for the smallest tile of the autotune configs, zeroed: whatever config
-        # wins fills a prefix (tile index = (i * grid_q + j) * B + b) and the rest adds 0
+        # partials sized for the smallest tile of the autotune configs; the winning config
+        # fills a prefix (tile index = (i * grid_q + j) * B + b): read only that prefix (autotune
+        # benchmark runs with other configs leave stale entries behind it)
         n = B * triton.cdiv(P, 64) * triton.cdiv(Q, 64)
-        sums = torch.zeros(n, dtype=torch.float32, device=dev)
-        cnts = torch.zeros(n, dtype=torch.int32, device=dev)
+        sums = torch.empty(n, dtype=torch.float32, device=dev)
+        cnts = torch.empty(n, dtype=torch.int32, device=dev)
         grid = lambda meta: (triton.cdiv(P, meta["BLOCK_P"]), triton.cdiv(Q, meta["BLOCK_Q"]), B)
         _pair_tuned[grid](Rn, Tn, fptr, sums, cnts, P, Q, D, float(threshold),
                           WRITE_FULL=return_full, IEEE=not half)
+        cfg = _pair_tuned.best_config.kwargs
+        used = B * triton.cdiv(P, cfg["BLOCK_P"]) * triton.cdiv(Q, cfg["BLOCK_Q"])
+        sums, cnts = sums[:used], cnts[:used]
     # partial tile index = (i * grid_q + j) * B + b: column b of a [tiles, B] view
     mean = sums.view(-1, B).to(torch.float64).sum(dim=0) / (P * Q)
     frac = cnts.view(-1, B).to(torch.float64).sum(dim=0) / (P * Q)

@@ -216,8 +216,9 @@ def test_steer_algebra(backend, device):
     for t in range(Tn):
         row = h0[t:t + 1].clone()
         pt = ck.steer_inject_(row, V[t], float(alpha[t]), scale="relative", tau=0.2, backend=backend)
-        torch.testing.assert_close(row[0], hb[t], rtol=2e-7, atol=1e-7)
-        torch.testing.assert_close(pt[0], pb[t], rtol=2e-7, atol=1e-7)
+        # same arithmetic; GPU compilers may contract or order it differently: a few ulps
+        torch.testing.assert_close(row[0], hb[t], rtol=4 * 1.2e-7, atol=4 * 1.2e-7 * float(h0.abs().max()))
+        torch.testing.assert_close(pt[0], pb[t], rtol=4 * 1.2e-7, atol=4 * 1.2e-7)
 
 
 # ------------------------------------------------------------------ defined edge behaviour
