@@ -300,7 +300,10 @@ def c_nc(ctx: AuditContext, family="Pythia", estimator="gamma-fit", pooled=False
 
 
 def _sign_change_attached(ctx, family, attach, quantity):
-    """The sign-change rule of analysis.nc, reporting the smaller model's N or the interval midpoint."""
+    """The sign-change rule of analysis.nc, reporting the smaller model's N or the interval midpoint.
+
+    TODO(analysis): replace by an ``attach=`` option of ``cape_hpc.analysis.nc.estimate_nc``
+    ('sign-change' currently reports the larger model's N only)."""
     from cape_hpc.analysis.coupling import local_coupling
 
     cr = local_coupling(ctx.scores, "HS", "TQA", families=[family])
@@ -594,7 +597,10 @@ def c_isocline(ctx: AuditContext, family="OPT", rule="above-positive", calibrati
 
 
 def c_isocline_above(ctx: AuditContext, families=(), calibration="OLMo", b1="HS", b2="TQA"):
-    """True when every model of the named families lies above B2_c = sqrt(k B1) (fractions)."""
+    """True when every model of the named families lies above B2_c = sqrt(k B1) (fractions).
+
+    TODO(analysis): replace by a per-model side from ``cape_hpc.analysis.isocline`` (it reports
+    sides per interval; single-model families have no interval)."""
     from cape_hpc.analysis.isocline import calibrate_k
 
     present, missing = _families_present(ctx.scores, families, 1)
@@ -652,14 +658,13 @@ def c_frontier(ctx: AuditContext, quantity="r", cohort="main", subset=None, min_
 
 
 def c_wilson(ctx: AuditContext, k=38, n=40, level=0.95):
-    """Wilson score interval (percent) for k successes of n -- inputs are the paper's own counts."""
+    """Wilson score interval (percent) for k successes of n -- inputs are the paper's own counts.
+    Computed by the toolkit's ``cape_hpc.steering.steer.wilson_interval`` (the intervention-rate CI)."""
     from scipy.stats import norm
-    z = norm.ppf(0.5 + level / 2)
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return [100 * (mid - half), 100 * (mid + half)]
+
+    from cape_hpc.steering.steer import wilson_interval
+    lo, hi = wilson_interval(int(k), int(n), z=float(norm.ppf(0.5 + level / 2)))
+    return [100 * lo, 100 * hi]
 
 
 def c_width_flip_count(ctx: AuditContext, families=(), d_ref=512.0):
