@@ -152,3 +152,15 @@ def test_targets_and_tolerance():
     assert match([parse_target("14")], Partial(6, 11, ["x"])) is False
     assert match([parse_target("10")], Partial(6, 11, ["x"])) is None
     assert not match([parse_target("1.0")], float("nan"))
+
+
+def test_every_claim_of_the_registry_evaluates_on_the_shipped_data():
+    res = run_audit(load_scores(), frontier=load_frontier(), loss=load_loss(), n_resamples=50)
+    assert len(res.claims) == len(load_claims())
+    errors = [(c.id, c.reason) for c in res.claims if c.reason.startswith("error:")]
+    assert not errors
+    kinds = {c.verdict.split(" only with")[0] for c in res.claims}
+    assert {VERDICT_OK, VERDICT_NO, VERDICT_INTERNALS, VERDICT_DATA, VERDICT_METHOD} <= kinds
+    assert any(c.verdict.startswith(VERDICT_ALT) for c in res.claims)
+    # a verdict of "reproduced" always carries a computed value
+    assert all(c.value not in ("-", "nan") for c in res.claims if c.verdict == VERDICT_OK)
