@@ -133,7 +133,8 @@ class DynamicsResult:
     holdout_error: ErrorSummary | None
     holdout_error_by_family: dict[str, ErrorSummary]
     baselines: list[BaselineScore]
-    predictions: list[PredictionRow]
+    predictions: list[PredictionRow]       # held-out families, sizes after the start model
+    fit_predictions: list[PredictionRow]   # training families (the in-sample simulation), same layout
     term_stability: TermStability | None
     phase_fits: PhaseFitResult | None
     provenance: Provenance
@@ -271,14 +272,19 @@ def discover(df: pd.DataFrame, *, train=("Pythia",), holdout=("Llama-2",), model
             e = pb.errors(ho, skip)
             base_scores.append(BaselineScore(int(d), e.rel_mae, e.mape, e.mae_points, pb.valid_, e.per_benchmark))
 
-    rows = []
-    for t in ho:
-        pred = est.predict(t)
-        bpred = {d: pb.predict(t) for d, pb in base_models.items()}
-        for i in range(1, t.n):
-            for j, b in enumerate(benchmarks):
-                rows.append(PredictionRow(t.family, t.models[i], b, float(t.x[i]), float(t.Y[i, j]),
-                                          float(pred[i, j]), {f"poly{d}": float(bp[i, j]) for d, bp in bpred.items()}))
+    def table(trajs):
+        out = []
+        for t in trajs:
+            pred = est.predict(t)
+            bpred = {d: pb.predict(t) for d, pb in base_models.items()}
+            for i in range(1, t.n):
+                for j, b in enumerate(benchmarks):
+                    out.append(PredictionRow(t.family, t.models[i], b, float(t.x[i]), float(t.Y[i, j]),
+                                             float(pred[i, j]),
+                                             {f"poly{d}": float(bp[i, j]) for d, bp in bpred.items()}))
+        return out
+
+    rows, fit_rows = table(ho), table(tr)
 
     ts = term_stability(est, tr, n_resamples=n_resamples, seed=seed, stratify=stratify) if n_resamples else None
     pf = None
@@ -297,7 +303,7 @@ def discover(df: pd.DataFrame, *, train=("Pythia",), holdout=("Llama-2",), model
                       inputs={"scores": _sha(df)})
     return DynamicsResult(model, train_l, hold_l, list(benchmarks), options, list(est.terms_), est.coef_.copy(),
                           est.equations(), [int(k) for k in est.active_terms_.sum(axis=1)], fit_err, fit_by,
-                          ho_err, ho_by, base_scores, rows, ts, pf, prov)
+                          ho_err, ho_by, base_scores, rows, fit_rows, ts, pf, prov)
 
 
 # ------------------------------------------------------------------------------------------------
