@@ -37,6 +37,8 @@ no per-resample allocation): every row's features are precomputed once, and a re
 """
 from __future__ import annotations
 
+import types
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -160,7 +162,8 @@ def resample_indices(strata, n_resamples: int, seed: int, *, n: int | None = Non
         raise ValueError(f"start must be >= 0, got {start}")
     out = np.empty((R, members.shape[0]), dtype=np.int64)
     if R:
-        _indices_kernel(seed_key(seed), int(start), R, members, gstart, gsize, out)
+        _launch(_indices_kernel, out.size, seed_key(seed), int(start), R, members, gstart, gsize,
+                out)
     return out
 
 
@@ -171,6 +174,36 @@ BLOCK = 64  # resamples per parallel work item (scratch arrays are allocated onc
 # blocks are handed to threads dynamically, one at a time: on a shared machine a thread that lost
 # its core no longer holds up the others (the results do not depend on the schedule)
 PARALLEL_CHUNKSIZE = 1
+# calls with fewer row draws than this run on one thread (the full-sample estimate, the jackknife,
+# small bootstraps): a parallel launch costs microseconds on an idle machine but can cost
+# milliseconds on a busy one, waiting for the second thread to be scheduled
+SERIAL_WORK = 1 << 15
+_SERIAL: dict = {}
+
+
+def _serial_twin(kernel):
+    """The same kernel compiled without ``parallel`` (prange runs as range), cached on disk under
+    its own name.  Every resample is computed by the same code either way, so results agree bit for
+    bit with the parallel kernel."""
+    twin = _SERIAL.get(kernel)
+    if twin is None:
+        f = kernel.py_func
+        name = f.__name__ + "_serial"
+        code = f.__code__.replace(co_name=name, co_qualname=name)
+        g = types.FunctionType(code, f.__globals__, name, f.__defaults__, f.__closure__)
+        g.__qualname__ = name
+        g.__module__ = f.__module__
+        twin = _SERIAL[kernel] = njit(cache=True)(g)
+    return twin
+
+
+def _launch(kernel, work, *args):
+    """Run ``kernel(*args)``: on one thread for small work, else in parallel with dynamic blocks."""
+    if work < SERIAL_WORK:
+        _serial_twin(kernel)(*args)
+    else:
+        with numba.parallel_chunksize(PARALLEL_CHUNKSIZE):
+            kernel(*args)
 
 
 def _check_idx(idx, n_rows, name):
@@ -302,8 +335,7 @@ def participation_ratio_batch(X, idx, corr: bool = False) -> np.ndarray:
     idx = _check_idx(idx, F.shape[0], "participation_ratio_batch")
     out = np.empty(idx.shape[0], dtype=np.float64)
     if idx.shape[0]:
-        with numba.parallel_chunksize(PARALLEL_CHUNKSIZE):
-            _pr_kernel(F, p, iu, ku, idx, bool(corr), ZERO_SPREAD_RTOL, out)
+        _launch(_pr_kernel, idx.size, F, p, iu, ku, idx, bool(corr), ZERO_SPREAD_RTOL, out)
     return out
 
 
@@ -317,9 +349,8 @@ def participation_ratio_boot(X, strata, n_resamples: int, seed: int, *, corr: bo
     R, start = _check_stream(n_resamples, start)
     out = np.empty(R, dtype=np.float64)
     if R:
-        with numba.parallel_chunksize(PARALLEL_CHUNKSIZE):
-            _pr_stream_kernel(F, p, iu, ku, seed_key(seed), start, R, members, gstart, gsize,
-                              bool(corr), ZERO_SPREAD_RTOL, out)
+        _launch(_pr_stream_kernel, R * members.shape[0], F, p, iu, ku, seed_key(seed), start, R,
+                members, gstart, gsize, bool(corr), ZERO_SPREAD_RTOL, out)
     return out
 
 
@@ -428,8 +459,7 @@ def quadratic_nc_batch(x, y, idx, lo: float = -np.inf, hi: float = np.inf) -> np
     idx = _check_idx(idx, F.shape[0], "quadratic_nc_batch")
     out = np.empty(idx.shape[0], dtype=np.float64)
     if idx.shape[0]:
-        with numba.parallel_chunksize(PARALLEL_CHUNKSIZE):
-            _quad_kernel(F, xm, idx, lo, hi, SINGULAR_RTOL, out)
+        _launch(_quad_kernel, idx.size, F, xm, idx, lo, hi, SINGULAR_RTOL, out)
     return out
 
 
@@ -443,7 +473,6 @@ def quadratic_nc_boot(x, y, strata, n_resamples: int, seed: int, lo: float = -np
     R, start = _check_stream(n_resamples, start)
     out = np.empty(R, dtype=np.float64)
     if R:
-        with numba.parallel_chunksize(PARALLEL_CHUNKSIZE):
-            _quad_stream_kernel(F, xm, seed_key(seed), start, R, members, gstart, gsize, lo, hi,
-                                SINGULAR_RTOL, out)
+        _launch(_quad_stream_kernel, R * members.shape[0], F, xm, seed_key(seed), start, R,
+                members, gstart, gsize, lo, hi, SINGULAR_RTOL, out)
     return out

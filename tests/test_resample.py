@@ -192,3 +192,29 @@ def test_fused_kernels_bit_identical_to_materialised(strata):
         assert a.tobytes() == participation_ratio_batch(X, idx, corr=corr).tobytes()
     a = quadratic_nc_boot(x, y, strata, 3000, 77, 8.5, 10.5, start=123)
     assert a.tobytes() == quadratic_nc_batch(x, y, idx, 8.5, 10.5).tobytes()
+
+
+def test_serial_and_parallel_paths_agree_bit_for_bit():
+    # small calls run a serial twin of each kernel; a row must give the same bits either way
+    from cape_kernels import participation_ratio_boot, quadratic_nc_boot
+    from cape_kernels.resample import SERIAL_WORK
+
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(63, 5)) * 10 + 50
+    x, y = rng.uniform(8, 11, 63), rng.normal(size=63)
+    big = SERIAL_WORK // 63 + 10                      # parallel
+    small = 7                                         # serial
+    strata = STRATA[4]
+    np.testing.assert_array_equal(resample_indices(strata, big, 3)[:small], resample_indices(strata, small, 3))
+    for corr in (False, True):
+        a = participation_ratio_boot(X, strata, big, 3, corr=corr)
+        b = participation_ratio_boot(X, strata, small, 3, corr=corr)
+        assert a[:small].tobytes() == b.tobytes()
+        idx = resample_indices(strata, big, 3)
+        assert participation_ratio_batch(X, idx, corr)[:small].tobytes() == \
+            participation_ratio_batch(X, idx[:small], corr).tobytes()
+    a = quadratic_nc_boot(x, y, strata, big, 3, 8.5, 10.5)
+    assert a[:small].tobytes() == quadratic_nc_boot(x, y, strata, small, 3, 8.5, 10.5).tobytes()
+    idx = resample_indices(strata, big, 3)
+    assert quadratic_nc_batch(x, y, idx, 8.5, 10.5)[:small].tobytes() == \
+        quadratic_nc_batch(x, y, idx[:small], 8.5, 10.5).tobytes()
