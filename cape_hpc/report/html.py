@@ -104,6 +104,9 @@ def chart_running_gamma(d: dict) -> dict:
                        "text": f["model"], "legendgroup": f["family"], "line": {"color": PALETTE[i % len(PALETTE)]},
                        "hovertemplate": "%{text}<br>log10 N %{x:.2f}<br>gamma %{y:.3f}<extra>" + f["family"] + "</extra>"})
     ests = list(dict.fromkeys(n["estimator"] for n in d["nc"]))
+    rows_order = list(dict.fromkeys(n["family"] for n in d["nc"]  # one row per family / pooled with an estimate
+                                    if isinstance(n["log_nc"], float) and math.isfinite(n["log_nc"])))
+    offsets = np.linspace(-0.25, 0.25, len(ests)) if len(ests) > 1 else np.zeros(1)
     symbols = ["diamond", "square", "triangle-up", "circle", "x"]
     for j, est in enumerate(ests):
         rows = [n for n in d["nc"] if n["estimator"] == est and isinstance(n["log_nc"], float)
@@ -112,25 +115,29 @@ def chart_running_gamma(d: dict) -> dict:
             continue
         y = [r["log_nc"] for r in rows]
         traces.append({"type": "scatter", "mode": "markers", "name": f"N_c {est}", "xaxis": "x2", "yaxis": "y2",
-                       "x": y, "y": [r["family"] for r in rows],
+                       "x": y, "y": [rows_order.index(r["family"]) + float(offsets[j]) for r in rows],
                        "marker": {"symbol": symbols[j % len(symbols)], "size": 9, "color": PALETTE[(j + 3) % len(PALETTE)]},
-                       "error_x": _err(y, [r["lo"] for r in rows], [r["hi"] for r in rows]),
+                       "error_x": {**_err(y, [r["lo"] for r in rows], [r["hi"] for r in rows]),
+                                   "color": PALETTE[(j + 3) % len(PALETTE)], "thickness": 1.5, "width": 3},
                        "text": [f"{r['family']} {est}: log10 N_c = {r['log_nc']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
                                 for r in rows], "hovertemplate": "%{text}<extra></extra>"})
     shapes = [{"type": "rect", "xref": "paper", "yref": "y", "x0": 0, "x1": 1, "y0": d["tax_below"],
                "y1": d["bonus_above"], "fillcolor": "#dddddd", "opacity": 0.5, "line": {"width": 0}, "layer": "below"}]
     finite = np.array([g for f in d["families"] for g in f["gamma"] if isinstance(g, float) and math.isfinite(g)])
+    forest_px, top_px = max(110, 30 * len(rows_order)), 380
+    split = forest_px / (forest_px + top_px)
     lay = _layout("Running coupling gamma(N) and N_c estimates (95% intervals)", "log10 N", "", shapes=shapes,
-                  height=640)
+                  height=int(forest_px + top_px + 150))
     if finite.size:
         lo, hi = np.quantile(finite, [0.02, 0.98])
         pad = 0.15 * (hi - lo + 1e-9)
-        lay["yaxis"] = {"title": {"text": f"gamma = d{d['b2']}/d{d['b1']}"}, "domain": [0.42, 1.0],
+        lay["yaxis"] = {"title": {"text": f"gamma = d{d['b2']}/d{d['b1']}"}, "domain": [split + 0.08, 1.0],
                         "range": [float(min(lo - pad, -0.5)), float(max(hi + pad, 0.5))]}
     else:
-        lay["yaxis"] = {"title": {"text": "gamma"}, "domain": [0.42, 1.0]}
-    lay["yaxis2"] = {"domain": [0.0, 0.34], "type": "category", "title": {"text": "N_c (95%)"}, "automargin": True,
-                     "anchor": "x2"}
+        lay["yaxis"] = {"title": {"text": "gamma"}, "domain": [split + 0.08, 1.0]}
+    lay["yaxis2"] = {"domain": [0.0, split], "title": {"text": "N_c (95%)"}, "automargin": True, "anchor": "x2",
+                     "tickvals": list(range(len(rows_order))), "ticktext": rows_order, "zeroline": False,
+                     "range": [-0.6, len(rows_order) - 0.4]}
     lay["xaxis"] = {"anchor": "y", "showticklabels": True}
     lay["xaxis2"] = {"anchor": "y2", "matches": "x", "title": {"text": "log10 N (gamma: interval midpoint; below: N_c)"}}
     if xs:
