@@ -189,7 +189,10 @@ def _serial_twin(kernel):
     if twin is None:
         f = kernel.py_func
         name = f.__name__ + "_serial"
-        code = f.__code__.replace(co_name=name, co_qualname=name)
+        try:
+            code = f.__code__.replace(co_name=name, co_qualname=name)
+        except TypeError:  # Python < 3.11 has no co_qualname
+            code = f.__code__.replace(co_name=name)
         g = types.FunctionType(code, f.__globals__, name, f.__defaults__, f.__closure__)
         g.__qualname__ = name
         g.__module__ = f.__module__
