@@ -28,7 +28,7 @@ name: faults
 work: synthetic
 output_dir: {out}
 models:
-  - {{id: o/m0, name: m0, params: 6e9, options: {{sleep: {s}}}}}
+  - {{id: o/m0, name: m0, params: 6e9, options: {{sleep: {s0}}}}}
   - {{id: o/m1, name: m1, params: 5e9, options: {{sleep: {s}}}}}
   - {{id: o/m2, name: m2, params: 4e9, options: {{sleep: {s}}}}}
   - {{id: o/m3, name: m3, params: 3e9, options: {{sleep: {s}}}}}
@@ -37,9 +37,10 @@ models:
 """
 
 
-def job_file(tmp_path: Path, out: str, sleep: float = 0.3, name: str = "job.yaml") -> Path:
+def job_file(tmp_path: Path, out: str, sleep: float = 0.3, name: str = "job.yaml", first: float | None = None) -> Path:
+    """Six synthetic models sleeping ``sleep`` s each (the first, m0, ``first`` s if given)."""
     p = tmp_path / name
-    p.write_text(textwrap.dedent(JOB).format(out=tmp_path / out, s=sleep))
+    p.write_text(textwrap.dedent(JOB).format(out=tmp_path / out, s=sleep, s0=sleep if first is None else first))
     return p
 
 
@@ -129,7 +130,7 @@ def _wait_for(pred, timeout=30.0):
 
 
 def test_external_sigkill_then_resume(tmp_path):
-    job = job_file(tmp_path, "out", 2.0)
+    job = job_file(tmp_path, "out", 0.1, first=3.0)
     out = tmp_path / "out"
     p = subprocess.Popen(CAPE + ["sweep", str(job)], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert _wait_for(lambda: (out / "locks" / "m0.lock").exists())
@@ -140,11 +141,13 @@ def test_external_sigkill_then_resume(tmp_path):
     r = subprocess.run(CAPE + ["sweep", str(job), "--json"], capture_output=True, text=True,
                        env=env(), timeout=120)
     assert r.returncode == 0, r.stderr
-    assert all(m["status"] == "done" for m in json.loads(r.stdout)["models"])
+    runs = {m["model"]: m for m in json.loads(r.stdout)["models"]}
+    assert all(m["status"] == "done" for m in runs.values())
+    assert "took over stale lock" in runs["m0"]["note"]
 
 
 def test_sigterm_drops_current_model_cleanly(tmp_path):
-    job = job_file(tmp_path, "out", 3.0)
+    job = job_file(tmp_path, "out", 0.1, first=3.0)
     out = tmp_path / "out"
     p = subprocess.Popen(CAPE + ["sweep", str(job), "--json"], env=env(), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -198,3 +201,20 @@ def test_same_job_twice_at_once(tmp_path):
     # the work was shared, not duplicated: both runs computed something
     per_run = [sum(m["status"] == "done" for m in json.loads(so)["models"]) for so, _ in results]
     assert min(per_run) >= 1, per_run
+
+
+def test_sigterm_under_mpiexec_every_rank_drops_cleanly(tmp_path):
+    job = job_file(tmp_path, "out", 4.0)
+    out = tmp_path / "out"
+    p = subprocess.Popen([str(MPIEXEC), "-n", "2"] + CAPE + ["sweep", str(job), "--json"], env=env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(lambda: (out / "locks" / "m0.lock").exists() and (out / "locks" / "m1.lock").exists())
+    time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)  # mpiexec forwards it to both ranks
+    stdout, stderr = p.communicate(timeout=30)
+    assert p.returncode == 143, stderr
+    runs = {m["model"]: m for m in json.loads(stdout)["models"]}
+    assert {runs["m0"]["rank"], runs["m1"]["rank"]} == {0, 1}
+    assert all(m["status"] == "interrupted" for m in runs.values()), runs
+    assert not (out / "shards").exists() or not list((out / "shards").iterdir())
+    assert not list((out / "locks").glob("*.lock"))
