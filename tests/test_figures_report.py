@@ -3,6 +3,7 @@
 Each figure's axes and series are checked on the matplotlib objects against independent references:
 the shipped score table (CSV values), numpy fits, and the arrays stored in the file.
 """
+import json
 import math
 
 import numpy as np
@@ -283,3 +284,16 @@ def test_cli_missing_file_is_one_line_error(tmp_path, capsys):
     assert main(["figures", str(tmp_path / "nope.h5"), "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.h5" in err[0]
+
+
+def test_cli_report_json(sample, tmp_path, capsys):
+    from cape_hpc.cli import main
+
+    out = tmp_path / "r" / "report.html"
+    assert main(["report", sample.path, "-o", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["path"] == str(out.resolve()) and out.stat().st_size == info["bytes"]
+    assert info["skipped"] == [] and info["diagnose"] == "/analysis/diagnose_model"
+    assert "Phase diagram" in info["charts"] and "Steering intervention rate" in info["charts"]
+    assert main(["report", sample.path, "-o", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"report: {out.resolve()}")

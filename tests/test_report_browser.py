@@ -248,11 +248,11 @@ def test_screenshot_artifact(page):
 
 def test_reproduction_audit_table(page, report):
     """The audit table shows every stored claim with its verdict and the alternatives tried."""
-    from cape_hpc.report.sample import AUDIT_SAMPLE
+    from cape_hpc.report.sample import audit_sample_ids
 
     h5, _, _ = report
     stored = read_results(h5, "/reproduce")
-    assert sorted(c["id"] for c in stored["claims"]) == sorted(AUDIT_SAMPLE)
+    assert sorted(c["id"] for c in stored["claims"]) == sorted(audit_sample_ids())
     rows = page.locator("#audit-table tbody tr")
     assert rows.count() == len(stored["claims"])
     heads = page.locator("#audit-table th").all_inner_texts()

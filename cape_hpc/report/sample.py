@@ -88,6 +88,22 @@ def _real_model_groups() -> dict[str, Any]:
     return out
 
 
+def audit_sample_ids() -> list[str]:
+    """AUDIT_SAMPLE's claims that the registry has (its first ten if it has none of them)."""
+    from cape_hpc.analysis.reproduce import load_claims
+
+    ids = [c.id for c in load_claims()]
+    chosen = [i for i in AUDIT_SAMPLE if i in ids]
+    return chosen or ids[:10]
+
+
+def _audit(scores, frontier):
+    from cape_hpc.analysis.reproduce import run_audit
+    from cape_hpc.io.scores import load_loss
+
+    return run_audit(scores, frontier=frontier, loss=load_loss(), n_resamples=50, seed=0, only=audit_sample_ids())
+
+
 def sample_groups(notes: list[str] | None = None, *, n_resamples: int = 200, real_models: bool = True) -> dict[str, Any]:
     """{group path: result} for a small results file (see module doc)."""
     import pandas as pd
@@ -123,9 +139,7 @@ def sample_groups(notes: list[str] | None = None, *, n_resamples: int = 200, rea
                                               notes)
     groups["/dynamics/linear"] = _try("dynamics", lambda: importlib.import_module("cape_hpc.dynamics.discovery").discover(
         full, train=("Pythia",), holdout=("OPT",), model="linear", n_resamples=20, seed=4), notes)
-    groups["/reproduce"] = _try("reproduce", lambda: importlib.import_module("cape_hpc.analysis.reproduce").run_audit(
-        full, frontier=load_frontier(), loss=importlib.import_module("cape_hpc.io.scores").load_loss(),
-        n_resamples=50, seed=0, only=list(AUDIT_SAMPLE)), notes)
+    groups["/reproduce"] = _try("reproduce", lambda: _audit(full, load_frontier()), notes)
     groups = {k: v for k, v in groups.items() if v is not None}
     # model internals and steering: the real producers on two tiny random-weight models (offline),
     # synthetic trees in the same layout if those producers are missing from this checkout
