@@ -13,6 +13,10 @@ backend), optional steering, and the output directory::
       - {id: gemma3-270m, params: 268e6, d_model: 640, n_layers: 18}
       - {id: EleutherAI/pythia-70m, name: Pythia-70M, revision: main, params: 70e6}
 
+``work`` picks the per-model work function (``internals``, the default: load, extract, steer;
+``synthetic``: a deterministic stand-in for tests; or ``module:function``); ``work_options`` go to
+it (``device: auto|cpu|cuda|cuda:N``; auto = one GPU per rank when there are GPUs).
+
 Every error names the file and the key path (``jobs/x.yaml: models[3].dtype: ...``).
 ``params`` (and optionally ``d_model``, ``n_layers``, ``vocab``) describe the model without
 downloading it: they order the models (largest first) and estimate memory for ``--dry-run``.

@@ -34,14 +34,35 @@ def _subset_prompts(prompts: Any, n: int | None) -> Any:
     return prompts
 
 
+def local_rank() -> int:
+    """This process's rank among the ranks on its node (0 without MPI/Slurm)."""
+    import os
+
+    for k in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "PMI_LOCAL_RANK", "LOCAL_RANK"):
+        if os.environ.get(k, "").isdigit():
+            return int(os.environ[k])
+    return 0
+
+
 def _device(job: JobSpec) -> str:
-    """``work_options.device``: 'auto' (the rank's GPU when there is one, else CPU), 'cpu', 'cuda'."""
-    want = job.work_options.get("device", "auto")
-    if want == "auto":
+    """``work_options.device``: 'auto' (one GPU per rank when there are GPUs, else CPU), 'cpu', 'cuda[:i]'.
+
+    One rank per GPU: when Slurm binds a GPU to each task (``--gpus-per-task=1``) each rank sees one
+    device; when every rank sees all of a node's GPUs, rank i on the node takes GPU i mod count.
+    """
+    want = str(job.work_options.get("device", "auto"))
+    if want in ("auto", "cuda"):
         import torch
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(want)
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            if want == "cuda":
+                from cape_hpc.errors import OptionError
+
+                raise OptionError("work_options.device: 'cuda' requested but no CUDA device is visible")
+            return "cpu"
+        return f"cuda:{local_rank() % n}"
+    return want
 
 
 def process_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
