@@ -1,0 +1,194 @@
+"""Steering invariants (SPEC section 4) on the real SmolLM2-135M and on tiny models:
+alpha = 0 is byte-identical to the unsteered model, the gate with tau = -1 changes nothing,
+batched equals unbatched, hooks are removed even when generation raises, the injection adds
+exactly alpha * s * v at the probe layer, and bad options give clear errors."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cape_hpc.errors import OptionError
+from cape_hpc.internals import load_prompts
+from cape_hpc.internals.prompts import PromptSet
+from cape_hpc.models import load_model
+from cape_hpc.steering import calibrate_direction, greedy_generate, run_steering, wilson_interval
+from cape_hpc.steering.steer import _Injector, steering_hook
+from cape_hpc.internals.extract import tokenize
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def cal():
+    return load_prompts(calibration=True)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    ps = load_prompts()
+    return PromptSet(ps.select("truthfulness")[:4], path=ps.path, sha256=ps.sha256)
+
+
+@pytest.fixture(scope="module")
+def direction(smol, cal):
+    return calibrate_direction(smol, cal)
+
+
+def _hooks(loaded):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in loaded.model.modules())
+
+
+@pytest.mark.realmodel
+def test_alpha_zero_is_byte_identical(smol, cal, prompts, direction):
+    res = run_steering(smol, cal, prompts, alpha=0.0, max_new_tokens=8, direction=direction, chat_template=True)
+    assert res.n_changed == 0 and res.rate == 0.0
+    for r in res.per_prompt:
+        assert r["steered"].encode() == r["baseline"].encode()
+    assert _hooks(smol) == 0
+
+
+@pytest.mark.realmodel
+def test_gate_tau_minus_one_changes_nothing(smol, cal, prompts, direction):
+    res = run_steering(smol, cal, prompts, alpha=2.0, tau=-1.0, max_new_tokens=8, direction=direction,
+                       chat_template=True)
+    assert res.n_changed == 0 and res.n_injected == 0
+    assert all(r["steered"] == r["baseline"] for r in res.per_prompt)
+
+
+@pytest.mark.realmodel
+def test_steering_changes_text_and_batched_equals_unbatched(smol, cal, prompts, direction):
+    a = run_steering(smol, cal, prompts, alpha=0.5, max_new_tokens=8, batch_size=4, direction=direction,
+                     chat_template=True)
+    b = run_steering(smol, cal, prompts, alpha=0.5, max_new_tokens=8, batch_size=1, direction=direction,
+                     chat_template=True)
+    assert a.n_changed >= 1                                   # the injection does something
+    for x, y in zip(a.per_prompt, b.per_prompt):
+        assert x["baseline"] == y["baseline"]
+        assert x["steered"] == y["steered"]
+        assert x["cos"] == pytest.approx(y["cos"], abs=1e-5)
+    lo, hi = wilson_interval(a.n_changed, a.n_prompts)
+    assert (a.rate_ci_low, a.rate_ci_high) == (lo, hi)
+
+
+@pytest.mark.realmodel
+def test_greedy_baseline_matches_transformers_generate(smol, prompts):
+    """Our batched KV-cache greedy loop equals transformers' own greedy generate, one prompt alone."""
+    text = prompts.prompts[0].text
+    ids, _ = tokenize(smol, [text])
+    ours = greedy_generate(smol, ids, 8)[0]
+    with torch.no_grad():
+        ref = smol.model.generate(torch.tensor(ids), attention_mask=torch.ones(1, len(ids[0]), dtype=torch.long),
+                                  max_new_tokens=8, do_sample=False, pad_token_id=smol.tokenizer.pad_token_id)
+    ref = ref[0, len(ids[0]):].tolist()
+    eos = smol.tokenizer.eos_token_id
+    ref = ref[:ref.index(eos)] if eos in ref else ref
+    assert ours == ref
+
+
+@pytest.mark.realmodel
+def test_hooks_removed_when_generation_raises(smol, direction, prompts):
+    ids, _ = tokenize(smol, prompts.texts[:2])
+    inj = _Injector(torch.as_tensor(direction.vector, dtype=torch.float32), 1.0, "relative", "all", None, None)
+    before = _hooks(smol)
+    boom = smol.adapter.layers[-1].register_forward_hook(lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            with steering_hook(smol, direction.probe_layer, inj):
+                assert _hooks(smol) == before + 2
+                greedy_generate(smol, ids, 4, injector=inj)
+    finally:
+        boom.remove()
+    assert _hooks(smol) == before
+
+
+@pytest.mark.realmodel
+def test_probe_layer_out_of_range(smol, cal, prompts):
+    with pytest.raises(OptionError, match=r"--probe-layer 30 is out of range: smollm2-135m has layers 0..29"):
+        run_steering(smol, cal, prompts, probe_layer=30)
+    with pytest.raises(OptionError, match="--probe-layer -1"):
+        calibrate_direction(smol, cal, probe_layer=-1)
+
+
+def test_bad_options():
+    lm = load_model("tiny-llama")
+    cal = load_prompts(calibration=True)
+    ps = PromptSet(load_prompts().prompts[:2], path="x", sha256="0")
+    for kw, msg in [({"scale": "log"}, "--scale"), ({"positions": "first"}, "--positions"),
+                    ({"method": "lda"}, "--direction"), ({"alpha": float("nan")}, "--alpha"),
+                    ({"max_new_tokens": 0}, "--max-new-tokens")]:
+        with pytest.raises(OptionError, match=msg):
+            run_steering(lm, cal, ps, **kw)
+
+
+@pytest.mark.parametrize("scale", ["absolute", "relative"])
+def test_injection_adds_alpha_s_v_at_the_probe_layer(scale):
+    """Algebra check (repeng style) on a tiny model: the probe block's output becomes
+    h + alpha * s * v with s = 1 or |h|, at the selected positions only, and scales add."""
+    lm = load_model("tiny-qwen3")
+    ad = lm.adapter
+    layer = 1
+    D = ad.d_model
+    v = torch.randn(D, generator=torch.Generator().manual_seed(0))
+    v = v / v.norm()
+    ids, _ = tokenize(lm, ["hello there", "a much longer prompt here"])
+    seen = {}
+
+    def grab(name):
+        def hook(m, a, out):
+            seen[name] = ad.hidden_of(out).detach().clone()
+        return hook
+
+    def run(alpha, positions="all"):
+        inj = _Injector(v, alpha, scale, positions, None, "torch")
+        with steering_hook(lm, layer, inj):
+            h2 = ad.layers[layer].register_forward_hook(grab("after"))   # runs after the injector
+            try:
+                greedy_generate(lm, ids, 1, injector=inj)                 # the prefill pass only
+            finally:
+                h2.remove()
+        return seen["after"].to(torch.float64)
+
+    base = run(0.0)
+    mask = torch.tensor([[0] * (len(ids[1]) - len(ids[0])) + [1] * len(ids[0]), [1] * len(ids[1])], dtype=torch.bool)
+    for alpha in (0.3, -0.7):
+        got = run(alpha)
+        s = base.norm(dim=-1, keepdim=True) if scale == "relative" else torch.ones_like(base[..., :1])
+        want = base + alpha * s * v.to(torch.float64)
+        want = torch.where(mask[..., None], want, base)            # pads are never injected
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    last = run(0.5, "last")
+    torch.testing.assert_close(last[:, :-1], base[:, :-1], atol=0, rtol=0)
+    assert not torch.allclose(last[:, -1], base[:, -1])
+
+
+def test_wilson_interval_against_hand_values():
+    # hand / textbook values (Newcombe 1998): 0/10 -> (0, 0.2775); 5/10 -> (0.2366, 0.7634)
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.27753, abs=1e-4)
+    lo, hi = wilson_interval(5, 10)
+    assert lo == pytest.approx(0.23659, abs=1e-4) and hi == pytest.approx(0.76341, abs=1e-4)
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+
+
+def test_cli_steer_tiny_and_store(tmp_path, capsys):
+    from cape_hpc.cli import main
+    from cape_hpc.io.store import read_results
+
+    out = tmp_path / "s.h5"
+    assert main(["internals", "--model", "tiny-llama", "--max-prompts", "8", "--out", str(out)]) == 0
+    assert main(["steer", "--model", "tiny-llama", "--max-prompts", "4", "--max-new-tokens", "4",
+                 "--alpha", "1.0", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "intervention rate" in text and "Wilson" in text
+    tree = read_results(out)
+    assert "tiny-llama" in tree["internals"]
+    (run_name, g), = tree["steering"]["tiny-llama"].items()
+    assert g["complete"] is True and len(g["direction"]) == 64
+    assert abs(np.linalg.norm(g["direction"]) - 1) < 1e-6
+    assert len(g["per_prompt"]) == 4 and {"baseline", "steered", "changed", "cos"} <= set(g["per_prompt"][0])
+    assert main(["steer", "--model", "tiny-llama", "--probe-layer", "7"]) == 2
+    assert "--probe-layer 7 is out of range" in capsys.readouterr().err
