@@ -153,7 +153,8 @@ def set_mean_cosine(R, T):
     block = 256 if D >= 256 else (128 if D >= 128 else 32)
     nd = (D + block - 1) // block
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
-    nsplit = max(1, min((max(P, Q) + 7) // 8, (8 * sms + B * nd - 1) // (B * nd)))
+    # about two blocks per SM in stage 1, and few splits for the single-block-per-b stage 2
+    nsplit = max(1, min((max(P, Q) + 15) // 16, (2 * sms + B * nd - 1) // (B * nd)))
     rows_r = (P + nsplit - 1) // nsplit
     rows_t = (Q + nsplit - 1) // nsplit
     part = torch.empty(B, nsplit, 2, D, dtype=torch.float32, device=dev)
@@ -161,7 +162,8 @@ def set_mean_cosine(R, T):
             (R, T, part, np.int32(P), np.int32(Q), np.int32(D), np.int32(rows_r), np.int32(rows_t),
              np.int32(nsplit)))
     out = torch.empty(B, dtype=torch.float32, device=dev)
-    _launch("set_mean_cosine", "set_finish", dev, (B,), (256,), (part, out, np.int32(D), np.int32(nsplit)))
+    fin = min(1024, max(32, (D + 31) // 32 * 32))
+    _launch("set_mean_cosine", "set_finish", dev, (B,), (fin,), (part, out, np.int32(D), np.int32(nsplit)))
     return out.to(adt)
 
 
@@ -221,10 +223,14 @@ def steer_(h, v, alpha, relative, tau):
         if work.dtype != torch.float32:
             suf += "_vf32"
     a = alpha.to(torch.float32).contiguous()
-    block = 256 if D >= 1024 else (128 if D >= 128 else 32)
-    _launch("steer", f"steer_{suf}", h.device, (Tn,), (block,),
-            (work, vw, a, proj, np.int32(D), np.int64(D if v.dim() == 2 else 0), np.int32(relative),
-             np.int32(tau is not None), np.float32(0.0 if tau is None else tau)))
+    flags = (np.int32(relative), np.int32(tau is not None), np.float32(0.0 if tau is None else tau))
+    vstride = np.int64(D if v.dim() == 2 else 0)
+    if D <= 1024:  # a warp per row
+        _launch("steer", f"steer_warp_{suf}", h.device, ((Tn + 7) // 8,), (256,),
+                (work, vw, a, proj, np.int32(Tn), np.int32(D), vstride) + flags)
+    else:  # a block per row
+        _launch("steer", f"steer_{suf}", h.device, (Tn,), (256,),
+                (work, vw, a, proj, np.int32(D), vstride) + flags)
     if work is not h:
         h.copy_(work)
     return proj.to(adt)

@@ -140,17 +140,21 @@ def _set_finish_kernel(part_ptr, out_ptr, D, NSPLIT, BLOCK_S: tl.constexpr, BLOC
     tl.store(out_ptr + b, c)
 
 
+def _sm_count(device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
 def _set_cos(R, T):
     B, P, D = R.shape
     Q = T.shape[1]
     dev = R.device
+    BLOCK_D = _np2(D, 16, 256)
     if INTERPRET:
-        BLOCK_D, BLOCK_P, want = _np2(D, 16, 256), 16, 1
-    else:
-        BLOCK_D, BLOCK_P, want = _np2(D, 16, 256), 8, 4 * 132
+        BLOCK_P, want = 16, 1
+    else:  # [BLOCK_P, BLOCK_D] tiles of 4096 elements; about two programs per SM
+        BLOCK_P, want = max(8, 4096 // BLOCK_D), 2 * _sm_count(dev)
     nd = triton.cdiv(D, BLOCK_D)
-    maxrows = max(P, Q)
-    nsplit = max(1, min(triton.cdiv(maxrows, BLOCK_P), triton.cdiv(want, B * nd)))
+    nsplit = max(1, min(triton.cdiv(max(P, Q), BLOCK_P), triton.cdiv(want, B * nd)))
     rows_r = triton.cdiv(P, nsplit)
     rows_t = triton.cdiv(Q, nsplit)
     part = torch.empty(B, nsplit, 2, D, dtype=torch.float32, device=dev)
@@ -158,8 +162,10 @@ def _set_cos(R, T):
                                          BLOCK_P=BLOCK_P, BLOCK_D=BLOCK_D)
     out = torch.empty(B, dtype=torch.float32, device=dev)
     BLOCK_S = _np2(nsplit, 2, 1 << 20)
+    # finishing: one program per b sweeps [nsplit, D] in wide tiles (8192 elements)
     _set_finish_kernel[(B,)](part, out, D, nsplit, BLOCK_S=BLOCK_S,
-                             BLOCK_D=max(16, min(_np2(D), 4096 // BLOCK_S)))
+                             BLOCK_D=max(16, min(_np2(D), 8192 // BLOCK_S)),
+                             **({} if INTERPRET else {"num_warps": 8}))
     return out
 
 

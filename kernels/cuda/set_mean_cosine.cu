@@ -48,11 +48,19 @@ extern "C" __global__ void set_finish(const float* __restrict__ part, float* __r
     const float* pb = part + (long long)b * nsplit * 2 * D;
     float dot = 0.f, nr = 0.f, nt = 0.f;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float sr = 0.f, st = 0.f;
-        for (int s = 0; s < nsplit; ++s) {
-            sr += pb[(long long)s * 2 * D + d];
-            st += pb[(long long)s * 2 * D + D + d];
+        float r0 = 0.f, r1 = 0.f, t0 = 0.f, t1 = 0.f;
+        int s = 0;
+        for (; s + 1 < nsplit; s += 2) {  // two splits at a time: independent loads in flight
+            r0 += pb[(long long)s * 2 * D + d];
+            t0 += pb[(long long)s * 2 * D + D + d];
+            r1 += pb[(long long)(s + 1) * 2 * D + d];
+            t1 += pb[(long long)(s + 1) * 2 * D + D + d];
         }
+        if (s < nsplit) {
+            r0 += pb[(long long)s * 2 * D + d];
+            t0 += pb[(long long)s * 2 * D + D + d];
+        }
+        float sr = r0 + r1, st = t0 + t1;
         dot += sr * st;
         nr += sr * sr;
         nt += st * st;
