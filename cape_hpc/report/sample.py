@@ -7,12 +7,14 @@ DESIGN.md (``/internals/<model>``, ``/steering/<model>/<run>``), marked ``synthe
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib
 import logging
 import tempfile
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -172,5 +174,6 @@ def write_sample(path: str | os.PathLike, *, force: bool = True, n_resamples: in
 def cached_sample(n_resamples: int = 100) -> tuple[str, tuple[str, ...]]:
     """One sample file per process (the tests of figures and of the report share it)."""
     d = tempfile.mkdtemp(prefix="cape-report-sample-")
+    atexit.register(shutil.rmtree, d, True)
     path, notes = write_sample(Path(d) / "sample.h5", n_resamples=n_resamples)
     return str(path), tuple(notes)
