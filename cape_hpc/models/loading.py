@@ -99,6 +99,8 @@ def _convert_gguf(gguf_path: Path, target: Path, meta: dict) -> Path:
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
         (tmp / "cape_source.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        if target.exists() and not (target / "cape_source.json").exists():
+            shutil.rmtree(target, ignore_errors=True)     # a folder left by something else: not ours
         try:
             os.replace(tmp, target)
         except OSError:
@@ -116,6 +118,8 @@ def _quiet_transformers():
     """Silence transformers' progress bars and info logging (library code prints nothing)."""
     from transformers.utils import logging as tlog
 
+    old_env = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
     old = tlog.get_verbosity()
     tlog.set_verbosity_error()
     try:
@@ -127,6 +131,10 @@ def _quiet_transformers():
         yield
     finally:
         tlog.set_verbosity(old)
+        if old_env is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old_env
         if bars:
             tlog.enable_progress_bar()
 

