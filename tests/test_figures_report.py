@@ -246,10 +246,24 @@ def test_loss_and_eigen_figures(sample):
         assert lam1[-1] == pytest.approx(np.linalg.eigvalsh(np.corrcoef(py.to_numpy(float), rowvar=False))[-1])
 
 
+def test_predict_bars_band_and_baselines(sample):
+    fig = F.fig_predict(sample)
+    (ax,) = fig.axes
+    g = read_results(sample.path, "/dynamics/predict/Pythia/3e+10")
+    assert [t.get_text() for t in ax.get_xticklabels()] == g["benchmarks"]
+    start = load_scores().query("model == @g['start_model']")
+    assert g["start_model"] == "Pythia-12B"  # the largest Pythia below 3e10
+    bars = ax.patches
+    n = len(g["benchmarks"])
+    assert [b.get_height() for b in bars[:n]] == pytest.approx([float(start[b].iloc[0]) for b in g["benchmarks"]])
+    assert [b.get_height() for b in bars[n:2 * n]] == pytest.approx(g["ode"])
+    assert {ln.get_label() for ln in ax.get_lines()} >= set(g["baselines"])
+
+
 def test_build_figures_skips_say_why(sample, tmp_path):
     outcomes = {o.name: o for o in F.build_figures(sample)}
     for name in ("phase_diagram", "running_gamma", "deff", "width", "dynamics", "frontier", "steering",
-                 "isocline", "hfield", "loss", "eigen", *(f"internals_{m}" for m in STEER_ALPHAS)):
+                 "isocline", "hfield", "loss", "eigen", "predict", *(f"internals_{m}" for m in STEER_ALPHAS)):
         assert outcomes[name].figure is not None, outcomes[name].note
     # a file with only the coupling: everything else is skipped with the missing group named
     from cape_hpc.analysis.coupling import local_coupling

@@ -305,6 +305,31 @@ def dynamics(res: Results) -> dict[str, Any]:
     return {"trajectories": trajectories, "errors": errors, "source": "/dynamics"}
 
 
+def predictions(res: Results) -> dict[str, Any]:
+    """Stored ``SizePrediction``s (``/dynamics/predict/<family>/<size>``): start scores, the ODE's
+    prediction with its bootstrap band, and the polynomial baselines, per benchmark."""
+    g = res.group("dynamics")
+    if g is None:
+        raise Skip(f"no /dynamics group in {res.path}")
+    out = []
+    for path, d in walk(g, "/dynamics"):
+        if not (isinstance(d.get("ode"), (list, np.ndarray)) and "start_scores" in d and "benchmarks" in d):
+            continue
+        band = d.get("band") if isinstance(d.get("band"), dict) else {}
+        b95 = band.get("0.95")
+        lo = [fnum(v[0]) for v in b95] if b95 is not None else [math.nan] * len(d["ode"])
+        hi = [fnum(v[1]) for v in b95] if b95 is not None else [math.nan] * len(d["ode"])
+        out.append({"label": f"{d.get('family', '')} at N = {fnum(d.get('size')):.3g} "
+                             f"(from {d.get('start_model', '')}, {d.get('model', '')})", "path": path,
+                    "benchmarks": [str(b) for b in d["benchmarks"]],
+                    "start": [fnum(v) for v in d["start_scores"]], "ode": [fnum(v) for v in d["ode"]],
+                    "lo": lo, "hi": hi,
+                    "baselines": {str(k): [fnum(x) for x in v] for k, v in (d.get("baselines") or {}).items()}})
+    if not out:
+        raise Skip("no /dynamics/predict/<family>/<size> group (cape predict --out)")
+    return {"predictions": out, "source": "/dynamics/predict"}
+
+
 # --------------------------------------------------------------------------- internals
 
 def internals(res: Results) -> dict[str, Any]:
@@ -426,6 +451,7 @@ EXTRACTORS: dict[str, Callable[[Results], dict]] = {
     "frontier": frontier,
     "internals": internals,
     "steering": steering,
+    "predict": predictions,
     "isocline": isocline,
     "hfield": hfield,
     "loss": loss_law,

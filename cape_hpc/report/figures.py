@@ -233,6 +233,28 @@ def fig_dynamics(res: Results) -> Figure:
     return fig
 
 
+def fig_predict(res: Results) -> Figure:
+    """Predicted scores at a new size: the start model's scores, the ODE with its 95% band, baselines."""
+    d = ex.predictions(res)
+    preds = d["predictions"][:4]
+    fig, axes = _new(ncols=len(preds), width=5.6, height=4.2)
+    for ax, p in zip(axes, preds):
+        x = np.arange(len(p["benchmarks"]))
+        ax.bar(x - 0.2, p["start"], 0.4, color="#cccccc", label="start model")
+        ode, lo, hi = (np.asarray(p[k], float) for k in ("ode", "lo", "hi"))
+        ax.bar(x + 0.2, ode, 0.4, color="#1f77b4", label="ODE prediction")
+        ax.errorbar(x + 0.2, ode, yerr=np.vstack([np.nan_to_num(ode - lo), np.nan_to_num(hi - ode)]), fmt="none",
+                    ecolor="k", capsize=3, label="95% band")
+        for j, (name, vals) in enumerate(sorted(p["baselines"].items())):
+            ax.plot(x + 0.2, vals, "_", ms=14, mew=2, color=f"C{j + 1}", label=name)
+        ax.set_xticks(x, p["benchmarks"])
+        ax.set_xlabel("benchmark")
+        ax.set_ylabel("score (%)")
+        ax.set_title(p["label"], fontsize=9)
+        ax.legend(fontsize=7)
+    return fig
+
+
 def fig_frontier(res: Results) -> Figure:
     d = ex.frontier(res)
     p = d["points"]
@@ -389,6 +411,7 @@ FIGURES: dict[str, Callable[[Results], Figure]] = {
     "deff": fig_deff,
     "width": fig_width,
     "dynamics": fig_dynamics,
+    "predict": fig_predict,
     "frontier": fig_frontier,
     "steering": fig_steering,
     "isocline": fig_isocline,

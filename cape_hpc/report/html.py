@@ -257,6 +257,22 @@ def chart_steering(d: dict) -> dict:
                                                                           "range": [-0.02, 1.02]})}
 
 
+def chart_predict(d: dict) -> dict:
+    traces = []
+    for i, p in enumerate(d["predictions"]):
+        c = PALETTE[i % len(PALETTE)]
+        traces.append({"type": "bar", "name": f"start: {p['label']}", "x": p["benchmarks"], "y": p["start"],
+                       "marker": {"color": "#cccccc"}, "legendgroup": p["label"]})
+        traces.append({"type": "bar", "name": f"ODE: {p['label']}", "x": p["benchmarks"], "y": p["ode"],
+                       "marker": {"color": c}, "error_y": _err(p["ode"], p["lo"], p["hi"]), "legendgroup": p["label"]})
+        for name, vals in sorted(p["baselines"].items()):
+            traces.append({"type": "scatter", "mode": "markers", "name": f"{name}: {p['label']}", "x": p["benchmarks"],
+                           "y": vals, "marker": {"symbol": "line-ew-open", "size": 16, "line": {"width": 2}},
+                           "legendgroup": p["label"], "visible": "legendonly" if i else True})
+    return {"data": traces, "layout": _layout("Predicted scores at a new size (ODE with 95% band, baselines)",
+                                              "benchmark", "score (%)", barmode="group")}
+
+
 def chart_isocline(d: dict) -> dict:
     traces = [{"type": "scatter", "mode": "lines", "name": f"isocline sqrt(k {d['b1']}), k = {d['k']:.3g}",
                "x": d["curve_x"], "y": d["curve_y"], "line": {"color": "black"}}]
@@ -342,6 +358,11 @@ def _table_of(name: str, d: dict) -> dict:
     elif name == "loss":
         rows = [{"model": m, "N": n, "val_loss": v, "fitted": f} for m, n, v, f in
                 zip(d["models"] or [""] * len(d["params"]), d["params"], d["val_loss"], d["fitted"] or [None] * len(d["params"]))]
+    elif name == "predict":
+        rows = [{"prediction": p["label"], "benchmark": b, "start": s0, "ODE": o, "95% lo": lo, "95% hi": hi,
+                 **{k: v[j] for k, v in sorted(p["baselines"].items())}}
+                for p in d["predictions"] for j, (b, s0, o, lo, hi) in
+                enumerate(zip(p["benchmarks"], p["start"], p["ode"], p["lo"], p["hi"]))]
     elif name == "heads":
         H = d["head_coupling"] or []
         rows = [{"model": d["model"], "layer": i, **{f"head {j}": v for j, v in enumerate(row)}} for i, row in enumerate(H)]
@@ -370,6 +391,7 @@ def build_charts(res: Results) -> tuple[list[dict], list[dict]]:
               "deff": ("d_eff per phase", chart_deff),
               "width": ("Width normalisation and its permutation control", chart_width),
               "frontier": ("Frontier", chart_frontier),
+              "predict": ("Prediction at a new size", chart_predict),
               "isocline": ("Isocline", chart_isocline),
               "hfield": ("Residual field h per family", chart_hfield),
               "loss": ("Loss law", chart_loss),

@@ -142,6 +142,9 @@ def sample_groups(notes: list[str] | None = None, *, n_resamples: int = 200, rea
     groups["/dynamics/linear"] = _try("dynamics", lambda: importlib.import_module("cape_hpc.dynamics.discovery").discover(
         full, train=("Pythia",), holdout=("OPT",), model="linear", n_resamples=20, seed=4), notes)
     groups["/reproduce"] = _try("reproduce", lambda: _audit(full, load_frontier()), notes)
+    groups["/dynamics/predict/Pythia/3e+10"] = _try(
+        "predict", lambda: importlib.import_module("cape_hpc.dynamics.discovery").predict_size(
+            full, "Pythia", 3e10, model="linear", n_resamples=20, seed=5), notes)
     groups = {k: v for k, v in groups.items() if v is not None}
     # model internals and steering: the real producers on two tiny random-weight models (offline),
     # synthetic trees in the same layout if those producers are missing from this checkout
