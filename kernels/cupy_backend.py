@@ -153,8 +153,8 @@ def set_mean_cosine(R, T):
     block = 256 if D >= 256 else (128 if D >= 128 else 32)
     nd = (D + block - 1) // block
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
-    # about two blocks per SM in stage 1, and few splits for the single-block-per-b stage 2
-    nsplit = max(1, min((max(P, Q) + 15) // 16, (2 * sms + B * nd - 1) // (B * nd)))
+    # about four blocks per SM in stage 1
+    nsplit = max(1, min((max(P, Q) + 15) // 16, (4 * sms + B * nd - 1) // (B * nd)))
     rows_r = (P + nsplit - 1) // nsplit
     rows_t = (Q + nsplit - 1) // nsplit
     part = torch.empty(B, nsplit, 2, D, dtype=torch.float32, device=dev)
@@ -162,8 +162,14 @@ def set_mean_cosine(R, T):
             (R, T, part, np.int32(P), np.int32(Q), np.int32(D), np.int32(rows_r), np.int32(rows_t),
              np.int32(nsplit)))
     out = torch.empty(B, dtype=torch.float32, device=dev)
-    fin = min(1024, max(32, (D + 31) // 32 * 32))
-    _launch("set_mean_cosine", "set_finish", dev, (B,), (fin,), (part, out, np.int32(D), np.int32(nsplit)))
+    if nsplit <= 4:
+        nt = min(1024, max(32, (D + 31) // 32 * 32))
+        _launch("set_mean_cosine", "set_finish", dev, (B,), (nt,), (part, out, np.int32(D), np.int32(nsplit)))
+    else:  # many splits (small B): spread the finishing over blocks of 32 features
+        nf = (D + 31) // 32
+        fin = torch.empty(B, nf, 3, dtype=torch.float32, device=dev)
+        _launch("set_mean_cosine", "set_reduce", dev, (nf, B), (32, 8), (part, fin, np.int32(D), np.int32(nsplit)))
+        _launch("set_mean_cosine", "set_final", dev, (B,), (32,), (fin, out, np.int32(nf)))
     return out.to(adt)
 
 

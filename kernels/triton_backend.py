@@ -140,6 +140,43 @@ def _set_finish_kernel(part_ptr, out_ptr, D, NSPLIT, BLOCK_S: tl.constexpr, BLOC
     tl.store(out_ptr + b, c)
 
 
+@triton.jit
+def _set_reduce_kernel(part_ptr, fin_ptr, D, NSPLIT, NF, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Many splits (small B): program (b, f) adds the splits of d-block f and writes its share of
+    dot, |sr|^2, |st|^2 to fin[b, f, 0:3]; _set_final_kernel adds the NF shares in order."""
+    b = tl.program_id(0)
+    f = tl.program_id(1)
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = f * BLOCK_D + tl.arange(0, BLOCK_D)
+    base = part_ptr + b.to(tl.int64) * NSPLIT * 2 * D
+    sr = tl.zeros([BLOCK_D], dtype=tl.float32)
+    st = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for s0 in range(0, NSPLIT, BLOCK_S):
+        m2 = ((s0 + offs_s)[:, None] < NSPLIT) & (offs_d[None, :] < D)
+        ptr = base + (s0 + offs_s)[:, None] * 2 * D + offs_d[None, :]
+        sr += tl.sum(tl.load(ptr, mask=m2, other=0.0), axis=0)
+        st += tl.sum(tl.load(ptr + D, mask=m2, other=0.0), axis=0)
+    o = fin_ptr + (b * NF + f) * 3
+    tl.store(o, tl.sum(sr * st, axis=0))
+    tl.store(o + 1, tl.sum(sr * sr, axis=0))
+    tl.store(o + 2, tl.sum(st * st, axis=0))
+
+
+@triton.jit
+def _set_final_kernel(fin_ptr, out_ptr, NF, BLOCK_F: tl.constexpr):
+    b = tl.program_id(0)
+    offs = tl.arange(0, BLOCK_F)
+    m = offs < NF
+    base = fin_ptr + b * NF * 3 + offs * 3
+    d = tl.sum(tl.load(base, mask=m, other=0.0), axis=0)
+    den = tl.sqrt(tl.sum(tl.load(base + 1, mask=m, other=0.0), axis=0)) * \
+        tl.sqrt(tl.sum(tl.load(base + 2, mask=m, other=0.0), axis=0))
+    c = tl.where(den > 0, d / tl.where(den > 0, den, 1.0), 0.0)
+    c = tl.minimum(tl.maximum(c, -1.0), 1.0)
+    c = tl.where((den != den) | (d != d), den + d, c)
+    tl.store(out_ptr + b, c)
+
+
 def _sm_count(device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
@@ -149,10 +186,10 @@ def _set_cos(R, T):
     Q = T.shape[1]
     dev = R.device
     BLOCK_D = _np2(D, 16, 256)
-    if INTERPRET:
-        BLOCK_P, want = 16, 1
+    if INTERPRET:  # small blocks and several splits, so the tests cover the split paths
+        BLOCK_P, want = 16, 8
     else:  # [BLOCK_P, BLOCK_D] tiles of 4096 elements; about two programs per SM
-        BLOCK_P, want = max(8, 4096 // BLOCK_D), 2 * _sm_count(dev)
+        BLOCK_P, want = max(8, 4096 // BLOCK_D), 4 * _sm_count(dev)
     nd = triton.cdiv(D, BLOCK_D)
     nsplit = max(1, min(triton.cdiv(max(P, Q), BLOCK_P), triton.cdiv(want, B * nd)))
     rows_r = triton.cdiv(P, nsplit)
@@ -161,11 +198,18 @@ def _set_cos(R, T):
     _set_partial_kernel[(B, nd, nsplit)](R, T, part, P, Q, D, rows_r, rows_t, nsplit,
                                          BLOCK_P=BLOCK_P, BLOCK_D=BLOCK_D)
     out = torch.empty(B, dtype=torch.float32, device=dev)
-    BLOCK_S = _np2(nsplit, 2, 1 << 20)
-    # finishing: one program per b sweeps [nsplit, D] in wide tiles (8192 elements)
-    _set_finish_kernel[(B,)](part, out, D, nsplit, BLOCK_S=BLOCK_S,
-                             BLOCK_D=max(16, min(_np2(D), 8192 // BLOCK_S)),
-                             **({} if INTERPRET else {"num_warps": 8}))
+    if nsplit <= 4:  # one program per b sweeps [nsplit, D] in wide tiles (8192 elements)
+        BLOCK_S = _np2(nsplit, 2, 1 << 20)
+        _set_finish_kernel[(B,)](part, out, D, nsplit, BLOCK_S=BLOCK_S,
+                                 BLOCK_D=max(16, min(_np2(D), 8192 // BLOCK_S)),
+                                 **({} if INTERPRET else {"num_warps": 8}))
+    else:  # many splits (small B): spread the finishing over d-blocks, then add NF shares
+        BLOCK_DF = 16 if INTERPRET else 64
+        nf = triton.cdiv(D, BLOCK_DF)
+        fin = torch.empty(B, nf, 3, dtype=torch.float32, device=dev)
+        _set_reduce_kernel[(B, nf)](part, fin, D, nsplit, nf, BLOCK_S=_np2(nsplit, 2, 64),
+                                    BLOCK_D=BLOCK_DF)
+        _set_final_kernel[(B,)](fin, out, nf, BLOCK_F=_np2(nf, 2, 1 << 20))
     return out
 
 
@@ -249,6 +293,8 @@ if not INTERPRET:
             triton.Config({"BLOCK_P": 128, "BLOCK_Q": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
             triton.Config({"BLOCK_P": 128, "BLOCK_Q": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
             triton.Config({"BLOCK_P": 64, "BLOCK_Q": 64, "BLOCK_K": 32}, num_warps=4, num_stages=4),
+            triton.Config({"BLOCK_P": 32, "BLOCK_Q": 32, "BLOCK_K": 64}, num_warps=4, num_stages=4),
+            triton.Config({"BLOCK_P": 32, "BLOCK_Q": 32, "BLOCK_K": 128}, num_warps=4, num_stages=3),
         ],
         key=["P", "Q", "D", "WRITE_FULL", "IEEE"],
     )(triton.jit(_pair_body))
@@ -293,7 +339,7 @@ def pairwise(R, T, threshold, return_full):
         # partials sized for the smallest tile of the autotune configs; the winning config
         # fills a prefix (tile index = (i * grid_q + j) * B + b): read only that prefix (autotune
         # benchmark runs with other configs leave stale entries behind it)
-        n = B * triton.cdiv(P, 64) * triton.cdiv(Q, 64)
+        n = B * triton.cdiv(P, 32) * triton.cdiv(Q, 32)
         sums = torch.empty(n, dtype=torch.float32, device=dev)
         cnts = torch.empty(n, dtype=torch.int32, device=dev)
         grid = lambda meta: (triton.cdiv(P, meta["BLOCK_P"]), triton.cdiv(Q, meta["BLOCK_Q"]), B)

@@ -137,7 +137,8 @@ def _compiler_ok(method):
 
 EXPECTED_KERNELS = {
     "pooled_tap": ["pooled_tap_f32", "pooled_tap_f16", "pooled_tap_bf16"],
-    "set_mean_cosine": ["set_partial_f32", "set_partial_f16", "set_partial_bf16", "set_finish"],
+    "set_mean_cosine": ["set_partial_f32", "set_partial_f16", "set_partial_bf16", "set_finish",
+                        "set_reduce", "set_final"],
     "pairwise": ["unit_rows_f32", "unit_rows_f16", "unit_rows_bf16", "pair_tile"],
     "steer": ["steer_f32", "steer_f16", "steer_bf16", "steer_f16_vf32", "steer_bf16_vf32",
               "steer_warp_f32", "steer_warp_f16", "steer_warp_bf16", "steer_warp_f16_vf32", "steer_warp_bf16_vf32"],

@@ -104,6 +104,17 @@ def test_set_mean_cosine(backend, device, D):
                                    err_msg=f"{dtype}")
 
 
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_set_mean_cosine_long_sets(backend, device):
+    """One b with long sets: the kernels split the rows over many programs (and finish in stages)."""
+    for B, P, Q, D in ((1, 300, 257, 70), (2, 1100, 900, 33)):
+        R = rand((B, P, D), torch.float32, device, seed=P)
+        T = rand((B, Q, D), torch.float32, device, seed=Q) + 0.05
+        want = np.array([np_cos(f64(R[b]).mean(0), f64(T[b]).mean(0)) for b in range(B)])
+        got = ck.set_mean_cosine(R, T, backend=backend)
+        np.testing.assert_allclose(f64(got), want, rtol=0, atol=atol(torch.float32, max(P, Q) * D))
+
+
 # ------------------------------------------------------------------ pairwise statistics
 def _count_window_ok(cos: np.ndarray, thr: float, frac: float, w: float) -> bool:
     n = cos.size

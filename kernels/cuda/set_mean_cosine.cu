@@ -70,3 +70,44 @@ extern "C" __global__ void set_finish(const float* __restrict__ part, float* __r
     nt = block_sum(nt, scratch);
     if (threadIdx.x == 0) out[b] = safe_cos(dot, nr, nt);
 }
+
+// Many splits (small B): block (32, 8) of grid (ceil(D / 32), B) adds the splits of 32 features
+// (8 rows of threads take every 8th split), then writes its share of dot, |sr|^2, |st|^2 to
+// fin[b, f, 0:3]; set_final adds the shares in a fixed order (deterministic).
+extern "C" __global__ void set_reduce(const float* __restrict__ part, float* __restrict__ fin,
+                                      int D, int nsplit) {
+    __shared__ float sr_s[8][33];
+    __shared__ float st_s[8][33];
+    int b = blockIdx.y, f = blockIdx.x, nf = gridDim.x;
+    int d = f * 32 + threadIdx.x;
+    const float* pb = part + (long long)b * nsplit * 2 * D;
+    float sr = 0.f, st = 0.f;
+    if (d < D)
+        for (int s = threadIdx.y; s < nsplit; s += 8) {
+            sr += pb[(long long)s * 2 * D + d];
+            st += pb[(long long)s * 2 * D + D + d];
+        }
+    sr_s[threadIdx.y][threadIdx.x] = sr;
+    st_s[threadIdx.y][threadIdx.x] = st;
+    __syncthreads();
+    if (threadIdx.y == 0) {
+        float r = 0.f, t = 0.f;
+        for (int y = 0; y < 8; ++y) { r += sr_s[y][threadIdx.x]; t += st_s[y][threadIdx.x]; }
+        float dot = warp_sum(r * t), nr = warp_sum(r * r), nt = warp_sum(t * t);
+        if (threadIdx.x == 0) {
+            float* o = fin + ((long long)b * nf + f) * 3;
+            o[0] = dot; o[1] = nr; o[2] = nt;
+        }
+    }
+}
+
+extern "C" __global__ void set_final(const float* __restrict__ fin, float* __restrict__ out, int nf) {
+    int b = blockIdx.x;
+    float dot = 0.f, nr = 0.f, nt = 0.f;
+    for (int f = threadIdx.x; f < nf; f += 32) {
+        const float* o = fin + ((long long)b * nf + f) * 3;
+        dot += o[0]; nr += o[1]; nt += o[2];
+    }
+    dot = warp_sum(dot); nr = warp_sum(nr); nt = warp_sum(nt);
+    if (threadIdx.x == 0) out[b] = safe_cos(dot, nr, nt);
+}
