@@ -106,18 +106,22 @@ def test_order_is_largest_first_then_name():
 
 def test_dry_run_paper40_downloads_nothing(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    out = subprocess.run([sys.executable, "-m", "cape_hpc.cli", "sweep", str(REPO / "jobs" / "paper40.yaml"),
-                          "--dry-run", "--out-dir", str(tmp_path / "res"), "--json"],
-                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    code = ("import sys, json; from cape_hpc.cli import main; "
+            f"rc = main(['sweep', {str(REPO / 'jobs' / 'paper40.yaml')!r}, '--dry-run', '--json', "
+            f"'--out-dir', {str(tmp_path / 'res')!r}]); "
+            "print(json.dumps([rc] + [m in sys.modules for m in ('torch', 'transformers', 'huggingface_hub')]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    rows = json.loads(out.stdout)["plan"]
-    assert len(rows) == 40 and rows[0]["params"] >= rows[-1]["params"]
+    plan_json, flags = out.stdout.rsplit("\n[", 1)
+    # nothing that could download (or even load) a model was imported
+    assert json.loads("[" + flags) == [0, False, False, False]
+    rows = json.loads(plan_json)["plan"]
+    assert len(rows) == 40
     assert all(rows[i]["params"] >= rows[i + 1]["params"] for i in range(39))
     # memory: bf16 weights of a 14.8B model are 29.6 GB; the estimate adds activations + runtime
     big = rows[0]
     assert big["dtype"] == "bfloat16" and 29.6e9 < big["est_memory_bytes"] < 34e9
     assert not (tmp_path / "hf").exists() and not (tmp_path / "res").exists()
-    assert "torch" not in out.stderr
 
 
 def test_memory_estimate_by_hand():
