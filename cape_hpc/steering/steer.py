@@ -190,8 +190,9 @@ def chat_texts(loaded, texts: Sequence[str]) -> list[str]:
 
 
 def greedy_generate(loaded, rows: Sequence[Sequence[int]], max_new_tokens: int,
-                    injector: _Injector | None = None) -> list[list[int]]:
-    """Batched greedy decoding of left-padded prompts with a KV cache; stops at EOS per row."""
+                    injector: _Injector | None = None, stop_at_eos: bool = True) -> list[list[int]]:
+    """Batched greedy decoding of left-padded prompts with a KV cache; stops at EOS per row
+    (``stop_at_eos=False`` always runs ``max_new_tokens`` steps and keeps every token: benchmarks)."""
     model = loaded.model
     device = next(model.parameters()).device
     eos = loaded.tokenizer.eos_token_id
@@ -222,7 +223,7 @@ def greedy_generate(loaded, rows: Sequence[Sequence[int]], max_new_tokens: int,
             for i in range(N):
                 if not done[i]:
                     t = int(nxt[i])
-                    if t in eos_ids:
+                    if t in eos_ids and stop_at_eos:
                         done[i] = True
                     else:
                         out[i].append(t)
