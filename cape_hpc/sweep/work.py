@@ -110,7 +110,7 @@ def synthetic_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
     """Deterministic fake internals for a model, from its name and the job options.
 
     ``entry.extra``: ``sleep`` (seconds), ``fail`` (raise RuntimeError with that message),
-    ``burn`` (seconds of CPU work).  ``job.work_options``: ``sleep_per_gparam``.  An id starting with
+    ``burn`` (seconds of CPU work), ``iters`` (a fixed number of 128 x 128 matmul + tanh steps).  ``job.work_options``: ``sleep_per_gparam``.  An id starting with
     ``missing/`` fails like an unloadable model.
     """
     if entry.id.startswith("missing/"):
@@ -120,11 +120,15 @@ def synthetic_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
     seconds = float(entry.extra.get("sleep", 0.0)) + float(job.work_options.get("sleep_per_gparam", 0.0)) * (entry.params or 0) / 1e9
     if seconds:
         time.sleep(seconds)
-    if entry.extra.get("burn"):
+    if entry.extra.get("burn"):  # seconds of CPU work (wall-clock bound)
         t_end = time.perf_counter() + float(entry.extra["burn"])
         a = np.ones((200, 200))
         while time.perf_counter() < t_end:
             a = np.tanh(a @ a / 200.0)
+    if entry.extra.get("iters"):  # a fixed amount of CPU work (for scaling benchmarks)
+        a = np.full((128, 128), 0.5)
+        for _ in range(int(entry.extra["iters"])):
+            a = np.tanh(a @ a / 128.0)
     seed = int.from_bytes(hashlib.sha256(f"{entry.name}|{entry.id}|{entry.revision}|{entry.dtype}|"
                                          f"{job.prompts}|{job.internals}".encode()).digest()[:8], "little")
     rng = np.random.default_rng(seed)
