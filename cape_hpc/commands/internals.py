@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import hashlib
-import json
 import os
 import warnings
 from pathlib import Path
@@ -44,32 +42,6 @@ def register(sub) -> None:
 
 
 # --------------------------------------------------------------------------- merged, atomic writes
-def _group_hash(group) -> str:
-    import h5py
-    import numpy as np
-
-    h = hashlib.sha256()
-
-    def attrs(name, obj):
-        for k in sorted(obj.attrs.keys()):
-            v = obj.attrs[k]
-            v = v.tolist() if isinstance(v, np.ndarray) else (None if isinstance(v, h5py.Empty) else v)
-            h.update(f"{name}@{k}={json.dumps(v, default=str)}".encode())
-
-    attrs(".", group)
-
-    def visit(name, obj):
-        attrs(name, obj)
-        if isinstance(obj, h5py.Dataset):
-            data = obj.asstr()[()] if h5py.check_string_dtype(obj.dtype) is not None else obj[()]
-            arr = np.asarray(data)
-            h.update(f"{name}:{arr.dtype}:{arr.shape}".encode())
-            h.update(arr.tobytes() if arr.dtype != object else json.dumps(arr.tolist()).encode())
-
-    group.visititems(visit)
-    return h.hexdigest()
-
-
 @contextlib.contextmanager
 def _file_lock(path: Path):
     lock = path.with_name(f".{path.name}.lock")
@@ -83,68 +55,16 @@ def _file_lock(path: Path):
 
 
 def merge_write(path: str | os.PathLike, group: str, tree: dict[str, Any], *, force: bool = False) -> str:
-    """Write ``tree`` at ``group`` of the results file ``path``, keeping every other group there.
-
-    Read-existing + rewrite-atomically under a lock file: concurrent writers of other groups are
-    serialised, a killed write leaves the old file.  The same group with different content is
-    refused unless ``force``.  Returns 'written' or 'unchanged'.
-    """
-    import h5py
-
-    from cape_hpc.errors import StoreError
-    from cape_hpc.io.store import atomic_h5, write_tree
+    """Write ``tree`` at ``group`` of the results file ``path``, keeping every other group there
+    (``cape_hpc.io.store.update_results``: atomic rewrite; the same group with different content is
+    refused unless ``force``), serialised with other cape writers of this file by a lock file.
+    Returns 'written' or 'unchanged'."""
+    from cape_hpc.io.store import update_results
 
     path = Path(path)
-    group = "/" + group.strip("/")
     with _file_lock(path):
-        # the new group, built in memory, to compare with what is there
-        with h5py.File(f"mem-{os.getpid()}-{id(tree)}.h5", "w", driver="core", backing_store=False) as mem:
-            write_tree(mem.require_group(group.strip("/")), tree)
-            new_hash = _group_hash(mem[group])
-        old = None
-        if path.exists():
-            try:
-                old = h5py.File(path, "r")
-            except OSError as exc:
-                raise StoreError(f"{path}: exists but is not a readable HDF5 file ({exc}); "
-                                 f"remove it or choose another --out") from None
-        try:
-            if old is not None and group in old:
-                if _group_hash(old[group]) == new_hash:
-                    return "unchanged"
-                if not force:
-                    raise StoreError(f"{path}: {group} exists with different content; pass --force to "
-                                     f"overwrite it (the file is kept)")
-            with atomic_h5(path, force=True) as h5:
-                if old is not None:
-                    for k, v in old.attrs.items():
-                        if k not in h5.attrs and k != "content_sha256":
-                            h5.attrs[k] = v
-                    _copy_except(old, h5, group)
-                if group in h5:
-                    del h5[group]
-                write_tree(h5.require_group(group.strip("/")), tree)
-        finally:
-            if old is not None:
-                old.close()
-    return "written"
-
-
-def _copy_except(src, dst, skip: str) -> None:
-    """Copy every member of src into dst, except the group ``skip`` (and nothing inside it)."""
-    import h5py
-
-    for name, obj in src.items():
-        full = obj.name
-        if full == skip:
-            continue
-        if skip.startswith(full + "/") and isinstance(obj, h5py.Group):
-            g = dst.require_group(full.strip("/"))
-            for k, v in obj.attrs.items():
-                g.attrs[k] = v
-            _copy_except(obj, dst, skip)
-        else:
-            src.copy(obj, dst.require_group(obj.parent.name) if obj.parent.name != "/" else dst, name=name)
+        outcome = update_results(path, {group: tree}, force=force)
+    return "unchanged" if outcome.get(group) == "unchanged" else "written"
 
 
 # --------------------------------------------------------------------------- command

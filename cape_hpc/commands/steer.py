@@ -22,7 +22,9 @@ def register(sub) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="injection strength (default 0.5)")
     p.add_argument("--scale", default="relative", choices=("relative", "absolute"),
                    help="relative: alpha * |h| * v (default); absolute: alpha * v")
-    p.add_argument("--positions", default="all", choices=("all", "last", "generated"))
+    p.add_argument("--positions", default="all", choices=("all", "last", "generated"),
+                   help="all: every prompt and generated position; last: the last prompt token only; "
+                        "generated: generated tokens only")
     p.add_argument("--tau", type=float, default=None,
                    help="gate: inject only where cos(h, v) < tau (default: no gate)")
     p.add_argument("--probe-layer", type=int, default=None, help="default n_layers // 4")
