@@ -147,7 +147,7 @@ def test_external_sigkill_then_resume(tmp_path):
 
 
 def test_sigterm_drops_current_model_cleanly(tmp_path):
-    job = job_file(tmp_path, "out", 0.1, first=3.0)
+    job = job_file(tmp_path, "out", 0.1, first=8.0)
     out = tmp_path / "out"
     p = subprocess.Popen(CAPE + ["sweep", str(job), "--json"], env=env(), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -156,7 +156,7 @@ def test_sigterm_drops_current_model_cleanly(tmp_path):
     t0 = time.monotonic()
     p.send_signal(signal.SIGTERM)
     stdout, stderr = p.communicate(timeout=30)
-    assert time.monotonic() - t0 < 2.5, "the current model must be dropped, not finished"
+    assert time.monotonic() - t0 < 5.0, "the current model must be dropped, not finished (8 s)"
     assert p.returncode == 143, stderr
     runs = {m["model"]: m for m in json.loads(stdout)["models"]}
     assert runs["m0"]["status"] == "interrupted"
@@ -181,7 +181,7 @@ def test_sigterm_finish_mode_completes_current_model(tmp_path):
 
 
 def test_same_job_twice_at_once(tmp_path):
-    job = job_file(tmp_path, "out", 0.4)
+    job = job_file(tmp_path, "out", 0.6)
     out = tmp_path / "out"
     with ShardWatcher(out) as w:
         procs = [subprocess.Popen(CAPE + ["sweep", str(job), "--json"], env=env(), stdout=subprocess.PIPE,
