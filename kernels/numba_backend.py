@@ -22,7 +22,7 @@ from numba import prange
 from cape_kernels.reference import acc_dtype
 
 _NATIVE = (torch.float32, torch.float64)
-_CHUNK = 256  # features per parallel work item in the set sums
+_CHUNK = 512  # features per parallel work item in the set sums
 # reassociation only: lets LLVM vectorise the float reductions, keeps NaN/inf semantics
 _FM = {"reassoc"}
 
@@ -72,19 +72,27 @@ def _pool_mean(h, m, out):
 
 @nb.njit(parallel=True, cache=True, fastmath=_FM)
 def _set_sums(X, out):
-    """out[b, d] = sum_p X[b, p, d] (float64)."""
+    """out[b, d] = sum_p X[b, p, d]: float32 partial sums of 16 rows (vectorised), flushed into
+    float64 accumulators (so long sets keep float64-like accuracy)."""
     B, P, D = X.shape
     nchunk = (D + _CHUNK - 1) // _CHUNK
     for job in prange(B * nchunk):
         b = job // nchunk
         d0 = (job % nchunk) * _CHUNK
         d1 = min(D, d0 + _CHUNK)
-        acc = np.zeros(d1 - d0, dtype=np.float64)
+        n = d1 - d0
+        acc = np.zeros(n, dtype=np.float64)
+        tmp = np.zeros(n, dtype=X.dtype)  # float32 partials for float32 input, float64 for float64
         for p in range(P):
-            for d in range(d0, d1):
-                acc[d - d0] += X[b, p, d]
-        for d in range(d0, d1):
-            out[b, d] = acc[d - d0]
+            row = X[b, p, d0:d1]
+            for d in range(n):
+                tmp[d] += row[d]
+            if (p & 15) == 15:
+                for d in range(n):
+                    acc[d] += tmp[d]
+                    tmp[d] = 0.0
+        for d in range(n):
+            out[b, d0 + d] = acc[d] + tmp[d]
 
 
 @nb.njit(cache=True)
@@ -112,13 +120,14 @@ def _unit_rows(X, out):
             out[r, d] = X[r, d] * inv
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)
 def _count_below(C, thr):
-    """Per leading index b of C [nb, M, N]: the number of entries below thr (one pass, parallel
-    over rows; the clamp to [-1, 1] is implied for thresholds in [-1, 1])."""
+    """Per leading index b of C [nb, M, N]: the number of entries below thr, in one pass.
+    Sequential on purpose: it runs between BLAS calls, and a second spinning thread pool (numba's
+    next to torch's) slowed the matrix products 4x; the count costs ~1/D of the product anyway."""
     nb_, M, N = C.shape
     counts = np.zeros(nb_ * M, dtype=np.int64)
-    for r in prange(nb_ * M):
+    for r in range(nb_ * M):
         b = r // M
         i = r % M
         k = 0
@@ -132,10 +141,10 @@ def _count_below(C, thr):
     return out
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)
 def _clamp_(C):
     flat = C.reshape(-1)
-    for i in prange(flat.size):
+    for i in range(flat.size):
         c = flat[i]
         if c > 1.0:
             flat[i] = 1.0
