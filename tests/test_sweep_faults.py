@@ -107,14 +107,15 @@ def test_rank_sigkilled_mid_model_rerun_equals_uninterrupted(tmp_path, where):
                            env=env(CAPE_SWEEP_FAILPOINT=f"{where}:m2"), timeout=120)
     assert r.returncode != 0  # a rank died: the MPI job is aborted
     assert not w.bad, w.bad
-    assert "m0.h5" in w.seen  # the watcher did look at published shards
+    assert w.seen & {"m0.h5", "m1.h5"}  # the watcher did look at published shards
     assert not sh.shard_path(out, "m2").exists()
-    assert sh.inspect_shard(sh.shard_path(out, "m0")).status == "complete"  # done before the kill
+    # m2 went to a rank only after it had published m0 or m1: that shard survives the kill
+    assert any(sh.inspect_shard(sh.shard_path(out, f"m{i}")).status == "complete" for i in (0, 1))
     r2 = subprocess.run([str(MPIEXEC), "-n", "2"] + CAPE + ["sweep", str(job), "--json"], capture_output=True,
                         text=True, env=env(), timeout=120)
     assert r2.returncode == 0, r2.stderr
     runs = {m["model"]: m for m in json.loads(r2.stdout)["models"]}
-    assert runs["m2"]["status"] == "done" and runs["m0"]["status"] == "skipped"
+    assert runs["m2"]["status"] == "done" and "skipped" in (runs["m0"]["status"], runs["m1"]["status"])
     assert "took over stale lock" in (runs["m2"]["note"] or "")
     assert not list((out / "shards").glob(".*.tmp.h5")) and not list((out / "locks").glob("*.lock"))
     assert merged_hash(tmp_path, "out") == merged_hash(tmp_path, "ref")
