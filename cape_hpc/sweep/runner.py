@@ -473,6 +473,11 @@ def run_sweep(job: JobSpec, out_dir: str | os.PathLike | None = None, *, force: 
                 busy += result.seconds
             stats = _gather_stats(comm, busy, wait)
             stats = _recv_polling(comm, 0, TAG_BYE)
+    except Exception:
+        if comm is not None and size > 1:  # never leave the other ranks waiting for this one
+            log.exception("rank %d: unexpected error; aborting the MPI job", rank)
+            comm.Abort(2)
+        raise
     finally:
         for s, h in old_handlers.items():
             signal.signal(s, h)
