@@ -303,3 +303,49 @@ def test_write_shard_never_overwrites_a_published_shard(tmp_path):
     assert sh.write_shard(tmp_path, e, prov, tree)[0] == "exists"
     assert sh.shard_path(tmp_path, "big").stat().st_ino == ino
     assert not list((tmp_path / "shards").glob(".*.tmp.h5"))
+
+
+# ------------------------------------------------------------------------------------- scheduler, devices
+
+
+def test_scheduler_defers_busy_models_and_stops():
+    from cape_hpc.sweep.runner import ModelRun, Scheduler
+
+    s = Scheduler(["a", "b"], retry_s=0.05)
+    assert s.next() == "a" and s.next() == "b"
+    s.done(ModelRun("a", "busy"))           # locked by another run: offered again later
+    s.done(ModelRun("b", "done"))
+    t = s.next()
+    assert isinstance(t, tuple) and t[0] == "wait" and 0 < t[1] <= 0.05
+    import time
+
+    time.sleep(0.06)
+    assert s.next() == "a"
+    s.done(ModelRun("a", "skipped"))
+    assert s.next() is None and set(s.results) == {"a", "b"}
+    s2 = Scheduler(["x", "y"])
+    s2.stop()
+    assert s2.next() is None
+
+
+def test_one_gpu_per_rank(monkeypatch):
+    import torch
+
+    from cape_hpc.sweep import work
+
+    job = parse_job({"models": [{"id": "a"}]})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    for k in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "PMI_LOCAL_RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert work._device(job) == "cuda:0"
+    monkeypatch.setenv("SLURM_LOCALID", "5")
+    assert work._device(job) == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert work._device(job) == "cpu"
+    job.work_options["device"] = "cuda"
+    from cape_hpc.errors import OptionError
+
+    with pytest.raises(OptionError, match="no CUDA device"):
+        work._device(job)
