@@ -24,7 +24,7 @@ BACKENDS = [b for b in available_backends(DEVICE.split(":")[0]) if not (b == "tr
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("op", bench.OPS)
-def test_bench(benchmark, op, shape, backend):
+def test_bench(benchmark, request, op, shape, backend):
     dev = torch.device(DEVICE)
     args, nbytes, flops = bench._inputs(op, bench.SHAPES[shape], torch.float32, dev)
     fn = bench._call(op, args, backend)
@@ -37,5 +37,12 @@ def test_bench(benchmark, op, shape, backend):
     run()  # compile / autotune outside the timed rounds
     benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
     t = benchmark.stats.stats.median
-    benchmark.extra_info.update(bytes=nbytes, gbps=nbytes / t / 1e9,
-                                gflops=(flops / t / 1e9) if flops else None, device=DEVICE)
+    gbps = nbytes / t / 1e9
+    benchmark.extra_info.update(bytes=nbytes, gbps=gbps, gflops=(flops / t / 1e9) if flops else None,
+                                device=DEVICE)
+    lines = getattr(request.config, "cape_bench_lines", None)
+    if lines is not None:  # printed in the terminal summary by benchmarks/conftest.py
+        extra = f", {flops / t / 1e9:.1f} GFLOP/s" if flops else ""
+        lines.append(("kernels (cape bench prints the full roofline)",
+                      f"{op:16s} {shape:7s} {backend:7s} {t * 1e3:9.3f} ms  {nbytes / 1e6:7.1f} MB  "
+                      f"{gbps:7.1f} GB/s{extra}"))
