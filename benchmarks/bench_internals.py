@@ -54,12 +54,15 @@ def _prompts(n: int):
     return PromptSet(r + t, path=base.path, sha256=base.sha256)
 
 
-def _best(fn, repeats: int = 2) -> float:
-    best = float("inf")
+def _interleaved(fns: dict, repeats: int = 3) -> dict:
+    """Best wall time of each callable, the variants run in turn (A, B, C, A, B, C, ...) so that
+    load from other jobs on this shared machine hits every variant alike."""
+    best = {k: float("inf") for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
     return best
 
 
@@ -88,9 +91,9 @@ def bench_extraction(lm, ps, batch_size=16) -> dict:
                 lm.model(**kw, **({"logits_to_keep": keep} if keep else {}))
 
     extract_internals(lm, _prompts(16), batch_size=batch_size)          # warm-up (kernels' JIT)
-    t_bare = _best(bare)
-    t_bare1 = _best(lambda: bare(1))
-    t_ext = _best(lambda: extract_internals(lm, ps, batch_size=batch_size))
+    t = _interleaved({"bare": bare, "bare1": lambda: bare(1),
+                      "ext": lambda: extract_internals(lm, ps, batch_size=batch_size)})
+    t_bare, t_bare1, t_ext = t["bare"], t["bare1"], t["ext"]
     gflop = 2 * 135e6 * n_tokens / 1e9
     return {"prompts": len(ps), "tokens": n_tokens, "batch_size": batch_size, "bare_s": t_bare,
             "bare_last_logits_s": t_bare1, "extract_s": t_ext,
@@ -121,9 +124,13 @@ def bench_generation(lm, n=32, new_tokens=16) -> dict:
             greedy_generate(lm, ids, new_tokens, injector=inj, stop_at_eos=False)
 
     steered()
-    t_plain, t_steer = _best(plain, 3), _best(steered, 3)
-    t_b = _best(lambda: run_steering(lm, cal, ps, alpha=0.5, max_new_tokens=new_tokens, batch_size=32, direction=d), 1)
-    t_1 = _best(lambda: run_steering(lm, cal, ps, alpha=0.5, max_new_tokens=new_tokens, batch_size=1, direction=d), 1)
+    t = _interleaved({"plain": plain, "steered": steered}, 4)
+    t_plain, t_steer = t["plain"], t["steered"]
+    t = _interleaved({"b32": lambda: run_steering(lm, cal, ps, alpha=0.5, max_new_tokens=new_tokens, batch_size=32,
+                                                   direction=d),
+                      "b1": lambda: run_steering(lm, cal, ps, alpha=0.5, max_new_tokens=new_tokens, batch_size=1,
+                                                  direction=d)}, 1)
+    t_b, t_1 = t["b32"], t["b1"]
     return {"prompts": n, "new_tokens": new_tokens, "unsteered_s": t_plain, "steered_s": t_steer,
             "steering_overhead": t_steer / t_plain - 1, "run_steering_batch32_s": t_b,
             "run_steering_batch1_s": t_1, "batched_speedup": t_1 / t_b}
