@@ -306,8 +306,8 @@ def run_steering(loaded, calibration: PromptSet, prompts: PromptSet, *, alpha: f
         raise OptionError(f"--positions: {positions!r} is not one of {', '.join(POSITIONS)}")
     if not math.isfinite(alpha):
         raise OptionError(f"--alpha must be finite, got {alpha}")
-    if tau is not None and not -1.0 <= tau <= 1.0 and not math.isfinite(tau):
-        raise OptionError(f"--tau must be a number, got {tau}")
+    if tau is not None and not math.isfinite(tau):
+        raise OptionError(f"--tau must be a finite number (cosines lie in [-1, 1]), got {tau}")
     if max_new_tokens < 1:
         raise OptionError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
     if batch_size < 1:
