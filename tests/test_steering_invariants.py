@@ -192,3 +192,25 @@ def test_cli_steer_tiny_and_store(tmp_path, capsys):
     assert len(g["per_prompt"]) == 4 and {"baseline", "steered", "changed", "cos"} <= set(g["per_prompt"][0])
     assert main(["steer", "--model", "tiny-llama", "--probe-layer", "7"]) == 2
     assert "--probe-layer 7 is out of range" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", sorted(__import__("cape_hpc.models", fromlist=["TINY_ARCHS"]).TINY_ARCHS))
+def test_tiny_steered_generation_batched_equals_unbatched(arch):
+    """The KV-cache greedy loop with left padding, steered, on every architecture: a padded batch
+    gives the same tokens as each prompt alone, and alpha = 0 gives the unsteered tokens."""
+    lm = load_model(f"tiny-{arch}")
+    texts = ["Is glass a liquid?", "ok", "Why do cats purr at night, and is it always contentment?"]
+    ids, _ = tokenize(lm, texts)
+    v = torch.randn(lm.adapter.d_model, generator=torch.Generator().manual_seed(1))
+
+    def gen(rows, alpha):
+        inj = _Injector(v, alpha, "relative", "all", None, "torch")
+        with steering_hook(lm, 1, inj):
+            return greedy_generate(lm, rows, 6, injector=inj, stop_at_eos=False)
+
+    plain = greedy_generate(lm, ids, 6, stop_at_eos=False)
+    assert gen(ids, 0.0) == plain
+    batched = gen(ids, 2.0)
+    single = [gen([r], 2.0)[0] for r in ids]
+    assert batched == single
+    assert [greedy_generate(lm, [r], 6, stop_at_eos=False)[0] for r in ids] == plain
