@@ -42,6 +42,7 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
+        # CUDA 12 wheels run on CUDA 12 and 13 drivers; on CUDA 13 toolkits cupy-cuda13x works as well
         "gpu": ["triton>=3.0", "cupy-cuda12x>=13"],
         "mpi": ["mpi4py>=3.1", "mpich"],
         "dev": [

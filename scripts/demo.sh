@@ -15,6 +15,7 @@ step internals --model smollm2-135m --max-prompts 48 --batch-size 16 --out "$H5"
 step steer --model smollm2-135m --max-prompts 8 --max-new-tokens 12 --out "$H5"
 step dynamics --train Pythia --holdout OPT --model linear --out "$H5"
 step reproduce --out "$H5"
+step figures "$H5" -o "$RUN/figs"
 step report "$H5" -o "$RUN/report.html"
 echo
 echo "results: $H5"
