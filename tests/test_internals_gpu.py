@@ -1,0 +1,76 @@
+"""The extraction and steering paths on a CUDA device (automatic kernel backend: triton/cupy):
+results equal the CPU torch-backend run of the same tiny models.  Also runs as a script
+(``python tests/test_internals_gpu.py``) on a machine with a GPU."""
+import numpy as np
+import pytest
+import torch
+
+from cape_hpc.internals import extract_internals, load_prompts
+from cape_hpc.internals.extract import tokenize
+from cape_hpc.models import load_model
+from cape_hpc.steering import greedy_generate
+from cape_hpc.steering.steer import _Injector, steering_hook
+
+ARCHS = ["llama", "gemma3_text", "gpt2", "bloom", "qwen3", "falcon"]
+
+
+def _on(arch, device):
+    lm = load_model(f"tiny-{arch}")
+    lm.model.to(device)
+    return lm
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cuda_extraction_matches_cpu(arch):
+    """Left-padded batches on the GPU (kernels' automatic CUDA backend) equal the unbatched CPU run
+    with the torch reference backend.  (Not compared: one unpadded prompt per forward on CUDA with
+    sdpa attention -- with transformers 5.17 on an H100 that path ignored tiny-gemma3_text's
+    sliding window for some prompts, while eager attention and every padded batch agreed.)"""
+    ps = load_prompts().subset(24)
+    cpu1 = extract_internals(_on(arch, "cpu"), ps, batch_size=1, backend="torch", keep_pooled=True)
+    gpu_lm = _on(arch, "cuda")
+    gpu = extract_internals(gpu_lm, ps, batch_size=8, keep_pooled=True)
+    gpu_t = extract_internals(gpu_lm, ps, batch_size=5, backend="torch", keep_pooled=True)
+    assert gpu.backend in ("triton", "cupy", "torch")
+    for a, b in ((gpu, cpu1), (gpu_t, cpu1)):
+        x, y = a.pooled["residual"].numpy(), b.pooled["residual"].numpy()
+        np.testing.assert_allclose(x, y, atol=1e-4 * max(1.0, np.abs(y).max()), rtol=0)
+        np.testing.assert_allclose(a.layer_coupling, b.layer_coupling, atol=1e-4)
+        np.testing.assert_allclose(a.head_coupling, b.head_coupling, atol=1e-4)
+        np.testing.assert_allclose(a.d_rep, b.d_rep, rtol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cuda_steered_generation(arch):
+    lm = _on(arch, "cuda")
+    ids, _ = tokenize(lm, ["Is glass a liquid?", "ok", "Why do cats purr at night?"])
+    v = torch.randn(lm.adapter.d_model, generator=torch.Generator().manual_seed(1)).cuda()
+
+    def gen(rows, alpha):
+        inj = _Injector(v, alpha, "relative", "all", None, None)
+        with steering_hook(lm, 1, inj):
+            return greedy_generate(lm, rows, 6, injector=inj, stop_at_eos=False)
+
+    assert gen(ids, 0.0) == greedy_generate(lm, ids, 6, stop_at_eos=False)
+    assert gen(ids, 2.0) == [gen([r], 2.0)[0] for r in ids]
+
+
+if __name__ == "__main__":
+    import sys
+    import traceback
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    bad = 0
+    for fn in (test_cuda_extraction_matches_cpu, test_cuda_steered_generation):
+        for arch in ARCHS:
+            try:
+                fn(arch)
+                print("ok  ", fn.__name__, arch, flush=True)
+            except Exception:
+                bad += 1
+                print("FAIL", fn.__name__, arch, flush=True)
+                traceback.print_exc()
+    sys.exit(1 if bad else 0)
