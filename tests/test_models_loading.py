@@ -1,5 +1,5 @@
 """Model loading: embedded aliases from PyPI packages (converted once to safetensors), local folders,
-GGUF files, HF ids offline, options; Gemma-3-270M for real (slow: its first conversion takes ~1 min)."""
+GGUF files, HF ids offline, options; Gemma-3-270M for real (its first conversion takes ~1 min; later loads use the cache)."""
 import json
 import os
 
@@ -55,7 +55,6 @@ def test_tiny_bfloat16():
     assert next(lm.model.parameters()).dtype == torch.bfloat16 and lm.dtype == "bfloat16"
 
 
-@pytest.mark.slow
 @pytest.mark.realmodel
 def test_gguf_conversion_cache_is_atomic_and_reused(tmp_path, monkeypatch):
     """A folder left without the completion marker (killed conversion) is replaced; the second
@@ -78,7 +77,6 @@ def test_gguf_conversion_cache_is_atomic_and_reused(tmp_path, monkeypatch):
     assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
 
 
-@pytest.mark.slow
 @pytest.mark.realmodel
 def test_gemma3_270m_real():
     """Gemma-3-270M: heads x head_dim (1024) differs from hidden (640); extraction, per-head split
