@@ -1,7 +1,6 @@
 """`cape dynamics` / `cape predict`: JSON output, HDF5 output merged into an existing file."""
 import json
 
-import pytest
 
 from cape_hpc.cli import main
 from cape_hpc.io.store import read_results, write_results

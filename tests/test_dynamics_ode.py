@@ -6,7 +6,7 @@ from scipy.linalg import expm
 
 from cape_hpc.dynamics import (LinearODE, PolyBaseline, SindyODE, Trajectory, derivative_rows, discover,
                                predict_size, term_stability, trajectory_errors)
-from cape_hpc.errors import DataError, OptionError
+from cape_hpc.errors import OptionError
 
 # dB/dx = C B + c0 in fraction units, x = log10 N.  Stable, with off-diagonal coupling.
 C = np.array([[-0.30, 0.20, 0.00],

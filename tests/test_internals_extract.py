@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cape_hpc.errors import DataError, OptionError, StoreError
+from cape_hpc.errors import DataError, OptionError
 from cape_hpc.internals import extract_internals, load_prompts
 from cape_hpc.internals.prompts import Prompt, PromptSet
 from cape_hpc.models import load_model

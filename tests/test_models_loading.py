@@ -1,7 +1,6 @@
 """Model loading: embedded aliases from PyPI packages (converted once to safetensors), local folders,
 GGUF files, HF ids offline, options; Gemma-3-270M for real (its first conversion takes ~1 min; later loads use the cache)."""
 import json
-import os
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ import torch
 
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.models import load_model
-from cape_hpc.models.loading import _embedded_dir, cache_dir
+from cape_hpc.models.loading import _embedded_dir
 
 
 @pytest.mark.realmodel

@@ -1,6 +1,5 @@
 """The reproduction audit really computes: altered data change the affected verdicts."""
 import csv
-import json
 
 import numpy as np
 import pytest

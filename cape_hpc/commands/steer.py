@@ -40,7 +40,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from cape_hpc.errors import DataError, OptionError
+    from cape_hpc.errors import OptionError
     from cape_hpc.internals import load_prompts
     from cape_hpc.internals.prompts import PromptSet
     from cape_hpc.models import load_model

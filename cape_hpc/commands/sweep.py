@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cape_hpc.errors import OptionError
 
 
 def register(sub) -> None:

@@ -17,9 +17,8 @@ tap needs: the unembedding over all positions never runs.  No activation cache e
 """
 from __future__ import annotations
 
-import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np

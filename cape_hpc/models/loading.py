@@ -190,7 +190,6 @@ def _embedded_dir(alias: str) -> tuple[Path, dict]:
 def load_model(spec: str, revision: str | None = None, dtype: str = "float32",
                trust_remote_code: bool = False) -> LoadedModel:
     """Load ``spec`` (alias, ``tiny-<arch>``, GGUF file, local folder or HuggingFace id)."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tdtype = _torch_dtype(dtype)

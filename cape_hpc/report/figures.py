@@ -361,7 +361,7 @@ def fig_hfield(res: Results) -> Figure:
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(x, [r["group"] for r in rows], rotation=45, ha="right", fontsize=8)
     ax.set_xlabel(d["group_by"])
-    ax.set_ylabel(f"mean h (points; +- std)")
+    ax.set_ylabel("mean h (points; +- std)")
     ax.set_title(f"Residual field h against {d['b2']} = {d['beta1']:.3g} {d['b1']} + {d['beta0']:.3g}", fontsize=10)
     return fig
 

@@ -28,9 +28,9 @@ import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from cape_hpc.errors import OptionError, StoreError
 from cape_hpc.io.provenance import Provenance
