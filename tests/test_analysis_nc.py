@@ -203,3 +203,17 @@ def test_gamma_fit_extrapolation_flag_and_explicit_window():
     win = estimate_nc(df, "gamma-fit", families=["Pythia", "OPT"], bootstrap=False, window=(7.5, 11.5)).by_scope()
     assert math.isnan(win["Pythia"].log10_nc) and "outside window" in win["Pythia"].reason
     assert win["OPT"].log10_nc == free["OPT"].log10_nc
+
+
+def test_sign_change_attach_options_by_hand():
+    """The crossing interval of family U runs from U-3 (N = 3e9) to U-4 (N = 1e10)."""
+    df = pd.concat([U, P])
+    got = {a: estimate_nc(df, "sign-change", bootstrap=False, attach=a).by_scope()["U"].log10_nc
+           for a in ("larger", "smaller", "midpoint")}
+    assert got["larger"] == pytest.approx(10.0)
+    assert got["smaller"] == pytest.approx(math.log10(3e9))
+    assert got["midpoint"] == pytest.approx((math.log10(3e9) + 10.0) / 2)
+    r = estimate_nc(df, "sign-change", n_resamples=200, seed=1, attach="smaller")
+    assert r.provenance.options["attach"] == "smaller"
+    with pytest.raises(OptionError, match="attach"):
+        estimate_nc(df, "sign-change", bootstrap=False, attach="middle")

@@ -4,7 +4,9 @@ Estimators (x = log10 N; results are reported as log10 N_c and N_c):
 
 ``sign-change``
     Walk the defined gammas (see ``coupling``) in order of N; N_c is the N of the model whose gamma
-    is the first positive one after a negative one.  Choices where SPEC is silent: undefined
+    is the first positive one after a negative one (``attach='larger'``, SPEC's rule: the gamma is
+    attached to the larger model).  Options: ``attach='smaller'`` reports the smaller model of that
+    interval, ``attach='midpoint'`` its midpoint 10**x_mid.  Choices where SPEC is silent: undefined
     intervals and gamma == 0 exactly are skipped (they neither break nor make a change); pooled over
     several families, the intervals of all families (each computed within its family) are merged in
     order of their midpoint x (ties keep family order) and the same rule is applied.  No change gives
@@ -48,6 +50,7 @@ from cape_hpc.io.provenance import Provenance
 from cape_hpc.stats.bootstrap import BatchStatistic
 
 ESTIMATORS = ("sign-change", "gamma-fit", "quadratic")
+ATTACH = ("larger", "smaller", "midpoint")  # where the sign-change estimator places N_c in its interval
 MIN_MODELS = 3
 
 
@@ -60,6 +63,7 @@ def _defined_intervals(pos, fam, logn, b1, b2, min_delta):
     xs = np.empty(m)
     gs = np.empty(m)
     ln = np.empty(m)
+    lp = np.empty(m)
     k = 0
     for j in range(1, m):
         a = pos[j - 1]
@@ -72,13 +76,15 @@ def _defined_intervals(pos, fam, logn, b1, b2, min_delta):
         xs[k] = 0.5 * (logn[a] + logn[b])
         gs[k] = (b2[b] - b2[a]) / d1
         ln[k] = logn[b]
+        lp[k] = logn[a]
         k += 1
-    return xs[:k], gs[:k], ln[:k]
+    return xs[:k], gs[:k], ln[:k], lp[:k]
 
 
 @njit(cache=True)
-def _sign_change(pos, fam, logn, b1, b2, min_delta):
-    xs, gs, ln = _defined_intervals(pos, fam, logn, b1, b2, min_delta)
+def _sign_change(pos, fam, logn, b1, b2, min_delta, attach):
+    """attach: 0 = larger model's log N, 1 = smaller model's, 2 = interval midpoint."""
+    xs, gs, ln, lp = _defined_intervals(pos, fam, logn, b1, b2, min_delta)
     order = np.argsort(xs, kind="mergesort")
     prev = 0
     for j in order:
@@ -87,6 +93,10 @@ def _sign_change(pos, fam, logn, b1, b2, min_delta):
             continue
         s = 1 if g > 0 else -1
         if prev == -1 and s == 1:
+            if attach == 1:
+                return lp[j]
+            if attach == 2:
+                return xs[j]
             return ln[j]
         prev = s
     return np.nan
@@ -94,7 +104,7 @@ def _sign_change(pos, fam, logn, b1, b2, min_delta):
 
 @njit(cache=True)
 def _gamma_fit(pos, fam, logn, b1, b2, min_delta, lo, hi):
-    xs, gs, ln = _defined_intervals(pos, fam, logn, b1, b2, min_delta)
+    xs, gs, _, _ = _defined_intervals(pos, fam, logn, b1, b2, min_delta)
     n = len(xs)
     if n < 2:
         return np.nan
@@ -117,13 +127,13 @@ def _gamma_fit(pos, fam, logn, b1, b2, min_delta, lo, hi):
 
 
 @njit(cache=True, parallel=True)
-def _batch(kind, idx, fam, logn, b1, b2, min_delta, lo, hi):
+def _batch(kind, idx, fam, logn, b1, b2, min_delta, lo, hi, attach):
     r_count = idx.shape[0]
     out = np.empty(r_count)
     for r in prange(r_count):
         pos = np.sort(idx[r])
         if kind == 0:
-            out[r] = _sign_change(pos, fam, logn, b1, b2, min_delta)
+            out[r] = _sign_change(pos, fam, logn, b1, b2, min_delta, attach)
         else:
             out[r] = _gamma_fit(pos, fam, logn, b1, b2, min_delta, lo, hi)
     return out
@@ -152,8 +162,9 @@ class NcStatistic(BatchStatistic):
     """
 
     def __init__(self, estimator: str, fam, logn, b1, b2, min_delta: float, lo: float, hi: float,
-                 gamma_fit_window: bool = False):
+                 gamma_fit_window: bool = False, attach: str = "larger"):
         self.estimator = estimator
+        self.attach = ATTACH.index(attach)
         self.fam = np.ascontiguousarray(fam, dtype=np.int64)
         self.logn = np.ascontiguousarray(logn, dtype=np.float64)
         self.b1 = np.ascontiguousarray(b1, dtype=np.float64)
@@ -169,7 +180,7 @@ class NcStatistic(BatchStatistic):
     def _one(self, pos: np.ndarray) -> float:
         pos = np.sort(np.asarray(pos, dtype=np.int64))
         if self.estimator == "sign-change":
-            return float(_sign_change(pos, self.fam, self.logn, self.b1, self.b2, self.min_delta))
+            return float(_sign_change(pos, self.fam, self.logn, self.b1, self.b2, self.min_delta, self.attach))
         if self.estimator == "gamma-fit":
             return float(_gamma_fit(pos, self.fam, self.logn, self.b1, self.b2, self.min_delta, self.glo, self.ghi))
         return float(self.batch(pos[None, :])[0])
@@ -187,7 +198,8 @@ class NcStatistic(BatchStatistic):
             return np.asarray(cape_kernels.quadratic_nc_batch(self.logn, self.b2, idx, self.lo, self.hi),
                               dtype=np.float64)
         kind = 0 if self.estimator == "sign-change" else 1
-        return _batch(kind, idx, self.fam, self.logn, self.b1, self.b2, self.min_delta, self.glo, self.ghi)
+        return _batch(kind, idx, self.fam, self.logn, self.b1, self.b2, self.min_delta, self.glo, self.ghi,
+                      self.attach)
 
     def jackknife(self) -> np.ndarray:
         allpos = np.arange(self.n)
@@ -237,7 +249,7 @@ def _scope_arrays(sub: pd.DataFrame, fams: list[str], b1: str, b2: str, scale: f
 
 
 def _no_change_reason(stat: NcStatistic) -> str:
-    xs, gs, _ = _defined_intervals(np.arange(stat.n), stat.fam, stat.logn, stat.b1, stat.b2, stat.min_delta)
+    xs, gs, _, _ = _defined_intervals(np.arange(stat.n), stat.fam, stat.logn, stat.b1, stat.b2, stat.min_delta)
     gs = gs[gs != 0]
     if len(gs) == 0:
         return "no defined nonzero gamma"
@@ -261,7 +273,7 @@ def _estimate(scope: str, estimator: str, stat: NcStatistic, strata, boot: dict 
     else:
         value = stat.full()
         if estimator == "gamma-fit":
-            xs, gs, _ = _defined_intervals(np.arange(n), stat.fam, stat.logn, stat.b1, stat.b2, stat.min_delta)
+            xs, gs, _, _ = _defined_intervals(np.arange(n), stat.fam, stat.logn, stat.b1, stat.b2, stat.min_delta)
             if len(xs) >= 2 and np.ptp(xs) > 0:
                 g0 = float(np.polyfit(xs, gs, 1)[0])
             if math.isnan(value):
@@ -284,14 +296,17 @@ def estimate_nc(df: pd.DataFrame, estimator: str = "quadratic", families=None, p
                 b1: str = "HS", b2: str = "TQA", min_delta: float | None = None, units: str = "percent",
                 window: tuple[float, float] | None = None, bootstrap: bool = True, n_resamples: int = 10000,
                 seed: int = 0, stratify: bool = True, ci_method: str = "percentile",
-                levels=DEFAULT_LEVELS, progress: bool = False) -> NcResult:
+                levels=DEFAULT_LEVELS, progress: bool = False, attach: str = "larger") -> NcResult:
     """N_c by one estimator, per family (default) or over the pooled families.
 
     ``window`` (log10 N lo, hi) bounds the quadratic vertex (default: the fitted models' log N range)
     and, when given, the gamma-fit zero crossing too.
     ``stratify`` applies to the pooled bootstrap (per-family bootstraps resample within the family).
+    ``attach`` (sign-change only): N_c at the larger model of the interval (default), the smaller, or
+    the midpoint.
     """
     check_choice("estimator", estimator, ESTIMATORS)
+    check_choice("attach", attach, ATTACH)
     check_pair(df, b1, b2)
     scale = check_units(units)
     min_delta = default_min_delta(units) if min_delta is None else check_finite("min_delta", min_delta, nonneg=True)
@@ -313,13 +328,16 @@ def estimate_nc(df: pd.DataFrame, estimator: str = "quadratic", families=None, p
     for scope, members in scopes:
         g, fam, logn, v1, v2 = _scope_arrays(sub, members, b1, b2, scale)
         lo, hi = window if window is not None else ((logn.min(), logn.max()) if len(logn) else (math.nan, math.nan))
-        stat = NcStatistic(estimator, fam, logn, v1, v2, min_delta, lo, hi, gamma_fit_window=window is not None)
+        stat = NcStatistic(estimator, fam, logn, v1, v2, min_delta, lo, hi, gamma_fit_window=window is not None,
+                           attach=attach)
         strata = fam if (pooled and stratify) else None
         estimates.append(_estimate(scope, estimator, stat, strata, boot))
     opts = {"estimator": estimator, "b1": b1, "b2": b2, "pooled": bool(pooled), "units": units,
             "min_delta": min_delta, "window": None if window is None else list(window),
             "families": None if families is None else list(np.atleast_1d(families)),
             "bootstrap": bool(bootstrap)}
+    if estimator == "sign-change":
+        opts["attach"] = attach
     if boot:
         opts.update(stratify=bool(stratify) if pooled else "within family", ci_method=ci_method,
                     levels=list(levels))

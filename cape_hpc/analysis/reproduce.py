@@ -265,29 +265,30 @@ def c_gamma_logn_r(ctx: AuditContext, b1="HS", b2="TQA", stat="r"):
     return {"r": g.pearson_r, "p": g.pearson_p, "n": g.n}[stat]
 
 
-def _nc_result(ctx, families, estimator, pooled, stratify, units, bootstrap):
+def _nc_result(ctx, families, estimator, pooled, stratify, units, bootstrap, attach="larger"):
     from cape_hpc.analysis.nc import estimate_nc
 
-    key = ("nc", _hashable(families), estimator, pooled, stratify, units, bootstrap, ctx.n_resamples, ctx.seed)
+    key = ("nc", _hashable(families), estimator, pooled, stratify, units, bootstrap, attach, ctx.n_resamples,
+           ctx.seed)
     return ctx.cached(key, lambda: estimate_nc(ctx.scores, estimator, families=families, pooled=pooled,
                                                stratify=stratify, units=units, bootstrap=bootstrap,
-                                               n_resamples=ctx.n_resamples, seed=ctx.seed))
+                                               n_resamples=ctx.n_resamples, seed=ctx.seed, attach=attach))
 
 
 def c_nc(ctx: AuditContext, family="Pythia", estimator="gamma-fit", pooled=False, stratify=True,
          units="percent", quantity="nc", level=0.95, attach="larger"):
     """N_c in billions: quantity 'nc' (point), 'median', 'ci_lo', 'ci_hi', 'none' (True when no
     crossing because gamma is positive everywhere), or a list of these.  ``attach`` ('smaller' |
-    'mid') moves the sign-change N to the interval's smaller model or geometric midpoint."""
+    'midpoint') moves the sign-change N to the interval's smaller model or geometric midpoint
+    (``estimate_nc``'s option of the same name)."""
     if isinstance(quantity, (list, tuple)):
         return [c_nc(ctx, family, estimator, pooled, stratify, units, q, level, attach) for q in quantity]
     fams = None if family in (None, "all") else ([family] if isinstance(family, str) else list(family))
     if fams is not None:
         _need_families(ctx.scores, fams, min_models=3, what=" (N_c needs >= 3 models)")
-    if estimator == "sign-change" and attach != "larger":
-        return _sign_change_attached(ctx, fams[0], attach, quantity)
     boot = quantity in ("median", "ci_lo", "ci_hi")
-    res = _nc_result(ctx, fams, estimator, pooled, stratify, units, boot)
+    res = _nc_result(ctx, fams, estimator, pooled, stratify, units, boot,
+                     attach if estimator == "sign-change" else "larger")
     est = res.estimates[0] if pooled or len(res.estimates) == 1 else res.by_scope()[fams[0]]
     if quantity == "none":
         return bool(not math.isfinite(est.log10_nc) and "positive at every interval" in est.reason)
@@ -297,30 +298,6 @@ def c_nc(ctx: AuditContext, family="Pythia", estimator="gamma-fit", pooled=False
         return 10 ** est.bootstrap.median / 1e9
     lo, hi = est.bootstrap.interval(level)
     return 10 ** (lo if quantity == "ci_lo" else hi) / 1e9
-
-
-def _sign_change_attached(ctx, family, attach, quantity):
-    """The sign-change rule of analysis.nc, reporting the smaller model's N or the interval midpoint.
-
-    TODO(analysis): replace by an ``attach=`` option of ``cape_hpc.analysis.nc.estimate_nc``
-    ('sign-change' currently reports the larger model's N only)."""
-    from cape_hpc.analysis.coupling import local_coupling
-
-    cr = local_coupling(ctx.scores, "HS", "TQA", families=[family])
-    prev = 0
-    for iv in cr.intervals:  # already in order of N within the family
-        if not math.isfinite(iv.gamma) or iv.gamma == 0:
-            continue
-        s = 1 if iv.gamma > 0 else -1
-        if prev < 0 < s:
-            if quantity == "none":
-                return False
-            n = iv.prev_n if attach == "smaller" else 10 ** iv.x_mid
-            return n / 1e9
-        prev = s
-    if quantity == "none":
-        return all(iv.gamma > 0 for iv in cr.intervals if math.isfinite(iv.gamma))
-    return math.nan
 
 
 def c_nc_ratio(ctx: AuditContext, families=(), estimator="sign-change", attach="larger"):

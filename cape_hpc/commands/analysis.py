@@ -18,6 +18,7 @@ from cape_hpc.commands.common import add_output_args, add_scores_arg, emit_json,
 from cape_hpc.errors import OptionError
 
 ESTIMATORS = ("sign-change", "gamma-fit", "quadratic")
+ATTACH = ("larger", "smaller", "midpoint")  # mirrors cape_hpc.analysis.nc.ATTACH (kept here: no numba at parse time)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,7 +283,7 @@ def _nc_all(df, args, estimators, pooled_modes) -> dict[str, Any]:
                 df, est, families=args.families, pooled=pooled, b1=args.pair[0], b2=args.pair[1],
                 min_delta=args.min_delta, units=args.units, window=args.window, bootstrap=not args.no_bootstrap,
                 n_resamples=args.n_resamples, seed=args.seed, stratify=args.stratify, ci_method=args.ci_method,
-                levels=args.levels, progress=_progress(args))
+                levels=args.levels, progress=_progress(args), attach=getattr(args, "attach", "larger"))
     return out
 
 
@@ -522,6 +523,8 @@ def register(sub) -> None:
     p.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                    help="quadratic vertex window in log10 N (default: the data's range)")
     p.add_argument("--no-bootstrap", action="store_true")
+    p.add_argument("--attach", choices=ATTACH, default="larger",
+                   help="sign-change: N_c at the crossing interval's larger model (default), smaller model or midpoint")
 
     p = parser("deff", "effective dimensionality d_eff per phase with a family-stratified bootstrap", run_deff)
     _pair(p), _families(p), _boot_opts(p)
