@@ -1,7 +1,12 @@
 """cape_hpc: capability-coupling analysis (CAPE) of language models, with HPC kernels."""
+import re
+from pathlib import Path
+
 from setuptools import setup
 
-VERSION = "0.1.0"
+# the one version string lives in kernels/__init__.py (cape_kernels.__version__); cape_hpc reuses it
+VERSION = re.search(r'^__version__ = "([^"]+)"', Path(__file__).with_name("kernels").joinpath("__init__.py")
+                    .read_text(), re.M).group(1)
 
 setup(
     name="cape_hpc",

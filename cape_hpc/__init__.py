@@ -1,2 +1,4 @@
 """cape_hpc: capability-coupling analysis (CAPE) of language models."""
-__version__ = "0.1.0"
+from cape_kernels import __version__  # the one version string (kernels/__init__.py)
+
+__all__ = ["__version__"]

@@ -15,3 +15,7 @@ class OptionError(CapeError, ValueError):
 
 class StoreError(CapeError):
     """The HDF5 store refused an operation (e.g. overwriting different content without --force)."""
+
+
+class SchemaError(CapeError):
+    """A stored result does not match its class; the message names the group and the field."""

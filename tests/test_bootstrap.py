@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from cape_hpc.errors import OptionError
-from cape_hpc.io.serialize import to_jsonable
+from cape_hpc.schema import to_jsonable
 from cape_hpc.stats import (
     BatchStatistic,
     ParticipationRatioStatistic,

@@ -129,7 +129,7 @@ def test_bad_options_exit_2(capsys, tmp_path):
 def test_analyze_out_refuses_different_content(capsys, tmp_path, monkeypatch):
     # the code version (git commit) is part of every result's provenance: pin it, so that a commit
     # landing between the runs of this test cannot change the content
-    import cape_hpc.io.provenance as prov
+    import cape_hpc.schema as prov
 
     monkeypatch.setattr(prov, "git_commit", lambda: "0" * 40)
     out = tmp_path / "results.h5"

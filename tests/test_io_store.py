@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cape_hpc.errors import StoreError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 from cape_hpc.io.store import read_results, update_results, write_results
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from cape_hpc.errors import DataError, OptionError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 
 UNITS = ("percent", "fraction")
 PHASES = ("tax", "transition", "bonus")

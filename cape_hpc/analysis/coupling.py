@@ -27,7 +27,7 @@ from cape_hpc.analysis._common import (check_finite, check_pair, check_units, co
                                        select_families, sort_by_n)
 from cape_hpc.analysis.phases import (DEFAULT_BONUS_ABOVE, DEFAULT_TAX_BELOW, check_thresholds,
                                       classify_phase)
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 
 DEFAULT_MIN_DELTA_POINTS = 0.5
 

@@ -25,7 +25,7 @@ import pandas as pd
 from cape_hpc.analysis._boot import DEFAULT_LEVELS, BootSummary, check_boot_options, empty_summary, run_bootstrap
 from cape_hpc.analysis._common import (PHASES, check_choice, check_columns, complete_rows, provenance,
                                        select_families)
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 from cape_hpc.io.scores import SCORE_COLUMNS
 from cape_hpc.stats.bootstrap import BatchStatistic
 

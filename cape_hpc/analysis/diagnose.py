@@ -39,7 +39,7 @@ from cape_hpc.analysis.isocline import RULES, calibrate_k, predicted_sign
 from cape_hpc.analysis.phases import check_thresholds, classify_phase
 from cape_hpc.analysis.width import D_REF
 from cape_hpc.errors import OptionError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 
 LEVERS = {
     "tax": ["negative coupling: scaling one axis may degrade the other",

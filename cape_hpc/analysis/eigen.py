@@ -27,7 +27,7 @@ import pandas as pd
 from cape_hpc.analysis._common import (check_choice, check_columns, check_positive_int, check_units,
                                        complete_rows, ols_line, provenance, select_families, sort_by_n)
 from cape_hpc.errors import OptionError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 from cape_hpc.io.scores import SCORE_COLUMNS
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from cape_hpc.analysis._common import check_choice, ols_line, provenance, select_families
 from cape_hpc.analysis.coupling import local_coupling
 from cape_hpc.errors import OptionError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 
 
 @dataclass

@@ -23,7 +23,7 @@ from cape_hpc.analysis._common import (check_choice, check_pair, check_positive_
                                        provenance, require_table_columns)
 from cape_hpc.analysis.hfield import ModelH, h_field
 from cape_hpc.errors import DataError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 
 
 @dataclass

@@ -17,7 +17,7 @@ import pandas as pd
 
 from cape_hpc.analysis._common import check_pair, check_units, complete_rows, ols_line, provenance
 from cape_hpc.errors import OptionError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 
 
 @dataclass

@@ -29,7 +29,7 @@ import pandas as pd
 from cape_hpc.analysis._common import check_choice, check_pair, provenance
 from cape_hpc.analysis.coupling import local_coupling
 from cape_hpc.errors import OptionError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 
 RULES = ("above-positive", "above-negative")
 

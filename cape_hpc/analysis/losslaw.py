@@ -20,7 +20,7 @@ from scipy.optimize import curve_fit
 
 from cape_hpc.analysis._common import check_finite, check_positive_int, provenance, require_table_columns
 from cape_hpc.errors import DataError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 
 
 def loss_model(n, e, a, alpha):

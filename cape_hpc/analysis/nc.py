@@ -46,7 +46,7 @@ from cape_hpc.analysis._common import (check_choice, check_finite, check_pair, c
                                        complete_rows, family_order, provenance, select_families, sort_by_n)
 from cape_hpc.analysis.coupling import default_min_delta
 from cape_hpc.errors import OptionError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 from cape_hpc.stats.bootstrap import BatchStatistic
 
 ESTIMATORS = ("sign-change", "gamma-fit", "quadratic")

@@ -18,7 +18,7 @@ import pandas as pd
 
 from cape_hpc.analysis._common import PHASES, check_finite
 from cape_hpc.errors import OptionError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 
 DEFAULT_TAX_BELOW = -0.1
 DEFAULT_BONUS_ABOVE = 0.1

@@ -25,7 +25,7 @@ from scipy import stats
 from cape_hpc.analysis._common import (check_choice, check_pair, check_positive_int, complete_rows,
                                        family_order, provenance, select_families)
 from cape_hpc.errors import OptionError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 
 P_METHODS = ("analytic", "permutation", "exact")
 EXACT_MAX_N = 9

@@ -26,7 +26,7 @@ from cape_hpc.analysis._common import (check_finite, check_pair, check_positive_
                                        family_order, provenance, require_table_columns, select_families,
                                        sort_by_n)
 from cape_hpc.analysis.population import _corr_rows
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 
 D_REF = 512.0
 MIN_MODELS = 3

@@ -12,7 +12,7 @@ def register(sub) -> None:
     from cape_hpc.commands.common import add_output_args
 
     p = sub.add_parser(
-        "bench", help="roofline table of the kernels: time, bytes, GB/s, % of copy bandwidth, x torch",
+        "bench", help="roofline table of the kernels: time, bytes, GB/s, %% of copy bandwidth, x torch",
         description="Time every coupling/steering op on every available backend at the sweep shapes "
                     "(layers: B=32, P=Q=64, D=4096; heads: B=1024, P=Q=64, D=128) and a huge prompt "
                     "set (B=1, P=Q=8192, D=1024); print time, bytes moved, GB/s, the fraction of the "

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any, Iterable, Sequence
 
-from cape_hpc.io.serialize import to_jsonable
+from cape_hpc.schema import to_jsonable
 
 
 def add_output_args(p: argparse.ArgumentParser, *, out: bool = True) -> None:

@@ -39,7 +39,7 @@ from cape_hpc.dynamics.metrics import ErrorSummary
 from cape_hpc.dynamics.trajectories import (Trajectory, check_benchmarks, family_trajectory,
                                             stacked_rows, trajectories)
 from cape_hpc.errors import DataError, OptionError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 from cape_hpc.io.scores import SCORE_COLUMNS
 
 DEFAULT_BASELINE_DEGREES = (1, 2, 3, 4)

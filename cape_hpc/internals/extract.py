@@ -26,7 +26,7 @@ import torch
 
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.internals.prompts import PromptSet
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 
 TAPS = ("residual", "heads", "final", "logits")
 POOLINGS = ("last", "mean")
@@ -130,7 +130,7 @@ class InternalsResult:
     def to_store_tree(self) -> dict[str, Any]:
         """The tree stored under ``/internals/<model>/`` (attrs source, revision, dtype,
         prompt_set_sha256, backend, complete; arrays as datasets)."""
-        from cape_hpc.io.serialize import to_tree
+        from cape_hpc.schema import to_tree
 
         tree = to_tree(self)
         tree["provenance"] = {**self.provenance.attrs()} if self.provenance else {}

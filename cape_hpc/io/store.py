@@ -29,7 +29,7 @@ import numpy as np
 
 from cape_hpc.errors import StoreError
 from cape_hpc.io.provenance import run_attrs
-from cape_hpc.io.serialize import to_tree
+from cape_hpc.schema import to_tree
 
 VOLATILE_ROOT_ATTRS = ("created", "command_line", "content_sha256", "git_commit")
 _STR = h5py.string_dtype("utf-8")

@@ -45,7 +45,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from cape_hpc.errors import OptionError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 
 __all__ = [
     "bootstrap",

@@ -17,7 +17,7 @@ import torch
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.internals.extract import _StopForward, forward_kwargs, left_pad, pad_id, store_name, tokenize
 from cape_hpc.internals.prompts import PromptSet
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 
 METHODS = ("mean-diff", "pca")
 SCALES = ("relative", "absolute")
@@ -284,7 +284,7 @@ class SteeringResult:
         return f"/steering/{store_name(self.model)}/{self.run_name}"
 
     def to_store_tree(self) -> dict[str, Any]:
-        from cape_hpc.io.serialize import to_tree
+        from cape_hpc.schema import to_tree
 
         tree = to_tree(self)
         tree["provenance"] = self.provenance.attrs() if self.provenance else {}

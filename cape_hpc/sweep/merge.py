@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import h5py
 
 from cape_hpc.errors import StoreError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 from cape_hpc.io.store import atomic_h5, content_hash
 from cape_hpc.sweep import shards as sh
 from cape_hpc.sweep.spec import options_hash

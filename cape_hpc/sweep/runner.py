@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from cape_hpc.errors import OptionError, StoreError
-from cape_hpc.io.provenance import Provenance
+from cape_hpc.schema import Provenance
 from cape_hpc.sweep import shards as sh
 from cape_hpc.sweep.spec import JobSpec, ModelEntry, estimate_memory_bytes, order_models
 

@@ -32,7 +32,8 @@ from typing import Any, Iterator
 import h5py
 
 from cape_hpc import __version__
-from cape_hpc.io.provenance import git_commit, sha256_bytes, sha256_file
+from cape_hpc.io.provenance import sha256_bytes, sha256_file
+from cape_hpc.schema import git_commit
 from cape_hpc.io.store import content_hash, write_tree
 from cape_hpc.sweep.spec import JobSpec, ModelEntry, options_hash
 
