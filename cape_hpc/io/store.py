@@ -224,16 +224,37 @@ def read_results(path: str | os.PathLike, group: str = "/") -> dict[str, Any]:
         return read_tree(f[group])
 
 
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive advisory lock (``.<name>.lock`` beside ``path``) serialising cape writers of a file."""
+    import fcntl
+
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def update_results(path: str | os.PathLike, groups: dict[str, Any], *, force: bool = False) -> dict[str, str]:
     """Add or replace groups in a results file atomically, keeping every other group.
 
     For each ``name -> tree``: a new group is added; an existing group with the same content is
     left alone; one with different content is an error (StoreError, file untouched) unless
     ``force``.  Returns ``{name: 'added' | 'unchanged' | 'replaced'}``.  A missing file is created.
+    Concurrent cape writers of the same file are serialised by ``file_lock``.
     """
+    with file_lock(path):
+        return _update_results(Path(path), groups, force=force)
+
+
+def _update_results(path: Path, groups: dict[str, Any], *, force: bool) -> dict[str, str]:
     import shutil
 
-    path = Path(path)
     if not path.exists():
         write_results(path, groups, force=force)
         return {name: "added" for name in groups}
