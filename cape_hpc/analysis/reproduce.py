@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 
 from cape_hpc.errors import DataError, OptionError
-from cape_hpc.io.provenance import Provenance, sha256_file
+from cape_hpc.io.provenance import sha256_file
+from cape_hpc.schema import Provenance
 
 VERDICT_OK = "reproduced"
 VERDICT_ALT = "reproduced only with"
