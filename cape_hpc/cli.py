@@ -26,7 +26,10 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     from cape_hpc import __version__
 
-    parser = argparse.ArgumentParser(prog="cape", description="Capability-coupling analysis (CAPE).")
+    parser = argparse.ArgumentParser(
+        prog="cape", description="Capability-coupling analysis (CAPE) of language models: benchmark-level "
+        "analysis, model internals, steering, sweeps, reports.",
+        epilog="Run `cape COMMAND --help` for a command's options. Methods: docs/METHODS.md.")
     parser.add_argument("--version", action="version", version=f"cape_hpc {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -46,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not getattr(args, "func", None):
+    if not getattr(args, "func", None):  # plain `cape`: the list of commands, a clean exit
         parser.print_help()
-        return 2
+        return 0
     from cape_hpc.errors import CapeError
 
     try:
@@ -61,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a file that cannot be read or written: one line naming it
+        if exc.filename is None:
+            raise
+        print(f"cape {args.command}: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

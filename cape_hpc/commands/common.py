@@ -39,18 +39,36 @@ def fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def format_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], digits: int = 4) -> str:
-    """A plain aligned text table."""
-    cells = [[fmt(v, digits) for v in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    sep = "  ".join("-" * w for w in widths)
-    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
-    return "\n".join([line, sep, *body])
+def _console(file=None):
+    """A rich console on the current stdout: terminal width on a terminal, else wide (no wrapping in
+    pipes and files), never colour codes in pipes."""
+    import os
+    import shutil
+
+    from rich.console import Console
+
+    out = file or sys.stdout
+    tty = hasattr(out, "isatty") and out.isatty()
+    width = shutil.get_terminal_size((160, 24)).columns if tty else int(os.environ.get("COLUMNS", 0) or 200)
+    return Console(file=out, width=width, highlight=False, soft_wrap=False, emoji=False, markup=False)
 
 
 def print_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], title: str | None = None,
-                digits: int = 4) -> None:
+                digits: int = 4, file=None) -> None:
+    """Print an aligned table (rich): floats with ``digits`` significant digits, NaN/None as '-'."""
+    from rich import box
+    from rich.table import Table
+
+    console = _console(file)
     if title:
-        print(f"\n{title}")
-    print(format_table(rows, headers, digits))
+        console.print()
+        console.print(title)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    rows = [list(r) for r in rows]
+    for i, h in enumerate(headers):
+        numeric = bool(rows) and all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool)
+                                     for r in rows if r[i] is not None)
+        table.add_column(str(h), justify="right" if numeric else "left", overflow="fold")
+    for r in rows:
+        table.add_row(*(fmt(v, digits) for v in r))
+    console.print(table)
