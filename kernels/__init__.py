@@ -18,6 +18,13 @@ _EXPORTS = {
     "quadratic_nc_batch": "cape_kernels.resample",
     "participation_ratio_boot": "cape_kernels.resample",
     "quadratic_nc_boot": "cape_kernels.resample",
+    "participation_ratio": "cape_kernels.resample",
+    "quadratic_fit": "cape_kernels.resample",
+    "gamma_rule": "cape_kernels.resample",
+    "gamma_nc_batch": "cape_kernels.resample",
+    "gamma_nc_boot": "cape_kernels.resample",
+    "nc_intervals": "cape_kernels.resample",
+    "gamma_line": "cape_kernels.resample",
     # coupling and steering ops
     "pooled_tap": "cape_kernels.ops",
     "set_mean_cosine": "cape_kernels.ops",

@@ -51,6 +51,13 @@ __all__ = [
     "quadratic_nc_boot",
     "strata_layout",
     "seed_key",
+    "participation_ratio",
+    "quadratic_fit",
+    "gamma_rule",
+    "gamma_nc_batch",
+    "gamma_nc_boot",
+    "nc_intervals",
+    "gamma_line",
 ]
 
 _MASK64 = (1 << 64) - 1
@@ -250,6 +257,14 @@ def _pr_features(X):
 
 
 @njit(inline="always")
+def _pr_ratio(tr, tr2):
+    # the participation ratio from tr C and tr(C^2) = sum_ik C_ik^2
+    if not tr2 > 0.0:
+        return np.nan
+    return tr * tr / tr2
+
+
+@njit(inline="always")
 def _pr_finish(s, var, m, p, iu, ku, corr, rtol):
     # s: sums over the m rows of [x_c, x_c,i x_c,k]; returns (tr C)^2 / tr(C^2) or NaN
     if m < 2:
@@ -292,7 +307,7 @@ def _pr_finish(s, var, m, p, iu, ku, corr, rtol):
                 tr2 += 2.0 * c * c
         if not tr > rtol * raw:  # all rows identical (C == 0 up to rounding)
             return np.nan
-    return tr * tr / tr2
+    return _pr_ratio(tr, tr2)
 
 
 @njit(parallel=True, cache=True)
@@ -383,8 +398,9 @@ def _window(lo, hi):
 
 
 @njit(inline="always")
-def _quad_vertex(m, s, xm, lo, hi, rtol):
-    # s = sums of [t, t^2, t^3, t^4, y, ty, t^2 y] over the resample's m rows
+def _quad_coef(m, s, rtol):
+    # the one quadratic least-squares solve: s = sums of [t, t^2, t^3, t^4, y, ty, t^2 y] over the
+    # resample's m rows (t = x - xm); returns (a, b_t) of y = a t^2 + b_t t + c_t, NaN when singular
     S1, S2, S3, S4, T0, T1, T2 = s[0], s[1], s[2], s[3], s[4], s[5], s[6]
     Stt = S2 - S1 * S1 / m
     Stu = S3 - S1 * S2 / m
@@ -393,9 +409,16 @@ def _quad_vertex(m, s, xm, lo, hi, rtol):
     Suy = T2 - S2 * T0 / m
     det = Stt * Suu - Stu * Stu
     if not (Stt > 0.0 and Suu > 0.0 and det > rtol * Stt * Suu):
-        return np.nan
+        return np.nan, np.nan
     a = (Stt * Suy - Stu * Sty) / det
     b = (Suu * Sty - Stu * Suy) / det
+    return a, b
+
+
+@njit(inline="always")
+def _quad_vertex(m, s, xm, lo, hi, rtol):
+    # the quadratic vertex rule: x* = xm - b_t / (2a), valid when a > 0 and lo <= x* <= hi
+    a, b = _quad_coef(m, s, rtol)
     if not a > 0.0:
         return np.nan
     v = xm - b / (2.0 * a)
@@ -479,3 +502,310 @@ def quadratic_nc_boot(x, y, strata, n_resamples: int, seed: int, lo: float = -np
         _launch(_quad_stream_kernel, R * members.shape[0], F, xm, seed_key(seed), start, R,
                 members, gstart, gsize, lo, hi, SINGULAR_RTOL, out)
     return out
+
+
+@njit(cache=True)
+def _pr_matrix(C):
+    tr = 0.0
+    tr2 = 0.0
+    p = C.shape[0]
+    for i in range(p):
+        tr += C[i, i]
+        for k in range(p):
+            tr2 += C[i, k] * C[i, k]
+    return _pr_ratio(tr, tr2)
+
+
+def participation_ratio(C) -> float:
+    """Participation ratio of one symmetric matrix C [p, p] (a covariance, correlation or Gram
+    matrix): (tr C)^2 / tr(C^2) = (sum lambda)^2 / sum lambda^2 -- or, given a 1-D array, of those
+    eigenvalues.  NaN when tr(C^2) is zero or C is not finite.  The same ratio as
+    ``participation_ratio_batch`` / ``_boot`` (docs/METHODS.md §2.5, §3)."""
+    C = np.asarray(C, dtype=np.float64)
+    if C.ndim == 1:
+        C = np.diag(C)
+    if C.ndim != 2 or C.shape[0] != C.shape[1] or C.shape[0] < 1:
+        raise ValueError(f"participation_ratio: C must be a square matrix [p, p] or eigenvalues [p], "
+                         f"got shape {C.shape}")
+    if not np.all(np.isfinite(C)):
+        return float("nan")
+    return float(_pr_matrix(np.ascontiguousarray(C)))
+
+
+def quadratic_fit(x, y) -> tuple[float, float, float, float]:
+    """(vertex, a, b, c) of the least-squares parabola y = a x^2 + b x + c on all points, by the same
+    sums and solve as ``quadratic_nc_batch`` (vertex = xm - b_t / 2a in the centred coordinate
+    t = x - xm, bit-identical to the kernel's value on the identity resample; a, b, c in x).  All NaN
+    when the points have fewer than three distinct x (singular); the vertex is returned whatever the
+    sign of a and wherever it lies (the caller applies the validity rule, docs/METHODS.md §2.4)."""
+    F, xm = _quad_features(x, y)
+    a, bt, s = _quad_full(F)
+    if not np.isfinite(a):
+        return (np.nan,) * 4
+    m = F.shape[0]
+    ct = (s[4] - a * s[1] - bt * s[0]) / m
+    b = bt - 2.0 * a * xm
+    c = ct - bt * xm + a * xm * xm
+    v = xm - bt / (2.0 * a) if a != 0.0 else np.nan
+    return float(v), float(a), float(b), float(c)
+
+
+@njit(cache=True)
+def _quad_full(F):
+    rows = np.arange(F.shape[0])
+    s = np.empty(F.shape[1])
+    _quad_sums(F, rows, s)
+    a, bt = _quad_coef(F.shape[0], s, SINGULAR_RTOL)
+    return a, bt, s
+
+
+# ----------------------------------------------------------------------------------------------
+# the gamma rule and the gamma-based N_c estimators (sign change, gamma fit)
+# ----------------------------------------------------------------------------------------------
+GAMMA_DEFINED = 0        # codes of gamma_rule
+GAMMA_OTHER_FAMILY = 1
+GAMMA_EQUAL_N = 2
+GAMMA_SMALL_STEP = 3     # |dB1| < min_delta
+ATTACH_CODES = {"larger": 0, "smaller": 1, "midpoint": 2}
+
+
+@njit(inline="always")
+def _gamma_step(fa, fb, na, nb, b1a, b1b, b2a, b2b, min_delta):
+    # the one gamma rule: (code, gamma) of the interval from model a to the next model b
+    if fa != fb:
+        return GAMMA_OTHER_FAMILY, np.nan
+    if na == nb:
+        return GAMMA_EQUAL_N, np.nan
+    d1 = b1b - b1a
+    if abs(d1) < min_delta:
+        return GAMMA_SMALL_STEP, np.nan
+    return GAMMA_DEFINED, (b2b - b2a) / d1
+
+
+@njit(cache=True)
+def _gamma_rule_kernel(fam, size, b1, b2, min_delta, gamma, code):
+    for j in range(1, fam.shape[0]):
+        c, g = _gamma_step(fam[j - 1], fam[j], size[j - 1], size[j], b1[j - 1], b1[j], b2[j - 1], b2[j],
+                           min_delta)
+        code[j - 1] = c
+        gamma[j - 1] = g
+
+
+def _gamma_inputs(fam, size, b1, b2):
+    fam = np.ascontiguousarray(fam, dtype=np.int64).reshape(-1)
+    size = np.ascontiguousarray(size, dtype=np.float64).reshape(-1)
+    b1 = np.ascontiguousarray(b1, dtype=np.float64).reshape(-1)
+    b2 = np.ascontiguousarray(b2, dtype=np.float64).reshape(-1)
+    if not fam.shape == size.shape == b1.shape == b2.shape:
+        raise ValueError(f"gamma rule: family, size, b1 and b2 must be [n] of one length, got "
+                         f"{fam.shape}, {size.shape}, {b1.shape}, {b2.shape}")
+    return fam, size, b1, b2
+
+
+def gamma_rule(fam, size, b1, b2, min_delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Local coupling between consecutive models (docs/METHODS.md §2.1) -> (gamma float64[n-1], code int64[n-1]).
+
+    The arrays are sorted by (family, N); interval j joins model j and model j + 1:
+    gamma = (B2_{j+1} - B2_j) / (B1_{j+1} - B1_j), NaN with code GAMMA_OTHER_FAMILY (the two
+    models are of different families), GAMMA_EQUAL_N (equal ``size``) or GAMMA_SMALL_STEP
+    (|dB1| < min_delta); GAMMA_DEFINED (0) otherwise.  The resampled N_c estimators apply the same
+    rule to each resample's sorted rows."""
+    fam, size, b1, b2 = _gamma_inputs(fam, size, b1, b2)
+    m = max(fam.shape[0] - 1, 0)
+    gamma = np.empty(m, dtype=np.float64)
+    code = np.empty(m, dtype=np.int64)
+    if m:
+        _gamma_rule_kernel(fam, size, b1, b2, float(min_delta), gamma, code)
+    return gamma, code
+
+
+@njit(inline="always")
+def _defined_intervals(pos, fam, logn, b1, b2, min_delta, xs, gs, ln, lp):
+    # defined intervals between consecutive sorted positions -> count k; fills xs (midpoint x),
+    # gs (gamma), ln (log N of the larger model), lp (of the smaller)
+    k = 0
+    for j in range(1, pos.shape[0]):
+        a = pos[j - 1]
+        b = pos[j]
+        c, g = _gamma_step(fam[a], fam[b], logn[a], logn[b], b1[a], b1[b], b2[a], b2[b], min_delta)
+        if c != GAMMA_DEFINED:
+            continue
+        xs[k] = 0.5 * (logn[a] + logn[b])
+        gs[k] = g
+        ln[k] = logn[b]
+        lp[k] = logn[a]
+        k += 1
+    return k
+
+
+@njit(inline="always")
+def _sign_change(k, xs, gs, ln, lp, attach):
+    # the sign-change rule: N_c at the first positive gamma after a negative one, intervals in
+    # order of their midpoint (stable); gamma == 0 is skipped.  attach 0/1/2: larger/smaller/mid
+    order = np.argsort(xs[:k], kind="mergesort")
+    prev = 0
+    for j in order:
+        g = gs[j]
+        if g == 0.0:
+            continue
+        s = 1 if g > 0 else -1
+        if prev == -1 and s == 1:
+            if attach == 1:
+                return lp[j]
+            if attach == 2:
+                return xs[j]
+            return ln[j]
+        prev = s
+    return np.nan
+
+
+@njit(inline="always")
+def _gamma_line(k, xs, gs):
+    # least-squares gamma = slope * x + intercept over the k intervals -> (slope, zero crossing)
+    if k < 2:
+        return np.nan, np.nan
+    xm = xs[:k].mean()
+    gm = gs[:k].mean()
+    sxx = 0.0
+    sxy = 0.0
+    for i in range(k):
+        sxx += (xs[i] - xm) ** 2
+        sxy += (xs[i] - xm) * (gs[i] - gm)
+    if sxx <= 1e-300:
+        return np.nan, np.nan
+    slope = sxy / sxx
+    return slope, xm - gm / slope
+
+
+@njit(inline="always")
+def _gamma_fit(k, xs, gs, lo, hi):
+    # the gamma-fit rule: valid when the line rises (slope > 0) and crosses zero inside [lo, hi]
+    slope, v = _gamma_line(k, xs, gs)
+    if not slope > 0:
+        return np.nan
+    if v < lo or v > hi:
+        return np.nan
+    return v
+
+
+@njit(inline="always")
+def _gamma_nc(kind, pos, fam, logn, b1, b2, min_delta, lo, hi, attach, xs, gs, ln, lp):
+    k = _defined_intervals(pos, fam, logn, b1, b2, min_delta, xs, gs, ln, lp)
+    if kind == 0:
+        return _sign_change(k, xs, gs, ln, lp, attach)
+    return _gamma_fit(k, xs, gs, lo, hi)
+
+
+@njit(parallel=True, cache=True)
+def _gamma_nc_kernel(kind, idx, fam, logn, b1, b2, min_delta, lo, hi, attach, out):
+    R, m = idx.shape
+    nb = (R + BLOCK - 1) // BLOCK
+    for blk in prange(nb):
+        xs = np.empty(m)
+        gs = np.empty(m)
+        ln = np.empty(m)
+        lp = np.empty(m)
+        pos = np.empty(m, dtype=np.int64)
+        for r in range(blk * BLOCK, min(R, (blk + 1) * BLOCK)):
+            pos[:] = idx[r]
+            pos.sort()
+            out[r] = _gamma_nc(kind, pos, fam, logn, b1, b2, min_delta, lo, hi, attach, xs, gs, ln, lp)
+
+
+@njit(parallel=True, cache=True)
+def _gamma_nc_stream_kernel(kind, key, start_r, R, members, gstart, gsize, fam, logn, b1, b2, min_delta,
+                            lo, hi, attach, out):
+    m = members.shape[0]
+    nb = (R + BLOCK - 1) // BLOCK
+    for blk in prange(nb):
+        xs = np.empty(m)
+        gs = np.empty(m)
+        ln = np.empty(m)
+        lp = np.empty(m)
+        pos = np.empty(m, dtype=np.int64)
+        for r in range(blk * BLOCK, min(R, (blk + 1) * BLOCK)):
+            _draw_rows(_stream_state(key, np.uint64(start_r) + np.uint64(r)), members, gstart, gsize, pos)
+            pos.sort()
+            out[r] = _gamma_nc(kind, pos, fam, logn, b1, b2, min_delta, lo, hi, attach, xs, gs, ln, lp)
+
+
+GAMMA_NC_ESTIMATORS = ("sign-change", "gamma-fit")
+
+
+def _gamma_nc_args(estimator, fam, logn, b1, b2, min_delta, lo, hi, attach):
+    if estimator not in GAMMA_NC_ESTIMATORS:
+        raise ValueError(f"gamma N_c: estimator must be one of {GAMMA_NC_ESTIMATORS}, got {estimator!r}")
+    if attach not in ATTACH_CODES:
+        raise ValueError(f"gamma N_c: attach must be one of {tuple(ATTACH_CODES)}, got {attach!r}")
+    fam, logn, b1, b2 = _gamma_inputs(fam, logn, b1, b2)
+    lo, hi = _window(lo, hi)
+    return (GAMMA_NC_ESTIMATORS.index(estimator), fam, logn, b1, b2, float(min_delta), lo, hi,
+            ATTACH_CODES[attach])
+
+
+def gamma_nc_batch(estimator: str, fam, logn, b1, b2, idx, min_delta: float, lo: float = -np.inf,
+                   hi: float = np.inf, attach: str = "larger") -> np.ndarray:
+    """log10 N_c of the ``"sign-change"`` or ``"gamma-fit"`` estimator on each resample -> float64[R].
+
+    The arrays (one entry per model) are sorted by (family, N); a resample's rows are sorted
+    (positions) and the gamma rule (``gamma_rule``, sizes = log N) gives its defined intervals
+    (duplicates of a model have equal N: undefined).  sign-change: the first positive gamma after a
+    negative one in order of the interval midpoints (``attach``: log N of the larger model, the
+    smaller one, or the midpoint); gamma-fit: the zero of the least-squares line gamma(x_mid),
+    valid when its slope is > 0, there are >= 2 intervals with distinct x_mid and it lies in
+    [lo, hi] (docs/METHODS.md §2.4).  NaN = invalid."""
+    kind, fam, logn, b1, b2, md, lo, hi, at = _gamma_nc_args(estimator, fam, logn, b1, b2, min_delta, lo,
+                                                             hi, attach)
+    idx = _check_idx(idx, fam.shape[0], "gamma_nc_batch")
+    out = np.empty(idx.shape[0], dtype=np.float64)
+    if idx.shape[0]:
+        _launch(_gamma_nc_kernel, idx.size, kind, idx, fam, logn, b1, b2, md, lo, hi, at, out)
+    return out
+
+
+def gamma_nc_boot(estimator: str, fam, logn, b1, b2, strata, n_resamples: int, seed: int, min_delta: float,
+                  lo: float = -np.inf, hi: float = np.inf, attach: str = "larger", *,
+                  start: int = 0) -> np.ndarray:
+    """Fused resample + gamma N_c: bit-identical to ``gamma_nc_batch(..., resample_indices(strata,
+    n_resamples, seed, n=len(fam), start=start), ...)`` without the index matrix."""
+    kind, fam, logn, b1, b2, md, lo, hi, at = _gamma_nc_args(estimator, fam, logn, b1, b2, min_delta, lo,
+                                                             hi, attach)
+    members, gstart, gsize = strata_layout(strata, fam.shape[0])
+    R, start = _check_stream(n_resamples, start)
+    out = np.empty(R, dtype=np.float64)
+    if R:
+        _launch(_gamma_nc_stream_kernel, R * members.shape[0], kind, seed_key(seed), start, R, members,
+                gstart, gsize, fam, logn, b1, b2, md, lo, hi, at, out)
+    return out
+
+
+@njit(cache=True)
+def _nc_intervals_kernel(fam, logn, b1, b2, min_delta, xs, gs, ln, lp):
+    pos = np.arange(fam.shape[0])
+    return _defined_intervals(pos, fam, logn, b1, b2, min_delta, xs, gs, ln, lp)
+
+
+def nc_intervals(fam, logn, b1, b2, min_delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """(x_mid, gamma) of the defined intervals of the full sample (arrays sorted by (family, N)), as
+    the N_c estimators see them."""
+    fam, logn, b1, b2 = _gamma_inputs(fam, logn, b1, b2)
+    n = fam.shape[0]
+    xs, gs, ln, lp = (np.empty(n) for _ in range(4))
+    k = _nc_intervals_kernel(fam, logn, b1, b2, float(min_delta), xs, gs, ln, lp)
+    return xs[:k].copy(), gs[:k].copy()
+
+
+@njit(cache=True)
+def _gamma_line_nb(xs, gs):
+    return _gamma_line(xs.shape[0], xs, gs)
+
+
+def gamma_line(x_mid, gamma) -> tuple[float, float]:
+    """(slope g0, zero crossing) of the least-squares line gamma = g0 (x_mid - x0), as the gamma-fit
+    estimator computes it (NaN when there are < 2 intervals or x_mid is constant)."""
+    xs = np.ascontiguousarray(x_mid, dtype=np.float64).reshape(-1)
+    gs = np.ascontiguousarray(gamma, dtype=np.float64).reshape(-1)
+    if xs.shape != gs.shape:
+        raise ValueError(f"gamma_line: x_mid and gamma differ in length ({xs.size}, {gs.size})")
+    s, v = _gamma_line_nb(xs, gs)
+    return float(s), float(v)
