@@ -1,4 +1,11 @@
-"""Loader validation: the shipped tables load; every bad-input case names file, row and column."""
+"""Loader validation (docs/METHODS.md §1.1): the shipped tables load; every bad-input case names file,
+row and column.  The curation script (docs/METHODS.md §1.4) applies its fixes to a small synthetic
+copy of the public tables and names a missing input file."""
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
 import pytest
 
 from cape_hpc.errors import DataError
@@ -11,7 +18,7 @@ def test_shipped_tables_load():
     assert df["model"].is_unique
     assert set(df["tqa_variant"]) == {"mc2"}
     assert (df["source"].str.len() > 0).all()
-    # SPEC section 1 fixes
+    # the curation fixes of docs/METHODS.md §1.4
     assert not {"Llama3-8B", "Llama3-70B"} & set(df["model"])
     fam = dict(zip(df["model"], df["family"]))
     assert fam["GPT-J-6B"] == "GPT-J" and fam["GPT-NeoX-20B"] == "GPT-NeoX"
@@ -80,3 +87,76 @@ def test_frontier_and_loss_validation(tmp_path):
     p = _write(tmp_path, "model,family,params,val_loss,source\nP,Pythia,1e8,-1,s\n", "loss.csv")
     with pytest.raises(DataError, match=r"row 2, column 'val_loss'"):
         load_loss(p)
+
+
+# ------------------------------------------------------------------------------------ curation
+def _curate_module():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "curate_data.py"
+    spec = importlib.util.spec_from_file_location("curate_data", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _public_tables(d: Path) -> Path:
+    """A miniature of the public tables, with each defect the curation fixes (one case each)."""
+    d.mkdir()
+    m = lambda name, fam, nb, hs, tqa, src="leaderboard", **kw: dict(  # noqa: E731
+        name=name, family=fam, N_B=nb, HS=hs, TQA=tqa, source=src, gamma12=0.123, **kw)
+    models = [
+        m("Llama-3-8B", "Llama-3", 8.0, 82.1, 43.9, ARC=60.2, WG=77.6, MMLU=66.6),
+        m("Llama3-8B", "Llama-3", 8.0, 82.0, 44.0, "cape_26"),                    # duplicate name
+        m("Llama1-7B", "Llama-1", 6.7, 76.2, 34.3, "cape_26"),                    # unhyphenated name
+        m("Pythia-1B", "Pythia", 1.0, 47.2, 38.9, ARC=29.1, WG=53.5, MMLU=25.9),
+        m("Pythia-6.9B", "Pythia", 6.9, 64.0, 32.0),                               # partly estimated
+        m("GPT-J-6B", "Pythia", 6.0, 66.3, 35.9),                                  # filed under Pythia
+        m("Gemma-3-4B", "Gemma", 4.0, 70.0, 45.0, "gemma3_results"),
+        m("Gemma-4-E4B", "Gemma", 4.0, 72.0, 50.0, "gemma4_results"),              # other generation
+        m("Falcon-1B", "Falcon", 1.0, 63.0, 35.0),                                 # d_model via alias
+    ]
+    (d / "base_models_consolidated.json").write_text(json.dumps({"metadata": {}, "models": models}))
+    (d / "architectures.csv").write_text("family,model,d_model\nPythia,Pythia-1B,2048\nPythia,Pythia-6.9B,4096\n"
+                                         "Falcon,Falcon-RW-1B,2048\nLlama,Llama-1-7B,4096\n")
+    (d / "ai_free_energy_data.json").write_text(json.dumps({"pythia_models": {
+        "names": ["1B", "6.9B"], "n_layers": [16, 32], "n_heads": [8, 32]}}))
+    (d / "frontier_34models.json").write_text(json.dumps({"models": [
+        {"name": "M1", "lab": "L", "swe": 49.0, "gpqa": 59.4, "subset": "Core"}]}))
+    (d / "post_cutoff_april2026.json").write_text(json.dumps({"models": [
+        {"name": "M2", "lab": "L", "swe": 80.0, "gpqa": 90.0, "date": "2026-04-16"}]}))
+    (d / "pythia_validation_loss.csv").write_text("model,params,val_loss\nPythia-1B,1000000000,2.66\n")
+    return d
+
+
+def test_curation_fixes_the_public_tables(tmp_path):
+    mod = _curate_module()
+    out = tmp_path / "out"
+    assert mod.main(["--source", str(_public_tables(tmp_path / "public")), "--out", str(out)]) == 0
+    df = load_scores(out / "base_models.csv")       # the curated table passes the project's loader
+    assert sorted(df["model"]) == sorted(["Llama-3-8B", "Llama-1-7B", "Pythia-1B", "Pythia-6.9B", "GPT-J-6B",
+                                          "Gemma-3-4B", "Gemma-4-E4B", "Falcon-1B"])
+    row = df.set_index("model")
+    assert row.loc["Llama-3-8B", "HS"] == 82.1                  # the leaderboard row is the one kept
+    assert row.loc["GPT-J-6B", "family"] == "GPT-J"
+    assert (row.loc["Gemma-3-4B", "family"], row.loc["Gemma-4-E4B", "family"]) == ("Gemma-3", "Gemma-4")
+    assert row.loc["Falcon-1B", "d_model"] == 2048 and row.loc["Llama-1-7B", "d_model"] == 4096
+    assert (row.loc["Pythia-6.9B", "n_layers"], row.loc["Pythia-6.9B", "n_heads"]) == (32, 32)
+    assert "estimated" in row.loc["Pythia-6.9B", "source"]
+    assert row.loc["Llama-1-7B", "params"] == 6.7e9            # billions -> a count
+    assert set(df["tqa_variant"]) == {"mc2"}
+    with open(out / "base_models.csv") as f:
+        assert "gamma12" not in next(csv.reader(f))             # the stored coupling is not copied
+    fr = load_frontier(out / "frontier.csv")
+    assert list(fr["cohort"]) == ["main", "post_cutoff"] and list(fr["GPQA"]) == [59.4, 90.0]
+    assert list(load_loss(out / "pythia_loss.csv")["val_loss"]) == [2.66]
+
+
+def test_curation_names_a_missing_file(tmp_path, capsys):
+    mod = _curate_module()
+    src = _public_tables(tmp_path / "public")
+    (src / "architectures.csv").unlink()
+    assert mod.main(["--source", str(src), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "architectures.csv" in err and str(src) in err
+    assert not (tmp_path / "out" / "base_models.csv").exists()
+    with pytest.raises(SystemExit):                              # --source is required
+        mod.parse_args([])
