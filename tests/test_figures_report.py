@@ -1,7 +1,8 @@
-"""Figures from a small results file written by the real analysis functions (cape_hpc.report.sample).
+"""Figures from a small results file written by the real commands (tests/report_fixture.py).
 
 Each figure's axes and series are checked on the matplotlib objects against independent references:
-the shipped score table (CSV values), numpy fits, and the arrays stored in the file.
+the shipped score table (CSV values), numpy fits and hand computations, and the values stored in the
+file read back raw (``read_results``), not through the report's typed readers.
 """
 import json
 import math
@@ -12,17 +13,15 @@ from matplotlib.collections import PathCollection
 from matplotlib.image import AxesImage
 
 from cape_hpc.io.scores import load_frontier, load_scores
-from cape_hpc.io.store import read_results, write_results
+from cape_hpc.io.store import read_results
 from cape_hpc.report import figures as F
 from cape_hpc.report.data import Results
-from cape_hpc.report.sample import SAMPLE_FAMILIES, STEER_ALPHAS, cached_sample
+from report_fixture import DYNAMICS_GROUP, PREDICT_GROUP, SAMPLE_FAMILIES, STEER_ALPHAS, cape, cached_sample
 
 
 @pytest.fixture(scope="module")
 def sample():
-    path, notes = cached_sample()
-    assert notes == (), notes  # every producer ran: the layouts are the real ones
-    return Results.load(path)
+    return Results.load(cached_sample())
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +70,7 @@ def test_running_gamma_series_and_nc_lines(sample, scores):
         g[np.abs(np.diff(hs)) < 0.5] = np.nan
         np.testing.assert_allclose(ln.get_ydata(), g, rtol=1e-12, equal_nan=True)
         np.testing.assert_allclose(ln.get_xdata(), (np.log10(n[1:]) + np.log10(n[:-1])) / 2, rtol=1e-12)
-    stored = [e for est in ("quadratic", "sign-change")
-              for e in read_results(sample.path, f"/analysis/nc/{est}")["estimates"]]
+    stored = [e for g in read_results(sample.path, "/analysis/nc").values() for e in g["estimates"]]
     valid = {(e["scope"], e["estimator"]): e["log10_nc"] for e in stored
              if e["log10_nc"] is not None and math.isfinite(e["log10_nc"])}
     nc_lines = {tuple(ln.get_gid().split(":")[1:]): ln.get_xdata()[0] for ln in lines
@@ -92,11 +90,11 @@ def test_deff_bars_and_intervals(sample):
     # d_eff of the 'all' group recomputed by hand: participation ratio of the covariance eigenvalues
     df = load_scores()
     df = df.loc[df["family"].isin(SAMPLE_FAMILIES)]
-    allg = next((g for g in groups if g["group"] == "all"), None)
-    if allg is not None and allg["n_models"] == len(df.dropna(subset=list("HS TQA ARC WG MMLU".split()))):
-        X = df[["HS", "TQA", "ARC", "WG", "MMLU"]].dropna().to_numpy(float)
-        lam = np.linalg.eigvalsh(np.cov(X, rowvar=False))
-        assert allg["d_eff"] == pytest.approx(lam.sum() ** 2 / (lam ** 2).sum(), rel=1e-9)
+    (allg,) = [g for g in groups if g["group"] == "all"]
+    X = df[["HS", "TQA", "ARC", "WG", "MMLU"]].dropna().to_numpy(float)
+    assert allg["n_models"] == len(X)
+    lam = np.linalg.eigvalsh(np.cov(X, rowvar=False))
+    assert allg["d_eff"] == pytest.approx(lam.sum() ** 2 / (lam ** 2).sum(), rel=1e-9)
 
 
 def test_width_before_after_and_control(sample, scores):
@@ -137,11 +135,16 @@ def test_internals_layer_curve_and_head_map(sample):
         ax, ax2 = fig.axes[:2]
         g = read_results(sample.path, f"/internals/{model}")
         assert ax.get_xlabel() == "layer" and ax2.get_ylabel() == "head"
-        np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), g["layer_coupling"])
+        layers = sorted(g["layers"], key=lambda r: r["layer"])
+        assert len(layers) == g["n_layers"]
+        np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [r["coupling"] for r in layers])
+        np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [r["pairwise_mean"] for r in layers])
         assert len([ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]) == 3
         (im,) = [a for a in ax2.get_children() if isinstance(a, AxesImage)]
-        H = np.asarray(g["head_coupling"])
-        assert H.shape == (g["n_layers"], g["n_heads"])
+        H = np.full((g["n_layers"], g["n_heads"]), np.nan)
+        for r in g["heads"]:
+            H[r["layer"], r["head"]] = r["coupling"]
+        assert np.isfinite(H).all()  # every (layer, head) was measured
         np.testing.assert_allclose(im.get_array(), H.T)
 
 
@@ -165,6 +168,7 @@ def test_steering_rates_with_intervals(sample):
         cont = next(c for c in ax.containers if c.get_label() == model)
         y = cont.lines[0].get_ydata()
         np.testing.assert_allclose(y, [r["n_changed"] / r["n_prompts"] for r in runs])
+        assert [r["n_changed"] for r in runs] == [sum(p["changed"] for p in r["per_prompt"]) for r in runs]
         # the drawn interval is the Wilson interval of n_changed / n_prompts, recomputed here
         (bars,) = cont.lines[2]
         segs = np.array([s[:, 1] for s in bars.get_segments()])
@@ -175,8 +179,6 @@ def test_steering_rates_with_intervals(sample):
 
 
 def test_dynamics_holdout_and_baselines(sample):
-    from cape_hpc.dynamics.baselines import PolyBaseline  # noqa: F401  (the producer exists)
-
     fig = F.fig_dynamics(sample)
     ax, ax2 = fig.axes
     assert ax.get_xlabel() == "log10 N" and "holdout" in ax.get_title()
@@ -188,7 +190,7 @@ def test_dynamics_holdout_and_baselines(sample):
         np.testing.assert_allclose(act.get_ydata(), opt[b].to_numpy(float)[1:], rtol=1e-12)
         assert [ln for ln in ax.get_lines() if ln.get_gid() == f"ode:{b}"]
     # holdout errors: the ODE and the polynomial baselines of degree 1..4, as stored
-    stored = read_results(sample.path, "/dynamics/linear")
+    stored = read_results(sample.path, DYNAMICS_GROUP)
     labels = [t.get_text() for t in ax2.get_yticklabels()]
     assert labels == ["ODE (linear)"] + [f"poly deg {b['degree']}" for b in stored["baselines"]]
     assert [p.get_width() for p in ax2.patches] == pytest.approx(
@@ -216,10 +218,10 @@ def test_isocline_points_and_curve(sample):
     assert len(agree.get_offsets()) == g["total_agree"]
 
 
-def test_hfield_bars_are_family_mean_residuals(sample, scores):
+def test_hfield_bars_are_family_mean_residuals(sample):
     fig = F.fig_hfield(sample)
     (ax,) = fig.axes
-    d = scores.dropna(subset=["HS", "TQA"])
+    d = load_scores().dropna(subset=["HS", "TQA"])  # cape analyze fits h on the whole table
     slope, intercept = np.polyfit(d["HS"], d["TQA"], 1)
     h = d["TQA"] - (slope * d["HS"] + intercept)
     fams = [t.get_text() for t in ax.get_xticklabels()]
@@ -242,14 +244,14 @@ def test_loss_and_eigen_figures(sample):
     assert len(lam1) == len(g["windows"])
     # the last cumulative window is every Pythia model: lambda1 of their correlation matrix
     py = load_scores().query("family == 'Pythia'")[["HS", "TQA", "ARC", "WG", "MMLU"]].dropna()
-    if g["mode"] == "cumulative" and g["windows"][-1]["n_models"] == len(py):
-        assert lam1[-1] == pytest.approx(np.linalg.eigvalsh(np.corrcoef(py.to_numpy(float), rowvar=False))[-1])
+    assert g["family"] == "Pythia" and g["mode"] == "cumulative" and g["windows"][-1]["n_models"] == len(py)
+    assert lam1[-1] == pytest.approx(np.linalg.eigvalsh(np.corrcoef(py.to_numpy(float), rowvar=False))[-1])
 
 
 def test_predict_bars_band_and_baselines(sample):
     fig = F.fig_predict(sample)
     (ax,) = fig.axes
-    g = read_results(sample.path, "/dynamics/predict/Pythia/3e+10")
+    g = read_results(sample.path, PREDICT_GROUP)
     assert [t.get_text() for t in ax.get_xticklabels()] == g["benchmarks"]
     start = load_scores().query("model == @g['start_model']")
     assert g["start_model"] == "Pythia-12B"  # the largest Pythia below 3e10
@@ -266,10 +268,8 @@ def test_build_figures_skips_say_why(sample, tmp_path):
                  "isocline", "hfield", "loss", "eigen", "predict", *(f"internals_{m}" for m in STEER_ALPHAS)):
         assert outcomes[name].figure is not None, outcomes[name].note
     # a file with only the coupling: everything else is skipped with the missing group named
-    from cape_hpc.analysis.coupling import local_coupling
-
     only = tmp_path / "only.h5"
-    write_results(only, {"/analysis/coupling": local_coupling(load_scores())})
+    cape("coupling", "--out", str(only))
     outs = {o.name: o for o in F.build_figures(Results.load(only))}
     assert outs["phase_diagram"].figure is not None and outs["running_gamma"].figure is not None
     assert "/analysis/deff" in outs["deff"].note

@@ -16,7 +16,7 @@ import pytest
 
 from cape_hpc.io.store import read_results
 from cape_hpc.report.html import write_report
-from cape_hpc.report.sample import cached_sample
+from report_fixture import AUDIT_SAMPLE, cached_sample, cape
 
 CHROMIUM = os.environ.get("CAPE_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -35,8 +35,7 @@ QUERIES = [
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     d = tmp_path_factory.mktemp("report")
-    h5, notes = cached_sample()
-    assert notes == (), notes
+    h5 = cached_sample()
     info = write_report(h5, d / "report.html")
     return h5, Path(info["path"]), info
 
@@ -248,11 +247,9 @@ def test_screenshot_artifact(page):
 
 def test_reproduction_audit_table(page, report):
     """The audit table shows every stored claim with its verdict and the alternatives tried."""
-    from cape_hpc.report.sample import audit_sample_ids
-
     h5, _, _ = report
     stored = read_results(h5, "/reproduce")
-    assert sorted(c["id"] for c in stored["claims"]) == sorted(audit_sample_ids())
+    assert sorted(c["id"] for c in stored["claims"]) == sorted(AUDIT_SAMPLE)
     rows = page.locator("#audit-table tbody tr")
     assert rows.count() == len(stored["claims"])
     heads = page.locator("#audit-table th").all_inner_texts()
@@ -268,12 +265,12 @@ def test_reproduction_audit_table(page, report):
 
 
 def test_sparse_file_report_opens_and_says_what_is_missing(browser, tmp_path):
-    """A file with one unrelated group: the page still loads cleanly; every chart is listed as skipped."""
-    from cape_hpc.io.store import write_results
-
-    h5 = write_results(tmp_path / "sparse.h5", {"/analysis/other": {"x": 1.0, "provenance": {"method": "m"}}})
+    """A file with the loss law only: the page still loads cleanly; every other chart is listed as
+    skipped with the missing group named."""
+    h5 = tmp_path / "sparse.h5"
+    cape("loss", "--out", str(h5))
     info = write_report(h5, tmp_path / "sparse.html")
-    assert info["charts"] == []
+    assert info["charts"] == ["Loss law"]
     notes = " ".join(s["note"] for s in info["skipped"])
     for group in ("/analysis/coupling", "/analysis/deff", "/analysis/width", "/analysis/frontier", "/dynamics",
                   "/internals", "/steering", "/analysis/diagnose_model"):
@@ -290,5 +287,5 @@ def test_sparse_file_report_opens_and_says_what_is_missing(browser, tmp_path):
     assert pg.locator("#skipped li").count() == len(info["skipped"])
     assert "no /reproduce group" in pg.inner_text("#audit-table")
     assert "No diagnose model" in pg.inner_text("#diagnose-panel")
-    assert pg.locator("#provenance-table tbody tr").count() == 1
+    assert pg.locator("#provenance-table tbody tr").count() == 2  # /analysis/loss and its input /scores/loss
     ctx.close()

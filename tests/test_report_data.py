@@ -1,41 +1,37 @@
-"""The tolerant readers behind the figures and the report (cape_hpc.report.data / extract)."""
-import math
+"""The report's readers: every stored group decoded into its result class, loud on a mismatch.
 
+A group that is absent skips its figure with a note naming the group; a stored group that does not
+match its class (a renamed, missing or extra field, a value of the wrong type, another class at the
+path) is a SchemaError naming the group and the field, which ``cape report`` / ``cape figures``
+print on one line.
+"""
+import shutil
+
+import h5py
 import numpy as np
 import pytest
 
-from cape_hpc.errors import DataError
-from cape_hpc.io.store import write_results
+from cape_hpc.errors import DataError, SchemaError
+from cape_hpc.io.store import read_results
 from cape_hpc.report import extract as ex
-from cape_hpc.report.data import Results, Skip, as_records, interval_of, jsonable
+from cape_hpc.report.data import Results, Skip
+from cape_hpc.report.layout import LAYOUT, InputTable
+from cape_hpc.schema import Result
+from report_fixture import cached_sample, cape
+from roundtrip import assert_roundtrip
 
 
-@pytest.mark.parametrize("stored, expected", [
-    ({"ci": {"0.95": [1.0, 2.0], "0.68": [1.2, 1.8]}}, (1.0, 2.0)),           # BootSummary
-    ({"bootstrap": {"median": 1.5, "ci": {"0.95": [0.5, 3.0]}}}, (0.5, 3.0)),  # nested BootSummary
-    ({"rate": 0.5, "rate_ci_low": 0.2, "rate_ci_high": 0.8}, (0.2, 0.8)),     # SteeringResult
-    ({"ci_lo": -1.0, "ci_hi": 1.0}, (-1.0, 1.0)),
-    ([3.0, 4.0], (3.0, 4.0)),
-])
-def test_interval_of_known_shapes(stored, expected):
-    assert interval_of(stored) == expected
+@pytest.fixture(scope="module")
+def coupling_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("coupling") / "coupling.h5"
+    cape("coupling", "--out", str(p))
+    return p
 
 
-def test_interval_of_absent_is_nan():
-    lo, hi = interval_of({"estimate": 1.0})
-    assert math.isnan(lo) and math.isnan(hi)
-
-
-def test_as_records_tables_and_columns():
-    assert as_records([{"a": 1}, {"a": 2}]) == [{"a": 1}, {"a": 2}]
-    assert as_records({"a": np.array([1, 2]), "b": ["x", "y"], "s": 3}) == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
-    assert as_records({"a": [1, 2], "b": [1]}) == []  # ragged: not a table
-    assert as_records(None) == []
-
-
-def test_jsonable_has_no_nan():
-    out = jsonable({"a": np.array([1.0, np.nan]), "b": float("inf"), "c": [np.float64(2.0)]})
-    assert out == {"a": [1.0, None], "b": None, "c": [2.0]}
+def _copy(src, tmp_path, name="edited.h5"):
+    dst = tmp_path / name
+    shutil.copy(src, dst)
+    return dst
 
 
 def test_missing_and_unreadable_files(tmp_path):
@@ -47,26 +43,117 @@ def test_missing_and_unreadable_files(tmp_path):
         Results.load(bad)
 
 
-def test_drifted_layout_is_a_skip_not_an_error(tmp_path):
-    """A coupling group without intervals, a deff without rows: each extractor skips and says why."""
-    p = write_results(tmp_path / "drift.h5", {"/analysis/coupling": {"b1": "HS", "b2": "TQA", "rows": [1, 2]},
-                                              "/analysis/deff": {"something": 1.0},
-                                              "/internals/m": {"no_layers": 1.0}})
-    res = Results.load(p)
-    for name, fn in ex.EXTRACTORS.items():
-        with pytest.raises(Skip) as exc:
-            fn(res)
-        assert str(exc.value), name
-    with pytest.raises(Skip, match="/analysis/coupling has no intervals"):
-        ex.phase_diagram(res)
-    with pytest.raises(Skip, match="layer_coupling"):
-        ex.internals(res)
+def test_coupling_file_decodes_into_its_classes(coupling_file):
+    from cape_hpc.analysis.coupling import CouplingResult
+
+    res = Results.load(coupling_file)
+    assert sorted(res.stored) == ["/analysis/coupling", "/scores/base"]
+    cp = res.get("/analysis/coupling", CouplingResult)
+    assert isinstance(cp, CouplingResult) and isinstance(res.stored["/scores/base"], InputTable)
+    raw = read_results(coupling_file, "/analysis/coupling")
+    assert len(cp.intervals) == len(raw["intervals"]) > 10
+    assert [iv.gamma for iv in cp.intervals] == pytest.approx([r["gamma"] for r in raw["intervals"]], nan_ok=True)
+    assert res.stored["/scores/base"].n_rows == len(res.stored["/scores/base"].table["model"])
 
 
-def test_steering_rows_from_nested_runs(tmp_path):
-    runs = {f"/steering/m|x/run{a}": {"alpha": float(a), "rate": a / 10, "rate_ci_low": 0.0, "rate_ci_high": 1.0,
-                                      "n_prompts": 10} for a in (4, 1, 2)}
-    d = ex.steering(Results.load(write_results(tmp_path / "s.h5", runs)))
-    assert [r["alpha"] for r in d["rows"]] == [1.0, 2.0, 4.0]
-    assert [r["rate"] for r in d["rows"]] == [0.1, 0.2, 0.4]
-    assert {r["model"] for r in d["rows"]} == {"m|x"}
+def test_absent_groups_are_skips_naming_the_group(coupling_file):
+    res = Results.load(coupling_file)
+    drawn = {"phase_diagram", "running_gamma"}
+    expect = {"deff": "/analysis/deff", "width": "/analysis/width", "frontier": "/analysis/frontier",
+              "dynamics": "/dynamics/", "predict": "/dynamics/predict/", "internals": "/internals/",
+              "steering": "/steering/", "isocline": "/analysis/isocline", "hfield": "/analysis/hfield",
+              "loss": "/analysis/loss", "eigen": "/analysis/eigen"}
+    assert set(expect) | drawn == set(ex.EXTRACTORS)
+    for name, group in expect.items():
+        with pytest.raises(Skip, match=group):
+            ex.EXTRACTORS[name](res)
+    for name in drawn:
+        assert ex.EXTRACTORS[name](res)["families"]
+    assert "no /analysis/nc" in ex.running_gamma(res)["note"]
+
+
+@pytest.mark.parametrize("edit, field", [
+    ("rename-attr", "bench1"),        # b1 renamed: an extra field and a missing one, named
+    ("drop-column", "x_mid"),         # a column of the intervals table removed
+    ("wrong-type", "min_delta"),      # a number stored as text
+])
+def test_mismatched_group_is_a_schema_error(coupling_file, tmp_path, edit, field):
+    p = _copy(coupling_file, tmp_path)
+    with h5py.File(p, "r+") as f:
+        g = f["/analysis/coupling"]
+        if edit == "rename-attr":
+            g.attrs["bench1"] = g.attrs["b1"]
+            del g.attrs["b1"]
+        elif edit == "drop-column":
+            del g["intervals/x_mid"]
+        else:
+            g.attrs["min_delta"] = "half a point"
+    with pytest.raises(SchemaError) as exc:
+        Results.load(p)
+    msg = str(exc.value)
+    assert msg.startswith("/analysis/coupling") and field in msg, msg
+
+
+def test_other_class_at_a_layout_path_is_a_schema_error(coupling_file, tmp_path):
+    """A CouplingResult stored where the report reads a DeffResult."""
+    p = _copy(coupling_file, tmp_path)
+    with h5py.File(p, "r+") as f:
+        f.copy(f["/analysis/coupling"], "/analysis/deff")
+    with pytest.raises(SchemaError, match="/analysis/deff"):
+        Results.load(p)
+
+
+@pytest.mark.parametrize("command", ["report", "figures"])
+def test_cli_prints_one_line_naming_group_and_field(coupling_file, tmp_path, capsys, command):
+    from cape_hpc.cli import main
+
+    p = _copy(coupling_file, tmp_path)
+    with h5py.File(p, "r+") as f:
+        g = f["/analysis/coupling"]
+        g.attrs["tax_threshold"] = g.attrs["tax_below"]
+        del g.attrs["tax_below"]
+    out = tmp_path / ("r.html" if command == "report" else "figs")
+    assert main([command, str(p), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "/analysis/coupling" in err[0] and "tax_threshold" in err[0], err
+    assert not out.exists()
+
+
+def test_sample_steering_with_a_renamed_field_fails_loudly(tmp_path, capsys):
+    """The torch-free SteeringResult: its rate interval renamed in one run of the sample file."""
+    from cape_hpc.cli import main
+
+    p = _copy(cached_sample(), tmp_path)
+    with h5py.File(p, "r+") as f:
+        run = next(iter(f["/steering/tiny-llama"].values()))
+        name = run.name
+        f.move(f"{name}/rate_ci", f"{name}/rate_interval")
+    assert main(["report", str(p), "-o", str(tmp_path / "r.html")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert name in line and "rate_interval" in line, line
+
+
+def test_sample_every_group_is_a_typed_result_that_round_trips(tmp_path):
+    """Every group of the sample decodes into the class LAYOUT names, which derives from Result
+    (InputTable rows of /scores aside), and each one round-trips through HDF5 field by field."""
+    res = Results.load(cached_sample())
+    assert res.unknown == {}
+    seen = set()
+    for path, obj in res.stored.items():
+        (cls,) = [c for pat, c in LAYOUT if pat.fullmatch(path)][:1]
+        assert type(obj) is cls, path
+        if cls is InputTable:
+            continue
+        assert isinstance(obj, Result), f"{path}: {cls.__name__} does not derive from cape_hpc.schema.Result"
+        if cls.__name__ not in seen:
+            assert_roundtrip(obj, tmp_path, group=path)
+            seen.add(cls.__name__)
+    assert len(seen) >= 15, sorted(seen)
+
+
+def test_jsonable_has_no_nan():
+    from cape_hpc.report.data import jsonable
+
+    out = jsonable({"a": np.array([1.0, np.nan]), "b": float("inf"), "c": [np.float64(2.0)]})
+    assert out == {"a": [1.0, None], "b": None, "c": [2.0]}

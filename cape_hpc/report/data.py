@@ -1,127 +1,70 @@
-"""Tolerant access to a results file for figures and the HTML report.
+"""Typed access to a results file for the figures and the HTML report.
 
-Every producer (analysis, dynamics, internals, steering) stores its dataclasses through
-``cape_hpc.io.store``; the field names may evolve.  The readers here never raise on a missing group
-or field: they return ``None`` and the caller records a note that names the missing group, so a
-figure without data is *skipped*, never an error.
+A results file is read once (``read_results(path, "/")``) and every stored result in it is decoded
+into its class (``docs/CONTRACTS.md`` "Results: one schema"):
 
-``Results`` holds the whole tree (read once with ``read_results(path, "/")``) and offers:
+- a group that carries ``_schema`` is decoded with :func:`cape_hpc.schema.load_result`;
+- ``LAYOUT`` says which class the report expects at which path (``/analysis/coupling`` holds a
+  ``CouplingResult``, ``/internals/<model>`` an ``InternalsResult``, ...).  A stored result of
+  another class at such a path, a missing field, an extra field or a value of the wrong type
+  raises :class:`cape_hpc.errors.SchemaError` naming the group and the field (the CLI prints one
+  line).  Nothing is guessed: the figures read the typed attributes of the decoded results.
+- a group that is simply absent is not an error: ``Results.get`` raises :class:`Skip` with a note
+  naming the missing group, and the figure or chart is skipped with that note.
 
-- ``group("analysis/coupling")`` -> dict or None
-- ``children("internals")`` -> {name: subtree}
-- ``provenance_rows()`` -> one row per stored result group (method, options, seed, inputs, ...)
-- ``root_attrs`` (version, git commit, created, command line)
+``Results`` offers ``get(path, cls)`` (one result), ``find(cls)`` (every stored result of a class,
+with its path), ``stored`` (every decoded result, in file order), ``provenance_rows()`` and
+``root_attrs``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
-from cape_hpc.errors import DataError
+from cape_hpc.errors import DataError, SchemaError
+from cape_hpc.schema import RESULT_CLASSES, Provenance, Result, from_tree, load_result, to_jsonable
+from cape_hpc.report.layout import LAYOUT, InputTable
 
 
 class Skip(Exception):
-    """Raised by an extractor/figure when the results file lacks the data it needs."""
+    """Raised by an extractor or figure when the results file lacks the group it needs."""
 
 
-def first(d: Any, *keys: str, default: Any = None) -> Any:
-    """The value of the first key present (and not None) in dict ``d``."""
-    if not isinstance(d, dict):
-        return default
-    for k in keys:
-        if k in d and d[k] is not None:
-            return d[k]
-    return default
+def expected_class(path: str) -> type | None:
+    """The class ``LAYOUT`` expects at a group path (None: any stored result, or none)."""
+    for pattern, cls in LAYOUT:
+        if pattern.fullmatch(path):
+            return cls
+    return None
 
 
-def fnum(v: Any) -> float:
-    """A float from a scalar (NaN for None / non-numbers)."""
-    try:
-        if v is None:
-            return math.nan
-        if isinstance(v, np.ndarray):
-            v = v.item() if v.size == 1 else math.nan
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def as_records(obj: Any) -> list[dict]:
-    """A list of row dicts from a stored table (list of dicts) or a dict of equal-length columns."""
-    if obj is None:
-        return []
-    if isinstance(obj, list):
-        if all(isinstance(r, dict) for r in obj):
-            return obj
-        return []
-    if isinstance(obj, dict):
-        cols = {k: v for k, v in obj.items() if isinstance(v, (list, np.ndarray)) and np.ndim(v) == 1}
-        if not cols:
-            return []
-        lengths = {len(v) for v in cols.values()}
-        if len(lengths) != 1:
-            return []
-        n = lengths.pop()
-        return [{k: _scalar(v[i]) for k, v in cols.items()} for i in range(n)]
-    return []
-
-
-def _scalar(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
-
-
-def interval_of(d: Any, level: str = "0.95") -> tuple[float, float]:
-    """(lo, hi) from the many shapes a confidence interval may be stored in; NaNs if absent.
-
-    Accepts ``ci`` as {"0.95": [lo, hi]} (a BootstrapResult), ``ci_lo``/``ci_hi`` fields,
-    ``lo``/``hi``, ``ci95`` = [lo, hi], or an array [lo, hi].
-    """
-    if d is None:
-        return math.nan, math.nan
-    if isinstance(d, (list, tuple, np.ndarray)) and len(d) == 2:
-        return fnum(d[0]), fnum(d[1])
-    if not isinstance(d, dict):
-        return math.nan, math.nan
-    for lo_k, hi_k in (("ci_lo", "ci_hi"), ("lo", "hi"), ("ci95_lo", "ci95_hi"), ("ci_low", "ci_high"),
-                       ("lower", "upper"), ("wilson_lo", "wilson_hi"), ("rate_ci_low", "rate_ci_high")):
-        if lo_k in d and hi_k in d:
-            return fnum(d[lo_k]), fnum(d[hi_k])
-    ci = first(d, "ci", "interval", "ci95", "wilson")
-    if isinstance(ci, dict):
-        for k in (level, str(float(level)), f"{float(level):g}", "95", "0.95"):
-            if k in ci:
-                return interval_of(ci[k])
-        vals = list(ci.values())
-        if vals:
-            return interval_of(vals[0])
-    if ci is not None:
-        return interval_of(ci)
-    boot = first(d, "bootstrap", "boot")
-    if isinstance(boot, dict):
-        return interval_of(boot, level)
-    return math.nan, math.nan
-
-
-def parse_options(v: Any) -> Any:
-    """Provenance options are stored as a group (dict) or canonical JSON text."""
-    if isinstance(v, str):
-        try:
-            return json.loads(v)
-        except ValueError:
-            return v
-    return v
+def decode(tree: Any, where: str, cls: type | None) -> Any:
+    """The stored result at ``where`` as an instance of ``cls`` (SchemaError naming group and field)."""
+    if isinstance(tree, dict) and "_schema" in tree:
+        name = str(tree["_schema"])
+        if cls is not None and name != cls.__name__:
+            raise SchemaError(f"{where}: holds a {name}, the report reads a {cls.__name__} here")
+        return load_result(tree, where=where)
+    if cls is None:
+        raise SchemaError(f"{where}: not a stored result (no _schema attribute)")
+    # classes that derive from Result require _schema (from_tree says so, naming the group); the
+    # plain dataclasses of inputs (InputTable) are checked field by field against their annotations
+    return cls.from_tree(tree, where=where) if issubclass(cls, Result) else from_tree(cls, tree, where=where)
 
 
 @dataclass
 class Results:
     path: str
     tree: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
+    #: every stored result, decoded, by group path (file order)
+    stored: dict[str, Any] = field(default_factory=dict)
+    #: stored results of classes the report does not know (e.g. written by a newer version): path -> class
+    unknown: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> "Results":
@@ -134,100 +77,120 @@ class Results:
             tree = read_results(p, "/")
         except OSError as exc:
             raise DataError(f"{p}: not a readable HDF5 results file ({exc})") from None
-        return cls(str(p), tree)
+        return cls.from_tree(str(p), tree)
+
+    @classmethod
+    def from_tree(cls, path: str, tree: dict[str, Any]) -> "Results":
+        res = cls(path, tree)
+        res.stored, res.unknown = _decode_all(tree)
+        return res
 
     @property
     def root_attrs(self) -> dict[str, Any]:
         return {k: v for k, v in self.tree.items() if not isinstance(v, (dict, list, np.ndarray))}
 
-    def group(self, path: str) -> dict | None:
-        node: Any = self.tree
-        for part in path.strip("/").split("/"):
-            if not isinstance(node, dict) or part not in node:
-                return None
-            node = node[part]
-        return node if isinstance(node, dict) else None
+    def has(self, path: str) -> bool:
+        return _norm(path) in self.stored
 
-    def first_group(self, *paths: str) -> tuple[str, dict] | tuple[None, None]:
-        for p in paths:
-            g = self.group(p)
-            if g is not None:
-                return p, g
-        return None, None
+    def get(self, path: str, cls: type) -> Any:
+        """The result stored at ``path``; Skip naming the group when it is absent."""
+        p = _norm(path)
+        if p not in self.stored:
+            raise Skip(f"no {p} group ({cls.__name__}) in {self.path}")
+        obj = self.stored[p]
+        if not isinstance(obj, cls):  # LAYOUT and the caller disagree: a bug of the report
+            raise SchemaError(f"{p}: holds a {type(obj).__name__}, the report reads a {cls.__name__} here")
+        return obj
 
-    def need(self, *paths: str) -> tuple[str, dict]:
-        """The first present group among ``paths``; Skip naming them when none is present."""
-        p, g = self.first_group(*paths)
-        if g is None:
-            raise Skip("no " + " or ".join(f"/{q.strip('/')}" for q in paths) + f" group in {self.path}")
-        return p, g
+    def optional(self, path: str, cls: type) -> Any | None:
+        """Like ``get`` but None when the group is absent."""
+        try:
+            return self.get(path, cls)
+        except Skip:
+            return None
 
-    def children(self, path: str) -> dict[str, dict]:
-        g = self.group(path)
-        if g is None:
-            return {}
-        return {k: v for k, v in g.items() if isinstance(v, dict)}
-
-    def result_groups(self) -> list[tuple[str, dict]]:
-        """Every group that carries a ``provenance`` (a stored result), depth-first, with its path."""
-        out: list[tuple[str, dict]] = []
-
-        def walk(prefix: str, node: dict) -> None:
-            if "provenance" in node or "method" in node and prefix.count("/") >= 1:
-                out.append((prefix, node))
-                return
-            for k, v in node.items():
-                if isinstance(v, dict) and k not in ("provenance",):
-                    walk(f"{prefix}/{k}", v)
-
-        for k, v in self.tree.items():
-            if isinstance(v, dict):
-                walk(f"/{k}", v)
-        return out
+    def find(self, cls: type, under: str = "/") -> list[tuple[str, Any]]:
+        """Every stored result of class ``cls`` below ``under`` (file order), with its path."""
+        prefix = _norm(under).rstrip("/") + "/"
+        return [(p, o) for p, o in self.stored.items() if isinstance(o, cls) and (p + "/").startswith(prefix)]
 
     def provenance_rows(self) -> list[dict[str, Any]]:
+        """One row per stored result (method, options, seed, resamples, input hashes, code version),
+        then one per input table under /scores."""
         rows = []
-        for path, node in self.result_groups():
-            prov = node.get("provenance") if isinstance(node.get("provenance"), dict) else node
-            inputs = prov.get("inputs") if isinstance(prov.get("inputs"), dict) else {}
-            inputs.update({k.split(":", 1)[1]: v for k, v in prov.items()
-                           if isinstance(k, str) and k.startswith("input_sha256:")})
-            opts = parse_options(prov.get("options"))
+        for path, obj in self.stored.items():
+            if isinstance(obj, InputTable):
+                rows.append({"group": path, "method": "input table", "options": "", "seed": None,
+                             "n_resamples": None,
+                             "inputs": f"{obj.file}={obj.sha256[:12]} ({obj.n_rows} rows)", "version": ""})
+                continue
+            prov = getattr(obj, "provenance", None) if _declares(obj, "provenance") else None
+            if not isinstance(prov, Provenance):
+                rows.append({"group": path, "method": "", "options": "", "seed": None, "n_resamples": None,
+                             "inputs": "", "version": ""})
+                continue
             rows.append({
                 "group": path,
-                "method": prov.get("method", ""),
-                "options": json.dumps(_plain(opts), sort_keys=True, default=str) if opts not in (None, "") else "",
-                "seed": prov.get("seed"),
-                "n_resamples": prov.get("n_resamples"),
-                "inputs": ", ".join(f"{k}={str(v)[:12]}" for k, v in sorted(inputs.items())),
-                "version": prov.get("version", ""),
+                "method": prov.method,
+                "options": json.dumps(to_jsonable(prov.options), sort_keys=True) if prov.options else "",
+                "seed": prov.seed,
+                "n_resamples": prov.n_resamples,
+                "inputs": ", ".join(f"{k}={str(v)[:12]}" for k, v in sorted(prov.inputs.items())),
+                "version": prov.version,
             })
-        for name, g in self.children("scores").items():  # the input tables as used
-            rows.append({"group": f"/scores/{name}", "method": "input table", "options": "",
-                         "seed": None, "n_resamples": None,
-                         "inputs": f"{g.get('file', name)}={str(g.get('sha256', ''))[:12]} ({g.get('n_rows', '?')} rows)",
-                         "version": ""})
         return rows
 
 
-def _plain(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return [_plain(x) for x in v.tolist()]
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+def _norm(path: str) -> str:
+    return "/" + path.strip("/")
+
+
+def _declares(obj: Any, name: str) -> bool:
+    return dataclasses.is_dataclass(obj) and any(f.name == name for f in dataclasses.fields(obj))
+
+
+def _decode_all(tree: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Decode every stored result of a file tree: the groups ``LAYOUT`` names and any other group
+    with ``_schema``; descend into the others (``/analysis``, ``/internals``, ``/steering/<model>``).
+    A result of a class the report does not import, at a path ``LAYOUT`` does not name, is listed
+    in ``unknown`` (shown, not drawn)."""
+    out: dict[str, Any] = {}
+    unknown: dict[str, str] = {}
+
+    def visit(path: str, node: dict[str, Any]) -> None:
+        cls = expected_class(path)
+        if cls is None and "_schema" in node and str(node["_schema"]) not in RESULT_CLASSES:
+            unknown[path] = str(node["_schema"])
+            return
+        if "_schema" in node or cls is not None:
+            out[path] = decode(node, path, cls)
+            return
+        for k, v in node.items():
+            if isinstance(v, dict):
+                visit(f"{path}/{k}", v)
+
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            visit(f"/{k}", v)
+    return out, unknown
+
+
+# ----------------------------------------------------------------------------------------- values
+
+def ci_bounds(ci: Any) -> tuple[float, float]:
+    """(low, high) of a ConfidenceInterval."""
+    return float(ci.low), float(ci.high)
+
+
+def boot_interval(boot: Any, level: float = 0.95) -> tuple[float, float]:
+    """(low, high) of a bootstrap summary's interval at ``level`` (NaNs when it has none)."""
+    ci = boot.interval(level)
+    if isinstance(ci, tuple):  # analysis._boot.BootSummary (until the analyses keep a BootstrapSummary)
+        return float(ci[0]), float(ci[1])
+    return ci_bounds(ci)
 
 
 def jsonable(v: Any) -> Any:
     """Plain JSON-ready values (NaN/inf -> null), for embedding into the HTML."""
-    return _plain(v)
+    return to_jsonable(v)
 
-
-def finite(values: Iterable[Any]) -> np.ndarray:
-    return np.array([fnum(v) for v in values], dtype=float)

@@ -12,6 +12,7 @@ and tables, the provenance of every group, and the diagnose panel (``assets/repo
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
@@ -22,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from cape_hpc.report import extract as ex
-from cape_hpc.report.data import Results, Skip, as_records, first, jsonable
+from cape_hpc.report.data import Results, Skip, jsonable
+from cape_hpc.report.layout import AuditResult, DiagnoseModel, InputTable
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -439,26 +441,48 @@ def _cell(v: Any) -> Any:
     return v
 
 
+def _is_row_list(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(dataclasses.is_dataclass(r) for r in v)
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """The fields of a dataclass as cells; a nested dataclass (a ConfidenceInterval, a bootstrap
+    summary) becomes ``field.sub`` cells."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v) and not isinstance(v, type) and not prefix:
+            out.update(_flat(v, f"{f.name}."))
+        else:
+            out[prefix + f.name] = _cell(v)
+    return out
+
+
 def group_tables(res: Results) -> list[dict]:
-    """Every stored result group: its scalars and its tables (lists of flat rows)."""
+    """Every stored result: its scalar fields (nested values flattened) and its tables (lists of rows)."""
     out = []
-    for path, node in res.result_groups():
-        scalars = {k: _cell(v) for k, v in node.items() if not isinstance(v, (dict, list, np.ndarray))}
-        tables = []
-        for k, v in node.items():
-            recs = as_records(v) if isinstance(v, list) else []
-            if recs:
-                cols: list[str] = []
-                for r in recs:
-                    cols += [c for c in r if c not in cols]
-                tables.append({"name": k, "columns": cols, "rows": [[_cell(r.get(c)) for c in cols] for r in recs]})
-            elif isinstance(v, np.ndarray) and v.ndim == 1 and v.size <= 200:
-                scalars[k] = _cell(v)
-            elif isinstance(v, list) and len(v) <= 200 and not recs:
-                scalars[k] = _cell(v)
-            elif isinstance(v, dict) and k != "provenance" and all(not isinstance(x, (dict, list)) for x in v.values()):
-                scalars[k] = _cell(v)
+    for path, obj in res.stored.items():
+        if isinstance(obj, InputTable):
+            continue
+        scalars, tables = {}, []
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if f.name == "provenance":
+                continue
+            if _is_row_list(v):
+                rows = [_flat(r) for r in v]
+                cols = list(rows[0])
+                tables.append({"name": f.name, "columns": cols, "rows": [[r.get(c) for c in cols] for r in rows]})
+            elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+                scalars.update({k: c for k, c in _flat(v, f"{f.name}.").items()})
+            elif isinstance(v, np.ndarray) and v.size > 200:
+                scalars[f.name] = f"array {v.shape}"
+            else:
+                scalars[f.name] = _cell(v)
         out.append({"group": path, "scalars": scalars, "tables": tables})
+    for path, name in res.unknown.items():
+        out.append({"group": path, "scalars": {"note": f"a {name}, a result class the report does not read"},
+                    "tables": []})
     return out
 
 
@@ -467,49 +491,34 @@ AUDIT_COLUMNS = (("id", "claim"), ("section", "section"), ("gist", "gist"), ("pa
                  ("alternative", "reproducing alternative"))
 
 
-def _alts(v: Any) -> str:
+def _alts(claim: Any) -> str:
     """'name: value (MATCH|no|?)' for each alternative tried."""
     out = []
-    for a in as_records(v) if isinstance(v, list) else []:
-        m = a.get("matches")
-        mark = "MATCH" if m is True else ("no" if m is False else "?")
-        out.append(f"{a.get('name', '')}: {a.get('value', '')} ({mark})")
+    for a in claim.alternatives_tried:
+        mark = "MATCH" if a.matches is True else ("no" if a.matches is False else "?")
+        out.append(f"{a.name}: {a.value} ({mark})")
     return "; ".join(out)
 
 
 def audit_table(res: Results) -> dict | None:
-    """The reproduction audit (/reproduce): one row per claim of the paper."""
-    for p in ("reproduce", "dynamics/reproduce", "analysis/reproduce", "audit"):
-        g = res.group(p)
-        if g is None:
-            continue
-        recs = as_records(first(g, "claims", "rows", "audit", "results", "entries"))
-        if not recs:
-            continue
-        if all("verdict" in r for r in recs):  # an AuditResult
-            cols = [label for key, label in AUDIT_COLUMNS] + ["alternatives tried", "why (when not computed)"]
-            rows = [[_cell(r.get(key)) for key, _ in AUDIT_COLUMNS] + [_alts(r.get("alternatives_tried")),
-                                                                       _cell(r.get("reason"))] for r in recs]
-        else:
-            cols = []
-            for r in recs:
-                cols += [c for c in r if c not in cols]
-            rows = [[_cell(r.get(c)) for c in cols] for r in recs]
-        counts = g.get("counts") if isinstance(g.get("counts"), dict) else {}
-        return {"source": f"/{p}", "columns": cols, "rows": rows,
-                "counts": {k: _cell(v) for k, v in counts.items()}, "registry": _cell(g.get("registry"))}
-    return None
+    """The reproduction audit (``/reproduce``, an AuditResult): one row per claim of the paper."""
+    a = res.optional("/reproduce", AuditResult)
+    if a is None:
+        return None
+    cols = [label for _, label in AUDIT_COLUMNS] + ["alternatives tried", "why (when not computed)"]
+    rows = [[_cell(getattr(c, key)) for key, _ in AUDIT_COLUMNS] + [_alts(c), _cell(c.reason)] for c in a.claims]
+    return {"source": "/reproduce", "columns": cols, "rows": rows,
+            "counts": {k: _cell(v) for k, v in a.counts.items()}, "registry": _cell(a.registry)}
 
 
 # --------------------------------------------------------------------------- diagnose model
 
 def diagnose_model(res: Results) -> tuple[dict | None, str]:
-    """The stored ``DiagnoseModel`` tree (coefficients for the in-page diagnose) and its path."""
-    for p in ("analysis/diagnose_model", "analysis/diagnose/model", "analysis/diagnose", "diagnose/model"):
-        g = res.group(p)
-        if g is not None and "panel_model" in g and "beta1" in g:
-            return g, f"/{p}"
-    return None, ""
+    """The stored DiagnoseModel (coefficients for the in-page diagnose) as JSON, and its path."""
+    m = res.optional("/analysis/diagnose_model", DiagnoseModel)
+    if m is None:
+        return None, ""
+    return jsonable(m), "/analysis/diagnose_model"
 
 
 # --------------------------------------------------------------------------- page
