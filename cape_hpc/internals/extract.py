@@ -1,4 +1,4 @@
-"""Streaming extraction of model internals and the statistics of SPEC section 3.
+"""Streaming extraction of model internals and the statistics of docs/METHODS.md §3.
 
 One forward pass per left-padded batch.  Hooks pool each tap with ``cape_kernels.pooled_tap`` the
 moment it is computed and keep only pooled vectors:
@@ -12,135 +12,43 @@ moment it is computed and keep only pooled vectors:
 - ``logits``: the unembedding applied to the pooled final vectors (exact: it is linear, so the
   [S, vocab] logits of every position are never formed).
 
-The forward pass is stopped (an exception raised from the hook) right after the last module any
+The forward pass is stopped (``StopForward`` raised from the hook) right after the last module any
 tap needs: the unembedding over all positions never runs.  No activation cache exists.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from cape_hpc.errors import DataError, OptionError
+from cape_hpc.errors import DataError
+from cape_hpc.internals.options import ExtractOptions
 from cape_hpc.internals.prompts import PromptSet
+from cape_hpc.internals.results import (BOTTLENECK_CAVEAT, COMPETING_THRESHOLD, TAPS, Bottleneck, HeadRow,
+                                        HeadSummary, InternalsResult, LayerRow, PcaRow, store_name)
+from cape_hpc.models.batching import StopForward, forward_kwargs, left_pad, pad_id, tokenize
 from cape_hpc.schema import Provenance
 
-TAPS = ("residual", "heads", "final", "logits")
-POOLINGS = ("last", "mean")
-BOTTLENECK_CAVEAT = ("k = 1 gives +-1 by construction (two scalars on one axis); subspaces beyond "
-                     "k = (number of prompts - 1) cannot change the value (the centred stack has at "
-                     "most that rank).")
+__all__ = ["extract_internals", "extract_internals_pooled", "PooledStates", "participation_ratio",
+           "pca_subspace_coupling", "choose_sets", "InternalsResult", "TAPS", "store_name", "tokenize",
+           "left_pad", "forward_kwargs", "pad_id"]
 
 
-class _StopForward(Exception):
-    """Raised from a hook once the last needed module has run."""
-
-
-# ----------------------------------------------------------------------------------- batching
-def tokenize(loaded, texts: Sequence[str], *, what: str = "prompt", add_special_tokens: bool = True) -> tuple[list[list[int]], list[int]]:
-    """Token ids of each text (special tokens as the tokenizer adds them), truncated from the left to
-    the model's context with a warning.  Returns (ids, indices of truncated texts)."""
-    tok = loaded.tokenizer
-    ctx = loaded.adapter.context_length
-    ids = [list(tok(t, add_special_tokens=add_special_tokens)["input_ids"]) for t in texts]
-    truncated = []
-    for i, row in enumerate(ids):
-        if not row:
-            raise DataError(f"{what} {i}: tokenises to nothing")
-        if ctx and len(row) > ctx:
-            truncated.append(i)
-            ids[i] = row[-ctx:]
-    if truncated:
-        warnings.warn(f"{len(truncated)} {what}(s) longer than the model's context of {ctx} tokens were "
-                      f"truncated to their last {ctx} tokens (first: #{truncated[0]})", stacklevel=3)
-    return ids, truncated
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask, position_ids) of a left-padded batch."""
-    S = max(len(r) for r in rows)
-    ids = torch.full((len(rows), S), int(pad_id), dtype=torch.long)
-    mask = torch.zeros((len(rows), S), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, S - len(r):] = torch.as_tensor(r, dtype=torch.long)
-            mask[i, S - len(r):] = 1
-    pos = (mask.cumsum(-1) - 1).clamp_min(0)
-    return ids, mask, pos
-
-
-def forward_kwargs(loaded, ids, mask, pos) -> dict[str, Any]:
-    device = next(loaded.model.parameters()).device
-    kw: dict[str, Any] = dict(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-    if loaded.adapter.accepts_position_ids:
-        kw["position_ids"] = pos.to(device)
-    return kw
-
-
-def pad_id(loaded) -> int:
-    tok = loaded.tokenizer
-    for v in (tok.pad_token_id, tok.eos_token_id, 0):
-        if v is not None:
-            return int(v)
-    return 0
-
-
-# ----------------------------------------------------------------------------------- result
 @dataclass
-class InternalsResult:
-    model: str
-    source: str
-    revision: str
-    dtype: str
-    backend: str
-    pooling: str
-    taps: list[str]
-    set_r: str
-    set_t: str
-    n_prompts: int
-    n_r: int
-    n_t: int
-    n_truncated: int
-    prompt_set_sha256: str
-    n_layers: int
-    n_heads: int
-    head_dim: int
-    d_model: int
-    # per layer (residual stream after each block)
-    layer_coupling: np.ndarray            # [L] cos(mean R, mean T)
-    layer_pairwise_mean: np.ndarray       # [L] mean of the |R| x |T| cosines
-    layer_competing_fraction: np.ndarray  # [L] fraction of pairs with cos < -0.5
-    layer_competes: np.ndarray            # [L] fraction > 0.5
-    d_rep: np.ndarray                     # [L] participation ratio of the PCA eigenvalues
-    # per head (attention output before the output projection)
-    head_coupling: np.ndarray             # [L, H]
-    head_summary: dict[str, float]
-    # projection bottleneck
-    bottleneck: dict[str, Any]
-    complete: bool = True
-    provenance: Provenance | None = None
+class PooledStates:
+    """The pooled vectors one extraction kept (not part of the result; for tests and benchmarks).
 
-    @property
-    def group(self) -> str:
-        return f"/internals/{store_name(self.model)}"
+    ``residual`` [L, N, D] float32 (empty without the residual tap), ``final`` [N, D] or None,
+    ``head_sums`` [2, L, H * head_dim] float64 (R and T sums) or None, ``order``: the prompt index
+    of each row (R first, then T).
+    """
 
-    def to_store_tree(self) -> dict[str, Any]:
-        """The tree stored under ``/internals/<model>/`` (attrs source, revision, dtype,
-        prompt_set_sha256, backend, complete; arrays as datasets)."""
-        from cape_hpc.schema import to_tree
-
-        tree = to_tree(self)
-        tree["provenance"] = {**self.provenance.attrs()} if self.provenance else {}
-        tree["taps"] = ",".join(self.taps)
-        return tree
-
-
-def store_name(model: str) -> str:
-    """An HDF5-safe group name for a model spec (slashes of HF ids become '|')."""
-    return str(model).replace("/", "|")
+    residual: torch.Tensor
+    final: torch.Tensor | None
+    head_sums: torch.Tensor | None
+    order: list[int]
 
 
 # ----------------------------------------------------------------------------------- maths
@@ -151,14 +59,27 @@ def _centred64(X: torch.Tensor) -> torch.Tensor:
 
 
 def participation_ratio(X: torch.Tensor) -> float:
-    """(sum lambda)^2 / sum lambda^2 of the PCA eigenvalues of the rows of X (float64)."""
+    """d_rep: (sum lambda)^2 / sum lambda^2 of the PCA eigenvalues of the rows of X (float64,
+    docs/METHODS.md §3).  The nonzero eigenvalues of the covariance X^T X and of the Gram X X^T are
+    the same, so the smaller of the two goes to the one participation-ratio implementation,
+    ``cape_kernels.participation_ratio`` (covariance matrix -> (tr C)^2 / ||C||_F^2)."""
     if X.shape[0] < 2:
         return float("nan")
     X = _centred64(X)
     G = X @ X.T if X.shape[0] <= X.shape[1] else X.T @ X
-    tr = torch.trace(G)
-    fro2 = (G * G).sum()
-    return float(tr * tr / fro2) if fro2 > 0 else float("nan")
+    return _pr_of_matrix(G.numpy())
+
+
+def _pr_of_matrix(C: np.ndarray) -> float:
+    import cape_kernels as ck
+
+    try:
+        pr = ck.participation_ratio
+    except AttributeError:  # until cape_kernels.participation_ratio exists: the same formula
+        tr = float(np.trace(C))
+        fro2 = float(np.sum(C * C))
+        return tr * tr / fro2 if fro2 > 0 else float("nan")
+    return float(pr(C))
 
 
 def pca_subspace_coupling(stack: torch.Tensor, m_r: torch.Tensor, m_t: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -187,23 +108,6 @@ def pca_subspace_coupling(stack: torch.Tensor, m_r: torch.Tensor, m_t: torch.Ten
     return np.arange(1, rank + 1), cos.clamp(-1, 1).numpy()
 
 
-def head_summary(c: np.ndarray) -> dict[str, float]:
-    """Cooperative share, competing count, near-zero share, net, median, early/mid/late thirds."""
-    flat = c.ravel()
-    thirds = np.array_split(np.arange(c.shape[0]), 3)
-    out = {
-        "cooperative_share": float(np.mean(flat > 0)),
-        "competing_count": int(np.sum(flat < -0.5)),
-        "near_zero_share": float(np.mean(np.abs(flat) < 0.1)),
-        "net": float(np.mean(flat)),
-        "median": float(np.median(flat)),
-        "n_heads_total": int(flat.size),
-    }
-    for name, idx in zip(("early", "mid", "late"), thirds):
-        out[name] = float(np.mean(c[idx])) if len(idx) else float("nan")
-    return out
-
-
 def choose_sets(prompts: PromptSet) -> tuple[str, str]:
     sets = list(prompts.sets)
     if "reasoning" in sets and "truthfulness" in sets:
@@ -215,30 +119,33 @@ def choose_sets(prompts: PromptSet) -> tuple[str, str]:
 
 
 # ----------------------------------------------------------------------------------- extraction
-def extract_internals(loaded, prompts: PromptSet, *, batch_size: int = 16, pooling: str = "last",
-                      taps: Sequence[str] = TAPS, backend: str | None = None,
-                      set_names: tuple[str, str] | None = None, keep_pooled: bool = False) -> InternalsResult:
-    """Stream ``prompts`` through ``loaded`` and compute every statistic of SPEC section 3.
+def extract_internals(loaded, prompts: PromptSet, opts: ExtractOptions | None = None,
+                      **changes: Any) -> InternalsResult:
+    """Stream ``prompts`` through ``loaded`` and compute every statistic of docs/METHODS.md §3.
 
-    Prints nothing and writes no file.  Over-long prompts are truncated (a ``UserWarning``).
-    ``keep_pooled=True`` attaches the pooled vectors as ``result.pooled`` (a dict, not stored):
-    ``residual`` [L, N, D], ``final`` [N, D], ``head_sums`` [2, L, H*dh], ``order`` (prompt index of
-    each row), for tests.
+    ``opts`` (defaults when None), with any field overridden by keyword (``batch_size=4``: validated
+    by :class:`ExtractOptions`).  Prints nothing and writes no file.  Over-long prompts are
+    truncated (a ``UserWarning``).
     """
+    return extract_internals_pooled(loaded, prompts, opts, **changes)[0]
+
+
+def extract_internals_pooled(loaded, prompts: PromptSet, opts: ExtractOptions | None = None,
+                             **changes: Any) -> tuple[InternalsResult, PooledStates]:
+    """``extract_internals`` that also returns the pooled vectors it kept (:class:`PooledStates`)."""
     import cape_kernels as ck
     from cape_kernels import backends as kbackends
 
-    if pooling not in POOLINGS:
-        raise OptionError(f"--pooling: {pooling!r} is not one of {', '.join(POOLINGS)}")
-    taps = list(dict.fromkeys(taps))
-    bad = [t for t in taps if t not in TAPS]
-    if bad:
-        raise OptionError(f"--taps: unknown tap {bad[0]!r}; taps are {', '.join(TAPS)}")
-    if batch_size < 1:
-        raise OptionError(f"--batch-size must be >= 1, got {batch_size}")
+    opts = opts or ExtractOptions()
+    if changes:
+        opts = opts.replace(**changes)
+    batch_size, pooling, taps, backend = opts.batch_size, opts.pooling, list(opts.taps), opts.backend
+    if not taps:
+        raise DataError("option '--taps': no tap selected")
+    prompts = prompts.subset(opts.max_prompts)
     if len(prompts) == 0:
         raise DataError(f"{prompts.path}: no prompts")
-    set_r, set_t = set_names or choose_sets(prompts)
+    set_r, set_t = opts.sets or choose_sets(prompts)
     for s in (set_r, set_t):
         if not prompts.select(s):
             raise DataError(f"{prompts.path}: no prompt has set {s!r}")
@@ -274,7 +181,7 @@ def extract_internals(loaded, prompts: PromptSet, *, batch_size: int = 16, pooli
                 pooled = ck.pooled_tap(h, state["mask"], pooling, backend=backend)
                 layer_buf[i, state["rows"]] = pooled.to("cpu", torch.float32)
             if not want_final and i == last_layer_needed:
-                raise _StopForward
+                raise StopForward
         return hook
 
     def head_hook(i):
@@ -293,7 +200,7 @@ def extract_internals(loaded, prompts: PromptSet, *, batch_size: int = 16, pooli
         if final_buf is None:
             final_buf = torch.empty((N, pooled.shape[1]), dtype=torch.float32)
         final_buf[state["rows"]] = pooled
-        raise _StopForward
+        raise StopForward
 
     handles = []
     try:
@@ -316,7 +223,7 @@ def extract_internals(loaded, prompts: PromptSet, *, batch_size: int = 16, pooli
                 state["is_r"] = is_r[state["rows"]]
                 try:
                     model(**forward_kwargs(loaded, input_ids, mask, pos))
-                except _StopForward:
+                except StopForward:
                     pass
     finally:
         for h in handles:
@@ -324,50 +231,48 @@ def extract_internals(loaded, prompts: PromptSet, *, batch_size: int = 16, pooli
         state.clear()
 
     # ------------------------------------------------------------------ statistics
-    nan_l = np.full(L, np.nan)
-    coupling, pw_mean, pw_frac, d_rep = nan_l.copy(), nan_l.copy(), nan_l.copy(), nan_l.copy()
-    if want_res:
-        for l in range(L):
+    nan = float("nan")
+    layers = []
+    for l in range(L):
+        c = pm = pf = dr = nan
+        if want_res:
             R, T = layer_buf[l, :n_r], layer_buf[l, n_r:n_r + n_t]
-            coupling[l] = float(ck.set_mean_cosine(R, T, backend=backend))
-            st = ck.pairwise_cosine_stats(R, T, threshold=-0.5, backend=backend)
-            pw_mean[l], pw_frac[l] = float(st.mean), float(st.frac_below)
-            d_rep[l] = participation_ratio(layer_buf[l, :n_r + n_t])
+            c = float(ck.set_mean_cosine(R, T, backend=backend))
+            st = ck.pairwise_cosine_stats(R, T, threshold=COMPETING_THRESHOLD, backend=backend)
+            pm, pf = float(st.mean), float(st.frac_below)
+            dr = participation_ratio(layer_buf[l, :n_r + n_t])
+        layers.append(LayerRow(layer=l, coupling=c, pairwise_mean=pm, competing_fraction=pf,
+                               competes=bool(pf > 0.5), d_rep=dr))
     if want_heads:
         sums = head_sum.view(2, L * H, dh)
         hc = ck.set_mean_cosine(sums[0][:, None, :], sums[1][:, None, :], backend=backend)
         head_c = hc.to(torch.float64).numpy().reshape(L, H)
-        hsum = head_summary(head_c)
+        hsum = HeadSummary.of(head_c)
     else:
-        head_c, hsum = np.full((L, H), np.nan), {}
-    bottleneck: dict[str, Any] = {}
+        head_c, hsum = np.full((L, H), np.nan), HeadSummary()
+    heads = [HeadRow(layer=l, head=h, coupling=float(head_c[l, h])) for l in range(L) for h in range(H)]
+    bottleneck = Bottleneck()
     if want_final and final_buf is not None:
         R, T = final_buf[:n_r], final_buf[n_r:n_r + n_t]
-        bottleneck["hidden"] = float(ck.set_mean_cosine(R, T, backend=backend))
         m_r, m_t = R.to(torch.float64).mean(0), T.to(torch.float64).mean(0)
+        logits = nan
         if "logits" in taps:
             with torch.inference_mode():
                 lg = ad.unembed(torch.stack([m_r, m_t]).to(device)).to("cpu", torch.float64)
-            bottleneck["logits"] = float(ck.set_mean_cosine(lg[0:1], lg[1:2], backend=backend))
+            logits = float(ck.set_mean_cosine(lg[0:1], lg[1:2], backend=backend))
         k, kc = pca_subspace_coupling(final_buf[:n_r + n_t], m_r, m_t)
-        bottleneck["pca_k"] = k
-        bottleneck["pca_coupling"] = kc
-        bottleneck["caveat"] = BOTTLENECK_CAVEAT
-        if pooling == "mean" and ad.softcap:
-            bottleneck["note"] = "logit softcapping is non-linear: with mean pooling the logits coupling is of the mean state"
+        note = ("logit softcapping is non-linear: with mean pooling the logits coupling is of the mean state"
+                if pooling == "mean" and ad.softcap and "logits" in taps else "")
+        bottleneck = Bottleneck(measured=True, hidden=float(ck.set_mean_cosine(R, T, backend=backend)),
+                                logits=logits, pca=[PcaRow(int(a), float(b)) for a, b in zip(k, kc)],
+                                caveat=BOTTLENECK_CAVEAT, note=note)
 
-    prov = Provenance(method="cape_hpc.internals.extract_internals",
-                      options={"batch_size": batch_size, "pooling": pooling, "taps": taps,
-                               "backend": resolved, "sets": [set_r, set_t], "threshold": -0.5,
-                               "model": loaded.name, "dtype": loaded.dtype},
+    prov = Provenance(method="cape_hpc.internals.extract_internals", options=opts.to_dict(),
                       inputs={"prompts": prompts.sha256})
     res = InternalsResult(
-        model=loaded.name, source=loaded.source, revision=loaded.revision, dtype=loaded.dtype,
+        model=loaded.name, source=str(loaded.source), revision=str(loaded.revision), dtype=loaded.dtype,
         backend=resolved, pooling=pooling, taps=taps, set_r=set_r, set_t=set_t, n_prompts=N, n_r=n_r,
         n_t=n_t, n_truncated=len(truncated), prompt_set_sha256=prompts.sha256, n_layers=L, n_heads=H,
-        head_dim=dh, d_model=ad.d_model, layer_coupling=coupling, layer_pairwise_mean=pw_mean,
-        layer_competing_fraction=pw_frac, layer_competes=pw_frac > 0.5, d_rep=d_rep,
-        head_coupling=head_c, head_summary=hsum, bottleneck=bottleneck, complete=True, provenance=prov)
-    if keep_pooled:
-        res.pooled = {"residual": layer_buf, "final": final_buf, "head_sums": head_sum, "order": order}
-    return res
+        head_dim=dh, d_model=ad.d_model, layers=layers, heads=heads, head_summary=hsum, bottleneck=bottleneck,
+        provenance=prov, complete=True)
+    return res, PooledStates(residual=layer_buf, final=final_buf, head_sums=head_sum, order=order)

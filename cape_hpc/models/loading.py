@@ -28,10 +28,10 @@ from typing import Any
 
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.models.adapters import Adapter
+from cape_hpc.models.options import DTYPES
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("float32", "bfloat16", "float16", "float64")
 EMBEDDED = ("smollm2-135m", "gemma3-270m")
 
 

@@ -1,4 +1,4 @@
-"""Steering (SPEC section 4): calibrate a direction at the probe layer, then batched greedy
+"""Steering (docs/METHODS.md §4): calibrate a direction at the probe layer, then batched greedy
 generation with and without the fused injection ``cape_kernels.steer_inject_`` called from a hook.
 
 Nothing is printed and no file is written here; ``cape steer`` does the I/O.
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -15,13 +14,16 @@ import numpy as np
 import torch
 
 from cape_hpc.errors import DataError, OptionError
-from cape_hpc.internals.extract import _StopForward, forward_kwargs, left_pad, pad_id, store_name, tokenize
 from cape_hpc.internals.prompts import PromptSet
+from cape_hpc.models.batching import StopForward, forward_kwargs, left_pad, pad_id, tokenize
 from cape_hpc.schema import Provenance
+from cape_hpc.stats.intervals import wilson_interval
+from cape_hpc.steering.options import SteerOptions
+from cape_hpc.steering.results import METHODS, POSITIONS, SCALES, PromptOutcome, SteeringResult
 
-METHODS = ("mean-diff", "pca")
-SCALES = ("relative", "absolute")
-POSITIONS = ("all", "last", "generated")
+__all__ = ["Direction", "Injector", "calibrate_direction", "greedy_generate", "run_steering", "steering_hook",
+           "select_prompts", "pooled_layer_states", "check_probe_layer", "chat_texts", "SteeringResult",
+           "METHODS", "SCALES", "POSITIONS"]
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -32,17 +34,6 @@ def check_probe_layer(loaded, probe_layer: int | None) -> int:
     if not isinstance(probe_layer, (int, np.integer)) or not 0 <= int(probe_layer) < L:
         raise OptionError(f"--probe-layer {probe_layer} is out of range: {loaded.name} has layers 0..{L - 1}")
     return int(probe_layer)
-
-
-def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion k / n (95% by default)."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z / den * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def pooled_layer_states(loaded, texts: Sequence[str], layer: int, *, pooling: str = "last",
@@ -59,7 +50,7 @@ def pooled_layer_states(loaded, texts: Sequence[str], layer: int, *, pooling: st
     def hook(module, args, output):
         h = ad.hidden_of(output)
         out[state["rows"]] = ck.pooled_tap(h, state["mask"], pooling, backend=backend).to("cpu", torch.float32)
-        raise _StopForward
+        raise StopForward
 
     handle = ad.layers[layer].register_forward_hook(hook)
     try:
@@ -70,7 +61,7 @@ def pooled_layer_states(loaded, texts: Sequence[str], layer: int, *, pooling: st
                 state["rows"], state["mask"] = torch.as_tensor(rows), mask.to(device)
                 try:
                     model(**forward_kwargs(loaded, input_ids, mask, pos))
-                except _StopForward:
+                except StopForward:
                     pass
     finally:
         handle.remove()
@@ -121,7 +112,7 @@ def calibrate_direction(loaded, calibration: PromptSet, *, probe_layer: int | No
 
 
 # ----------------------------------------------------------------------------------- injection hook
-class _Injector:
+class Injector:
     """Forward hook on the probe block: steer_inject_ on the selected rows, record cos(h, v)."""
 
     def __init__(self, v: torch.Tensor, alpha: float, scale: str, positions: str, tau: float | None,
@@ -162,7 +153,7 @@ class _Injector:
 
 
 @contextlib.contextmanager
-def steering_hook(loaded, layer: int, injector: _Injector) -> Iterator[_Injector]:
+def steering_hook(loaded, layer: int, injector: Injector) -> Iterator[Injector]:
     """Attach the injector to block ``layer``; removed on exit, also when generation raises."""
     handle = loaded.adapter.layers[layer].register_forward_hook(injector)
     try:
@@ -190,7 +181,7 @@ def chat_texts(loaded, texts: Sequence[str]) -> list[str]:
 
 
 def greedy_generate(loaded, rows: Sequence[Sequence[int]], max_new_tokens: int,
-                    injector: _Injector | None = None, stop_at_eos: bool = True) -> list[list[int]]:
+                    injector: Injector | None = None, stop_at_eos: bool = True) -> list[list[int]]:
     """Batched greedy decoding of left-padded prompts with a KV cache; stops at EOS per row
     (``stop_at_eos=False`` always runs ``max_new_tokens`` steps and keeps every token: benchmarks)."""
     model = loaded.model
@@ -243,121 +234,73 @@ def greedy_generate(loaded, rows: Sequence[Sequence[int]], max_new_tokens: int,
     return out
 
 
-# ----------------------------------------------------------------------------------- result
-@dataclass
-class SteeringResult:
-    model: str
-    source: str
-    revision: str
-    dtype: str
-    backend: str
-    probe_layer: int
-    method: str
-    alpha: float
-    scale: str
-    positions: str
-    tau: float | None
-    max_new_tokens: int
-    batch_size: int
-    direction: np.ndarray
-    calibration_sha256: str
-    prompt_set_sha256: str
-    n_prompts: int
-    n_changed: int
-    rate: float
-    rate_ci_low: float
-    rate_ci_high: float
-    ci_level: float
-    n_injected: int
-    per_prompt: list[dict[str, Any]]
-    complete: bool = True
-    provenance: Provenance | None = None
-
-    @property
-    def run_name(self) -> str:
-        tau = "none" if self.tau is None else f"{self.tau:g}"
-        return (f"L{self.probe_layer}_{self.method}_a{self.alpha:g}_{self.scale}_{self.positions}_tau{tau}"
-                f"_n{self.max_new_tokens}")
-
-    @property
-    def group(self) -> str:
-        return f"/steering/{store_name(self.model)}/{self.run_name}"
-
-    def to_store_tree(self) -> dict[str, Any]:
-        from cape_hpc.schema import to_tree
-
-        tree = to_tree(self)
-        tree["provenance"] = self.provenance.attrs() if self.provenance else {}
-        return tree
+# ----------------------------------------------------------------------------------- runs
+def select_prompts(prompts: PromptSet, opts: SteerOptions) -> PromptSet:
+    """The prompts a run generates from: ``opts.prompt_set`` ('auto': the 'truthfulness' set when
+    present, else all; 'all'; or a set name), then the first ``opts.max_prompts``."""
+    name = opts.prompt_set
+    if name == "auto":
+        name = "truthfulness" if "truthfulness" in prompts.sets else "all"
+    chosen = list(prompts.prompts) if name == "all" else prompts.select(name)
+    if not chosen and name != "all":
+        raise OptionError(f"option '--set': {name!r}: no prompt of {prompts.path} has that set "
+                          f"(sets: {', '.join(prompts.sets)})")
+    if opts.max_prompts is not None:
+        chosen = chosen[:opts.max_prompts]
+    return PromptSet(chosen, path=prompts.path, sha256=prompts.sha256)
 
 
-def run_steering(loaded, calibration: PromptSet, prompts: PromptSet, *, alpha: float = 0.5,
-                 scale: str = "relative", positions: str = "all", tau: float | None = None,
-                 probe_layer: int | None = None, method: str = "mean-diff", max_new_tokens: int = 24,
-                 batch_size: int = 16, backend: str | None = None, pooling: str = "last",
-                 direction: Direction | None = None, chat_template: bool = False) -> SteeringResult:
+def run_steering(loaded, calibration: PromptSet, prompts: PromptSet, opts: SteerOptions | None = None, *,
+                 direction: Direction | None = None, **changes: Any) -> SteeringResult:
     """Calibrate (unless ``direction`` is given) and compare greedy generation with and without the
-    injection for every prompt.  Prints nothing, writes nothing."""
+    injection for every selected prompt (``select_prompts``).  ``opts`` (defaults when None), any
+    field overridden by keyword (validated by :class:`SteerOptions`).  Prints nothing, writes nothing."""
     from cape_kernels import backends as kbackends
 
-    if scale not in SCALES:
-        raise OptionError(f"--scale: {scale!r} is not one of {', '.join(SCALES)}")
-    if positions not in POSITIONS:
-        raise OptionError(f"--positions: {positions!r} is not one of {', '.join(POSITIONS)}")
-    if not math.isfinite(alpha):
-        raise OptionError(f"--alpha must be finite, got {alpha}")
-    if tau is not None and not math.isfinite(tau):
-        raise OptionError(f"--tau must be a finite number (cosines lie in [-1, 1]), got {tau}")
-    if max_new_tokens < 1:
-        raise OptionError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
-    if batch_size < 1:
-        raise OptionError(f"--batch-size must be >= 1, got {batch_size}")
+    opts = opts or SteerOptions()
+    if changes:
+        opts = opts.replace(**changes)
+    prompts = select_prompts(prompts, opts)
     if len(prompts) == 0:
         raise DataError(f"{prompts.path}: no prompts")
-    layer = check_probe_layer(loaded, probe_layer if direction is None else direction.probe_layer)
+    backend, batch_size, max_new_tokens = opts.backend, opts.batch_size, opts.max_new_tokens
+    layer = check_probe_layer(loaded, opts.probe_layer if direction is None else direction.probe_layer)
     if direction is None:
-        direction = calibrate_direction(loaded, calibration, probe_layer=layer, method=method,
-                                        pooling=pooling, batch_size=batch_size, backend=backend)
+        direction = calibrate_direction(loaded, calibration, probe_layer=layer, method=opts.method,
+                                        pooling=opts.pooling, batch_size=batch_size, backend=backend)
+    tok = loaded.tokenizer
+    chat = opts.chat_template == "on" or (opts.chat_template == "auto" and bool(getattr(tok, "chat_template", None)))
     device = next(loaded.model.parameters()).device
     v = torch.as_tensor(direction.vector, dtype=torch.float32, device=device)
     texts = prompts.texts
-    ids, truncated = tokenize(loaded, chat_texts(loaded, texts) if chat_template else texts,
-                              add_special_tokens=not chat_template)
-    tok = loaded.tokenizer
-    per_prompt: list[dict[str, Any]] = []
+    ids, truncated = tokenize(loaded, chat_texts(loaded, texts) if chat else texts, add_special_tokens=not chat)
     n_injected = 0
     order = sorted(range(len(ids)), key=lambda j: (len(ids[j]), j))
-    results: dict[int, dict[str, Any]] = {}
+    results: dict[int, PromptOutcome] = {}
     for b0 in range(0, len(order), batch_size):
         rows = order[b0:b0 + batch_size]
         batch = [ids[j] for j in rows]
         base = greedy_generate(loaded, batch, max_new_tokens)
-        inj = _Injector(v, alpha, scale, positions, tau, backend)
+        inj = Injector(v, opts.alpha, opts.scale, opts.positions, opts.tau, backend)
         with steering_hook(loaded, layer, inj):
             steered = greedy_generate(loaded, batch, max_new_tokens, injector=inj)
         n_injected += inj.n_injected
         for k, j in enumerate(rows):
-            bt = tok.decode(base[k], skip_special_tokens=True)
-            st = tok.decode(steered[k], skip_special_tokens=True)
-            results[j] = {"id": prompts.prompts[j].id, "prompt": texts[j], "baseline": bt, "steered": st,
-                          "changed": bool(base[k] != steered[k]), "cos": float(inj.cos_last[k]),
-                          "n_baseline_tokens": len(base[k]), "n_steered_tokens": len(steered[k])}
+            results[j] = PromptOutcome(
+                id=str(prompts.prompts[j].id), prompt=texts[j], baseline=tok.decode(base[k], skip_special_tokens=True),
+                steered=tok.decode(steered[k], skip_special_tokens=True), changed=bool(base[k] != steered[k]),
+                cos=float(inj.cos_last[k]), n_baseline_tokens=len(base[k]), n_steered_tokens=len(steered[k]))
     per_prompt = [results[j] for j in range(len(ids))]
-    n_changed = sum(r["changed"] for r in per_prompt)
-    lo, hi = wilson_interval(n_changed, len(per_prompt))
+    n_changed = sum(r.changed for r in per_prompt)
     resolved = kbackends.resolve(backend or None, device.type)
-    prov = Provenance(method="cape_hpc.steering.run_steering",
-                      options={"alpha": alpha, "scale": scale, "positions": positions, "tau": tau,
-                               "probe_layer": layer, "direction": direction.method, "pooling": pooling,
-                               "max_new_tokens": max_new_tokens, "batch_size": batch_size, "decoding": "greedy",
-                               "chat_template": chat_template,
-                               "backend": resolved, "model": loaded.name, "dtype": loaded.dtype},
+    prov = Provenance(method="cape_hpc.steering.run_steering", options=opts.to_dict(),
                       inputs={"calibration": direction.calibration_sha256, "prompts": prompts.sha256})
     return SteeringResult(
-        model=loaded.name, source=loaded.source, revision=loaded.revision, dtype=loaded.dtype, backend=resolved,
-        probe_layer=layer, method=direction.method, alpha=float(alpha), scale=scale, positions=positions,
-        tau=tau, max_new_tokens=max_new_tokens, batch_size=batch_size, direction=direction.vector,
+        model=loaded.name, source=str(loaded.source), revision=str(loaded.revision), dtype=loaded.dtype,
+        backend=resolved, probe_layer=layer, method=direction.method, alpha=float(opts.alpha), scale=opts.scale,
+        positions=opts.positions, tau=opts.tau, pooling=opts.pooling, max_new_tokens=max_new_tokens,
+        batch_size=batch_size, chat_template=chat, direction=np.asarray(direction.vector, dtype=np.float64),
         calibration_sha256=direction.calibration_sha256, prompt_set_sha256=prompts.sha256,
-        n_prompts=len(per_prompt), n_changed=n_changed, rate=n_changed / len(per_prompt), rate_ci_low=lo,
-        rate_ci_high=hi, ci_level=0.95, n_injected=n_injected, per_prompt=per_prompt, complete=True,
-        provenance=prov)
+        n_prompts=len(per_prompt), n_changed=n_changed, rate=n_changed / len(per_prompt),
+        rate_ci=wilson_interval(n_changed, len(per_prompt), 0.95), n_injected=n_injected, per_prompt=per_prompt,
+        provenance=prov, complete=True)

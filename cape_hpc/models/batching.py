@@ -1,0 +1,65 @@
+"""Tokenising and left-padded batching shared by extraction and steering (docs/METHODS.md §3, §4)."""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence
+
+import torch
+
+from cape_hpc.errors import DataError
+
+__all__ = ["StopForward", "tokenize", "left_pad", "forward_kwargs", "pad_id"]
+
+
+class StopForward(Exception):
+    """Raised from a forward hook once the last module a computation needs has run."""
+
+
+def tokenize(loaded, texts: Sequence[str], *, what: str = "prompt",
+             add_special_tokens: bool = True) -> tuple[list[list[int]], list[int]]:
+    """Token ids of each text (special tokens as the tokenizer adds them), truncated from the left to
+    the model's context with a warning.  Returns (ids, indices of truncated texts)."""
+    tok = loaded.tokenizer
+    ctx = loaded.adapter.context_length
+    ids = [list(tok(t, add_special_tokens=add_special_tokens)["input_ids"]) for t in texts]
+    truncated = []
+    for i, row in enumerate(ids):
+        if not row:
+            raise DataError(f"{what} {i}: tokenises to nothing")
+        if ctx and len(row) > ctx:
+            truncated.append(i)
+            ids[i] = row[-ctx:]
+    if truncated:
+        warnings.warn(f"{len(truncated)} {what}(s) longer than the model's context of {ctx} tokens were "
+                      f"truncated to their last {ctx} tokens (first: #{truncated[0]})", stacklevel=3)
+    return ids, truncated
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, position_ids) of a left-padded batch."""
+    S = max(len(r) for r in rows)
+    ids = torch.full((len(rows), S), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(rows), S), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, S - len(r):] = torch.as_tensor(r, dtype=torch.long)
+            mask[i, S - len(r):] = 1
+    pos = (mask.cumsum(-1) - 1).clamp_min(0)
+    return ids, mask, pos
+
+
+def forward_kwargs(loaded, ids, mask, pos) -> dict[str, Any]:
+    """Keyword arguments of one forward pass on the model's device (position ids when it takes them)."""
+    device = next(loaded.model.parameters()).device
+    kw: dict[str, Any] = dict(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+    if loaded.adapter.accepts_position_ids:
+        kw["position_ids"] = pos.to(device)
+    return kw
+
+
+def pad_id(loaded) -> int:
+    tok = loaded.tokenizer
+    for v in (tok.pad_token_id, tok.eos_token_id, 0):
+        if v is not None:
+            return int(v)
+    return 0
