@@ -5,7 +5,7 @@
 #
 # 1. installs slurm-wlm and munge (apt-get) if missing;
 # 2. starts munged (as the munge user) and slurmctld/slurmd with every file under one temporary
-#    state directory (recipe: ../shared/NOTES.md, "Slurm on one machine");
+#    state directory (the recipe is written out in slurm/README.md, "A one-node Slurm for tests");
 # 3. submits slurm/sweep_array.sbatch (one model per task, throttled %2) into results dir A and
 #    slurm/sweep.sbatch (srun --mpi=pmi2, 2 ranks) into results dir B, then resubmits the array job
 #    into B after the MPI job (mixing templates: every model must be skipped);
