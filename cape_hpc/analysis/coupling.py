@@ -1,16 +1,17 @@
-"""Local coupling gamma between consecutive sizes of one family (SPEC 2.1).
+"""Local coupling gamma between consecutive sizes of one family (docs/METHODS.md §2.1).
 
 Within a family, models sorted by N (ties by name): for each model i after the first,
 gamma_i = (B2_i - B2_{i-1}) / (B1_i - B1_{i-1}), attached to the larger model i, with the midpoint
-x_i = (log10 N_{i-1} + log10 N_i) / 2.  Never across families.
+x_i = (log10 N_{i-1} + log10 N_i) / 2.  Never across families.  The rule itself is
+``cape_kernels.gamma_rule``, the one the N_c estimators apply to every resample.
 
 Undefined (NaN, with ``reason``):
 - ``equal N``: the two models have the same parameter count;
-- ``|dB1| < min_delta``: the B1 step is below ``min_delta`` (default 0.5 points in percent,
-  0.005 in fractions -- the threshold is in the units chosen by ``units``).
+- ``|dB1| < min_delta``: the B1 step is below ``min_delta`` (in the chosen ``units``; default 0.5
+  percentage points, i.e. 0.005 in fractions: ``CouplingOptions.min_delta_resolved``).
 
-Choices where SPEC is silent: a model with a blank score in B1 or B2 is left out of that pair's
-sequence (listed in ``dropped``), so its neighbours become consecutive; gamma itself does not
+Choices where the definition is silent: a model with a blank score in B1 or B2 is left out of that
+pair's sequence (listed in ``dropped``), so its neighbours become consecutive; gamma itself does not
 depend on units (it is a ratio), only the ``min_delta`` test does.  ``x_mid`` and the mean scores
 ``b1_mid``/``b2_mid`` of the two models are kept beside gamma (the isocline uses them).
 """
@@ -22,14 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cape_hpc.analysis._common import (check_finite, check_pair, check_units, complete_rows,
-                                       family_order, provenance, require_table_columns,
-                                       select_families, sort_by_n)
-from cape_hpc.analysis.phases import (DEFAULT_BONUS_ABOVE, DEFAULT_TAX_BELOW, check_thresholds,
-                                      classify_phase)
-from cape_hpc.schema import Provenance
+from cape_kernels import gamma_rule
+from cape_kernels.resample import GAMMA_EQUAL_N, GAMMA_SMALL_STEP
 
-DEFAULT_MIN_DELTA_POINTS = 0.5
+from cape_hpc.analysis._common import (check_pair, complete_rows, family_order, provenance, require_table_columns,
+                                       select_families, sort_by_n)
+from cape_hpc.analysis.options import CouplingOptions
+from cape_hpc.analysis.phases import classify_phase
+from cape_hpc.schema import Provenance, Result
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Interval:
 
 
 @dataclass
-class CouplingResult:
+class CouplingResult(Result):
     b1: str
     b2: str
     units: str
@@ -73,24 +74,22 @@ class CouplingResult:
         return out
 
 
-def default_min_delta(units: str) -> float:
-    return DEFAULT_MIN_DELTA_POINTS * check_units(units)
-
-
 def family_intervals(family: str, names, n, b1, b2, min_delta: float, tax_below: float,
                      bonus_above: float) -> list[Interval]:
-    """Intervals of one family whose arrays are already sorted by N."""
+    """Intervals of one family whose arrays are already sorted by N (gammas by ``gamma_rule``)."""
+    n = np.asarray(n, dtype=np.float64)
+    b1 = np.asarray(b1, dtype=np.float64)
+    b2 = np.asarray(b2, dtype=np.float64)
+    gammas, codes = gamma_rule(np.zeros(len(n), dtype=np.int64), n, b1, b2, min_delta)
     out = []
     for i in range(1, len(names)):
         d1 = float(b1[i] - b1[i - 1])
         d2 = float(b2[i] - b2[i - 1])
         x_mid = 0.5 * (math.log10(n[i - 1]) + math.log10(n[i]))
-        if n[i] == n[i - 1]:
-            gamma, reason = math.nan, "equal N"
-        elif abs(d1) < min_delta:
-            gamma, reason = math.nan, f"|dB1| = {abs(d1):.4g} < min_delta {min_delta:g}"
-        else:
-            gamma, reason = d2 / d1, ""
+        code = codes[i - 1]
+        reason = ("equal N" if code == GAMMA_EQUAL_N else
+                  f"|dB1| = {abs(d1):.4g} < min_delta {min_delta:g}" if code == GAMMA_SMALL_STEP else "")
+        gamma = float(gammas[i - 1])
         phase = classify_phase(gamma, tax_below, bonus_above) or ""
         out.append(Interval(family, str(names[i]), str(names[i - 1]), float(n[i]), float(n[i - 1]),
                             x_mid, d1, d2, gamma, phase, reason,
@@ -98,16 +97,15 @@ def family_intervals(family: str, names, n, b1, b2, min_delta: float, tax_below:
     return out
 
 
-def local_coupling(df: pd.DataFrame, b1: str = "HS", b2: str = "TQA", min_delta: float | None = None,
-                   *, units: str = "percent", tax_below: float = DEFAULT_TAX_BELOW,
-                   bonus_above: float = DEFAULT_BONUS_ABOVE, families=None) -> CouplingResult:
-    """Per-family local coupling for the score pair (b1, b2); see the module doc."""
+def local_coupling(df: pd.DataFrame, opts: CouplingOptions | None = None) -> CouplingResult:
+    """Per-family local coupling for the score pair ``opts.pair``; see the module doc."""
+    opts = CouplingOptions() if opts is None else opts
+    b1, b2 = opts.b1, opts.b2
     require_table_columns(df, ("model", "family", "params"), "scores")
     check_pair(df, b1, b2)
-    scale = check_units(units)
-    min_delta = default_min_delta(units) if min_delta is None else check_finite("min_delta", min_delta, nonneg=True)
-    tax_below, bonus_above = check_thresholds(tax_below, bonus_above)
-    sub = select_families(df, families)
+    scale = opts.scale
+    min_delta = opts.min_delta_resolved
+    sub = select_families(df, opts.families)
     sub, dropped = complete_rows(sub, (b1, b2))
     intervals: list[Interval] = []
     sequences: dict[str, list[str]] = {}
@@ -117,9 +115,7 @@ def local_coupling(df: pd.DataFrame, b1: str = "HS", b2: str = "TQA", min_delta:
         sequences[str(fam)] = list(names)
         intervals += family_intervals(str(fam), names, g["params"].to_numpy(float),
                                       g[b1].to_numpy(float) * scale, g[b2].to_numpy(float) * scale,
-                                      min_delta, tax_below, bonus_above)
+                                      min_delta, opts.tax_below, opts.bonus_above)
     params = dict(zip(sub["model"].astype(str), sub["params"].astype(float)))
-    opts = {"b1": b1, "b2": b2, "min_delta": min_delta, "units": units, "tax_below": tax_below,
-            "bonus_above": bonus_above, "families": None if families is None else list(np.atleast_1d(families))}
-    return CouplingResult(b1, b2, units, min_delta, tax_below, bonus_above, intervals, sequences, params,
-                          dropped, provenance("local_coupling", opts, {"scores": df}))
+    return CouplingResult(b1, b2, opts.units, min_delta, opts.tax_below, opts.bonus_above, intervals, sequences,
+                          params, dropped, provenance("local_coupling", opts, {"scores": df}))

@@ -16,24 +16,18 @@ Statistics are either
 * a Python callable ``f(idx: int64[n]) -> float`` (NaN = invalid fit; ``numpy.linalg.LinAlgError``
   is also counted as invalid), evaluated one resample at a time (for BCa's jackknife it is also
   called with the n leave-one-out index arrays of length n - 1), or
-* a :class:`BatchStatistic` evaluating a whole chunk ``idx[R, n]`` at once (numba kernels):
-  :class:`ParticipationRatioStatistic` (d_eff) and :class:`QuadraticNcStatistic` (log10 N_c);
-  these two use the fused kernels (``cape_kernels.*_boot``) that draw the indices while they
-  accumulate, bit-identical to evaluating ``batch`` on ``resample_indices``.
+* a :class:`BatchStatistic` evaluating a whole chunk ``idx[R, n]`` at once (numba kernels of
+  ``cape_kernels.resample``): :class:`ParticipationRatioStatistic` (d_eff), :class:`QuadraticNcStatistic`
+  and :class:`GammaNcStatistic` (log10 N_c); these use the fused kernels (``cape_kernels.*_boot``)
+  that draw the indices while they accumulate, bit-identical to evaluating ``batch`` on
+  ``resample_indices``.  ``cape nc`` and ``cape deff`` run exactly these (docs/METHODS.md §2.4, §2.5).
 
-Intervals
----------
-``percentile``: the (1-level)/2 and (1+level)/2 quantiles (linear interpolation, as numpy/scipy) of
-the valid resample values.
-
-``bca`` (Efron & Tibshirani 1993, 14.3): z0 = Phi^-1(fraction of valid values below the estimate,
-ties counted one half, as scipy), acceleration a from the jackknife (leave one unit out, n values;
-invalid jackknife values are dropped), interval = the quantiles at
-Phi(z0 + (z0 + z)/(1 - a (z0 + z))) for z = Phi^-1((1 -+ level)/2).  For a stratified bootstrap the
-same leave-one-model-out jackknife over all n units is used (the acceleration is a skewness
-correction of the estimator, estimated here ignoring the strata; this is the usual practical choice
-and is what the result's ``acceleration`` reports).  When every valid value lies on one side of the
-estimate z0 is infinite and the BCa interval is NaN (``note`` says so).
+Intervals (``cape_hpc.stats.intervals``, docs/METHODS.md §2.4): percentile, or BCa with the
+leave-one-unit-out jackknife over all n units also for a stratified bootstrap (the acceleration is a
+skewness correction of the estimator, estimated here ignoring the strata; the usual practical choice,
+reported as ``acceleration``).  When every valid value lies on one side of the estimate z0 is
+infinite and the BCa interval is NaN (``note`` says so).  :func:`summarize` turns a result into the
+:class:`cape_hpc.schema.BootstrapSummary` every analysis keeps, flagging degenerate intervals.
 """
 from __future__ import annotations
 
@@ -42,10 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-from scipy.special import ndtr, ndtri
 
 from cape_hpc.errors import OptionError
-from cape_hpc.schema import Provenance
+from cape_hpc.schema import BootstrapSummary, ConfidenceInterval, Provenance, Result
+from cape_hpc.stats.intervals import bca_interval, bca_parameters, percentile_interval
 
 __all__ = [
     "bootstrap",
@@ -53,8 +47,9 @@ __all__ = [
     "BatchStatistic",
     "ParticipationRatioStatistic",
     "QuadraticNcStatistic",
-    "percentile_interval",
-    "bca_interval",
+    "GammaNcStatistic",
+    "summarize",
+    "min_valid",
     "DEFAULT_CHUNK",
 ]
 
@@ -171,6 +166,55 @@ class QuadraticNcStatistic(BatchStatistic):
         return {"statistic": "quadratic_log10_nc", "window": [self.lo, self.hi], "n": self.n}
 
 
+class GammaNcStatistic(BatchStatistic):
+    """log10 N_c of the ``sign-change`` or ``gamma-fit`` estimator (docs/METHODS.md §2.4) on models
+    sorted by (family, N): ``fam`` int codes, ``logn`` = log10 N, ``b1``/``b2`` scores (in the fit's
+    units).  Fused kernels ``cape_kernels.gamma_nc_boot`` / ``gamma_nc_batch``; ``lo``/``hi``
+    bound a gamma-fit's zero crossing (pass -inf/inf for none); ``attach`` places a sign change."""
+
+    def __init__(self, estimator: str, fam, logn, b1, b2, min_delta: float, lo: float = -math.inf,
+                 hi: float = math.inf, attach: str = "larger"):
+        from cape_kernels.resample import ATTACH_CODES, GAMMA_NC_ESTIMATORS
+
+        if estimator not in GAMMA_NC_ESTIMATORS:
+            raise OptionError(f"option 'estimator': {estimator!r} is not one of {', '.join(GAMMA_NC_ESTIMATORS)}")
+        if attach not in ATTACH_CODES:
+            raise OptionError(f"option 'attach': {attach!r} is not one of {', '.join(ATTACH_CODES)}")
+        self.estimator = estimator
+        self.fam = np.ascontiguousarray(fam, dtype=np.int64).reshape(-1)
+        self.logn = np.ascontiguousarray(logn, dtype=np.float64).reshape(-1)
+        self.b1 = np.ascontiguousarray(b1, dtype=np.float64).reshape(-1)
+        self.b2 = np.ascontiguousarray(b2, dtype=np.float64).reshape(-1)
+        if not self.fam.shape == self.logn.shape == self.b1.shape == self.b2.shape:
+            raise OptionError("GammaNcStatistic: fam, logn, b1 and b2 must have one length")
+        self.min_delta = float(min_delta)
+        self.lo, self.hi = float(lo), float(hi)
+        self.attach = attach
+        self.n = self.logn.size
+        self.name = f"nc_{estimator}"
+        self.fused = True
+
+    def batch(self, idx):
+        from cape_kernels import gamma_nc_batch
+
+        return gamma_nc_batch(self.estimator, self.fam, self.logn, self.b1, self.b2, idx, self.min_delta,
+                              self.lo, self.hi, self.attach)
+
+    def stream(self, strata, count, seed, start):
+        from cape_kernels import gamma_nc_boot
+
+        return gamma_nc_boot(self.estimator, self.fam, self.logn, self.b1, self.b2, strata, count, seed,
+                             self.min_delta, self.lo, self.hi, self.attach, start=start)
+
+    def options(self):
+        out = {"statistic": f"{self.estimator}_log10_nc", "min_delta": self.min_delta, "n": self.n}
+        if self.estimator == "gamma-fit":
+            out["window"] = [self.lo, self.hi]
+        else:
+            out["attach"] = self.attach
+        return out
+
+
 class _CallableStatistic(BatchStatistic):
     """Wraps f(idx[n]) -> float; evaluated one resample at a time."""
 
@@ -201,17 +245,19 @@ class _CallableStatistic(BatchStatistic):
 # result
 # ----------------------------------------------------------------------------------------------
 @dataclass
-class BootstrapResult:
-    """Bootstrap of one statistic.
+class BootstrapResult(Result):
+    """Bootstrap of one statistic (the full resample distribution; analyses keep a
+    :class:`cape_hpc.schema.BootstrapSummary` of it, made by :func:`summarize`).
 
     estimate: the statistic on the original sample; median: median of the valid resample values;
-    ci: {level: (lo, hi)}; n_valid of n_resamples resamples gave a valid (finite) value;
-    samples: float64[n_resamples], NaN where invalid (resample order, resample r = stream r).
+    intervals: one ConfidenceInterval per level (in ``levels`` order); n_valid of n_resamples
+    resamples gave a valid (finite) value; samples: float64[n_resamples], NaN where invalid
+    (resample order, resample r = stream r).
     """
 
     estimate: float
     median: float
-    ci: dict[float, tuple[float, float]]
+    intervals: list[ConfidenceInterval]
     n_valid: int
     n_resamples: int
     seed: int
@@ -231,45 +277,45 @@ class BootstrapResult:
     def valid_fraction(self) -> float:
         return self.n_valid / self.n_resamples if self.n_resamples else math.nan
 
-
-# ----------------------------------------------------------------------------------------------
-# intervals
-# ----------------------------------------------------------------------------------------------
-def percentile_interval(valid: np.ndarray, level: float) -> tuple[float, float]:
-    """Percentile interval of the valid (finite) resample values."""
-    if valid.size == 0:
-        return (math.nan, math.nan)
-    a = (1.0 - level) / 2.0
-    lo, hi = np.quantile(valid, [a, 1.0 - a])
-    return (float(lo), float(hi))
+    def interval(self, level: float = 0.95) -> ConfidenceInterval:
+        for ci in self.intervals:
+            if abs(ci.level - level) < 1e-12:
+                return ci
+        return ConfidenceInterval.undefined(level)
 
 
-def _acceleration(jack: np.ndarray) -> float:
-    jack = jack[np.isfinite(jack)]
-    if jack.size < 3:
-        return math.nan
-    d = jack.mean() - jack
-    den = np.sum(d * d)
-    if den <= 0:
-        return 0.0
-    return float(np.sum(d ** 3) / (6.0 * den ** 1.5))
+# the fewest valid resamples whose interval can carry a claim: max(MIN_VALID, MIN_VALID_FRACTION * R)
+MIN_VALID = 100
+MIN_VALID_FRACTION = 0.01
 
 
-def bca_interval(valid: np.ndarray, estimate: float, jack: np.ndarray, level: float):
-    """BCa interval -> ((lo, hi), z0, a).  NaN interval when z0 or a cannot be estimated."""
-    if valid.size == 0 or not math.isfinite(estimate):
-        return (math.nan, math.nan), math.nan, math.nan
-    frac = (np.count_nonzero(valid < estimate) + np.count_nonzero(valid <= estimate)) / (2.0 * valid.size)
-    z0 = float(ndtri(frac))
-    a = _acceleration(jack)
-    if not (math.isfinite(z0) and math.isfinite(a)):
-        return (math.nan, math.nan), z0, a
-    qs = []
-    for z in (float(ndtri((1.0 - level) / 2.0)), float(ndtri((1.0 + level) / 2.0))):
-        num = z0 + z
-        qs.append(float(ndtr(z0 + num / (1.0 - a * num))))
-    lo, hi = np.quantile(valid, qs)
-    return (float(lo), float(hi)), z0, a
+def min_valid(n_resamples: int) -> int:
+    """The stated minimum of valid resamples below which a bootstrap is degenerate:
+    max(MIN_VALID, ceil(MIN_VALID_FRACTION * n_resamples)) -- 100 of 10,000, 1,000 of 100,000."""
+    return max(MIN_VALID, math.ceil(MIN_VALID_FRACTION * int(n_resamples)))
+
+
+def summarize(res: BootstrapResult) -> BootstrapSummary:
+    """What an analysis keeps of a bootstrap (the only maker of BootstrapSummary).
+
+    ``degenerate`` is True, with ``note`` saying why, when no interval is defined, when fewer than
+    ``min_valid(n_resamples)`` resamples are valid, or when an interval has zero width (every valid
+    value equal); the engine's own note (e.g. why BCa is undefined) comes first.
+    """
+    reasons = []
+    defined = [ci for ci in res.intervals if ci.defined]
+    if not defined:
+        reasons.append("no interval defined")
+    need = min_valid(res.n_resamples)
+    if res.n_valid < need:
+        reasons.append(f"{res.n_valid} valid resamples < minimum {need}")
+    if any(ci.high == ci.low for ci in defined):
+        reasons.append("zero-width interval")
+    note = "; ".join([r for r in (res.note, *reasons) if r])
+    return BootstrapSummary(estimate=float(res.estimate), median=float(res.median),
+                            intervals=list(res.intervals), n_valid=int(res.n_valid),
+                            n_resamples=int(res.n_resamples), seed=int(res.seed), stratified=bool(res.stratified),
+                            method=str(res.method), degenerate=bool(reasons), note=note)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,18 +400,16 @@ def bootstrap(statistic, n: int | None = None, *, strata=None, n_resamples: int 
     estimate = float(stat.full())
     estimate = estimate if math.isfinite(estimate) else math.nan
 
-    ci: dict[float, tuple[float, float]] = {}
     z0 = a = math.nan
     note = ""
     if valid.size == 0:
         note = "no valid resample"
     if method == "percentile":
-        for lv in levels:
-            ci[lv] = percentile_interval(valid, lv)
+        intervals = [percentile_interval(valid, lv) for lv in levels]
     else:
         jack = np.asarray(stat.jackknife(), dtype=np.float64)
-        for lv in levels:
-            ci[lv], z0, a = bca_interval(valid, estimate, jack, lv)
+        z0, a = bca_parameters(valid, estimate, jack)
+        intervals = [bca_interval(valid, estimate, jack, lv) for lv in levels]
         if valid.size and not math.isfinite(z0):
             note = "BCa undefined: every valid resample lies on one side of the estimate"
         elif valid.size and not math.isfinite(a):
@@ -378,7 +422,7 @@ def bootstrap(statistic, n: int | None = None, *, strata=None, n_resamples: int 
     return BootstrapResult(
         estimate=estimate,
         median=float(np.median(valid)) if valid.size else math.nan,
-        ci=ci,
+        intervals=intervals,
         n_valid=int(valid.size),
         n_resamples=R,
         seed=seed,

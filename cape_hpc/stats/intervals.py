@@ -1,18 +1,34 @@
-"""Confidence intervals: each rule exists once, here (METHODS.md §2.4, §4).
+"""Confidence intervals: each rule exists once, here (docs/METHODS.md §2.4, §4).
 
 ``wilson_interval`` (a binomial proportion), and the bootstrap's percentile and BCa rules.
 All return :class:`cape_hpc.schema.ConfidenceInterval`.
+
+``percentile``: the (1 - level)/2 and (1 + level)/2 quantiles (linear interpolation, as numpy and
+scipy) of the valid resample values.
+
+``bca`` (Efron & Tibshirani 1993, 14.3): z0 = Phi^-1(fraction of valid values below the estimate,
+ties counted one half, as scipy), acceleration a from the jackknife (leave one unit out; invalid
+jackknife values are dropped), interval = the quantiles at Phi(z0 + (z0 + z)/(1 - a (z0 + z))) for
+z = Phi^-1((1 -+ level)/2).  Undefined (NaN bounds) when z0 or a cannot be estimated.
 """
 from __future__ import annotations
 
 import math
 
-from scipy.special import ndtri
+import numpy as np
+from scipy.special import ndtr, ndtri
 
 from cape_hpc.errors import OptionError
 from cape_hpc.schema import ConfidenceInterval
 
-__all__ = ["wilson_interval"]
+__all__ = ["wilson_interval", "percentile_interval", "bca_interval", "bca_parameters"]
+
+
+def _check_level(level: float) -> float:
+    level = float(level)
+    if not 0.0 < level < 1.0:
+        raise OptionError(f"option 'level': must lie in (0, 1), got {level!r}")
+    return level
 
 
 def wilson_interval(k: int, n: int, level: float = 0.95) -> ConfidenceInterval:
@@ -21,8 +37,7 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> ConfidenceInterval:
     centre = (p + z^2 / 2n) / (1 + z^2 / n), half-width = z sqrt(p (1 - p) / n + z^2 / 4n^2) / (1 + z^2 / n),
     with z = Phi^-1((1 + level) / 2).
     """
-    if not 0.0 < level < 1.0:
-        raise OptionError(f"option 'level': must lie in (0, 1), got {level!r}")
+    level = _check_level(level)
     k, n = int(k), int(n)
     if n < 0 or not 0 <= k <= max(n, 0):
         raise OptionError(f"wilson_interval: need 0 <= k <= n, got k={k}, n={n}")
@@ -33,4 +48,50 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> ConfidenceInterval:
     den = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / den
-    return ConfidenceInterval(max(0.0, centre - half), min(1.0, centre + half), float(level))
+    return ConfidenceInterval(max(0.0, centre - half), min(1.0, centre + half), level)
+
+
+def percentile_interval(valid: np.ndarray, level: float) -> ConfidenceInterval:
+    """Percentile interval of the valid (finite) resample values (NaN bounds when there are none)."""
+    level = _check_level(level)
+    valid = np.asarray(valid, dtype=np.float64)
+    if valid.size == 0:
+        return ConfidenceInterval.undefined(level)
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(valid, [a, 1.0 - a])
+    return ConfidenceInterval(float(lo), float(hi), level)
+
+
+def _acceleration(jack: np.ndarray) -> float:
+    jack = jack[np.isfinite(jack)]
+    if jack.size < 3:
+        return math.nan
+    d = jack.mean() - jack
+    den = np.sum(d * d)
+    if den <= 0:
+        return 0.0
+    return float(np.sum(d ** 3) / (6.0 * den ** 1.5))
+
+
+def bca_parameters(valid: np.ndarray, estimate: float, jack: np.ndarray) -> tuple[float, float]:
+    """(z0, a): BCa bias correction and acceleration (NaN when they cannot be estimated)."""
+    valid = np.asarray(valid, dtype=np.float64)
+    if valid.size == 0 or not math.isfinite(estimate):
+        return math.nan, math.nan
+    frac = (np.count_nonzero(valid < estimate) + np.count_nonzero(valid <= estimate)) / (2.0 * valid.size)
+    return float(ndtri(frac)), _acceleration(np.asarray(jack, dtype=np.float64))
+
+
+def bca_interval(valid: np.ndarray, estimate: float, jack: np.ndarray, level: float) -> ConfidenceInterval:
+    """BCa interval of the valid resample values (NaN bounds when z0 or a is undefined)."""
+    level = _check_level(level)
+    valid = np.asarray(valid, dtype=np.float64)
+    z0, a = bca_parameters(valid, estimate, jack)
+    if not (math.isfinite(z0) and math.isfinite(a)):
+        return ConfidenceInterval.undefined(level)
+    qs = []
+    for z in (float(ndtri((1.0 - level) / 2.0)), float(ndtri((1.0 + level) / 2.0))):
+        num = z0 + z
+        qs.append(float(ndtr(z0 + num / (1.0 - a * num))))
+    lo, hi = np.quantile(valid, qs)
+    return ConfidenceInterval(float(lo), float(hi), level)
