@@ -1,10 +1,10 @@
-"""Helpers shared by the analysis modules: option checks, units, provenance, family ordering.
+"""Helpers shared by the analysis modules: table checks, provenance, family ordering, the OLS line.
 
-Conventions used by every analysis module (choices where SPEC is silent):
+Conventions used by every analysis module (docs/METHODS.md §1):
 
 - ``x = log10(N)`` with N the parameter count.
-- Scores in the tables are percent.  ``units="fraction"`` divides them by 100 before an analysis
-  whose threshold or fit depends on the scale; thresholds given in the same units as the scores.
+- Scores in the tables are percent; ``units`` (``cape_hpc.analysis.options.UnitsOptions``) scales
+  them, and thresholds are given in the same units.
 - A model whose score is blank (not reported) in a column an analysis needs is left out of that
   analysis; the result lists such models in ``dropped``.
 - Within a family, models are ordered by N, ties broken by model name (the interval between two
@@ -14,83 +14,43 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from cape_hpc.analysis.options import PHASES
 from cape_hpc.errors import DataError, OptionError
+from cape_hpc.options import Options
 from cape_hpc.schema import Provenance
 
-UNITS = ("percent", "fraction")
-PHASES = ("tax", "transition", "bonus")
+__all__ = ["PHASES", "check_columns", "check_pair", "require_table_columns", "table_sha256", "provenance",
+           "select_families", "family_order", "sort_by_n", "complete_rows", "log10n", "pearson_rows", "ols_line", "r_squared"]
 
 
-def check_choice(option: str, value: Any, choices: Sequence[Any]) -> Any:
-    if value not in choices:
-        raise OptionError(f"option '{option}': {value!r} is not one of {', '.join(map(str, choices))}")
-    return value
+def _table_name(df: pd.DataFrame) -> str:
+    return str(df.attrs.get("path", "<DataFrame>"))
 
 
-def check_positive_int(option: str, value: Any, minimum: int = 1) -> int:
-    try:
-        iv = int(value)
-    except (TypeError, ValueError):
-        raise OptionError(f"option '{option}': {value!r} is not an integer") from None
-    if iv != value or iv < minimum:
-        raise OptionError(f"option '{option}': must be an integer >= {minimum}, got {value!r}")
-    return iv
-
-
-def check_finite(option: str, value: Any, *, nonneg: bool = False, positive: bool = False) -> float:
-    try:
-        fv = float(value)
-    except (TypeError, ValueError):
-        raise OptionError(f"option '{option}': {value!r} is not a number") from None
-    if not math.isfinite(fv):
-        raise OptionError(f"option '{option}': must be finite, got {value!r}")
-    if nonneg and fv < 0:
-        raise OptionError(f"option '{option}': must be >= 0, got {value!r}")
-    if positive and fv <= 0:
-        raise OptionError(f"option '{option}': must be > 0, got {value!r}")
-    return fv
-
-
-def check_levels(levels: Iterable[float]) -> tuple[float, ...]:
-    out = tuple(float(v) for v in levels)
-    if not out or any(not 0 < v < 1 for v in out):
-        raise OptionError(f"option 'levels': confidence levels must lie in (0, 1), got {list(levels)!r}")
-    return out
-
-
-def check_columns(df: pd.DataFrame, columns: Sequence[str], option: str = "pair") -> None:
-    """Raise OptionError naming the option when a requested column is not in the table."""
+def check_columns(df: pd.DataFrame, columns: Sequence[str], option: str = "--pair") -> None:
+    """Raise OptionError naming the option when a requested column is not a numeric column of the table."""
     for c in columns:
         if c not in df.columns:
             raise OptionError(f"option '{option}': unknown column {c!r} "
-                              f"(table {df.attrs.get('path', '<DataFrame>')} has: {', '.join(map(str, df.columns))})")
-
-
-def check_pair(df: pd.DataFrame, b1: str, b2: str, option: str = "pair") -> None:
-    check_columns(df, (b1, b2), option)
-    if b1 == b2:
-        raise OptionError(f"option '{option}': the two columns must differ, got {b1!r} twice")
-    for c in (b1, b2):
+                              f"(table {_table_name(df)} has: {', '.join(map(str, df.columns))})")
         if not pd.api.types.is_numeric_dtype(df[c]):
-            raise OptionError(f"option '{option}': column {c!r} is not numeric")
+            raise OptionError(f"option '{option}': column {c!r} of {_table_name(df)} is not numeric")
 
 
-def check_units(units: str) -> float:
-    """The factor that converts the tables' percent into the requested units."""
-    check_choice("units", units, UNITS)
-    return 1.0 if units == "percent" else 0.01
+def check_pair(df: pd.DataFrame, b1: str, b2: str, option: str = "--pair") -> None:
+    """Both columns of a pair are numeric columns of the table (that they differ, the options check)."""
+    check_columns(df, (b1, b2), option)
 
 
 def require_table_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise DataError(f"{df.attrs.get('path', '<DataFrame>')}: {what} table lacks column(s) "
-                        f"{', '.join(map(repr, missing))}")
+        raise DataError(f"{_table_name(df)}: {what} table lacks column(s) {', '.join(map(repr, missing))}")
 
 
 def table_sha256(df: pd.DataFrame) -> str:
@@ -101,14 +61,16 @@ def table_sha256(df: pd.DataFrame) -> str:
     return hashlib.sha256(df.to_csv(index=False).encode()).hexdigest()
 
 
-def provenance(method: str, options: dict[str, Any], inputs: dict[str, pd.DataFrame] | None = None,
+def provenance(method: str, opts: Options, inputs: dict[str, pd.DataFrame] | None = None,
                seed: int | None = None, n_resamples: int | None = None) -> Provenance:
-    return Provenance(method=method, options=dict(options), seed=seed, n_resamples=n_resamples,
+    """The provenance of a result: the method's options stored unchanged (``opts.to_dict()``)."""
+    options = opts.to_dict() if isinstance(opts, Options) else dict(opts)  # TRANSITIONAL: dict until nc/deff move
+    return Provenance(method=method, options=options, seed=seed, n_resamples=n_resamples,
                       inputs={k: table_sha256(v) for k, v in (inputs or {}).items()})
 
 
 def select_families(df: pd.DataFrame, families: Sequence[str] | str | None,
-                    option: str = "families") -> pd.DataFrame:
+                    option: str = "--families") -> pd.DataFrame:
     """Rows of the named families (all when None); unknown names raise OptionError."""
     require_table_columns(df, ("family",), "scores")
     if families is None:
@@ -143,6 +105,17 @@ def log10n(df: pd.DataFrame) -> np.ndarray:
     return np.log10(df["params"].to_numpy(dtype=float))
 
 
+def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r along the last axis of x and y (broadcast against each other; NaN when a row is
+    constant): the one row-wise correlation of the permutation controls."""
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    xc = x - x.mean(axis=-1, keepdims=True)
+    yc = y - y.mean(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (xc * yc).sum(-1) / np.sqrt((xc ** 2).sum(-1) * (yc ** 2).sum(-1))
+
+
 def ols_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Least-squares slope and intercept of y = slope * x + intercept (NaN when x is constant)."""
     x = np.asarray(x, float)
@@ -155,3 +128,58 @@ def ols_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return math.nan, math.nan
     slope = float(((x - xm) * (y - ym)).sum() / sxx)
     return slope, float(ym - slope * xm)
+
+
+def r_squared(y: np.ndarray, fitted: np.ndarray) -> float:
+    """1 - SS_res / SS_tot (NaN when y is constant)."""
+    y = np.asarray(y, float)
+    ss_res = float(((y - np.asarray(fitted, float)) ** 2).sum())
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
+
+
+# ----------------------------------------------------------------------------------------------
+# TRANSITIONAL: used by nc.py / deff.py / coupling.py / _boot.py until they take their Options
+# (helper A's modules); deleted once nothing imports them.
+# ----------------------------------------------------------------------------------------------
+UNITS = ("percent", "fraction")
+
+
+def check_choice(option: str, value: Any, choices: Sequence[Any]) -> Any:
+    if value not in choices:
+        raise OptionError(f"option '{option}': {value!r} is not one of {', '.join(map(str, choices))}")
+    return value
+
+
+def check_positive_int(option: str, value: Any, minimum: int = 1) -> int:
+    try:
+        iv = int(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"option '{option}': {value!r} is not an integer") from None
+    if iv != value or iv < minimum:
+        raise OptionError(f"option '{option}': must be an integer >= {minimum}, got {value!r}")
+    return iv
+
+
+def check_finite(option: str, value: Any, *, nonneg: bool = False, positive: bool = False) -> float:
+    try:
+        fv = float(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"option '{option}': {value!r} is not a number") from None
+    if not math.isfinite(fv) or (nonneg and fv < 0) or (positive and fv <= 0):
+        raise OptionError(f"option '{option}': must be finite{' and >= 0' if nonneg else ''}"
+                          f"{' and > 0' if positive else ''}, got {value!r}")
+    return fv
+
+
+def check_levels(levels) -> tuple[float, ...]:
+    out = tuple(float(v) for v in levels)
+    if not out or any(not 0 < v < 1 for v in out):
+        raise OptionError(f"option 'levels': confidence levels must lie in (0, 1), got {list(levels)!r}")
+    return out
+
+
+def check_units(units: str) -> float:
+    from cape_hpc.options import units_factor
+
+    return units_factor(units)

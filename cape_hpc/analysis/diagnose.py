@@ -1,17 +1,19 @@
-"""Diagnose one model (SPEC 2.14): where a model of given N (and optionally family, d_model,
-scores) sits -- its local gamma against its family neighbours, its phase, its isocline side, its h
-against the population line -- and which levers to try.
+"""Diagnose one model (docs/METHODS.md §2.14): where a model of given N (and optionally family,
+d_model, scores) sits -- its local gamma against its family neighbours, its phase, its isocline
+side, its h against the population line -- and which levers to try.
 
 Two layers, so that the HTML report can recompute a diagnosis from a results file alone:
 
-- ``fit_diagnose_model(df, ...) -> DiagnoseModel``: every coefficient the diagnosis needs (pair,
-  min_delta, phase thresholds, population line beta1/beta0, isocline k and rule, d_ref) and the
-  reference panel (model, family, log10 N, B1, B2).  A plain dataclass of scalars and lists: it is
-  stored as-is in HDF5 (``/analysis/diagnose/model``) and rebuilt with ``DiagnoseModel.from_tree``.
-- ``diagnose_point(model, n, ...) -> Diagnosis``: a pure function of the DiagnoseModel and the query.
+- ``fit_diagnose_model(df, opts) -> DiagnoseModel``: every coefficient the diagnosis needs (pair,
+  units, min_delta, phase thresholds, population line beta1/beta0, isocline k and rule, d_ref) and
+  the reference panel (model, family, log10 N, B1, B2).  A result of scalars and lists: it is stored
+  in HDF5 (``/analysis/diagnose_model``) and rebuilt with ``DiagnoseModel.from_tree``.
+- ``diagnose_point(model, params, ...) -> Diagnosis``: a pure function of the DiagnoseModel and the
+  query (the query's scores are in the model's ``units``).
 
-Choices where SPEC is silent:
-- scores are in percent (the tables' units); the isocline comparison converts to fractions;
+Choices where the paper is silent:
+- scores, the population line, h and ``min_delta`` are in the chosen ``units`` (default percent, the
+  tables' units); the isocline comparison converts to fractions;
 - a query whose ``name`` is a panel model takes that model's missing scores/family from the panel
   and is compared with its neighbours without itself;
 - neighbours: the largest panel model of the family with N below the query (``prev``) and the
@@ -26,20 +28,18 @@ Choices where SPEC is silent:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from cape_hpc.analysis._common import check_finite, check_pair, complete_rows, provenance
-from cape_hpc.analysis.coupling import DEFAULT_MIN_DELTA_POINTS
+from cape_hpc.analysis._common import check_pair, complete_rows, provenance
 from cape_hpc.analysis.hfield import h_field
-from cape_hpc.analysis.isocline import RULES, calibrate_k, predicted_sign
-from cape_hpc.analysis.phases import check_thresholds, classify_phase
-from cape_hpc.analysis.width import D_REF
+from cape_hpc.analysis.isocline import calibrate_k, predicted_sign
+from cape_hpc.analysis.options import DiagnoseOptions, HFieldOptions
+from cape_hpc.analysis.phases import classify_phase
 from cape_hpc.errors import OptionError
-from cape_hpc.schema import Provenance
+from cape_hpc.schema import Provenance, Result
 
 LEVERS = {
     "tax": ["negative coupling: scaling one axis may degrade the other",
@@ -52,13 +52,14 @@ LEVERS = {
 
 
 @dataclass
-class DiagnoseModel:
+class DiagnoseModel(Result):
     b1: str
     b2: str
-    min_delta: float          # percentage points
+    units: str                # of the panel scores, the line, min_delta and a query's scores
+    min_delta: float          # in `units`
     tax_below: float
     bonus_above: float
-    beta1: float              # population line B2 = beta1 * B1 + beta0 (percent)
+    beta1: float              # population line B2 = beta1 * B1 + beta0 (in `units`)
     beta0: float
     k: float                  # isocline constant (fractions)
     rule: str
@@ -67,31 +68,22 @@ class DiagnoseModel:
     panel_model: list[str]
     panel_family: list[str]
     panel_log10_n: list[float]
-    panel_b1: list[float]
+    panel_b1: list[float]     # in `units`
     panel_b2: list[float]
     provenance: Provenance
 
-    @classmethod
-    def from_tree(cls, tree: dict[str, Any]) -> "DiagnoseModel":
-        """Rebuild from ``to_tree`` / ``read_tree`` output (e.g. read back from HDF5)."""
-        kw = {}
-        for f in fields(cls):
-            v = tree[f.name]
-            if f.name == "provenance":
-                v = v if isinstance(v, Provenance) else Provenance(**{k: v.get(k) for k in (
-                    "method", "options", "seed", "n_resamples", "inputs", "version") if k in v})
-            elif f.name.startswith("panel_"):
-                v = [x.decode() if isinstance(x, bytes) else x for x in list(np.asarray(v).tolist())]
-            kw[f.name] = v
-        return cls(**kw)
+    def to_fraction(self, v: float) -> float:
+        """A score in the model's units as a fraction (the isocline's units)."""
+        return v / 100.0 if self.units == "percent" else v
 
 
 @dataclass
-class Diagnosis:
+class Diagnosis(Result):
     name: str
     family: str
     params: float
     log10_n: float
+    units: str                # of b1, b2, isocline_b2 and h
     b1: float                 # NaN when not given
     b2: float
     prev_model: str
@@ -102,34 +94,30 @@ class Diagnosis:
     phase: str                # 'tax' | 'transition' | 'bonus' | '' (unknown)
     phase_source: str         # 'own interval' | 'next interval' | 'isocline' | ''
     isocline_side: str        # 'above' | 'below' | ''
-    isocline_b2: float        # B2 on the isocline at this B1 (percent)
+    isocline_b2: float        # B2 on the isocline at this B1 (in `units`)
     predicted_sign: int       # by the isocline rule (0 unknown)
-    h: float                  # B2 - (beta1 B1 + beta0), percent
+    h: float                  # B2 - (beta1 B1 + beta0), in `units`
     width_factor: float       # d_model / d_ref (NaN unknown)
     levers: list[str]
-    notes: list[str] = field(default_factory=list)
-    provenance: Provenance = None
+    notes: list[str]
+    provenance: Provenance
 
 
-def fit_diagnose_model(df: pd.DataFrame, b1: str = "HS", b2: str = "TQA", *, min_delta: float | None = None,
-                       tax_below: float = -0.1, bonus_above: float = 0.1, calibration="OLMo",
-                       rule: str = "above-positive", d_ref: float = D_REF) -> DiagnoseModel:
-    """Coefficients and reference panel for ``diagnose_point`` (percent scores)."""
+def fit_diagnose_model(df: pd.DataFrame, opts: DiagnoseOptions | None = None) -> DiagnoseModel:
+    """Coefficients and reference panel for ``diagnose_point`` (in ``opts.units``)."""
+    opts = opts or DiagnoseOptions()
+    b1, b2 = opts.b1, opts.b2
     check_pair(df, b1, b2)
-    if rule not in RULES:
-        raise OptionError(f"option 'rule': {rule!r} is not one of {', '.join(RULES)}")
-    md = DEFAULT_MIN_DELTA_POINTS if min_delta is None else check_finite("min_delta", min_delta, nonneg=True)
-    tax_below, bonus_above = check_thresholds(tax_below, bonus_above)
-    d_ref = check_finite("d_ref", d_ref, positive=True)
-    hf = h_field(df, b1, b2, group_by="family")
-    k, _, _, desc = calibrate_k(df, b1, b2, calibration)
+    hf = h_field(df, HFieldOptions(pair=opts.pair, group_by="family", units=opts.units))
+    k, _, _, desc = calibrate_k(df, b1, b2, opts.calibration_value)
     panel, _ = complete_rows(df, (b1, b2))
-    opts = {"b1": b1, "b2": b2, "min_delta": md, "tax_below": tax_below, "bonus_above": bonus_above,
-            "calibration": desc, "rule": rule, "d_ref": d_ref, "units": "percent"}
-    return DiagnoseModel(b1, b2, md, tax_below, bonus_above, hf.beta1, hf.beta0, k, rule, desc, d_ref,
+    scale = opts.scale
+    return DiagnoseModel(b1, b2, opts.units, opts.min_delta_resolved, opts.tax_below, opts.bonus_above, hf.beta1,
+                         hf.beta0, k, opts.rule, desc, opts.d_ref,
                          panel["model"].astype(str).tolist(), panel["family"].astype(str).tolist(),
-                         np.log10(panel["params"].to_numpy(float)).tolist(), panel[b1].astype(float).tolist(),
-                         panel[b2].astype(float).tolist(), provenance("diagnose_model", opts, {"scores": df}))
+                         np.log10(panel["params"].to_numpy(float)).tolist(),
+                         (panel[b1].to_numpy(float) * scale).tolist(), (panel[b2].to_numpy(float) * scale).tolist(),
+                         provenance("diagnose_model", opts, {"scores": df}))
 
 
 def _gamma(lo_b1, lo_b2, hi_b1, hi_b2, lo_x, hi_x, min_delta) -> tuple[float, str]:
@@ -144,8 +132,15 @@ def _gamma(lo_b1, lo_b2, hi_b1, hi_b2, lo_x, hi_x, min_delta) -> tuple[float, st
 def diagnose_point(model: DiagnoseModel, params: float, *, family: str | None = None,
                    scores: dict[str, float] | None = None, d_model: float | None = None,
                    name: str = "") -> Diagnosis:
-    """Diagnosis of one model (pure: uses only ``model`` and the arguments)."""
-    params = check_finite("params", params, positive=True)
+    """Diagnosis of one model (pure: uses only ``model`` and the arguments; scores in ``model.units``)."""
+    try:
+        params = float(params)
+    except (TypeError, ValueError):
+        raise OptionError(f"option '--params': {params!r} is not a number") from None
+    if not math.isfinite(params):
+        raise OptionError(f"option '--params': must be finite, got {params!r}")
+    if params <= 0:
+        raise OptionError(f"option '--params': must be > 0, got {params!r}")
     scores = dict(scores or {})
     notes: list[str] = []
     names = list(model.panel_model)
@@ -189,8 +184,9 @@ def diagnose_point(model: DiagnoseModel, params: float, *, family: str | None = 
         notes.append(f"{model.b1} and {model.b2} are needed for gamma, isocline side and h")
     side, ps, iso_b2, h = "", 0, math.nan, math.nan
     if have:
-        side, ps = predicted_sign(v1 / 100.0, v2 / 100.0, model.k, model.rule)
-        iso_b2 = 100.0 * math.sqrt(model.k * v1 / 100.0)
+        f1 = model.to_fraction(v1)
+        side, ps = predicted_sign(f1, model.to_fraction(v2), model.k, model.rule)
+        iso_b2 = (100.0 if model.units == "percent" else 1.0) * math.sqrt(model.k * f1)
         h = v2 - (model.beta1 * v1 + model.beta0)
     phase, source = "", ""
     if math.isfinite(g_prev):
@@ -204,19 +200,15 @@ def diagnose_point(model: DiagnoseModel, params: float, *, family: str | None = 
     wf = float(d_model) / model.d_ref if d_model is not None and math.isfinite(float(d_model)) else math.nan
     if math.isfinite(wf):
         notes.append(f"width factor d_model / d_ref = {wf:.3g}")
-    opts = {"name": name, "params": params, "family": family or "", "scores": scores,
-            "d_model": d_model}
-    return Diagnosis(name, family or "", params, x, v1, v2, prev_m, g_prev, next_m, g_next, g_reason, phase or "",
+    query = {"name": name, "params": params, "family": family or "", "scores": scores, "d_model": d_model}
+    return Diagnosis(name, family or "", params, x, model.units, v1, v2, prev_m, g_prev, next_m, g_next, g_reason, phase or "",
                      source, side, iso_b2, ps, h, wf, levers, notes,
-                     Provenance("diagnose", {**opts, "model": model.provenance.options},
+                     Provenance("diagnose", {**query, "model": model.provenance.options},
                                 inputs=dict(model.provenance.inputs)))
 
 
-def diagnose(df: pd.DataFrame, params: float, *, family: str | None = None, scores: dict[str, float] | None = None,
-             d_model: float | None = None, name: str = "", b1: str = "HS", b2: str = "TQA", **model_options) -> Diagnosis:
+def diagnose(df: pd.DataFrame, params: float, opts: DiagnoseOptions | None = None, *, family: str | None = None,
+             scores: dict[str, float] | None = None, d_model: float | None = None, name: str = "") -> Diagnosis:
     """Fit the DiagnoseModel on ``df`` and diagnose one model."""
-    return diagnose_point(fit_diagnose_model(df, b1, b2, **model_options), params, family=family, scores=scores,
-                          d_model=d_model, name=name)
-
-
-build_diagnose_model = fit_diagnose_model  # alias
+    return diagnose_point(fit_diagnose_model(df, opts), params, family=family, scores=scores, d_model=d_model,
+                          name=name)

@@ -1,4 +1,4 @@
-"""Eigen-geometry of the score space (SPEC 2.11).
+"""Eigen-geometry of the score space (docs/METHODS.md §2.11).
 
 Within one family sorted by N, windows of models: ``cumulative`` (the first k models, k = min_window
 .. n) or ``sliding`` (``width`` consecutive models).  Per window: PCA of the correlation (default) or
@@ -6,7 +6,7 @@ covariance of the score columns -> lambda1, lambda2, the e2 loadings, and the an
 Across windows: a power law lambda2 = c * N^p fitted by least squares of log10 lambda2 on log10 N
 (N = the largest model of the window), with R^2 in log space.
 
-Choices where SPEC is silent:
+Choices where the paper is silent:
 - eigenvector signs are arbitrary; the first window's e2 is signed so that its largest-magnitude
   loading is positive, and every later e2 so that it has a non-negative dot product with the
   previous window's e2 (continuity), so loadings can be followed through a rotation;
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cape_hpc.analysis._common import (check_choice, check_columns, check_positive_int, check_units,
-                                       complete_rows, ols_line, provenance, select_families, sort_by_n)
+from cape_hpc.analysis._common import (check_columns, complete_rows, ols_line, provenance, r_squared,
+                                       select_families, sort_by_n)
+from cape_hpc.analysis.options import EigenOptions
 from cape_hpc.errors import OptionError
-from cape_hpc.schema import Provenance
-from cape_hpc.io.scores import SCORE_COLUMNS
+from cape_hpc.schema import Provenance, Result
 
 
 @dataclass
@@ -45,8 +45,9 @@ class EigenWindow:
 
 
 @dataclass
-class EigenResult:
+class EigenResult(Result):
     family: str
+    units: str                # of the scores (the covariance and its eigenvalues scale with units^2)
     columns: list[str]
     matrix: str
     mode: str
@@ -65,30 +66,24 @@ def _angle(u: np.ndarray, v: np.ndarray) -> float:
     return math.degrees(math.acos(c))
 
 
-def eigen_geometry(df: pd.DataFrame, family: str = "Pythia", *, columns=SCORE_COLUMNS, matrix: str = "correlation",
-                   mode: str = "cumulative", width: int = 4, min_window: int = 3,
-                   units: str = "percent") -> EigenResult:
-    columns = list(columns)
-    check_columns(df, columns, "columns")
-    check_choice("matrix", matrix, ("correlation", "covariance"))
-    check_choice("mode", mode, ("cumulative", "sliding"))
-    scale = check_units(units)
-    width = check_positive_int("width", width, minimum=2)
-    min_window = check_positive_int("min_window", min_window, minimum=2)
-    if not isinstance(family, str):
-        raise OptionError(f"option 'family': one family name, got {family!r}")
-    g = sort_by_n(select_families(df, family, option="family"))
+def eigen_geometry(df: pd.DataFrame, opts: EigenOptions | None = None) -> EigenResult:
+    """PCA windows along N in one family, and the power law of lambda2 (module doc)."""
+    opts = opts or EigenOptions()
+    family, columns, matrix, mode, width = opts.family, list(opts.columns), opts.matrix, opts.mode, opts.width
+    check_columns(df, columns, "--columns")
+    scale = opts.scale
+    g = sort_by_n(select_families(df, family, option="--family"))
     g, dropped = complete_rows(g, columns)
     X = g[columns].to_numpy(float) * scale
     names = g["model"].astype(str).tolist()
     logn = np.log10(g["params"].to_numpy(float))
     n = len(g)
     if mode == "cumulative":
-        spans = [(0, k) for k in range(min_window, n + 1)]
+        spans = [(0, k) for k in range(opts.min_window, n + 1)]
     else:
         spans = [(i, i + width) for i in range(0, n - width + 1)]
     if not spans:
-        raise OptionError(f"option '{'min_window' if mode == 'cumulative' else 'width'}': family {family!r} has "
+        raise OptionError(f"option '{'--min-window' if mode == 'cumulative' else '--width'}': family {family!r} has "
                           f"{n} complete model(s), too few for one window")
     windows: list[EigenWindow] = []
     first = prev = None
@@ -120,10 +115,7 @@ def eigen_geometry(df: pd.DataFrame, family: str = "Pythia", *, columns=SCORE_CO
         p, icpt = ols_line(xx, yy)
         if math.isfinite(p):
             c = 10.0 ** icpt
-            res = yy - (p * xx + icpt)
-            sst = float(((yy - yy.mean()) ** 2).sum())
-            r2 = 1.0 - float((res ** 2).sum()) / sst if sst > 0 else math.nan
-    opts = {"family": family, "columns": columns, "matrix": matrix, "mode": mode, "width": width,
-            "min_window": min_window, "units": units}
-    return EigenResult(family, columns, matrix, mode, width if mode == "sliding" else 0, windows, p, c, r2, len(pts),
+            r2 = r_squared(yy, p * xx + icpt)
+    return EigenResult(family, opts.units, columns, matrix, mode, width if mode == "sliding" else 0, windows, p, c, r2,
+                       len(pts),
                        dropped, provenance("eigen_geometry", opts, {"scores": df}))

@@ -1,9 +1,10 @@
-"""Coupling fixed point (SPEC 2.10): fit dgamma/dlogN = a * gamma + b over a gamma sequence.
+"""Coupling fixed point (docs/METHODS.md §2.10): fit dgamma/dlogN = a * gamma + b over a gamma sequence.
 
 gamma* = -b / a; it attracts when a < 0 and repels when a > 0.
 
 The sequence is one family's defined gammas at their midpoints x (see ``coupling``), or any
-(x, gamma) arrays (``fixed_point_xy``).  Choices where SPEC is silent: the derivative is the finite
+(x, gamma) arrays (``fixed_point_xy``).  gamma is a ratio, so a and b do not depend on ``units``;
+only the coupling's ``min_delta`` is in ``units``.  Choices where the paper is silent: the derivative is the finite
 difference between consecutive defined gammas, (gamma_{j+1} - gamma_j) / (x_{j+1} - x_j); it is
 regressed on the gamma at the same place, by default the mean of the two (``at='mid'``; ``'left'``
 uses gamma_j, the forward-Euler form); the fit needs >= 2 derivative points (3 gammas); a = 0 gives
@@ -17,15 +18,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cape_hpc.analysis._common import check_choice, ols_line, provenance, select_families
+from cape_hpc.analysis._common import ols_line, provenance, select_families
 from cape_hpc.analysis.coupling import local_coupling
-from cape_hpc.errors import OptionError
-from cape_hpc.schema import Provenance
+from cape_hpc.analysis.options import CouplingOptions, FixedPointOptions, narrow
+from cape_hpc.schema import Provenance, Result
 
 
 @dataclass
-class FixedPointResult:
+class FixedPointResult(Result):
     family: str
+    units: str                # of min_delta
+    min_delta: float
     a: float
     b: float
     gamma_star: float
@@ -51,12 +54,15 @@ def _fit(x: np.ndarray, g: np.ndarray, at: str):
     return x, g, dg, gat, a, b
 
 
-def fixed_point_xy(x, gamma, *, at: str = "mid", family: str = "", inputs=None, extra_opts=None) -> FixedPointResult:
-    check_choice("at", at, ("mid", "left"))
+def fixed_point_xy(x, gamma, opts: FixedPointOptions | None = None, *, min_delta: float = math.nan,
+                   inputs=None) -> FixedPointResult:
+    """Fixed point of any (x, gamma) sequence (``opts.at``; ``opts.family`` only labels the result;
+    ``min_delta`` is the threshold the gammas were made with, in ``opts.units``, NaN if unknown)."""
+    opts = opts or FixedPointOptions()
     x = np.asarray(x, float)
     gamma = np.asarray(gamma, float)
     ok = np.isfinite(x) & np.isfinite(gamma)
-    x, g, dg, gat, a, b = _fit(x[ok], gamma[ok], at)
+    x, g, dg, gat, a, b = _fit(x[ok], gamma[ok], opts.at)
     reason = ""
     if len(dg) < 2:
         reason = f"{len(dg)} derivative point(s) < 2 (needs >= 3 defined gammas)"
@@ -64,19 +70,16 @@ def fixed_point_xy(x, gamma, *, at: str = "mid", family: str = "", inputs=None, 
         reason = "a is zero or undefined (gamma constant)"
     star = -b / a if not reason else math.nan
     stab = "undefined" if reason else ("attracting" if a < 0 else "repelling")
-    opts = {"at": at, "family": family, **(extra_opts or {})}
-    return FixedPointResult(family, a, b, star, stab, len(dg), list(map(float, x)), list(map(float, g)),
-                            list(map(float, dg)), list(map(float, gat)), at, reason,
-                            provenance("coupling_fixed_point", opts, inputs or {}))
+    return FixedPointResult(opts.family, opts.units, float(min_delta), a, b, star, stab, len(dg),
+                            list(map(float, x)), list(map(float, g)), list(map(float, dg)), list(map(float, gat)),
+                            opts.at, reason, provenance("coupling_fixed_point", opts, inputs or {}))
 
 
-def coupling_fixed_point(df: pd.DataFrame, family: str = "OPT", b1: str = "HS", b2: str = "TQA", *,
-                         min_delta: float | None = None, at: str = "mid") -> FixedPointResult:
+def coupling_fixed_point(df: pd.DataFrame, opts: FixedPointOptions | None = None) -> FixedPointResult:
     """Fixed point of one family's gamma sequence (default OPT, as in the paper)."""
-    if not isinstance(family, str):
-        raise OptionError(f"option 'family': one family name, got {family!r}")
-    select_families(df, family, option="family")
-    cr = local_coupling(df, b1, b2, min_delta=min_delta, families=[family])
+    opts = opts or FixedPointOptions()
+    select_families(df, opts.family, option="--family")
+    cr = local_coupling(df, narrow(opts, CouplingOptions, families=(opts.family,)))
     ivs = [iv for iv in cr.intervals if not iv.reason]
-    return fixed_point_xy([iv.x_mid for iv in ivs], [iv.gamma for iv in ivs], at=at, family=family,
-                          inputs={"scores": df}, extra_opts={"b1": b1, "b2": b2, "min_delta": cr.min_delta})
+    return fixed_point_xy([iv.x_mid for iv in ivs], [iv.gamma for iv in ivs], opts, min_delta=cr.min_delta,
+                          inputs={"scores": df})

@@ -1,11 +1,11 @@
-"""Frontier regression (SPEC 2.12): GPQA = slope * SWE + intercept over the frontier panel.
+"""Frontier regression (docs/METHODS.md §2.12): GPQA = slope * SWE + intercept over the frontier panel.
 
 Reported: slope, intercept, Pearson r and its two-sided p (scipy.stats.pearsonr), per-lab slopes for
 labs with >= ``min_lab_size`` (default 3) models, leave-one-lab-out (for each such lab: refit on all
 other panel models, MAE on the lab's models in score points), the mean MAE and its std with ddof 0
 and ddof 1, and h (residual) per model.
 
-Choices where SPEC is silent: the panel is the ``main`` cohort by default (``cohort='all'`` uses
+Choices where the paper is silent: the panel is the ``main`` cohort by default (``cohort='all'`` uses
 every row); h is computed for every row of the table (post-cutoff models too) against the panel fit,
 with ``in_fit`` saying which rows the line was fitted on; ``units`` scales the scores (MAE and h are
 in those units).
@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cape_hpc.analysis._common import (check_choice, check_pair, check_positive_int, check_units, ols_line,
-                                       provenance, require_table_columns)
+from cape_hpc.analysis._common import check_pair, ols_line, provenance, require_table_columns
 from cape_hpc.analysis.hfield import ModelH, h_field
+from cape_hpc.analysis.options import FrontierOptions, HFieldOptions
 from cape_hpc.errors import DataError
-from cape_hpc.schema import Provenance
+from cape_hpc.schema import Provenance, Result
 
 
 @dataclass
@@ -37,7 +37,7 @@ class LabFit:
 
 
 @dataclass
-class FrontierResult:
+class FrontierResult(Result):
     b1: str
     b2: str
     cohort: str
@@ -57,13 +57,13 @@ class FrontierResult:
     provenance: Provenance
 
 
-def frontier_fit(fr: pd.DataFrame, b1: str = "SWE", b2: str = "GPQA", *, cohort: str = "main",
-                 min_lab_size: int = 3, units: str = "percent") -> FrontierResult:
+def frontier_fit(fr: pd.DataFrame, opts: FrontierOptions | None = None) -> FrontierResult:
+    """Panel line, per-lab slopes and leave-one-lab-out, h per model (module doc)."""
+    opts = opts or FrontierOptions()
+    b1, b2, cohort, min_lab_size, units = opts.b1, opts.b2, opts.cohort, opts.min_lab_size, opts.units
     require_table_columns(fr, ("model", "lab"), "frontier")
     check_pair(fr, b1, b2)
-    check_choice("cohort", cohort, ("main", "all"))
-    min_lab_size = check_positive_int("min_lab_size", min_lab_size)
-    scale = check_units(units)
+    scale = opts.scale
     if cohort == "main":
         require_table_columns(fr, ("cohort",), "frontier")
         in_fit = (fr["cohort"] == "main").to_numpy()
@@ -90,8 +90,8 @@ def frontier_fit(fr: pd.DataFrame, b1: str = "SWE", b2: str = "GPQA", *, cohort:
         labs.append(LabFit(str(name), int(m.sum()), ls, li, mae, float(resid[m].mean())))
     maes = np.array([lf.holdout_mae for lf in labs])
     nan = math.nan
-    hres = h_field(fr, b1, b2, group_by="lab", units=units, fit_rows=in_fit)
-    opts = {"b1": b1, "b2": b2, "cohort": cohort, "min_lab_size": min_lab_size, "units": units}
+    hres = h_field(fr, HFieldOptions(panel="frontier", pair=opts.pair, group_by="lab", units=units,
+                                     fit_cohort=cohort))
     return FrontierResult(b1, b2, cohort, units, len(panel), slope, icpt, float(pr.statistic), float(pr.pvalue),
                           labs, float(maes.mean()) if len(maes) else nan,
                           float(maes.std(ddof=0)) if len(maes) else nan,

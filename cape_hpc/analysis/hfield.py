@@ -1,11 +1,12 @@
-"""Residual field h (SPEC 2.7): B2 = beta1 * B1 + beta0 by least squares over a panel; h_i is model
-i's residual, aggregated by a grouping column (family for base models, lab for the frontier).
+"""Residual field h (docs/METHODS.md §2.7): B2 = beta1 * B1 + beta0 by least squares over a panel;
+h_i is model i's residual, aggregated by a grouping column (family for base models, lab for the
+frontier).
 
-Works on any table with the two score columns and the grouping column.  Choices where SPEC is
-silent: ``units`` scales the scores (h is in those units); the aggregate reports count, mean and
-the sample std (ddof=1, NaN for one model); rows with a blank score are left out (``dropped``);
-``fit_rows`` (a boolean mask, e.g. the frontier's main cohort) lets h be computed for every row
-against a line fitted on a subset.
+Works on any table with the two score columns and the grouping column.  Choices where the paper is
+silent: ``units`` scales the scores (h, the line and the reported scores are in those units); the
+aggregate reports count, mean and the sample std (ddof=1, NaN for one model); rows with a blank
+score are left out (``dropped``); ``fit_cohort='main'`` fits the line on the table's main cohort
+(the frontier's) and computes h for every row against it (``in_fit`` says which rows were fitted).
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cape_hpc.analysis._common import check_pair, check_units, complete_rows, ols_line, provenance
+from cape_hpc.analysis._common import check_pair, complete_rows, ols_line, provenance, require_table_columns
+from cape_hpc.analysis.options import HFieldOptions
 from cape_hpc.errors import OptionError
-from cape_hpc.schema import Provenance
+from cape_hpc.schema import Provenance, Result
 
 
 @dataclass
@@ -40,7 +42,7 @@ class GroupH:
 
 
 @dataclass
-class HFieldResult:
+class HFieldResult(Result):
     b1: str
     b2: str
     group_by: str
@@ -54,18 +56,19 @@ class HFieldResult:
     provenance: Provenance
 
 
-def h_field(df: pd.DataFrame, b1: str = "HS", b2: str = "TQA", *, group_by: str = "family",
-            units: str = "percent", fit_rows: np.ndarray | None = None) -> HFieldResult:
+def h_field(df: pd.DataFrame, opts: HFieldOptions | None = None) -> HFieldResult:
     """Population line, per-model residual h and its mean per group."""
+    opts = opts or HFieldOptions()
+    b1, b2, group_by = opts.b1, opts.b2, opts.resolved_group_by
     check_pair(df, b1, b2)
     if group_by not in df.columns:
-        raise OptionError(f"option 'group_by': no column {group_by!r} in the table")
-    scale = check_units(units)
-    if fit_rows is None:
+        raise OptionError(f"option '--group-by': no column {group_by!r} in the table {df.attrs.get('path', '')}".rstrip())
+    if opts.fit_cohort == "main":
+        require_table_columns(df, ("cohort",), "--fit-cohort main: the")
+        fit_rows = (df["cohort"] == "main").to_numpy()
+    else:
         fit_rows = np.ones(len(df), bool)
-    fit_rows = np.asarray(fit_rows, bool)
-    if fit_rows.shape != (len(df),):
-        raise OptionError(f"option 'fit_rows': needs {len(df)} booleans, got shape {fit_rows.shape}")
+    scale = opts.scale
     d = df.assign(_fit=fit_rows)
     d, dropped = complete_rows(d, (b1, b2))
     x = d[b1].to_numpy(float) * scale
@@ -80,6 +83,5 @@ def h_field(df: pd.DataFrame, b1: str = "HS", b2: str = "TQA", *, group_by: str 
     for g in dict.fromkeys(d[group_by]):
         v = h[(d[group_by] == g).to_numpy()]
         groups.append(GroupH(str(g), len(v), float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan))
-    opts = {"b1": b1, "b2": b2, "group_by": group_by, "units": units, "n_fit": int(fit.sum())}
-    return HFieldResult(b1, b2, group_by, units, beta1, beta0, int(fit.sum()), models, groups, dropped,
+    return HFieldResult(b1, b2, group_by, opts.units, beta1, beta0, int(fit.sum()), models, groups, dropped,
                         provenance("h_field", opts, {"table": df}))

@@ -1,9 +1,9 @@
-"""Isocline (SPEC 2.8): B2_c(B1) = sqrt(k * B1) with scores as fractions, k = B2*^2 / B1*.
+"""Isocline (docs/METHODS.md §2.8): B2_c(B1) = sqrt(k * B1) with scores as fractions, k = B2*^2 / B1*.
 
-Calibration (``calibration``): a family name (default ``OLMo``: B1* and B2* are the means of its
-models' B1 and B2 -- "the OLMo pair"), a list of model names (same means over them), or a number
-(k itself).  For every defined coupling interval the midpoint (mean B1, mean B2) of its two models
-is compared with the isocline: ``above`` when B2_mid > sqrt(k * B1_mid), else ``below``.
+Calibration (``--calibration``): a family name (default ``OLMo``: B1* and B2* are the means of its
+models' B1 and B2 -- "the OLMo pair"), model names separated by commas (same means over them), or a
+number (k itself).  For every defined coupling interval the midpoint (mean B1, mean B2) of its two
+models is compared with the isocline: ``above`` when B2_mid > sqrt(k * B1_mid), else ``below``.
 
 Side-to-sign rule (``rule``), the paper's text and its reported counts imply opposite ones:
 - ``above-positive`` (default): above the isocline predicts gamma > 0, below predicts gamma < 0
@@ -11,11 +11,12 @@ Side-to-sign rule (``rule``), the paper's text and its reported counts imply opp
 - ``above-negative``: the reverse.
 Agreement per family = intervals whose predicted sign equals sign(gamma), over the defined ones.
 
-Choices where SPEC is silent: the comparison is always in fractions (SPEC says so; ``units`` is
-not an option here); ``min_delta`` is in percentage points (0.5 default) as in the other analyses
-and converted to fractions for the coupling; gamma == 0 exactly counts as a disagreement with
-either prediction; the calibration family's own intervals are included in the counts (flagged
-``calibration`` in each row) and ``exclude_calibration=True`` leaves them out.
+Units: ``min_delta`` is in ``--units`` like in every other analysis (default 0.5 percentage points);
+the isocline itself is defined on fractions, so k, B1*, B2* and the interval midpoints are always
+reported in fractions (the result says ``units`` for the threshold).  Choices where the paper is
+silent: gamma == 0 exactly counts as a disagreement with either prediction; the calibration
+family's own intervals are included in the counts (flagged ``calibration`` in each row) and
+``exclude_calibration`` leaves them out.
 """
 from __future__ import annotations
 
@@ -23,15 +24,13 @@ import math
 from dataclasses import dataclass
 from numbers import Real
 
-import numpy as np
 import pandas as pd
 
-from cape_hpc.analysis._common import check_choice, check_pair, provenance
+from cape_hpc.analysis._common import check_pair, provenance
 from cape_hpc.analysis.coupling import local_coupling
+from cape_hpc.analysis.options import CouplingOptions, IsoclineOptions, narrow
 from cape_hpc.errors import OptionError
-from cape_hpc.schema import Provenance
-
-RULES = ("above-positive", "above-negative")
+from cape_hpc.schema import Provenance, Result
 
 
 @dataclass
@@ -59,9 +58,11 @@ class IsoclineFamily:
 
 
 @dataclass
-class IsoclineResult:
+class IsoclineResult(Result):
     b1: str
     b2: str
+    units: str           # of min_delta; k, B1*, B2* and the midpoints are fractions (the isocline's own)
+    min_delta: float     # in `units`
     k: float
     b1_star: float
     b2_star: float
@@ -75,11 +76,11 @@ class IsoclineResult:
 
 
 def calibrate_k(df: pd.DataFrame, b1: str, b2: str, calibration) -> tuple[float, float, float, str]:
-    """(k, B1*, B2*, description) in fractions."""
+    """(k, B1*, B2*, description) in fractions; ``calibration`` as ``IsoclineRule.calibration_value``."""
     if isinstance(calibration, Real) and not isinstance(calibration, bool):
         k = float(calibration)
         if not (math.isfinite(k) and k > 0):
-            raise OptionError(f"option 'calibration': k must be a positive number, got {calibration!r}")
+            raise OptionError(f"option '--calibration': k must be a positive number, got {calibration!r}")
         return k, math.nan, math.nan, f"k={k:g}"
     if isinstance(calibration, str):
         rows = df.loc[df["family"] == calibration]
@@ -91,14 +92,14 @@ def calibrate_k(df: pd.DataFrame, b1: str, b2: str, calibration) -> tuple[float,
         rows = df.loc[df["model"].isin(names)]
         missing = sorted(set(names) - set(rows["model"]))
         if missing:
-            raise OptionError(f"option 'calibration': unknown model(s) {', '.join(map(repr, missing))}")
+            raise OptionError(f"option '--calibration': unknown model(s) {', '.join(map(repr, missing))}")
         desc = ",".join(names)
     if rows.empty:
-        raise OptionError(f"option 'calibration': {calibration!r} is neither a family nor a model of the table")
+        raise OptionError(f"option '--calibration': {calibration!r} is neither a family nor a model of the table")
     rows = rows.dropna(subset=[b1, b2])
     b1s, b2s = rows[b1].mean() / 100.0, rows[b2].mean() / 100.0
     if not b1s > 0:
-        raise OptionError(f"option 'calibration': B1* = {b1s:g} must be > 0")
+        raise OptionError(f"option '--calibration': B1* = {b1s:g} must be > 0")
     return b2s ** 2 / b1s, float(b1s), float(b2s), desc
 
 
@@ -109,25 +110,27 @@ def predicted_sign(b1_mid: float, b2_mid: float, k: float, rule: str) -> tuple[s
     return side, s if rule == "above-positive" else -s
 
 
-def isocline(df: pd.DataFrame, b1: str = "HS", b2: str = "TQA", *, calibration="OLMo",
-             rule: str = "above-positive", min_delta: float | None = None,
-             exclude_calibration: bool = False, families=None) -> IsoclineResult:
+def isocline(df: pd.DataFrame, opts: IsoclineOptions | None = None) -> IsoclineResult:
     """Isocline side of every interval midpoint, the sign it predicts, and agreement per family."""
+    opts = opts or IsoclineOptions()
+    b1, b2, rule = opts.b1, opts.b2, opts.rule
     check_pair(df, b1, b2)
-    check_choice("rule", rule, RULES)
+    calibration = opts.calibration_value
     k, b1s, b2s, desc = calibrate_k(df, b1, b2, calibration)
     cal_family = calibration if isinstance(calibration, str) and calibration in set(df["family"]) else None
     cal_models = set(df.loc[df["model"].isin([calibration] if isinstance(calibration, str) else
                                              ([] if isinstance(calibration, Real) else list(calibration))), "model"])
-    # min_delta is given in percentage points like everywhere else; the coupling runs in fractions
-    cr = local_coupling(df, b1, b2, min_delta=None if min_delta is None else min_delta / 100.0,
-                        units="fraction", families=families)
+    # the isocline lives in fractions: the coupling runs in fractions with min_delta converted
+    md_fraction = opts.min_delta
+    if md_fraction is not None and opts.units == "percent":
+        md_fraction = md_fraction / 100.0
+    cr = local_coupling(df, narrow(opts, CouplingOptions, units="fraction", min_delta=md_fraction))
     rows = []
     for iv in cr.intervals:
         if iv.reason:
             continue
         is_cal = iv.family == cal_family or iv.model in cal_models or iv.prev_model in cal_models
-        if exclude_calibration and is_cal:
+        if opts.exclude_calibration and is_cal:
             continue
         side, s = predicted_sign(iv.b1_mid, iv.b2_mid, k, rule)
         agrees = (s > 0 and iv.gamma > 0) or (s < 0 and iv.gamma < 0)
@@ -138,8 +141,5 @@ def isocline(df: pd.DataFrame, b1: str = "HS", b2: str = "TQA", *, calibration="
         rs = [r for r in rows if r.family == f]
         na = sum(r.agrees for r in rs)
         fams.append(IsoclineFamily(f, len(rs), na, na / len(rs), sum(r.side == "above" for r in rs)))
-    opts = {"b1": b1, "b2": b2, "calibration": desc, "rule": rule, "units": "fraction",
-            "min_delta_points": cr.min_delta * 100.0, "exclude_calibration": bool(exclude_calibration),
-            "families": None if families is None else list(np.atleast_1d(families))}
-    return IsoclineResult(b1, b2, k, b1s, b2s, desc, rule, rows, fams, sum(r.agrees for r in rows), len(rows),
-                          provenance("isocline", opts, {"scores": df}))
+    return IsoclineResult(b1, b2, opts.units, opts.min_delta_resolved, k, b1s, b2s, desc, rule, rows, fams, sum(r.agrees for r in rows),
+                          len(rows), provenance("isocline", opts, {"scores": df}))

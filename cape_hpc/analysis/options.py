@@ -36,7 +36,7 @@ __all__ = ["ColumnPair", "PairOptions", "UnitsOptions", "DeltaOptions", "PhaseTh
            "PhasesOptions", "PermutationOptions", "PopulationOptions", "WidthRef", "WidthOptions",
            "HFieldOptions", "IsoclineRule", "IsoclineOptions", "LossOptions", "FixedPointOptions",
            "EigenOptions", "FrontierOptions", "DiagnoseOptions", "default_of", "DEFAULT_MIN_DELTA_POINTS",
-           "PHASES", "P_METHODS", "RULES", "PANELS"]
+           "PHASES", "P_METHODS", "RULES", "PANELS", "narrow"]
 
 DEFAULT_MIN_DELTA_POINTS = 0.5  # percentage points (docs/METHODS.md §2.1)
 PHASES = ("tax", "transition", "bonus")
@@ -283,3 +283,12 @@ class EigenOptions(UnitsOptions):
 @dataclass(frozen=True)
 class DiagnoseOptions(WidthRef, IsoclineRule, PhaseThresholds, DeltaOptions, ColumnPair):
     """The coefficients of a diagnosis (docs/METHODS.md §2.14)."""
+
+
+def narrow(opts: Options, cls: type, **changes: Any):
+    """An options object of ``cls`` built from the fields of ``opts`` that ``cls`` declares (others at
+    their defaults), with ``changes`` applied: how one method hands its options to another."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: v for k, v in opts.to_dict().items() if k in names}
+    kw.update(changes)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()})

@@ -1,12 +1,12 @@
-"""Phase of a coupling interval (SPEC 2.2) and of a model.
+"""Phase of a coupling interval and of a model (docs/METHODS.md §2.2).
 
 tax if gamma < tax_below (default -0.1), bonus if gamma > bonus_above (default +0.1), transition
 otherwise (both bounds inclusive to transition).  An undefined gamma (NaN) has no phase (None).
 A model's phase is the phase of the interval attached to it (the interval to its next smaller
 family neighbour); the smallest model of a family has no phase.
 
-Choice where SPEC is silent: thresholds are in units of gamma, a ratio of score changes, so they
-do not depend on percent vs fraction; ``tax_below`` must not exceed ``bonus_above``.
+Choice where the paper is silent: thresholds are in units of gamma, a ratio of score changes, so
+they do not depend on percent vs fraction; ``tax_below`` must not exceed ``bonus_above``.
 """
 from __future__ import annotations
 
@@ -16,30 +16,20 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from cape_hpc.analysis._common import PHASES, check_finite
-from cape_hpc.errors import OptionError
-from cape_hpc.schema import Provenance
-
-DEFAULT_TAX_BELOW = -0.1
-DEFAULT_BONUS_ABOVE = 0.1
+from cape_hpc.analysis.options import PHASES, CouplingOptions, PhasesOptions, PhaseThresholds, default_of, narrow
+from cape_hpc.schema import Provenance, Result
 
 
-def check_thresholds(tax_below: float, bonus_above: float) -> tuple[float, float]:
-    lo = check_finite("tax_below", tax_below)
-    hi = check_finite("bonus_above", bonus_above)
-    if lo > hi:
-        raise OptionError(f"option 'tax_below': {lo:g} is above 'bonus_above' {hi:g}")
-    return lo, hi
-
-
-def classify_phase(gamma: float, tax_below: float = DEFAULT_TAX_BELOW,
-                   bonus_above: float = DEFAULT_BONUS_ABOVE) -> str | None:
-    """'tax', 'transition', 'bonus', or None when gamma is undefined."""
+def classify_phase(gamma: float, tax_below: float | None = None, bonus_above: float | None = None) -> str | None:
+    """'tax', 'transition', 'bonus', or None when gamma is undefined (thresholds: those of
+    ``PhaseThresholds`` when not given)."""
     if gamma is None or math.isnan(gamma):
         return None
-    if gamma < tax_below:
+    lo = default_of(PhaseThresholds, "tax_below") if tax_below is None else tax_below
+    hi = default_of(PhaseThresholds, "bonus_above") if bonus_above is None else bonus_above
+    if gamma < lo:
         return "tax"
-    if gamma > bonus_above:
+    if gamma > hi:
         return "bonus"
     return "transition"
 
@@ -55,9 +45,11 @@ class ModelPhase:
 
 
 @dataclass
-class PhaseResult:
+class PhaseResult(Result):
     b1: str
     b2: str
+    units: str
+    min_delta: float                     # in `units`
     tax_below: float
     bonus_above: float
     models: list[ModelPhase]
@@ -73,14 +65,12 @@ class PhaseResult:
         return {m.model: m.phase for m in self.models}
 
 
-def phases(df: pd.DataFrame, b1: str = "HS", b2: str = "TQA", *, min_delta: float | None = None,
-           units: str = "percent", tax_below: float = DEFAULT_TAX_BELOW,
-           bonus_above: float = DEFAULT_BONUS_ABOVE, families=None) -> PhaseResult:
+def phases(df: pd.DataFrame, opts: PhasesOptions | None = None) -> PhaseResult:
     """Phase of every model (via ``local_coupling``), with counts per phase."""
     from cape_hpc.analysis.coupling import local_coupling  # coupling imports classify_phase from here
 
-    cr = local_coupling(df, b1, b2, min_delta=min_delta, units=units, tax_below=tax_below,
-                        bonus_above=bonus_above, families=families)
+    opts = opts or PhasesOptions()
+    cr = local_coupling(df, narrow(opts, CouplingOptions))
     attached = {iv.model: iv for iv in cr.intervals}
     rows: list[ModelPhase] = []
     for fam, seq in cr.sequences.items():
@@ -92,7 +82,16 @@ def phases(df: pd.DataFrame, b1: str = "HS", b2: str = "TQA", *, min_delta: floa
                 rows.append(ModelPhase(fam, name, cr.params[name], iv.gamma, iv.phase, iv.reason))
     counts = Counter(r.phase or "undefined" for r in rows)
     fams = {p: len({r.family for r in rows if r.phase == p}) for p in PHASES}
-    opts = dict(cr.provenance.options)
-    return PhaseResult(b1, b2, cr.tax_below, cr.bonus_above, rows,
+    return PhaseResult(opts.b1, opts.b2, opts.units, cr.min_delta, opts.tax_below, opts.bonus_above, rows,
                        {p: counts.get(p, 0) for p in (*PHASES, "undefined")}, fams,
-                       provenance=Provenance("phases", opts, inputs=cr.provenance.inputs))
+                       provenance=Provenance("phases", opts.to_dict(), inputs=dict(cr.provenance.inputs)))
+
+
+# TRANSITIONAL: imported by the first-wave coupling.py until it takes CouplingOptions; deleted then.
+DEFAULT_TAX_BELOW = default_of(PhaseThresholds, "tax_below")
+DEFAULT_BONUS_ABOVE = default_of(PhaseThresholds, "bonus_above")
+
+
+def check_thresholds(tax_below: float, bonus_above: float) -> tuple[float, float]:
+    t = PhaseThresholds(tax_below=tax_below, bonus_above=bonus_above)
+    return t.tax_below, t.bonus_above

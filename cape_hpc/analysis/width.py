@@ -1,4 +1,4 @@
-"""Width normalisation (SPEC 2.6) with its random-permutation control.
+"""Width normalisation (docs/METHODS.md §2.6) with its random-permutation control.
 
 Per family: s' = s / (d_model / d_ref) (d_ref = 512) for both scores; Pearson r(B1, B2) before and
 after.  Dividing two bounded scores by one growing factor makes r positive almost by construction,
@@ -8,7 +8,7 @@ explains.  Reported per family: r before, r after, the null mean / median / 2.5%
 quantiles, the fraction of null r that are positive, and p_null = (1 + #{r_null >= r_after}) /
 (1 + n_permutations) (one-sided: is the real width ordering more positive than a random one?).
 
-Choices where SPEC is silent: a family needs >= 3 models with a known d_model (fewer: NaN with a
+Choices where the paper is silent: a family needs >= 3 models with a known d_model (fewer: NaN with a
 reason); a model without d_model is left out (``dropped``); when n! <= n_permutations the control
 enumerates every permutation exactly once (``exact`` = True) instead of drawing; r is scale
 invariant, so percent vs fraction does not change it.
@@ -22,13 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cape_hpc.analysis._common import (check_finite, check_pair, check_positive_int, complete_rows,
-                                       family_order, provenance, require_table_columns, select_families,
-                                       sort_by_n)
-from cape_hpc.analysis.population import _corr_rows
-from cape_hpc.schema import Provenance
+from cape_hpc.analysis._common import (check_pair, complete_rows, family_order, pearson_rows, provenance,
+                                       require_table_columns, select_families, sort_by_n)
+from cape_hpc.analysis.options import WidthOptions
+from cape_hpc.schema import Provenance, Result
 
-D_REF = 512.0
 MIN_MODELS = 3
 
 
@@ -51,7 +49,7 @@ class WidthFamily:
 
 
 @dataclass
-class WidthResult:
+class WidthResult(Result):
     b1: str
     b2: str
     d_ref: float
@@ -59,10 +57,6 @@ class WidthResult:
     families: list[WidthFamily]
     dropped: list[str]
     provenance: Provenance
-
-
-def _r(x: np.ndarray, y: np.ndarray) -> float:
-    return float(_corr_rows(np.asarray(x, float), np.asarray(y, float)[None, :])[0])
 
 
 def width_null(b1: np.ndarray, b2: np.ndarray, widths: np.ndarray, d_ref: float, n_permutations: int,
@@ -76,25 +70,18 @@ def width_null(b1: np.ndarray, b2: np.ndarray, widths: np.ndarray, d_ref: float,
         perms = np.argsort(rng.random((n_permutations, n)), axis=1)
         exact = False
     f = widths[perms] / d_ref                       # [P, n]
-    x = b1[None, :] / f
-    y = b2[None, :] / f
-    xc = x - x.mean(axis=1, keepdims=True)
-    yc = y - y.mean(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (xc * yc).sum(1) / np.sqrt((xc ** 2).sum(1) * (yc ** 2).sum(1))
-    return r, exact
+    return pearson_rows(b1[None, :] / f, b2[None, :] / f), exact
 
 
-def width_normalisation(df: pd.DataFrame, b1: str = "HS", b2: str = "TQA", *, d_ref: float = D_REF,
-                        n_permutations: int = 10000, seed: int = 0, families=None) -> WidthResult:
+def width_normalisation(df: pd.DataFrame, opts: WidthOptions | None = None) -> WidthResult:
     """r before/after width normalisation per family, with the permuted-width null (module doc)."""
+    opts = opts or WidthOptions()
+    b1, b2, d_ref, n_permutations = opts.b1, opts.b2, opts.d_ref, opts.n_permutations
     require_table_columns(df, ("d_model",), "scores")
     check_pair(df, b1, b2)
-    d_ref = check_finite("d_ref", d_ref, positive=True)
-    n_permutations = check_positive_int("n_permutations", n_permutations)
-    sub = select_families(df, families)
+    sub = select_families(df, opts.families)
     sub, dropped = complete_rows(sub, (b1, b2, "d_model"))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(opts.seed)
     out = []
     nan = math.nan
     for fam in family_order(sub):
@@ -108,7 +95,7 @@ def width_normalisation(df: pd.DataFrame, b1: str = "HS", b2: str = "TQA", *, d_
         y = g[b2].to_numpy(float)
         w = g["d_model"].to_numpy(float)
         f = w / d_ref
-        r0, r1 = _r(x, y), _r(x / f, y / f)
+        r0, r1 = float(pearson_rows(x, y)), float(pearson_rows(x / f, y / f))
         null, exact = width_null(x, y, w, d_ref, n_permutations, rng)
         ok = null[np.isfinite(null)]
         p_null = (float(np.sum(ok >= r1 - 1e-12)) / len(ok) if exact else
@@ -116,8 +103,6 @@ def width_normalisation(df: pd.DataFrame, b1: str = "HS", b2: str = "TQA", *, d_
         out.append(WidthFamily(str(fam), n, r0, r1, float(ok.mean()), float(np.median(ok)),
                                float(np.quantile(ok, 0.025)), float(np.quantile(ok, 0.975)),
                                float(np.mean(ok > 0)), p_null, exact, len(ok), "", null))
-    opts = {"b1": b1, "b2": b2, "d_ref": d_ref, "n_permutations": n_permutations,
-            "families": None if families is None else list(np.atleast_1d(families))}
     return WidthResult(b1, b2, d_ref, n_permutations, out, dropped,
-                       provenance("width_normalisation", opts, {"scores": df}, seed=int(seed),
+                       provenance("width_normalisation", opts, {"scores": df}, seed=opts.seed,
                                   n_resamples=n_permutations))
