@@ -3,8 +3,9 @@
 
 The index streams are re-implemented with numpy uint64 array arithmetic (wrapping); the statistics
 are computed the textbook way, one resample at a time: ``np.cov`` / ``np.corrcoef`` for d_eff and
-``np.polyfit`` for the quadratic vertex.  Nothing here is shared with the numba kernels except the
-seed key (``seed_key``, a pure-Python function) and the strata layout.
+``np.polyfit`` for the quadratic vertex and the gamma-fit line, Python loops for the gamma rule and
+the sign change.  Nothing here is shared with the numba kernels except the seed key (``seed_key``,
+a pure-Python function) and the strata layout.  Used only by tests and the benchmark.
 """
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ __all__ = [
     "quadratic_vertex_ref",
     "participation_ratio_batch_ref",
     "quadratic_nc_batch_ref",
+    "gamma_rule_ref",
+    "gamma_nc_ref",
+    "gamma_nc_batch_ref",
 ]
 
 
@@ -88,3 +92,55 @@ def quadratic_nc_batch_ref(x, y, idx, lo=-np.inf, hi=np.inf):
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     return np.array([quadratic_vertex_ref(x[row], y[row], lo, hi) for row in np.atleast_2d(idx)])
+
+
+def gamma_rule_ref(fam, size, b1, b2, min_delta):
+    """(gamma, code) between consecutive entries, code 0 defined, 1 other family, 2 equal size,
+    3 |dB1| < min_delta (the order of the tests)."""
+    gam, code = [], []
+    for j in range(1, len(fam)):
+        d1 = float(b1[j]) - float(b1[j - 1])
+        if fam[j] != fam[j - 1]:
+            c = 1
+        elif size[j] == size[j - 1]:
+            c = 2
+        elif abs(d1) < min_delta:
+            c = 3
+        else:
+            c = 0
+        code.append(c)
+        gam.append((float(b2[j]) - float(b2[j - 1])) / d1 if c == 0 else np.nan)
+    return np.array(gam, dtype=np.float64), np.array(code, dtype=np.int64)
+
+
+def gamma_nc_ref(estimator, fam, logn, b1, b2, rows, min_delta, lo=-np.inf, hi=np.inf, attach="larger"):
+    """log10 N_c of one resample (``rows``: positions into arrays sorted by (family, N))."""
+    pos = np.sort(np.asarray(rows))
+    f, x, u, v = (np.asarray(a)[pos] for a in (fam, logn, b1, b2))
+    gam, code = gamma_rule_ref(f, x, u, v, min_delta)
+    ok = code == 0
+    xmid = (0.5 * (x[:-1] + x[1:]))[ok]
+    larger, smaller, g = x[1:][ok], x[:-1][ok], gam[ok]
+    if estimator == "sign-change":
+        order = np.argsort(xmid, kind="stable")
+        prev = 0
+        for j in order:
+            if g[j] == 0:
+                continue
+            s = 1 if g[j] > 0 else -1
+            if prev == -1 and s == 1:
+                return {"larger": larger, "smaller": smaller, "midpoint": xmid}[attach][j]
+            prev = s
+        return np.nan
+    if len(xmid) < 2 or np.ptp(xmid) == 0:
+        return np.nan
+    slope, icpt = np.polyfit(xmid, g, 1)
+    if not slope > 0:
+        return np.nan
+    root = -icpt / slope
+    return float(root) if lo <= root <= hi else np.nan
+
+
+def gamma_nc_batch_ref(estimator, fam, logn, b1, b2, idx, min_delta, lo=-np.inf, hi=np.inf, attach="larger"):
+    return np.array([gamma_nc_ref(estimator, fam, logn, b1, b2, row, min_delta, lo, hi, attach)
+                     for row in np.atleast_2d(idx)])

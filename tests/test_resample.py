@@ -218,3 +218,146 @@ def test_serial_and_parallel_paths_agree_bit_for_bit():
     idx = resample_indices(strata, big, 3)
     assert quadratic_nc_batch(x, y, idx, 8.5, 10.5)[:small].tobytes() == \
         quadratic_nc_batch(x, y, idx[:small], 8.5, 10.5).tobytes()
+
+
+# ---------------------------------------------------------------------------------- participation ratio of one matrix
+@pytest.mark.parametrize("p", [1, 2, 5, 17])
+def test_participation_ratio_of_a_matrix_equals_eigenvalues(p):
+    from cape_kernels import participation_ratio
+
+    rng = np.random.default_rng(p)
+    X = rng.normal(size=(p + 9, p)) @ rng.normal(size=(p, p))
+    C = np.cov(X, rowvar=False, ddof=1).reshape(p, p)
+    lam = np.linalg.eigvalsh(C)
+    want = lam.sum() ** 2 / np.sum(lam ** 2)
+    assert participation_ratio(C) == pytest.approx(want, rel=1e-12)
+    assert participation_ratio(lam) == pytest.approx(want, rel=1e-12)
+    # the batched kernel on the identity resample is the same number
+    assert participation_ratio_batch(X, np.arange(len(X))[None])[0] == pytest.approx(want, rel=1e-12)
+    assert np.isnan(participation_ratio(np.zeros((p, p))))
+    with pytest.raises(ValueError, match="square"):
+        participation_ratio(np.ones((2, 3)))
+
+
+# ---------------------------------------------------------------------------------- quadratic fit (full sample)
+@pytest.mark.parametrize("n", [3, 6, 41])
+def test_quadratic_fit_matches_polyfit_and_the_kernel(n):
+    from cape_kernels import quadratic_fit
+
+    rng = np.random.default_rng(n + 100)
+    x = rng.uniform(8, 11, n)
+    y = 1.7 * (x - 9.6) ** 2 + 30 + rng.normal(size=n) * 0.2
+    v, a, b, c = quadratic_fit(x, y)
+    pa, pb, pc = np.polyfit(x, y, 2)
+    np.testing.assert_allclose([a, b, c], [pa, pb, pc], rtol=1e-9)
+    assert v == pytest.approx(-pb / (2 * pa), rel=1e-12)
+    # bit-identical to the resampling kernel's value on the identity row (one solve; NaN when a <= 0)
+    k = quadratic_nc_batch(x, y, np.arange(n)[None])[0]
+    assert k == v if a > 0 else np.isnan(k)
+    assert all(np.isnan(quadratic_fit(np.array([1.0, 1, 2, 2]), np.arange(4.0))))   # 2 distinct x
+
+
+# ---------------------------------------------------------------------------------- gamma rule and gamma N_c
+def _gamma_table(n, n_fam, seed, ties=True):
+    """Models sorted by (family, N) with equal-N ties and small |dB1| steps."""
+    rng = np.random.default_rng(seed)
+    fam = np.sort(rng.integers(0, n_fam, n))
+    logn = np.round(rng.uniform(7.5, 11.5, n), 1 if ties else 6)
+    order = np.lexsort((logn, fam))
+    fam, logn = fam[order], logn[order]
+    b1 = np.round(40 + 8 * (logn - 7.5) + rng.normal(size=n) * 2, 1)
+    b2 = 45 + 3 * (logn - 9.5) ** 2 + rng.normal(size=n) * 1.5
+    return fam.astype(np.int64), logn, b1, b2
+
+
+@pytest.mark.parametrize("n,n_fam,min_delta", [(2, 1, 0.5), (9, 2, 0.5), (40, 5, 1.0), (63, 16, 0.0)])
+def test_gamma_rule_matches_oracle(n, n_fam, min_delta):
+    from cape_kernels import gamma_rule
+    from cape_kernels.reference_resample import gamma_rule_ref
+
+    fam, logn, b1, b2 = _gamma_table(n, n_fam, n)
+    g, c = gamma_rule(fam, logn, b1, b2, min_delta)
+    rg, rc = gamma_rule_ref(fam, logn, b1, b2, min_delta)
+    np.testing.assert_array_equal(c, rc)
+    np.testing.assert_array_equal(g, rg)                # same IEEE operations: exact
+    if n > 9:
+        assert set(c.tolist()) >= {0, 1, 2}
+
+
+@pytest.mark.parametrize("estimator", ["sign-change", "gamma-fit"])
+@pytest.mark.parametrize("n,n_fam", [(5, 1), (23, 3), (63, 16)])
+@pytest.mark.parametrize("attach,window", [("larger", None), ("smaller", (8.0, 11.0)), ("midpoint", None)])
+def test_gamma_nc_matches_oracle(estimator, n, n_fam, attach, window):
+    from cape_kernels import gamma_nc_batch
+    from cape_kernels.reference_resample import gamma_nc_batch_ref
+
+    fam, logn, b1, b2 = _gamma_table(n, n_fam, 7 * n)
+    lo, hi = window or (-np.inf, np.inf)
+    idx = np.vstack([np.arange(n)[None], resample_indices(fam if n_fam > 1 else None, 250, n, n=n)])
+    got = gamma_nc_batch(estimator, fam, logn, b1, b2, idx, 0.5, lo, hi, attach)
+    ref = gamma_nc_batch_ref(estimator, fam, logn, b1, b2, idx, 0.5, lo, hi, attach)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    assert np.isfinite(got).sum() > 0
+    rtol = 0 if estimator == "sign-change" else 1e-9    # the sign change picks a value; the fit solves
+    np.testing.assert_allclose(got, ref, rtol=rtol)
+
+
+def test_gamma_nc_hand_cases():
+    from cape_kernels import gamma_line, gamma_nc_batch, nc_intervals
+
+    # one family, x = 8, 9, 10, 11: gammas -1 (8->9), +2 (9->10), +1 (10->11)
+    fam = np.zeros(4, np.int64)
+    x = np.array([8.0, 9.0, 10.0, 11.0])
+    b1 = np.array([10.0, 11.0, 12.0, 13.0])
+    b2 = np.array([5.0, 4.0, 6.0, 7.0])
+    row = np.arange(4)[None]
+    assert gamma_nc_batch("sign-change", fam, x, b1, b2, row, 0.5)[0] == 10.0
+    assert gamma_nc_batch("sign-change", fam, x, b1, b2, row, 0.5, attach="smaller")[0] == 9.0
+    assert gamma_nc_batch("sign-change", fam, x, b1, b2, row, 0.5, attach="midpoint")[0] == 9.5
+    # gamma-fit: points (8.5, -1), (9.5, 2), (10.5, 1): slope 1, mean (9.5, 2/3) -> zero at 9.5 - 2/3
+    xs, gs = nc_intervals(fam, x, b1, b2, 0.5)
+    np.testing.assert_array_equal(xs, [8.5, 9.5, 10.5])
+    assert gamma_line(xs, gs) == pytest.approx((1.0, 9.5 - 2 / 3), rel=1e-14)
+    assert gamma_nc_batch("gamma-fit", fam, x, b1, b2, row, 0.5)[0] == pytest.approx(9.5 - 2 / 3, rel=1e-14)
+    assert np.isnan(gamma_nc_batch("gamma-fit", fam, x, b1, b2, row, 0.5, 9.0, 11.0)[0])   # zero at 8.83
+    # a duplicated model (equal N) makes its interval undefined; dB1 below min_delta too
+    dup = np.array([[0, 1, 1, 2, 3]])
+    assert gamma_nc_batch("sign-change", fam, x, b1, b2, dup, 0.5)[0] == 10.0
+    assert np.isnan(gamma_nc_batch("sign-change", fam, x, b1, b2, row, 1.5)[0])
+    with pytest.raises(ValueError, match="estimator"):
+        gamma_nc_batch("quadratic", fam, x, b1, b2, row, 0.5)
+
+
+@pytest.mark.parametrize("strata", [None, "fam"], ids=["plain", "strat"])
+@pytest.mark.parametrize("estimator", ["sign-change", "gamma-fit"])
+def test_fused_gamma_nc_bit_identical_to_batched(strata, estimator):
+    from cape_kernels import gamma_nc_batch, gamma_nc_boot
+    from cape_kernels.resample import SERIAL_WORK
+
+    fam, logn, b1, b2 = _gamma_table(63, 16, 3)
+    s = fam if strata else None
+    big = SERIAL_WORK // 63 + 300                           # parallel path
+    idx = resample_indices(s, big, 41, n=63, start=17)
+    a = gamma_nc_boot(estimator, fam, logn, b1, b2, s, big, 41, 0.5, 8.0, 11.0, "midpoint", start=17)
+    b = gamma_nc_batch(estimator, fam, logn, b1, b2, idx, 0.5, 8.0, 11.0, "midpoint")
+    assert a.tobytes() == b.tobytes() and np.isfinite(a).sum() > 0
+    small = gamma_nc_boot(estimator, fam, logn, b1, b2, s, 9, 41, 0.5, 8.0, 11.0, "midpoint", start=17)
+    assert small.tobytes() == a[:9].tobytes()               # serial twin == parallel kernel
+
+
+def test_gamma_nc_thread_count_independent():
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread")
+    from cape_kernels import gamma_nc_boot
+
+    fam, logn, b1, b2 = _gamma_table(63, 16, 9)
+    old = numba.get_num_threads()
+    out = []
+    try:
+        for t in (1, 2):
+            numba.set_num_threads(t)
+            out.append([gamma_nc_boot(e, fam, logn, b1, b2, fam, 3000, 5, 0.5).tobytes()
+                        for e in ("sign-change", "gamma-fit")])
+    finally:
+        numba.set_num_threads(old)
+    assert out[0] == out[1]
