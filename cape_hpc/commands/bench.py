@@ -1,11 +1,42 @@
 """`cape bench`: the roofline table of the coupling and steering kernels (cape_kernels.bench)."""
 from __future__ import annotations
 
+import argparse
 import sys
+from dataclasses import dataclass
+
+from cape_hpc.options import Options, option
 
 
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+def _split(value):
+    if value is None:
+        return None
+    items = (value,) if isinstance(value, str) else tuple(value)
+    return tuple(p.strip() for v in items for p in str(v).split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class BenchOptions(Options):
+    """What ``cape_kernels.bench.run_bench`` times (shapes, ops and backends are checked against the
+    bench's own tables when it runs: cape_kernels.bench is not imported to build the parser)."""
+
+    device: str = option("auto", help="cpu, cuda, cuda:N or auto (cuda when present)")
+    shapes: tuple[str, ...] | None = option(None, help="shapes: layers, heads, huge (none: all)", metavar="SHAPE")
+    ops: tuple[str, ...] | None = option(None, help="ops: pooled_tap, set_mean_cosine, pairwise, steer (none: all)",
+                                         metavar="OP")
+    backends: tuple[str, ...] | None = option(None, help="backends (none: every backend available for the "
+                                                         "device; torch is timed first as the reference when "
+                                                         "listed)", metavar="BACKEND")
+    repeats: int = option(5, help="timed repeats per cell, median reported", minimum=1)
+    dtype: str = option("float32", help="tensor dtype", choices=("float32", "float16", "bfloat16"))
+    graphs: bool = option(True, help="CUDA: time CUDA-graph replays (--no-graphs: eager calls)")
+    quick: bool = option(False, help="layers and heads shapes only, at most 3 repeats (about a minute on 2 CPU "
+                                     "cores)")
+
+    def __post_init__(self) -> None:
+        for name in ("shapes", "ops", "backends"):
+            object.__setattr__(self, name, _split(getattr(self, name)))
+        super().__post_init__()
 
 
 def register(sub) -> None:
@@ -18,51 +49,40 @@ def register(sub) -> None:
                     "set (B=1, P=Q=8192, D=1024); print time, bytes moved, GB/s, the fraction of the "
                     "copy bandwidth and (pairwise) of the matmul rate measured in the same run, and "
                     "the ratio against the torch reference.")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when present; default)")
-    p.add_argument("--shapes", default="layers,heads,huge", help="comma list of layers, heads, huge")
-    p.add_argument("--ops", default="pooled_tap,set_mean_cosine,pairwise,steer", help="comma list of ops")
-    p.add_argument("--backends", default=None,
-                   help="comma list (default: every backend available for the device; torch is always "
-                        "timed first as the reference when listed)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats per cell, median reported (default 5)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
-    p.add_argument("--no-graphs", action="store_true", help="CUDA: time eager calls, not CUDA-graph replays")
-    p.add_argument("--quick", action="store_true",
-                   help="layers and heads shapes only, 3 repeats (about a minute on 2 CPU cores)")
+    BenchOptions.add_arguments(p)
     add_output_args(p, out=False)
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     import torch
 
     from cape_hpc.commands.common import emit_json
     from cape_hpc.errors import OptionError
     from cape_kernels import bench
 
-    shapes = _csv(args.shapes)
-    ops = _csv(args.ops)
-    repeats = args.repeats
-    if args.quick:
+    opts = BenchOptions.from_args(args)
+    shapes = list(opts.shapes or bench.SHAPES)
+    ops = list(opts.ops or bench.OPS)
+    repeats = opts.repeats
+    if opts.quick:
         shapes = [s for s in shapes if s != "huge"] or ["layers"]
         repeats = min(repeats, 3)
     for s in shapes:
         if s not in bench.SHAPES:
-            raise OptionError(f"--shapes: unknown shape {s!r} (choose from {', '.join(bench.SHAPES)})")
+            raise OptionError(f"option '--shapes': unknown shape {s!r} (choose from {', '.join(bench.SHAPES)})")
     for o in ops:
         if o not in bench.OPS:
-            raise OptionError(f"--ops: unknown op {o!r} (choose from {', '.join(bench.OPS)})")
-    if repeats < 1:
-        raise OptionError(f"--repeats must be >= 1, got {repeats}")
-    device = args.device
+            raise OptionError(f"option '--ops': unknown op {o!r} (choose from {', '.join(bench.OPS)})")
+    device = opts.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise OptionError(f"--device {device}: no CUDA device is visible")
-    backends = _csv(args.backends) if args.backends else None
+        raise OptionError(f"option '--device': {device}: no CUDA device is visible")
+    backends = list(opts.backends) if opts.backends else None
     try:
         res = bench.run_bench(device, shapes=shapes, ops=ops, backends=backends, repeats=repeats,
-                              dtype=getattr(torch, args.dtype), graphs=not args.no_graphs,
+                              dtype=getattr(torch, opts.dtype), graphs=opts.graphs,
                               progress=None if args.json else (lambda m: print(f"  timing {m}", file=sys.stderr)))
     except RuntimeError as exc:
         raise OptionError(str(exc)) from None

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
-
+from cape_hpc.sweep.options import MergeOptions, SweepOptions
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -14,22 +15,11 @@ def register(sub) -> None:
                     "complete shards with the same provenance are skipped, corrupt ones recomputed. Exit "
                     "status 1 if a model failed, 143 if stopped by SIGTERM.")
     p.add_argument("job", metavar="JOB.yaml")
-    p.add_argument("--out-dir", metavar="DIR", help="results directory (default: the job's output_dir)")
-    p.add_argument("--force", action="store_true",
-                   help="recompute shards whose provenance differs (default: refuse to mix them)")
+    SweepOptions.add_arguments(p)
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (models, order, estimated memory, shard state); load nothing")
-    p.add_argument("--only", action="append", metavar="MODEL", help="run only this model (repeatable)")
-    p.add_argument("--index", type=int, metavar="N",
-                   help="run only the N-th model in largest-first order (0-based; for Slurm arrays)")
     p.add_argument("--count", action="store_true", help="print the number of models and exit")
     p.add_argument("--merge", metavar="FILE.h5", help="after the sweep, merge the shards into this file")
-    p.add_argument("--on-term", choices=("drop", "finish"), default="drop",
-                   help="on SIGTERM, drop the model being computed (default) or finish it")
-    mpi = p.add_mutually_exclusive_group()
-    mpi.add_argument("--mpi", dest="use_mpi", action="store_true", default=None,
-                     help="require MPI (default: use it when launched by mpiexec/srun)")
-    mpi.add_argument("--no-mpi", dest="use_mpi", action="store_false", help="never initialise MPI")
     p.add_argument("--json", action="store_true", help="print the summary (or plan) as JSON")
     p.set_defaults(func=run_sweep_cmd)
 
@@ -40,15 +30,13 @@ def register(sub) -> None:
     m.add_argument("results_dir", metavar="DIR")
     m.add_argument("-o", "--out", required=True, metavar="FILE.h5")
     m.add_argument("--job", metavar="JOB.yaml", help="also report the job's models that have no complete shard")
-    m.add_argument("--force", action="store_true", help="overwrite an existing output with different content")
-    m.add_argument("--allow-mixed", action="store_true",
-                   help="merge shards of different job provenance (prompt sets, options, code)")
+    MergeOptions.add_arguments(m)
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=run_merge_cmd)
 
 
-def _gb(b):
-    return None if b is None else round(b / 1e9, 2)
+def _gb(b: float) -> float:
+    return b if math.isnan(b) else round(b / 1e9, 2)
 
 
 def run_sweep_cmd(args: argparse.Namespace) -> int:
@@ -56,40 +44,41 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
     from cape_hpc.sweep.runner import plan, run_sweep, select_models
     from cape_hpc.sweep.spec import load_job
 
+    opts = SweepOptions.from_args(args)
     job = load_job(args.job)
     if args.count:
-        print(len(select_models(job, args.only, None)))
+        print(len(select_models(job, opts.only, None)))
         return 0
-    out_dir = args.out_dir or job.output_dir
+    out_dir = opts.out_dir or job.output_dir
     if args.dry_run:
-        rows = plan(job, out_dir, force=args.force, models=select_models(job, args.only, args.index))
+        rows = plan(job, out_dir, force=opts.force, models=select_models(job, opts.only, opts.index))
         if args.json:
             emit_json({"job": job.name, "out_dir": out_dir, "work": job.work_target, "plan": rows})
         else:
-            print_table([(r.order, r.model, r.id, None if r.params is None else r.params / 1e9, r.dtype,
-                          _gb(r.est_memory_bytes), r.shard, r.action) for r in rows],
+            print_table([(r.order, r.model, r.id, r.params / 1e9, r.dtype, _gb(r.est_memory_bytes), r.shard, r.action)
+                         for r in rows],
                         ["order", "model", "id", "params_B", "dtype", "est_mem_GB", "shard", "action"],
                         title=f"sweep plan: {job.name} ({len(rows)} models, largest first) -> {out_dir}")
-            known = [r.est_memory_bytes for r in rows if r.est_memory_bytes]
+            known = [r.est_memory_bytes for r in rows if not math.isnan(r.est_memory_bytes)]
             if known:
                 print(f"\nlargest estimated peak memory: {_gb(max(known))} GB per rank "
                       f"(weights + one batch of activations + runtime); nothing was downloaded")
         return 0
 
-    res = run_sweep(job, out_dir, force=args.force, only=args.only, index=args.index, use_mpi=args.use_mpi,
-                    on_term=args.on_term)
+    res = run_sweep(job, opts)
     if res.ranks > 1 and not res.models:  # worker ranks: rank 0 prints
         return res.exit_status() if res.interrupted else 0
     status = res.exit_status()
     if args.merge and not res.interrupted:
         from cape_hpc.sweep.merge import merge_shards
 
-        mres = merge_shards(out_dir, args.merge, force=True, expect=[m.name for m in select_models(job, args.only, args.index)])
+        mres = merge_shards(out_dir, args.merge, MergeOptions(force=True),
+                            expect=[m.name for m in select_models(job, opts.only, opts.index)])
         status = status or mres.exit_status()
     if args.json:
         emit_json(res)
     else:
-        print_table([(m.model, m.status, round(m.seconds, 2), m.rank, m.error or m.note or "") for m in res.models],
+        print_table([(m.model, m.status, round(m.seconds, 2), m.rank, m.error or m.note) for m in res.models],
                     ["model", "status", "seconds", "rank", "error / note"],
                     title=f"sweep {res.job}: {res.ranks} rank(s), {res.wall_seconds:.1f} s wall -> {res.out_dir}")
         print(f"busy s per rank: {[round(x, 1) for x in res.busy_seconds]}; waiting for the master: "
@@ -109,13 +98,13 @@ def run_merge_cmd(args: argparse.Namespace) -> int:
         from cape_hpc.sweep.spec import load_job
 
         expect = [m.name for m in load_job(args.job).models]
-    res = merge_shards(args.results_dir, args.out, force=args.force, allow_mixed=args.allow_mixed, expect=expect)
+    res = merge_shards(args.results_dir, args.out, MergeOptions.from_args(args), expect=expect)
     if args.json:
         emit_json(res)
     else:
         print(f"merged {len(res.merged)} model(s) into {res.output}: {', '.join(res.merged)}")
     for b in res.bad:
-        print(f"cape merge: {b['status']} shard not merged: {b['shard']} ({b['detail']})", file=sys.stderr)
+        print(f"cape merge: {b.status} shard not merged: {b.shard} ({b.detail})", file=sys.stderr)
     if res.missing:
         print(f"cape merge: no complete shard for: {', '.join(res.missing)}", file=sys.stderr)
     return res.exit_status()

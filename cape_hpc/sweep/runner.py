@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -30,11 +31,12 @@ import traceback
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from cape_hpc.errors import OptionError, StoreError
-from cape_hpc.schema import Provenance
+from cape_hpc.schema import Provenance, Result
 from cape_hpc.sweep import shards as sh
+from cape_hpc.sweep.options import SweepOptions
 from cape_hpc.sweep.spec import JobSpec, ModelEntry, estimate_memory_bytes, order_models
 
 log = logging.getLogger(__name__)
@@ -54,19 +56,23 @@ class SweepInterrupted(Exception):
 
 @dataclass
 class ModelRun:
+    """One model of a sweep run (a row: missing text is "", a missing number NaN)."""
+
     model: str
     status: str                 # done | skipped | failed | interrupted | busy
     seconds: float = 0.0
     rank: int = 0
     host: str = sh.HOST
-    error: str | None = None
-    shard: str | None = None
-    note: str | None = None
-    load_seconds: float | None = None   # from the work function's info (model loading)
+    error: str = ""
+    shard: str = ""
+    note: str = ""
+    load_seconds: float = math.nan   # from the work function's info (model loading)
 
 
 @dataclass
-class SweepResult:
+class SweepResult(Result):
+    """What one ``run_sweep`` did, model by model, and how busy each rank was."""
+
     job: str
     out_dir: str
     ranks: int
@@ -90,12 +96,14 @@ class SweepResult:
 
 @dataclass
 class PlanRow:
+    """One model of ``plan`` (a row: unknown sizes are NaN)."""
+
     order: int
     model: str
     id: str
-    params: float | None
+    params: float               # NaN when the job does not give it
     dtype: str
-    est_memory_bytes: int | None
+    est_memory_bytes: float     # NaN when params are unknown
     shard: str                  # missing | complete | corrupt | incomplete | mismatch
     action: str                 # run | skip | recompute | refuse
     detail: str = ""
@@ -111,7 +119,9 @@ def plan(job: JobSpec, out_dir: str | os.PathLike, *, force: bool = False, model
     rows = []
     prompts_sha = sh.prompt_hashes(job) if inspect else None
     for i, m in enumerate(order_models(models if models is not None else job.models)):
-        row = PlanRow(i, m.name, m.id, m.params, m.dtype, estimate_memory_bytes(m, job), "missing", "run")
+        mem = estimate_memory_bytes(m, job)
+        row = PlanRow(i, m.name, m.id, math.nan if m.params is None else float(m.params), m.dtype,
+                      math.nan if mem is None else float(mem), "missing", "run")
         if inspect:
             st = sh.inspect_shard(sh.shard_path(out_dir, m.name))
             row.shard = st.status
@@ -130,7 +140,8 @@ def plan(job: JobSpec, out_dir: str | os.PathLike, *, force: bool = False, model
     return rows
 
 
-def select_models(job: JobSpec, only: list[str] | None = None, index: int | None = None) -> list[ModelEntry]:
+def select_models(job: JobSpec, only: tuple[str, ...] | list[str] | None = None,
+                  index: int | None = None) -> list[ModelEntry]:
     models = job.models
     if only:
         models = [job.model(n) for n in only]
@@ -326,7 +337,8 @@ def run_one(entry: ModelEntry, job: JobSpec, out_dir: Path, work: Callable, *, f
             sh._failpoint("after_work", entry.name)
         finally:
             term.in_compute = False
-        run.load_seconds = (tree.get("info") or {}).get("load_seconds")
+        ls = (tree.get("info") or {}).get("load_seconds")
+        run.load_seconds = math.nan if ls is None else float(ls)
         outcome, path = sh.write_shard(out_dir, entry, want, tree, force=force or st.status == "complete",
                                        info={**(tree.get("info") or {}), "run_id": run_id, "rank": rank,
                                              "host": sh.HOST})
@@ -354,23 +366,24 @@ def run_one(entry: ModelEntry, job: JobSpec, out_dir: Path, work: Callable, *, f
 def _record(out_dir: Path, run: ModelRun, run_id: str) -> None:
     with sh.locked_manifest(out_dir) as man:
         prev = man["models"].get(run.model, {})
-        entry = {"status": run.status, "seconds": round(run.seconds, 3), "load_seconds": run.load_seconds,
-                 "rank": run.rank,
-                 "host": run.host, "error": run.error, "note": run.note, "shard": run.shard,
+        entry = {"status": run.status, "seconds": round(run.seconds, 3),
+                 "load_seconds": None if math.isnan(run.load_seconds) else run.load_seconds, "rank": run.rank,
+                 "host": run.host, "error": run.error or None, "note": run.note or None, "shard": run.shard or None,
                  "run_id": run_id, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         if run.status == "skipped" and prev.get("status") == "done":
             entry = {**prev, "last_checked": entry["finished"], "last_run_id": run_id}
         man["models"][run.model] = entry
 
 
-def run_sweep(job: JobSpec, out_dir: str | os.PathLike | None = None, *, force: bool = False,
-              only: list[str] | None = None, index: int | None = None, use_mpi: bool | None = None,
-              on_term: str = "drop", comm=None) -> SweepResult:
-    """Run (or resume) a sweep; every rank calls this.  Returns the same summary on every rank
-    (rank 0's is complete; workers get the broadcast summary)."""
-    if on_term not in ("drop", "finish"):
-        raise OptionError(f"--on-term must be 'drop' or 'finish', got {on_term!r}")
-    comm = comm if comm is not None else get_comm(use_mpi)
+def run_sweep(job: JobSpec, opts: SweepOptions | None = None, *, comm=None, **changes: Any) -> SweepResult:
+    """Run (or resume) a sweep; every rank calls this.  ``opts`` (defaults when None), any field
+    overridden by keyword (``force=True``; validated by :class:`SweepOptions`).  Returns the summary
+    on every rank (rank 0's is complete; workers get the per-rank times)."""
+    opts = opts or SweepOptions()
+    if changes:
+        opts = opts.replace(**changes)
+    out_dir, force, only, index, on_term = opts.out_dir, opts.force, opts.only, opts.index, opts.on_term
+    comm = comm if comm is not None else get_comm(opts.use_mpi)
     rank = comm.Get_rank() if comm is not None else 0
     size = comm.Get_size() if comm is not None else 1
     out = Path(out_dir or job.output_dir)
@@ -494,10 +507,7 @@ def run_sweep(job: JobSpec, out_dir: str | os.PathLike | None = None, *, force: 
         b, w, walls = stats
         idle = [max(0.0, wall - x) for x in b]
         res = SweepResult(job.name, str(out), size, sorted(runs, key=lambda r: r.model), wall, b, w, idle,
-                          term.requested.is_set(),
-                          Provenance("sweep", {"job": job.path, "out_dir": str(out), "force": force,
-                                               "only": only, "index": index, "ranks": size},
-                                     inputs={"job": job.sha256, **{f"prompts_{k}": v for k, v in prompts_sha.items()}}))
+                          term.requested.is_set(), _provenance(job, opts, prompts_sha))
         with sh.locked_manifest(out) as man:
             man["runs"][run_id].update(
                 finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), wall_seconds=round(wall, 3),
@@ -505,8 +515,13 @@ def run_sweep(job: JobSpec, out_dir: str | os.PathLike | None = None, *, force: 
                 interrupted=res.interrupted,
                 counts={s: sum(r.status == s for r in runs) for s in ("done", "skipped", "failed", "interrupted", "busy")})
         return res
-    return SweepResult(job.name, str(out), size, [], wall, stats[0], stats[1], [], term.requested.is_set(),
-                       Provenance("sweep", {"job": job.path}))
+    return SweepResult(job.name, str(out), size, [], wall, list(stats[0]), list(stats[1]), [],
+                       term.requested.is_set(), _provenance(job, opts, prompts_sha))
+
+
+def _provenance(job: JobSpec, opts: SweepOptions, prompts_sha: dict) -> Provenance:
+    return Provenance("cape_hpc.sweep.run_sweep", opts.to_dict(),
+                      inputs={"job": job.sha256, **{f"prompts_{k}": v for k, v in prompts_sha.items()}})
 
 
 def _run_id() -> str:

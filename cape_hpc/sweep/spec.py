@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cape_hpc.errors import DataError
+from cape_hpc.errors import DataError, OptionError
+from cape_hpc.internals.results import POOLINGS
+from cape_hpc.steering.results import SCALES as STEER_SCALES
 
 DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
-POOLINGS = ("last", "mean")
-STEER_SCALES = ("relative", "absolute")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 #: short names of the work functions (``work:`` key); anything else must be ``module:function``
 WORK_FUNCTIONS = {
@@ -186,7 +186,7 @@ def parse_job(data: Any, path: str = "<job>") -> JobSpec:
     pr = v.mapping(top.get("prompts"), "prompts", _PROMPT_KEYS)
     prompts = {"contrastive": v.typed(pr, "prompts", "contrastive", (str,), None),
                "calibration": v.typed(pr, "prompts", "calibration", (str,), None),
-               "max_prompts": v.typed(pr, "prompts", "max_prompts", (int,), None, minimum=1)}
+               "max_prompts": v.typed(pr, "prompts", "max_prompts", (int,), None, minimum=2)}
     base = Path(path).parent
     for k in ("contrastive", "calibration"):
         p = prompts[k]
@@ -251,9 +251,20 @@ def parse_job(data: Any, path: str = "<job>") -> JobSpec:
             family=v.typed(m, key, "family", (str,), None),
             extra=extra,
         ))
-    return JobSpec(path=path, name=job_name,
-                   output_dir=output_dir, models=models, prompts=prompts, internals=internals,
-                   steering=steering, work=work, work_options=dict(work_options))
+    job = JobSpec(path=path, name=job_name,
+                  output_dir=output_dir, models=models, prompts=prompts, internals=internals,
+                  steering=steering, work=work, work_options=dict(work_options))
+    # the options the work functions pass on are validated here, by the classes that declare them
+    from cape_hpc.sweep.work import extract_options, steer_options
+
+    for key, build in (("internals", extract_options), ("steering", steer_options)):
+        if key == "steering" and not steering["enabled"]:
+            continue
+        try:
+            build(job)
+        except OptionError as exc:
+            raise v.err(key, str(exc)) from None
+    return job
 
 
 def load_job(path: str | os.PathLike) -> JobSpec:

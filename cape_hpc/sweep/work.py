@@ -1,8 +1,11 @@
-"""Per-model work functions: ``f(entry, job) -> {"internals": tree, "steering": {run: tree}, "info": {...}}``.
+"""Per-model work functions: ``f(entry, job) -> {"internals": InternalsResult, "steering": {run:
+SteeringResult}, "info": {...}}`` (results of the schema; the shard stores them with ``to_tree``).
 
 ``process_model`` is the real one (load the model, extract internals, optionally steer);
 ``synthetic_model`` is a deterministic stand-in without torch, used by the tests of scheduling,
-resume, merge and fault handling (``work: synthetic`` in a job file).
+resume, merge and fault handling (``work: synthetic`` in a job file).  The options each work
+function passes on are built from the job by ``extract_options`` / ``steer_options`` (so they are
+validated when the job is read, and stored unchanged as the results' provenance).
 """
 from __future__ import annotations
 
@@ -12,7 +15,35 @@ from typing import Any
 
 import numpy as np
 
+from cape_hpc.internals.options import ExtractOptions
+from cape_hpc.internals.results import Bottleneck, HeadRow, HeadSummary, InternalsResult, LayerRow
+from cape_hpc.schema import Provenance
+from cape_hpc.steering.options import SteerOptions
+from cape_hpc.steering.results import PromptOutcome, SteeringResult
 from cape_hpc.sweep.spec import JobSpec, ModelEntry
+
+_STEER_KEYS = ("alpha", "scale", "positions", "tau", "probe_layer", "method", "max_new_tokens", "batch_size",
+               "max_prompts")
+
+
+def extract_options(job: JobSpec, batch_size: int | None = None) -> ExtractOptions:
+    """The extraction options of a job's models (``batch_size``: the model entry's)."""
+    it = job.internals
+    kw: dict[str, Any] = {"pooling": it.get("pooling") or "last", "backend": it.get("backend"),
+                          "max_prompts": job.prompts.get("max_prompts")}
+    if it.get("taps"):
+        kw["taps"] = tuple(it["taps"])
+    if batch_size is not None:
+        kw["batch_size"] = batch_size
+    return ExtractOptions(**kw)
+
+
+def steer_options(job: JobSpec) -> SteerOptions:
+    """The steering options of a job (keys left out take SteerOptions' defaults)."""
+    st = job.steering
+    kw = {k: st[k] for k in _STEER_KEYS if st.get(k) is not None}
+    kw["backend"] = job.internals.get("backend")
+    return SteerOptions(**kw)
 
 
 def _subset_prompts(prompts: Any, n: int | None) -> Any:
@@ -77,41 +108,31 @@ def process_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
     if device != "cpu":
         loaded.model.to(device)
     t_load = time.perf_counter() - t0
-    prompts = _subset_prompts(load_prompts(job.prompts.get("contrastive")), job.prompts.get("max_prompts"))
+    prompts = load_prompts(job.prompts.get("contrastive"))
     out: dict[str, Any] = {"info": {"source": str(loaded.source), "resolved_revision": str(loaded.revision),
                                     "device": device, "load_seconds": round(t_load, 3)}}
-    opts = job.internals
-    if opts.get("enabled", True):
-        kw: dict[str, Any] = {"batch_size": entry.batch_size, "pooling": opts.get("pooling", "last"),
-                              "backend": opts.get("backend")}
-        if opts.get("taps"):
-            kw["taps"] = opts["taps"]
-        res = extract_internals(loaded, prompts, **kw)
-        out["internals"] = res.to_store_tree() if hasattr(res, "to_store_tree") else res
-    st = job.steering
-    if st.get("enabled"):
+    if job.internals.get("enabled", True):
+        out["internals"] = extract_internals(loaded, prompts, extract_options(job, entry.batch_size))
+    if job.steering.get("enabled"):
         from cape_hpc.steering import run_steering
 
-        calib = load_prompts(job.prompts.get("calibration"), calibration=True)
-        calib = _subset_prompts(calib, job.prompts.get("max_prompts"))
-        steer_prompts = _subset_prompts(prompts, st.get("max_prompts"))
-        kw = {k: st[k] for k in ("alpha", "scale", "positions", "tau", "probe_layer", "method",
-                                 "max_new_tokens", "batch_size") if st.get(k) is not None}
-        kw["backend"] = opts.get("backend")
-        res = run_steering(loaded, calib, steer_prompts, **kw)
-        out["steering"] = {getattr(res, "run_name", "default"):
-                           res.to_store_tree() if hasattr(res, "to_store_tree") else res}
+        calib = _subset_prompts(load_prompts(job.prompts.get("calibration"), calibration=True),
+                                job.prompts.get("max_prompts"))
+        res = run_steering(loaded, calib, _subset_prompts(prompts, job.prompts.get("max_prompts")),
+                           steer_options(job))
+        out["steering"] = {res.run_name: res}
     out["info"]["seconds"] = round(time.perf_counter() - t0, 3)
     del loaded
     return out
 
 
 def synthetic_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
-    """Deterministic fake internals for a model, from its name and the job options.
+    """Deterministic fake internals (and steering) for a model, from its name and the job options.
 
     ``entry.extra``: ``sleep`` (seconds), ``fail`` (raise RuntimeError with that message),
-    ``burn`` (seconds of CPU work), ``iters`` (a fixed number of 128 x 128 matmul + tanh steps).  ``job.work_options``: ``sleep_per_gparam``.  An id starting with
-    ``missing/`` fails like an unloadable model.
+    ``burn`` (seconds of CPU work), ``iters`` (a fixed number of 128 x 128 matmul + tanh steps).
+    ``job.work_options``: ``sleep_per_gparam``.  An id starting with ``missing/`` fails like an
+    unloadable model.
     """
     if entry.id.startswith("missing/"):
         raise OSError(f"{entry.id} is not a local folder and cannot be found offline")
@@ -132,18 +153,36 @@ def synthetic_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
     seed = int.from_bytes(hashlib.sha256(f"{entry.name}|{entry.id}|{entry.revision}|{entry.dtype}|"
                                          f"{job.prompts}|{job.internals}".encode()).digest()[:8], "little")
     rng = np.random.default_rng(seed)
-    n_layers, n_heads = entry.n_layers or 4, 4
-    internals = {
-        "source": entry.id, "revision": entry.revision or "none", "dtype": entry.dtype,
-        "backend": "synthetic", "complete": True,
-        "layer_coupling": rng.uniform(-1, 1, n_layers),
-        "layer_pairwise_mean": rng.uniform(-1, 1, n_layers),
-        "layer_competing_fraction": rng.uniform(0, 1, n_layers),
-        "head_coupling": rng.uniform(-1, 1, (n_layers, n_heads)),
-        "d_rep": rng.uniform(1, 20, n_layers),
-    }
+    L, H = entry.n_layers or 4, 4
+    coupling, pm = rng.uniform(-1, 1, L), rng.uniform(-1, 1, L)
+    pf, hc, dr = rng.uniform(0, 1, L), rng.uniform(-1, 1, (L, H)), rng.uniform(1, 20, L)
+    eopts = extract_options(job, entry.batch_size)
+    internals = InternalsResult(
+        model=entry.name, source=entry.id, revision=entry.revision or "none", dtype=entry.dtype,
+        backend="synthetic", pooling=eopts.pooling, taps=["residual", "heads"], set_r="reasoning",
+        set_t="truthfulness", n_prompts=8, n_r=4, n_t=4, n_truncated=0, prompt_set_sha256="synthetic",
+        n_layers=L, n_heads=H, head_dim=8, d_model=entry.d_model or 16,
+        layers=[LayerRow(l, float(coupling[l]), float(pm[l]), float(pf[l]), bool(pf[l] > 0.5), float(dr[l]))
+                for l in range(L)],
+        heads=[HeadRow(l, h, float(hc[l, h])) for l in range(L) for h in range(H)],
+        head_summary=HeadSummary.of(hc), bottleneck=Bottleneck(),
+        provenance=Provenance("cape_hpc.sweep.work.synthetic_model", eopts.to_dict(), seed=seed))
     out: dict[str, Any] = {"internals": internals, "info": {"source": entry.id, "resolved_revision": "synthetic"}}
     if job.steering.get("enabled"):
-        out["steering"] = {"default": {"direction": rng.normal(size=entry.d_model or 16),
-                                       "rate": float(rng.uniform()), "alpha": job.steering.get("alpha") or 0.5}}
+        sopts = steer_options(job)
+        v = rng.normal(size=entry.d_model or 16)
+        n, k = 4, int(rng.integers(0, 5))
+        from cape_hpc.stats.intervals import wilson_interval
+
+        rows = [PromptOutcome(str(i), f"prompt {i}", "base", "steered" if i < k else "base", i < k,
+                              float(rng.uniform(-1, 1)), 1, 1) for i in range(n)]
+        st = SteeringResult(
+            model=entry.name, source=entry.id, revision=entry.revision or "none", dtype=entry.dtype,
+            backend="synthetic", probe_layer=sopts.probe_layer or 0, method=sopts.method, alpha=sopts.alpha,
+            scale=sopts.scale, positions=sopts.positions, tau=sopts.tau, pooling=sopts.pooling,
+            max_new_tokens=sopts.max_new_tokens, batch_size=sopts.batch_size, chat_template=False,
+            direction=v / np.linalg.norm(v), calibration_sha256="synthetic", prompt_set_sha256="synthetic",
+            n_prompts=n, n_changed=k, rate=k / n, rate_ci=wilson_interval(k, n, 0.95), n_injected=k,
+            per_prompt=rows, provenance=Provenance("cape_hpc.sweep.work.synthetic_model", sopts.to_dict(), seed=seed))
+        out["steering"] = {st.run_name: st}
     return out
