@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from cape_hpc.errors import DataError, SchemaError
-from cape_hpc.schema import RESULT_CLASSES, Provenance, Result, from_tree, load_result, to_jsonable
+from cape_hpc.schema import (RESULT_CLASSES, BootstrapSummary, ConfidenceInterval, Provenance, Result,
+                             from_tree, load_result, to_jsonable)
 from cape_hpc.report.layout import LAYOUT, InputTable
 
 
@@ -177,17 +178,14 @@ def _decode_all(tree: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
 
 # ----------------------------------------------------------------------------------------- values
 
-def ci_bounds(ci: Any) -> tuple[float, float]:
+def ci_bounds(ci: ConfidenceInterval) -> tuple[float, float]:
     """(low, high) of a ConfidenceInterval."""
     return float(ci.low), float(ci.high)
 
 
-def boot_interval(boot: Any, level: float = 0.95) -> tuple[float, float]:
+def boot_interval(boot: BootstrapSummary, level: float = 0.95) -> tuple[float, float]:
     """(low, high) of a bootstrap summary's interval at ``level`` (NaNs when it has none)."""
-    ci = boot.interval(level)
-    if isinstance(ci, tuple):  # analysis._boot.BootSummary (until the analyses keep a BootstrapSummary)
-        return float(ci[0]), float(ci[1])
-    return ci_bounds(ci)
+    return ci_bounds(boot.interval(level))
 
 
 def jsonable(v: Any) -> Any:

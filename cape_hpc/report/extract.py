@@ -16,7 +16,7 @@ import numpy as np
 from cape_hpc.report.data import Results, Skip, boot_interval, ci_bounds
 from cape_hpc.report.layout import (GROUPS, CouplingResult, DeffResult, DynamicsResult, EigenResult,
                                     FrontierResult, HFieldResult, InternalsResult, IsoclineResult,
-                                    LossLawResult, NcResult, PhaseResult, SizePrediction, SteeringResult,
+                                    LossLawResult, NcResult, PhaseResult, PredictResult, SteeringResult,
                                     WidthResult)
 
 PHASE_ORDER = ("tax", "transition", "bonus")
@@ -139,21 +139,13 @@ def frontier(res: Results) -> dict[str, Any]:
 def _trajectories(path: str, d: DynamicsResult) -> list[dict]:
     """Actual vs ODE (and each polynomial baseline) per held-out family, [sizes, benchmarks]."""
     out = []
+    predictors = list(dict.fromkeys(r.predictor for r in d.predictions))
     for fam in dict.fromkeys(r.family for r in d.predictions):
-        rows = [r for r in d.predictions if r.family == fam]
-        bs = list(d.benchmarks)
-        xs = sorted({r.log10_n for r in rows})
-        A = np.full((len(xs), len(bs)), np.nan)
-        P = np.full_like(A, np.nan)
-        base: dict[str, np.ndarray] = {}
-        for r in rows:
-            i, j = xs.index(r.log10_n), bs.index(r.benchmark)
-            A[i, j], P[i, j] = r.actual, r.ode
-            for k, v in r.baselines.items():
-                base.setdefault(k, np.full_like(A, np.nan))[i, j] = v
+        x, _, A, P = d.trajectory(fam, "ode")
+        base = {p: d.trajectory(fam, p)[3].tolist() for p in predictors if p != "ode"}
         label = f"{d.model}: train {'+'.join(d.train)}, holdout {fam}"
-        out.append({"label": label, "path": path, "x": xs, "benchmarks": bs, "actual": A.tolist(),
-                    "predicted": P.tolist(), "baselines": {k: v.tolist() for k, v in base.items()}})
+        out.append({"label": label, "path": path, "x": x.tolist(), "benchmarks": list(d.benchmarks),
+                    "actual": A.tolist(), "predicted": P.tolist(), "baselines": base})
     return out
 
 
@@ -185,16 +177,15 @@ def dynamics(res: Results) -> dict[str, Any]:
 
 
 def predictions(res: Results) -> dict[str, Any]:
-    """Stored SizePredictions: start scores, the ODE's prediction with its 95% bootstrap band, and
+    """Stored PredictResults (``cape predict --out``): start scores, the ODE's prediction with its 95% bootstrap band, and
     the polynomial baselines, per benchmark."""
-    found = res.find(SizePrediction, "/dynamics/predict")
+    found = res.find(PredictResult, "/dynamics/predict")
     if not found:
-        raise _none(SizePrediction, res, "cape predict --out")
+        raise _none(PredictResult, res, "cape predict --out")
     out = []
     for path, p in found:
-        b95 = p.band.get("0.95")
-        lo = [v[0] for v in b95] if b95 is not None else [math.nan] * len(p.ode)
-        hi = [v[1] for v in b95] if b95 is not None else [math.nan] * len(p.ode)
+        cis = [p.interval(b, 0.95) for b in p.benchmarks]
+        lo, hi = [ci.low for ci in cis], [ci.high for ci in cis]
         out.append({"label": f"{p.family} at N = {p.size:.3g} (from {p.start_model}, {p.model})", "path": path,
                     "benchmarks": list(p.benchmarks), "start": list(p.start_scores), "ode": list(p.ode),
                     "lo": lo, "hi": hi, "baselines": {k: list(v) for k, v in p.baselines.items()}})

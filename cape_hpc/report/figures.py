@@ -22,6 +22,13 @@ from cape_hpc.report import extract as ex  # noqa: E402
 from cape_hpc.report.data import Results, Skip  # noqa: E402
 
 
+def _yerr(y, lo, hi) -> np.ndarray:
+    """[2, n] error-bar lengths from an interval; 0 where a bound is NaN or lies (by rounding, e.g.
+    a Wilson bound of 1e-17 above a rate of 0) on the wrong side of the estimate."""
+    y, lo, hi = (np.asarray(v, float) for v in (y, lo, hi))
+    return np.clip(np.nan_to_num(np.vstack([y - lo, hi - y]), nan=0.0), 0.0, None)
+
+
 def _new(ncols: int = 1, width: float = 6.4, height: float = 4.4) -> tuple[Figure, list]:
     fig = Figure(figsize=(width * ncols if ncols > 1 else width, height), layout="constrained")
     axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
@@ -157,7 +164,7 @@ def fig_deff(res: Results) -> Figure:
     y = np.array([r["d_eff"] for r in rows])
     lo = np.array([r["lo"] for r in rows])
     hi = np.array([r["hi"] for r in rows])
-    err = np.vstack([np.where(np.isfinite(lo), y - lo, 0), np.where(np.isfinite(hi), hi - y, 0)])
+    err = _yerr(y, lo, hi)
     ax.bar(x, y, color=[ex.PHASE_COLORS.get(r["phase"], "#1f77b4") for r in rows], alpha=0.8)
     ax.errorbar(x, y, yerr=err, fmt="none", ecolor="k", capsize=4, lw=1)
     ax.set_xticks(x, [r["phase"] for r in rows])
@@ -180,7 +187,7 @@ def fig_width(res: Results) -> Figure:
     nhi = np.array([r["null_hi"] for r in rows])
     ok = np.isfinite(nm) | (np.isfinite(nlo) & np.isfinite(nhi))
     centre = np.where(np.isfinite(nm), nm, (nlo + nhi) / 2)
-    yerr = np.vstack([np.where(np.isfinite(nlo), centre - nlo, 0), np.where(np.isfinite(nhi), nhi - centre, 0)])
+    yerr = _yerr(centre, nlo, nhi)
     ax.bar(x[ok] + w, centre[ok], w, color="#bbbbbb", label="permutation control (95% of null)")
     ax.errorbar(x[ok] + w, centre[ok], yerr=yerr[:, ok], fmt="none", ecolor="k", capsize=3, lw=1)
     ax.axhline(0, color="k", lw=0.8)
@@ -243,7 +250,7 @@ def fig_predict(res: Results) -> Figure:
         ax.bar(x - 0.2, p["start"], 0.4, color="#cccccc", label="start model")
         ode, lo, hi = (np.asarray(p[k], float) for k in ("ode", "lo", "hi"))
         ax.bar(x + 0.2, ode, 0.4, color="#1f77b4", label="ODE prediction")
-        ax.errorbar(x + 0.2, ode, yerr=np.vstack([np.nan_to_num(ode - lo), np.nan_to_num(hi - ode)]), fmt="none",
+        ax.errorbar(x + 0.2, ode, yerr=_yerr(ode, lo, hi), fmt="none",
                     ecolor="k", capsize=3, label="95% band")
         for j, (name, vals) in enumerate(sorted(p["baselines"].items())):
             ax.plot(x + 0.2, vals, "_", ms=14, mew=2, color=f"C{j + 1}", label=name)
@@ -324,7 +331,7 @@ def fig_steering(res: Results) -> Figure:
         y = np.array([r["rate"] for r in rs])
         lo = np.array([r["lo"] for r in rs])
         hi = np.array([r["hi"] for r in rs])
-        err = np.vstack([np.where(np.isfinite(lo), y - lo, 0), np.where(np.isfinite(hi), hi - y, 0)])
+        err = _yerr(y, lo, hi)
         ax.errorbar(a + 0.01 * i, y, yerr=err, fmt="o-", capsize=4, label=model)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("alpha")

@@ -63,8 +63,9 @@ def _layout(title: str, xlab: str, ylab: str, **kw) -> dict:
 
 def _err(y, lo, hi) -> dict:
     y, lo, hi = (np.asarray(v, float) for v in (y, lo, hi))
-    return {"type": "data", "symmetric": False, "array": np.where(np.isfinite(hi), hi - y, 0).tolist(),
-            "arrayminus": np.where(np.isfinite(lo), y - lo, 0).tolist(), "visible": True}
+    up = np.clip(np.nan_to_num(hi - y, nan=0.0), 0.0, None)
+    down = np.clip(np.nan_to_num(y - lo, nan=0.0), 0.0, None)
+    return {"type": "data", "symmetric": False, "array": up.tolist(), "arrayminus": down.tolist(), "visible": True}
 
 
 SYMBOLS = ["circle", "square", "diamond", "triangle-up", "triangle-down", "cross", "x", "pentagon", "hexagon",
@@ -495,7 +496,7 @@ def _alts(claim: Any) -> str:
     """'name: value (MATCH|no|?)' for each alternative tried."""
     out = []
     for a in claim.alternatives_tried:
-        mark = "MATCH" if a.matches is True else ("no" if a.matches is False else "?")
+        mark = "MATCH" if a.matches else ("?" if a.undecided else "no")
         out.append(f"{a.name}: {a.value} ({mark})")
     return "; ".join(out)
 

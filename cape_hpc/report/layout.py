@@ -25,14 +25,10 @@ from cape_hpc.analysis.nc import NcResult
 from cape_hpc.analysis.phases import PhaseResult
 from cape_hpc.analysis.population import PopulationResult
 from cape_hpc.analysis.width import WidthResult
-from cape_hpc.dynamics.discovery import DynamicsResult, SizePrediction
+from cape_hpc.audit import AuditResult
+from cape_hpc.dynamics.discovery import DynamicsResult, PredictResult
 from cape_hpc.internals.results import InternalsResult
 from cape_hpc.steering.results import SteeringResult
-
-try:  # the audit's own package (issue 10); cape_hpc.analysis.reproduce until it lands
-    from cape_hpc.audit import AuditResult
-except ImportError:  # pragma: no cover - transitional
-    from cape_hpc.analysis.reproduce import AuditResult
 
 
 @dataclass
@@ -63,7 +59,7 @@ LAYOUT: tuple[tuple[re.Pattern, type], ...] = tuple((re.compile(p), c) for p, c 
     ("/analysis/frontier", FrontierResult),
     ("/analysis/diagnose_model", DiagnoseModel),
     ("/analysis/diagnose", Diagnosis),
-    (f"/dynamics/predict/{_SEG}/{_SEG}", SizePrediction),
+    (f"/dynamics/predict/{_SEG}/{_SEG}", PredictResult),
     (f"/dynamics/(?!predict/){_SEG}/{_SEG}", DynamicsResult),
     ("/reproduce", AuditResult),
     (f"/internals/{_SEG}", InternalsResult),
@@ -77,6 +73,6 @@ GROUPS = {
     DeffResult: "/analysis/deff", WidthResult: "/analysis/width", HFieldResult: "/analysis/hfield",
     IsoclineResult: "/analysis/isocline", LossLawResult: "/analysis/loss", EigenResult: "/analysis/eigen",
     FrontierResult: "/analysis/frontier", DiagnoseModel: "/analysis/diagnose_model",
-    DynamicsResult: "/dynamics/<model>/<train>--<holdout>", SizePrediction: "/dynamics/predict/<family>/<size>",
+    DynamicsResult: "/dynamics/<model>/<train>--<holdout>", PredictResult: "/dynamics/predict/<family>/<size>",
     AuditResult: "/reproduce", InternalsResult: "/internals/<model>", SteeringResult: "/steering/<model>/<run>",
 }
