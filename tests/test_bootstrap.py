@@ -7,13 +7,19 @@ import pytest
 from scipy import stats
 
 from cape_hpc.errors import OptionError
-from cape_hpc.schema import to_jsonable
+from cape_hpc.schema import BootstrapSummary, ConfidenceInterval, to_jsonable
 from cape_hpc.stats import (
     BatchStatistic,
     ParticipationRatioStatistic,
     QuadraticNcStatistic,
+    bca_interval,
+    bca_parameters,
     bootstrap,
+    min_valid,
+    percentile_interval,
+    summarize,
 )
+from roundtrip import assert_roundtrip
 from cape_kernels.reference_resample import participation_ratio_eig, quadratic_vertex_ref
 
 RNG = np.random.default_rng(20261124)
@@ -27,7 +33,7 @@ def _deff_eig(i):
 
 def _close_ci(ours, theirs, width, frac):
     """Monte Carlo tolerance: each end within ``frac`` of the interval's width."""
-    assert abs(ours[0] - theirs[0]) < frac * width and abs(ours[1] - theirs[1]) < frac * width
+    assert abs(ours.low - theirs[0]) < frac * width and abs(ours.high - theirs[1]) < frac * width
 
 
 def test_percentile_matches_scipy_for_a_callable():
@@ -36,7 +42,7 @@ def test_percentile_matches_scipy_for_a_callable():
     for lv in (0.95, 0.68):
         ref = stats.bootstrap((SKEW,), np.mean, n_resamples=R, method="percentile", confidence_level=lv,
                               rng=np.random.default_rng(2)).confidence_interval
-        _close_ci(ours.ci[lv], ref, ref.high - ref.low, 0.08)
+        _close_ci(ours.interval(lv), ref, ref.high - ref.low, 0.08)
     assert ours.estimate == pytest.approx(SKEW.mean(), rel=1e-15)
     assert ours.n_valid == R and ours.n_invalid == 0 and not ours.stratified
 
@@ -49,7 +55,7 @@ def test_percentile_and_bca_match_scipy_for_participation_ratio():
         ours = bootstrap(stat, n_resamples=R, seed=3, method=method, levels=(0.9,))
         ref = stats.bootstrap((idx,), _deff_eig, vectorized=False, n_resamples=R, method=sp,
                               confidence_level=0.9, rng=np.random.default_rng(4)).confidence_interval
-        _close_ci(ours.ci[0.9], ref, ref.high - ref.low, 0.12)
+        _close_ci(ours.interval(0.9), ref, ref.high - ref.low, 0.12)
     assert ours.estimate == pytest.approx(participation_ratio_eig(X40), rel=1e-12)
 
 
@@ -58,13 +64,13 @@ def test_bca_matches_scipy_on_a_skewed_statistic():
     ours = bootstrap(lambda i: SKEW[i].mean(), len(SKEW), n_resamples=R, seed=5, method="bca", levels=(0.95,))
     ref = stats.bootstrap((SKEW,), np.mean, n_resamples=R, method="BCa", confidence_level=0.95,
                           rng=np.random.default_rng(6)).confidence_interval
-    _close_ci(ours.ci[0.95], ref, ref.high - ref.low, 0.08)
+    _close_ci(ours.interval(0.95), ref, ref.high - ref.low, 0.08)
     # the jackknife acceleration of the mean has a closed form: skewness / (6 sqrt(n))
     d = SKEW - SKEW.mean()
     a_exact = np.sum(d ** 3) / (6 * np.sum(d ** 2) ** 1.5)
     assert ours.acceleration == pytest.approx(a_exact, rel=1e-10)
     pct = bootstrap(lambda i: SKEW[i].mean(), len(SKEW), n_resamples=R, seed=5, levels=(0.95,))
-    assert ours.ci[0.95] != pct.ci[0.95]           # the correction moved the interval
+    assert ours.interval(0.95) != pct.interval(0.95)           # the correction moved the interval
     np.testing.assert_array_equal(ours.samples, pct.samples)
 
 
@@ -89,7 +95,7 @@ def test_identical_across_threads_and_chunks():
     finally:
         numba.set_num_threads(old)
     assert one.samples.tobytes() == two.samples.tobytes()
-    assert one.ci == two.ci and one.median == two.median
+    assert one.intervals == two.intervals and one.median == two.median
 
 
 def test_quadratic_invalid_fits_are_dropped_and_counted():
@@ -118,7 +124,7 @@ def test_percentile_definition_and_zero_variance_strata():
     np.testing.assert_allclose(res.samples, res.estimate, rtol=1e-13)
     res = bootstrap(stat, n_resamples=999, seed=1, levels=(0.9,))
     v = res.samples
-    assert res.ci[0.9] == tuple(np.quantile(v, [0.05, 0.95]))
+    assert (res.interval(0.9).low, res.interval(0.9).high) == tuple(np.quantile(v, [0.05, 0.95]))
 
 
 def test_bca_undefined_when_all_samples_on_one_side():
@@ -133,7 +139,7 @@ def test_bca_undefined_when_all_samples_on_one_side():
             return 1.0 + idx.sum(axis=1) / 1000.0
 
     res = bootstrap(Biased(), n_resamples=100, method="bca")
-    assert math.isnan(res.ci[0.95][0]) and "one side" in res.note
+    assert math.isnan(res.interval(0.95).low) and "one side" in res.note
 
 
 def test_options_are_checked():
@@ -149,11 +155,57 @@ def test_options_are_checked():
         bootstrap(lambda i: 0.0)
 
 
-def test_result_serialises_with_provenance(capsys):
+def test_result_round_trips_with_provenance(tmp_path):
     res = bootstrap(ParticipationRatioStatistic(X40), strata=np.repeat(np.arange(10), 4),
                     n_resamples=100, seed=7, progress=True)
+    assert [ci.level for ci in res.intervals] == [0.95, 0.68]
+    assert all(isinstance(ci, ConfidenceInterval) for ci in res.intervals)
     j = to_jsonable(res)
-    assert j["seed"] == 7 and j["n_resamples"] == 100 and j["ci"]["0.95"][0] <= j["ci"]["0.95"][1]
+    assert j["seed"] == 7 and j["n_resamples"] == 100
+    assert j["intervals"][0]["low"] <= j["intervals"][0]["high"] and j["intervals"][0]["level"] == 0.95
     assert j["provenance"]["method"] == "bootstrap-percentile"
     assert j["provenance"]["options"]["stratified"] is True
-    assert res.provenance.attrs()["n_resamples"] == 100
+    back = assert_roundtrip(res, tmp_path)
+    assert back.samples.tobytes() == res.samples.tobytes()
+    with pytest.raises(AttributeError):
+        res.ci = {}                                   # no undeclared attribute
+
+
+def test_summarize_keeps_the_numbers_and_flags_degenerate_bootstraps():
+    res = bootstrap(lambda i: SKEW[i].mean(), len(SKEW), n_resamples=400, seed=1, levels=(0.9, 0.5))
+    s = summarize(res)
+    assert isinstance(s, BootstrapSummary) and not s.degenerate and s.note == ""
+    assert (s.estimate, s.median, s.n_valid, s.n_resamples, s.seed) == (res.estimate, res.median, 400, 400, 1)
+    lo, hi = np.quantile(res.samples, [0.05, 0.95])
+    assert (s.interval(0.9).low, s.interval(0.9).high) == (lo, hi)
+    assert s.interval(0.5) == res.intervals[1] and math.isnan(s.interval(0.95).low)
+    # the stated minimum of valid resamples: max(100, 1% of R)
+    assert (min_valid(50), min_valid(10_000), min_valid(100_000)) == (100, 100, 1000)
+    few = summarize(bootstrap(lambda i: SKEW[i].mean(), len(SKEW), n_resamples=50, seed=1))
+    assert few.degenerate and "50 valid resamples < minimum 100" in few.note
+    # about 1 in 4 resamples valid: ~2,000 of 8,000 clear the minimum of 100
+    gated = bootstrap(lambda i: SKEW[i].mean() if i[0] % 4 == 0 else np.nan, len(SKEW), n_resamples=8000, seed=2)
+    assert summarize(gated).degenerate is False and 1500 < gated.n_valid < 2500
+    # zero width: every resample the same value
+    flat = summarize(bootstrap(lambda i: 1.0, 10, n_resamples=200))
+    assert flat.degenerate and "zero-width" in flat.note
+    # nothing valid: no interval
+    none = summarize(bootstrap(lambda i: np.nan, 10, n_resamples=200))
+    assert none.degenerate and "no valid resample" in none.note and "no interval defined" in none.note
+    assert math.isnan(none.median) and none.n_valid == 0
+
+
+def test_interval_functions_return_confidence_intervals():
+    v = np.arange(101.0)
+    ci = percentile_interval(v, 0.9)
+    assert isinstance(ci, ConfidenceInterval) and ci.level == 0.9
+    assert (ci.low, ci.high) == pytest.approx((5.0, 95.0), rel=1e-14)     # quantiles 0.05, 0.95 of 0..100
+    assert not percentile_interval(np.array([]), 0.9).defined
+    # BCa with z0 = 0 and a = 0 (symmetric sample, estimate at the median) is the percentile interval
+    jack = np.ones(7)
+    b = bca_interval(v, 50.0, jack, 0.9)
+    assert b.low == pytest.approx(5.0, rel=1e-12) and b.high == pytest.approx(95.0, rel=1e-12)
+    assert bca_parameters(v, 50.0, jack) == (0.0, 0.0)
+    assert not bca_interval(v, -1.0, jack, 0.9).defined       # every value above the estimate
+    with pytest.raises(OptionError, match="level"):
+        percentile_interval(v, 1.5)
