@@ -28,7 +28,7 @@ class PolyBaseline:
 
     def fit(self, trajectories):
         if not isinstance(self.degree, (int, np.integer)) or self.degree < 0:
-            raise OptionError(f"option 'baseline degree': must be an integer >= 0, got {self.degree!r}")
+            raise OptionError(f"option '--baseline-degrees': must be an integer >= 0, got {self.degree!r}")
         trajs = [trajectories] if isinstance(trajectories, Trajectory) else list(trajectories)
         x = np.concatenate([t.x for t in trajs])
         Y = np.concatenate([t.Y for t in trajs])

@@ -26,37 +26,33 @@
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from cape_hpc.analysis.options import CouplingOptions, narrow
 from cape_hpc.dynamics.baselines import PolyBaseline
-from cape_hpc.dynamics.estimators import SindyODE, make_model, unit_scale
+from cape_hpc.dynamics.estimators import SindyODE, make_model
 from cape_hpc.dynamics.metrics import ErrorSummary
-from cape_hpc.dynamics.trajectories import (Trajectory, check_benchmarks, family_trajectory,
-                                            stacked_rows, trajectories)
-from cape_hpc.errors import DataError, OptionError
-from cape_hpc.schema import Provenance
-from cape_hpc.io.scores import SCORE_COLUMNS
+from cape_hpc.dynamics.options import (DynamicsOptions, PhaseFitOptions, PredictOptions, TermStabilityOptions)
+from cape_hpc.dynamics.trajectories import Trajectory, check_benchmarks, family_trajectory, stacked_rows, trajectories
+from cape_hpc.errors import DataError
+from cape_hpc.options import units_factor
+from cape_hpc.schema import ConfidenceInterval, Provenance, Result
 
-DEFAULT_BASELINE_DEGREES = (1, 2, 3, 4)
+__all__ = ["BaselineScore", "PredictionRow", "TermStability", "PhaseFit", "PhaseFitResult", "DynamicsResult",
+           "PredictResult", "term_stability", "phase_fits", "discover", "predict_size", "interval_rows"]
+
+INTEGRATOR = "scipy solve_ivp LSODA rtol=1e-8 atol=1e-10"
 
 
 def _sha(df: pd.DataFrame) -> str:
-    import hashlib
     sha = df.attrs.get("sha256")
     return str(sha) if sha else hashlib.sha256(df.to_csv(index=False).encode()).hexdigest()
-
-
-def _as_list(v) -> list[str]:
-    if v is None:
-        return []
-    if isinstance(v, str):
-        return [s for s in (p.strip() for p in v.split(",")) if s]
-    return [str(s) for s in v]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -64,6 +60,8 @@ def _as_list(v) -> list[str]:
 
 @dataclass
 class BaselineScore:
+    """A polynomial baseline of one degree scored on the held-out families (errors as ErrorSummary)."""
+
     degree: int
     rel_mae: float
     mape: float
@@ -74,31 +72,39 @@ class BaselineScore:
 
 @dataclass
 class PredictionRow:
+    """One predicted score (percent): ``predictor`` is 'ode' or 'poly<d>' (a baseline)."""
+
     family: str
     model: str
     benchmark: str
     log10_n: float
     actual: float
-    ode: float
-    baselines: dict[str, float]
+    predictor: str
+    predicted: float
 
 
 @dataclass
-class TermStability:
+class TermStability(Result):
+    """Inclusion probability of each library term under a bootstrap over intervals."""
+
     terms: list[str]
     benchmarks: list[str]
+    units: str                   # of the fit whose terms are counted
     inclusion: np.ndarray        # [p, n_terms] fraction of valid resamples with the term non-zero
-    sign_agreement: np.ndarray   # [p, n_terms] fraction with the full fit's sign (NaN where full fit is 0)
+    sign_agreement: np.ndarray   # [p, n_terms] fraction with the full fit's sign (NaN where the full fit is 0)
     full_active: np.ndarray      # [p, n_terms] bool, the full-sample fit on the same interval rows
     n_rows: int
     n_resamples: int
     n_valid: int
     seed: int
     stratified: bool
+    provenance: Provenance
 
 
 @dataclass
 class PhaseFit:
+    """dB2/dlog10N = a + b B1_mid over one phase's intervals (a in ``units`` per decade; b unit-free)."""
+
     phase: str
     a: float
     b: float
@@ -108,7 +114,7 @@ class PhaseFit:
 
 
 @dataclass
-class PhaseFitResult:
+class PhaseFitResult(Result):
     b1: str
     b2: str
     units: str
@@ -118,12 +124,18 @@ class PhaseFitResult:
 
 
 @dataclass
-class DynamicsResult:
+class DynamicsResult(Result):
+    """An ODE fitted on training families and cross-predicted on held-out ones (``cape dynamics``).
+
+    ``units``: of the fit, its threshold and ``coefficients``; scores, predictions and errors are in
+    percent.  The options are ``provenance.options``.
+    """
+
     model: str
     train: list[str]
     holdout: list[str]
     benchmarks: list[str]
-    options: dict
+    units: str
     terms: list[str]
     coefficients: np.ndarray      # [p, n_terms] in `units`
     equations: list[str]
@@ -137,18 +149,28 @@ class DynamicsResult:
     fit_predictions: list[PredictionRow]   # training families (the in-sample simulation), same layout
     term_stability: TermStability | None
     phase_fits: PhaseFitResult | None
+    integrator: str
+    error_definition: str
     provenance: Provenance
+
+    def trajectory(self, family: str, predictor: str = "ode") -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+        """(log10 N [n], models, actual [n, p], predicted [n, p]) of one family (held-out or training)."""
+        rows = [r for r in (*self.predictions, *self.fit_predictions) if r.family == family and r.predictor == predictor]
+        models = list(dict.fromkeys(r.model for r in rows))
+        x = np.array([next(r.log10_n for r in rows if r.model == m) for m in models])
+        col = {b: j for j, b in enumerate(self.benchmarks)}
+        A = np.full((len(models), len(col)), np.nan)
+        P = np.full_like(A, np.nan)
+        pos = {m: i for i, m in enumerate(models)}
+        for r in rows:
+            A[pos[r.model], col[r.benchmark]] = r.actual
+            P[pos[r.model], col[r.benchmark]] = r.predicted
+        return x, models, A, P
 
 
 # ------------------------------------------------------------------------------------------------
 
-def _check_n_resamples(n: int, option: str = "n_resamples", minimum: int = 0) -> int:
-    if not isinstance(n, (int, np.integer)) or n < minimum:
-        raise OptionError(f"option '{option}': must be an integer >= {minimum}, got {n!r}")
-    return int(n)
-
-
-def interval_rows(trajs: Sequence[Trajectory], scale: float):
+def interval_rows(trajs: list[Trajectory], scale: float):
     """Forward-difference interval rows (states at midpoints, derivatives) and family strata."""
     return stacked_rows(trajs, "forward", scale)
 
@@ -157,7 +179,7 @@ def _refit_coefs(est, S: np.ndarray, D: np.ndarray, idx: np.ndarray) -> np.ndarr
     """Coefficients [R, p, n_terms] of the estimator refitted on each resample's rows."""
     R = idx.shape[0]
     if isinstance(est, SindyODE):
-        Theta = est._library(S)
+        Theta = est.library_matrix(S)
         out = np.empty((R, D.shape[1], Theta.shape[1]))
         for r in range(R):
             try:
@@ -165,7 +187,7 @@ def _refit_coefs(est, S: np.ndarray, D: np.ndarray, idx: np.ndarray) -> np.ndarr
             except Exception:  # noqa: BLE001 - a degenerate resample is an invalid fit
                 out[r] = np.nan
         return out
-    A = est._library(S)
+    A = est.library_matrix(S)
     out = np.empty((R, D.shape[1], A.shape[1]))
     for r in range(R):
         W = np.linalg.lstsq(A[idx[r]], D[idx[r]], rcond=None)[0]
@@ -173,21 +195,22 @@ def _refit_coefs(est, S: np.ndarray, D: np.ndarray, idx: np.ndarray) -> np.ndarr
     return out
 
 
-def term_stability(est, trajs: Sequence[Trajectory], *, n_resamples: int = 1000, seed: int = 0,
-                   stratify: bool = True) -> TermStability:
+def term_stability(est, trajs: list[Trajectory], opts: TermStabilityOptions | None = None,
+                   *, inputs: dict[str, str] | None = None) -> TermStability:
     """Inclusion probability of each library term under a bootstrap over intervals (see module doc)."""
     from cape_kernels import resample_indices
 
-    n_resamples = _check_n_resamples(n_resamples, minimum=1)
-    scale = unit_scale(est.units)
+    opts = opts or TermStabilityOptions()
+    trajs = [trajs] if isinstance(trajs, Trajectory) else list(trajs)
+    scale = units_factor(est.units)
     S, D, fam = interval_rows(trajs, scale)
     if len(S) < 2:
         raise DataError("term stability needs >= 2 intervals in the training families")
-    full = make_model(est.kind, **est.get_params())
+    full = est.clone()
     full.benchmarks_ = trajs[0].benchmarks
     full.scale_ = scale
     full.fit_rows(S, D)
-    idx = resample_indices(fam if stratify else None, n_resamples, int(seed), n=len(S))
+    idx = resample_indices(fam if opts.stratify else None, opts.n_resamples, opts.seed, n=len(S))
     coefs = _refit_coefs(full, S, D, idx)
     valid = np.all(np.isfinite(coefs), axis=(1, 2))
     cv = coefs[valid]
@@ -197,17 +220,26 @@ def term_stability(est, trajs: Sequence[Trajectory], *, n_resamples: int = 1000,
     with np.errstate(invalid="ignore"):
         agree = (np.sign(cv) == sgn[None]).mean(axis=0) if len(cv) else np.full(full.coef_.shape, np.nan)
     agree = np.where(sgn == 0, np.nan, agree)
-    return TermStability(list(full.terms_), list(full.benchmarks_), inclusion, agree, full.coef_ != 0.0,
-                         int(len(S)), n_resamples, int(valid.sum()), int(seed), bool(stratify))
+    prov = Provenance("dynamics/term_stability", {**opts.to_dict(), "estimator": est.get_params(),
+                                                  "kind": est.kind},
+                      seed=opts.seed, n_resamples=opts.n_resamples, inputs=dict(inputs or {}))
+    return TermStability(list(full.terms_), list(full.benchmarks_), est.units, inclusion, agree, full.coef_ != 0.0,
+                         int(len(S)), opts.n_resamples, int(valid.sum()), opts.seed, opts.stratify, prov)
 
 
-def phase_fits(df: pd.DataFrame, *, b1: str = "HS", b2: str = "TQA", families=None, units: str = "percent",
-               min_delta: float | None = None) -> PhaseFitResult:
-    """dB2/dlog10N = a + b * B1_mid, fitted by least squares over tax and over bonus intervals."""
+def _local_coupling(df: pd.DataFrame, opts: CouplingOptions):
     from cape_hpc.analysis.coupling import local_coupling
 
-    fams = _as_list(families) or None
-    cr = local_coupling(df, b1, b2, min_delta, units=units, families=fams)
+    if "opts" in inspect.signature(local_coupling).parameters:  # TRANSITION until coupling takes options
+        return local_coupling(df, narrow(opts, CouplingOptions))
+    return local_coupling(df, opts.b1, opts.b2, opts.min_delta, units=opts.units,
+                          families=list(opts.families) if opts.families else None)
+
+
+def phase_fits(df: pd.DataFrame, opts: PhaseFitOptions | None = None) -> PhaseFitResult:
+    """dB2/dlog10N = a + b * B1_mid, fitted by least squares over tax and over bonus intervals."""
+    opts = opts or PhaseFitOptions()
+    cr = _local_coupling(df, opts)
     fits = []
     for phase in ("tax", "bonus"):
         ivs = [iv for iv in cr.intervals if iv.phase == phase]
@@ -223,50 +255,44 @@ def phase_fits(df: pd.DataFrame, *, b1: str = "HS", b2: str = "TQA", families=No
                 s2 = float(resid @ resid) / (len(ivs) - 2)
                 se = float(math.sqrt(s2 * np.linalg.inv(A.T @ A)[1, 1]))
         fits.append(PhaseFit(phase, a, b, len(ivs), sorted({iv.family for iv in ivs}), se))
-        ratio = math.nan
+    ratio = math.nan
     bt, bb = fits[0].b, fits[1].b
     if math.isfinite(bt) and math.isfinite(bb) and bt != 0:
         ratio = abs(bb) / abs(bt)
-    prov = Provenance("phase_fits", {"b1": b1, "b2": b2, "families": fams, "units": units,
-                                     "min_delta": cr.min_delta}, inputs={"scores": _sha(df)})
-    return PhaseFitResult(b1, b2, units, fits, ratio, prov)
+    prov = Provenance("dynamics/phase_fits", opts.to_dict(), inputs={"scores": _sha(df)})
+    return PhaseFitResult(opts.b1, opts.b2, opts.units, fits, ratio, prov)
 
 
-def discover(df: pd.DataFrame, *, train=("Pythia",), holdout=("Llama-2",), model: str = "sindy",
-             benchmarks: Sequence[str] = SCORE_COLUMNS, units: str = "fraction", degree: int = 3,
-             threshold: float = 0.1, alpha: float = 0.05, ridge: float = 0.0, derivative: str = "gradient",
-             baseline_degrees: Sequence[int] = DEFAULT_BASELINE_DEGREES, n_resamples: int = 1000,
-             seed: int = 0, stratify: bool = True, phase_pair: tuple[str, str] | None = ("HS", "TQA"),
-             phase_families=None, include_start: bool = False, anchor_baselines: bool = False) -> DynamicsResult:
-    """Fit on ``train``, cross-predict ``holdout`` (see module doc).  ``n_resamples=0`` skips term stability.
+def _error_definition(include_start: bool) -> str:
+    return "mean|pred-actual|/mean(actual) in percent over " + (
+        "every size, the start model included" if include_start else "the sizes after the start model")
 
-    ``anchor_baselines=True`` shifts each baseline polynomial through the held-out family's starting
-    model (see ``PolyBaseline``).  ``include_start=True`` also counts each family's starting model in the errors (where the
-    simulation equals the data by construction); the default scores only the later sizes.
+
+def discover(df: pd.DataFrame, opts: DynamicsOptions | None = None) -> DynamicsResult:
+    """Fit on ``opts.train``, cross-predict ``opts.holdout`` (see module doc).  ``n_resamples=0`` skips
+    term stability.
+
+    ``anchor_baselines`` shifts each baseline polynomial through the held-out family's starting model
+    (see ``PolyBaseline``); ``include_start`` also counts each family's starting model in the errors
+    (where the simulation equals the data by construction); the default scores only the later sizes.
     """
-    train_l, hold_l = _as_list(train), _as_list(holdout)
-    if not train_l:
-        raise OptionError("option 'train': name at least one family")
-    overlap = set(train_l) & set(hold_l)
-    if overlap:
-        raise OptionError(f"option 'holdout': {', '.join(sorted(overlap))} is also a training family")
-    benchmarks = check_benchmarks(df, benchmarks)
-    n_resamples = _check_n_resamples(n_resamples)
-    est = make_model(model, units=units, derivative=derivative, degree=degree, threshold=threshold,
-                     alpha=alpha, ridge=ridge)
-    tr = trajectories(df, train_l, benchmarks, option="train")
-    ho = trajectories(df, hold_l, benchmarks, option="holdout") if hold_l else []
+    opts = opts or DynamicsOptions()
+    train_l, hold_l = list(opts.train), list(opts.holdout)
+    benchmarks = check_benchmarks(df, opts.benchmarks)
+    est = make_model(opts.ode())
+    tr = trajectories(df, train_l, benchmarks, option="--train")
+    ho = trajectories(df, hold_l, benchmarks, option="--holdout") if hold_l else []
     est.fit(tr)
 
-    skip = not include_start
+    skip = not opts.include_start
     fit_by = {t.family: est.errors([t], skip) for t in tr}
     fit_err = est.errors(tr, skip)
     ho_by = {t.family: est.errors([t], skip) for t in ho}
     ho_err = est.errors(ho, skip) if ho else None
 
     base_scores, base_models = [], {}
-    for d in baseline_degrees:
-        pb = PolyBaseline(int(d), anchored=anchor_baselines).fit(tr)
+    for d in opts.baseline_degrees:
+        pb = PolyBaseline(int(d), anchored=opts.anchor_baselines).fit(tr)
         base_models[int(d)] = pb
         if ho:
             e = pb.errors(ho, skip)
@@ -275,103 +301,98 @@ def discover(df: pd.DataFrame, *, train=("Pythia",), holdout=("Llama-2",), model
     def table(trajs):
         out = []
         for t in trajs:
-            pred = est.predict(t)
-            bpred = {d: pb.predict(t) for d, pb in base_models.items()}
-            for i in range(1, t.n):
-                for j, b in enumerate(benchmarks):
-                    out.append(PredictionRow(t.family, t.models[i], b, float(t.x[i]), float(t.Y[i, j]),
-                                             float(pred[i, j]),
-                                             {f"poly{d}": float(bp[i, j]) for d, bp in bpred.items()}))
+            preds = {"ode": est.predict(t), **{f"poly{d}": pb.predict(t) for d, pb in base_models.items()}}
+            for name, pred in preds.items():
+                for i in range(1, t.n):
+                    for j, b in enumerate(benchmarks):
+                        out.append(PredictionRow(t.family, t.models[i], b, float(t.x[i]), float(t.Y[i, j]), name,
+                                                 float(pred[i, j])))
         return out
 
     rows, fit_rows = table(ho), table(tr)
-
-    ts = term_stability(est, tr, n_resamples=n_resamples, seed=seed, stratify=stratify) if n_resamples else None
+    inputs = {"scores": _sha(df)}
+    ts = term_stability(est, tr, opts.term_stability(), inputs=inputs) if opts.n_resamples else None
     pf = None
-    if phase_pair is not None and all(c in df.columns for c in phase_pair):
-        pf = phase_fits(df, b1=phase_pair[0], b2=phase_pair[1], families=phase_families, units=units)
+    pf_opts = opts.phase_fit()
+    if pf_opts is not None and all(c in df.columns for c in pf_opts.pair):
+        pf = phase_fits(df, pf_opts)
 
-    options = {"model": model, **est.get_params(), "benchmarks": list(benchmarks),
-               "baseline_degrees": [int(d) for d in baseline_degrees], "stratify": stratify,
-               "anchor_baselines": anchor_baselines, "include_start": include_start,
-               "phase_pair": list(phase_pair) if phase_pair else None,
-               "phase_families": _as_list(phase_families) or None,
-               "integrator": "scipy solve_ivp LSODA rtol=1e-8 atol=1e-10",
-               "error": "mean|pred-actual|/mean(actual) over "
-                        + ("every size, the start model included" if include_start else "the sizes after the start model")}
-    prov = Provenance(f"dynamics/{model}", options, seed=int(seed), n_resamples=n_resamples,
-                      inputs={"scores": _sha(df)})
-    return DynamicsResult(model, train_l, hold_l, list(benchmarks), options, list(est.terms_), est.coef_.copy(),
-                          est.equations(), [int(k) for k in est.active_terms_.sum(axis=1)], fit_err, fit_by,
-                          ho_err, ho_by, base_scores, rows, fit_rows, ts, pf, prov)
+    prov = Provenance(f"dynamics/{opts.model}", opts.to_dict(), seed=opts.seed, n_resamples=opts.n_resamples,
+                      inputs=inputs)
+    return DynamicsResult(opts.model, train_l, hold_l, list(benchmarks), opts.units, list(est.terms_),
+                          est.coef_.copy(), est.equations(), [int(k) for k in est.active_terms_.sum(axis=1)],
+                          fit_err, fit_by, ho_err, ho_by, base_scores, rows, fit_rows, ts, pf, INTEGRATOR,
+                          _error_definition(opts.include_start), prov)
 
 
 # ------------------------------------------------------------------------------------------------
 # prediction beyond the known sizes
 
 @dataclass
-class SizePrediction:
+class PredictResult(Result):
+    """A family's scores (percent) predicted at a new size ``size`` (``cape predict``).
+
+    ``band[benchmark]``: the bootstrap percentile intervals of the ODE prediction, one per level
+    (``levels``); ``baselines['poly<d>']``: each baseline's prediction per benchmark.
+    """
+
     family: str
     start_model: str
     start_log10_n: float
     size: float
     log10_n: float
     benchmarks: list[str]
+    units: str                             # of the fit (scores are percent)
     start_scores: list[float]
-    ode: list[float]                       # percent
-    band: dict[str, list[list[float]]]     # level -> [[lo, hi] per benchmark]
+    ode: list[float]
+    band: dict[str, list[ConfidenceInterval]]
     n_valid: int
-    baselines: dict[str, list[float]]      # 'poly<d>' -> per benchmark
+    baselines: dict[str, list[float]]
     equations: list[str]
     train: list[str]
     model: str
     provenance: Provenance
 
+    def interval(self, benchmark: str, level: float = 0.95) -> ConfidenceInterval:
+        for ci in self.band.get(benchmark, []):
+            if abs(ci.level - level) < 1e-12:
+                return ci
+        return ConfidenceInterval.undefined(level)
 
-def predict_size(df: pd.DataFrame, family: str, size: float, *, model: str = "sindy", train=None,
-                 benchmarks: Sequence[str] = SCORE_COLUMNS, units: str = "fraction", degree: int = 3,
-                 threshold: float = 0.1, alpha: float = 0.05, ridge: float = 0.0, derivative: str = "gradient",
-                 baseline_degrees: Sequence[int] = DEFAULT_BASELINE_DEGREES, n_resamples: int = 200,
-                 seed: int = 0, levels: Sequence[float] = (0.95, 0.68), stratify: bool = True) -> SizePrediction:
-    """Integrate from the family's largest known model to ``size`` parameters (see module doc).
 
-    ``train`` defaults to the family itself.  The band: the system is refitted on ``n_resamples``
-    resamples of the training intervals and integrated from the same start; percentile intervals
-    over the resamples that integrate without failure.
+def predict_size(df: pd.DataFrame, opts: PredictOptions) -> PredictResult:
+    """Integrate from ``opts.family``'s largest known model to ``opts.size`` parameters (see module doc).
+
+    The ODE is trained on ``opts.train`` (default: the family itself).  The band: the system is
+    refitted on ``n_resamples`` resamples of the training rows and integrated from the same start;
+    percentile intervals over the resamples that integrate without failure.
     """
     from cape_kernels import resample_indices
 
-    try:
-        size = float(size)
-    except (TypeError, ValueError):
-        raise OptionError(f"option 'size': {size!r} is not a number") from None
-    if not math.isfinite(size) or size <= 0:
-        raise OptionError(f"option 'size': must be a positive parameter count, got {size!r}")
-    n_resamples = _check_n_resamples(n_resamples)
-    benchmarks = check_benchmarks(df, benchmarks)
-    target = family_trajectory(df, family, benchmarks, option="family")
+    benchmarks = check_benchmarks(df, opts.benchmarks)
+    target = family_trajectory(df, opts.family, benchmarks, option="--family")
     if target.n < 1:
-        raise DataError(f"family {family!r} has no model with all of {', '.join(benchmarks)}")
-    train_l = _as_list(train) or [family]
-    tr = trajectories(df, train_l, benchmarks, option="train")
-    est = make_model(model, units=units, derivative=derivative, degree=degree, threshold=threshold,
-                     alpha=alpha, ridge=ridge).fit(tr)
+        raise DataError(f"family {opts.family!r} has no model with all of {', '.join(benchmarks)}")
+    train_l = list(opts.train_families)
+    tr = trajectories(df, train_l, benchmarks, option="--train")
+    est = make_model(opts.ode()).fit(tr)
     x0, y0 = float(target.x[-1]), target.Y[-1]
-    xt = math.log10(size)
+    xt = math.log10(opts.size)
     grid = np.array([x0, xt])
     ode = est.simulate(y0, grid)[-1]
 
-    band: dict[str, list[list[float]]] = {}
+    p = len(benchmarks)
+    band: dict[str, list[ConfidenceInterval]] = {b: [] for b in benchmarks}
     n_valid = 0
-    if n_resamples:
-        scale = unit_scale(units)
-        S, D, fam = stacked_rows(tr, derivative, scale)  # the point fit's own rows
-        idx = resample_indices(fam if stratify else None, n_resamples, int(seed), n=len(S))
+    if opts.n_resamples:
+        scale = units_factor(opts.units)
+        S, D, fam = stacked_rows(tr, opts.derivative, scale)  # the point fit's own rows
+        idx = resample_indices(fam if opts.stratify else None, opts.n_resamples, opts.seed, n=len(S))
         coefs = _refit_coefs(est, S, D, idx)
         sims = []
         saved = est.coef_
         try:
-            for r in range(n_resamples):
+            for r in range(opts.n_resamples):
                 if not np.all(np.isfinite(coefs[r])):
                     continue
                 est.coef_ = coefs[r]
@@ -380,20 +401,20 @@ def predict_size(df: pd.DataFrame, family: str, size: float, *, model: str = "si
             est.coef_ = saved
         sims = np.array([s for s in sims if np.all(np.isfinite(s))])
         n_valid = int(len(sims))
-        for lv in levels:
-            key = f"{lv:g}"
+        for lv in opts.levels:
             if n_valid:
                 lo = np.percentile(sims, 100 * (1 - lv) / 2, axis=0)
                 hi = np.percentile(sims, 100 * (1 + lv) / 2, axis=0)
-                band[key] = [[float(a), float(b)] for a, b in zip(lo, hi)]
             else:
-                band[key] = [[math.nan, math.nan] for _ in benchmarks]
+                lo = hi = np.full(p, np.nan)
+            for j, b in enumerate(benchmarks):
+                band[b].append(ConfidenceInterval(float(lo[j]), float(hi[j]), float(lv)))
     baselines = {}
-    for d in baseline_degrees:
+    for d in opts.baseline_degrees:
         pb = PolyBaseline(int(d)).fit(tr)
         baselines[f"poly{int(d)}"] = [float(v) for v in pb.predict_x(np.array([xt]))[0]]
-    opts = {"model": model, **est.get_params(), "train": train_l, "benchmarks": list(benchmarks),
-            "baseline_degrees": [int(d) for d in baseline_degrees], "levels": list(levels), "stratify": stratify}
-    prov = Provenance("dynamics/predict", opts, seed=int(seed), n_resamples=n_resamples, inputs={"scores": _sha(df)})
-    return SizePrediction(family, target.models[-1], x0, size, xt, list(benchmarks), [float(v) for v in y0],
-                          [float(v) for v in ode], band, n_valid, baselines, est.equations(), train_l, model, prov)
+    prov = Provenance("dynamics/predict", opts.to_dict(), seed=opts.seed, n_resamples=opts.n_resamples,
+                      inputs={"scores": _sha(df)})
+    return PredictResult(opts.family, target.models[-1], x0, opts.size, xt, list(benchmarks), opts.units,
+                         [float(v) for v in y0], [float(v) for v in ode], band, n_valid, baselines, est.equations(),
+                         train_l, opts.model, prov)

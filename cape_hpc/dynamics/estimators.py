@@ -1,6 +1,6 @@
 """ODE discovery in benchmark space: dB/dlog10 N = f(B), as estimators with fit / predict / score.
 
-Two model classes (SPEC 2.13), both fitted to finite-difference derivatives of one or more family
+Two model classes (docs/METHODS.md §2.13), both fitted to finite-difference derivatives of one or more family
 trajectories (see ``trajectories``):
 
 ``SindyODE``   PySINDy: PolynomialLibrary(degree) and STLSQ(threshold, alpha); the library's
@@ -27,17 +27,12 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from cape_hpc.dynamics.metrics import ErrorSummary, trajectory_errors
-from cape_hpc.dynamics.trajectories import DERIVATIVES, Trajectory, stacked_rows
+from cape_hpc.dynamics.options import DERIVATIVES, ODEOptions
+from cape_hpc.dynamics.trajectories import Trajectory, stacked_rows
 from cape_hpc.errors import DataError, OptionError
+from cape_hpc.options import units_factor
 
-UNITS = ("fraction", "percent")
 BLOWUP_PERCENT = 1e3 * 100.0
-
-
-def unit_scale(units: str) -> float:
-    if units not in UNITS:
-        raise OptionError(f"option 'units': {units!r} is not one of {', '.join(UNITS)}")
-    return 0.01 if units == "fraction" else 1.0
 
 
 def _check_trajs(trajs) -> list[Trajectory]:
@@ -84,11 +79,15 @@ class _ODEBase:
     # -- options ---------------------------------------------------------------------------------
     def _check_options(self) -> float:
         if self.derivative not in DERIVATIVES:
-            raise OptionError(f"option 'derivative': {self.derivative!r} is not one of {', '.join(DERIVATIVES)}")
-        return unit_scale(self.units)
+            raise OptionError(f"option '--derivative': {self.derivative!r} is not one of {', '.join(DERIVATIVES)}")
+        return units_factor(self.units)
 
     def get_params(self) -> dict:
         return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+
+    def clone(self):
+        """An unfitted estimator with the same options."""
+        return type(self)(**self.get_params())
 
     # -- fitting ---------------------------------------------------------------------------------
     def fit(self, trajectories):
@@ -107,7 +106,7 @@ class _ODEBase:
 
     def fit_rows(self, states: np.ndarray, derivs: np.ndarray):
         """Fit directly to (state, derivative) rows in the estimator's units (used by the bootstrap)."""
-        self.scale_ = getattr(self, "scale_", unit_scale(self.units))
+        self.scale_ = getattr(self, "scale_", units_factor(self.units))
         if not hasattr(self, "benchmarks_"):
             self.benchmarks_ = tuple(f"x{i}" for i in range(states.shape[1]))
         self.coef_, self.terms_ = self._regress(np.asarray(states, float), np.asarray(derivs, float))
@@ -117,6 +116,11 @@ class _ODEBase:
     def _check_fitted(self):
         if not hasattr(self, "coef_"):
             raise OptionError(f"{type(self).__name__} is not fitted: call fit() first")
+
+    def library_matrix(self, states: np.ndarray) -> np.ndarray:
+        """The library terms evaluated at states[m, p] (estimator units): [m, n_terms]."""
+        self._check_fitted()
+        return self._library(np.atleast_2d(np.asarray(states, float)))
 
     def rhs(self, states: np.ndarray) -> np.ndarray:
         """dB/dlog10N at states[m, p] (estimator units)."""
@@ -204,7 +208,7 @@ class LinearODE(_ODEBase):
 
     def _regress(self, S, D):
         if not (isinstance(self.ridge, (int, float)) and math.isfinite(self.ridge) and self.ridge >= 0):
-            raise OptionError(f"option 'ridge': must be a finite number >= 0, got {self.ridge!r}")
+            raise OptionError(f"option '--ridge': must be a finite number >= 0, got {self.ridge!r}")
         A = self._library(S)
         if self.ridge > 0:
             p = A.shape[1]
@@ -241,11 +245,11 @@ class SindyODE(_ODEBase):
 
     def _check_sindy(self):
         if not isinstance(self.degree, (int, np.integer)) or self.degree < 1:
-            raise OptionError(f"option 'degree': must be an integer >= 1, got {self.degree!r}")
+            raise OptionError(f"option '--degree': must be an integer >= 1, got {self.degree!r}")
         for name in ("threshold", "alpha"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise OptionError(f"option '{name}': must be a finite number >= 0, got {v!r}")
+                raise OptionError(f"option '--{name}': must be a finite number >= 0, got {v!r}")
 
     def optimizer(self):
         import pysindy as ps
@@ -282,11 +286,10 @@ class SindyODE(_ODEBase):
 MODEL_CLASSES = {"sindy": SindyODE, "linear": LinearODE}
 
 
-def make_model(model: str, **options) -> _ODEBase:
-    """An estimator by name with the options that class takes (others are ignored)."""
-    if model not in MODEL_CLASSES:
-        raise OptionError(f"option 'model': {model!r} is not one of {', '.join(MODEL_CLASSES)}")
-    cls = MODEL_CLASSES[model]
-    import inspect
-    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    return cls(**{k: v for k, v in options.items() if k in allowed and v is not None})
+def make_model(opts: ODEOptions | None = None) -> _ODEBase:
+    """The estimator that ``opts`` names, with its options (docs/METHODS.md §2.13)."""
+    opts = opts or ODEOptions()
+    if opts.model == "sindy":
+        return SindyODE(degree=opts.degree, threshold=opts.threshold, alpha=opts.alpha, max_iter=opts.max_iter,
+                        units=opts.units, derivative=opts.derivative)
+    return LinearODE(units=opts.units, derivative=opts.derivative, ridge=opts.ridge)

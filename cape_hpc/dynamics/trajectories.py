@@ -14,7 +14,7 @@ Derivative schemes on the non-uniform grid (option ``derivative``):
     derivative = (Y[i+1] - Y[i]) / (x[i+1] - x[i]) (second-order accurate at the midpoint).
     These are the rows the term-stability bootstrap resamples ("intervals").
 
-Choices where SPEC is silent: a model with a blank score in any benchmark used is left out of the
+Choices where the paper is silent (docs/METHODS.md §2.13): a model with a blank score in any benchmark used is left out of the
 trajectory (listed in ``dropped``); a second model with the same N as a previous one in a family is
 left out (the derivative between them is undefined); a family needs >= 2 models to give rows.
 """
@@ -26,13 +26,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from cape_hpc.dynamics.options import DERIVATIVES
 from cape_hpc.errors import DataError, OptionError
-
-DERIVATIVES = ("gradient", "forward")
 
 
 @dataclass
 class Trajectory:
+    """One family's models sorted by N: ``x = log10 N``, scores ``Y[n, p]`` in percent."""
+
     family: str
     models: list[str]
     x: np.ndarray            # log10 N, increasing
@@ -48,20 +49,20 @@ class Trajectory:
 def check_benchmarks(df: pd.DataFrame, benchmarks: Sequence[str]) -> tuple[str, ...]:
     benchmarks = tuple(benchmarks)
     if not benchmarks:
-        raise OptionError("option 'benchmarks': at least one score column is needed")
+        raise OptionError("option '--benchmarks': at least one score column is needed")
     for b in benchmarks:
         if b not in df.columns:
-            raise OptionError(f"option 'benchmarks': unknown column {b!r} (table "
+            raise OptionError(f"option '--benchmarks': unknown column {b!r} (table "
                               f"{df.attrs.get('path', '<DataFrame>')} has: {', '.join(map(str, df.columns))})")
         if not pd.api.types.is_numeric_dtype(df[b]):
-            raise OptionError(f"option 'benchmarks': column {b!r} is not numeric")
+            raise OptionError(f"option '--benchmarks': column {b!r} is not numeric")
     if len(set(benchmarks)) != len(benchmarks):
-        raise OptionError(f"option 'benchmarks': repeated column in {list(benchmarks)}")
+        raise OptionError(f"option '--benchmarks': repeated column in {list(benchmarks)}")
     return benchmarks
 
 
 def family_trajectory(df: pd.DataFrame, family: str, benchmarks: Sequence[str],
-                      option: str = "families") -> Trajectory:
+                      option: str = "--train") -> Trajectory:
     """One family's trajectory (models with every benchmark reported, sorted by N, ties by name)."""
     for c in ("model", "family", "params"):
         if c not in df.columns:
@@ -83,7 +84,7 @@ def family_trajectory(df: pd.DataFrame, family: str, benchmarks: Sequence[str],
 
 
 def trajectories(df: pd.DataFrame, families: Sequence[str] | str, benchmarks: Sequence[str],
-                 option: str = "families", min_models: int = 2) -> list[Trajectory]:
+                 option: str = "--train", min_models: int = 2) -> list[Trajectory]:
     if isinstance(families, str):
         families = [families]
     out = []
@@ -101,7 +102,7 @@ def derivative_rows(traj: Trajectory, derivative: str = "gradient", scale: float
                     edge_order: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x_rows, states[m, p], dY/dlog10N[m, p]) for one trajectory, scores multiplied by ``scale``."""
     if derivative not in DERIVATIVES:
-        raise OptionError(f"option 'derivative': {derivative!r} is not one of {', '.join(DERIVATIVES)}")
+        raise OptionError(f"option '--derivative': {derivative!r} is not one of {', '.join(DERIVATIVES)}")
     Y = traj.Y * scale
     x = traj.x
     if traj.n < 2:

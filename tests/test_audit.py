@@ -1,13 +1,14 @@
-"""The reproduction audit really computes: altered data change the affected verdicts."""
+"""The reproduction audit (cape_hpc.audit) really computes: altered data change the affected verdicts."""
 import csv
 
 import numpy as np
 import pytest
+from roundtrip import assert_roundtrip
 
-from cape_hpc.analysis.reproduce import (VERDICT_ALT, VERDICT_DATA, VERDICT_INTERNALS, VERDICT_METHOD, VERDICT_NO,
-                                         VERDICT_OK, Partial, load_claims, match, parse_target, run_audit)
+from cape_hpc.audit import (VERDICT_ALT, VERDICT_DATA, VERDICT_INTERNALS, VERDICT_METHOD, VERDICT_NO, VERDICT_OK,
+                            AuditOptions, AuditResult, Partial, load_claims, match, parse_target, run_audit)
 from cape_hpc.cli import main
-from cape_hpc.errors import DataError
+from cape_hpc.errors import DataError, OptionError
 from cape_hpc.io.scores import DATA_DIR, load_frontier, load_loss, load_scores
 
 CLAIMS = ["pythia-r-hs-tqa", "frontier-r", "frontier-line", "isocline-opt", "width-pythia", "loss-r2",
@@ -34,7 +35,8 @@ def _verdicts(res):
 
 @pytest.fixture(scope="module")
 def shipped():
-    return run_audit(load_scores(), frontier=load_frontier(), loss=load_loss(), only=CLAIMS, n_resamples=50)
+    return run_audit(load_scores(), AuditOptions(only=tuple(CLAIMS), n_resamples=50), frontier=load_frontier(),
+                     loss=load_loss())
 
 
 def test_registry_loads_and_every_claim_has_a_computation():
@@ -81,8 +83,8 @@ def test_altered_data_change_the_affected_verdicts(tmp_path, shipped):
 
     scores = _rewrite(DATA_DIR / "base_models.csv", tmp_path / "scores.csv", edit_scores)
     frontier = _rewrite(DATA_DIR / "frontier.csv", tmp_path / "frontier.csv", edit_frontier)
-    res = run_audit(load_scores(scores), frontier=load_frontier(frontier), loss=load_loss(), only=CLAIMS,
-                    n_resamples=50)
+    res = run_audit(load_scores(scores), AuditOptions(only=tuple(CLAIMS), n_resamples=50),
+                    frontier=load_frontier(frontier), loss=load_loss())
     before, after = _verdicts(shipped), _verdicts(res)
     assert before["pythia-r-hs-tqa"] == VERDICT_OK and after["pythia-r-hs-tqa"] == VERDICT_NO
     assert before["width-pythia"] == VERDICT_OK and after["width-pythia"] != VERDICT_OK
@@ -100,8 +102,10 @@ def test_cli_reproduce_json_and_store(tmp_path):
                "--json"])
     assert rc == 0 and out.exists()
     from cape_hpc.io.store import read_results
-    tree = read_results(out, "/reproduce")
-    assert {c["id"] for c in tree["claims"]} == {"pythia-r-hs-tqa", "frontier-r"}
+    res = AuditResult.from_tree(read_results(out, "/reproduce"), where="/reproduce")
+    assert {c.id for c in res.claims} == {"pythia-r-hs-tqa", "frontier-r"}
+    assert res.provenance.options["only"] == ["pythia-r-hs-tqa", "frontier-r"]
+    assert res.provenance.options["n_resamples"] == 20
     assert main(["reproduce", "--claim", "no-such-claim"]) == 2
 
 
@@ -129,7 +133,7 @@ claims:
     method: m
     compute: {fn: pearson, args: {families: [Pythia]}}
 """)
-    res = run_audit(load_scores(), claims_path=reg)
+    res = run_audit(load_scores(), AuditOptions(claims=str(reg)))
     v = _verdicts(res)
     assert v["a"] == VERDICT_OK
     assert v["b"] == f"{VERDICT_ALT} GPT-Neo"
@@ -154,7 +158,7 @@ def test_targets_and_tolerance():
 
 
 def test_every_claim_of_the_registry_evaluates_on_the_shipped_data():
-    res = run_audit(load_scores(), frontier=load_frontier(), loss=load_loss(), n_resamples=50)
+    res = run_audit(load_scores(), AuditOptions(n_resamples=50), frontier=load_frontier(), loss=load_loss())
     assert len(res.claims) == len(load_claims())
     errors = [(c.id, c.reason) for c in res.claims if c.reason.startswith("error:")]
     assert not errors
@@ -163,3 +167,31 @@ def test_every_claim_of_the_registry_evaluates_on_the_shipped_data():
     assert any(c.verdict.startswith(VERDICT_ALT) for c in res.claims)
     # a verdict of "reproduced" always carries a computed value
     assert all(c.value not in ("-", "nan") for c in res.claims if c.verdict == VERDICT_OK)
+
+
+def test_audit_result_round_trips_and_counts_its_verdicts(tmp_path, shipped):
+    back = assert_roundtrip(shipped, tmp_path, "/reproduce")
+    assert back.by_id()["isocline-opt"].alternatives_tried[-1].matches
+    assert sum(shipped.counts.values()) == len(CLAIMS)
+    assert shipped.counts[VERDICT_OK] == sum(c.verdict == VERDICT_OK for c in shipped.claims)
+    assert shipped.provenance.options == AuditOptions(only=tuple(CLAIMS), n_resamples=50).to_dict()
+
+
+def test_wilson_claim_equals_the_closed_form():
+    """38/40 at 95%: the Wilson interval by hand (z = 1.959964)."""
+    res = run_audit(load_scores(), AuditOptions(only=("competing-heads-wilson",)))
+    c = res.claims[0]
+    z, k, n = 1.959963984540054, 38, 40
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    lo, hi = (float(v) for v in c.value.strip("[]").split(","))
+    assert lo == pytest.approx(100 * (centre - half), abs=0.01) and hi == pytest.approx(100 * (centre + half), abs=0.01)
+
+
+def test_audit_options_validate_and_split_ids():
+    assert AuditOptions(only=("a,b", "c")).only == ("a", "b", "c")
+    with pytest.raises(OptionError, match="--n-resamples"):
+        AuditOptions(n_resamples=0)
+    with pytest.raises(OptionError, match="--claim"):
+        run_audit(load_scores(), AuditOptions(only=("nope",)))
