@@ -19,6 +19,7 @@ setup(
         "cape_hpc.analysis",
         "cape_hpc.stats",
         "cape_hpc.dynamics",
+        "cape_hpc.audit",
         "cape_hpc.models",
         "cape_hpc.internals",
         "cape_hpc.steering",
