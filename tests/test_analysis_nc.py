@@ -8,9 +8,26 @@ import pytest
 from scipy import stats
 
 from cape_hpc.analysis.coupling import local_coupling
-from cape_hpc.analysis.nc import NcStatistic, _scope_arrays, estimate_nc
+from cape_hpc.analysis.nc import NcOptions, NcResult, _scope_arrays, _statistic, estimate_nc
+from cape_hpc.analysis.options import CouplingOptions
 from cape_hpc.errors import OptionError
 from cape_hpc.io.scores import load_scores
+from cape_hpc.schema import BootstrapSummary
+from cape_hpc.stats import bootstrap, summarize
+from roundtrip import assert_roundtrip
+
+
+def nc(df, estimator, **kw):
+    """estimate_nc with NcOptions built from keywords (families as a tuple)."""
+    if "families" in kw:
+        kw["families"] = tuple(kw["families"])
+    return estimate_nc(df, NcOptions(estimator=estimator, **kw))
+
+
+def coupling(df, **kw):
+    if "families" in kw:
+        kw["families"] = tuple(kw["families"])
+    return local_coupling(df, CouplingOptions(**kw))
 
 
 def fam_table(name, ns, hs, tqa):
@@ -25,7 +42,7 @@ P = fam_table("P", [1e8, 1e9, 1e10], [30, 40, 50], [30, 35, 45])
 
 
 def test_sign_change_by_hand():
-    r = estimate_nc(pd.concat([U, P]), "sign-change", bootstrap=False)
+    r = nc(pd.concat([U, P]), "sign-change", bootstrap=False)
     u = r.by_scope()["U"]
     # first positive gamma after a negative one (the zero is skipped): the interval ending at U-4, N = 1e10
     assert u.log10_nc == pytest.approx(10.0) and u.nc == pytest.approx(1e10)
@@ -36,19 +53,19 @@ def test_sign_change_by_hand():
 
 def test_gamma_fit_against_polyfit():
     df = load_scores()
-    r = estimate_nc(df, "gamma-fit", families=["OPT", "BLOOM"], bootstrap=False)
+    r = nc(df, "gamma-fit", families=["OPT", "BLOOM"], bootstrap=False)
     for fam in ("OPT", "BLOOM"):
-        ivs = [iv for iv in local_coupling(df, families=[fam]).intervals if not iv.reason]
+        ivs = [iv for iv in coupling(df, families=[fam]).intervals if not iv.reason]
         s, c = np.polyfit([iv.x_mid for iv in ivs], [iv.gamma for iv in ivs], 1)
         e = r.by_scope()[fam]
         assert e.g0 == pytest.approx(s, rel=1e-10)
         assert e.log10_nc == pytest.approx(-c / s, rel=1e-10)
-    pooled = estimate_nc(df, "gamma-fit", families=["OPT", "BLOOM"], pooled=True, bootstrap=False).estimates[0]
-    ivs = [iv for iv in local_coupling(df, families=["OPT", "BLOOM"]).intervals if not iv.reason]
+    pooled = nc(df, "gamma-fit", families=["OPT", "BLOOM"], pooled=True, bootstrap=False).estimates[0]
+    ivs = [iv for iv in coupling(df, families=["OPT", "BLOOM"]).intervals if not iv.reason]
     s, c = np.polyfit([iv.x_mid for iv in ivs], [iv.gamma for iv in ivs], 1)
     assert pooled.log10_nc == pytest.approx(-c / s, rel=1e-10)
     # a falling gamma (Llama-1) is invalid by the g0 > 0 rule
-    llama = estimate_nc(df, "gamma-fit", families=["Llama-1"], bootstrap=False).estimates[0]
+    llama = nc(df, "gamma-fit", families=["Llama-1"], bootstrap=False).estimates[0]
     assert math.isnan(llama.log10_nc) and "g0" in llama.reason
 
 
@@ -56,14 +73,14 @@ def test_quadratic_against_polyfit_and_window():
     x = np.log10([1e8, 3e8, 1e9, 3e9, 1e10, 3e10])
     y = 2.0 * (x - 9.4) ** 2 + 35 + np.array([0.1, -0.2, 0.05, 0.1, -0.1, 0.05])
     df = fam_table("Q", 10 ** x, np.linspace(30, 70, 6), y)
-    e = estimate_nc(df, "quadratic", bootstrap=False).estimates[0]
+    e = nc(df, "quadratic", bootstrap=False).estimates[0]
     a, b, c = np.polyfit(x, y, 2)
     assert (e.a, e.b, e.c) == pytest.approx((a, b, c))
     assert e.log10_nc == pytest.approx(-b / (2 * a)) and abs(e.log10_nc - 9.4) < 0.05
     assert e.window == pytest.approx([x.min(), x.max()])
-    out = estimate_nc(df, "quadratic", bootstrap=False, window=(9.6, 10.0)).estimates[0]
+    out = nc(df, "quadratic", bootstrap=False, window=(9.6, 10.0)).estimates[0]
     assert math.isnan(out.log10_nc) and "outside window" in out.reason
-    neg = estimate_nc(fam_table("Q", 10 ** x, np.linspace(30, 70, 6), -y), "quadratic", bootstrap=False).estimates[0]
+    neg = nc(fam_table("Q", 10 ** x, np.linspace(30, 70, 6), -y), "quadratic", bootstrap=False).estimates[0]
     assert math.isnan(neg.log10_nc) and "a =" in neg.reason
 
 
@@ -80,7 +97,7 @@ def _python_estimator(df, estimator, idx, fams, min_delta=0.5, window=None):
         v = -b / (2 * a)
         lo, hi = window
         return v if a > 0 and lo <= v <= hi else math.nan
-    ivs = [iv for iv in local_coupling(rows, min_delta=min_delta).intervals if not iv.reason]
+    ivs = [iv for iv in coupling(rows, min_delta=min_delta).intervals if not iv.reason]
     if estimator == "gamma-fit":
         xs = np.array([iv.x_mid for iv in ivs])
         if len(xs) < 2 or np.ptp(xs) == 0:
@@ -106,51 +123,52 @@ def test_batch_matches_python_reference(estimator):
     df = load_scores()
     fams = ["OPT", "Pythia", "BLOOM", "Cerebras-GPT"]
     g, fam, logn, b1, b2 = _scope_arrays(df, fams, "HS", "TQA", 1.0)
-    stat = NcStatistic(estimator, fam, logn, b1, b2, 0.5, logn.min(), logn.max())
+    # the statistic estimate_nc bootstraps (pooled, stratified), on the fused stream of resamples
+    stat = _statistic(NcOptions(estimator=estimator), fam, logn, b1, b2, 0.5, logn.min(), logn.max())
     idx = cape_kernels.resample_indices(fam, 60, seed=11)
-    got = stat.batch(idx)
+    got = stat.stream(fam, 60, 11, 0)
     want = np.array([_python_estimator(df, estimator, row, fams, window=(logn.min(), logn.max())) for row in idx])
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9, equal_nan=True)
     assert np.isfinite(got).sum() >= 10  # the comparison covers valid fits
-    one = np.array([stat(row) for row in idx[:10]])
-    np.testing.assert_allclose(one, got[:10], rtol=1e-9, equal_nan=True)
+    assert got.tobytes() == stat.batch(idx).tobytes()   # fused == batched, bit for bit
 
 
 def test_bootstrap_reproducible_and_counts():
     df = load_scores()
     kw = dict(families=["OPT", "BLOOM", "Pythia"], pooled=True, n_resamples=500)
-    a = estimate_nc(df, "quadratic", seed=7, **kw).estimates[0]
-    b = estimate_nc(df, "quadratic", seed=7, **kw).estimates[0]
-    c = estimate_nc(df, "quadratic", seed=8, **kw).estimates[0]
+    a = nc(df, "quadratic", seed=7, **kw).estimates[0]
+    b = nc(df, "quadratic", seed=7, **kw).estimates[0]
+    c = nc(df, "quadratic", seed=8, **kw).estimates[0]
     assert a.bootstrap == b.bootstrap
-    assert a.bootstrap.ci != c.bootstrap.ci
+    assert a.bootstrap.intervals != c.bootstrap.intervals
     assert a.bootstrap.n_resamples == 500 and 0 < a.bootstrap.n_valid <= 500
     assert a.bootstrap.seed == 7 and a.bootstrap.stratified
-    lo, hi = a.bootstrap.interval(0.95)
-    lo68, hi68 = a.bootstrap.interval(0.68)
+    lo, hi = a.bootstrap.interval(0.95).low, a.bootstrap.interval(0.95).high
+    lo68, hi68 = a.bootstrap.interval(0.68).low, a.bootstrap.interval(0.68).high
     assert lo <= lo68 <= a.bootstrap.median <= hi68 <= hi
 
 
 def test_per_family_equals_single_family_pooled_stratified():
     # one stratum is the unstratified case: a per-family bootstrap == pooled over that family alone
     df = load_scores()
-    a = estimate_nc(df, "gamma-fit", families=["OPT"], n_resamples=300, seed=3).estimates[0]
-    b = estimate_nc(df, "gamma-fit", families=["OPT"], pooled=True, n_resamples=300, seed=3).estimates[0]
-    assert a.bootstrap.ci == b.bootstrap.ci and a.log10_nc == b.log10_nc
+    a = nc(df, "gamma-fit", families=["OPT"], n_resamples=300, seed=3).estimates[0]
+    b = nc(df, "gamma-fit", families=["OPT"], pooled=True, n_resamples=300, seed=3).estimates[0]
+    assert a.bootstrap.intervals == b.bootstrap.intervals and a.log10_nc == b.log10_nc
 
 
 def test_unstratified_percentile_matches_scipy_bootstrap():
     df = load_scores()
     fams = list(dict.fromkeys(df["family"]))
-    r = estimate_nc(df, "gamma-fit", pooled=True, stratify=False, n_resamples=4000, seed=1,
+    r = nc(df, "gamma-fit", pooled=True, stratify=False, n_resamples=4000, seed=1,
                     levels=(0.9,)).estimates[0]
     assert r.bootstrap.n_valid == 4000  # every resample valid, so scipy's semantics match
     g, fam, logn, b1, b2 = _scope_arrays(df, fams, "HS", "TQA", 1.0)
-    stat = NcStatistic("gamma-fit", fam, logn, b1, b2, 0.5, logn.min(), logn.max())
-    ref = stats.bootstrap((np.arange(len(logn)),), lambda i: stat(i.astype(np.int64)), vectorized=False,
+    stat = _statistic(NcOptions(estimator="gamma-fit"), fam, logn, b1, b2, 0.5, logn.min(), logn.max())
+    ref = stats.bootstrap((np.arange(len(logn)),), lambda i: stat.batch(i.astype(np.int64)[None])[0],
+                          vectorized=False,
                           method="percentile", n_resamples=4000, confidence_level=0.9,
                           random_state=np.random.default_rng(2))
-    lo, hi = r.bootstrap.interval(0.9)
+    lo, hi = r.bootstrap.interval(0.9).low, r.bootstrap.interval(0.9).high
     width = hi - lo
     assert abs(lo - ref.confidence_interval.low) < 0.1 * width
     assert abs(hi - ref.confidence_interval.high) < 0.1 * width
@@ -158,20 +176,21 @@ def test_unstratified_percentile_matches_scipy_bootstrap():
 
 def test_bca_and_bad_options():
     df = load_scores()
-    r = estimate_nc(df, "quadratic", pooled=True, ci_method="bca", n_resamples=400, seed=0).estimates[0]
-    lo, hi = r.bootstrap.interval(0.95)
+    r = nc(df, "quadratic", pooled=True, ci_method="bca", n_resamples=400, seed=0).estimates[0]
+    lo, hi = r.bootstrap.interval(0.95).low, r.bootstrap.interval(0.95).high
     assert lo < r.log10_nc < hi and r.bootstrap.method == "bca"
-    for kw, opt in [(dict(estimator="median"), "estimator"), (dict(ci_method="normal"), "ci_method"),
-                    (dict(n_resamples=0), "n_resamples"), (dict(window=(10, 9)), "window"),
-                    (dict(levels=(1.5,)), "levels")]:
+    for kw, opt in [(dict(estimator="median"), "--estimator"), (dict(ci_method="normal"), "--ci-method"),
+                    (dict(n_resamples=0), "--n-resamples"), (dict(window=(10, 9)), "--window"),
+                    (dict(levels=(1.5,)), "--levels"), (dict(attach="middle"), "--attach"),
+                    (dict(pair=("HS", "HS")), "--pair")]:
         est = kw.pop("estimator", "quadratic")
         with pytest.raises(OptionError, match=opt):
-            estimate_nc(df, est, **kw)
+            nc(df, est, **kw)
 
 
 def test_small_family_has_reason_and_no_bootstrap():
     df = load_scores()
-    r = estimate_nc(df, "quadratic", families=["OLMo"], n_resamples=50)
+    r = nc(df, "quadratic", families=["OLMo"], n_resamples=50)
     e = r.estimates[0]
     assert e.n_models == 2 and "< 3" in e.reason and e.bootstrap.n_resamples == 0
     assert r.provenance.n_resamples == 50 and r.provenance.seed == 0
@@ -188,7 +207,7 @@ def test_same_result_at_1_and_2_threads():
         out = {}
         for t in (1, 2):
             numba.set_num_threads(t)
-            out[t] = [estimate_nc(df, est, pooled=True, n_resamples=700, seed=9).estimates[0].bootstrap
+            out[t] = [nc(df, est, pooled=True, n_resamples=700, seed=9).estimates[0].bootstrap
                       for est in ("sign-change", "gamma-fit", "quadratic")]
         assert out[1] == out[2]
     finally:
@@ -197,10 +216,10 @@ def test_same_result_at_1_and_2_threads():
 
 def test_gamma_fit_extrapolation_flag_and_explicit_window():
     df = load_scores()
-    free = estimate_nc(df, "gamma-fit", families=["Pythia", "OPT"], bootstrap=False).by_scope()
+    free = nc(df, "gamma-fit", families=["Pythia", "OPT"], bootstrap=False).by_scope()
     assert free["Pythia"].extrapolated and free["Pythia"].log10_nc > 12   # a shallow line crosses zero far out
     assert not free["OPT"].extrapolated
-    win = estimate_nc(df, "gamma-fit", families=["Pythia", "OPT"], bootstrap=False, window=(7.5, 11.5)).by_scope()
+    win = nc(df, "gamma-fit", families=["Pythia", "OPT"], bootstrap=False, window=(7.5, 11.5)).by_scope()
     assert math.isnan(win["Pythia"].log10_nc) and "outside window" in win["Pythia"].reason
     assert win["OPT"].log10_nc == free["OPT"].log10_nc
 
@@ -208,12 +227,60 @@ def test_gamma_fit_extrapolation_flag_and_explicit_window():
 def test_sign_change_attach_options_by_hand():
     """The crossing interval of family U runs from U-3 (N = 3e9) to U-4 (N = 1e10)."""
     df = pd.concat([U, P])
-    got = {a: estimate_nc(df, "sign-change", bootstrap=False, attach=a).by_scope()["U"].log10_nc
+    got = {a: nc(df, "sign-change", bootstrap=False, attach=a).by_scope()["U"].log10_nc
            for a in ("larger", "smaller", "midpoint")}
     assert got["larger"] == pytest.approx(10.0)
     assert got["smaller"] == pytest.approx(math.log10(3e9))
     assert got["midpoint"] == pytest.approx((math.log10(3e9) + 10.0) / 2)
-    r = estimate_nc(df, "sign-change", n_resamples=200, seed=1, attach="smaller")
+    r = nc(df, "sign-change", n_resamples=200, seed=1, attach="smaller")
     assert r.provenance.options["attach"] == "smaller"
-    with pytest.raises(OptionError, match="attach"):
-        estimate_nc(df, "sign-change", bootstrap=False, attach="middle")
+    with pytest.raises(OptionError, match="--attach"):
+        nc(df, "sign-change", bootstrap=False, attach="middle")
+
+
+@pytest.mark.parametrize("estimator", ["sign-change", "gamma-fit", "quadratic"])
+def test_estimate_nc_runs_the_fused_path_equal_to_the_batched_one(estimator):
+    """What `cape nc` reports is the summary of the fused stream; the same resamples evaluated on a
+    materialised index matrix (``batch``) give the same summary bit for bit."""
+    import cape_kernels
+
+    df = load_scores()
+    fams = [f for f in dict.fromkeys(df["family"]) if f in {"OPT", "Pythia", "BLOOM", "Cerebras-GPT"}]
+    opts = NcOptions(estimator=estimator, pooled=True, families=tuple(fams), n_resamples=1500, seed=4)
+    got = estimate_nc(df, opts).estimates[0].bootstrap
+    _, fam, logn, b1, b2 = _scope_arrays(df, fams, "HS", "TQA", 1.0)
+    stat = _statistic(opts, fam, logn, b1, b2, 0.5, logn.min(), logn.max())
+    assert stat.fused
+    samples = stat.batch(cape_kernels.resample_indices(fam, 1500, 4))
+    valid = samples[np.isfinite(samples)]
+    assert got.n_valid == valid.size > 100 and got.median == np.median(valid)
+    lo, hi = np.quantile(valid, [0.025, 0.975])
+    assert (got.interval(0.95).low, got.interval(0.95).high) == (lo, hi)
+    assert got == summarize(bootstrap(stat, strata=fam, n_resamples=1500, seed=4, chunk=97))
+
+
+def test_result_round_trips_and_stores_its_options(tmp_path):
+    df = load_scores()
+    opts = NcOptions(estimator="sign-change", families=("OPT", "OLMo", "Pythia"), n_resamples=300, seed=2,
+                     attach="midpoint")
+    r = estimate_nc(df, opts)
+    assert isinstance(r, NcResult) and r.provenance.options == opts.to_dict()
+    assert r.provenance.seed == 2 and r.provenance.n_resamples == 300
+    small = r.by_scope()["OLMo"]
+    assert small.bootstrap == BootstrapSummary.empty(opts.levels) and small.bootstrap.degenerate
+    assert all(isinstance(e.bootstrap, BootstrapSummary) for e in r.estimates)
+    assert_roundtrip(r, tmp_path, "/analysis/nc")
+    q = estimate_nc(df, NcOptions(estimator="quadratic", pooled=True, bootstrap=False, window=(8.0, 11.5)))
+    assert q.provenance.seed is None and q.provenance.options["window"] == [8.0, 11.5]
+    assert_roundtrip(q, tmp_path, "/analysis/nc_q")
+
+
+def test_min_delta_is_in_the_chosen_units():
+    df = load_scores()
+    pct = nc(df, "gamma-fit", pooled=True, bootstrap=False, min_delta=1.0).estimates[0]
+    frac = nc(df, "gamma-fit", pooled=True, bootstrap=False, units="fraction", min_delta=0.01).estimates[0]
+    assert frac.n_intervals == pct.n_intervals and frac.log10_nc == pytest.approx(pct.log10_nc, rel=1e-12)
+    default = nc(df, "gamma-fit", pooled=True, bootstrap=False, units="fraction").estimates[0]
+    half = nc(df, "gamma-fit", pooled=True, bootstrap=False, min_delta=0.5).estimates[0]
+    assert default.n_intervals == half.n_intervals   # the 0.5-point default, converted
+    assert nc(df, "gamma-fit", pooled=True, bootstrap=False, units="fraction").min_delta == 0.005
