@@ -1,11 +1,14 @@
-"""ODE discovery against closed forms: a synthetic linear system on a non-uniform log10 N grid."""
+"""ODE discovery (docs/METHODS.md §2.13) against closed forms: a synthetic linear system on a non-uniform log10 N grid."""
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.linalg import expm
 
-from cape_hpc.dynamics import (LinearODE, PolyBaseline, SindyODE, Trajectory, derivative_rows, discover,
-                               predict_size, term_stability, trajectory_errors)
+from roundtrip import assert_roundtrip
+
+from cape_hpc.dynamics import (DynamicsOptions, LinearODE, ODEOptions, PhaseFitOptions, PolyBaseline, PredictOptions,
+                               SindyODE, TermStabilityOptions, Trajectory, derivative_rows, discover, make_model,
+                               phase_fits, predict_size, term_stability, trajectory_errors)
 from cape_hpc.errors import OptionError
 
 # dB/dx = C B + c0 in fraction units, x = log10 N.  Stable, with off-diagonal coupling.
@@ -134,13 +137,13 @@ def _table(trajs):
     return pd.DataFrame(rows)
 
 
-def test_term_stability_is_a_true_bootstrap_and_deterministic():
+def test_term_stability_is_a_true_bootstrap_and_deterministic(tmp_path):
     from cape_kernels import resample_indices
 
     fams = [traj(grid(6, seed=s, lo=8 + 0.1 * s), f"F{s}", b0=STARTS[s]) for s in range(3)]
     est = LinearODE(units="fraction")
-    ts1 = term_stability(est, fams, n_resamples=64, seed=7)
-    ts2 = term_stability(est, fams, n_resamples=64, seed=7)
+    ts1 = term_stability(est, fams, TermStabilityOptions(n_resamples=64, seed=7))
+    ts2 = term_stability(est, fams, TermStabilityOptions(n_resamples=64, seed=7))
     np.testing.assert_array_equal(ts1.sign_agreement, ts2.sign_agreement)
     # reference: explicit loop over the same resample rows
     S = np.concatenate([0.5 * (f.Y[1:] + f.Y[:-1]) / 100 for f in fams])
@@ -152,34 +155,112 @@ def test_term_stability_is_a_true_bootstrap_and_deterministic():
     agree = np.mean([np.sign(np.linalg.lstsq(A[r], D[r], rcond=None)[0].T) == np.sign(full) for r in idx], axis=0)
     np.testing.assert_allclose(ts1.sign_agreement, agree)
     assert ts1.n_rows == 15 and ts1.n_valid == 64
+    assert_roundtrip(ts1, tmp_path, "/dynamics/term_stability")
     # sindy: the strongest true terms are selected in (nearly) every resample on exact data
-    tss = term_stability(SindyODE(degree=1, threshold=0.05, alpha=0.0), fams, n_resamples=32, seed=1)
+    tss = term_stability(SindyODE(degree=1, threshold=0.05, alpha=0.0), fams,
+                         TermStabilityOptions(n_resamples=32, seed=1))
     assert tss.inclusion.shape == (3, 4) and np.all((tss.inclusion >= 0) & (tss.inclusion <= 1))
     assert tss.inclusion[1, tss.terms.index("B")] >= 0.9 and tss.inclusion[0, tss.terms.index("A")] >= 0.9
 
 
-def test_discover_and_predict_on_a_table():
+@pytest.fixture(scope="module")
+def table():
     fams = [traj(grid(40, seed=k), f"Train{k}", b0=b) for k, b in enumerate(STARTS)]
     fams.append(traj(grid(4, seed=6, lo=9.0, hi=11.0), "Hold", b0=np.array([0.4, 0.35, 0.3])))
-    df = _table(fams)
-    r = discover(df, train="Train0,Train1,Train2", holdout="Hold", model="linear", benchmarks=BENCH, n_resamples=16,
-                 phase_pair=None)
+    return fams, _table(fams)
+
+
+def test_discover_and_predict_on_a_table(table, tmp_path):
+    fams, df = table
+    opts = DynamicsOptions(train=("Train0,Train1", "Train2"), holdout=("Hold",), model="linear", benchmarks=BENCH,
+                           n_resamples=16, phase_pair=None)
+    assert opts.train == ("Train0", "Train1", "Train2")
+    r = discover(df, opts)
     assert r.holdout_error.rel_mae < 0.02 and len(r.baselines) == 4
-    assert len(r.predictions) == 3 * 3 and r.provenance.seed == 0
-    p = predict_size(df, "Train0", 10 ** 11.5, model="linear", train=["Train0", "Train1", "Train2"],
-                     benchmarks=BENCH, n_resamples=16)
+    ode_rows = [row for row in r.predictions if row.predictor == "ode"]
+    assert len(ode_rows) == 3 * 3 and len(r.predictions) == 5 * 3 * 3 and r.provenance.seed == 0
+    assert r.units == "fraction" and r.provenance.options == opts.to_dict()
+    # the stored trajectory is the simulation from the smallest held-out model: compare with the closed form
+    x, models, A, P = r.trajectory("Hold")
+    hold = fams[-1]
+    np.testing.assert_allclose(x, hold.x[1:])
+    np.testing.assert_allclose(A, hold.Y[1:])
+    np.testing.assert_allclose(P, closed_form(hold.x, hold.x[0], hold.Y[0] / 100)[1:] * 100, rtol=2e-2)
+    back = assert_roundtrip(r, tmp_path, "/dynamics/linear/Train0+Train1+Train2--Hold")
+    assert back.term_stability.n_resamples == 16 and back.phase_fits is None
+
+    p = predict_size(df, PredictOptions(family="Train0", size=10 ** 11.5, model="linear",
+                                        train=("Train0", "Train1", "Train2"), benchmarks=BENCH, n_resamples=16))
     exact = closed_form(np.array([fams[0].x[-1], 11.5]), fams[0].x[-1], fams[0].Y[-1] / 100)[-1] * 100
     np.testing.assert_allclose(p.ode, exact, rtol=2e-2)
-    lo, hi = np.array(p.band["0.95"]).T
-    assert np.all(lo <= hi)
+    for b in BENCH:
+        ci95, ci68 = p.interval(b, 0.95), p.interval(b, 0.68)
+        assert ci95.low <= ci68.low <= ci68.high <= ci95.high
+    assert_roundtrip(p, tmp_path, "/dynamics/predict/Train0/3.16228e+11")
+
+
+def test_dynamics_options_are_checked(table):
+    _, df = table
     with pytest.raises(OptionError, match="holdout"):
-        discover(df, train="Train0", holdout="Train0", benchmarks=BENCH)
+        discover(df, DynamicsOptions(train=("Train0",), holdout=("Train0",), benchmarks=BENCH))
     with pytest.raises(OptionError, match="train"):
-        discover(df, train="Nope", holdout="Hold", benchmarks=BENCH)
-    with pytest.raises(OptionError, match="model"):
-        discover(df, train="Train0", holdout="Hold", model="quartic", benchmarks=BENCH)
+        discover(df, DynamicsOptions(train=("Nope",), holdout=("Hold",), benchmarks=BENCH))
+    with pytest.raises(OptionError, match="--model"):
+        DynamicsOptions(model="quartic")
+    with pytest.raises(OptionError, match="--units"):
+        ODEOptions(units="points")
+    with pytest.raises(OptionError, match="--threshold"):
+        ODEOptions(threshold=-1.0)
     with pytest.raises(OptionError, match="size"):
-        predict_size(df, "Train0", -3, benchmarks=BENCH)
+        PredictOptions(family="Train0", size=-3, benchmarks=BENCH)
+    with pytest.raises(OptionError, match="--family"):
+        PredictOptions(size=1e9)
+
+
+def test_options_generate_the_flags_and_read_them_back():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    DynamicsOptions.add_arguments(p)
+    args = p.parse_args(["--model", "linear", "--train", "A", "B", "--units", "percent", "--no-stratify", "-n", "0"])
+    o = DynamicsOptions.from_args(args)
+    assert (o.model, o.train, o.units, o.stratify, o.n_resamples) == ("linear", ("A", "B"), "percent", False, 0)
+    assert o.holdout == DynamicsOptions().holdout and o.threshold == DynamicsOptions().threshold
+    assert vars(args)["train"] == ["A", "B"]  # from_args leaves the namespace as parsed
+
+
+def test_units_change_the_coefficients_not_the_predictions(dense):
+    """A linear system is unit-equivariant: C unchanged, c0 x100 in percent, simulated scores equal."""
+    f = make_model(ODEOptions(model="linear", units="fraction")).fit(dense)
+    q = make_model(ODEOptions(model="linear", units="percent")).fit(dense)
+    np.testing.assert_allclose(q.C_, f.C_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(q.c0_, 100 * f.c0_, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(q.predict(dense[0]), f.predict(dense[0]), rtol=1e-7)
+
+
+def test_phase_fits_equal_a_hand_least_squares(tmp_path):
+    """b of dTQA/dlog10N = a + b HS_mid over the tax intervals, from the intervals by hand."""
+    from cape_hpc.io.scores import load_scores
+
+    df = load_scores()
+    r = phase_fits(df, PhaseFitOptions(units="fraction"))
+    xs, ys = [], []
+    for fam, g in df.dropna(subset=["HS", "TQA"]).sort_values(["family", "params"], kind="mergesort").groupby("family"):
+        g = g.loc[~g["params"].duplicated()]
+        hs, tqa, logn = g["HS"].to_numpy() / 100, g["TQA"].to_numpy() / 100, np.log10(g["params"].to_numpy())
+        for i in range(1, len(g)):
+            d1, d2 = hs[i] - hs[i - 1], tqa[i] - tqa[i - 1]
+            if abs(d1) < 0.005 or logn[i] == logn[i - 1]:
+                continue
+            if d2 / d1 < -0.1:
+                xs.append(0.5 * (hs[i] + hs[i - 1]))
+                ys.append(d2 / (logn[i] - logn[i - 1]))
+    tax = {f.phase: f for f in r.fits}["tax"]
+    assert tax.n_intervals == len(xs)
+    b_ref = np.polyfit(xs, ys, 1)[0]
+    assert tax.b == pytest.approx(b_ref, rel=1e-9)
+    assert r.units == "fraction"
+    assert_roundtrip(r, tmp_path, "/dynamics/phase_fits")
 
 
 def test_sindy_bootstrap_regression_equals_pysindy_fit():
