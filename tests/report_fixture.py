@@ -1,10 +1,12 @@
-"""One small results file for the report's tests, written by the commands a user runs.
+"""One small results file for the report's tests, written by the real library functions.
 
-``cape analyze`` on five families of the shipped table, ``cape dynamics`` / ``cape predict``,
-``cape reproduce`` on a fast subset of the claims, ``cape internals`` and ``cape steer`` on two
-tiny random-weight models (offline, seconds): the same commands ``make demo`` runs, with smaller
-counts.  Every group therefore has the layout the library really writes; nothing is synthetic.
-The file is written once per test session (``cached_sample``).
+The analyses on five families of the shipped table (the diagnose model, the h-field, the loss law
+and the frontier on the whole shipped tables, as ``cape analyze`` does), ODE discovery and a size
+prediction, the reproduction audit on a fast subset of the claims, and ``extract_internals`` /
+``run_steering`` on two tiny random-weight models (offline, seconds).  Groups are stored at the
+paths the commands write (``cape analyze --out`` ..., ``cape internals/steer --out``); nothing is
+synthetic.  The file is written once per test session (``cached_sample``).  ``cape(...)`` runs one
+command in this process, for the tests that go through the CLI.
 """
 from __future__ import annotations
 
@@ -37,23 +39,79 @@ def cape(*argv: str) -> str:
     return out.getvalue()
 
 
+def sample_groups(n_resamples: int = 100) -> dict[str, object]:
+    """{group path: result} of the sample file (see the module doc)."""
+    from cape_hpc.analysis import options as O
+    from cape_hpc.analysis.coupling import local_coupling
+    from cape_hpc.analysis.deff import effective_dimension
+    from cape_hpc.analysis.diagnose import fit_diagnose_model
+    from cape_hpc.analysis.eigen import eigen_geometry
+    from cape_hpc.analysis.frontier import frontier_fit
+    from cape_hpc.analysis.hfield import h_field
+    from cape_hpc.analysis.isocline import isocline
+    from cape_hpc.analysis.losslaw import loss_law
+    from cape_hpc.analysis.nc import NcOptions, estimate_nc
+    from cape_hpc.analysis.phases import phases
+    from cape_hpc.analysis.deff import DeffOptions
+    from cape_hpc.analysis.width import width_normalisation
+    from cape_hpc.audit import AuditOptions, run_audit
+    from cape_hpc.dynamics import DynamicsOptions, PredictOptions, discover, predict_size
+    from cape_hpc.io.scores import load_frontier, load_loss, load_scores
+
+    df, fr, loss = load_scores(), load_frontier(), load_loss()
+    fams = tuple(SAMPLE_FAMILIES)
+    g: dict[str, object] = {
+        "/analysis/coupling": local_coupling(df, O.CouplingOptions(families=fams)),
+        "/analysis/phases": phases(df, O.PhasesOptions(families=fams)),
+        "/analysis/deff": effective_dimension(df, DeffOptions(families=fams, n_resamples=n_resamples, seed=2)),
+        "/analysis/width": width_normalisation(df, O.WidthOptions(families=fams, n_permutations=200, seed=3)),
+        "/analysis/hfield": h_field(df),
+        "/analysis/isocline": isocline(df, O.IsoclineOptions(families=fams)),
+        "/analysis/loss": loss_law(loss),
+        "/analysis/eigen": eigen_geometry(df, O.EigenOptions(family="Pythia")),
+        "/analysis/frontier": frontier_fit(fr),
+        "/analysis/diagnose_model": fit_diagnose_model(df),
+    }
+    for est in ("quadratic", "sign-change"):
+        for pooled in (False, True):
+            g[f"/analysis/nc/{est}{'_pooled' if pooled else ''}"] = estimate_nc(
+                df, NcOptions(families=fams, estimator=est, pooled=pooled, n_resamples=n_resamples, seed=1))
+    g[DYNAMICS_GROUP] = discover(df, DynamicsOptions(train=("Pythia",), holdout=("OPT",), model="linear",
+                                                     n_resamples=20, seed=4))
+    g[PREDICT_GROUP] = predict_size(df, PredictOptions(family="Pythia", size=3e10, model="linear", n_resamples=20,
+                                                       seed=5))
+    g["/reproduce"] = run_audit(df, AuditOptions(only=AUDIT_SAMPLE, n_resamples=50, seed=0), frontier=fr, loss=loss)
+    g.update(model_groups())
+    return g
+
+
+def model_groups() -> dict[str, object]:
+    """Internals and steering of the tiny random-weight models (the real code, offline)."""
+    from cape_hpc.internals.extract import extract_internals
+    from cape_hpc.internals.prompts import load_prompts
+    from cape_hpc.models.loading import load_model
+    from cape_hpc.steering.steer import calibrate_direction, run_steering
+
+    prompts = load_prompts().subset(16)
+    calibration = load_prompts(calibration=True).subset(16)
+    out: dict[str, object] = {}
+    for spec, alphas in STEER_ALPHAS.items():
+        loaded = load_model(spec)
+        r = extract_internals(loaded, prompts, batch_size=8)
+        out[r.group] = r
+        direction = calibrate_direction(loaded, calibration)
+        for alpha in alphas:
+            s = run_steering(loaded, calibration, prompts, direction=direction, alpha=alpha, max_prompts=6,
+                             max_new_tokens=4, batch_size=6)
+            out[s.group] = s
+    return out
+
+
 def write_sample(path: str | Path, *, n_resamples: int = 100) -> Path:
     """Write the sample results file (see the module doc) and return its path."""
-    h5 = str(path)
-    n = str(n_resamples)
-    cape("analyze", "--families", *SAMPLE_FAMILIES, "--n-resamples", n, "--n-permutations", "200", "--seed", "1",
-         "--out", h5, "--force")
-    cape("dynamics", "--train", "Pythia", "--holdout", "OPT", "--model", "linear", "--n-resamples", "20",
-         "--seed", "4", "--out", h5)
-    cape("predict", "--family", "Pythia", "--size", "3e10", "--model", "linear", "--n-resamples", "20",
-         "--seed", "5", "--out", h5)
-    cape("reproduce", "--claim", ",".join(AUDIT_SAMPLE), "--n-resamples", "50", "--seed", "0", "--out", h5)
-    for model, alphas in STEER_ALPHAS.items():
-        cape("internals", "--model", model, "--max-prompts", "16", "--batch-size", "8", "--out", h5)
-        for alpha in alphas:
-            cape("steer", "--model", model, "--alpha", f"{alpha:g}", "--max-prompts", "6", "--max-new-tokens", "4",
-                 "--batch-size", "6", "--out", h5)
-    return Path(h5)
+    from cape_hpc.io.store import write_results
+
+    return Path(write_results(path, sample_groups(n_resamples), force=True))
 
 
 @functools.lru_cache(maxsize=None)

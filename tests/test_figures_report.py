@@ -199,8 +199,15 @@ def test_dynamics_holdout_and_baselines(sample):
     py = load_scores().query("family == 'Pythia'")
     coef = np.polyfit(np.log10(py["params"]), py["HS"], 1)
     pred = np.polyval(coef, x)
-    rows = [r for r in stored["predictions"] if r["benchmark"] == "HS"]
-    np.testing.assert_allclose([r["baselines"]["poly1"] for r in rows], pred, rtol=1e-9)
+    rows = sorted((r for r in stored["predictions"] if r["benchmark"] == "HS" and r["predictor"] == "poly1"),
+                  key=lambda r: r["log10_n"])
+    np.testing.assert_allclose([r["predicted"] for r in rows], pred, rtol=1e-9)
+    # the dotted line is the best baseline (lowest holdout error), drawn from those stored rows
+    best = min(stored["baselines"], key=lambda b: b["rel_mae"])
+    (dotted,) = [ln for ln in ax.get_lines() if ln.get_gid() == "base:HS"]
+    best_rows = sorted((r for r in stored["predictions"] if r["benchmark"] == "HS"
+                        and r["predictor"] == f"poly{best['degree']}"), key=lambda r: r["log10_n"])
+    np.testing.assert_allclose(dotted.get_ydata(), [r["predicted"] for r in best_rows], rtol=1e-12)
 
 
 def test_isocline_points_and_curve(sample):
