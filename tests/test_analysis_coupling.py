@@ -6,11 +6,20 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cape_hpc.analysis.coupling import local_coupling
+from cape_hpc.analysis.coupling import CouplingResult, local_coupling
+from cape_hpc.analysis.options import CouplingOptions, PermutationOptions, PopulationOptions
 from cape_hpc.analysis.phases import classify_phase, phases
 from cape_hpc.analysis.population import correlate, permutation_p, population_coupling
 from cape_hpc.errors import OptionError
 from cape_hpc.io.scores import load_scores
+from roundtrip import assert_roundtrip
+
+
+def lc(df, b1="HS", b2="TQA", **kw):
+    """local_coupling with CouplingOptions from keywords (families as a tuple)."""
+    if "families" in kw:
+        kw["families"] = tuple(kw["families"])
+    return local_coupling(df, CouplingOptions(pair=(b1, b2), **kw))
 
 # Pythia rows of the curated table (HS, TQA in percent), written out so the arithmetic is visible
 PYTHIA = [("Pythia-70M", 70e6, 27.3, 47.1), ("Pythia-160M", 160e6, 31.4, 44.3),
@@ -38,7 +47,7 @@ DF = table(("Pythia", PYTHIA[::-1]), ("OPT", OPT[3:] + OPT[:3]), ("X", EDGE[::-1
 
 
 def test_pythia_by_hand():
-    r = local_coupling(DF, "HS", "TQA")
+    r = lc(DF, "HS", "TQA")
     g = {iv.model: iv.gamma for iv in r.intervals if iv.family == "Pythia"}
     expected = {
         "Pythia-160M": (44.3 - 47.1) / (31.4 - 27.3),   # -2.8 / 4.1 = -0.6829
@@ -59,7 +68,7 @@ def test_pythia_by_hand():
 
 
 def test_opt_by_hand_and_phases():
-    r = local_coupling(DF, "HS", "TQA")
+    r = lc(DF, "HS", "TQA")
     ivs = [iv for iv in r.intervals if iv.family == "OPT"]
     assert [iv.model for iv in ivs] == [m[0] for m in OPT[1:]]
     # 350M: -2.04/5.26 = -0.3878 (tax); 1.3B: -2.12/17.8 = -0.1191 (tax); 2.7B: -1.28/6.9 = -0.1855 (tax);
@@ -73,7 +82,7 @@ def test_opt_by_hand_and_phases():
 
 
 def test_undefined_intervals_and_no_cross_family():
-    r = local_coupling(DF, "HS", "TQA")
+    r = lc(DF, "HS", "TQA")
     x = {iv.model: iv for iv in r.intervals if iv.family == "X"}
     assert math.isnan(x["X-b"].gamma) and "min_delta" in x["X-b"].reason and x["X-b"].phase == ""
     assert math.isnan(x["X-c"].gamma) and x["X-c"].reason == "equal N"
@@ -82,40 +91,40 @@ def test_undefined_intervals_and_no_cross_family():
     assert len(r.intervals) == 17
     assert all(iv.prev_model.split("-")[0] == iv.model.split("-")[0] for iv in r.intervals)
     # a lower min_delta makes X-b defined
-    r2 = local_coupling(DF, "HS", "TQA", min_delta=0.2)
+    r2 = lc(DF, "HS", "TQA", min_delta=0.2)
     xb = next(iv for iv in r2.intervals if iv.model == "X-b")
     assert xb.gamma == pytest.approx(1.0 / 0.3)
 
 
 def test_units_fraction_scales_min_delta_not_gamma():
-    a = local_coupling(DF, units="percent")
-    b = local_coupling(DF, units="fraction")
+    a = lc(DF, units="percent")
+    b = lc(DF, units="fraction")
     assert b.min_delta == pytest.approx(0.005)
     ga = np.array([iv.gamma for iv in a.intervals])
     gb = np.array([iv.gamma for iv in b.intervals])
     np.testing.assert_allclose(ga, gb, equal_nan=True)
     # a threshold of 0.5 in fractions means 50 points: nothing is defined
-    c = local_coupling(DF, units="fraction", min_delta=0.5)
+    c = lc(DF, units="fraction", min_delta=0.5)
     assert all(math.isnan(iv.gamma) for iv in c.intervals)
 
 
 def test_any_pair_and_bad_options():
     df = load_scores()
-    r = local_coupling(df, "HS", "ARC")
+    r = lc(df, "HS", "ARC")
     assert "Gemma-3-4B" in r.dropped  # blank ARC
-    assert r.provenance.options["b2"] == "ARC" and r.provenance.inputs["scores"] == df.attrs["sha256"]
+    assert r.provenance.options["pair"] == ["HS", "ARC"] and r.provenance.inputs["scores"] == df.attrs["sha256"]
     with pytest.raises(OptionError, match="pair"):
-        local_coupling(df, "HS", "NOPE")
+        lc(df, "HS", "NOPE")
     with pytest.raises(OptionError, match="differ"):
-        local_coupling(df, "HS", "HS")
-    with pytest.raises(OptionError, match="min_delta"):
-        local_coupling(df, min_delta=-1)
-    with pytest.raises(OptionError, match="units"):
-        local_coupling(df, units="permille")
-    with pytest.raises(OptionError, match="families"):
-        local_coupling(df, families=["NoSuchFamily"])
-    with pytest.raises(OptionError, match="tax_below"):
-        local_coupling(df, tax_below=0.5, bonus_above=0.1)
+        lc(df, "HS", "HS")
+    with pytest.raises(OptionError, match="--min-delta"):
+        lc(df, min_delta=-1)
+    with pytest.raises(OptionError, match="--units"):
+        lc(df, units="permille")
+    with pytest.raises(OptionError, match="--families"):
+        lc(df, families=["NoSuchFamily"])
+    with pytest.raises(OptionError, match="--tax-below"):
+        lc(df, tax_below=0.5, bonus_above=0.1)
 
 
 def test_classify_phase_bounds():
@@ -144,14 +153,14 @@ def test_population_against_scipy():
     assert g.n == len(df)
     assert g.pearson_r == pytest.approx(pr.statistic, abs=1e-12) and g.pearson_p == pytest.approx(pr.pvalue)
     assert g.spearman_rho == pytest.approx(sr.statistic, abs=1e-12) and g.spearman_p == pytest.approx(sr.pvalue)
-    fam = population_coupling(df, group_by="family")
+    fam = population_coupling(df, PopulationOptions(group_by="family"))
     py = next(x for x in fam.groups if x.group == "Pythia")
     sub = df[df.family == "Pythia"]
     assert py.pearson_r == pytest.approx(stats.pearsonr(sub.HS, sub.TQA).statistic, abs=1e-12)
     assert py.pearson_r == pytest.approx(-0.9886, abs=5e-4)  # the paper's -0.989 on these rows
     small = next(x for x in fam.groups if x.group == "OLMo")
     assert small.n == 2 and math.isnan(small.pearson_r) and "n = 2" in small.reason
-    ph = population_coupling(df, group_by="phase")
+    ph = population_coupling(df, PopulationOptions(group_by="phase"))
     assert [x.group for x in ph.groups] == ["tax", "transition", "bonus"]
 
 
@@ -165,14 +174,45 @@ def test_permutation_p_exact_matches_scipy():
     ours = permutation_p(x, y, method="exact")
     assert ours == pytest.approx(ref.pvalue, abs=1e-12)
     # the random version estimates the same p within Monte-Carlo error (sd ~ sqrt(p(1-p)/R))
-    mc = permutation_p(x, y, method="permutation", n_permutations=20000, seed=1)
+    mc = permutation_p(x, y, method="permutation", perm=PermutationOptions(n_permutations=20000, seed=1))
     assert abs(mc - ours) < 4 * math.sqrt(ours * (1 - ours) / 20000) + 1e-4
     g = correlate(x, y, p_method="exact")
     assert g.perm_pearson_p == pytest.approx(ours)
     ref_s = stats.permutation_test((y,), lambda yy: abs(stats.spearmanr(x, yy).statistic),
                                    permutation_type="pairings", n_resamples=np.inf, alternative="greater")
     assert g.perm_spearman_p == pytest.approx(ref_s.pvalue, abs=1e-12)
-    with pytest.raises(OptionError, match="p_method"):
+    with pytest.raises(OptionError, match="--p-method"):
         permutation_p(np.arange(12.0), np.arange(12.0)[::-1], method="exact")
-    with pytest.raises(OptionError, match="p_method"):
-        population_coupling(load_scores(), p_method="magic")
+    with pytest.raises(OptionError, match="--p-method"):
+        population_coupling(load_scores(), PopulationOptions(p_method="magic"))
+
+
+def test_result_round_trips_and_options_are_stored_unchanged(tmp_path):
+    opts = CouplingOptions(pair=("HS", "TQA"), families=("Pythia", "X"), min_delta=0.4)
+    r = local_coupling(DF, opts)
+    assert isinstance(r, CouplingResult) and r.provenance.options == opts.to_dict()
+    # X: a -> b has |dB1| = 0.3 < 0.4; b -> c have equal N; c -> d is defined
+    assert r.min_delta == 0.4 and [iv.reason for iv in r.by_family()["X"]] == ["|dB1| = 0.3 < min_delta 0.4",
+                                                                                "equal N", ""]
+    back = assert_roundtrip(r, tmp_path, "/analysis/coupling")
+    assert back.intervals[0] == r.intervals[0]
+    from cape_hpc.schema import to_jsonable
+
+    assert to_jsonable(local_coupling(DF).intervals) == to_jsonable(local_coupling(DF, CouplingOptions()).intervals)
+
+
+def test_gammas_are_the_kernel_gamma_rule():
+    """local_coupling and the N_c estimators share cape_kernels.gamma_rule: the same gammas, bit for bit,
+    and the same undefined intervals."""
+    from cape_kernels import gamma_rule, nc_intervals
+
+    df = load_scores()
+    r = lc(df)
+    for fam, ivs in r.by_family().items():
+        g = df[df.family == fam].sort_values(["params", "model"], kind="mergesort")
+        gam, code = gamma_rule(np.zeros(len(g), np.int64), g.params, g.HS, g.TQA, 0.5)
+        np.testing.assert_array_equal(gam, [iv.gamma for iv in ivs])
+        assert [c != 0 for c in code] == [bool(iv.reason) for iv in ivs]
+        xs, gs = nc_intervals(np.zeros(len(g), np.int64), np.log10(g.params), g.HS, g.TQA, 0.5)
+        np.testing.assert_array_equal(gs, [iv.gamma for iv in ivs if not iv.reason])
+        np.testing.assert_allclose(xs, [iv.x_mid for iv in ivs if not iv.reason], rtol=1e-15)
