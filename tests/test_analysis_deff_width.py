@@ -1,6 +1,8 @@
 """d_eff against numpy eigvalsh and scipy.stats.bootstrap; width normalisation and its control."""
 import itertools
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,10 +10,14 @@ import pytest
 from scipy import stats
 
 from cape_hpc.analysis.deff import DeffStatistic, effective_dimension
+from cape_hpc.analysis.options import WidthOptions
 from cape_hpc.analysis.phases import phases
 from cape_hpc.analysis.width import width_normalisation
 from cape_hpc.errors import OptionError
 from cape_hpc.io.scores import SCORE_COLUMNS, load_scores
+
+sys.path.insert(0, str(Path(__file__).parent))
+from roundtrip import assert_roundtrip  # noqa: E402
 
 
 def pr_eig(X, corr=False):
@@ -86,9 +92,9 @@ def width_table(fam, d_model, hs, tqa):
                              d_model=d_model, HS=hs, TQA=tqa))
 
 
-def test_width_r_before_after_against_scipy():
+def test_width_r_before_after_against_scipy(tmp_path):
     df = load_scores()
-    r = width_normalisation(df, n_permutations=500)
+    r = width_normalisation(df, WidthOptions(n_permutations=500))
     for f in r.families:
         if f.reason:
             continue
@@ -98,11 +104,13 @@ def test_width_r_before_after_against_scipy():
         assert f.r_after == pytest.approx(stats.pearsonr(sub.HS / s, sub.TQA / s).statistic, abs=1e-12)
     py = next(f for f in r.families if f.family == "Pythia")
     assert py.r_before == pytest.approx(-0.989, abs=1e-3) and py.r_after == pytest.approx(0.963, abs=1e-3)
+    assert r.provenance.options == WidthOptions(n_permutations=500).to_dict() and r.provenance.seed == 0
+    assert_roundtrip(r, tmp_path)
 
 
 def test_width_control_exact_enumeration():
     d = width_table("A", [512, 1024, 2048, 4096], [30.0, 40.0, 45.0, 60.0], [45.0, 42.0, 41.0, 38.0])
-    r = width_normalisation(d, n_permutations=100).families[0]
+    r = width_normalisation(d, WidthOptions(n_permutations=100)).families[0]
     assert r.exact and r.n_null == 24
     ref = []
     for perm in itertools.permutations(range(4)):
@@ -115,7 +123,7 @@ def test_width_control_exact_enumeration():
 
 def test_width_control_random_draws_are_permutations():
     df = load_scores()
-    r = width_normalisation(df, families=["Pythia"], n_permutations=300, seed=2).families[0]
+    r = width_normalisation(df, WidthOptions(families=("Pythia",), n_permutations=300, seed=2)).families[0]
     assert not r.exact and r.n_null == 300
     sub = df[df.family == "Pythia"]
     w = sub.d_model.to_numpy(float) / 512
@@ -127,16 +135,16 @@ def test_width_control_random_draws_are_permutations():
     pos = np.searchsorted(allr, np.round(r.r_null, 12))
     assert np.all(allr[np.clip(pos, 0, len(allr) - 1)] == np.round(r.r_null, 12))
     assert r.p_null == pytest.approx((1 + np.sum(r.r_null >= r.r_after - 1e-12)) / 301)
-    again = width_normalisation(df, families=["Pythia"], n_permutations=300, seed=2).families[0]
+    again = width_normalisation(df, WidthOptions(families=("Pythia",), n_permutations=300, seed=2)).families[0]
     np.testing.assert_array_equal(again.r_null, r.r_null)
 
 
 def test_width_constant_widths_change_nothing():
     d = width_table("C", [2048] * 5, [30.0, 35.0, 41.0, 44.0, 50.0], [40.0, 39.0, 41.0, 37.0, 36.0])
-    f = width_normalisation(d, n_permutations=50).families[0]
+    f = width_normalisation(d, WidthOptions(n_permutations=50)).families[0]
     assert f.r_after == pytest.approx(f.r_before, abs=1e-12)
     np.testing.assert_allclose(f.r_null, f.r_before, atol=1e-12)
-    with pytest.raises(OptionError, match="d_ref"):
-        width_normalisation(d, d_ref=0)
-    small = width_normalisation(d.iloc[:2], n_permutations=10).families[0]
+    with pytest.raises(OptionError, match="--d-ref"):
+        WidthOptions(d_ref=0)
+    small = width_normalisation(d.iloc[:2], WidthOptions(n_permutations=10)).families[0]
     assert math.isnan(small.r_after) and "< 3" in small.reason

@@ -1,6 +1,9 @@
-"""h-field, isocline, loss law, fixed point, eigen-geometry, frontier and diagnose against
-independent computations (numpy.polyfit / eigh / lstsq, scipy curve_fit / pearsonr, direct loops)."""
+"""Phases, population coupling, h-field, isocline, loss law, fixed point, eigen-geometry, frontier and
+diagnose against independent computations (numpy.polyfit / eigh, scipy curve_fit / pearsonr /
+spearmanr, direct loops); every result class through the HDF5 round trip; the one unit rule."""
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,12 +19,74 @@ from cape_hpc.analysis.frontier import frontier_fit
 from cape_hpc.analysis.hfield import h_field
 from cape_hpc.analysis.isocline import isocline
 from cape_hpc.analysis.losslaw import loss_law
+from cape_hpc.analysis.options import (CouplingOptions, DiagnoseOptions, EigenOptions, FixedPointOptions,
+                                       FrontierOptions, HFieldOptions, IsoclineOptions, LossOptions,
+                                       PhasesOptions, PopulationOptions)
+from cape_hpc.analysis.phases import phases
+from cape_hpc.analysis.population import population_coupling
 from cape_hpc.errors import OptionError
 from cape_hpc.io.scores import SCORE_COLUMNS, load_frontier, load_loss, load_scores
 from cape_hpc.io.store import read_results, write_results
 
+sys.path.insert(0, str(Path(__file__).parent))
+from roundtrip import assert_roundtrip  # noqa: E402
 
-def test_hfield_against_polyfit():
+
+def test_phases_counts_by_hand_and_roundtrip(tmp_path):
+    df = load_scores()
+    r = phases(df)
+    # the phase of a model is the phase of the gamma attached to it (local_coupling), counted by hand
+    cr = local_coupling(df)
+    ph = {iv.model: iv.phase for iv in cr.intervals}
+    expected = {p: sum(1 for m in df.model if ph.get(m, "") == p) for p in ("tax", "transition", "bonus")}
+    expected["undefined"] = len(df) - sum(expected.values())
+    assert r.counts == expected and sum(r.counts.values()) == len(df)
+    fams = {p: len({iv.family for iv in cr.intervals if iv.phase == p}) for p in ("tax", "transition", "bonus")}
+    assert r.families_per_phase == fams
+    py = {m.model: m for m in r.models if m.family == "Pythia"}
+    assert py["Pythia-70M"].phase == "" and py["Pythia-70M"].reason == "smallest model of its family"
+    assert py["Pythia-1.4B"].phase == "transition"          # gamma = 0 / 3.2 = 0
+    assert py["Pythia-160M"].gamma == pytest.approx(-2.8 / 4.1) and py["Pythia-160M"].phase == "tax"
+    assert (r.units, r.min_delta) == ("percent", 0.5)
+    assert r.provenance.options == PhasesOptions().to_dict()
+    # wider thresholds move every model to transition; the same run in fractions gives the same phases
+    wide = phases(df, PhasesOptions(tax_below=-10.0, bonus_above=10.0))
+    assert wide.counts["transition"] == sum(expected[p] for p in ("tax", "transition", "bonus"))
+    frac = phases(df, PhasesOptions(units="fraction"))
+    assert frac.phase_of() == r.phase_of() and frac.min_delta == pytest.approx(0.005)
+    assert_roundtrip(r, tmp_path)
+
+
+def test_population_against_scipy_and_roundtrip(tmp_path):
+    df = load_scores()
+    r = population_coupling(df)
+    g = r.groups[0]
+    pr, sr = stats.pearsonr(df.HS, df.TQA), stats.spearmanr(df.HS, df.TQA)
+    assert (g.group, g.n) == ("all", len(df))
+    assert (g.pearson_r, g.pearson_p) == pytest.approx((pr.statistic, pr.pvalue), rel=1e-10)
+    assert (g.spearman_rho, g.spearman_p) == pytest.approx((sr.statistic, sr.pvalue), rel=1e-10)
+    assert math.isnan(g.perm_pearson_p) and r.provenance.seed is None and r.n_permutations == 0
+    # per phase: the groups are the models of each phase of `phases` with the same thresholds
+    opts = PopulationOptions(group_by="phase", min_delta=1.0)
+    ph = phases(df, PhasesOptions(min_delta=1.0)).phase_of()
+    for grp in population_coupling(df, opts).groups:
+        sub = df[df.model.map(ph) == grp.group]
+        assert grp.n == len(sub)
+        assert grp.pearson_r == pytest.approx(stats.pearsonr(sub.HS, sub.TQA).statistic, rel=1e-10)
+    # a permutation p: seeded, in (0, 1], recorded in provenance
+    perm = population_coupling(df, PopulationOptions(group_by="family", families=("Pythia", "OPT"),
+                                                     p_method="permutation", n_permutations=500, seed=3))
+    assert perm.provenance.seed == 3 and perm.provenance.n_resamples == 500 and perm.n_permutations == 500
+    py = next(x for x in perm.groups if x.group == "Pythia")
+    assert 1 / 501 <= py.perm_pearson_p <= 0.05   # r = -0.99 over 8 models: few permutations as extreme
+    with pytest.raises(OptionError, match="--p-method"):
+        PopulationOptions(p_method="magic")
+    with pytest.raises(OptionError, match="--n-permutations"):
+        PopulationOptions(n_permutations=0)
+    assert_roundtrip(perm, tmp_path)
+
+
+def test_hfield_against_polyfit(tmp_path):
     df = load_scores()
     r = h_field(df)
     s, c = np.polyfit(df.HS, df.TQA, 1)
@@ -31,13 +96,22 @@ def test_hfield_against_polyfit():
     assert abs(h.sum()) < 1e-9
     py = next(g for g in r.groups if g.group == "Pythia")
     assert py.count == 8 and py.mean_h == pytest.approx(h[(df.family == "Pythia").to_numpy()].mean())
-    fr = h_field(df, units="fraction")
+    fr = h_field(df, HFieldOptions(units="fraction"))
+    assert fr.units == "fraction"
     assert fr.beta0 == pytest.approx(c / 100) and fr.models[0].h == pytest.approx(r.models[0].h / 100)
-    with pytest.raises(OptionError, match="group_by"):
-        h_field(df, group_by="lab")
+    with pytest.raises(OptionError, match="--group-by"):
+        h_field(df, HFieldOptions(group_by="lab"))
+    # the frontier panel: SWE/GPQA by lab, the line fitted on the main cohort only
+    front = load_frontier()
+    fh = h_field(front, HFieldOptions(panel="frontier", fit_cohort="main"))
+    main = front[front.cohort == "main"]
+    s2, c2 = np.polyfit(main.SWE, main.GPQA, 1)
+    assert (fh.b1, fh.b2, fh.group_by, fh.n_fit) == ("SWE", "GPQA", "lab", len(main))
+    assert (fh.beta1, fh.beta0) == pytest.approx((s2, c2), rel=1e-10)
+    assert_roundtrip(r, tmp_path)
 
 
-def test_isocline_k_by_hand_and_both_rules():
+def test_isocline_k_by_hand_and_both_rules(tmp_path):
     df = load_scores()
     r = isocline(df)
     # OLMo-1B (63.5, 36.4), OLMo-7B (78.0, 35.7): B1* = 0.7075, B2* = 0.3605, k = 0.3605^2 / 0.7075
@@ -48,24 +122,39 @@ def test_isocline_k_by_hand_and_both_rules():
     assert iv.b1_mid == pytest.approx((37.15 + 42.78) / 200) and iv.side == "above" and iv.predicted_sign == 1
     assert iv.b2_isocline == pytest.approx(math.sqrt(r.k * (37.15 + 42.78) / 200))
     assert iv.gamma < 0 and not iv.agrees
-    neg = isocline(df, rule="above-negative")
+    neg = isocline(df, IsoclineOptions(rule="above-negative"))
     assert [i.side for i in neg.intervals] == [i.side for i in r.intervals]
     assert all(a.predicted_sign == -b.predicted_sign for a, b in zip(neg.intervals, r.intervals))
     nonzero = sum(1 for i in r.intervals if i.gamma != 0)
     assert r.total_agree + neg.total_agree == nonzero
     fam = {f.family: (f.n_agree, f.n_intervals) for f in neg.families}
     assert fam["OPT"] == (6, 7) and fam["BLOOM"] == (4, 5) and fam["Cerebras-GPT"] == (5, 6)
-    ex = isocline(df, exclude_calibration=True)
+    ex = isocline(df, IsoclineOptions(exclude_calibration=True))
     assert "OLMo" not in {f.family for f in ex.families}
-    assert isocline(df, calibration=0.2).k == 0.2
-    assert isocline(df, calibration=["OLMo-1B"]).k == pytest.approx(0.364 ** 2 / 0.635)
-    with pytest.raises(OptionError, match="rule"):
-        isocline(df, rule="sideways")
-    with pytest.raises(OptionError, match="calibration"):
-        isocline(df, calibration="NoSuchFamily")
+    assert isocline(df, IsoclineOptions(calibration="0.2")).k == 0.2
+    assert isocline(df, IsoclineOptions(calibration="OLMo-1B")).k == pytest.approx(0.364 ** 2 / 0.635)
+    with pytest.raises(OptionError, match="--rule"):
+        IsoclineOptions(rule="sideways")
+    with pytest.raises(OptionError, match="--calibration"):
+        isocline(df, IsoclineOptions(calibration="NoSuchFamily"))
+    assert_roundtrip(r, tmp_path)
 
 
-def test_loss_law_against_curve_fit_and_recovery():
+def test_isocline_min_delta_is_in_the_chosen_units():
+    """One unit rule: 3 points in percent and 0.03 in fractions are one threshold (the intervals
+    defined are those of the coupling with |dB1| >= 3 points)."""
+    df = load_scores()
+    pct = isocline(df, IsoclineOptions(min_delta=3.0))
+    frac = isocline(df, IsoclineOptions(min_delta=0.03, units="fraction"))
+    assert (pct.units, pct.min_delta, frac.units, frac.min_delta) == ("percent", 3.0, "fraction", 0.03)
+    assert [(i.model, i.side, i.agrees) for i in pct.intervals] == [(i.model, i.side, i.agrees) for i in frac.intervals]
+    by_hand = [iv.model for iv in local_coupling(df).intervals
+               if iv.n != iv.prev_n and abs(iv.d_b1) >= 3.0]
+    assert [i.model for i in pct.intervals] == by_hand
+    assert len(pct.intervals) < len(isocline(df).intervals)
+
+
+def test_loss_law_against_curve_fit_and_recovery(tmp_path):
     loss = load_loss()
     r = loss_law(loss)
     n, y = loss.params.to_numpy(float), loss.val_loss.to_numpy(float)
@@ -79,15 +168,19 @@ def test_loss_law_against_curve_fit_and_recovery():
     inv = n ** popt[2] * (y - popt[0])
     assert r.cv == pytest.approx(inv.std() / inv.mean(), rel=1e-3)
     assert r.r2 > 0.999 and r.cv < 0.01
+    assert loss_law(loss, LossOptions(cv_ddof=1)).cv == pytest.approx(inv.std(ddof=1) / inv.mean(), rel=1e-3)
     # exact synthetic law is recovered
     nn = np.geomspace(7e7, 1.2e10, 8)
     syn = pd.DataFrame(dict(model=[f"m{i}" for i in range(8)], params=nn, val_loss=1.7 + 300 * nn ** -0.3))
     s = loss_law(syn)
     assert (s.E, s.A_raw, s.alpha) == pytest.approx((1.7, 300, 0.3), rel=1e-5)
     assert s.cv == pytest.approx(0, abs=1e-6)
+    with pytest.raises(OptionError, match="--cv-ddof"):
+        LossOptions(cv_ddof=2)
+    assert_roundtrip(r, tmp_path)
 
 
-def test_fixed_point_recovers_linear_law():
+def test_fixed_point_recovers_linear_law(tmp_path):
     a, b = -0.8, 0.4  # attracting, gamma* = 0.5
     x = np.array([8.0, 8.4, 8.7, 9.2, 9.5, 10.1])
     g = [-0.6]
@@ -96,24 +189,30 @@ def test_fixed_point_recovers_linear_law():
     r = fixed_point_xy(x, g)
     assert (r.a, r.b) == pytest.approx((a, b)) and r.gamma_star == pytest.approx(0.5)
     assert r.stability == "attracting" and r.n_points == 5
-    rep = fixed_point_xy(x, -np.array(g) * 0 + np.exp(x - 8))  # dgamma/dx = gamma: repelling, gamma* ~ 0
+    rep = fixed_point_xy(x, np.exp(x - 8))  # dgamma/dx = gamma: repelling, gamma* ~ 0
     assert rep.stability == "repelling"
-    left = fixed_point_xy(x, g, at="left")
+    left = fixed_point_xy(x, g, FixedPointOptions(at="left"))
     dg = np.diff(g) / np.diff(x)
     assert (left.a, left.b) == pytest.approx(tuple(np.polyfit(np.array(g)[:-1], dg, 1)))
     df = load_scores()
-    opt = coupling_fixed_point(df, "OPT")
-    ivs = [iv for iv in local_coupling(df, families=["OPT"]).intervals if not iv.reason]
+    opt = coupling_fixed_point(df)
+    ivs = [iv for iv in local_coupling(df, CouplingOptions(families=("OPT",))).intervals if not iv.reason]
     gx, gg = np.array([iv.x_mid for iv in ivs]), np.array([iv.gamma for iv in ivs])
     s, c = np.polyfit((gg[1:] + gg[:-1]) / 2, np.diff(gg) / np.diff(gx), 1)
+    assert (opt.family, opt.units, opt.min_delta) == ("OPT", "percent", 0.5)
     assert (opt.a, opt.b) == pytest.approx((s, c)) and opt.gamma_star == pytest.approx(-c / s)
-    short = coupling_fixed_point(df, "Llama-1")
+    frac = coupling_fixed_point(df, FixedPointOptions(units="fraction"))
+    assert (frac.a, frac.b) == pytest.approx((opt.a, opt.b), rel=1e-12)   # gamma is a ratio
+    short = coupling_fixed_point(df, FixedPointOptions(family="Llama-1"))
     assert math.isnan(short.gamma_star) and short.reason
+    with pytest.raises(OptionError, match="--family"):
+        coupling_fixed_point(df, FixedPointOptions(family="NoSuchFamily"))
+    assert_roundtrip(opt, tmp_path)
 
 
-def test_eigen_against_eigh_and_polyfit():
+def test_eigen_against_eigh_and_polyfit(tmp_path):
     df = load_scores()
-    r = eigen_geometry(df, "Pythia")
+    r = eigen_geometry(df)
     py = df[df.family == "Pythia"].sort_values("params")
     X = py[list(SCORE_COLUMNS)].to_numpy(float)
     assert len(r.windows) == 6  # cumulative 3..8
@@ -130,15 +229,19 @@ def test_eigen_against_eigh_and_polyfit():
     ly = [math.log10(w.lambda2) for w in r.windows]
     p, c = np.polyfit(lx, ly, 1)
     assert r.power_exponent == pytest.approx(p) and r.power_prefactor == pytest.approx(10 ** c)
-    sl = eigen_geometry(df, "Pythia", mode="sliding", width=4, matrix="covariance")
+    sl = eigen_geometry(df, EigenOptions(mode="sliding", width=4, matrix="covariance"))
     assert len(sl.windows) == 5 and sl.windows[0].first_model == "Pythia-70M"
     lam = np.linalg.eigvalsh(np.cov(X[1:5], rowvar=False))
     assert sl.windows[1].lambda2 == pytest.approx(lam[-2])
-    with pytest.raises(OptionError, match="width"):
-        eigen_geometry(df, "Pythia", mode="sliding", width=20)
+    # covariance eigenvalues scale with units^2
+    slf = eigen_geometry(df, EigenOptions(mode="sliding", width=4, matrix="covariance", units="fraction"))
+    assert slf.windows[1].lambda2 == pytest.approx(lam[-2] * 1e-4) and slf.units == "fraction"
+    with pytest.raises(OptionError, match="--width"):
+        eigen_geometry(df, EigenOptions(mode="sliding", width=20))
+    assert_roundtrip(r, tmp_path)
 
 
-def test_frontier_against_direct_loop():
+def test_frontier_against_direct_loop(tmp_path):
     fr = load_frontier()
     r = frontier_fit(fr)
     main = fr[fr.cohort == "main"]
@@ -163,10 +266,14 @@ def test_frontier_against_direct_loop():
     h = {m.model: m for m in r.h}
     assert len(h) == len(fr) and not h["Claude Opus 4.7"].in_fit
     assert h["Claude Opus 4.7"].h == pytest.approx(94.2 - (s * 87.6 + c))
-    allc = frontier_fit(fr, cohort="all")
+    allc = frontier_fit(fr, FrontierOptions(cohort="all"))
     assert allc.n == len(fr)
-    with pytest.raises(OptionError, match="cohort"):
-        frontier_fit(fr, cohort="later")
+    frac = frontier_fit(fr, FrontierOptions(units="fraction"))
+    assert frac.slope == pytest.approx(s) and frac.intercept == pytest.approx(c / 100)
+    assert frac.lolo_mae_mean == pytest.approx(v.mean() / 100)
+    with pytest.raises(OptionError, match="--cohort"):
+        FrontierOptions(cohort="later")
+    assert_roundtrip(r, tmp_path)
 
 
 def test_diagnose_pure_and_roundtrip(tmp_path):
@@ -193,5 +300,27 @@ def test_diagnose_pure_and_roundtrip(tmp_path):
     for q in [dict(params=2.8e9, name="Pythia-2.8B"), dict(params=5e9, family="Qwen2.5", scores={"HS": 78, "TQA": 52})]:
         a, b = diagnose_point(m, **q), diagnose_point(m2, **q)
         assert (a.gamma_prev, a.phase, a.h, a.isocline_side) == (b.gamma_prev, b.phase, b.h, b.isocline_side)
-    with pytest.raises(OptionError, match="params"):
+    with pytest.raises(OptionError, match="--params"):
         diagnose_point(m, -1)
+    assert_roundtrip(m, tmp_path)
+    assert_roundtrip(new, tmp_path, "/analysis/diagnose")
+
+
+def test_diagnose_in_fractions_is_the_same_diagnosis():
+    """One unit rule: a model fitted in fractions with the query in fractions gives the same phase,
+    gamma and isocline side, and h / 100."""
+    df = load_scores()
+    pct = fit_diagnose_model(df, DiagnoseOptions(min_delta=4.0))
+    frac = fit_diagnose_model(df, DiagnoseOptions(min_delta=0.04, units="fraction"))
+    assert frac.units == "fraction" and frac.beta0 == pytest.approx(pct.beta0 / 100) and frac.k == pct.k
+    for q in [dict(params=2.8e9, name="Pythia-2.8B"), dict(params=5e9, family="Qwen2.5", scores={"HS": 78.0, "TQA": 52.0}),
+              dict(params=1.2e9, family="Pythia", scores={"HS": 51.0, "TQA": 39.0})]:
+        qf = dict(q, scores={k: v / 100 for k, v in q.get("scores", {}).items()}) if "scores" in q else q
+        a, b = diagnose_point(pct, **q), diagnose_point(frac, **qf)
+        assert (a.phase, a.phase_source, a.isocline_side, a.gamma_reason != "") == \
+            (b.phase, b.phase_source, b.isocline_side, b.gamma_reason != "")
+        assert b.gamma_prev == pytest.approx(a.gamma_prev, nan_ok=True)
+        assert b.h == pytest.approx(a.h / 100) and b.isocline_b2 == pytest.approx(a.isocline_b2 / 100)
+    # Pythia-1B -> 1.2B query: |dB1| = 1.3 points < 4 points: the own interval is undefined in both
+    a = diagnose_point(pct, 1.2e9, family="Pythia", scores={"HS": 51.0, "TQA": 39.0})
+    assert math.isnan(a.gamma_prev) and "min_delta 4" in a.gamma_reason

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -64,8 +64,7 @@ def table_sha256(df: pd.DataFrame) -> str:
 def provenance(method: str, opts: Options, inputs: dict[str, pd.DataFrame] | None = None,
                seed: int | None = None, n_resamples: int | None = None) -> Provenance:
     """The provenance of a result: the method's options stored unchanged (``opts.to_dict()``)."""
-    options = opts.to_dict() if isinstance(opts, Options) else dict(opts)  # TRANSITIONAL: dict until nc/deff move
-    return Provenance(method=method, options=options, seed=seed, n_resamples=n_resamples,
+    return Provenance(method=method, options=opts.to_dict(), seed=seed, n_resamples=n_resamples,
                       inputs={k: table_sha256(v) for k, v in (inputs or {}).items()})
 
 
@@ -136,50 +135,3 @@ def r_squared(y: np.ndarray, fitted: np.ndarray) -> float:
     ss_res = float(((y - np.asarray(fitted, float)) ** 2).sum())
     ss_tot = float(((y - y.mean()) ** 2).sum())
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
-
-
-# ----------------------------------------------------------------------------------------------
-# TRANSITIONAL: used by nc.py / deff.py / coupling.py / _boot.py until they take their Options
-# (helper A's modules); deleted once nothing imports them.
-# ----------------------------------------------------------------------------------------------
-UNITS = ("percent", "fraction")
-
-
-def check_choice(option: str, value: Any, choices: Sequence[Any]) -> Any:
-    if value not in choices:
-        raise OptionError(f"option '{option}': {value!r} is not one of {', '.join(map(str, choices))}")
-    return value
-
-
-def check_positive_int(option: str, value: Any, minimum: int = 1) -> int:
-    try:
-        iv = int(value)
-    except (TypeError, ValueError):
-        raise OptionError(f"option '{option}': {value!r} is not an integer") from None
-    if iv != value or iv < minimum:
-        raise OptionError(f"option '{option}': must be an integer >= {minimum}, got {value!r}")
-    return iv
-
-
-def check_finite(option: str, value: Any, *, nonneg: bool = False, positive: bool = False) -> float:
-    try:
-        fv = float(value)
-    except (TypeError, ValueError):
-        raise OptionError(f"option '{option}': {value!r} is not a number") from None
-    if not math.isfinite(fv) or (nonneg and fv < 0) or (positive and fv <= 0):
-        raise OptionError(f"option '{option}': must be finite{' and >= 0' if nonneg else ''}"
-                          f"{' and > 0' if positive else ''}, got {value!r}")
-    return fv
-
-
-def check_levels(levels) -> tuple[float, ...]:
-    out = tuple(float(v) for v in levels)
-    if not out or any(not 0 < v < 1 for v in out):
-        raise OptionError(f"option 'levels': confidence levels must lie in (0, 1), got {list(levels)!r}")
-    return out
-
-
-def check_units(units: str) -> float:
-    from cape_hpc.options import units_factor
-
-    return units_factor(units)

@@ -86,12 +86,3 @@ def phases(df: pd.DataFrame, opts: PhasesOptions | None = None) -> PhaseResult:
                        {p: counts.get(p, 0) for p in (*PHASES, "undefined")}, fams,
                        provenance=Provenance("phases", opts.to_dict(), inputs=dict(cr.provenance.inputs)))
 
-
-# TRANSITIONAL: imported by the first-wave coupling.py until it takes CouplingOptions; deleted then.
-DEFAULT_TAX_BELOW = default_of(PhaseThresholds, "tax_below")
-DEFAULT_BONUS_ABOVE = default_of(PhaseThresholds, "bonus_above")
-
-
-def check_thresholds(tax_below: float, bonus_above: float) -> tuple[float, float]:
-    t = PhaseThresholds(tax_below=tax_below, bonus_above=bonus_above)
-    return t.tax_below, t.bonus_above

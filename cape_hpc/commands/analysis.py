@@ -1,83 +1,56 @@
-"""Benchmark-level CAPE commands: one per analysis (SPEC section 2) and `cape analyze` (all of them).
+"""Benchmark-level CAPE commands: one per analysis (docs/METHODS.md §2) and `cape analyze` (all of them).
 
 Every command reads the shipped tables or any table in the same schema (``--scores``,
 ``--frontier``, ``--loss``), prints human-readable tables (or ``--json`` with every option, seed and
 count), and can write its result to an HDF5 file (``--out``; atomic, refuses different content
 without ``--force``) together with the input tables under ``/scores/...``.
+
+The flags of a command are generated from its method's options class (``Opts.add_arguments``) and
+read back with ``Opts.from_args``: a default lives in the option only.  ``cape analyze`` is a loop
+over ``ANALYSES``, a table of (name, options class, function, input table, printer).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import math
 import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from cape_hpc.analysis.deff import DeffOptions
+from cape_hpc.analysis.nc import ESTIMATORS, NcOptions
+from cape_hpc.analysis.options import (CouplingOptions, DiagnoseOptions, EigenOptions, FixedPointOptions,
+                                       FrontierOptions, HFieldOptions, IsoclineOptions, IsoclineRule, LossOptions,
+                                       PermutationOptions, PhasesOptions, PopulationOptions, WidthOptions,
+                                       default_of)
 from cape_hpc.commands.common import add_output_args, add_scores_arg, emit_json, fmt, print_table
 from cape_hpc.errors import OptionError
-
-ESTIMATORS = ("sign-change", "gamma-fit", "quadratic")
-ATTACH = ("larger", "smaller", "midpoint")  # mirrors cape_hpc.analysis.nc.ATTACH (kept here: no numba at parse time)
+from cape_hpc.options import Options, option
+from cape_hpc.stats.options import BootstrapOptions
 
 
 # ----------------------------------------------------------------------------------------------
-# argument helpers
+# inputs
 
-def _count(text: str) -> float:
-    """'7B', '125M', '1.3e9', '70000000' -> a parameter count."""
-    m = re.fullmatch(r"\s*([0-9.]+(?:[eE][+-]?\d+)?)\s*([kKmMbBtT]?)\s*", str(text))
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a parameter count: {text!r} (e.g. 7B, 125M, 1.3e9)")
-    mult = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[m.group(2).lower()]
-    return float(m.group(1)) * mult
+def _load(table: str, args) -> Any:
+    from cape_hpc.io import scores
 
-
-def _pair(p, default=("HS", "TQA")):
-    p.add_argument("--pair", nargs=2, metavar=("B1", "B2"), default=list(default),
-                   help=f"score columns (default: {' '.join(default)})")
+    loader, flag = {"base": (scores.load_scores, "scores"), "frontier": (scores.load_frontier, "frontier"),
+                    "loss": (scores.load_loss, "loss")}[table]
+    return loader(getattr(args, flag, None))
 
 
-def _families(p):
-    p.add_argument("--families", nargs="+", metavar="FAMILY", default=None, help="only these families")
-
-
-def _coupling_opts(p):
-    p.add_argument("--min-delta", type=float, default=None,
-                   help="|dB1| below which gamma is undefined, in --units (default 0.5 points)")
-    p.add_argument("--units", choices=("percent", "fraction"), default="percent")
-    p.add_argument("--tax-below", type=float, default=-0.1, help="gamma below this is tax (default -0.1)")
-    p.add_argument("--bonus-above", type=float, default=0.1, help="gamma above this is bonus (default 0.1)")
-
-
-def _boot_opts(p, stratify_help="resample within each family (default)"):
-    p.add_argument("--n-resamples", type=int, default=10000, help="bootstrap resamples (default 10000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stratify", action=argparse.BooleanOptionalAction, default=True, help=stratify_help)
-    p.add_argument("--ci-method", choices=("percentile", "bca"), default="percentile")
-    p.add_argument("--levels", type=float, nargs="+", default=[0.95, 0.68], help="interval levels")
-
-
-def _progress(args) -> bool:
-    return not getattr(args, "json", False) and sys.stderr.isatty()
-
-
-def _scores(args):
-    from cape_hpc.io.scores import load_scores
-
-    return load_scores(getattr(args, "scores", None))
-
-
-def _frontier_table(args):
-    from cape_hpc.io.scores import load_frontier
-
-    return load_frontier(getattr(args, "frontier", None))
-
-
-def _loss_table(args):
-    from cape_hpc.io.scores import load_loss
-
-    return load_loss(getattr(args, "loss", None))
+def _add_input(p: argparse.ArgumentParser, table: str) -> None:
+    if table == "base":
+        add_scores_arg(p)
+    elif table == "frontier":
+        p.add_argument("--frontier", metavar="CSV", default=None, help="frontier table (default data/frontier.csv)")
+    else:
+        p.add_argument("--loss", metavar="CSV", default=None, help="loss table (default data/pythia_loss.csv)")
 
 
 def _table_group(df) -> dict[str, Any]:
@@ -86,28 +59,34 @@ def _table_group(df) -> dict[str, Any]:
             "n_rows": int(len(df)), "table": df[cols]}
 
 
-def _finish(args, name: str, result, tables: dict[str, Any], printer) -> int:
-    if args.json:
-        emit_json(result)
-    else:
-        printer(result)
-    if getattr(args, "out", None):
-        from cape_hpc.io.store import write_results
+def _progress(args) -> bool:
+    return not getattr(args, "json", False) and sys.stderr.isatty()
 
-        groups = {f"/analysis/{name}": result, **{f"/scores/{k}": _table_group(v) for k, v in tables.items()}}
-        write_results(args.out, groups, force=args.force)
-        if not args.json:
-            print(f"\nwrote {args.out}")
-    return 0
+
+def _write(args, groups: dict[str, Any], tables: dict[str, Any]) -> None:
+    if not getattr(args, "out", None):
+        return
+    from cape_hpc.io.store import write_results
+
+    groups = {**groups, **{f"/scores/{k}": _table_group(v) for k, v in tables.items()}}
+    write_results(args.out, groups, force=args.force)
+    if not args.json:
+        print(f"\nwrote {args.out}")
+
+
+def _func(path: str) -> Callable:
+    """'module:function' of cape_hpc.analysis, imported when the command runs (not at parse time)."""
+    module, name = path.split(":")
+    return getattr(importlib.import_module(f"cape_hpc.analysis.{module}"), name)
 
 
 def _ci(summary, level=0.95, log=True) -> str:
-    lo, hi = summary.interval(level)
-    if math.isnan(lo):
+    ci = summary.interval(level)
+    if not ci.defined:
         return "-"
     if log:
-        return f"[{10 ** lo / 1e9:.3g}, {10 ** hi / 1e9:.3g}]"
-    return f"[{lo:.4g}, {hi:.4g}]"
+        return f"[{10 ** ci.low / 1e9:.3g}, {10 ** ci.high / 1e9:.3g}]"
+    return f"[{ci.low:.4g}, {ci.high:.4g}]"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,7 +104,8 @@ def print_coupling(r) -> None:
 def print_phases(r) -> None:
     rows = [(m.family, m.model, m.params / 1e9, m.gamma, m.phase or "-", m.reason) for m in r.models]
     print_table(rows, ["family", "model", "N (B)", "gamma", "phase", "note"],
-                title=f"Phases ({r.b1}, {r.b2}): tax < {r.tax_below:g} <= transition <= {r.bonus_above:g} < bonus")
+                title=f"Phases ({r.b1}, {r.b2}): tax < {r.tax_below:g} <= transition <= {r.bonus_above:g} < bonus "
+                      f"(min_delta {r.min_delta:g} {r.units})")
     print_table([(p, r.counts[p], r.families_per_phase.get(p, "-")) for p in r.counts],
                 ["phase", "models", "families"], title="Counts")
 
@@ -133,8 +113,9 @@ def print_phases(r) -> None:
 def print_population(r) -> None:
     rows = [(g.group, g.n, g.pearson_r, g.pearson_p, g.spearman_rho, g.spearman_p, g.perm_pearson_p,
              g.perm_spearman_p, g.reason) for g in r.groups]
+    phase = f"; phases with min_delta in {r.units}" if r.group_by == "phase" else ""
     print_table(rows, ["group", "n", "pearson r", "p", "spearman", "p", "perm p (r)", "perm p (rho)", "note"],
-                title=f"Population coupling r({r.b1}, {r.b2}), p: analytic + {r.p_method}")
+                title=f"Population coupling r({r.b1}, {r.b2}) by {r.group_by}, p: analytic + {r.p_method}{phase}")
 
 
 def print_nc(results) -> None:
@@ -152,11 +133,11 @@ def print_nc(results) -> None:
                          f"{b.n_valid}/{b.n_resamples}" if b.n_resamples else "-",
                          e.reason or ("extrapolated: outside the data's N range" if e.extrapolated else "")))
         opts = r.provenance.options
-        strat = opts.get("stratify", "-")
         print_table(rows, ["scope", "models", "N_c (B)", "95% CI (B)", "68% CI (B)", "boot median (B)", "valid",
                            "note"],
-                    title=f"N_c [{r.estimator}] pair ({r.b1}, {r.b2}); bootstrap: {opts.get('ci_method', 'none')}, "
-                          f"stratify={strat}, seed={r.provenance.seed}")
+                    title=f"N_c [{r.estimator}] pair ({r.b1}, {r.b2}), min_delta in {opts.get('units', '-')}; "
+                          f"bootstrap: {opts.get('ci_method', 'none')}, stratify={opts.get('stratify', '-')}, "
+                          f"seed={r.provenance.seed}")
         if small:
             print(f"fewer than {MIN_MODELS} models (no estimate): {', '.join(small)}")
 
@@ -180,17 +161,18 @@ def print_width(r) -> None:
     print_table(rows, ["family", "n", "r before", "r after", "null mean", "null 95%", "null >0", "p_null",
                        "perms", "note"],
                 title=f"Width normalisation s / (d_model / {r.d_ref:g}): r({r.b1}, {r.b2}) with the "
-                      f"permuted-width control")
+                      f"permuted-width control (r does not depend on units)")
 
 
 def print_hfield(r) -> None:
     print(f"\nPopulation line: {r.b2} = {r.beta1:.4g} * {r.b1} + {r.beta0:.4g}  (n = {r.n_fit}, {r.units})")
     print_table([(g.group, g.count, g.mean_h, g.std_h) for g in r.groups], [r.group_by, "n", "mean h", "std h"],
-                title="h per group")
+                title=f"h per group ({r.units})")
 
 
 def print_isocline(r) -> None:
-    print(f"\nIsocline {r.b2}_c = sqrt(k * {r.b1}) (fractions), k = {r.k:.5g} from {r.calibration}; rule {r.rule}")
+    print(f"\nIsocline {r.b2}_c = sqrt(k * {r.b1}) (fractions), k = {r.k:.5g} from {r.calibration}; rule {r.rule}; "
+          f"min_delta {r.min_delta:g} {r.units}")
     print_table([(f.family, f.n_intervals, f.n_agree, f.fraction, f.n_above) for f in r.families],
                 ["family", "intervals", "agree", "fraction", "above"], title="Agreement per family")
     print(f"total: {r.total_agree}/{r.total_intervals}")
@@ -205,37 +187,44 @@ def print_loss(r) -> None:
 
 
 def print_fixedpoint(r) -> None:
-    print(f"\nFixed point of gamma ({r.family}): dgamma/dlogN = a gamma + b, a = {fmt(r.a)}, b = {fmt(r.b)}, "
-          f"gamma* = {fmt(r.gamma_star)} ({r.stability}; {r.n_points} derivative points) {r.reason}")
+    print(f"\nFixed point of gamma ({r.family}, min_delta {fmt(r.min_delta)} {r.units}): dgamma/dlogN = a gamma + b, "
+          f"a = {fmt(r.a)}, b = {fmt(r.b)}, gamma* = {fmt(r.gamma_star)} ({r.stability}; {r.n_points} derivative "
+          f"points) {r.reason}")
 
 
 def print_eigen(r) -> None:
     rows = [(w.first_model, w.last_model, w.n_models, w.lambda1, w.lambda2,
              " ".join(f"{v:+.2f}" for v in w.e2), w.e2_angle_deg, w.e2_step_deg) for w in r.windows]
     print_table(rows, ["from", "to", "n", "lambda1", "lambda2", f"e2 ({' '.join(r.columns)})", "angle", "step"],
-                title=f"Eigen-geometry {r.family} ({r.matrix}, {r.mode} windows)")
+                title=f"Eigen-geometry {r.family} ({r.matrix}, {r.mode} windows, scores in {r.units})")
     print(f"lambda2 ~ N^{fmt(r.power_exponent)} (R^2 = {fmt(r.power_r2)}, {r.n_power_points} windows)")
 
 
 def print_frontier(r) -> None:
-    print(f"\nFrontier ({r.cohort}, n = {r.n}): {r.b2} = {r.slope:.4g} * {r.b1} + {r.intercept:.4g}, "
+    print(f"\nFrontier ({r.cohort}, n = {r.n}, {r.units}): {r.b2} = {r.slope:.4g} * {r.b1} + {r.intercept:.4g}, "
           f"r = {r.r:.4f}, p = {r.p:.3g}")
     print_table([(lf.lab, lf.n, lf.slope, lf.intercept, lf.holdout_mae, lf.mean_h) for lf in r.labs],
                 ["lab", "n", "own slope", "own intercept", "LOLO MAE", "mean h"],
                 title=f"Labs with >= {r.min_lab_size} models (leave-one-lab-out)")
     print(f"LOLO MAE mean = {r.lolo_mae_mean:.3f}, std = {r.lolo_mae_std_ddof0:.3f} (ddof 0) / "
-          f"{r.lolo_mae_std_ddof1:.3f} (ddof 1) over {r.n_lolo_labs} labs")
+          f"{r.lolo_mae_std_ddof1:.3f} (ddof 1) over {r.n_lolo_labs} labs ({r.units})")
+
+
+def print_diagnose_model(m) -> None:
+    print(f"\nDiagnose model ({m.b1}, {m.b2}; {m.units}): min_delta {m.min_delta:g}, line {m.b2} = {m.beta1:.4g} * "
+          f"{m.b1} + {m.beta0:.4g}, isocline k = {m.k:.5g} ({m.calibration}, {m.rule}), "
+          f"{len(m.panel_model)} panel models")
 
 
 def print_diagnosis(d) -> None:
     rows = [("model", d.name or "-"), ("family", d.family or "-"), ("N", f"{d.params:.4g}"),
-            ("scores", f"{fmt(d.b1)}, {fmt(d.b2)}"),
+            ("scores", f"{fmt(d.b1)}, {fmt(d.b2)} ({d.units})"),
             ("gamma (own interval)", f"{fmt(d.gamma_prev)} from {d.prev_model or '-'}"),
             ("gamma (next interval)", f"{fmt(d.gamma_next)} to {d.next_model or '-'}"),
             ("phase", f"{d.phase or 'unknown'} ({d.phase_source or '-'})"),
             ("isocline side", f"{d.isocline_side or '-'} (isocline at {fmt(d.isocline_b2)}, predicts "
                               f"{'+' if d.predicted_sign > 0 else '-' if d.predicted_sign < 0 else '?'})"),
-            ("h", fmt(d.h))]
+            ("h", f"{fmt(d.h)} ({d.units})")]
     print_table(rows, ["", ""], title="Diagnosis")
     for line in d.levers:
         print(f"  lever: {line}")
@@ -244,140 +233,117 @@ def print_diagnosis(d) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# commands
+# one command per analysis: (name, summary, options class, function, input table, printer)
 
-def run_coupling(args) -> int:
-    from cape_hpc.analysis.coupling import local_coupling
-
-    df = _scores(args)
-    r = local_coupling(df, *args.pair, min_delta=args.min_delta, units=args.units, tax_below=args.tax_below,
-                       bonus_above=args.bonus_above, families=args.families)
-    return _finish(args, "coupling", r, {"base": df}, print_coupling)
-
-
-def run_phases(args) -> int:
-    from cape_hpc.analysis.phases import phases
-
-    df = _scores(args)
-    r = phases(df, *args.pair, min_delta=args.min_delta, units=args.units, tax_below=args.tax_below,
-               bonus_above=args.bonus_above, families=args.families)
-    return _finish(args, "phases", r, {"base": df}, print_phases)
+@dataclass(frozen=True)
+class Command:
+    name: str
+    summary: str
+    options: type
+    func: str                   # 'module:function' in cape_hpc.analysis, called as func(table, opts)
+    table: str                  # input table: base | frontier | loss
+    printer: Callable
+    section: str                # of docs/METHODS.md
 
 
-def run_population(args) -> int:
-    from cape_hpc.analysis.population import population_coupling
+COMMANDS = (
+    Command("coupling", "local coupling gamma = dB2/dB1 between consecutive sizes of each family",
+            CouplingOptions, "coupling:local_coupling", "base", print_coupling, "§2.1"),
+    Command("phases", "phase (tax / transition / bonus) of every model", PhasesOptions, "phases:phases", "base",
+            print_phases, "§2.2"),
+    Command("population", "Pearson and Spearman coupling over all models, per family or per phase",
+            PopulationOptions, "population:population_coupling", "base", print_population, "§2.3"),
+    Command("width", "width-normalised r per family with the permuted-width control", WidthOptions,
+            "width:width_normalisation", "base", print_width, "§2.6"),
+    Command("hfield", "residual field h against the population line, by family or lab", HFieldOptions,
+            "hfield:h_field", "base", print_hfield, "§2.7"),
+    Command("isocline", "isocline side of every interval and its sign agreement per family", IsoclineOptions,
+            "isocline:isocline", "base", print_isocline, "§2.8"),
+    Command("loss", "loss law L = E + A N^-alpha (curve_fit)", LossOptions, "losslaw:loss_law", "loss", print_loss, "§2.9"),
+    Command("fixedpoint", "fixed point of dgamma/dlogN = a gamma + b in one family", FixedPointOptions,
+            "fixedpoint:coupling_fixed_point", "base", print_fixedpoint, "§2.10"),
+    Command("eigen", "PCA windows along N in one family: lambda1, lambda2, e2, power law", EigenOptions,
+            "eigen:eigen_geometry", "base", print_eigen, "§2.11"),
+    Command("frontier", "frontier regression GPQA ~ SWE, per-lab slopes, leave-one-lab-out", FrontierOptions,
+            "frontier:frontier_fit", "frontier", print_frontier, "§2.12"),
+)
 
-    df = _scores(args)
-    r = population_coupling(df, *args.pair, group_by=args.group_by, families=args.families, p_method=args.p_method,
-                            n_permutations=args.n_permutations, seed=args.seed, min_delta=args.min_delta)
-    return _finish(args, "population", r, {"base": df}, print_population)
+
+def _table_of(cmd: Command, opts: Options) -> str:
+    if cmd.name == "hfield":  # the h-field runs on either panel
+        return opts.panel
+    return cmd.table
 
 
-def _nc_all(df, args, estimators, pooled_modes) -> dict[str, Any]:
-    from cape_hpc.analysis.nc import estimate_nc
+def run_command(cmd: Command, args) -> int:
+    opts = cmd.options.from_args(args)
+    table = _table_of(cmd, opts)
+    df = _load(table, args)
+    result = _func(cmd.func)(df, opts)
+    if args.json:
+        emit_json(result)
+    else:
+        cmd.printer(result)
+    _write(args, {f"/analysis/{cmd.name}": result}, {table: df})
+    return 0
 
-    out = {}
-    for est in estimators:
-        for pooled in pooled_modes:
-            out[est + ("_pooled" if pooled else "")] = estimate_nc(
-                df, est, families=args.families, pooled=pooled, b1=args.pair[0], b2=args.pair[1],
-                min_delta=args.min_delta, units=args.units, window=args.window, bootstrap=not args.no_bootstrap,
-                n_resamples=args.n_resamples, seed=args.seed, stratify=args.stratify, ci_method=args.ci_method,
-                levels=args.levels, progress=_progress(args), attach=getattr(args, "attach", "larger"))
-    return out
+
+# ----------------------------------------------------------------------------------------------
+# nc and deff (methods with a bootstrap; options NcOptions / DeffOptions)
+
+SCOPES = {"per-family": (False,), "pooled": (True,), "both": (False, True)}
+
+
+@dataclass(frozen=True)
+class NcRunOptions(Options):
+    """Which N_c results `cape nc` computes: estimators x scopes, one NcResult each."""
+
+    estimators: tuple[str, ...] = option(ESTIMATORS, flag="--estimator", help="N_c estimators to run",
+                                         choices=ESTIMATORS)
+    scope: str = option("both", help="per family, over the pooled families, or both", choices=tuple(SCOPES))
+
+
+def nc_results(df, opts: NcOptions, run: NcRunOptions, progress: bool) -> dict[str, Any]:
+    """{'<estimator>[_pooled]': NcResult}: every estimator of ``run`` in every scope of ``run``."""
+    return {est + ("_pooled" if pooled else ""): _func("nc:estimate_nc")(df, opts.replace(estimator=est, pooled=pooled),
+                                                               progress=progress)
+            for est in run.estimators for pooled in SCOPES[run.scope]}
 
 
 def run_nc(args) -> int:
-    df = _scores(args)
-    ests = ESTIMATORS if args.estimator == "all" else (args.estimator,)
-    modes = {"per-family": (False,), "pooled": (True,), "both": (False, True)}[args.scope]
-    res = _nc_all(df, args, ests, modes)
-    return _finish(args, "nc", res, {"base": df}, lambda r: print_nc(list(r.values())))
+    opts, run = NcOptions.from_args(args), NcRunOptions.from_args(args)
+    df = _load("base", args)
+    res = nc_results(df, opts, run, _progress(args))
+    if args.json:
+        emit_json(res)
+    else:
+        print_nc(list(res.values()))
+    _write(args, {"/analysis/nc": res}, {"base": df})
+    return 0
 
 
 def run_deff(args) -> int:
-    from cape_hpc.analysis.deff import effective_dimension
-
-    df = _scores(args)
-    r = effective_dimension(df, columns=args.columns, matrix=args.matrix, b1=args.pair[0], b2=args.pair[1],
-                            min_delta=args.min_delta, families=args.families, bootstrap=not args.no_bootstrap,
-                            n_resamples=args.n_resamples, seed=args.seed, stratify=args.stratify,
-                            ci_method=args.ci_method, levels=args.levels, progress=_progress(args))
-    return _finish(args, "deff", r, {"base": df}, print_deff)
-
-
-def run_width(args) -> int:
-    from cape_hpc.analysis.width import width_normalisation
-
-    df = _scores(args)
-    r = width_normalisation(df, *args.pair, d_ref=args.d_ref, n_permutations=args.n_permutations, seed=args.seed,
-                            families=args.families)
-    return _finish(args, "width", r, {"base": df}, print_width)
-
-
-def run_hfield(args) -> int:
-    from cape_hpc.analysis.hfield import h_field
-
-    if args.panel == "frontier":
-        df = _frontier_table(args)
-        pair = args.pair or ["SWE", "GPQA"]
-        r = h_field(df, *pair, group_by=args.group_by or "lab", units=args.units)
-        tables = {"frontier": df}
+    opts = DeffOptions.from_args(args)
+    df = _load("base", args)
+    r = _deff(df, opts, args)
+    if args.json:
+        emit_json(r)
     else:
-        df = _scores(args)
-        pair = args.pair or ["HS", "TQA"]
-        r = h_field(df, *pair, group_by=args.group_by or "family", units=args.units)
-        tables = {"base": df}
-    return _finish(args, "hfield", r, tables, print_hfield)
+        print_deff(r)
+    _write(args, {"/analysis/deff": r}, {"base": df})
+    return 0
 
 
-def _calibration(text: str):
-    try:
-        return float(text)
-    except ValueError:
-        return text.split(",") if "," in text else text
+# ----------------------------------------------------------------------------------------------
+# diagnose: the method's options (generated flags) and the query (the model asked about: an input)
 
-
-def run_isocline(args) -> int:
-    from cape_hpc.analysis.isocline import isocline
-
-    df = _scores(args)
-    r = isocline(df, *args.pair, calibration=_calibration(args.calibration), rule=args.rule,
-                 min_delta=args.min_delta, exclude_calibration=args.exclude_calibration, families=args.families)
-    return _finish(args, "isocline", r, {"base": df}, print_isocline)
-
-
-def run_loss(args) -> int:
-    from cape_hpc.analysis.losslaw import loss_law
-
-    df = _loss_table(args)
-    r = loss_law(df, n_scale=args.n_scale, cv_ddof=args.cv_ddof)
-    return _finish(args, "loss", r, {"loss": df}, print_loss)
-
-
-def run_fixedpoint(args) -> int:
-    from cape_hpc.analysis.fixedpoint import coupling_fixed_point
-
-    df = _scores(args)
-    r = coupling_fixed_point(df, args.family, *args.pair, min_delta=args.min_delta, at=args.at)
-    return _finish(args, "fixedpoint", r, {"base": df}, print_fixedpoint)
-
-
-def run_eigen(args) -> int:
-    from cape_hpc.analysis.eigen import eigen_geometry
-
-    df = _scores(args)
-    r = eigen_geometry(df, args.family, columns=args.columns, matrix=args.matrix, mode=args.mode, width=args.width,
-                       min_window=args.min_window, units=args.units)
-    return _finish(args, "eigen", r, {"base": df}, print_eigen)
-
-
-def run_frontier(args) -> int:
-    from cape_hpc.analysis.frontier import frontier_fit
-
-    df = _frontier_table(args)
-    r = frontier_fit(df, *args.pair, cohort=args.cohort, min_lab_size=args.min_lab_size, units=args.units)
-    return _finish(args, "frontier", r, {"frontier": df}, print_frontier)
+def _count(text: str) -> float:
+    """'7B', '125M', '1.3e9', '70000000' -> a parameter count."""
+    m = re.fullmatch(r"\s*([0-9.]+(?:[eE][+-]?\d+)?)\s*([kKmMbBtT]?)\s*", str(text))
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a parameter count: {text!r} (e.g. 7B, 125M, 1.3e9)")
+    mult = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[m.group(2).lower()]
+    return float(m.group(1)) * mult
 
 
 def _score_kv(text: str) -> tuple[str, float]:
@@ -390,101 +356,132 @@ def _score_kv(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"not a number in {text!r}") from None
 
 
+def _add_query(p: argparse.ArgumentParser) -> None:
+    q = p.add_argument_group("the model to diagnose")
+    q.add_argument("--params", type=_count, default=None, help="parameter count (7B, 125M, 1.3e9)")
+    q.add_argument("--name", default="", help="model name (a table model fills family and scores)")
+    q.add_argument("--family", default="", help="its family (the neighbours for gamma)")
+    q.add_argument("--score", type=_score_kv, action="append", metavar="COL=VALUE",
+                   help="a score in --units, e.g. --score HS=62.5 (repeat for B1 and B2)")
+    q.add_argument("--d-model", type=float, default=None, help="its width (for the width factor)")
+
+
 def run_diagnose(args) -> int:
     from cape_hpc.analysis.diagnose import diagnose_point, fit_diagnose_model
 
-    df = _scores(args)
+    opts = DiagnoseOptions.from_args(args)
+    df = _load("base", args)
     params = args.params
     if params is None:
         if args.name and args.name in set(df["model"]):
             params = float(df.loc[df["model"] == args.name, "params"].iloc[0])
         else:
             raise OptionError("option '--params': required unless --name is a model of the score table")
-    model = fit_diagnose_model(df, *args.pair, min_delta=args.min_delta, calibration=_calibration(args.calibration),
-                               rule=args.rule)
-    d = diagnose_point(model, params, family=args.family, scores=dict(args.score or []), d_model=args.d_model,
-                       name=args.name or "")
+    model = fit_diagnose_model(df, opts)
+    d = diagnose_point(model, params, family=args.family or None, scores=dict(args.score or []),
+                       d_model=args.d_model, name=args.name)
     if args.json:
         emit_json(d)
     else:
         print_diagnosis(d)
-    if args.out:
-        from cape_hpc.io.store import write_results
-
-        write_results(args.out, {"/analysis/diagnose": d, "/analysis/diagnose_model": model,
-                                 "/scores/base": _table_group(df)}, force=args.force)
+    _write(args, {"/analysis/diagnose": d, "/analysis/diagnose_model": model}, {"base": df})
     return 0
 
 
+# ----------------------------------------------------------------------------------------------
+# cape analyze: a loop over a table of analyses
+
+@dataclass(frozen=True)
+class AnalyzeOptions(Options):
+    """The families of the two single-family analyses that `cape analyze` runs."""
+
+    fixedpoint_family: str = option(default_of(FixedPointOptions, "family"), help="family of the fixed-point fit")
+    eigen_family: str = option(default_of(EigenOptions, "family"), help="family of the eigen-geometry")
+
+
+#: the option classes whose flags `cape analyze` offers; each analysis takes those of its own fields
+ANALYZE_FLAGS = (CouplingOptions, BootstrapOptions, PermutationOptions, IsoclineRule, AnalyzeOptions)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One row of `cape analyze`: stored as /analysis/<name> and printed (when ``printer``) in order."""
+
+    name: str
+    options: type
+    func: Callable | str        # 'module:function' (func(table, opts)) or a callable (table, opts, args)
+    table: str                  # base | frontier | loss
+    printer: Callable | None = None
+    fixed: dict[str, Any] = field(default_factory=dict)     # options fixed for this row
+    own: tuple[str, ...] = ()                               # fields that keep their default here
+    from_flags: dict[str, str] = field(default_factory=dict)  # field <- analyze flag (AnalyzeOptions)
+    family: bool = False        # a single-family analysis: skipped when its family is not in the table
+
+
+def _nc_six(df, opts, args):
+    """The six N_c results (every estimator, per family and pooled): `cape nc` at its defaults."""
+    return nc_results(df, opts, NcRunOptions(), _progress(args))
+
+
+def _deff(df, opts, args):
+    return _func("deff:effective_dimension")(df, opts, progress=_progress(args))
+
+
+def analyses() -> tuple[Analysis, ...]:
+    """The rows of `cape analyze`, in the order they run and print."""
+    return (
+        Analysis("coupling", CouplingOptions, "coupling:local_coupling", "base", print_coupling),
+        Analysis("phases", PhasesOptions, "phases:phases", "base", print_phases),
+        Analysis("population", PopulationOptions, "population:population_coupling", "base",
+                 fixed={"group_by": "family"}),
+        Analysis("population_all", PopulationOptions, "population:population_coupling", "base", print_population,
+                 fixed={"group_by": "all"}),
+        Analysis("population_phase", PopulationOptions, "population:population_coupling", "base", print_population,
+                 fixed={"group_by": "phase"}),
+        Analysis("nc", NcOptions, _nc_six, "base", lambda res: print_nc(list(res.values())), own=("estimator", "pooled")),
+        Analysis("deff", DeffOptions, _deff, "base", print_deff),
+        Analysis("width", WidthOptions, "width:width_normalisation", "base", print_width),
+        Analysis("hfield", HFieldOptions, "hfield:h_field", "base"),
+        Analysis("isocline", IsoclineOptions, "isocline:isocline", "base", print_isocline),
+        Analysis("loss", LossOptions, "losslaw:loss_law", "loss", print_loss),
+        Analysis("fixedpoint", FixedPointOptions, "fixedpoint:coupling_fixed_point", "base",
+                 from_flags={"family": "fixedpoint_family"}, family=True),
+        Analysis("eigen", EigenOptions, "eigen:eigen_geometry", "base", from_flags={"family": "eigen_family"},
+                 family=True),
+        Analysis("frontier", FrontierOptions, "frontier:frontier_fit", "frontier", print_frontier, own=("pair",)),
+        Analysis("frontier_hfield", HFieldOptions, "hfield:h_field", "frontier", own=("pair",),
+                 fixed={"panel": "frontier", "fit_cohort": "main"}),
+        Analysis("diagnose_model", DiagnoseOptions, "diagnose:fit_diagnose_model", "base"),
+    )
+
+
+def analysis_options(a: Analysis, args) -> Options:
+    """The options of one row: the analyze flags it declares (but ``own``), then ``fixed`` and ``from_flags``."""
+    names = {f.name for f in dataclasses.fields(a.options)} - set(a.own)
+    taken = argparse.Namespace(**{n: getattr(args, n) for n in names if hasattr(args, n)})
+    return a.options.from_args(taken, **a.fixed, **{k: getattr(args, v) for k, v in a.from_flags.items()})
+
+
 def run_analyze(args) -> int:
-    """Every analysis with its defaults (and the shared options), printed and optionally stored."""
-    from cape_hpc.analysis.coupling import local_coupling
-    from cape_hpc.analysis.deff import effective_dimension
-    from cape_hpc.analysis.diagnose import fit_diagnose_model
-    from cape_hpc.analysis.eigen import eigen_geometry
-    from cape_hpc.analysis.fixedpoint import coupling_fixed_point
-    from cape_hpc.analysis.frontier import frontier_fit
-    from cape_hpc.analysis.hfield import h_field
-    from cape_hpc.analysis.isocline import isocline
-    from cape_hpc.analysis.losslaw import loss_law
-    from cape_hpc.analysis.phases import phases
-    from cape_hpc.analysis.population import population_coupling
-    from cape_hpc.analysis.width import width_normalisation
-
-    df, fr, loss = _scores(args), _frontier_table(args), _loss_table(args)
-    b1, b2 = args.pair
-    prog = _progress(args)
-    common = dict(min_delta=args.min_delta, tax_below=args.tax_below, bonus_above=args.bonus_above)
+    """Every analysis of ``analyses()``, printed in order and optionally stored."""
+    tables = {t: _load(t, args) for t in ("base", "frontier", "loss")}
+    families = set(tables["base"]["family"]) if args.families is None else set(args.families)
     res: dict[str, Any] = {}
-    res["coupling"] = local_coupling(df, b1, b2, units=args.units, families=args.families, **common)
-    res["phases"] = phases(df, b1, b2, units=args.units, families=args.families, **common)
-    res["population"] = population_coupling(df, b1, b2, group_by="family", families=args.families, **common)
-    res["population_phase"] = population_coupling(df, b1, b2, group_by="phase", families=args.families, **common)
-    res["population_all"] = population_coupling(df, b1, b2, families=args.families)
-    args.window = None
-    args.no_bootstrap = False
-    res["nc"] = _nc_all(df, args, ESTIMATORS, (False, True))
-    res["deff"] = effective_dimension(df, b1=b1, b2=b2, families=args.families, n_resamples=args.n_resamples,
-                                      seed=args.seed, stratify=args.stratify, ci_method=args.ci_method,
-                                      levels=args.levels, progress=prog, **common)
-    res["width"] = width_normalisation(df, b1, b2, n_permutations=args.n_permutations, seed=args.seed,
-                                       families=args.families)
-    res["hfield"] = h_field(df, b1, b2, group_by="family", units=args.units)
-    # isocline and diagnose take min_delta in percentage points
-    md_points = None if args.min_delta is None else args.min_delta * (100.0 if args.units == "fraction" else 1.0)
-    res["isocline"] = isocline(df, b1, b2, rule=args.rule, min_delta=md_points, families=args.families)
-    res["loss"] = loss_law(loss)
-    fams = set(df["family"]) if args.families is None else set(args.families)
-    if args.fixedpoint_family in fams:
-        res["fixedpoint"] = coupling_fixed_point(df, args.fixedpoint_family, b1, b2, min_delta=md_points)
-    if args.eigen_family in fams:
-        res["eigen"] = eigen_geometry(df, args.eigen_family)
-    res["frontier"] = frontier_fit(fr)
-    res["frontier_hfield"] = h_field(fr, "SWE", "GPQA", group_by="lab", fit_rows=(fr["cohort"] == "main").to_numpy())
-    res["diagnose_model"] = fit_diagnose_model(df, b1, b2, min_delta=md_points, rule=args.rule)
+    printers = []
+    for a in analyses():
+        opts = analysis_options(a, args)
+        if a.family and opts.family not in families:
+            continue
+        df = tables[a.table]
+        res[a.name] = a.func(df, opts, args) if callable(a.func) else _func(a.func)(df, opts)
+        if a.printer is not None:
+            printers.append((a.printer, res[a.name]))
     if args.json:
-        emit_json({"analysis": res, "inputs": {k: _table_group(v) | {"table": None}
-                                               for k, v in (("base", df), ("frontier", fr), ("loss", loss))}})
+        emit_json({"analysis": res, "inputs": {k: _table_group(v) | {"table": None} for k, v in tables.items()}})
     else:
-        print_coupling(res["coupling"])
-        print_phases(res["phases"])
-        print_population(res["population_all"])
-        print_population(res["population_phase"])
-        print_nc(list(res["nc"].values()))
-        print_deff(res["deff"])
-        print_width(res["width"])
-        print_isocline(res["isocline"])
-        print_loss(res["loss"])
-        print_frontier(res["frontier"])
-    if args.out:
-        from cape_hpc.io.store import write_results
-
-        groups = {f"/analysis/{k}": v for k, v in res.items()}
-        groups.update({"/scores/base": _table_group(df), "/scores/frontier": _table_group(fr),
-                       "/scores/loss": _table_group(loss)})
-        write_results(args.out, groups, force=args.force)
-        if not args.json:
-            print(f"\nwrote {args.out}")
+        for printer, r in printers:
+            printer(r)
+    _write(args, {f"/analysis/{k}": v for k, v in res.items()}, tables)
     return 0
 
 
@@ -492,112 +489,33 @@ def run_analyze(args) -> int:
 # registration
 
 def register(sub) -> None:
-    def parser(name, help_, func, *, scores=True, out=True):
-        p = sub.add_parser(name, help=help_, description=help_)
-        if scores:
-            add_scores_arg(p)
-        add_output_args(p, out=out)
+    def parser(name, help_, func, tables=("base",), section="§2"):
+        p = sub.add_parser(name, help=help_, description=f"{help_} (docs/METHODS.md {section})")
+        for t in tables:
+            _add_input(p, t)
+        add_output_args(p)
         p.set_defaults(func=func)
         return p
 
-    p = parser("coupling", "local coupling gamma = dB2/dB1 between consecutive sizes of each family", run_coupling)
-    _pair(p), _families(p), _coupling_opts(p)
+    for cmd in COMMANDS:
+        tables = ("base", "frontier") if cmd.name == "hfield" else (cmd.table,)
+        p = parser(cmd.name, cmd.summary, lambda args, cmd=cmd: run_command(cmd, args), tables, cmd.section)
+        cmd.options.add_arguments(p)
 
-    p = parser("phases", "phase (tax / transition / bonus) of every model", run_phases)
-    _pair(p), _families(p), _coupling_opts(p)
+    p = parser("nc", "critical scale N_c by the named estimators, with a bootstrap", run_nc, section="§2.4")
+    NcRunOptions.add_arguments(p)
+    NcOptions.add_arguments(p, skip=("estimator", "pooled"))
 
-    p = parser("population", "Pearson and Spearman coupling over all models, per family or per phase",
-               run_population)
-    _pair(p), _families(p)
-    p.add_argument("--group-by", choices=("all", "family", "phase"), default="all")
-    p.add_argument("--p-method", choices=("analytic", "permutation", "exact"), default="analytic")
-    p.add_argument("--n-permutations", type=int, default=10000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-delta", type=float, default=None)
+    p = parser("deff", "effective dimensionality d_eff per phase with a family-stratified bootstrap", run_deff,
+               section="§2.5")
+    DeffOptions.add_arguments(p)
 
-    p = parser("nc", "critical scale N_c by the named estimators, with a bootstrap", run_nc)
-    _pair(p), _families(p), _coupling_opts(p), _boot_opts(p, "pooled bootstrap: resample within each family "
-                                                               "(default) or across all models")
-    p.add_argument("--estimator", choices=(*ESTIMATORS, "all"), default="all")
-    p.add_argument("--scope", choices=("per-family", "pooled", "both"), default="both")
-    p.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
-                   help="quadratic vertex window in log10 N (default: the data's range)")
-    p.add_argument("--no-bootstrap", action="store_true")
-    p.add_argument("--attach", choices=ATTACH, default="larger",
-                   help="sign-change: N_c at the crossing interval's larger model (default), smaller model or midpoint")
+    p = parser("diagnose", "where one model sits: gamma, phase, isocline side, h, levers", run_diagnose,
+               section="§2.14")
+    DiagnoseOptions.add_arguments(p)
+    _add_query(p)
 
-    p = parser("deff", "effective dimensionality d_eff per phase with a family-stratified bootstrap", run_deff)
-    _pair(p), _families(p), _boot_opts(p)
-    p.add_argument("--matrix", choices=("covariance", "correlation"), default="covariance")
-    p.add_argument("--columns", nargs="+", default=["HS", "TQA", "ARC", "WG", "MMLU"])
-    p.add_argument("--min-delta", type=float, default=None)
-    p.add_argument("--no-bootstrap", action="store_true")
-
-    p = parser("width", "width-normalised r per family with the permuted-width control", run_width)
-    _pair(p), _families(p)
-    p.add_argument("--d-ref", type=float, default=512.0)
-    p.add_argument("--n-permutations", type=int, default=10000)
-    p.add_argument("--seed", type=int, default=0)
-
-    p = parser("hfield", "residual field h against the population line, by family or lab", run_hfield)
-    p.add_argument("--pair", nargs=2, metavar=("B1", "B2"), default=None,
-                   help="default HS TQA (base) or SWE GPQA (frontier)")
-    p.add_argument("--panel", choices=("base", "frontier"), default="base")
-    p.add_argument("--frontier", metavar="CSV", default=None)
-    p.add_argument("--group-by", default=None, help="grouping column (default family / lab)")
-    p.add_argument("--units", choices=("percent", "fraction"), default="percent")
-
-    p = parser("isocline", "isocline side of every interval and its sign agreement per family", run_isocline)
-    _pair(p), _families(p)
-    p.add_argument("--calibration", default="OLMo", help="family, model[,model...] or k (default OLMo)")
-    p.add_argument("--rule", choices=("above-positive", "above-negative"), default="above-positive")
-    p.add_argument("--min-delta", type=float, default=None, help="in percentage points (default 0.5)")
-    p.add_argument("--exclude-calibration", action="store_true")
-
-    p = parser("loss", "loss law L = E + A N^-alpha (curve_fit)", run_loss, scores=False)
-    p.add_argument("--loss", metavar="CSV", default=None, help="loss table (default data/pythia_loss.csv)")
-    p.add_argument("--n-scale", type=float, default=1e9, help="N unit of the fit (default 1e9)")
-    p.add_argument("--cv-ddof", type=int, choices=(0, 1), default=0)
-
-    p = parser("fixedpoint", "fixed point of dgamma/dlogN = a gamma + b in one family", run_fixedpoint)
-    _pair(p)
-    p.add_argument("--family", default="OPT")
-    p.add_argument("--min-delta", type=float, default=None)
-    p.add_argument("--at", choices=("mid", "left"), default="mid")
-
-    p = parser("eigen", "PCA windows along N in one family: lambda1, lambda2, e2, power law", run_eigen)
-    p.add_argument("--family", default="Pythia")
-    p.add_argument("--columns", nargs="+", default=["HS", "TQA", "ARC", "WG", "MMLU"])
-    p.add_argument("--matrix", choices=("correlation", "covariance"), default="correlation")
-    p.add_argument("--mode", choices=("cumulative", "sliding"), default="cumulative")
-    p.add_argument("--width", type=int, default=4, help="sliding window size")
-    p.add_argument("--min-window", type=int, default=3)
-    p.add_argument("--units", choices=("percent", "fraction"), default="percent")
-
-    p = parser("frontier", "frontier regression GPQA ~ SWE, per-lab slopes, leave-one-lab-out", run_frontier,
-               scores=False)
-    _pair(p, ("SWE", "GPQA"))
-    p.add_argument("--frontier", metavar="CSV", default=None, help="frontier table (default data/frontier.csv)")
-    p.add_argument("--cohort", choices=("main", "all"), default="main")
-    p.add_argument("--min-lab-size", type=int, default=3)
-    p.add_argument("--units", choices=("percent", "fraction"), default="percent")
-
-    p = parser("diagnose", "where one model sits: gamma, phase, isocline side, h, levers", run_diagnose)
-    _pair(p)
-    p.add_argument("--params", type=_count, default=None, help="parameter count (7B, 125M, 1.3e9)")
-    p.add_argument("--name", default=None, help="model name (a table model fills family and scores)")
-    p.add_argument("--family", default=None)
-    p.add_argument("--score", type=_score_kv, action="append", metavar="COL=VALUE", help="e.g. --score HS=62.5")
-    p.add_argument("--d-model", type=float, default=None)
-    p.add_argument("--calibration", default="OLMo")
-    p.add_argument("--rule", choices=("above-positive", "above-negative"), default="above-positive")
-    p.add_argument("--min-delta", type=float, default=None)
-
-    p = parser("analyze", "run every benchmark-level analysis (print; --out writes them all)", run_analyze)
-    _pair(p), _families(p), _coupling_opts(p), _boot_opts(p)
-    p.add_argument("--frontier", metavar="CSV", default=None)
-    p.add_argument("--loss", metavar="CSV", default=None)
-    p.add_argument("--n-permutations", type=int, default=10000, help="width control permutations")
-    p.add_argument("--rule", choices=("above-positive", "above-negative"), default="above-positive")
-    p.add_argument("--fixedpoint-family", default="OPT")
-    p.add_argument("--eigen-family", default="Pythia")
+    p = parser("analyze", "run every benchmark-level analysis (print; --out writes them all)", run_analyze,
+               ("base", "frontier", "loss"))
+    for cls in ANALYZE_FLAGS:
+        cls.add_arguments(p)
