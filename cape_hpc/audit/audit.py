@@ -35,7 +35,7 @@ class AuditOptions(Options):
     only: tuple[str, ...] | None = option(None, help="audit only these claim ids (space- or comma-separated)",
                                           flag="--claim", metavar="ID")
     internals: str | None = option(None, help="results file with /internals groups", metavar="FILE.h5")
-    n_resamples: int = option(1000, help="bootstrap resamples for the N_c intervals (1000, as the paper)",
+    n_resamples: int = option(1000, help="bootstrap resamples for the N_c intervals (the paper used 1000)",
                               minimum=1, aliases=("-n",))
     seed: int = option(0, help="seed of the resampling streams", minimum=0)
 
