@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cape_hpc.analysis.deff import DeffStatistic, effective_dimension
+from cape_hpc.analysis.deff import DeffOptions, DeffResult, effective_dimension
 from cape_hpc.analysis.options import WidthOptions
 from cape_hpc.analysis.phases import phases
 from cape_hpc.analysis.width import width_normalisation
@@ -26,10 +26,15 @@ def pr_eig(X, corr=False):
     return lam.sum() ** 2 / (lam ** 2).sum()
 
 
+def deff(df, **kw):
+    """effective_dimension with DeffOptions from keywords."""
+    return effective_dimension(df, DeffOptions(**kw))
+
+
 @pytest.mark.parametrize("matrix", ["covariance", "correlation"])
 def test_deff_per_phase_against_eigvalsh(matrix):
     df = load_scores()
-    r = effective_dimension(df, matrix=matrix, bootstrap=False)
+    r = deff(df, matrix=matrix, bootstrap=False)
     ph = phases(df).phase_of()
     full = df.dropna(subset=list(SCORE_COLUMNS))
     assert sorted(r.dropped) == sorted(set(df.model) - set(full.model))
@@ -43,26 +48,30 @@ def test_deff_per_phase_against_eigvalsh(matrix):
 
 
 def test_deff_scale_invariant_and_kernel_matches_eigvalsh():
+    from cape_hpc.stats import ParticipationRatioStatistic
+
     df = load_scores().dropna(subset=list(SCORE_COLUMNS))
     X = df[list(SCORE_COLUMNS)].to_numpy(float)
     assert pr_eig(X / 100) == pytest.approx(pr_eig(X), rel=1e-12)
     rng = np.random.default_rng(0)
     idx = rng.integers(0, len(X), size=(50, len(X)))
     for corr in (False, True):
-        st = DeffStatistic(X, corr)
+        st = ParticipationRatioStatistic(X, corr)      # the statistic effective_dimension bootstraps
         np.testing.assert_allclose(st.batch(idx), [pr_eig(X[i], corr) for i in idx], rtol=1e-9)
-        assert st(idx[0]) == pytest.approx(pr_eig(X[idx[0]], corr), rel=1e-12)
+        assert st.full() == pytest.approx(pr_eig(X, corr), rel=1e-12)
+    units = deff(df, units="fraction", bootstrap=False, groups=("all",)).groups[0].d_eff
+    assert units == deff(df, bootstrap=False, groups=("all",)).groups[0].d_eff
 
 
 def test_deff_unstratified_percentile_matches_scipy():
     df = load_scores()
-    r = effective_dimension(df, groups=("all",), stratify=False, n_resamples=4000, seed=4, levels=(0.9,))
+    r = deff(df, groups=("all",), stratify=False, n_resamples=4000, seed=4, levels=(0.9,))
     g = r.groups[0]
     X = df.dropna(subset=list(SCORE_COLUMNS))[list(SCORE_COLUMNS)].to_numpy(float)
     ref = stats.bootstrap((np.arange(len(X)),), lambda i: pr_eig(X[i.astype(int)]), vectorized=False,
                           method="percentile",
                           n_resamples=4000, confidence_level=0.9, random_state=np.random.default_rng(9))
-    lo, hi = g.bootstrap.interval(0.9)
+    lo, hi = g.bootstrap.interval(0.9).low, g.bootstrap.interval(0.9).high
     w = hi - lo
     assert abs(lo - ref.confidence_interval.low) < 0.1 * w
     assert abs(hi - ref.confidence_interval.high) < 0.1 * w
@@ -72,18 +81,49 @@ def test_deff_unstratified_percentile_matches_scipy():
 def test_deff_stratified_bootstrap_keeps_single_model_families_fixed():
     # a phase whose families each contribute one model resamples to itself: a zero-width interval
     df = load_scores()
-    r = effective_dimension(df, n_resamples=300, seed=1)
+    r = deff(df, n_resamples=300, seed=1)
     tr = r.by_group()["transition"]
     assert tr.n_models == tr.n_families
-    assert tr.bootstrap.interval(0.95) == pytest.approx((tr.d_eff, tr.d_eff))
+    ci = tr.bootstrap.interval(0.95)
+    assert (ci.low, ci.high) == pytest.approx((tr.d_eff, tr.d_eff))
+    assert tr.bootstrap.degenerate and "zero-width" in tr.bootstrap.note   # summarize() flags it
     tax = r.by_group()["tax"]
-    lo, hi = tax.bootstrap.interval(0.95)
-    assert lo < tax.d_eff < hi and tax.bootstrap.stratified
+    ci = tax.bootstrap.interval(0.95)
+    assert ci.low < tax.d_eff < ci.high and tax.bootstrap.stratified and not tax.bootstrap.degenerate
     assert r.provenance.options["stratify"] is True and r.provenance.n_resamples == 300
-    with pytest.raises(OptionError, match="matrix"):
-        effective_dimension(df, matrix="gram")
-    with pytest.raises(OptionError, match="groups"):
-        effective_dimension(df, groups=("tax", "other"))
+    with pytest.raises(OptionError, match="--matrix"):
+        deff(df, matrix="gram")
+    with pytest.raises(OptionError, match="--groups"):
+        deff(df, groups=("tax", "other"))
+    with pytest.raises(OptionError, match="--columns"):
+        deff(df, columns=("HS", "NOPE"))
+
+
+def test_deff_runs_the_fused_path_and_round_trips(tmp_path):
+    """effective_dimension's bootstrap is the fused participation_ratio_boot; the same resamples on a
+    materialised index matrix give the same summary bit for bit."""
+    import cape_kernels
+
+    from cape_hpc.stats import ParticipationRatioStatistic, bootstrap, summarize
+
+    df = load_scores()
+    opts = DeffOptions(groups=("all",), matrix="correlation", n_resamples=700, seed=3)
+    r = effective_dimension(df, opts)
+    assert isinstance(r, DeffResult) and r.provenance.options == opts.to_dict()
+    g = r.groups[0]
+    full = df.dropna(subset=list(SCORE_COLUMNS))
+    X = full[list(SCORE_COLUMNS)].to_numpy(float)
+    strata = pd.factorize(full["family"])[0]
+    samples = cape_kernels.participation_ratio_batch(X, cape_kernels.resample_indices(strata, 700, 3), corr=True)
+    assert g.bootstrap.median == np.median(samples) and g.bootstrap.n_valid == 700
+    lo, hi = np.quantile(samples, [0.025, 0.975])
+    assert (g.bootstrap.interval(0.95).low, g.bootstrap.interval(0.95).high) == (lo, hi)
+    assert g.bootstrap == summarize(bootstrap(ParticipationRatioStatistic(X, True), strata=strata,
+                                              n_resamples=700, seed=3, chunk=50))
+    assert_roundtrip(r, tmp_path, "/analysis/deff")
+    small = effective_dimension(df, DeffOptions(families=("OLMo", "Pythia"), bootstrap=False))
+    assert small.provenance.seed is None and any(x.reason for x in small.groups)
+    assert_roundtrip(small, tmp_path, "/analysis/deff_small")
 
 
 def width_table(fam, d_model, hs, tqa):
