@@ -43,7 +43,7 @@ def sample_groups(n_resamples: int = 100) -> dict[str, object]:
     """{group path: result} of the sample file (see the module doc)."""
     from cape_hpc.analysis import options as O
     from cape_hpc.analysis.coupling import local_coupling
-    from cape_hpc.analysis.deff import effective_dimension
+    from cape_hpc.analysis.deff import DeffOptions, effective_dimension
     from cape_hpc.analysis.diagnose import fit_diagnose_model
     from cape_hpc.analysis.eigen import eigen_geometry
     from cape_hpc.analysis.frontier import frontier_fit
@@ -52,7 +52,6 @@ def sample_groups(n_resamples: int = 100) -> dict[str, object]:
     from cape_hpc.analysis.losslaw import loss_law
     from cape_hpc.analysis.nc import NcOptions, estimate_nc
     from cape_hpc.analysis.phases import phases
-    from cape_hpc.analysis.deff import DeffOptions
     from cape_hpc.analysis.width import width_normalisation
     from cape_hpc.audit import AuditOptions, run_audit
     from cape_hpc.dynamics import DynamicsOptions, PredictOptions, discover, predict_size

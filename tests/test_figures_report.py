@@ -1,4 +1,4 @@
-"""Figures from a small results file written by the real commands (tests/report_fixture.py).
+"""Figures from a small results file written by the real library code (tests/report_fixture.py).
 
 Each figure's axes and series are checked on the matplotlib objects against independent references:
 the shipped score table (CSV values), numpy fits and hand computations, and the values stored in the
@@ -6,6 +6,7 @@ file read back raw (``read_results``), not through the report's typed readers.
 """
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -318,3 +319,22 @@ def test_cli_report_json(sample, tmp_path, capsys):
     assert "Phase diagram" in info["charts"] and "Steering intervention rate" in info["charts"]
     assert main(["report", sample.path, "-o", str(out)]) == 0
     assert capsys.readouterr().out.strip().endswith(f"report: {out.resolve()}")
+
+
+def test_demo_like_commands_draw_every_chart(tmp_path):
+    """The commands of `make demo` (smaller counts, a tiny model) into one file: `cape report` and
+    `cape figures` draw every chart from it, nothing skipped."""
+    h5 = str(tmp_path / "demo.h5")
+    cape("analyze", "--n-resamples", "50", "--n-permutations", "50", "--out", h5)
+    cape("internals", "--model", "tiny-llama", "--max-prompts", "8", "--batch-size", "8", "--out", h5)
+    cape("steer", "--model", "tiny-llama", "--max-prompts", "4", "--max-new-tokens", "3", "--out", h5)
+    cape("dynamics", "--train", "Pythia", "--holdout", "OPT", "--model", "linear", "--n-resamples", "10", "--out", h5)
+    cape("predict", "--family", "Pythia", "--size", "30B", "--model", "linear", "--n-resamples", "10", "--out", h5)
+    cape("reproduce", "--claim", "pythia-r-hs-tqa,loss-invariant", "--n-resamples", "20", "--out", h5)
+    info = json.loads(cape("report", h5, "-o", str(tmp_path / "r.html"), "--json"))
+    assert info["skipped"] == [] and info["diagnose"] == "/analysis/diagnose_model"
+    assert len(info["charts"]) >= 15
+    figs = json.loads(cape("figures", h5, "-o", str(tmp_path / "figs"), "--format", "png", "--json"))
+    assert figs["skipped"] == []
+    names = {Path(p).stem for p in figs["written"]}
+    assert names >= set(F.FIGURES) | {"internals_tiny-llama"}
