@@ -430,16 +430,16 @@ def c_isocline(ctx: AuditContext, family="OPT", rule="above-positive", calibrati
 
 
 def c_isocline_above(ctx: AuditContext, families=(), calibration="OLMo", b1="HS", b2="TQA"):
-    """True when every model of the named families lies above B2_c = sqrt(k B1) (fractions).
-
-    TODO(analysis): replace by a per-model side from ``cape_hpc.analysis.isocline`` (it reports
-    sides per interval; single-model families have no interval)."""
-    from cape_hpc.analysis.isocline import calibrate_k
+    """True when every model of the named families lies above B2_c = sqrt(k B1) (docs/METHODS.md §2.8,
+    in fractions): each model's side by ``cape_hpc.analysis.isocline.predicted_sign`` (single-model
+    families have no interval, so the per-interval sides of ``isocline`` cannot answer)."""
+    from cape_hpc.analysis.isocline import calibrate_k, predicted_sign
 
     present, missing = _families_present(ctx.scores, families, 1)
     k = calibrate_k(ctx.scores, b1, b2, calibration)[0]
     rows = ctx.scores.loc[ctx.scores["family"].isin(present)].dropna(subset=[b1, b2])
-    above = bool(np.all(rows[b2] / 100.0 > np.sqrt(k * rows[b1] / 100.0)))
+    above = all(predicted_sign(x / 100.0, y / 100.0, k, "above-positive")[0] == "above"
+                for x, y in zip(rows[b1], rows[b2]))
     if not above:
         return False
     if missing:
