@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from cape_hpc.analysis.options import CouplingOptions, IsoclineOptions
 from cape_hpc.cli import main
 from cape_hpc.io.scores import DATA_DIR
 from cape_hpc.io.store import read_results
@@ -37,7 +38,8 @@ def user_csvs(tmp_path):
 
 def test_coupling_json_shipped_and_user(capsys, user_csvs):
     out = run_json(capsys, "coupling", "--json")
-    assert out["provenance"]["options"]["min_delta"] == 0.5 and out["b1"] == "HS"
+    assert out["min_delta"] == 0.5 and out["b1"] == "HS" and out["units"] == "percent"
+    assert out["provenance"]["options"] == CouplingOptions().to_dict()   # stored unchanged: min_delta None
     g = {iv["model"]: iv["gamma"] for iv in out["intervals"]}
     assert g["Pythia-160M"] == pytest.approx(-2.8 / 4.1)
     out = run_json(capsys, "coupling", "--json", "--scores", str(user_csvs["scores"]), "--pair", "HS", "ARC")
@@ -56,7 +58,7 @@ def test_nc_json(capsys, user_csvs):
     assert pooled["provenance"]["options"]["stratify"] is True
     e = pooled["estimates"][0]
     assert e["bootstrap"]["n_resamples"] == 300 and 0 < e["bootstrap"]["n_valid"] <= 300
-    assert set(e["bootstrap"]["ci"]) == {"0.95", "0.68"}
+    assert [ci["level"] for ci in e["bootstrap"]["intervals"]] == [0.95, 0.68]
     out2 = run_json(capsys, "nc", "--json", "--scores", str(user_csvs["scores"]), "--estimator", "sign-change",
                     "--scope", "per-family", "--no-stratify", "--ci-method", "bca", "--n-resamples", "200")
     scopes = {e["scope"]: e for e in out2["sign-change"]["estimates"]}
@@ -120,7 +122,12 @@ def test_bad_options_exit_2(capsys, tmp_path):
     assert main(["coupling", "--pair", "HS", "NOPE"]) == 2
     assert "pair" in capsys.readouterr().err
     assert main(["nc", "--n-resamples", "0"]) == 2
-    assert "n_resamples" in capsys.readouterr().err
+    assert "'--n-resamples'" in capsys.readouterr().err
+    assert main(["isocline", "--calibration", "-3"]) == 2
+    assert "'--calibration'" in capsys.readouterr().err
+    assert main(["phases", "--tax-below", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "'--tax-below'" in err and len(err.strip().splitlines()) == 1
     assert main(["coupling", "--scores", str(tmp_path / "missing.csv")]) == 2
     assert "not found" in capsys.readouterr().err
     assert main(["diagnose"]) == 2
@@ -154,3 +161,67 @@ def test_analyze_out_refuses_different_content(capsys, tmp_path, monkeypatch):
     assert main(argv[:-2] + ["--seed", "1", "--out", str(out), "--force"]) == 0
     assert read_results(out, "/analysis/deff")["provenance"]["seed"] == 1
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp.h5")]
+
+
+def test_units_flag_reaches_every_threshold(capsys):
+    """One unit rule through the CLI: --min-delta in --units, for isocline and diagnose too."""
+    pct = run_json(capsys, "isocline", "--json", "--min-delta", "3")
+    frac = run_json(capsys, "isocline", "--json", "--units", "fraction", "--min-delta", "0.03")
+    assert (pct["units"], pct["min_delta"], frac["units"], frac["min_delta"]) == ("percent", 3.0, "fraction", 0.03)
+    assert [i["model"] for i in pct["intervals"]] == [i["model"] for i in frac["intervals"]]
+    assert frac["provenance"]["options"] == IsoclineOptions(units="fraction", min_delta=0.03).to_dict()
+    d = run_json(capsys, "diagnose", "--json", "--units", "fraction", "--params", "5B", "--family", "Qwen2.5",
+                 "--score", "HS=0.78", "--score", "TQA=0.52")
+    assert d["units"] == "fraction" and d["phase"] == "bonus"
+    assert d["gamma_prev"] == pytest.approx((52.0 - 48.9) / (78.0 - 74.6))
+    text = main(["eigen", "--units", "fraction"]) == 0 and capsys.readouterr().out
+    assert "scores in fraction" in text
+
+
+def test_each_command_stores_a_result_that_reads_back(capsys, tmp_path):
+    """--out of every single-analysis command: the stored group decodes into its result class."""
+    from cape_hpc.schema import load_result
+
+    for argv, group, cls in ((["phases"], "/analysis/phases", "PhaseResult"),
+                             (["population", "--group-by", "family"], "/analysis/population", "PopulationResult"),
+                             (["width", "--n-permutations", "50"], "/analysis/width", "WidthResult"),
+                             (["hfield", "--panel", "frontier"], "/analysis/hfield", "HFieldResult"),
+                             (["isocline"], "/analysis/isocline", "IsoclineResult"),
+                             (["loss"], "/analysis/loss", "LossLawResult"),
+                             (["fixedpoint"], "/analysis/fixedpoint", "FixedPointResult"),
+                             (["eigen"], "/analysis/eigen", "EigenResult"),
+                             (["frontier"], "/analysis/frontier", "FrontierResult"),
+                             (["diagnose", "--name", "OPT-1.3B"], "/analysis/diagnose", "Diagnosis"),
+                             (["diagnose", "--name", "OPT-1.3B"], "/analysis/diagnose_model", "DiagnoseModel")):
+        out = tmp_path / f"{argv[0]}.h5"
+        assert main([*argv, "--json", "--out", str(out), "--force"]) == 0, argv
+        printed = json.loads(capsys.readouterr().out)
+        r = load_result(read_results(out, group), where=group)
+        assert type(r).__name__ == cls
+        if cls != "DiagnoseModel":
+            assert r.provenance.method == printed["provenance"]["method"]
+            assert r.provenance.options == printed["provenance"]["options"]
+    tree = read_results(tmp_path / "hfield.h5")
+    assert tree["analysis"]["hfield"]["group_by"] == "lab" and "frontier" in tree["scores"]
+
+
+def test_analyze_rows_take_their_flags(capsys):
+    """cape analyze: each row's options are the analyze flags it declares, plus its fixed ones."""
+    import argparse
+
+    from cape_hpc.commands.analysis import analyses, analysis_options
+
+    args = argparse.Namespace(pair=["HS", "ARC"], families=None, units="fraction", min_delta=0.01, tax_below=-0.2,
+                              bonus_above=0.2, n_resamples=100, seed=4, stratify=False, ci_method="bca",
+                              levels=[0.9], n_permutations=50, calibration="OLMo", rule="above-negative",
+                              fixedpoint_family="Pythia", eigen_family="OPT")
+    rows = {a.name: analysis_options(a, args) for a in analyses()}
+    assert rows["population_phase"].group_by == "phase" and rows["population"].group_by == "family"
+    assert rows["isocline"].units == "fraction" and rows["isocline"].min_delta == 0.01
+    assert rows["isocline"].rule == "above-negative" and rows["diagnose_model"].rule == "above-negative"
+    assert rows["nc"].n_resamples == 100 and rows["nc"].levels == (0.9,) and rows["deff"].ci_method == "bca"
+    assert rows["width"].n_permutations == 50 and rows["width"].seed == 4 and rows["width"].pair == ("HS", "ARC")
+    assert rows["fixedpoint"].family == "Pythia" and rows["eigen"].family == "OPT"
+    assert rows["frontier"].pair == ("SWE", "GPQA") and rows["frontier"].units == "fraction"  # its own pair
+    assert rows["frontier_hfield"].resolved_pair == ("SWE", "GPQA") and rows["frontier_hfield"].fit_cohort == "main"
+    assert rows["loss"].to_dict() == rows["loss"].__class__().to_dict()                      # no shared flag
