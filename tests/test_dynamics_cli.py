@@ -72,3 +72,13 @@ def test_predict_json(capsys):
     assert "option '--size'" in capsys.readouterr().err
     assert main(["predict", "--size", "7B"]) == 2
     assert "option '--family'" in capsys.readouterr().err
+
+
+def test_results_without_holdout_or_term_stability_round_trip(tmp_path):
+    from roundtrip import assert_roundtrip
+
+    res = discover(load_scores(), DynamicsOptions(model="linear", holdout=(), n_resamples=0))
+    assert res.holdout_error is None and res.term_stability is None and res.predictions == []
+    assert res.phase_fits is not None and {f.phase for f in res.phase_fits.fits} == {"tax", "bonus"}
+    back = assert_roundtrip(res, tmp_path, "/dynamics/linear/Pythia--none")
+    assert back.holdout_error is None and back.phase_fits.units == "fraction"
