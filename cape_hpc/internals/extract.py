@@ -67,19 +67,9 @@ def participation_ratio(X: torch.Tensor) -> float:
         return float("nan")
     X = _centred64(X)
     G = X @ X.T if X.shape[0] <= X.shape[1] else X.T @ X
-    return _pr_of_matrix(G.numpy())
-
-
-def _pr_of_matrix(C: np.ndarray) -> float:
     import cape_kernels as ck
 
-    try:
-        pr = ck.participation_ratio
-    except AttributeError:  # until cape_kernels.participation_ratio exists: the same formula
-        tr = float(np.trace(C))
-        fro2 = float(np.sum(C * C))
-        return tr * tr / fro2 if fro2 > 0 else float("nan")
-    return float(pr(C))
+    return ck.participation_ratio(G.numpy())
 
 
 def pca_subspace_coupling(stack: torch.Tensor, m_r: torch.Tensor, m_t: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
