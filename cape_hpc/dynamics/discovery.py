@@ -27,7 +27,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import math
 from dataclasses import dataclass
 
@@ -227,19 +226,12 @@ def term_stability(est, trajs: list[Trajectory], opts: TermStabilityOptions | No
                          int(len(S)), opts.n_resamples, int(valid.sum()), opts.seed, opts.stratify, prov)
 
 
-def _local_coupling(df: pd.DataFrame, opts: CouplingOptions):
-    from cape_hpc.analysis.coupling import local_coupling
-
-    if "opts" in inspect.signature(local_coupling).parameters:  # TRANSITION until coupling takes options
-        return local_coupling(df, narrow(opts, CouplingOptions))
-    return local_coupling(df, opts.b1, opts.b2, opts.min_delta, units=opts.units,
-                          families=list(opts.families) if opts.families else None)
-
-
 def phase_fits(df: pd.DataFrame, opts: PhaseFitOptions | None = None) -> PhaseFitResult:
     """dB2/dlog10N = a + b * B1_mid, fitted by least squares over tax and over bonus intervals."""
+    from cape_hpc.analysis.coupling import local_coupling
+
     opts = opts or PhaseFitOptions()
-    cr = _local_coupling(df, opts)
+    cr = local_coupling(df, narrow(opts, CouplingOptions))
     fits = []
     for phase in ("tax", "bonus"):
         ivs = [iv for iv in cr.intervals if iv.phase == phase]
