@@ -63,16 +63,20 @@ class ColumnPair(Options):
     pair: tuple[str, str] = option(("HS", "TQA"), help="score columns B1 B2", metavar=("B1", "B2"))
 
     @property
+    def resolved_pair(self) -> tuple[str, str]:
+        return self.pair
+
+    @property
     def b1(self) -> str:
-        return self.pair[0]
+        return self.resolved_pair[0]
 
     @property
     def b2(self) -> str:
-        return self.pair[1]
+        return self.resolved_pair[1]
 
     def check(self) -> None:
         super().check()
-        if self.pair[0] == self.pair[1]:
+        if self.pair is not None and self.pair[0] == self.pair[1]:
             raise OptionError(f"option '--pair': the two columns must differ, got {self.pair[0]!r} twice")
 
 
@@ -204,7 +208,7 @@ class FrontierOptions(UnitsOptions, ColumnPair):
 
 
 @dataclass(frozen=True)
-class HFieldOptions(UnitsOptions):
+class HFieldOptions(UnitsOptions, ColumnPair):
     """Residual field h (docs/METHODS.md §2.7); ``panel`` names the defaults of ``pair`` and ``group_by``."""
 
     panel: str = option("base", help="panel: base (HS TQA by family) or frontier (SWE GPQA by lab)",
@@ -214,19 +218,6 @@ class HFieldOptions(UnitsOptions):
     group_by: str | None = option(None, help="grouping column (none: family on base, lab on frontier)")
     fit_cohort: str = option("all", help="rows the line is fitted on: all, or the main cohort "
                                          "(needs a cohort column)", choices=("all", "main"))
-
-    def check(self) -> None:
-        super().check()
-        if self.pair is not None and self.pair[0] == self.pair[1]:
-            raise OptionError(f"option '--pair': the two columns must differ, got {self.pair[0]!r} twice")
-
-    @property
-    def b1(self) -> str:
-        return self.resolved_pair[0]
-
-    @property
-    def b2(self) -> str:
-        return self.resolved_pair[1]
 
     @property
     def resolved_pair(self) -> tuple[str, str]:

@@ -441,17 +441,17 @@ def analyses() -> tuple[Analysis, ...]:
         Analysis("nc", NcOptions, _nc_six, "base", lambda res: print_nc(list(res.values())), own=("estimator", "pooled")),
         Analysis("deff", DeffOptions, _deff, "base", print_deff),
         Analysis("width", WidthOptions, "width:width_normalisation", "base", print_width),
-        Analysis("hfield", HFieldOptions, "hfield:h_field", "base"),
+        Analysis("hfield", HFieldOptions, "hfield:h_field", "base", print_hfield),
         Analysis("isocline", IsoclineOptions, "isocline:isocline", "base", print_isocline),
         Analysis("loss", LossOptions, "losslaw:loss_law", "loss", print_loss),
-        Analysis("fixedpoint", FixedPointOptions, "fixedpoint:coupling_fixed_point", "base",
+        Analysis("fixedpoint", FixedPointOptions, "fixedpoint:coupling_fixed_point", "base", print_fixedpoint,
                  from_flags={"family": "fixedpoint_family"}, family=True),
-        Analysis("eigen", EigenOptions, "eigen:eigen_geometry", "base", from_flags={"family": "eigen_family"},
-                 family=True),
+        Analysis("eigen", EigenOptions, "eigen:eigen_geometry", "base", print_eigen,
+                 from_flags={"family": "eigen_family"}, family=True),
         Analysis("frontier", FrontierOptions, "frontier:frontier_fit", "frontier", print_frontier, own=("pair",)),
         Analysis("frontier_hfield", HFieldOptions, "hfield:h_field", "frontier", own=("pair",),
                  fixed={"panel": "frontier", "fit_cohort": "main"}),
-        Analysis("diagnose_model", DiagnoseOptions, "diagnose:fit_diagnose_model", "base"),
+        Analysis("diagnose_model", DiagnoseOptions, "diagnose:fit_diagnose_model", "base", print_diagnose_model),
     )
 
 
