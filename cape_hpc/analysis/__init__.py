@@ -1,26 +1,27 @@
-"""cape_hpc.analysis: benchmark-level CAPE (SPEC section 2, items 1-12 and 14).
+"""cape_hpc.analysis: benchmark-level CAPE (docs/METHODS.md §2.1-§2.12 and §2.14).
 
-One module per method; every public function takes score tables (``cape_hpc.io.scores``) and
-options and returns a dataclass with a ``provenance`` field.  Names are loaded lazily.  The
-functions named like their module (``phases``, ``isocline``, ``diagnose``) are imported from the
-module (``from cape_hpc.analysis.isocline import isocline``): a package attribute of that name is
-the submodule.
+One module per method; every public function takes the score table(s) (``cape_hpc.io.scores``)
+and one options object (``cape_hpc.analysis.options``, or the module's own ``NcOptions`` /
+``DeffOptions``; ``None`` means the defaults) and returns a ``cape_hpc.schema.Result`` whose
+``provenance.options`` is ``opts.to_dict()``.  Names are loaded lazily.  The functions named like
+their module (``phases``, ``isocline``, ``diagnose``) are imported from the module (``from
+cape_hpc.analysis.isocline import isocline``): a package attribute of that name is the submodule.
 
-| module | function | SPEC 2 |
-| --- | --- | --- |
-| coupling | local_coupling | 1 |
-| phases | phases, classify_phase | 2 |
-| population | population_coupling | 3 |
-| nc | estimate_nc | 4 |
-| deff | effective_dimension | 5 |
-| width | width_normalisation | 6 |
-| hfield | h_field | 7 |
-| isocline | isocline | 8 |
-| losslaw | loss_law | 9 |
-| fixedpoint | coupling_fixed_point | 10 |
-| eigen | eigen_geometry | 11 |
-| frontier | frontier_fit | 12 |
-| diagnose | fit_diagnose_model, diagnose_point, diagnose | 14 |
+| module | function | options | docs/METHODS.md |
+| --- | --- | --- | --- |
+| coupling | local_coupling | CouplingOptions | §2.1 |
+| phases | phases, classify_phase | PhasesOptions | §2.2 |
+| population | population_coupling | PopulationOptions | §2.3 |
+| nc | estimate_nc | NcOptions | §2.4 |
+| deff | effective_dimension | DeffOptions | §2.5 |
+| width | width_normalisation | WidthOptions | §2.6 |
+| hfield | h_field | HFieldOptions | §2.7 |
+| isocline | isocline | IsoclineOptions | §2.8 |
+| losslaw | loss_law | LossOptions | §2.9 |
+| fixedpoint | coupling_fixed_point, fixed_point_xy | FixedPointOptions | §2.10 |
+| eigen | eigen_geometry | EigenOptions | §2.11 |
+| frontier | frontier_fit | FrontierOptions | §2.12 |
+| diagnose | fit_diagnose_model, diagnose_point, diagnose | DiagnoseOptions | §2.14 |
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ _EXPORTS = {
     "classify_phase": "phases", "PhaseResult": "phases",
     "population_coupling": "population", "PopulationResult": "population",
     "estimate_nc": "nc", "NcResult": "nc", "NcEstimate": "nc", "ESTIMATORS": "nc",
-    "effective_dimension": "deff", "participation_ratio": "deff", "DeffResult": "deff",
+    "effective_dimension": "deff", "DeffResult": "deff",
     "width_normalisation": "width", "WidthResult": "width",
     "h_field": "hfield", "HFieldResult": "hfield",
     "IsoclineResult": "isocline",
@@ -41,6 +42,10 @@ _EXPORTS = {
     "frontier_fit": "frontier", "FrontierResult": "frontier",
     "fit_diagnose_model": "diagnose", "diagnose_point": "diagnose",
     "DiagnoseModel": "diagnose", "Diagnosis": "diagnose",
+    "NcOptions": "nc", "DeffOptions": "deff",
+    **{name: "options" for name in ("CouplingOptions", "PhasesOptions", "PopulationOptions", "WidthOptions",
+                                    "HFieldOptions", "IsoclineOptions", "LossOptions", "FixedPointOptions",
+                                    "EigenOptions", "FrontierOptions", "DiagnoseOptions")},
 }
 
 __all__ = sorted(_EXPORTS)
