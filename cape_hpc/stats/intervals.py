@@ -48,7 +48,9 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> ConfidenceInterval:
     den = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / den
-    return ConfidenceInterval(max(0.0, centre - half), min(1.0, centre + half), level)
+    low = 0.0 if k == 0 else max(0.0, centre - half)  # exact bounds at k = 0 and k = n (no rounding residue)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return ConfidenceInterval(low, high, level)
 
 
 def percentile_interval(valid: np.ndarray, level: float) -> ConfidenceInterval:
