@@ -86,6 +86,7 @@ class PredictionRow:
 class TermStability(Result):
     """Inclusion probability of each library term under a bootstrap over intervals."""
 
+    model: str                   # the estimator's class: sindy | linear
     terms: list[str]
     benchmarks: list[str]
     units: str                   # of the fit whose terms are counted
@@ -219,10 +220,9 @@ def term_stability(est, trajs: list[Trajectory], opts: TermStabilityOptions | No
     with np.errstate(invalid="ignore"):
         agree = (np.sign(cv) == sgn[None]).mean(axis=0) if len(cv) else np.full(full.coef_.shape, np.nan)
     agree = np.where(sgn == 0, np.nan, agree)
-    prov = Provenance("dynamics/term_stability", {**opts.to_dict(), "estimator": est.get_params(),
-                                                  "kind": est.kind},
-                      seed=opts.seed, n_resamples=opts.n_resamples, inputs=dict(inputs or {}))
-    return TermStability(list(full.terms_), list(full.benchmarks_), est.units, inclusion, agree, full.coef_ != 0.0,
+    prov = Provenance("dynamics/term_stability", opts.to_dict(), seed=opts.seed, n_resamples=opts.n_resamples,
+                      inputs=dict(inputs or {}))
+    return TermStability(est.kind, list(full.terms_), list(full.benchmarks_), est.units, inclusion, agree, full.coef_ != 0.0,
                          int(len(S)), opts.n_resamples, int(valid.sum()), opts.seed, opts.stratify, prov)
 
 
