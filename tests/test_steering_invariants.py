@@ -1,4 +1,4 @@
-"""Steering invariants (SPEC section 4) on the real SmolLM2-135M and on tiny models:
+"""Steering invariants (docs/METHODS.md §4) on the real SmolLM2-135M and on tiny models:
 alpha = 0 is byte-identical to the unsteered model, the gate with tau = -1 changes nothing,
 batched equals unbatched, hooks are removed even when generation raises, the injection adds
 exactly alpha * s * v at the probe layer, and bad options give clear errors."""
@@ -12,9 +12,9 @@ from cape_hpc.errors import OptionError
 from cape_hpc.internals import load_prompts
 from cape_hpc.internals.prompts import PromptSet
 from cape_hpc.models import load_model
-from cape_hpc.steering import calibrate_direction, greedy_generate, run_steering, wilson_interval
-from cape_hpc.steering.steer import _Injector, steering_hook
-from cape_hpc.internals.extract import tokenize
+from cape_hpc.models.batching import tokenize
+from cape_hpc.stats import wilson_interval
+from cape_hpc.steering import Injector, SteeringResult, SteerOptions, calibrate_direction, greedy_generate, run_steering, steering_hook
 
 
 @pytest.fixture(scope="module")
@@ -44,34 +44,33 @@ def _hooks(loaded):
 
 @pytest.mark.realmodel
 def test_alpha_zero_is_byte_identical(smol, cal, prompts, direction):
-    res = run_steering(smol, cal, prompts, alpha=0.0, max_new_tokens=8, direction=direction, chat_template=True)
+    res = run_steering(smol, cal, prompts, alpha=0.0, max_new_tokens=8, direction=direction, chat_template="on")
     assert res.n_changed == 0 and res.rate == 0.0
     for r in res.per_prompt:
-        assert r["steered"].encode() == r["baseline"].encode()
+        assert r.steered.encode() == r.baseline.encode()
     assert _hooks(smol) == 0
 
 
 @pytest.mark.realmodel
 def test_gate_tau_minus_one_changes_nothing(smol, cal, prompts, direction):
     res = run_steering(smol, cal, prompts, alpha=2.0, tau=-1.0, max_new_tokens=8, direction=direction,
-                       chat_template=True)
+                       chat_template="on")
     assert res.n_changed == 0 and res.n_injected == 0
-    assert all(r["steered"] == r["baseline"] for r in res.per_prompt)
+    assert all(r.steered == r.baseline for r in res.per_prompt)
 
 
 @pytest.mark.realmodel
 def test_steering_changes_text_and_batched_equals_unbatched(smol, cal, prompts, direction):
     a = run_steering(smol, cal, prompts, alpha=0.5, max_new_tokens=8, batch_size=4, direction=direction,
-                     chat_template=True)
+                     chat_template="on")
     b = run_steering(smol, cal, prompts, alpha=0.5, max_new_tokens=8, batch_size=1, direction=direction,
-                     chat_template=True)
+                     chat_template="on")
     assert a.n_changed >= 1                                   # the injection does something
     for x, y in zip(a.per_prompt, b.per_prompt):
-        assert x["baseline"] == y["baseline"]
-        assert x["steered"] == y["steered"]
-        assert x["cos"] == pytest.approx(y["cos"], abs=1e-5)
-    lo, hi = wilson_interval(a.n_changed, a.n_prompts)
-    assert (a.rate_ci_low, a.rate_ci_high) == (lo, hi)
+        assert x.baseline == y.baseline
+        assert x.steered == y.steered
+        assert x.cos == pytest.approx(y.cos, abs=1e-5)
+    assert a.rate_ci == wilson_interval(a.n_changed, a.n_prompts, 0.95)
 
 
 @pytest.mark.realmodel
@@ -92,7 +91,7 @@ def test_greedy_baseline_matches_transformers_generate(smol, prompts):
 @pytest.mark.realmodel
 def test_hooks_removed_when_generation_raises(smol, direction, prompts):
     ids, _ = tokenize(smol, prompts.texts[:2])
-    inj = _Injector(torch.as_tensor(direction.vector, dtype=torch.float32), 1.0, "relative", "all", None, None)
+    inj = Injector(torch.as_tensor(direction.vector, dtype=torch.float32), 1.0, "relative", "all", None, None)
     before = _hooks(smol)
     boom = smol.adapter.layers[-1].register_forward_hook(lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
     try:
@@ -119,7 +118,9 @@ def test_bad_options():
     ps = PromptSet(load_prompts().prompts[:2], path="x", sha256="0")
     for kw, msg in [({"scale": "log"}, "--scale"), ({"positions": "first"}, "--positions"),
                     ({"method": "lda"}, "--direction"), ({"alpha": float("nan")}, "--alpha"),
-                    ({"max_new_tokens": 0}, "--max-new-tokens")]:
+                    ({"max_new_tokens": 0}, "--max-new-tokens"), ({"tau": float("inf")}, "--tau.*finite"),
+                    ({"batch_size": 0}, "--batch-size"), ({"prompt_set": "nope"}, "--set.*'nope'"),
+                    ({"chat_template": "on"}, "--chat-template.*no chat template")]:
         with pytest.raises(OptionError, match=msg):
             run_steering(lm, cal, ps, **kw)
 
@@ -143,7 +144,7 @@ def test_injection_adds_alpha_s_v_at_the_probe_layer(scale):
         return hook
 
     def run(alpha, positions="all"):
-        inj = _Injector(v, alpha, scale, positions, None, "torch")
+        inj = Injector(v, alpha, scale, positions, None, "torch")
         with steering_hook(lm, layer, inj):
             h2 = ad.layers[layer].register_forward_hook(grab("after"))   # runs after the injector
             try:
@@ -167,11 +168,11 @@ def test_injection_adds_alpha_s_v_at_the_probe_layer(scale):
 
 def test_wilson_interval_against_hand_values():
     # hand / textbook values (Newcombe 1998): 0/10 -> (0, 0.2775); 5/10 -> (0.2366, 0.7634)
-    lo, hi = wilson_interval(0, 10)
-    assert lo == 0.0 and hi == pytest.approx(0.27753, abs=1e-4)
-    lo, hi = wilson_interval(5, 10)
-    assert lo == pytest.approx(0.23659, abs=1e-4) and hi == pytest.approx(0.76341, abs=1e-4)
-    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+    ci = wilson_interval(0, 10, 0.95)
+    assert ci.low == 0.0 and ci.high == pytest.approx(0.27753, abs=1e-4)
+    ci = wilson_interval(5, 10, 0.95)
+    assert ci.low == pytest.approx(0.23659, abs=1e-4) and ci.high == pytest.approx(0.76341, abs=1e-4)
+    assert ci.level == 0.95 and not wilson_interval(0, 0, 0.95).defined
 
 
 def test_cli_steer_tiny_and_store(tmp_path, capsys):
@@ -186,10 +187,12 @@ def test_cli_steer_tiny_and_store(tmp_path, capsys):
     assert "intervention rate" in text and "Wilson" in text
     tree = read_results(out)
     assert "tiny-llama" in tree["internals"]
-    (run_name, g), = tree["steering"]["tiny-llama"].items()
-    assert g["complete"] is True and len(g["direction"]) == 64
-    assert abs(np.linalg.norm(g["direction"]) - 1) < 1e-6
-    assert len(g["per_prompt"]) == 4 and {"baseline", "steered", "changed", "cos"} <= set(g["per_prompt"][0])
+    (run_name, t), = tree["steering"]["tiny-llama"].items()
+    g = SteeringResult.from_tree(t, where=f"/steering/tiny-llama/{run_name}")
+    assert g.run_name == run_name and g.complete is True and len(g.direction) == 64
+    assert abs(np.linalg.norm(g.direction) - 1) < 1e-6
+    assert len(g.per_prompt) == 4 and g.provenance.options["max_prompts"] == 4 and g.alpha == 1.0
+    assert g.rate_ci == wilson_interval(g.n_changed, 4, 0.95)
     assert main(["steer", "--model", "tiny-llama", "--probe-layer", "7"]) == 2
     assert "--probe-layer 7 is out of range" in capsys.readouterr().err
 
@@ -204,7 +207,7 @@ def test_tiny_steered_generation_batched_equals_unbatched(arch):
     v = torch.randn(lm.adapter.d_model, generator=torch.Generator().manual_seed(1))
 
     def gen(rows, alpha):
-        inj = _Injector(v, alpha, "relative", "all", None, "torch")
+        inj = Injector(v, alpha, "relative", "all", None, "torch")
         with steering_hook(lm, 1, inj):
             return greedy_generate(lm, rows, 6, injector=inj, stop_at_eos=False)
 
@@ -214,3 +217,22 @@ def test_tiny_steered_generation_batched_equals_unbatched(arch):
     single = [gen([r], 2.0)[0] for r in ids]
     assert batched == single
     assert [greedy_generate(lm, [r], 6, stop_at_eos=False)[0] for r in ids] == plain
+
+
+def test_result_round_trips_and_options_are_provenance(tmp_path):
+    """A real steering run on a tiny model: the stored result reads back field by field, its
+    options are SteerOptions.to_dict() unchanged, the prompts are the selected set."""
+    from roundtrip import assert_roundtrip
+
+    lm = load_model("tiny-llama")
+    opts = SteerOptions(alpha=1.5, max_new_tokens=3, max_prompts=3, batch_size=2, tau=0.9)
+    res = run_steering(lm, load_prompts(calibration=True), load_prompts(), opts)
+    assert res.provenance.options == opts.to_dict() and res.tau == 0.9 and not res.chat_template
+    assert res.n_prompts == 3 and all(r.id in {p.id for p in load_prompts().select("truthfulness")}
+                                      for r in res.per_prompt)
+    assert res.rate == res.n_changed / 3 and res.rate_ci.contains(res.rate)
+    back = assert_roundtrip(res, tmp_path, res.group)
+    assert back.run_name == res.run_name == "L0_mean-diff_a1.5_relative_all_tau0.9_n3"
+    none = assert_roundtrip(res.replace(tau=None) if hasattr(res, "replace") else
+                            __import__("dataclasses").replace(res, tau=None), tmp_path, res.group)
+    assert none.tau is None
