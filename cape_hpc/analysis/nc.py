@@ -42,8 +42,7 @@ import pandas as pd
 
 from cape_kernels import gamma_line, nc_intervals, quadratic_fit
 
-from cape_hpc.analysis._common import (check_pair, complete_rows, family_order, provenance, select_families,
-                                       sort_by_n)
+from cape_hpc.analysis._common import check_pair, complete_rows, family_order, provenance, select_families
 from cape_hpc.analysis.options import CouplingOptions
 from cape_hpc.errors import OptionError
 from cape_hpc.options import option
@@ -111,12 +110,16 @@ class NcResult(Result):
 
 
 def _scope_arrays(sub: pd.DataFrame, fams: list[str], b1: str, b2: str, scale: float):
-    """(rows, family codes, log10 N, B1, B2) of the scope's models sorted by (family, N, name)."""
-    parts = [sort_by_n(sub.loc[sub["family"] == f]) for f in fams]
-    g = pd.concat(parts) if parts else sub.iloc[:0]
+    """(rows, family codes, log10 N, B1, B2) of the scope's models sorted by (family in ``fams``
+    order, N, name); one stable sort (the order of ``sort_by_n`` within each family)."""
+    fam = sub["family"].to_numpy()
     code = {f: i for i, f in enumerate(fams)}
-    return (g, g["family"].map(code).to_numpy(np.int64), np.log10(g["params"].to_numpy(float)),
-            g[b1].to_numpy(float) * scale, g[b2].to_numpy(float) * scale)
+    keep = np.flatnonzero(np.isin(fam, list(fams)))
+    codes = np.array([code[f] for f in fam[keep]], dtype=np.int64)
+    perm = np.lexsort((sub["model"].astype(str).to_numpy()[keep], sub["params"].to_numpy(float)[keep], codes))
+    order = keep[perm]
+    return (sub.iloc[order], codes[perm], np.log10(sub["params"].to_numpy(float)[order]),
+            sub[b1].to_numpy(float)[order] * scale, sub[b2].to_numpy(float)[order] * scale)
 
 
 def _no_change_reason(gs: np.ndarray) -> str:
