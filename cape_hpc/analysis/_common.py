@@ -37,7 +37,7 @@ def check_columns(df: pd.DataFrame, columns: Sequence[str], option: str = "--pai
     for c in columns:
         if c not in df.columns:
             raise OptionError(f"option '{option}': unknown column {c!r} "
-                              f"(table {_table_name(df)} has: {', '.join(map(str, df.columns))})")
+                              f"(table {_table_name(df)} has: {', '.join(str(c) for c in df.columns if not str(c).startswith('_'))})")
         if not pd.api.types.is_numeric_dtype(df[c]):
             raise OptionError(f"option '{option}': column {c!r} of {_table_name(df)} is not numeric")
 
