@@ -17,9 +17,12 @@ import numpy as np
 import pytest
 
 from cape_hpc.errors import DataError, StoreError
+from cape_hpc.internals.results import InternalsResult
 from cape_hpc.io.store import read_results
+from cape_hpc.steering.results import SteeringResult
 from cape_hpc.sweep import shards as sh
-from cape_hpc.sweep.merge import merge_shards
+from cape_hpc.sweep.merge import SweepIndex, merge_shards
+from cape_hpc.sweep.options import MergeOptions, SweepOptions
 from cape_hpc.sweep.runner import plan, run_sweep
 from cape_hpc.sweep.spec import load_job, order_models, parse_job
 from cape_hpc.sweep.work import synthetic_model
@@ -57,6 +60,9 @@ def write_job(tmp_path: Path, text: str = SYN, name: str = "job.yaml") -> Path:
     ("models: [{id: a}]\nsteering: {alpha: high}", "steering.alpha: must be float"),
     ("models: [{id: a}]\ninternals: {pooling: max}", "internals.pooling: must be one of last, mean"),
     ("models: [{id: a}]\nwork: nonsense", "work: must be one of"),
+    ("models: [{id: a}]\nsteering: {positions: middle}", "steering: option '--positions': 'middle' is not one of"),
+    ("models: [{id: a}]\ninternals: {taps: [residual, attn]}", "internals: option '--taps': 'attn' is not one of"),
+    ("models: [{id: a}]\nprompts: {max_prompts: 1}", "prompts.max_prompts: must be >= 2"),
     ("modls: [{id: a}]", "modls: unknown key"),
     ("models: [{id: a, name: 'a/b'}]", "models[0].name: 'a/b' is not a valid shard name"),
 ])
@@ -147,11 +153,16 @@ def test_run_writes_complete_shards_and_merge(tmp_path):
     assert sorted(m.merged) == ["big", "mid", "small"] and m.exit_status() == 0
     tree = read_results(tmp_path / "merged.h5")
     ref = synthetic_model(job.model("big"), job)
-    np.testing.assert_array_equal(tree["internals"]["big"]["head_coupling"], ref["internals"]["head_coupling"])
-    np.testing.assert_array_equal(tree["steering"]["big"]["default"]["direction"],
-                                  ref["steering"]["default"]["direction"])
-    assert tree["internals"]["big"]["complete"] is True or tree["internals"]["big"]["complete"] == 1
-    assert [r["model"] for r in tree["sweep"]["models"]] == ["big", "mid", "small"]
+    got = InternalsResult.from_tree(tree["internals"]["big"], where="/internals/big")
+    np.testing.assert_array_equal(got.head_coupling, ref["internals"].head_coupling)
+    assert got.n_layers == 5 and got.complete is True
+    (run, st), = tree["steering"]["big"].items()
+    (ref_run, ref_st), = ref["steering"].items()
+    assert run == ref_run and run.startswith("L0_mean-diff_a2_")
+    np.testing.assert_array_equal(SteeringResult.from_tree(st, where=run).direction, ref_st.direction)
+    index = SweepIndex.from_tree(tree["sweep"], where="/sweep")
+    assert [r.model for r in index.models] == ["big", "mid", "small"] and not index.mixed_provenance
+    assert index.models[0].internals_sha256 and json.loads(index.job_options)["steering"]["alpha"] == 2.0
     man = json.loads((out / "manifest.json").read_text())
     assert {k: v["status"] for k, v in man["models"].items()} == {"big": "done", "mid": "done", "small": "done"}
 
@@ -203,7 +214,7 @@ def test_corrupt_shard_detected_reported_recomputed_never_merged(tmp_path, damag
         p.write_bytes(b"\0garbage" * 100)
     elif damage == "flip":
         with h5py.File(p, "r+") as f:  # change one number, keep the stored hash
-            ds = f["internals/mid/layer_coupling"]
+            ds = f["internals/mid/layers/coupling"]
             ds[0] = ds[0] + 1.0
     else:
         with h5py.File(p, "r+") as f:
@@ -216,8 +227,9 @@ def test_corrupt_shard_detected_reported_recomputed_never_merged(tmp_path, damag
     runs = {m.model: m for m in res.models}
     assert runs["mid"].status == "done" and runs["big"].status == "skipped"
     assert list((out / "shards" / "corrupt").glob("mid.*.h5")), "the damaged shard is kept aside"
-    np.testing.assert_array_equal(read_results(p)["internals"]["mid"]["layer_coupling"],
-                                  good["internals"]["mid"]["layer_coupling"])
+    again = InternalsResult.from_tree(read_results(p)["internals"]["mid"], where="mid")
+    np.testing.assert_array_equal(again.layer_coupling,
+                                  InternalsResult.from_tree(good["internals"]["mid"], where="mid").layer_coupling)
 
 
 def test_failures_recorded_and_others_complete(tmp_path):
@@ -253,6 +265,57 @@ def test_index_selects_nth_largest(tmp_path):
 
     with pytest.raises(OptionError, match="--index 3 is out of range"):
         run_sweep(job, use_mpi=False, index=3)
+
+
+def test_results_round_trip_and_options_are_provenance(tmp_path):
+    """SweepResult, MergeResult (with a bad-shard row) and the stored SweepIndex read back field by
+    field; the options objects are stored unchanged as provenance."""
+    from roundtrip import assert_roundtrip
+
+    job = load_job(write_job(tmp_path))
+    opts = SweepOptions(only=("big", "mid"), use_mpi=False)
+    res = run_sweep(job, opts)
+    assert res.provenance.options == opts.to_dict() and res.provenance.inputs["job"] == job.sha256
+    assert sorted(m.model for m in res.models) == ["big", "mid"]
+    assert all(m.error == "" and m.load_seconds != m.load_seconds for m in res.models)  # "" and NaN, never None
+    assert_roundtrip(res, tmp_path, "/sweep/run")
+    out = Path(job.output_dir)
+    sh.shard_path(out, "zz").write_bytes(b"not hdf5")
+    m = merge_shards(out, tmp_path / "m.h5", MergeOptions(force=True))
+    assert m.provenance.options == {"force": True, "allow_mixed": False}
+    assert m.merged == ["big", "mid"] and [b.status for b in m.bad] == ["corrupt"]
+    assert_roundtrip(m, tmp_path, "/merge")
+    index = SweepIndex.from_tree(read_results(tmp_path / "m.h5", "/sweep"), where="/sweep")
+    assert_roundtrip(index, tmp_path, "/sweep")
+
+
+def test_merge_refuses_a_shard_that_does_not_match_the_schema(tmp_path):
+    """A complete, intact shard whose stored internals lack a field is reported (naming the shard,
+    group and field) and never merged."""
+    job = load_job(write_job(tmp_path))
+    run_sweep(job, use_mpi=False)
+    out = Path(job.output_dir)
+    entry = job.model("mid")
+    tree = synthetic_model(entry, job)
+    bad = tree["internals"].to_tree()
+    del bad["d_model"]
+    p = sh.shard_path(out, "mid")
+    p.unlink()
+    sh.write_shard(out, entry, sh.expected_provenance(entry, job), {"internals": bad})
+    assert sh.inspect_shard(p).status == "complete"
+    m = merge_shards(out, tmp_path / "m.h5")
+    assert m.merged == ["big", "small"] and m.exit_status() == 1
+    (b,), = [m.bad]
+    assert b.status == "schema" and "/internals/mid" in b.detail and "'d_model'" in b.detail
+
+
+def test_sweep_options_validate():
+    from cape_hpc.errors import OptionError
+
+    with pytest.raises(OptionError, match="--on-term.*'later' is not one of drop, finish"):
+        SweepOptions(on_term="later")
+    with pytest.raises(OptionError, match="--index.*>= 0"):
+        SweepOptions(index=-1)
 
 
 # ------------------------------------------------------------------------------------- locks
