@@ -321,7 +321,7 @@ class BootstrapSummary:
     intervals: list[ConfidenceInterval]
     n_valid: int
     n_resamples: int
-    seed: int
+    seed: int | None  # None when no bootstrap was run
     stratified: bool
     method: str
     degenerate: bool
@@ -335,7 +335,7 @@ class BootstrapSummary:
 
     @classmethod
     def empty(cls, levels=(0.95, 0.68), note: str = "not bootstrapped") -> "BootstrapSummary":
-        return cls(math.nan, math.nan, [ConfidenceInterval.undefined(v) for v in levels], 0, 0, 0, False, "",
+        return cls(math.nan, math.nan, [ConfidenceInterval.undefined(v) for v in levels], 0, 0, None, False, "",
                    True, note)
 
 
