@@ -49,8 +49,8 @@
 
   function capeDiagnose(model, q) {
     var params = num(q.params);
-    if (!isFinite(params)) throw new Error("option 'params': must be finite, got " + q.params);
-    if (params <= 0) throw new Error("option 'params': must be > 0, got " + q.params);
+    if (!isFinite(params)) throw new Error("option '--params': must be finite, got " + q.params);
+    if (params <= 0) throw new Error("option '--params': must be > 0, got " + q.params);
     var scores = {};
     var src = q.scores || {};
     Object.keys(src).forEach(function (k) { if (src[k] !== undefined) scores[k] = src[k]; });
@@ -103,10 +103,12 @@
     if (!have) notes.push(model.b1 + " and " + model.b2 + " are needed for gamma, isocline side and h");
     var side = "", ps = 0, isoB2 = NaN, h = NaN;
     if (have) {
-      side = (v2 / 100.0 > Math.sqrt(model.k * (v1 / 100.0))) ? "above" : "below";
+      // scores are in the model's units; the isocline works in fractions (DiagnoseModel.to_fraction)
+      var scale = model.units === "percent" ? 100.0 : 1.0;
+      side = (v2 / scale > Math.sqrt(model.k * (v1 / scale))) ? "above" : "below";
       var s = side === "above" ? 1 : -1;
       ps = model.rule === "above-positive" ? s : -s;
-      isoB2 = 100.0 * Math.sqrt(model.k * v1 / 100.0);
+      isoB2 = scale * Math.sqrt(model.k * v1 / scale);
       h = v2 - (model.beta1 * v1 + model.beta0);
     }
     var phase = "", source = "";
