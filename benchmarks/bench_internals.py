@@ -67,7 +67,7 @@ def _interleaved(fns: dict, repeats: int = 3) -> dict:
 
 
 def _batches(lm, ps, batch_size):
-    from cape_hpc.internals.extract import forward_kwargs, left_pad, pad_id, tokenize
+    from cape_hpc.models.batching import forward_kwargs, left_pad, pad_id, tokenize
 
     ids, _ = tokenize(lm, ps.texts)
     order = sorted(range(len(ids)), key=lambda j: (len(ids[j]), j))
@@ -105,9 +105,9 @@ def bench_generation(lm, n=32, new_tokens=16) -> dict:
     import torch
 
     from cape_hpc.internals import load_prompts
-    from cape_hpc.internals.extract import tokenize
+    from cape_hpc.models.batching import tokenize
     from cape_hpc.steering import calibrate_direction, greedy_generate, run_steering
-    from cape_hpc.steering.steer import _Injector, steering_hook
+    from cape_hpc.steering import Injector, SteerOptions, steering_hook
 
     cal = load_prompts(calibration=True)
     d = calibrate_direction(lm, cal)
@@ -119,17 +119,16 @@ def bench_generation(lm, n=32, new_tokens=16) -> dict:
         greedy_generate(lm, ids, new_tokens, stop_at_eos=False)
 
     def steered():
-        inj = _Injector(v, 0.5, "relative", "all", None, None)
+        inj = Injector(v, 0.5, "relative", "all", None, None)
         with steering_hook(lm, d.probe_layer, inj):
             greedy_generate(lm, ids, new_tokens, injector=inj, stop_at_eos=False)
 
     steered()
     t = _interleaved({"plain": plain, "steered": steered}, 4)
     t_plain, t_steer = t["plain"], t["steered"]
-    t = _interleaved({"b32": lambda: run_steering(lm, cal, ps, alpha=0.5, max_new_tokens=new_tokens, batch_size=32,
-                                                   direction=d),
-                      "b1": lambda: run_steering(lm, cal, ps, alpha=0.5, max_new_tokens=new_tokens, batch_size=1,
-                                                  direction=d)}, 1)
+    opts = SteerOptions(alpha=0.5, max_new_tokens=new_tokens, prompt_set="all")
+    t = _interleaved({"b32": lambda: run_steering(lm, cal, ps, opts, batch_size=32, direction=d),
+                      "b1": lambda: run_steering(lm, cal, ps, opts, batch_size=1, direction=d)}, 1)
     t_b, t_1 = t["b32"], t["b1"]
     return {"prompts": n, "new_tokens": new_tokens, "unsteered_s": t_plain, "steered_s": t_steer,
             "steering_overhead": t_steer / t_plain - 1, "run_steering_batch32_s": t_b,

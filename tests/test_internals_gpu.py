@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from cape_hpc.internals import extract_internals, load_prompts
-from cape_hpc.internals.extract import tokenize
+from cape_hpc.internals import extract_internals_pooled, load_prompts
 from cape_hpc.models import load_model
-from cape_hpc.steering import greedy_generate
-from cape_hpc.steering.steer import _Injector, steering_hook
+from cape_hpc.models.batching import tokenize
+from cape_hpc.steering import Injector, greedy_generate, steering_hook
 
 ARCHS = ["llama", "gemma3_text", "gpt2", "bloom", "qwen3", "falcon"]
 
@@ -28,13 +27,13 @@ def test_cuda_extraction_matches_cpu(arch):
     sdpa attention -- with transformers 5.17 on an H100 that path ignored tiny-gemma3_text's
     sliding window for some prompts, while eager attention and every padded batch agreed.)"""
     ps = load_prompts().subset(24)
-    cpu1 = extract_internals(_on(arch, "cpu"), ps, batch_size=1, backend="torch", keep_pooled=True)
+    cpu1 = extract_internals_pooled(_on(arch, "cpu"), ps, batch_size=1, backend="torch")
     gpu_lm = _on(arch, "cuda")
-    gpu = extract_internals(gpu_lm, ps, batch_size=8, keep_pooled=True)
-    gpu_t = extract_internals(gpu_lm, ps, batch_size=5, backend="torch", keep_pooled=True)
-    assert gpu.backend in ("triton", "cupy", "torch")
-    for a, b in ((gpu, cpu1), (gpu_t, cpu1)):
-        x, y = a.pooled["residual"].numpy(), b.pooled["residual"].numpy()
+    gpu = extract_internals_pooled(gpu_lm, ps, batch_size=8)
+    gpu_t = extract_internals_pooled(gpu_lm, ps, batch_size=5, backend="torch")
+    assert gpu[0].backend in ("triton", "cupy", "torch")
+    for (a, pa), (b, pb) in ((gpu, cpu1), (gpu_t, cpu1)):
+        x, y = pa.residual.numpy(), pb.residual.numpy()
         np.testing.assert_allclose(x, y, atol=1e-4 * max(1.0, np.abs(y).max()), rtol=0)
         np.testing.assert_allclose(a.layer_coupling, b.layer_coupling, atol=1e-4)
         np.testing.assert_allclose(a.head_coupling, b.head_coupling, atol=1e-4)
@@ -49,7 +48,7 @@ def test_cuda_steered_generation(arch):
     v = torch.randn(lm.adapter.d_model, generator=torch.Generator().manual_seed(1)).cuda()
 
     def gen(rows, alpha):
-        inj = _Injector(v, alpha, "relative", "all", None, None)
+        inj = Injector(v, alpha, "relative", "all", None, None)
         with steering_hook(lm, 1, inj):
             return greedy_generate(lm, rows, 6, injector=inj, stop_at_eos=False)
 

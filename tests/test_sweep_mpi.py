@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
+from cape_hpc.internals.results import InternalsResult
 from cape_hpc.io.store import read_results
 from cape_hpc.sweep import shards as sh
 
@@ -31,13 +32,19 @@ def env(**extra) -> dict:
     return e
 
 
-def float_arrays(tree, prefix=""):
-    """Every float dataset of a tree (provenance attributes such as the git commit excluded)."""
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            yield from float_arrays(v, f"{prefix}/{k}")
-        elif isinstance(v, np.ndarray) and v.dtype.kind == "f":
-            yield f"{prefix}/{k}", v
+def numbers(res: InternalsResult) -> dict[str, np.ndarray]:
+    """Every computed number of an internals result (provenance, e.g. the git commit, excluded)."""
+    s, b = res.head_summary, res.bottleneck
+    return {"layer_coupling": res.layer_coupling, "layer_pairwise_mean": res.layer_pairwise_mean,
+            "layer_competing_fraction": res.layer_competing_fraction, "d_rep": res.d_rep,
+            "head_coupling": res.head_coupling, "pca_coupling": b.pca_coupling,
+            "bottleneck": np.array([b.hidden, b.logits]),
+            "head_summary": np.array([s.cooperative_share, s.near_zero_share, s.net, s.median, s.early, s.mid,
+                                      s.late])}
+
+
+def internals_of(tree: dict, model: str) -> InternalsResult:
+    return InternalsResult.from_tree(tree["internals"][model], where=f"/internals/{model}")
 
 
 def test_mpiexec_two_ranks_smoke(tmp_path):
@@ -56,18 +63,19 @@ def test_mpiexec_two_ranks_smoke(tmp_path):
     tree = read_results(tmp_path / "smoke.h5")
     # layer counts from the models' configs (NOTES.md): SmolLM2-135M 30, Gemma-3-270M 18, tiny 3
     for name, n_layers in (("smollm2-135m", 30), ("gemma3-270m", 18), ("tiny-llama", 3)):
-        g = tree["internals"][name]
-        assert g["layer_coupling"].shape == (n_layers,) and np.isfinite(g["layer_coupling"]).all()
-        assert np.all(np.abs(g["layer_coupling"]) <= 1 + 1e-6)
+        g = internals_of(tree, name)
+        assert g.layer_coupling.shape == (n_layers,) and np.isfinite(g.layer_coupling).all()
+        assert np.all(np.abs(g.layer_coupling) <= 1 + 1e-6)
     # a tiny model's numbers equal a direct, unsharded extraction
     from cape_hpc.internals import extract_internals, load_prompts
     from cape_hpc.models import load_model
 
-    direct = extract_internals(load_model("tiny-opt"), load_prompts().subset(16), batch_size=8).to_store_tree()
-    got = dict(float_arrays(tree["internals"]["tiny-opt"]))
-    ref = dict(float_arrays(direct))
-    assert got.keys() == ref.keys() and len(got) >= 5
+    direct = extract_internals(load_model("tiny-opt"), load_prompts(), max_prompts=16, batch_size=8)
+    stored = internals_of(tree, "tiny-opt")
+    assert stored.provenance.options == direct.provenance.options
+    got, ref = numbers(stored), numbers(direct)
     for k in ref:
+        assert np.isfinite(ref[k]).any(), k
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
@@ -97,9 +105,7 @@ def test_rank_sigkilled_mid_model_real_models(tmp_path):
     assert sorted(merged["out"]["internals"]) == sorted(merged["ref"]["internals"]) == \
         ["tiny-gpt_neox", "tiny-llama", "tiny-opt", "tiny-qwen2"]
     for model in merged["ref"]["internals"]:
-        a = dict(float_arrays(merged["ref"]["internals"][model]))
-        b = dict(float_arrays(merged["out"]["internals"][model]))
-        assert a.keys() == b.keys()
+        a, b = numbers(internals_of(merged["ref"], model)), numbers(internals_of(merged["out"], model))
         for k in a:  # same code, same inputs, one thread per rank: bit-identical
             np.testing.assert_array_equal(a[k], b[k], err_msg=f"{model}{k}")
     with h5py.File(tmp_path / "ref.h5") as fa, h5py.File(tmp_path / "out.h5") as fb:
