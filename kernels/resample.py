@@ -34,6 +34,14 @@ no per-resample allocation): every row's features are precomputed once, and a re
   in closed form from the 2 x 2 normal equations of the regressors (t, t^2) centred at the resample
   means (the intercept drops out).  NaN unless a > 0 and lo <= x* <= hi, or when the resample has
   fewer than three distinct x (singular normal equations).  Arithmetic: 8 n adds + ~30 to finish.
+  ``quadratic_fit`` is the same solve on all points (the full-sample estimate).
+* ``gamma_nc_batch`` / ``gamma_nc_boot``: the sign-change and gamma-fit N_c estimators
+  (docs/METHODS.md §2.4).  A resample's rows are sorted (positions into arrays sorted by
+  (family, N)), the gamma rule (``gamma_rule``: the one definition of local coupling between
+  consecutive models, docs/METHODS.md §2.1, also used by ``cape_hpc.analysis.coupling``) gives its
+  defined intervals, then the sign change or the least-squares line (``gamma_line``) gives N_c.
+  O(n log n) per resample (the sort).
+* ``participation_ratio(C)``: the ratio of one matrix or of its eigenvalues (the internals' d_rep).
 """
 from __future__ import annotations
 
@@ -696,16 +704,18 @@ def _gamma_nc(kind, pos, fam, logn, b1, b2, min_delta, lo, hi, attach, xs, gs, l
     return _gamma_fit(k, xs, gs, lo, hi)
 
 
+@njit(inline="always")
+def _gamma_scratch(m):
+    # per-block scratch of the gamma N_c kernels: interval x_mid, gamma, log N larger/smaller, rows
+    return np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m, dtype=np.int64)
+
+
 @njit(parallel=True, cache=True)
 def _gamma_nc_kernel(kind, idx, fam, logn, b1, b2, min_delta, lo, hi, attach, out):
     R, m = idx.shape
     nb = (R + BLOCK - 1) // BLOCK
     for blk in prange(nb):
-        xs = np.empty(m)
-        gs = np.empty(m)
-        ln = np.empty(m)
-        lp = np.empty(m)
-        pos = np.empty(m, dtype=np.int64)
+        xs, gs, ln, lp, pos = _gamma_scratch(m)
         for r in range(blk * BLOCK, min(R, (blk + 1) * BLOCK)):
             pos[:] = idx[r]
             pos.sort()
@@ -718,11 +728,7 @@ def _gamma_nc_stream_kernel(kind, key, start_r, R, members, gstart, gsize, fam, 
     m = members.shape[0]
     nb = (R + BLOCK - 1) // BLOCK
     for blk in prange(nb):
-        xs = np.empty(m)
-        gs = np.empty(m)
-        ln = np.empty(m)
-        lp = np.empty(m)
-        pos = np.empty(m, dtype=np.int64)
+        xs, gs, ln, lp, pos = _gamma_scratch(m)
         for r in range(blk * BLOCK, min(R, (blk + 1) * BLOCK)):
             _draw_rows(_stream_state(key, np.uint64(start_r) + np.uint64(r)), members, gstart, gsize, pos)
             pos.sort()
