@@ -15,7 +15,8 @@ from cape_hpc.errors import DataError, SchemaError
 from cape_hpc.io.store import read_results
 from cape_hpc.report import extract as ex
 from cape_hpc.report.data import Results, Skip
-from cape_hpc.report.layout import LAYOUT, InputTable
+from cape_hpc.io.scores import InputTable
+from cape_hpc.report.layout import LAYOUT
 from cape_hpc.schema import Result
 from report_fixture import cached_sample, cape
 from roundtrip import assert_roundtrip
@@ -136,15 +137,13 @@ def test_sample_steering_with_a_renamed_field_fails_loudly(tmp_path, capsys):
 
 def test_sample_every_group_is_a_typed_result_that_round_trips(tmp_path):
     """Every group of the sample decodes into the class LAYOUT names, which derives from Result
-    (InputTable rows of /scores aside), and each one round-trips through HDF5 field by field."""
+    (the /scores input tables included), and each one round-trips through HDF5 field by field."""
     res = Results.load(cached_sample())
     assert res.unknown == {}
     seen = set()
     for path, obj in res.stored.items():
         (cls,) = [c for pat, c in LAYOUT if pat.fullmatch(path)][:1]
         assert type(obj) is cls, path
-        if cls is InputTable:
-            continue
         assert isinstance(obj, Result), f"{path}: {cls.__name__} does not derive from cape_hpc.schema.Result"
         if cls.__name__ not in seen:
             assert_roundtrip(obj, tmp_path, group=path)

@@ -18,7 +18,6 @@ import math
 import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from cape_hpc.analysis.deff import DeffOptions
@@ -53,10 +52,15 @@ def _add_input(p: argparse.ArgumentParser, table: str) -> None:
         p.add_argument("--loss", metavar="CSV", default=None, help="loss table (default data/pythia_loss.csv)")
 
 
-def _table_group(df) -> dict[str, Any]:
-    cols = [c for c in df.columns if c != "_row"]
-    return {"file": Path(str(df.attrs.get("path", ""))).name, "sha256": str(df.attrs.get("sha256", "")),
-            "n_rows": int(len(df)), "table": df[cols]}
+def _table_group(df):
+    from cape_hpc.io.scores import InputTable
+
+    return InputTable.of(df)
+
+
+def _input_summary(df) -> dict[str, Any]:
+    t = _table_group(df)
+    return {"file": t.file, "sha256": t.sha256, "n_rows": t.n_rows}
 
 
 def _progress(args) -> bool:
@@ -477,7 +481,7 @@ def run_analyze(args) -> int:
         if a.printer is not None:
             printers.append((a.printer, res[a.name]))
     if args.json:
-        emit_json({"analysis": res, "inputs": {k: _table_group(v) | {"table": None} for k, v in tables.items()}})
+        emit_json({"analysis": res, "inputs": {k: _input_summary(v) for k, v in tables.items()}})
     else:
         for printer, r in printers:
             printer(r)

@@ -22,12 +22,15 @@ import csv
 import io
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from cape_hpc.errors import DataError
 from cape_hpc.io.provenance import sha256_bytes
+from cape_hpc.schema import Result
 
 DATA_DIR = Path(os.environ.get("CAPE_DATA_DIR", Path(__file__).resolve().parents[2] / "data"))
 SCORE_COLUMNS = ("HS", "TQA", "ARC", "WG", "MMLU")
@@ -176,3 +179,20 @@ def load_loss(path: str | os.PathLike | None = None) -> pd.DataFrame:
     """Load and validate a validation-loss table (default: Pythia)."""
     path = Path(path) if path is not None else DATA_DIR / "pythia_loss.csv"
     return _load(path, _LOSS).reset_index(drop=True)
+
+
+@dataclass
+class InputTable(Result):
+    """An input table as an analysis used it, stored beside its results under ``/scores/<name>``:
+    the file name, its sha256 (from the loader), the row count and the columns (``_row`` dropped)."""
+
+    file: str
+    sha256: str
+    n_rows: int
+    table: dict[str, Any]
+
+    @classmethod
+    def of(cls, df: pd.DataFrame) -> "InputTable":
+        cols = [c for c in df.columns if c != "_row"]
+        return cls(file=Path(str(df.attrs.get("path", ""))).name, sha256=str(df.attrs.get("sha256", "")),
+                   n_rows=int(len(df)), table={str(c): df[c].to_numpy() for c in cols})

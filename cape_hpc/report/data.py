@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from cape_hpc.errors import DataError, SchemaError
-from cape_hpc.schema import (RESULT_CLASSES, BootstrapSummary, ConfidenceInterval, Provenance, Result,
-                             from_tree, load_result, to_jsonable)
-from cape_hpc.report.layout import LAYOUT, InputTable
+from cape_hpc.schema import (RESULT_CLASSES, BootstrapSummary, ConfidenceInterval, Provenance, load_result, to_jsonable)
+from cape_hpc.io.scores import InputTable
+from cape_hpc.report.layout import LAYOUT
 
 
 class Skip(Exception):
@@ -53,9 +53,8 @@ def decode(tree: Any, where: str, cls: type | None) -> Any:
         return load_result(tree, where=where)
     if cls is None:
         raise SchemaError(f"{where}: not a stored result (no _schema attribute)")
-    # classes that derive from Result require _schema (from_tree says so, naming the group); the
-    # plain dataclasses of inputs (InputTable) are checked field by field against their annotations
-    return cls.from_tree(tree, where=where) if issubclass(cls, Result) else from_tree(cls, tree, where=where)
+    # every class of the layout derives from Result: from_tree requires _schema and names the group
+    return cls.from_tree(tree, where=where)
 
 
 @dataclass

@@ -9,8 +9,6 @@ and ``cape_hpc.steering.results``, never ``cape_hpc.internals`` / ``cape_hpc.ste
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
 
 from cape_hpc.analysis.coupling import CouplingResult
 from cape_hpc.analysis.deff import DeffResult
@@ -28,18 +26,8 @@ from cape_hpc.analysis.width import WidthResult
 from cape_hpc.audit import AuditResult
 from cape_hpc.dynamics.discovery import DynamicsResult, PredictResult
 from cape_hpc.internals.results import InternalsResult
+from cape_hpc.io.scores import InputTable
 from cape_hpc.steering.results import SteeringResult
-
-
-@dataclass
-class InputTable:
-    """An input table as used, stored by the analysis commands under ``/scores/<name>``."""
-
-    file: str
-    sha256: str
-    n_rows: int
-    table: dict[str, Any]
-
 
 _SEG = r"[^/]+"
 
