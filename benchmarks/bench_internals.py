@@ -20,7 +20,7 @@ Arithmetic (counted before measuring): SmolLM2-135M has 30 blocks of 4 * 576^2 (
 ~106 M block weights and a 576 x 49,152 unembedding (28 M).  A forward costs ~2 * 106 M = 0.21
 GFLOP per token in the blocks, plus 0.057 GFLOP per token of logits when every position is
 unembedded (27 % more) -- so skipping per-position logits saves more than any hook costs.  At the
-machine's ~180 GFLOP/s (two threads, NOTES.md) 256 prompts x ~25 tokens take >= 0.03 s of pure
+machine's ~180 GFLOP/s (two threads, measured) 256 prompts x ~25 tokens take >= 0.03 s of pure
 matmul; small-batch CPU inference reaches a fraction of that, printed below.
 Timings on this shared 2-core machine are noisy (other jobs run beside it): take the ratios, not
 the seconds.

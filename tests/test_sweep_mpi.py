@@ -61,7 +61,7 @@ def test_mpiexec_two_ranks_smoke(tmp_path):
     real = {m["model"]: m["rank"] for m in res["models"] if m["model"] in ("gemma3-270m", "smollm2-135m")}
     assert sorted(real.values()) == [0, 1]
     tree = read_results(tmp_path / "smoke.h5")
-    # layer counts from the models' configs (NOTES.md): SmolLM2-135M 30, Gemma-3-270M 18, tiny 3
+    # layer counts from the models' configs: SmolLM2-135M 30, Gemma-3-270M 18, tiny 3
     for name, n_layers in (("smollm2-135m", 30), ("gemma3-270m", 18), ("tiny-llama", 3)):
         g = internals_of(tree, name)
         assert g.layer_coupling.shape == (n_layers,) and np.isfinite(g.layer_coupling).all()

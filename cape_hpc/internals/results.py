@@ -42,7 +42,7 @@ def store_name(model: str) -> str:
 
 @dataclass
 class LayerRow:
-    """Statistics of one decoder block's output (docs/METHODS.md §3)."""
+    """Statistics of one decoder block's output (docs/METHODS.md §3.4; d_rep §3.6)."""
 
     layer: int
     coupling: float               # cos(mean R, mean T)
@@ -54,7 +54,7 @@ class LayerRow:
 
 @dataclass
 class HeadRow:
-    """cos(mean R, mean T) of one attention head's output (before the output projection)."""
+    """cos(mean R, mean T) of one attention head's output, before the output projection (docs/METHODS.md §3.4)."""
 
     layer: int
     head: int
@@ -96,7 +96,7 @@ class PcaRow:
 
 @dataclass
 class Bottleneck:
-    """The projection bottleneck (docs/METHODS.md §3): coupling of the final hidden state, of the
+    """The projection bottleneck (docs/METHODS.md §3.5): coupling of the final hidden state, of the
     logits, and in the top-k PCA subspaces.  ``measured`` is False when the final tap was off."""
 
     measured: bool = False

@@ -67,8 +67,8 @@ class SteeringResult(Result):
     prompt_set_sha256: str
     n_prompts: int
     n_changed: int
-    rate: float                   # n_changed / n_prompts
-    rate_ci: ConfidenceInterval   # Wilson interval of the rate
+    rate: float                   # n_changed / n_prompts (docs/METHODS.md §4.3)
+    rate_ci: ConfidenceInterval   # Wilson interval of the rate (docs/METHODS.md §4.3)
     n_injected: int               # positions where the injection was applied
     per_prompt: list[PromptOutcome]
     provenance: Provenance
