@@ -202,7 +202,7 @@ def internals(res: Results) -> dict[str, Any]:
     for path, r in found:
         if not r.layers:
             continue
-        heads = r.head_coupling if r.heads else None
+        heads = r.head_coupling if "heads" in r.taps else None  # rows exist (NaN) even when untapped
         out.append({"model": path.rsplit("/", 1)[-1], "path": path,
                     "layer_coupling": r.layer_coupling.tolist(),
                     "layer_pairwise_mean": r.layer_pairwise_mean.tolist(),
