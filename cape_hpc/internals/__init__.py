@@ -3,7 +3,7 @@ projection bottleneck, d_rep.  Imported lazily: ``cape_hpc.internals.results`` a
 no torch."""
 from __future__ import annotations
 
-import importlib
+from cape_hpc.lazy import lazy_exports
 
 _EXPORTS = {
     "TAPS": "results", "InternalsResult": "results", "LayerRow": "results", "HeadRow": "results",
@@ -15,10 +15,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'cape_hpc.internals' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"cape_hpc.internals.{mod}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

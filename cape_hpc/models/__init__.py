@@ -2,7 +2,7 @@
 and left-padded batching.  Imported lazily: ``cape_hpc.models.options`` needs no torch."""
 from __future__ import annotations
 
-import importlib
+from cape_hpc.lazy import lazy_exports
 
 _EXPORTS = {
     "ARCHITECTURES": "adapters", "SUPPORTED_ARCHITECTURES": "adapters", "Adapter": "adapters", "get_spec": "adapters",
@@ -15,10 +15,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'cape_hpc.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"cape_hpc.models.{mod}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

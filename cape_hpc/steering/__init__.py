@@ -2,7 +2,7 @@
 statistics.  Imported lazily: ``cape_hpc.steering.results`` and ``.options`` need no torch."""
 from __future__ import annotations
 
-import importlib
+from cape_hpc.lazy import lazy_exports
 
 _EXPORTS = {
     "SteeringResult": "results", "PromptOutcome": "results",
@@ -13,10 +13,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'cape_hpc.steering' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"cape_hpc.steering.{mod}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
