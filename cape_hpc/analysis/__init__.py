@@ -25,7 +25,7 @@ cape_hpc.analysis.isocline import isocline``): a package attribute of that name 
 """
 from __future__ import annotations
 
-import importlib
+from cape_hpc.lazy import lazy_exports
 
 _EXPORTS = {
     "local_coupling": "coupling", "CouplingResult": "coupling", "Interval": "coupling",
@@ -51,15 +51,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'cape_hpc.analysis' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"cape_hpc.analysis.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
