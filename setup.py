@@ -50,7 +50,9 @@ setup(
     extras_require={
         # CUDA 12 wheels run on CUDA 12 and 13 drivers; on CUDA 13 toolkits cupy-cuda13x works as well
         "gpu": ["triton>=3.0", "cupy-cuda12x>=13"],
-        "mpi": ["mpi4py>=3.1", "mpich"],
+        # mpich 5.0.x (UCX) fails MPI_Init under `srun --mpi=pmi2` (the UCX address does not survive the
+        # PMI2 exchange: "failed to unpack address, invalid bandwidth"); 4.3 works under srun and mpiexec
+        "mpi": ["mpi4py>=3.1", "mpich>=4.1,<5"],
         "dev": [
             "pytest>=8",
             "pytest-benchmark>=4",
@@ -59,7 +61,7 @@ setup(
             "playwright>=1.40",
             "triton>=3.0",
             "mpi4py>=3.1",
-            "mpich",
+            "mpich>=4.1,<5",
         ],
     },
     entry_points={"console_scripts": ["cape=cape_hpc.cli:main"]},

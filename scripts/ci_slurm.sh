@@ -162,19 +162,16 @@ names = sorted(m.name for m in load_job(job).models)
 ta, tb = read_results(fa), read_results(fb)
 assert sorted(ta["internals"]) == names == sorted(tb["internals"]), (sorted(ta["internals"]), names)
 
-def arrays(t, prefix=""):
-    for k, v in t.items():
-        if isinstance(v, dict):
-            yield from arrays(v, f"{prefix}/{k}")
-        elif isinstance(v, np.ndarray) and v.dtype.kind == "f":
-            yield f"{prefix}/{k}", v
+from cape_hpc.internals.results import InternalsResult
 
+VIEWS = ("layer_coupling", "layer_pairwise_mean", "layer_competing_fraction", "d_rep", "head_coupling")
 n = 0
 for name in names:
-    a, b = dict(arrays(ta["internals"][name])), dict(arrays(tb["internals"][name]))
-    assert a.keys() == b.keys() and a, (name, a.keys(), b.keys())
-    for k in a:
-        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=f"{name}{k}")
+    a, b = (InternalsResult.from_tree(t["internals"][name], where=f"/internals/{name}") for t in (ta, tb))
+    for view in VIEWS:
+        x, y = getattr(a, view), getattr(b, view)
+        assert x.size, (name, view)
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=f"{name} {view}")
         n += 1
 ma, mb = (json.load(open(f"{d}/manifest.json")) for d in (A, B))
 assert all(v["status"] == "done" for v in ma["models"].values()), ma["models"]
