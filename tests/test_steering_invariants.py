@@ -2,7 +2,6 @@
 alpha = 0 is byte-identical to the unsteered model, the gate with tau = -1 changes nothing,
 batched equals unbatched, hooks are removed even when generation raises, the injection adds
 exactly alpha * s * v at the probe layer, and bad options give clear errors."""
-import math
 
 import numpy as np
 import pytest
