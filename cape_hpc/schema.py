@@ -127,13 +127,11 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and _NONE in args:
             return None
-        rest = [a for a in args if a is not _NONE]
-        errors = []
-        for a in rest:
+        for a in (a for a in args if a is not _NONE):
             try:
                 return _decode(a, value, where)
-            except SchemaError as exc:
-                errors.append(str(exc))
+            except SchemaError:
+                continue
         raise _fail(where, f"value {value!r:.60} matches none of {tp}")
     if dataclasses.is_dataclass(tp):
         return from_tree(tp, value, where=where)
@@ -213,18 +211,14 @@ def from_tree(cls: type, tree: Any, *, where: str = "") -> Any:
     extra = sorted(set(tree) - set(names) - {"_schema", "_schema_version"})
     if extra:
         raise _fail(where, f"field(s) {', '.join(map(repr, extra))} are not fields of {cls.__name__}")
-    kwargs = {}
+    init, later = {}, {}
     for f in dataclasses.fields(cls):
-        if f.name not in tree:
-            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
-                raise _fail(where, f"field {f.name!r} of {cls.__name__} is missing")
+        if f.name not in tree:  # a stored result carries every field, defaults included
             raise _fail(where, f"field {f.name!r} of {cls.__name__} is missing")
-        kwargs[f.name] = _decode(hints[f.name], tree[f.name], f"{where}/{f.name}")
-    init = {k: v for k, v in kwargs.items() if next(f for f in dataclasses.fields(cls) if f.name == k).init}
+        (init if f.init else later)[f.name] = _decode(hints[f.name], tree[f.name], f"{where}/{f.name}")
     obj = cls(**init)
-    for k, v in kwargs.items():
-        if k not in init:
-            object.__setattr__(obj, k, v)
+    for k, v in later.items():
+        object.__setattr__(obj, k, v)
     return obj
 
 
