@@ -177,6 +177,14 @@ class Options:
         return dataclasses.replace(self, **changes)
 
     @classmethod
+    def default_of(cls, name: str) -> Any:
+        """The declared default of option ``name`` (read from the option, never copied)."""
+        for f in dataclasses.fields(cls):
+            if f.name == name:
+                return f.default
+        raise KeyError(f"{cls.__name__} has no option {name!r}")
+
+    @classmethod
     def flag(cls, name: str) -> str:
         """The command-line flag of field ``name`` (for error messages)."""
         return _flag(next(f for f in dataclasses.fields(cls) if f.name == name))

@@ -242,7 +242,8 @@ class Result:
         RESULT_CLASSES[cls.__name__] = cls
 
     def __setattr__(self, name, value):
-        if dataclasses.is_dataclass(self) and name not in {f.name for f in dataclasses.fields(self)}:
+        declared = getattr(type(self), "__dataclass_fields__", None)
+        if declared is not None and name not in declared:
             raise AttributeError(f"{type(self).__name__} has no field {name!r} (declare it in the class)")
         object.__setattr__(self, name, value)
 

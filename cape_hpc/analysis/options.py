@@ -35,7 +35,7 @@ from cape_hpc.options import UNITS, Options, option, units_factor
 __all__ = ["ColumnPair", "PairOptions", "UnitsOptions", "DeltaOptions", "PhaseThresholds", "CouplingOptions",
            "PhasesOptions", "PermutationOptions", "PopulationOptions", "WidthRef", "WidthOptions",
            "HFieldOptions", "IsoclineRule", "IsoclineOptions", "LossOptions", "FixedPointOptions",
-           "EigenOptions", "FrontierOptions", "DiagnoseOptions", "default_of", "DEFAULT_MIN_DELTA_POINTS",
+           "EigenOptions", "FrontierOptions", "DiagnoseOptions", "DEFAULT_MIN_DELTA_POINTS",
            "PHASES", "P_METHODS", "RULES", "PANELS", "narrow"]
 
 DEFAULT_MIN_DELTA_POINTS = 0.5  # percentage points (docs/METHODS.md §2.1)
@@ -43,14 +43,6 @@ PHASES = ("tax", "transition", "bonus")
 P_METHODS = ("analytic", "permutation", "exact")
 RULES = ("above-positive", "above-negative")
 PANELS = ("base", "frontier")
-
-
-def default_of(cls: type, name: str) -> Any:
-    """The declared default of option ``name`` of ``cls`` (read from the option, never copied)."""
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            return f.default
-    raise KeyError(f"{cls.__name__} has no option {name!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,7 +215,7 @@ class HFieldOptions(UnitsOptions, ColumnPair):
     def resolved_pair(self) -> tuple[str, str]:
         if self.pair is not None:
             return self.pair
-        return default_of(FrontierOptions if self.panel == "frontier" else ColumnPair, "pair")
+        return (FrontierOptions if self.panel == "frontier" else ColumnPair).default_of("pair")
 
     @property
     def resolved_group_by(self) -> str:

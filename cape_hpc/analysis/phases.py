@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from cape_hpc.analysis.options import PHASES, CouplingOptions, PhasesOptions, PhaseThresholds, default_of, narrow
+from cape_hpc.analysis.options import PHASES, CouplingOptions, PhasesOptions, PhaseThresholds, narrow
 from cape_hpc.schema import Provenance, Result
 
 
@@ -25,8 +25,8 @@ def classify_phase(gamma: float, tax_below: float | None = None, bonus_above: fl
     ``PhaseThresholds`` when not given)."""
     if gamma is None or math.isnan(gamma):
         return None
-    lo = default_of(PhaseThresholds, "tax_below") if tax_below is None else tax_below
-    hi = default_of(PhaseThresholds, "bonus_above") if bonus_above is None else bonus_above
+    lo = PhaseThresholds.default_of("tax_below") if tax_below is None else tax_below
+    hi = PhaseThresholds.default_of("bonus_above") if bonus_above is None else bonus_above
     if gamma < lo:
         return "tax"
     if gamma > hi:

@@ -24,8 +24,7 @@ from cape_hpc.analysis.deff import DeffOptions
 from cape_hpc.analysis.nc import ESTIMATORS, NcOptions
 from cape_hpc.analysis.options import (CouplingOptions, DiagnoseOptions, EigenOptions, FixedPointOptions,
                                        FrontierOptions, HFieldOptions, IsoclineOptions, IsoclineRule, LossOptions,
-                                       PermutationOptions, PhasesOptions, PopulationOptions, WidthOptions,
-                                       default_of)
+                                       PermutationOptions, PhasesOptions, PopulationOptions, WidthOptions)
 from cape_hpc.commands.common import add_output_args, add_scores_arg, emit_json, fmt, print_table
 from cape_hpc.errors import OptionError
 from cape_hpc.options import Options, option
@@ -399,8 +398,8 @@ def run_diagnose(args) -> int:
 class AnalyzeOptions(Options):
     """The families of the two single-family analyses that `cape analyze` runs."""
 
-    fixedpoint_family: str = option(default_of(FixedPointOptions, "family"), help="family of the fixed-point fit")
-    eigen_family: str = option(default_of(EigenOptions, "family"), help="family of the eigen-geometry")
+    fixedpoint_family: str = option(FixedPointOptions.default_of("family"), help="family of the fixed-point fit")
+    eigen_family: str = option(EigenOptions.default_of("family"), help="family of the eigen-geometry")
 
 
 #: the option classes whose flags `cape analyze` offers; each analysis takes those of its own fields
