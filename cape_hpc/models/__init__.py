@@ -10,7 +10,8 @@ _EXPORTS = {
     "TINY_ARCHS": "tiny", "build_tiny": "tiny", "byte_tokenizer": "tiny",
     "ModelOptions": "options", "DTYPES": "options",
     "StopForward": "batching", "tokenize": "batching", "left_pad": "batching", "forward_kwargs": "batching",
-    "pad_id": "batching",
+    "pad_id": "batching", "plan_batches": "batching",
+    "Trace": "tracing", "Batch": "tracing", "make_batch": "tracing", "point_names": "tracing",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -8,7 +8,7 @@ import torch
 
 from cape_hpc.errors import DataError
 
-__all__ = ["StopForward", "tokenize", "left_pad", "forward_kwargs", "pad_id"]
+__all__ = ["StopForward", "tokenize", "left_pad", "forward_kwargs", "pad_id", "plan_batches"]
 
 
 class StopForward(Exception):
@@ -30,9 +30,31 @@ def tokenize(loaded, texts: Sequence[str], *, what: str = "prompt",
             truncated.append(i)
             ids[i] = row[-ctx:]
     if truncated:
-        warnings.warn(f"{len(truncated)} {what}(s) longer than the model's context of {ctx} tokens were "
+        limit = "the model's context" if max_tokens is None or ctx != int(max_tokens) else "the maximum prompt length"
+        warnings.warn(f"{len(truncated)} {what}(s) longer than {limit} of {ctx} tokens were "
                       f"truncated to their last {ctx} tokens (first: #{truncated[0]})", stacklevel=3)
     return ids, truncated
+
+
+def plan_batches(lengths: Sequence[int], *, batch_size: int, token_budget: int | None = None) -> list[list[int]]:
+    """Split sequences into batches of similar length: indices sorted by (length, index), cut so that
+    a batch has at most ``batch_size`` rows and, with ``token_budget``, at most that many padded
+    tokens (rows x longest length; a single sequence longer than the budget runs alone).  One long
+    prompt therefore pads only its own batch.  Returns lists of indices into ``lengths``."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    order = sorted(range(len(lengths)), key=lambda j: (int(lengths[j]), j))
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for j in order:
+        n = int(lengths[j])        # sorted ascending: the newest row is the longest of the batch
+        if cur and (len(cur) >= batch_size or (token_budget is not None and (len(cur) + 1) * n > token_budget)):
+            out.append(cur)
+            cur = []
+        cur.append(j)
+    if cur:
+        out.append(cur)
+    return out
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
