@@ -16,11 +16,13 @@ class StopForward(Exception):
 
 
 def tokenize(loaded, texts: Sequence[str], *, what: str = "prompt",
-             add_special_tokens: bool = True) -> tuple[list[list[int]], list[int]]:
+             add_special_tokens: bool = True, max_tokens: int | None = None) -> tuple[list[list[int]], list[int]]:
     """Token ids of each text (special tokens as the tokenizer adds them), truncated from the left to
     the model's context with a warning.  Returns (ids, indices of truncated texts)."""
     tok = loaded.tokenizer
     ctx = loaded.adapter.context_length
+    if max_tokens is not None:
+        ctx = min(int(ctx), int(max_tokens)) if ctx else int(max_tokens)
     ids = [list(tok(t, add_special_tokens=add_special_tokens)["input_ids"]) for t in texts]
     truncated = []
     for i, row in enumerate(ids):
