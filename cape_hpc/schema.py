@@ -304,11 +304,19 @@ class ConfidenceInterval:
 
 @dataclass
 class BootstrapSummary:
-    """What an analysis keeps of one bootstrap: estimate, median, intervals and counts.
+    """What an analysis keeps of one bootstrap: estimate, median, intervals, counts and notes.
 
     ``degenerate`` is True when the intervals cannot carry a claim: no interval could be formed,
-    fewer than ``min_valid`` resamples gave a valid value, or every valid value was the same
-    (zero width); ``note`` says which.
+    fewer than ``min_valid`` resamples gave a valid value (``few_valid``), or every valid value was
+    the same (``zero_width``); ``note`` says which, in words.
+
+    The interval notes are fields too (docs/METHODS.md §2.4, "Interval notes"), set by
+    ``cape_hpc.stats.summarize`` (``extrapolated`` by the N_c code, which knows the data's range):
+    ``valid_share`` (n_valid / n_resamples, NaN when not run), ``zero_width``, ``estimate_missing``
+    (the full-sample point estimate is NaN while resamples gave values), ``extrapolated`` (the point
+    or a bound lies beyond the data or, for the gamma-fit, the range of the gamma midpoints),
+    ``discrete`` (the estimator can only return observed sizes: a sign change), ``few_valid``.
+    :meth:`tags` gives the short labels the tables print.
     """
 
     estimate: float
@@ -321,12 +329,39 @@ class BootstrapSummary:
     method: str
     degenerate: bool
     note: str = ""
+    valid_share: float = math.nan
+    zero_width: bool = False
+    estimate_missing: bool = False
+    extrapolated: bool = False
+    discrete: bool = False
+    few_valid: bool = False
 
     def interval(self, level: float = 0.95) -> ConfidenceInterval:
         for ci in self.intervals:
             if abs(ci.level - level) < 1e-12:
                 return ci
         return ConfidenceInterval.undefined(level)
+
+    def tags(self) -> list[str]:
+        """Short labels of the notes, in a fixed order ([] for a clean interval or no bootstrap)."""
+        if not self.n_resamples:
+            return []
+        out = []
+        if self.estimate_missing:
+            out.append("no point estimate")
+        if self.few_valid or (math.isfinite(self.valid_share) and self.valid_share < 1.0):
+            share = 100.0 * self.valid_share
+            out.append(f"{self.n_valid}/{self.n_resamples} valid ({share:.3g}%)"
+                       + (": too few" if self.few_valid else ""))
+        if not any(ci.defined for ci in self.intervals):
+            out.append("no interval")
+        if self.zero_width:
+            out.append("zero width")
+        if self.discrete:
+            out.append("discrete: observed sizes only")
+        if self.extrapolated:
+            out.append("extrapolated")
+        return out
 
     @classmethod
     def empty(cls, levels=(0.95, 0.68), note: str = "not bootstrapped") -> "BootstrapSummary":
