@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): setup.py scripts/install_deps.sh
+$(STAMP): setup.py kernels/pyproject.toml scripts/install_deps.sh
 	bash scripts/install_deps.sh $(PY) $(VENV)
 	touch $(STAMP)
 

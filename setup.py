@@ -4,7 +4,9 @@ from pathlib import Path
 
 from setuptools import setup
 
-# the one version string lives in kernels/__init__.py (cape_kernels.__version__); cape_hpc reuses it
+# the one version string lives in kernels/__init__.py (cape_kernels.__version__); cape_hpc reuses it.
+# cape_kernels is its own distribution (kernels/pyproject.toml): install it first, `pip install -e ./kernels`
+# (scripts/install_deps.sh does), then this package, which depends on that exact version.
 VERSION = re.search(r'^__version__ = "([^"]+)"', Path(__file__).with_name("kernels").joinpath("__init__.py")
                     .read_text(), re.M).group(1)
 
@@ -26,11 +28,10 @@ setup(
         "cape_hpc.sweep",
         "cape_hpc.report",
         "cape_hpc.commands",
-        "cape_kernels",
     ],
-    package_dir={"cape_kernels": "kernels"},
-    package_data={"cape_kernels": ["cuda/*.cu"], "cape_hpc.report": ["assets/*"]},
+    package_data={"cape_hpc.report": ["assets/*"]},
     install_requires=[
+        f"cape_kernels=={VERSION}",  # kernels/ (torch, numba)
         "numpy>=1.24",
         "scipy>=1.10",
         "pandas>=2.0",

