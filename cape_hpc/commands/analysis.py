@@ -83,13 +83,35 @@ def _func(path: str) -> Callable:
     return getattr(importlib.import_module(f"cape_hpc.analysis.{module}"), name)
 
 
-def _ci(summary, level=0.95, log=True) -> str:
+def _ci(summary, level=0.95, log=True, fit_range=None) -> str:
+    """An interval as the tables print it; a bound of a log10 N interval beyond ``fit_range`` (the
+    data's log10 N range) is printed as that edge ('>9.09': beyond the largest model), never as the
+    extrapolated number (docs/METHODS.md §2.4, "Interval notes")."""
     ci = summary.interval(level)
     if not ci.defined:
         return "-"
     if log:
-        return f"[{10 ** ci.low / 1e9:.3g}, {10 ** ci.high / 1e9:.3g}]"
+        return f"[{_log_b(ci.low, fit_range)}, {_log_b(ci.high, fit_range)}]"
     return f"[{ci.low:.4g}, {ci.high:.4g}]"
+
+
+def _notes(summary, *extra: str) -> str:
+    """The short notes column: the estimate's own reason, then the interval's tags (the share of
+    valid resamples only when too few: the 'valid' column shows the count)."""
+    tags = [t for t in summary.tags() if not (t[:1].isdigit() and not t.endswith("too few"))]
+    return "; ".join(x for x in (*extra, *tags) if x)
+
+
+def _log_b(v: float, fit_range) -> str:
+    """A log10 N value in billions; beyond ``fit_range`` the data's edge ('>9.1') instead."""
+    if not math.isfinite(v):
+        return "-"
+    if fit_range is not None and all(math.isfinite(x) for x in fit_range):
+        if v < fit_range[0]:
+            return f"<{10 ** fit_range[0] / 1e9:.3g}"
+        if v > fit_range[1]:
+            return f">{10 ** fit_range[1] / 1e9:.3g}"
+    return f"{10 ** v / 1e9:.4g}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,10 +153,12 @@ def print_nc(results) -> None:
             if e.n_models < MIN_MODELS:
                 continue
             b = e.bootstrap
-            rows.append((e.scope, e.n_models, e.nc / 1e9, _ci(b, 0.95), _ci(b, 0.68),
-                         10 ** b.median / 1e9 if not math.isnan(b.median) else math.nan,
+            # an extrapolated point is not printed as a number (it can be 3e15 B): the data's edge instead
+            point = e.nc / 1e9 if not e.extrapolated else f"{_log_b(e.log10_nc, e.fit_range)} (extrapolated)"
+            rows.append((e.scope, e.n_models, point, _ci(b, 0.95, fit_range=e.fit_range),
+                         _ci(b, 0.68, fit_range=e.fit_range), _log_b(b.median, e.fit_range),
                          f"{b.n_valid}/{b.n_resamples}" if b.n_resamples else "-",
-                         e.reason or ("extrapolated: outside the data's N range" if e.extrapolated else "")))
+                         _notes(b, e.reason, "extrapolated" if e.extrapolated and not b.extrapolated else "")))
         opts = r.provenance.options
         print_table(rows, ["scope", "models", "N_c (B)", "95% CI (B)", "68% CI (B)", "boot median (B)", "valid",
                            "note"],
@@ -147,8 +171,8 @@ def print_nc(results) -> None:
 
 def print_deff(r) -> None:
     rows = [(g.group, g.n_models, g.n_families, g.d_eff, _ci(g.bootstrap, 0.95, log=False),
-             _ci(g.bootstrap, 0.68, log=False), f"{g.bootstrap.n_valid}/{g.bootstrap.n_resamples}", g.reason)
-            for g in r.groups]
+             _ci(g.bootstrap, 0.68, log=False), f"{g.bootstrap.n_valid}/{g.bootstrap.n_resamples}",
+             _notes(g.bootstrap, g.reason)) for g in r.groups]
     o = r.provenance.options
     print_table(rows, ["group", "models", "families", "d_eff", "95% CI", "68% CI", "valid", "note"],
                 title=f"d_eff ({r.matrix}, {', '.join(r.columns)}); bootstrap {o.get('ci_method', 'none')}, "
