@@ -17,7 +17,9 @@ Estimators (x = log10 N; results are reported as log10 N_c and N_c):
     log N_c = -intercept / slope.  Valid only when g0 > 0 (gamma rises through zero, the tax-to-bonus
     direction that defines N_c) and there are >= 2 intervals with distinct x_mid.  The zero crossing
     may lie far outside the data (a shallow line): it is then flagged ``extrapolated``, and an
-    explicit ``window`` makes such fits invalid, as for the quadratic.
+    explicit ``window`` makes such fits invalid, as for the quadratic.  The data of a gamma-fit are
+    the gamma midpoints, so its range (``fit_range``) is [min x_mid, max x_mid], narrower than the
+    models' log N range.
 ``quadratic``
     B2 = a x^2 + b x + c over the models; log N_c = -b / (2a), valid only when a > 0 and the vertex
     lies inside the window (default: the log N range of the models fitted; the same window is kept
@@ -26,7 +28,10 @@ Estimators (x = log10 N; results are reported as log10 N_c and N_c):
 Bootstrap: models are resampled with replacement (per family: within the family; pooled: within each
 family when ``stratify`` else across all), the estimator is refitted and invalid fits (NaN) are
 dropped; the median, the percentile (or BCa) intervals, the count of valid resamples and the seed are
-reported (``cape_hpc.stats.summarize``).  Resampled duplicates of a model have equal N, so the
+reported (``cape_hpc.stats.summarize``), with the interval notes of docs/METHODS.md §2.4 ("Interval
+notes"); this module sets the one that needs the data's range: ``extrapolated`` when the point or a
+bound of the 95% interval lies outside ``fit_range`` (the gamma midpoints' range for the gamma-fit,
+the models' log N range otherwise).  Resampled duplicates of a model have equal N, so the
 interval between them is undefined and skipped.  Every estimator runs on the fused kernels of
 ``cape_kernels.resample`` (``gamma_nc_boot``, ``quadratic_nc_boot``: indices drawn while the fit
 accumulates, no index matrix), the same code for the full-sample value; each resample depends only on
@@ -34,6 +39,7 @@ accumulates, no index matrix), the same code for the full-sample value; each res
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -89,8 +95,9 @@ class NcEstimate:
     b: float
     c: float
     window: list[float]        # validity window in log10 N (quadratic; gamma-fit only when given)
-    extrapolated: bool         # log10_nc lies outside the scope's log N range
+    extrapolated: bool         # log10_nc lies outside fit_range
     bootstrap: BootstrapSummary  # log10 N_c distribution (BootstrapSummary.empty when not run)
+    fit_range: list[float]     # log10 N range of the data the estimator fits (gamma-fit: the gamma midpoints)
 
 
 @dataclass
@@ -180,10 +187,31 @@ def _estimate(scope: str, opts: NcOptions, fam, logn, v1, v2, min_delta: float, 
         strata = fam if (opts.pooled and opts.stratify) else None
         summary = summarize(bootstrap(stat, n, strata=strata, n_resamples=opts.n_resamples, seed=opts.seed,
                                       levels=opts.levels, method=opts.ci_method, progress=progress))
-    dlo, dhi = (float(logn.min()), float(logn.max())) if n else (nan, nan)
-    extrap = bool(not math.isnan(value) and not dlo <= value <= dhi)
+    if estimator == "gamma-fit":
+        rlo, rhi = (float(np.min(xs)), float(np.max(xs))) if len(xs) else (nan, nan)
+    else:
+        rlo, rhi = (float(logn.min()), float(logn.max())) if n else (nan, nan)
+    extrap = bool(not math.isnan(value) and not rlo <= value <= rhi)
+    summary = _note_extrapolation(summary, rlo, rhi, estimator)
     return NcEstimate(scope, estimator, n, len(xs), float(value), 10.0 ** value if not math.isnan(value) else nan,
-                      reason, float(g0), float(a), float(b), float(c), [float(lo), float(hi)], extrap, summary)
+                      reason, float(g0), float(a), float(b), float(c), [float(lo), float(hi)], extrap, summary,
+                      [rlo, rhi])
+
+
+def _note_extrapolation(summary: BootstrapSummary, rlo: float, rhi: float, estimator: str) -> BootstrapSummary:
+    """``summary`` with ``extrapolated`` set when its point or a 95% bound lies outside [rlo, rhi]."""
+    if not summary.n_resamples:
+        return summary
+    ci = summary.interval(0.95)
+    vals = [v for v in (summary.estimate, ci.low, ci.high) if math.isfinite(v)]
+    if not vals or not (math.isfinite(rlo) and math.isfinite(rhi)):
+        return summary
+    if all(rlo <= v <= rhi for v in vals):
+        return summary
+    what = "the gamma midpoints" if estimator == "gamma-fit" else "the models"
+    text = (f"extrapolated: point or 95% bound outside log10 N [{rlo:.3f}, {rhi:.3f}] of {what} "
+            f"(N {10 ** rlo / 1e9:.3g}B to {10 ** rhi / 1e9:.3g}B)")
+    return dataclasses.replace(summary, extrapolated=True, note="; ".join(x for x in (summary.note, text) if x))
 
 
 def estimate_nc(df: pd.DataFrame, opts: NcOptions | None = None, *, progress: bool = False) -> NcResult:

@@ -72,6 +72,7 @@ class BatchStatistic:
     n: int
     name: str = "statistic"
     fused: bool = False  # True when ``stream`` draws indices itself (no index matrix in memory)
+    discrete: bool = False  # True when every value is one of finitely many observed ones (a sign change)
 
     def full(self) -> float:
         return float(self.batch(np.arange(self.n, dtype=np.int64)[None, :])[0])
@@ -193,6 +194,8 @@ class GammaNcStatistic(BatchStatistic):
         self.n = self.logn.size
         self.name = f"nc_{estimator}"
         self.fused = True
+        # a sign change returns the log10 N of an observed model (or an observed midpoint): discrete
+        self.discrete = estimator == "sign-change"
 
     def batch(self, idx):
         from cape_kernels import gamma_nc_batch
@@ -295,27 +298,46 @@ def min_valid(n_resamples: int) -> int:
     return max(MIN_VALID, math.ceil(MIN_VALID_FRACTION * int(n_resamples)))
 
 
-def summarize(res: BootstrapResult) -> BootstrapSummary:
-    """What an analysis keeps of a bootstrap (the only maker of BootstrapSummary).
+def summarize(res: BootstrapResult, *, discrete: bool | None = None) -> BootstrapSummary:
+    """What an analysis keeps of a bootstrap (the only maker of BootstrapSummary), with its notes
+    (docs/METHODS.md §2.4, "Interval notes").
 
     ``degenerate`` is True, with ``note`` saying why, when no interval is defined, when fewer than
-    ``min_valid(n_resamples)`` resamples are valid, or when an interval has zero width (every valid
-    value equal); the engine's own note (e.g. why BCa is undefined) comes first.
+    ``min_valid(n_resamples)`` resamples are valid (``few_valid``), or when an interval has zero
+    width (``zero_width``: every valid value inside it equal); the engine's own note (e.g. why BCa
+    is undefined) comes first.  Not degenerate but noted: ``estimate_missing`` (the full-sample
+    estimate is NaN while resamples gave values -- an interval without its point), ``discrete``
+    (the statistic declares that it returns one of finitely many observed values, as the
+    sign-change N_c does; ``discrete=`` overrides) and ``valid_share``.  ``extrapolated`` is left
+    False: the caller that knows the data's range sets it (``cape_hpc.analysis.nc``).
     """
     reasons = []
     defined = [ci for ci in res.intervals if ci.defined]
     if not defined:
         reasons.append("no interval defined")
     need = min_valid(res.n_resamples)
-    if res.n_valid < need:
+    few = res.n_valid < need
+    if few:
         reasons.append(f"{res.n_valid} valid resamples < minimum {need}")
-    if any(ci.high == ci.low for ci in defined):
+    zero = any(ci.high == ci.low for ci in defined)
+    if zero:
         reasons.append("zero-width interval")
-    note = "; ".join([r for r in (res.note, *reasons) if r])
+    extra = []
+    missing = bool(not math.isfinite(res.estimate) and res.n_valid > 0)
+    if missing:
+        extra.append("point estimate undefined on the full sample")
+    if discrete is None:
+        discrete = bool(res.provenance.options.get("discrete", False))
+    if discrete:
+        extra.append("discrete estimator: resamples can only return observed sizes")
+    note = "; ".join([r for r in (res.note, *reasons, *extra) if r])
+    share = res.n_valid / res.n_resamples if res.n_resamples else math.nan
     return BootstrapSummary(estimate=float(res.estimate), median=float(res.median),
                             intervals=list(res.intervals), n_valid=int(res.n_valid),
                             n_resamples=int(res.n_resamples), seed=int(res.seed), stratified=bool(res.stratified),
-                            method=str(res.method), degenerate=bool(reasons), note=note)
+                            method=str(res.method), degenerate=bool(reasons), note=note,
+                            valid_share=float(share), zero_width=bool(zero), estimate_missing=missing,
+                            extrapolated=False, discrete=bool(discrete), few_valid=bool(few))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -419,6 +441,8 @@ def bootstrap(statistic, n: int | None = None, *, strata=None, n_resamples: int 
     options = {"method": method, "levels": list(levels), "stratified": strata is not None,
                "n_strata": n_strata, "streams": "splitmix64(seed, resample)"}
     options.update(stat.options())
+    if stat.discrete:
+        options["discrete"] = True
     return BootstrapResult(
         estimate=estimate,
         median=float(np.median(valid)) if valid.size else math.nan,
