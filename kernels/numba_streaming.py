@@ -1,0 +1,206 @@
+"""The ``numba`` backend of the streaming ops (CPU tensors); definitions in ``cape_kernels.streaming``.
+
+float32 and float64 run zero-copy through ``Tensor.numpy()``; float16/bfloat16 are upcast to
+float32 on entry (mode "last" first gathers the last tokens, so it copies only B*D elements).
+
+* pool_accumulate_: rows are pooled and their norms taken in parallel over rows (sums over tokens
+  and norms in float64); the adds run in parallel over chunks of D columns and serially over the
+  rows, in row order, so the sums do not depend on the number of threads.
+* count_pairs_below: the [n/TA, m/TB] grid of tiles is cut into one contiguous range per thread;
+  each range counts into its own integer partials, added at the end (integers: deterministic).
+  Dot products accumulate in the input dtype (float32; float64 for float64), four rows of B at a
+  time, the loop over D vectorised; cosine = dot * (1/|a|) * (1/|b|).
+"""
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+import torch
+from numba import prange
+
+from cape_kernels.reference import acc_dtype
+
+_CHUNK = 256  # columns per parallel work item of the adds
+TA, TB = 32, 128  # tile of rows of A x rows of B
+_FM = {"reassoc", "contract"}  # reassociation lets LLVM vectorise the dot products; NaN kept
+
+
+# ------------------------------------------------------------------ pool + accumulate
+@nb.njit(parallel=True, cache=True)
+def _pool_acc(h, m, last_mode, slot, sums, units, has_units, pooled, inv):
+    B, S, D = h.shape
+    G = sums.shape[0]
+    for b in prange(B):
+        if last_mode:
+            last = -1
+            for s in range(S - 1, -1, -1):
+                if m[b, s]:
+                    last = s
+                    break
+            for d in range(D):
+                pooled[b, d] = h[b, last, d] if last >= 0 else 0.0
+        else:
+            cnt = 0
+            for s in range(S):
+                if m[b, s]:
+                    cnt += 1
+            acc = np.zeros(D, dtype=np.float64)
+            for s in range(S):
+                if m[b, s]:
+                    for d in range(D):
+                        acc[d] += h[b, s, d]
+            for d in range(D):
+                pooled[b, d] = acc[d] / cnt if cnt > 0 else 0.0
+        ss = 0.0
+        for d in range(D):
+            x = np.float64(pooled[b, d])
+            ss += x * x
+        nrm = math.sqrt(ss)
+        inv[b] = 1.0 / nrm if nrm > 0.0 else (nrm if math.isnan(nrm) else 0.0)
+    nchunk = (D + _CHUNK - 1) // _CHUNK
+    for c in prange(nchunk):
+        d0 = c * _CHUNK
+        d1 = min(D, d0 + _CHUNK)
+        for b in range(B):  # serial over rows: the same order of adds for any thread count
+            g = slot[b]
+            if g < 0 or g >= G:
+                continue
+            for d in range(d0, d1):
+                x = np.float64(pooled[b, d])
+                sums[g, d] += x
+                if has_units:
+                    units[g, d] += x * inv[b]
+
+
+def pool_accumulate_(hidden, mask, mode, slot, sums, unit_sums):
+    B, S, D = hidden.shape
+    adt = acc_dtype(hidden.dtype)
+    pooled = torch.empty(B, D, dtype=adt)
+    if B == 0:
+        return pooled
+    if S == 0 or D == 0:
+        pooled.zero_()
+        m = np.zeros((B, 1), np.bool_)
+        h = np.zeros((B, 1, D), np.float64 if adt == torch.float64 else np.float32)
+    else:
+        m = (np.ones((B, S), np.bool_) if mask is None else (mask != 0).numpy())
+        if hidden.dtype in (torch.float32, torch.float64):
+            h = hidden.detach().numpy()
+        elif mode == "last":  # gather the last tokens (B*D), then upcast only those
+            pos = torch.arange(S).expand(B, S)
+            last = torch.where(torch.from_numpy(m), pos, torch.full_like(pos, -1)).amax(dim=1)
+            h = hidden[torch.arange(B), last.clamp_min(0)].to(torch.float32)[:, None, :].numpy()
+            m = (last >= 0).numpy()[:, None]
+        else:
+            h = hidden.detach().to(torch.float32).numpy()
+    units = unit_sums if unit_sums is not None else sums.new_zeros(1, 1)
+    _pool_acc(h, m, mode == "last", slot.numpy(), sums.numpy(), units.numpy(), unit_sums is not None,
+              pooled.numpy(), np.empty(B, np.float64))
+    return pooled
+
+
+# ------------------------------------------------------------------ pairs below a threshold
+@nb.njit(parallel=True, cache=True)
+def _inv_norms(X, out):
+    n, D = X.shape
+    for i in prange(n):
+        ss = 0.0
+        for k in range(D):
+            x = np.float64(X[i, k])
+            ss += x * x
+        nrm = math.sqrt(ss)
+        out[i] = 1.0 / nrm if nrm > 0.0 else (nrm if math.isnan(nrm) else 0.0)
+
+
+@nb.njit(cache=True, fastmath=_FM)
+def _tile(A, Bm, ia, ib, ka, kb, thr, zero, i0, i1, j0, j1, part):
+    D = A.shape[1]
+    for i in range(i0, i1):
+        gi = ka[i]
+        if gi < 0:
+            continue
+        ai = ia[i]
+        j = j0
+        while j + 4 <= j1:
+            s0 = zero
+            s1 = zero
+            s2 = zero
+            s3 = zero
+            for k in range(D):
+                a = A[i, k]
+                s0 += a * Bm[j, k]
+                s1 += a * Bm[j + 1, k]
+                s2 += a * Bm[j + 2, k]
+                s3 += a * Bm[j + 3, k]
+            for u in range(4):
+                s = s0 if u == 0 else (s1 if u == 1 else (s2 if u == 2 else s3))
+                gj = kb[j + u]
+                if gj >= 0:
+                    c = s * ai * ib[j + u]
+                    if c > 1.0:
+                        c = 1.0
+                    elif c < -1.0:
+                        c = -1.0
+                    if c < thr:  # NaN < thr is False
+                        part[gi + gj] += 1
+            j += 4
+        while j < j1:
+            gj = kb[j]
+            if gj >= 0:
+                s = zero
+                for k in range(D):
+                    s += A[i, k] * Bm[j, k]
+                c = s * ai * ib[j]
+                if c > 1.0:
+                    c = 1.0
+                elif c < -1.0:
+                    c = -1.0
+                if c < thr:
+                    part[gi + gj] += 1
+            j += 1
+
+
+@nb.njit(parallel=True, cache=True)
+def _count(A, Bm, ia, ib, ka, kb, thr, zero, ncell, nchunks):
+    n = A.shape[0]
+    m = Bm.shape[0]
+    nta = (n + TA - 1) // TA
+    ntb = (m + TB - 1) // TB
+    total = nta * ntb
+    part = np.zeros((nchunks, ncell), dtype=np.int64)
+    for c in prange(nchunks):
+        t0 = c * total // nchunks
+        t1 = (c + 1) * total // nchunks
+        for t in range(t0, t1):
+            i0 = (t // ntb) * TA
+            j0 = (t % ntb) * TB
+            _tile(A, Bm, ia, ib, ka, kb, thr, zero, i0, min(n, i0 + TA), j0, min(m, j0 + TB), part[c])
+    return part.sum(axis=0)
+
+
+def _keys(g, rows, G, scale):
+    if g is None:
+        return np.zeros(rows, np.int64)
+    g = g.numpy()
+    return np.where((g >= 0) & (g < G), g * scale, -1).astype(np.int64)
+
+
+def count_pairs_below(A, B, threshold, a_groups, b_groups, n_groups):
+    G = n_groups
+    n, m = A.shape[0], B.shape[0]
+    if n == 0 or m == 0:
+        return torch.zeros(G, G, dtype=torch.int64)
+    cdt = torch.float64 if torch.float64 in (A.dtype, B.dtype) else torch.float32
+    a = A.detach().to(cdt).contiguous().numpy()
+    b = B.detach().to(cdt).contiguous().numpy()
+    npdt = np.float64 if cdt == torch.float64 else np.float32
+    ia64, ib64 = np.empty(n), np.empty(m)
+    _inv_norms(a, ia64)
+    _inv_norms(b, ib64)
+    ka, kb = _keys(a_groups, n, G, G), _keys(b_groups, m, G, 1)
+    nchunks = max(1, nb.get_num_threads())
+    cells = _count(a, b, ia64.astype(npdt), ib64.astype(npdt), ka, kb, npdt(threshold), npdt(0.0),
+                   G * G, nchunks)
+    return torch.from_numpy(cells).view(G, G)
