@@ -31,6 +31,9 @@ _EXPORTS = {
     "pairwise_cosine_stats": "cape_kernels.ops",
     "PairwiseStats": "cape_kernels.ops",
     "steer_inject_": "cape_kernels.ops",
+    # streaming accumulators (forward hooks)
+    "pool_accumulate_": "cape_kernels.streaming",
+    "count_pairs_below": "cape_kernels.streaming",
     "available_backends": "cape_kernels.backends",
 }
 
