@@ -1,0 +1,290 @@
+"""Length-normalised log-probability scoring through ``Trace`` with a per-row injection
+(docs/METHODS.md §4.2, §4.3, §4.6).
+
+A *row* is one token sequence: a context followed by ``n_answer`` answer tokens (the answer is the
+last ``n_answer`` tokens).  Rows are batched by length and left-padded (``Trace.batches``); each
+row carries its own alpha, probe layer and direction in ``batch.extra``, so an alpha grid, a layer
+scan and per-fold directions all run in the same forward passes.  The pass stops at the final
+norm: the unembedding is applied only at the positions that predict an answer token (never the
+[tokens, vocabulary] logits of the whole batch), except in :func:`next_token_logprobs` (fluency),
+which needs every position.  Results stay on the device until one transfer at the end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from cape_hpc.errors import OptionError
+from cape_hpc.models.batching import tokenize
+from cape_hpc.models.tracing import Batch, Trace
+
+__all__ = ["Injection", "ScoreOutput", "tokenize_rows", "score_rows", "fluency_pass", "FluencyOutput"]
+
+
+@dataclass
+class Injection:
+    """Per-row injection plan (host side).  ``layers``: the probe layers that may be steered;
+    ``directions``: [len(layers), n_dirs, D]; row r is steered at ``layers[layer_index[r]]`` with
+    ``alpha[r]`` along ``directions[layer_index[r], dir_index[r]]`` (layer_index -1 or alpha 0:
+    not steered).  ``positions``: 'answer' (the positions that predict the answer tokens: the
+    last context token and the answer tokens) or 'all' (every non-pad token)."""
+
+    layers: list[int]
+    directions: torch.Tensor
+    alpha: np.ndarray
+    layer_index: np.ndarray
+    dir_index: np.ndarray
+    scale: str = "relative"
+    tau: float | None = None
+    positions: str = "answer"
+    backend: str | None = None
+
+    def __post_init__(self):
+        self.alpha = np.asarray(self.alpha, dtype=np.float64)
+        self.layer_index = np.asarray(self.layer_index, dtype=np.int64)
+        self.dir_index = np.asarray(self.dir_index, dtype=np.int64)
+        if self.positions not in ("answer", "all"):
+            raise OptionError(f"--score-positions: {self.positions!r} is not one of answer, all")
+        if self.directions.dim() != 3 or self.directions.shape[0] != len(self.layers):
+            raise ValueError(f"directions must be [len(layers), n_dirs, D], got {tuple(self.directions.shape)}")
+
+
+@dataclass
+class ScoreOutput:
+    logprob: np.ndarray                  # [R] mean log-prob of the answer tokens (float64)
+    states: dict[int, np.ndarray] = field(default_factory=dict)   # layer -> [R, D] pooled, before injection
+    n_injected: int = 0                  # (row, position) pairs steered (counted on the device)
+
+
+def tokenize_rows(loaded, contexts: Sequence[str], answers: Sequence[Sequence[str]], *,
+                  max_tokens: int | None = None) -> tuple[list[list[int]], list[int], list[tuple[int, int]]]:
+    """Token ids of every (context, answer) row: the context tokenised as a prompt (special tokens
+    as the tokenizer adds them) followed by the answer tokenised alone, so the answer positions are
+    exact.  ``max_tokens``: the context is cut from the left so a row has at most that many tokens.
+    Returns (ids, n_answer, (context index, answer index) of each row)."""
+    tok = loaded.tokenizer
+    ctx_ids, _ = tokenize(loaded, list(contexts), what="item")
+    limit = loaded.adapter.context_length
+    if max_tokens is not None:
+        limit = min(limit, int(max_tokens)) if limit else int(max_tokens)
+    ids, n_ans, where = [], [], []
+    for i, (c, alist) in enumerate(zip(ctx_ids, answers)):
+        for j, a in enumerate(alist):
+            a_ids = list(tok(a, add_special_tokens=False)["input_ids"])
+            if not a_ids:
+                raise OptionError(f"item {i}, answer {j}: {a!r} tokenises to nothing")
+            row = c + a_ids
+            if limit and len(row) > limit:
+                keep = limit - len(a_ids)
+                if keep < 1:
+                    raise OptionError(f"item {i}, answer {j}: the answer alone has {len(a_ids)} tokens, more "
+                                      f"than the limit of {limit}")
+                row = c[-keep:] + a_ids
+            ids.append(row)
+            n_ans.append(len(a_ids))
+            where.append((i, j))
+    return ids, n_ans, where
+
+
+def _selection(batch: Batch, n_ans: torch.Tensor, positions: str) -> torch.Tensor:
+    """[B, S] bool: the positions a row is steered at."""
+    S = batch.input_ids.shape[1]
+    if positions == "all":
+        return batch.attention_mask.to(torch.bool)
+    pos = torch.arange(S, device=batch.input_ids.device)
+    return pos[None, :] >= (S - 1 - n_ans)[:, None]
+
+
+def _inject_fn(inj: Injection, li: int, counter: torch.Tensor):
+    """Trace callback at ``block.<layers[li]>``: steer_inject_ with a [B*S] alpha vector."""
+    import cape_kernels as ck
+
+    dirs = inj.directions[li]                       # [n_dirs, D] on the device
+
+    def fn(x: torch.Tensor, batch: Batch):
+        if li not in batch.extra["active"]:         # host-side: no row of this batch is steered here
+            return None
+        B, S, D = x.shape
+        a = batch.extra["alpha_of"][li]             # [B] on the device (0 for rows of other layers)
+        sel = batch.extra["sel"]
+        alpha = (a[:, None] * sel).reshape(-1)
+        if dirs.shape[0] == 1:
+            v = dirs[0].to(x.dtype)
+        else:
+            v = dirs.index_select(0, batch.extra["dir"]).to(x.dtype)[:, None, :].expand(B, S, D).reshape(B * S, D)
+        y = x if x.is_contiguous() else x.contiguous()
+        proj = ck.steer_inject_(y.view(B * S, D), v, alpha, scale=inj.scale, tau=inj.tau, backend=inj.backend)
+        on = alpha != 0
+        if inj.tau is not None:
+            on = on & (proj < inj.tau)
+        counter.add_(on.sum())
+        return None if y is x else y
+    return fn
+
+
+def _prepare(batch: Batch, inj: Injection | None, n_ans_all: torch.Tensor) -> None:
+    rows = batch.rows.numpy()
+    dev = batch.input_ids.device
+    n_ans = n_ans_all.index_select(0, batch.rows_device)
+    batch.extra["n_ans"] = n_ans
+    if inj is None:
+        batch.extra["active"] = ()
+        return
+    a = inj.alpha[rows]
+    li = inj.layer_index[rows]
+    active = tuple(int(k) for k in np.unique(li[(a != 0) & (li >= 0)]))
+    batch.extra["active"] = active
+    if not active:
+        return
+    nb = dev.type != "cpu"
+    batch.extra["alpha_of"] = {k: torch.as_tensor(np.where(li == k, a, 0.0), dtype=torch.float32).to(dev, non_blocking=nb)
+                               for k in active}
+    batch.extra["dir"] = torch.as_tensor(inj.dir_index[rows]).to(dev, non_blocking=nb)
+    batch.extra["sel"] = _selection(batch, n_ans, inj.positions)
+
+
+def _callbacks(loaded, inj: Injection | None, capture: Sequence[int], pooling: str, backend: str | None,
+               states: dict[int, torch.Tensor], counter: torch.Tensor) -> dict[str, Callable]:
+    import cape_kernels as ck
+
+    cbs: dict[str, list[Callable]] = {}
+    for L in capture:
+        def grab(x, batch, L=L):
+            pooled = ck.pooled_tap(x, batch.attention_mask, pooling, backend=backend)
+            states[L].index_copy_(0, batch.rows_device, pooled.to(torch.float32))
+        cbs.setdefault(f"block.{L}", []).append(grab)      # before the injection at the same point
+    if inj is not None:
+        for li, L in enumerate(inj.layers):
+            cbs.setdefault(f"block.{L}", []).append(_inject_fn(inj, li, counter))
+
+    def chain(fns):
+        if len(fns) == 1:
+            return fns[0]
+
+        def run(x, batch):
+            for f in fns:
+                y = f(x, batch)
+                if y is not None:
+                    x = y
+            return x
+        return run
+    return {name: chain(fns) for name, fns in cbs.items()}
+
+
+def score_rows(loaded, ids: Sequence[Sequence[int]], n_answer: Sequence[int], injection: Injection | None = None,
+               *, capture: Sequence[int] = (), pooling: str = "last", batch_size: int = 16,
+               token_budget: int | None = None, backend: str | None = None) -> ScoreOutput:
+    """Mean log-probability of each row's answer tokens given what precedes them (length-normalised),
+    with the per-row injection of ``injection``; ``capture``: layers whose pooled block output (before
+    any injection) is returned per row (calibration states).  One forward pass per batch."""
+    device = next(loaded.model.parameters()).device
+    R = len(ids)
+    D = loaded.adapter.d_model
+    n_ans_all = torch.as_tensor(list(n_answer), dtype=torch.long, device=device)
+    lp = torch.zeros(R, dtype=torch.float64, device=device)
+    states = {L: torch.zeros(R, D, dtype=torch.float32, device=device) for L in capture}
+    counter = torch.zeros((), dtype=torch.long, device=device)
+    if injection is not None:
+        injection.directions = injection.directions.to(device=device, dtype=torch.float32)
+    ad = loaded.adapter
+
+    def final(h, batch):
+        B, S, _ = h.shape
+        n_ans = batch.extra["n_ans"]
+        A = int(max(n_answer[r] for r in batch.rows.tolist()))
+        j = torch.arange(A, device=h.device)
+        valid = j[None, :] < n_ans[:, None]                          # [B, A]
+        pos = (S - 1 - n_ans)[:, None] + j[None, :]                  # predicting positions
+        pos = torch.where(valid, pos, torch.full_like(pos, S - 2)).clamp_min(0)
+        hs = h.gather(1, pos[..., None].expand(B, A, h.shape[-1]))
+        logp = torch.log_softmax(ad.unembed(hs).to(torch.float32), dim=-1)
+        tgt = batch.input_ids.gather(1, (pos + 1).clamp_max(S - 1))
+        got = logp.gather(-1, tgt[..., None])[..., 0].to(torch.float64) * valid
+        lp.index_copy_(0, batch.rows_device, got.sum(1) / n_ans.to(torch.float64))
+
+    cbs = _callbacks(loaded, injection, capture, pooling, backend, states, counter)
+    cbs["final"] = final
+    with Trace(loaded, cbs) as tr:
+        for batch in tr.batches(ids, batch_size=batch_size, token_budget=token_budget):
+            _prepare(batch, injection, n_ans_all)
+            tr.forward(batch)
+    return ScoreOutput(logprob=lp.cpu().numpy(), states={L: s.cpu().numpy() for L, s in states.items()},
+                       n_injected=int(counter))
+
+
+@dataclass
+class FluencyOutput:
+    kl: np.ndarray          # [G] mean next-token KL(steered || unsteered) per grid point, nats
+    nll: np.ndarray         # [G] mean next-token negative log-likelihood (perplexity = exp)
+    base_nll: float         # the same, unsteered
+    n_tokens: int           # predicted positions averaged over
+
+
+def fluency_pass(loaded, ids: Sequence[Sequence[int]], grid: Sequence[tuple[int, float]], layers: list[int],
+                 directions: torch.Tensor, *, scale: str = "relative", tau: float | None = None,
+                 batch_size: int = 16, token_budget: int | None = None,
+                 backend: str | None = None) -> FluencyOutput:
+    """Fluency cost of each grid point (layer index, alpha) on neutral texts (docs/METHODS.md §4.6):
+    the unsteered next-token distributions first (kept on the device), then every (text, point) row
+    steered at every token with ``directions[layer index]`` [len(layers), D]."""
+    device = next(loaded.model.parameters()).device
+    ad = loaded.adapter
+    N = len(ids)
+    G = len(grid)
+    base: dict[int, torch.Tensor] = {}
+    kl = torch.zeros(G, dtype=torch.float64, device=device)
+    nll = torch.zeros(G, dtype=torch.float64, device=device)
+    n_tok = sum(len(r) - 1 for r in ids)
+
+    def logp_of(h, batch):
+        return torch.log_softmax(ad.unembed(h[:, :-1]).to(torch.float32), dim=-1)     # [B, S-1, V]
+
+    base_nll = torch.zeros((), dtype=torch.float64, device=device)
+
+    def final_base(h, batch):
+        lp = logp_of(h, batch)
+        S = h.shape[1]
+        for k, r in enumerate(batch.rows.tolist()):
+            n = len(ids[r])
+            base[r] = lp[k, S - n:]                    # its own non-pad positions [len-1, V]
+            base_nll.sub_(base[r].gather(-1, batch.input_ids[k, S - n + 1:, None]).sum().to(torch.float64))
+
+    with Trace(loaded, {"final": final_base}) as tr:
+        for batch in tr.batches(ids, batch_size=batch_size, token_budget=token_budget):
+            tr.forward(batch)
+    # steered rows: (text, grid point)
+    rows = [(t, g) for g in range(G) for t in range(N)]
+    rids = [ids[t] for t, _ in rows]
+    li = np.array([grid[g][0] for _, g in rows])
+    al = np.array([grid[g][1] for _, g in rows])
+    inj = Injection(layers=layers, directions=directions.to(device, torch.float32)[:, None, :], alpha=al,
+                    layer_index=li, dir_index=np.zeros(len(rows), dtype=np.int64), scale=scale, tau=tau,
+                    positions="all", backend=backend)
+    n_ans_all = torch.ones(len(rows), dtype=torch.long, device=device)
+    counter = torch.zeros((), dtype=torch.long, device=device)
+
+    def final(h, batch):
+        lp = logp_of(h, batch)
+        S = h.shape[1]
+        for k, r in enumerate(batch.rows.tolist()):
+            t, g = rows[r]
+            n = len(ids[t])
+            mine = lp[k, S - n:]
+            b = base[t]
+            kl[g] += (mine.exp() * (mine - b)).sum().to(torch.float64)
+            tgt = batch.input_ids[k, S - n + 1:]
+            nll[g] -= mine.gather(-1, tgt[:, None]).sum().to(torch.float64)
+
+    cbs = _callbacks(loaded, inj, (), "last", backend, {}, counter)
+    cbs["final"] = final
+    if rows:
+        with Trace(loaded, cbs) as tr:
+            for batch in tr.batches(rids, batch_size=batch_size, token_budget=token_budget):
+                _prepare(batch, inj, n_ans_all)
+                tr.forward(batch)
+    n = max(n_tok, 1)
+    return FluencyOutput(kl=(kl / n).cpu().numpy(), nll=(nll / n).cpu().numpy(), base_nll=float(base_nll) / n,
+                         n_tokens=int(n_tok))
