@@ -1,24 +1,38 @@
 """The audit run: every claim of the registry recomputed, a verdict per claim (docs/METHODS.md §2.15).
 
-For each claim the stated method is computed first; if it does not give the paper's value, each
-named alternative is computed in order and the first that does is reported.  Verdicts
-(``cape_hpc.audit.targets``): ``reproduced``, ``reproduced only with <alternative>``, ``not
-reproduced``, ``needs model internals``, ``needs data not available``, ``not computable (method not
-stated)``.  The last three come from the claim's computation itself, which checks its inputs.  A
-counting claim over partly missing families gives a range: outside it the claim is not reproduced,
-inside it the missing data decide (``needs data not available``).
+For each claim the stated combination of method choices is computed first, then the product of its
+axes' alternatives (``cape_hpc.audit.search``: one change, then two, ...) up to ``budget``
+combinations; a stated method that cannot run (missing data or internals) does not stop the search.
+Each combination's match, its distance from the paper's value and its degeneracy
+(``cape_hpc.audit.degeneracy``) are kept.  Verdicts (``cape_hpc.audit.targets``):
+
+- ``reproduced``: the stated combination matches and is not degenerate;
+- ``reproduced only with <combination>``: a non-degenerate other combination matches (the one with
+  the fewest changes, then the closest);
+- ``degenerate``: the only matches are degenerate fits or intervals;
+- ``not reproduced by any of K combinations tried``: K combinations were computed, none matches;
+- ``needs model internals`` / ``needs data not available`` / ``not computable (method not stated)``:
+  the stated method cannot run (or a count over partly missing families still allows the paper's
+  value) and no combination matched.
+
+Each claim reports the combination that decided its verdict, the closest combination and every
+combination within the tolerance; and the uncertain data rows (``data/SOURCES.md``) among the rows
+it names.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from cape_hpc.audit.computations import AuditContext, Unavailable, evaluate
+from cape_hpc.audit.degeneracy import reasons as degeneracy_reasons
 from cape_hpc.audit.registry import Claim, default_registry, load_claims
-from cape_hpc.audit.targets import (UNAVAILABLE_VERDICT, VERDICT_ALT, VERDICT_DATA, VERDICT_NO, VERDICT_OK,
-                                    fmt_value, match, verdict_key)
+from cape_hpc.audit.search import STATED, combinations, n_product
+from cape_hpc.audit.targets import (UNAVAILABLE_VERDICT, VERDICT_ALT, VERDICT_DATA, VERDICT_DEGENERATE, VERDICT_OK,
+                                    distance, fmt_value, match, verdict_key, verdict_not_reproduced)
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.io.provenance import sha256_file
 from cape_hpc.options import Options, option
@@ -38,6 +52,8 @@ class AuditOptions(Options):
     n_resamples: int = option(1000, help="bootstrap resamples for the N_c intervals (the paper used 1000)",
                               minimum=1, aliases=("-n",))
     seed: int = option(0, help="seed of the resampling streams", minimum=0)
+    budget: int = option(64, help="most combinations of method choices computed per claim (the stated one "
+                                  "included)", minimum=1)
 
     def check(self) -> None:
         if self.only is not None:
@@ -47,14 +63,19 @@ class AuditOptions(Options):
 
 @dataclass
 class AlternativeResult:
-    """One alternative tried: its value, whether it matches the paper (``undecided``: the missing
-    inputs decide, or it could not be computed -- then ``reason`` says why)."""
+    """One combination computed: its name (``stated method`` or the choices joined by ' + '), its
+    value, whether it matches the paper (``undecided``: the missing inputs decide, or it could not
+    be computed -- then ``reason`` says why), how far it is (``distance``, 0 = within tolerance) and
+    why it is degenerate ('' when it is not)."""
 
     name: str
     value: str
     matches: bool
     undecided: bool
     reason: str
+    distance: float = math.inf
+    degenerate: str = ""
+    n_changes: int = 0
 
 
 @dataclass
@@ -68,9 +89,18 @@ class ClaimResult:
     method: str
     value: str                # computed with the stated method ('-' when unavailable)
     verdict: str
-    alternative: str          # the alternative that reproduces it, '' if none
-    reason: str               # why unavailable / error text, '' if none
+    alternative: str          # the combination that reproduces it, '' if none
+    reason: str               # why unavailable / degenerate / error text, '' if none
     alternatives_tried: list[AlternativeResult]
+    quote: str = ""           # the paper's sentence
+    decided_by: str = ""      # the combination that decided the verdict ('' when none was computed)
+    closest: str = ""         # the computed combination closest to the paper's value
+    closest_value: str = ""
+    within_tolerance: list[str] = field(default_factory=list)  # every combination that matches
+    n_tried: int = 0          # combinations computed (a value, not unavailable)
+    n_combinations: int = 0   # the size of the full product of the axes
+    needs: str = ""           # 'internals' for the claims issue 12 evaluates
+    uncertain_rows: list[str] = field(default_factory=list)    # named rows whose source is uncertain
 
 
 @dataclass
@@ -81,6 +111,7 @@ class AuditResult(Result):
     counts: dict[str, int]
     registry: str
     provenance: Provenance
+    budget: int = 64
 
     def by_id(self) -> dict[str, ClaimResult]:
         return {c.id: c for c in self.claims}
@@ -95,43 +126,95 @@ def _evaluate(ctx, fn, args):
         return None, f"error: {exc}"
 
 
-def audit_claim(ctx: AuditContext, claim: Claim) -> ClaimResult:
+def _named_rows(claim: Claim, scores: pd.DataFrame) -> set[str]:
+    """The models a claim's computation names (families expand to their models; none: all rows)."""
+    names: set[str] = set()
+    fams: set[str] = set()
+    any_named = False
+
+    def walk(v, key=""):
+        nonlocal any_named
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, k)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x, key)
+        elif isinstance(v, str):
+            if key in ("families", "family", "train", "holdout", "calibration"):
+                fams.add(v)
+                any_named = True
+            elif key in ("model", "models", "a", "b"):
+                names.add(v)
+                any_named = True
+
+    walk(claim.args)
+    if claim.fn == "loss":
+        return {f"pythia_loss.csv/{m}" for m in scores.loc[scores["family"] == "Pythia", "model"]}
+    if claim.fn in ("frontier", "wilson", "internals", "external", "not_stated"):
+        return set()
+    if not any_named or (claim.args.get("family") == "all"):
+        return set(scores["model"])
+    return names | set(scores.loc[scores["family"].isin(fams), "model"])
+
+
+def audit_claim(ctx: AuditContext, claim: Claim, budget: int = 64, uncertain: set[str] | None = None) -> ClaimResult:
     """The verdict of one claim (see the module doc)."""
     targets = claim.targets()
-    paper_text = claim.paper_text
-    try:
-        value, err = _evaluate(ctx, claim.fn, claim.args)
-    except Unavailable as u:
-        return ClaimResult(claim.id, claim.section, claim.gist, paper_text, claim.method, "-",
-                           UNAVAILABLE_VERDICT[u.kind], "", u.reason, [])
-    ok = match(targets, value) if not err else False
+    combos, _ = combinations(claim.fn, claim.args, claim.axes, budget)
+    ctx.checks = dict(claim.checks)
     tried: list[AlternativeResult] = []
-    if ok is True:
-        return ClaimResult(claim.id, claim.section, claim.gist, paper_text, claim.method, fmt_value(value),
-                           VERDICT_OK, "", err, tried)
-    pending_data = ok is None
-    found = ""
-    for alt in claim.alternatives:
-        args = {**claim.args, **alt.args}
+    stated_value, stated_err, stated_unavail = "-", "", None
+    for combo in combos:
+        ctx.facts = []
         try:
-            v, aerr = _evaluate(ctx, alt.fn or claim.fn, args)
+            v, err = _evaluate(ctx, combo.fn, combo.args)
         except Unavailable as u:
-            tried.append(AlternativeResult(alt.name, "-", False, True, u.reason))
+            if not combo.choices:
+                stated_unavail = u
+            tried.append(AlternativeResult(combo.name, "-", False, True, u.reason, math.inf, "", combo.n_changes))
             continue
-        m = match(targets, v) if not aerr else False
-        tried.append(AlternativeResult(alt.name, fmt_value(v), m is True, m is None, aerr))
-        if m is True:
-            found = alt.name
-            break
-    if found:
-        verdict = f"{VERDICT_ALT} {found}"
-    elif pending_data:
-        verdict = VERDICT_DATA
-        err = err or f"computed range {fmt_value(value)} contains the paper's value; the missing inputs decide"
+        m = match(targets, v) if not err else False
+        d = distance(targets, v) if not err else math.inf
+        deg = "; ".join(degeneracy_reasons(ctx.facts, claim.checks)) if not err else ""
+        if not combo.choices:
+            stated_value, stated_err = fmt_value(v), err
+        tried.append(AlternativeResult(combo.name, fmt_value(v) if not err else "-", m is True,
+                                       m is None and not err, err, d, deg, combo.n_changes))
+    ctx.facts = []
+    computed = [t for t in tried if t.value != "-" or t.matches]
+    matches = [t for t in tried if t.matches]
+    clean = [t for t in matches if not t.degenerate]
+    stated = tried[0] if tried and tried[0].name == STATED else None
+    ranked = sorted([t for t in tried if math.isfinite(t.distance)], key=lambda t: (t.distance, t.n_changes))
+    closest = ranked[0] if ranked else None
+    reason, found, decided = stated_err, "", ""
+    if stated is not None and stated.matches and not stated.degenerate:
+        verdict, decided = VERDICT_OK, STATED
+    elif clean:
+        best = min(clean, key=lambda t: (t.n_changes, t.distance))
+        verdict, found, decided = f"{VERDICT_ALT} {best.name}", best.name, best.name
+    elif matches:
+        best = min(matches, key=lambda t: (t.n_changes, t.distance))
+        verdict, decided = VERDICT_DEGENERATE, best.name
+        reason = f"{best.name} matches only on a degenerate fit: {best.degenerate}"
+    elif any(t.undecided and t.value != "-" for t in tried):
+        t = next(t for t in tried if t.undecided and t.value != "-")
+        verdict, decided = VERDICT_DATA, t.name
+        reason = reason or f"computed range {t.value} contains the paper's value; the missing inputs decide"
+    elif stated_unavail is not None:
+        verdict = UNAVAILABLE_VERDICT[stated_unavail.kind]
+        reason = stated_unavail.reason + (f"; {len(computed)} other combination(s) computed, none matches"
+                                          if computed else "")
+        decided = closest.name if closest else ""
     else:
-        verdict = VERDICT_NO
-    return ClaimResult(claim.id, claim.section, claim.gist, paper_text, claim.method, fmt_value(value), verdict,
-                       found, err, tried)
+        verdict = verdict_not_reproduced(len(computed))
+        decided = closest.name if closest else ""
+    rows = sorted(_named_rows(claim, ctx.scores) & (uncertain or set()))
+    return ClaimResult(claim.id, claim.section, claim.gist, claim.paper_text, claim.method, stated_value, verdict,
+                       found, reason, tried, claim.quote, decided, closest.name if closest else "",
+                       closest.value if closest else "", [t.name for t in matches], len(computed),
+                       n_product(claim.axes), claim.needs, rows)
 
 
 def run_audit(scores: pd.DataFrame, opts: AuditOptions | None = None, *, frontier: pd.DataFrame | None = None,
@@ -145,7 +228,10 @@ def run_audit(scores: pd.DataFrame, opts: AuditOptions | None = None, *, frontie
             raise OptionError(f"option '--claim': unknown claim id(s) {', '.join(unknown)}")
         claims = [c for c in claims if c.id in set(opts.only)]
     ctx = AuditContext(scores, frontier, loss, opts.internals, opts.n_resamples, opts.seed)
-    outcomes = [audit_claim(ctx, c) for c in claims]
+    from cape_hpc.audit.sources import uncertain_models
+
+    uncertain = uncertain_models(scores)
+    outcomes = [audit_claim(ctx, c, opts.budget, uncertain) for c in claims]
     counts: dict[str, int] = {}
     for o in outcomes:
         key = verdict_key(o.verdict)
@@ -157,4 +243,4 @@ def run_audit(scores: pd.DataFrame, opts: AuditOptions | None = None, *, frontie
     if loss is not None:
         inputs["loss"] = str(loss.attrs.get("sha256", ""))
     prov = Provenance("reproduce", opts.to_dict(), seed=opts.seed, n_resamples=opts.n_resamples, inputs=inputs)
-    return AuditResult(outcomes, counts, str(reg), prov)
+    return AuditResult(outcomes, counts, str(reg), prov, opts.budget)

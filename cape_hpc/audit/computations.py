@@ -46,11 +46,17 @@ class AuditContext:
     n_resamples: int = 1000
     seed: int = 0
     cache: dict = field(default_factory=dict)
+    facts: list = field(default_factory=list)   # what the current evaluation's fits were (degeneracy)
+    checks: dict = field(default_factory=dict)  # the current claim's degeneracy thresholds
 
     def cached(self, key, fn):
         if key not in self.cache:
             self.cache[key] = fn()
         return self.cache[key]
+
+    def fact(self, kind: str, value) -> None:
+        """Record a fact about a fit or interval used (``cape_hpc.audit.degeneracy.reasons`` reads them)."""
+        self.facts.append((kind, value))
 
 
 def _families_present(df: pd.DataFrame, families, min_models: int = 1) -> tuple[list[str], list[str]]:
@@ -149,6 +155,12 @@ def c_nc(ctx: AuditContext, family="Pythia", estimator="gamma-fit", pooled=False
     res = _nc_result(ctx, fams, estimator, pooled, stratify, units, boot,
                      attach if estimator == "sign-change" else "larger")
     est = res.estimates[0] if pooled or len(res.estimates) == 1 else res.by_scope()[fams[0]]
+    if estimator == "gamma-fit":
+        ctx.fact("determined", (f"the gamma-fit line of {est.scope}", est.n_intervals, 2))
+    elif estimator == "quadratic":
+        ctx.fact("determined", (f"the quadratic of {est.scope}", est.n_models, 3))
+    if boot:
+        ctx.fact("interval", (f"N_c interval of {est.scope}", est.bootstrap))
     if quantity == "none":
         return bool(not math.isfinite(est.log10_nc) and "positive at every interval" in est.reason)
     if quantity == "nc":
@@ -244,14 +256,45 @@ def c_score_delta(ctx: AuditContext, a, b, column="HS"):
     return c_score(ctx, b, column) - c_score(ctx, a, column)
 
 
-def c_deff(ctx: AuditContext, group="tax", matrix="covariance", quantity="d_eff", units="percent"):
-    """d_eff (docs/METHODS.md §2.5) of one phase group, or its model / family count."""
+def c_deff(ctx: AuditContext, group="tax", matrix="covariance", quantity="d_eff", units="percent",
+           width_normalised=False, d_ref=512.0):
+    """d_eff (docs/METHODS.md §2.5) of one phase group, or its model / family count; quantity
+    'decreasing' -> True when d_eff(tax) > d_eff(bonus) (the phases' order of the paper).
+    ``width_normalised``: the scores divided by d_model / d_ref first (§2.6; rows without d_model
+    left out; the phases are then those of the normalised scores' coupling)."""
     from cape_hpc.analysis.deff import DeffOptions, effective_dimension
 
+    if quantity == "decreasing":
+        vals = [c_deff(ctx, g, matrix, "d_eff", units, width_normalised, d_ref) for g in ("tax", "bonus")]
+        return bool(all(math.isfinite(v) for v in vals) and vals[0] > vals[1])
     opts = DeffOptions(matrix=matrix, units=units, bootstrap=False)
-    res = ctx.cached(("deff", opts), lambda: effective_dimension(ctx.scores, opts))
+    df = ctx.scores
+    if width_normalised:
+        df = _width_normalised(ctx, d_ref)
+    res = ctx.cached(("deff", opts, width_normalised, d_ref), lambda: effective_dimension(df, opts))
     g = {x.group: x for x in res.groups}[group]
+    if quantity == "d_eff":
+        # n models span at most n - 1 directions: fewer than the columns leaves the spectrum rank-deficient
+        ctx.fact("determined", (f"the {group} covariance", g.n_models - 1, len(res.columns)))
     return {"d_eff": g.d_eff, "n_models": g.n_models, "n_families": g.n_families}[quantity]
+
+
+def _width_normalised(ctx: AuditContext, d_ref: float) -> pd.DataFrame:
+    """The scores table with HS..MMLU divided by d_model / d_ref (rows without d_model left out);
+    ``effective_dimension`` then assigns the phases from this table's own gammas."""
+    from cape_hpc.io.scores import SCORE_COLUMNS
+
+    def make():
+        df = ctx.scores.dropna(subset=["d_model"]).copy()
+        if df.empty:
+            raise Unavailable("data", "no d_model in the scores table")
+        f = df["d_model"].astype(float) / float(d_ref)
+        for c in SCORE_COLUMNS:
+            df[c] = df[c] / f
+        df.attrs = dict(ctx.scores.attrs)
+        return df
+
+    return ctx.cached(("widthnorm", d_ref), make)
 
 
 def c_loss(ctx: AuditContext, quantity="r2", n_scale=1e9, cv_ddof=0):
@@ -287,6 +330,8 @@ def c_dynamics(ctx: AuditContext, train=("Pythia",), holdout=("Llama-2",), model
     'best_poly_degree', 'poly_over_ode' (best baseline error / ODE holdout error)."""
     r = _dyn(ctx, tuple(train), tuple(holdout), model, units, threshold, degree, benchmarks, derivative,
              include_start, anchor)
+    if quantity in ("fit", "holdout", "poly_over_ode"):
+        _dyn_facts(ctx, r)
     base = {b.degree: 100 * b.rel_mae for b in r.baselines}
     valid = {d: v for d, v in base.items() if math.isfinite(v)}
     best_d = min(valid, key=valid.get) if valid else None
@@ -306,6 +351,22 @@ def c_dynamics(ctx: AuditContext, train=("Pythia",), holdout=("Llama-2",), model
     raise OptionError(f"claims registry: unknown dynamics quantity {quantity!r}")
 
 
+def _dyn_facts(ctx: AuditContext, r) -> None:
+    """Facts of an ODE fit: active terms per equation (sparse models), benchmarks predicted constant,
+    observations per equation against parameters."""
+    p = len(r.benchmarks)
+    if r.model == "sindy":
+        ctx.fact("active_terms", dict(zip(r.benchmarks, (int(k) for k in r.n_active_terms))))
+    flat = []
+    for j, b in enumerate(r.benchmarks):
+        if not np.any(r.coefficients[j] != 0):
+            flat.append(b)
+    ctx.fact("zero_change", flat)
+    n_rows = len(r.fit_predictions) // max(p, 1)
+    n_par = int(max(r.n_active_terms)) if r.model == "sindy" else int(r.coefficients.shape[1])
+    ctx.fact("determined", (f"each equation of the {r.model} ODE", n_rows, n_par))
+
+
 def c_sindy_terms(ctx: AuditContext, family="Pythia", units="fraction", threshold=0.1, degree=3,
                   quantity="range", factor=10.0, derivative="gradient"):
     """Active terms of the SINDy fit on one family: 'range' -> [min, max] per equation,
@@ -323,6 +384,7 @@ def c_sindy_terms(ctx: AuditContext, family="Pythia", units="fraction", threshol
                                      derivative=derivative)).fit(trs)
 
     m = fit(threshold)
+    ctx.fact("active_terms", dict(zip(SCORE_COLUMNS, (int(k) for k in m.active_terms_.sum(axis=1)))))
     if quantity == "range":
         k = m.active_terms_.sum(axis=1)
         return [int(k.min()), int(k.max())]
@@ -348,7 +410,7 @@ def _term_degree(term: str) -> int:
 
 
 def c_phase_coef(ctx: AuditContext, phase="tax", families=None, units="fraction", method="phase_fit",
-                 quantity="b"):
+                 quantity="b", split="gamma"):
     """HS -> TQA coupling coefficient per phase: 'phase_fit' = b of dTQA/dlogN = a + b HS_mid over
     the phase's intervals (docs/METHODS.md §2.13); 'linear_ode' = the TQA<-HS entry of a dense linear ODE fitted
     on the phase's interval rows.  quantity 'b' or 'ratio' (|bonus| / |tax|)."""
@@ -357,19 +419,68 @@ def c_phase_coef(ctx: AuditContext, phase="tax", families=None, units="fraction"
     if families is not None:
         _need_families(ctx.scores, families, min_models=2)
     if quantity == "ratio":
-        t = c_phase_coef(ctx, "tax", families, units, method)
-        b = c_phase_coef(ctx, "bonus", families, units, method)
+        t = c_phase_coef(ctx, "tax", families, units, method, split=split)
+        b = c_phase_coef(ctx, "bonus", families, units, method, split=split)
         return abs(b) / abs(t) if t else math.nan
+    if split == "scale":
+        return _phase_by_scale(ctx, phase, families, units, method)
     if method == "phase_fit":
         opts = PhaseFitOptions(families=None if families is None else tuple(families), units=units)
         r = ctx.cached(("phasefit", opts), lambda: phase_fits(ctx.scores, opts))
-        return {f.phase: f.b for f in r.fits}[phase]
+        f = {f.phase: f for f in r.fits}[phase]
+        ctx.fact("determined", (f"the {phase} line", f.n_intervals, 2))
+        return f.b
     if method == "linear_ode":
         return _phase_linear_ode(ctx, phase, families, units)
     raise OptionError(f"claims registry: unknown phase method {method!r}")
 
 
-def _phase_linear_ode(ctx, phase, families, units):
+def _phase_by_scale(ctx, phase, families, units, method):
+    """The per-phase coefficient with the intervals split by scale: an interval is 'tax' when its
+    midpoint lies below its family's sign-change N_c and 'bonus' above it (a family whose gamma is
+    positive everywhere is all bonus, negative everywhere all tax); the same least squares
+    dB2/dlog10N = a + b B1_mid (docs/METHODS.md §2.13), or the linear ODE's TQA<-HS entry."""
+    from cape_hpc.options import units_factor
+
+    cr = _coupling(ctx, "HS", "TQA", families)
+    ivs = [iv for iv in cr.intervals if math.isfinite(iv.gamma)]
+    nc = {}
+    for fam in dict.fromkeys(iv.family for iv in ivs):
+        gs = [iv.gamma for iv in ivs if iv.family == fam]
+        if len(gs) < 2 or sum(1 for iv in cr.intervals if iv.family == fam) < 2:
+            continue
+        try:
+            v = c_nc(ctx, fam, "sign-change")
+        except Unavailable:
+            v = math.nan
+        if math.isfinite(v):
+            nc[fam] = math.log10(v * 1e9)
+        elif all(g > 0 for g in gs):
+            nc[fam] = -math.inf
+        elif all(g < 0 for g in gs):
+            nc[fam] = math.inf
+    sel = [iv for iv in ivs if iv.family in nc and ((iv.x_mid < nc[iv.family]) == (phase == "tax"))]
+    scale = units_factor(units)
+    if method == "linear_ode":
+        return _phase_linear_ode(ctx, phase, families, units, intervals=sel)
+    xs = np.array([iv.b1_mid for iv in sel]) * scale / cr_scale(cr)
+    ys = np.array([iv.d_b2 / (math.log10(iv.n) - math.log10(iv.prev_n)) for iv in sel]) * scale / cr_scale(cr)
+    ctx.fact("determined", (f"the {phase} line (split by scale)", len(sel), 2))
+    if len(sel) < 2 or np.ptp(xs) == 0:
+        return math.nan
+    A = np.column_stack([np.ones(len(xs)), xs])
+    coef, *_ = np.linalg.lstsq(A, ys, rcond=None)
+    return float(coef[1])
+
+
+def cr_scale(cr) -> float:
+    """The units factor the coupling result was computed in (its b1_mid, d_b2 are in its units)."""
+    from cape_hpc.options import units_factor
+
+    return units_factor(cr.units)
+
+
+def _phase_linear_ode(ctx, phase, families, units, intervals=None):
     from cape_hpc.dynamics import ODEOptions, make_model
     from cape_hpc.io.scores import SCORE_COLUMNS
     from cape_hpc.options import units_factor
@@ -379,13 +490,15 @@ def _phase_linear_ode(ctx, phase, families, units):
     scale = units_factor(units)
     by = df.set_index("model")
     S, D = [], []
+    keep = None if intervals is None else {(iv.prev_model, iv.model) for iv in intervals}
     for iv in cr.intervals:
-        if iv.phase != phase:
+        if (iv.phase != phase) if keep is None else ((iv.prev_model, iv.model) not in keep):
             continue
         a = by.loc[iv.prev_model, list(SCORE_COLUMNS)].to_numpy(float) * scale
         b = by.loc[iv.model, list(SCORE_COLUMNS)].to_numpy(float) * scale
         S.append(0.5 * (a + b))
         D.append((b - a) / (math.log10(iv.n) - math.log10(iv.prev_n)))
+    ctx.fact("determined", (f"the {phase} linear ODE", len(S), len(SCORE_COLUMNS) + 1))
     if len(S) < 2:
         return math.nan
     m = make_model(ODEOptions(model="linear", units=units)).fit_rows(np.array(S), np.array(D))
@@ -397,7 +510,9 @@ def c_fixed_point(ctx: AuditContext, family="OPT", at="mid"):
     from cape_hpc.analysis.options import FixedPointOptions
 
     _need_families(ctx.scores, [family], min_models=4)
-    return coupling_fixed_point(ctx.scores, FixedPointOptions(family=family, at=at)).gamma_star
+    r = coupling_fixed_point(ctx.scores, FixedPointOptions(family=family, at=at))
+    ctx.fact("determined", ("the fixed-point line", r.n_points, 2))
+    return r.gamma_star
 
 
 def c_width(ctx: AuditContext, family="Pythia", d_ref=512.0):
@@ -518,6 +633,109 @@ def c_tqa_variant(ctx: AuditContext, variant="mc1"):
     return bool((ctx.scores["tqa_variant"] == variant).all())
 
 
+def _nc_log10(ctx: AuditContext, family: str) -> float:
+    """log10 of a family's sign-change N_c (HS, TQA); -inf when gamma is positive everywhere, +inf
+    when negative everywhere, NaN when the family has too few intervals or no single change."""
+    gs = _gammas(ctx, family)
+    if len(gs) < 2:
+        return math.nan
+    v = c_nc(ctx, family, "sign-change")
+    if isinstance(v, float) and math.isfinite(v):
+        return math.log10(v * 1e9)
+    if all(g > 0 for g in gs):
+        return -math.inf
+    if all(g < 0 for g in gs):
+        return math.inf
+    return math.nan
+
+
+def c_above_nc_positive(ctx: AuditContext, pairs=(("HS", "TQA"), ("WG", "TQA"), ("MMLU", "TQA")), split="scale"):
+    """For each pair: the fraction of intervals with gamma > 0 among the intervals above their
+    family's N_c (split 'scale': midpoint above the (HS, TQA) sign-change N_c; 'gamma': the
+    intervals in the bonus phase of (HS, TQA)); the smallest fraction over the pairs."""
+    fams = list(dict.fromkeys(ctx.scores["family"]))
+    nc = {f: _nc_log10(ctx, f) for f in fams} if split == "scale" else {}
+    ref = {(iv.family, iv.model): iv.phase for iv in _coupling(ctx, "HS", "TQA").intervals}
+    fracs = []
+    for b1, b2 in pairs:
+        sel = []
+        for iv in _coupling(ctx, b1, b2).intervals:
+            if not math.isfinite(iv.gamma):
+                continue
+            if split == "scale":
+                x = nc.get(iv.family, math.nan)
+                if math.isnan(x) or not iv.x_mid > x:
+                    continue
+            elif ref.get((iv.family, iv.model)) != "bonus":
+                continue
+            sel.append(iv.gamma > 0)
+        fracs.append(float(np.mean(sel)) if sel else math.nan)
+    if not fracs or any(math.isnan(f) for f in fracs):
+        return math.nan
+    return min(fracs)
+
+
+def c_exchange_rate(ctx: AuditContext, b1="HS", b2="TQA", subset="bonus", stat="ols"):
+    """Points of ``b2`` per point of ``b1`` above N_c: 'ols' = least-squares slope of B2 on B1 over
+    the models of the subset (pooled); 'mean_gamma' / 'median_gamma' over its intervals.  subset
+    'bonus': intervals (and their larger models) in the bonus phase; 'above_nc': intervals whose
+    midpoint lies above the family's sign-change N_c."""
+    cr = _coupling(ctx, b1, b2)
+    ivs = [iv for iv in cr.intervals if math.isfinite(iv.gamma)]
+    if subset == "bonus":
+        ivs = [iv for iv in ivs if iv.phase == "bonus"]
+    else:
+        nc = {f: _nc_log10(ctx, f) for f in dict.fromkeys(iv.family for iv in ivs)}
+        ivs = [iv for iv in ivs if math.isfinite(nc[iv.family]) or nc[iv.family] == -math.inf]
+        ivs = [iv for iv in ivs if iv.x_mid > nc[iv.family]]
+    if len(ivs) < 2:
+        return math.nan
+    if stat == "mean_gamma":
+        return float(np.mean([iv.gamma for iv in ivs]))
+    if stat == "median_gamma":
+        return float(np.median([iv.gamma for iv in ivs]))
+    models = sorted({iv.model for iv in ivs} | {iv.prev_model for iv in ivs})
+    rows = ctx.scores.loc[ctx.scores["model"].isin(models)].dropna(subset=[b1, b2])
+    ctx.fact("determined", ("the exchange-rate line", len(rows), 2))
+    if len(rows) < 3:
+        return math.nan
+    return float(np.polyfit(rows[b1].to_numpy(float), rows[b2].to_numpy(float), 1)[0])
+
+
+def c_n_layers(ctx: AuditContext, models=()):
+    """The n_layers of each named model (a list); Unavailable when the table leaves any blank."""
+    _need_models(ctx.scores, models)
+    by = ctx.scores.set_index("model")["n_layers"]
+    blank = [m for m in models if not np.isfinite(float(by[m]))]
+    if blank:
+        raise Unavailable("data", f"n_layers is blank in the scores table for {', '.join(blank)}")
+    return [int(by[m]) for m in models]
+
+
+def c_holdout_max(ctx: AuditContext, train=("Pythia",), min_models=3, model="sindy", units="fraction",
+                  threshold=0.1, degree=3, derivative="gradient"):
+    """The largest ODE holdout error (percent) over every family (not trained on) with at least
+    ``min_models`` complete models: the ODE fitted on ``train`` integrated from each family's
+    smallest model."""
+    from cape_hpc.errors import DataError
+    from cape_hpc.io.scores import SCORE_COLUMNS
+
+    df = ctx.scores.dropna(subset=list(SCORE_COLUMNS))
+    counts = df["family"].value_counts()
+    fams = [f for f in dict.fromkeys(df["family"]) if counts[f] >= min_models and f not in set(train)]
+    errs = []
+    for f in fams:
+        try:
+            errs.append(c_dynamics(ctx, tuple(train), (f,), model, units, threshold, degree, None, derivative,
+                                   "holdout"))
+        except DataError:
+            continue
+    errs = [e for e in errs if math.isfinite(e)]
+    if not errs:
+        raise Unavailable("data", f"no family with >= {min_models} complete models to hold out")
+    return max(errs)
+
+
 def c_internals(ctx: AuditContext, models=(), quantity=""):
     """Claims about hidden states / heads / projections: computable only from internals results."""
     missing = list(models)
@@ -554,6 +772,8 @@ COMPUTE: dict[str, Callable] = {
     "fixed_point": c_fixed_point, "width": c_width, "width_flip_count": c_width_flip_count,
     "tqa_variant": c_tqa_variant, "isocline": c_isocline, "isocline_above": c_isocline_above,
     "eigen": c_eigen, "frontier": c_frontier, "wilson": c_wilson, "internals": c_internals,
+    "above_nc_positive": c_above_nc_positive, "exchange_rate": c_exchange_rate, "n_layers": c_n_layers,
+    "holdout_max": c_holdout_max,
     "external": c_external, "not_stated": c_not_stated,
 }
 

@@ -4,9 +4,13 @@ Each claim: ``id``, ``section``, ``gist``, ``paper`` (the paper's value as print
 list of them), ``method`` (what the paper states), ``inputs`` (what it names), ``compute`` (``fn``
 and ``args``: the toolkit computation of the stated method, one of
 ``cape_hpc.audit.computations.COMPUTE``), ``alternatives`` (named ``args`` overrides, optionally
-another ``fn``: other estimators, stratification, units, subsets the paper names), ``tolerance``
-(overrides half a unit of the last printed digit) and ``note``.  Nothing in the registry is a
-result: every value of the audit is computed from the tables.
+another ``fn``: other estimators, stratification, units, subsets the paper names; one axis of the
+search), ``axes`` (axis name -> list of such alternatives, combined by ``cape_hpc.audit.search``),
+``tolerance`` (overrides half a unit of the last printed digit), ``checks`` (the degeneracy
+thresholds of ``cape_hpc.audit.degeneracy`` that this claim needs, e.g. ``min_terms``), ``quote``
+(the paper's sentence the claim comes from), ``needs`` (``internals``: the claim is evaluated from
+model internals, issue 12's hook; with ``models`` and ``quantity`` in ``compute.args``) and ``note``.
+Nothing in the registry is a result: every value of the audit is computed from the tables.
 """
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from cape_hpc.audit.search import Choice
 from cape_hpc.audit.targets import Target, parse_target
+from cape_hpc.audit.degeneracy import CHECKS
 from cape_hpc.errors import DataError
 
 __all__ = ["Alternative", "Claim", "default_registry", "load_claims"]
@@ -43,6 +49,10 @@ class Claim:
     alternatives: list[Alternative]
     tolerance: float | None = None
     note: str = ""
+    axes: list[tuple[str, list[Choice]]] = field(default_factory=list)  # the search (alternatives included)
+    quote: str = ""
+    checks: dict[str, Any] = field(default_factory=dict)
+    needs: str = ""
 
     @property
     def papers(self) -> list[Any]:
@@ -114,16 +124,38 @@ def load_claims(path: str | os.PathLike | None = None, functions: Mapping[str, A
         paper = c["paper"]
         for p in (paper if isinstance(paper, list) else [paper]):
             parse_target(p, tol)
-        alts = []
+        alts, axes = [], []
         for a in c.get("alternatives") or []:
-            if not isinstance(a, Mapping) or "name" not in a:
-                raise DataError(f"{where}: alternative without a name")
-            fn = str(a.get("fn") or "")
-            if fn and fn not in functions:
-                raise DataError(f"{where}: alternative {a['name']!r}: unknown compute fn {fn!r}")
-            alts.append(Alternative(str(a["name"]), _mapping(a.get("args"), where, f"alternative {a['name']!r} args"),
-                                    fn))
+            alts.append(_alternative(a, where, functions))
+        for axis, entries in _mapping(c.get("axes"), where, "'axes'").items():
+            if not isinstance(entries, list) or not entries:
+                raise DataError(f"{where}: axis {axis!r} must be a non-empty list of alternatives")
+            chs = []
+            for a in entries:
+                alt = _alternative(a, where, functions)
+                chs.append(Choice(str(axis), alt.name, alt.args, alt.fn,
+                                  _mapping(a.get("when"), where, f"alternative {alt.name!r} when")))
+            axes.append((str(axis), chs))
+        if alts:
+            axes.append(("alternative", [Choice("alternative", a.name, a.args, a.fn) for a in alts]))
+        checks = _mapping(c.get("checks"), where, "'checks'")
+        unknown = sorted(set(checks) - set(CHECKS))
+        if unknown:
+            raise DataError(f"{where}: unknown check(s) {', '.join(unknown)} (known: {', '.join(CHECKS)})")
+        needs = str(c.get("needs") or "")
+        if needs not in ("", "internals", "data"):
+            raise DataError(f"{where}: needs {needs!r} is not 'internals' or 'data'")
         out.append(Claim(cid, str(c.get("section", "")), str(c["gist"]), paper, str(c["method"]),
                          [str(x) for x in (c.get("inputs") or [])], str(comp["fn"]),
-                         _mapping(comp.get("args"), where, "'compute.args'"), alts, tol, str(c.get("note", ""))))
+                         _mapping(comp.get("args"), where, "'compute.args'"), alts, tol, str(c.get("note", "")),
+                         axes, str(c.get("quote", "") or "").strip(), checks, needs))
     return out
+
+
+def _alternative(a: Any, where: str, functions) -> Alternative:
+    if not isinstance(a, Mapping) or "name" not in a:
+        raise DataError(f"{where}: alternative without a name")
+    fn = str(a.get("fn") or "")
+    if fn and fn not in functions:
+        raise DataError(f"{where}: alternative {a['name']!r}: unknown compute fn {fn!r}")
+    return Alternative(str(a["name"]), _mapping(a.get("args"), where, f"alternative {a['name']!r} args"), fn)

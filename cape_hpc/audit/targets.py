@@ -25,24 +25,35 @@ import numpy as np
 
 from cape_hpc.errors import DataError
 
-__all__ = ["VERDICT_OK", "VERDICT_ALT", "VERDICT_NO", "VERDICT_INTERNALS", "VERDICT_DATA", "VERDICT_METHOD",
-           "VERDICTS", "Target", "Partial", "half_unit", "parse_target", "match", "fmt_value", "verdict_key"]
+__all__ = ["VERDICT_OK", "VERDICT_ALT", "VERDICT_NO", "VERDICT_DEGENERATE", "VERDICT_INTERNALS", "VERDICT_DATA",
+           "VERDICT_METHOD", "VERDICTS", "Target", "Partial", "half_unit", "parse_target", "match", "distance",
+           "fmt_value", "verdict_key", "verdict_not_reproduced"]
 
 VERDICT_OK = "reproduced"
 VERDICT_ALT = "reproduced only with"
-VERDICT_NO = "not reproduced"
+VERDICT_NO = "not reproduced"           # printed as "not reproduced by any of K combinations tried"
+VERDICT_DEGENERATE = "degenerate"        # a match only on a degenerate fit or interval (docs/METHODS.md §2.15)
 VERDICT_INTERNALS = "needs model internals"
 VERDICT_DATA = "needs data not available"
 VERDICT_METHOD = "not computable (method not stated)"
-VERDICTS = (VERDICT_OK, VERDICT_ALT, VERDICT_NO, VERDICT_INTERNALS, VERDICT_DATA, VERDICT_METHOD)
+VERDICTS = (VERDICT_OK, VERDICT_ALT, VERDICT_NO, VERDICT_DEGENERATE, VERDICT_INTERNALS, VERDICT_DATA, VERDICT_METHOD)
 
 #: the verdict of a claim whose computation raised ``Unavailable(kind, ...)``
 UNAVAILABLE_VERDICT = {"internals": VERDICT_INTERNALS, "data": VERDICT_DATA, "method": VERDICT_METHOD}
 
 
+def verdict_not_reproduced(k: int) -> str:
+    return f"{VERDICT_NO} by any of {k} combination{'' if k == 1 else 's'} tried"
+
+
 def verdict_key(verdict: str) -> str:
-    """The key under which a verdict is counted ('reproduced only with X' counts as one kind)."""
-    return f"{VERDICT_ALT} an alternative" if verdict.startswith(VERDICT_ALT) else verdict
+    """The key under which a verdict is counted ('reproduced only with X' counts as one kind, so does
+    'not reproduced by any of K combinations tried')."""
+    if verdict.startswith(VERDICT_ALT):
+        return f"{VERDICT_ALT} an alternative"
+    if verdict.startswith(VERDICT_NO):
+        return VERDICT_NO
+    return verdict
 
 
 @dataclass
@@ -145,6 +156,44 @@ def match(targets: list[Target], value: Any) -> bool | None:
     if any(r is None for r in results):
         return None
     return True
+
+
+def _distance_one(t: Target, v: Any) -> float:
+    if isinstance(v, Partial):
+        if t.kind != "num":
+            return 0.0
+        lo, hi = v.lo - t.tol, v.hi + t.tol
+        return 0.0 if lo <= t.value <= hi else min(abs(t.value - lo), abs(t.value - hi)) / max(t.tol, 1e-12)
+    if v is None:
+        return math.inf
+    if t.kind == "bool":
+        return 0.0 if bool(v) is t.value else 1.0
+    if t.kind == "ratio":
+        try:
+            k, n = int(v[0]), int(v[1])
+        except (TypeError, ValueError, IndexError):
+            return math.inf
+        return float(abs(k - t.value[0]) + abs(n - t.value[1]))
+    try:
+        fv = float(v)
+    except (TypeError, ValueError):
+        return math.inf
+    if not math.isfinite(fv):
+        return math.inf
+    if t.kind == "num":
+        return max(0.0, abs(fv - t.value) / max(t.tol, 1e-12) - 1.0)
+    ok = {"<": fv < t.value, "<=": fv <= t.value, ">": fv > t.value, ">=": fv >= t.value}[t.op]
+    return 0.0 if ok else abs(fv - t.value) / max(abs(t.value), 1e-12)
+
+
+def distance(targets: list[Target], value: Any) -> float:
+    """How far ``value`` is from the paper's targets (0 = within tolerance; numbers: tolerances
+    beyond the tolerance; bounds: relative distance past the bound; counts: units; yes/no: 1); the
+    largest over the targets; inf when nothing comparable was computed.  Ranks combinations only."""
+    vals = value if len(targets) > 1 else [value]
+    if not isinstance(vals, (list, tuple)) or len(vals) != len(targets):
+        return math.inf
+    return max(_distance_one(t, v) for t, v in zip(targets, vals))
 
 
 def fmt_value(v: Any) -> str:
