@@ -151,23 +151,47 @@ def run_reproduce(args) -> int:
 
 
 def print_audit(res, verbose: bool = False) -> None:
+    """The audit table: per claim the verdict and the combination that decided it; the counts per
+    verdict class; with ``verbose`` every combination computed (docs/METHODS.md §2.15)."""
+    from cape_hpc.audit.targets import verdict_key
+
     rows = []
     for c in res.claims:
-        why = c.alternative or (c.reason if c.verdict.startswith(("needs", "not computable")) or c.reason else "")
+        why = c.reason if c.verdict.startswith(("needs", "not computable", "degenerate")) or c.reason else ""
+        if c.uncertain_rows:
+            why = "; ".join(x for x in (why, f"rests on uncertain rows: {', '.join(c.uncertain_rows)}") if x)
         if len(why) > 72 and not verbose:
             why = why[:69] + "..."
-        rows.append([c.id, c.paper, c.value, c.verdict if not c.alternative else "reproduced only with alternative",
-                     why])
-    print_table(rows, ["claim", "paper", "value (stated method)", "verdict", "alternative that reproduces it / why"],
-                title=f"Reproduction audit ({len(res.claims)} claims, registry {res.registry})")
+        short = "reproduced only with" if c.alternative else c.verdict
+        tried = f"{c.n_tried}/{c.n_combinations}" if c.n_combinations else "-"
+        rows.append([c.id, c.paper, c.value, short, c.decided_by or "-", tried, why])
+    print_table(rows, ["claim", "paper", "value (stated method)", "verdict", "decided by (combination)", "tried",
+                       "why / notes"],
+                title=f"Reproduction audit ({len(res.claims)} claims, registry {res.registry}, budget "
+                      f"{res.budget} combinations per claim)")
     if verbose:
         for c in res.claims:
-            if c.alternatives_tried:
-                print(f"\n{c.id}: {c.gist}\n  stated: {c.method} -> {c.value}")
+            if len(c.alternatives_tried) > 1 or c.quote:
+                print(f"\n{c.id}: {c.gist}\n  paper: \"{c.quote}\"" if c.quote else f"\n{c.id}: {c.gist}")
+                print(f"  stated: {c.method} -> {c.value}")
                 for a in c.alternatives_tried:
-                    mark = "MATCH" if a.matches else "?" if a.undecided else "no"
-                    print(f"  alt  {a.name}: {a.value} ({mark}){' ' + a.reason if a.reason else ''}")
-    print("\nverdicts: " + ", ".join(f"{k}: {v}" for k, v in sorted(res.counts.items())))
+                    mark = ("MATCH" if a.matches else "?" if a.undecided else "no") + (", degenerate" if a.degenerate else "")
+                    print(f"  {a.name}: {a.value} ({mark}){' ' + a.reason if a.reason else ''}"
+                          f"{' ' + a.degenerate if a.degenerate else ''}")
+                if c.closest:
+                    print(f"  closest: {c.closest} -> {c.closest_value}")
+    order = ["reproduced", "reproduced only with an alternative", "degenerate", "not reproduced",
+             "needs model internals", "needs data not available", "not computable (method not stated)"]
+    counts = {k: res.counts.get(k, 0) for k in order}
+    counts.update({k: v for k, v in res.counts.items() if k not in counts})
+    print_table([[k, v] for k, v in counts.items()], ["verdict", "claims"], title="Verdicts")
+    ids = {}
+    for c in res.claims:
+        ids.setdefault(verdict_key(c.verdict), []).append(c.id)
+    if verbose:
+        for k in order:
+            if ids.get(k):
+                print(f"  {k}: {', '.join(ids[k])}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,12 +219,14 @@ def register(sub) -> None:
 
     r = sub.add_parser("reproduce", help="audit every quantitative claim of the paper against the data",
                        description="Recompute each claim of data/claims.yaml with the stated method, then with "
-                                   "the named alternatives; verdict per claim (docs/METHODS.md §2.15).")
+                                   "the product of its method axes' alternatives up to --budget combinations; "
+                                   "degenerate fits are flagged; verdict per claim and the combination that "
+                                   "decided it (docs/METHODS.md §2.15).")
     add_scores_arg(r)
     r.add_argument("--frontier", metavar="CSV", default=None, help="frontier table (default data/frontier.csv)")
     r.add_argument("--loss", metavar="CSV", default=None, help="loss table (default data/pythia_loss.csv)")
     AuditOptions.add_arguments(r)
     r.add_argument("--alternatives", dest="verbose_alternatives", action="store_true",
-                   help="also list every alternative tried and its value")
+                   help="also list every combination tried, its value, and the claim's sentence of the paper")
     add_output_args(r)
     r.set_defaults(func=run_reproduce)
