@@ -180,16 +180,19 @@ def test_audit_result_round_trips_and_counts_its_verdicts(tmp_path, shipped):
     assert shipped.provenance.options == AuditOptions(only=tuple(CLAIMS), n_resamples=50).to_dict()
 
 
-def test_wilson_claim_equals_the_closed_form():
-    """38/40 at 95%: the Wilson interval by hand (z = 1.959964)."""
-    res = run_audit(load_scores(), AuditOptions(only=("competing-heads-wilson",)))
-    c = res.claims[0]
+def test_wilson_computation_equals_the_closed_form():
+    """38/40 at 95%: the Wilson interval by hand (z = 1.959964).  The registry's Wilson claim takes
+    its counts from the internals (never the paper's own counts), so it needs internals here."""
+    from cape_hpc.audit.computations import COMPUTE, AuditContext
+
+    lo, hi = COMPUTE["wilson"](AuditContext(load_scores()), k=38, n=40)
     z, k, n = 1.959963984540054, 38, 40
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    lo, hi = (float(v) for v in c.value.strip("[]").split(","))
-    assert lo == pytest.approx(100 * (centre - half), abs=0.01) and hi == pytest.approx(100 * (centre + half), abs=0.01)
+    assert lo == pytest.approx(100 * (centre - half), abs=1e-9) and hi == pytest.approx(100 * (centre + half), abs=1e-9)
+    res = run_audit(load_scores(), AuditOptions(only=("competing-heads-wilson",)))
+    assert res.claims[0].verdict == VERDICT_INTERNALS and res.claims[0].needs == "internals"
 
 
 def test_audit_options_validate_and_split_ids():

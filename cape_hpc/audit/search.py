@@ -3,7 +3,8 @@
 A claim declares method *axes* (``axes:`` in ``data/claims.yaml``): for each axis (estimator,
 derivative scheme, units, start point, subset, attach rule, interval split, ...) the alternatives
 to the stated choice, each a named override of the computation's ``args`` (optionally another
-``fn``, optionally ``when:`` -- the merged args it applies to, e.g. an attach rule only for the
+``fn`` -- then its ``args`` replace the stated ones instead of overriding them --, optionally
+``when:`` -- the merged args it applies to, e.g. an attach rule only for the
 sign-change estimator).  The registry's flat ``alternatives:`` list is one more axis,
 ``alternative``, whose entries exclude each other.
 
@@ -87,8 +88,10 @@ def combinations(fn: str, args: dict[str, Any], axes: list[tuple[str, list[Choic
                 merged = dict(args)
                 f = fn
                 for c in picks:
+                    if c.fn and c.fn != f:   # another computation: its own args, not the stated ones
+                        merged = {}
+                        f = c.fn
                     merged.update(c.args)
-                    f = c.fn or f
                 if not all(c.applies(merged) for c in picks):
                     continue
                 key = _key(f, merged)
