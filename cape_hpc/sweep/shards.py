@@ -3,7 +3,7 @@
 Layout of a results directory::
 
     <out>/shards/<model>.h5        complete shards only (published by link/rename)
-    <out>/shards/.<model>.<host>.<pid>.tmp.h5   being written (never read as results)
+    <out>/shards/.<model>.h5~<host>~<pid>~<token>.tmp.h5   being written (never read as results)
     <out>/shards/corrupt/          truncated or corrupt shards moved aside (kept for inspection)
     <out>/locks/<model>.lock       who is computing <model> now (O_EXCL; stale if its process is gone)
     <out>/manifest.json            per-model status, error, time (see runner)
@@ -17,7 +17,6 @@ the prompt files' SHA-256 and the code version.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -34,7 +33,7 @@ import h5py
 from cape_hpc import __version__
 from cape_hpc.io.provenance import sha256_bytes, sha256_file
 from cape_hpc.schema import git_commit
-from cape_hpc.io.store import content_hash, write_tree
+from cape_hpc.io.store import clean_stale_temporaries, content_hash, pid_alive, publish, temp_path, write_tree
 from cape_hpc.sweep.spec import JobSpec, ModelEntry, options_hash
 
 SHARD_FORMAT = 1
@@ -165,7 +164,8 @@ def _failpoint(where: str, name: str) -> None:
 
 def write_shard(out_dir: str | os.PathLike, entry: ModelEntry, provenance: dict, tree: dict[str, Any], *,
                 force: bool = False, info: dict | None = None) -> tuple[str, Path]:
-    """Write a shard under a temporary name, then publish it exclusively.
+    """Write a shard under a temporary name, then publish it exclusively (``cape_hpc.io.store.publish``,
+    the mechanism of every results file: fsync, mode from the umask, link(2), fsync of the folder).
 
     ``tree`` has keys ``internals`` (one tree) and ``steering`` (run name -> tree), both optional.
     Returns ('written' | 'exists', path): 'exists' when another process published the same model
@@ -173,7 +173,7 @@ def write_shard(out_dir: str | os.PathLike, entry: ModelEntry, provenance: dict,
     """
     final = shard_path(out_dir, entry.name)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{entry.name}.{HOST}.{os.getpid()}.tmp.h5"
+    tmp = temp_path(final)
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["cape_shard"] = SHARD_FORMAT
@@ -192,54 +192,23 @@ def write_shard(out_dir: str | os.PathLike, entry: ModelEntry, provenance: dict,
             _failpoint("write", entry.name)
             f.attrs["complete"] = True
             f.attrs["content_sha256"] = content_hash(f)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        if force:
-            os.replace(tmp, final)
-            return "written", final
-        try:
-            os.link(tmp, final)      # fails if the final name exists: publication is exclusive
-        except FileExistsError:
-            return "exists", final
-        except OSError as exc:       # file systems without hard links
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-                raise
-            if final.exists():
-                return "exists", final
-            os.rename(tmp, final)
-        return "written", final
+        outcome = publish(tmp, final, force=force, on_exists="keep")
+        return ("exists" if outcome == "exists" else "written"), final
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
 
 
 def clean_stale_tmp(out_dir: str | os.PathLike) -> list[Path]:
-    """Remove temporary shards left by dead processes on this host."""
-    removed = []
-    for p in shards_dir(out_dir).glob(".*.tmp.h5"):
-        parts = p.name[1:-len(".tmp.h5")].rsplit(".", 2)
-        if len(parts) != 3:
-            continue
-        _, host, pid = parts
-        if host == HOST and pid.isdigit() and not _pid_alive(int(pid)):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-            removed.append(p)
-    return removed
+    """Remove temporary shards left by dead processes (``cape_hpc.io.store.clean_stale_temporaries``)."""
+    return clean_stale_temporaries(shards_dir(out_dir))
 
 
 # ---------------------------------------------------------------------------------------------
 # locks
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_pid_alive = pid_alive
 
 
 def _proc_start(pid: int) -> str | None:
