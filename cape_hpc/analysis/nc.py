@@ -129,6 +129,11 @@ def _scope_arrays(sub: pd.DataFrame, fams: list[str], b1: str, b2: str, scale: f
             sub[b1].to_numpy(float)[order] * scale, sub[b2].to_numpy(float)[order] * scale)
 
 
+def _pow10(x: float) -> float:
+    """10 ** x; inf beyond the largest float (an extrapolated N_c of a huge-N table), NaN for NaN."""
+    return math.nan if math.isnan(x) else 10.0 ** x if x < 308.0 else math.inf
+
+
 def _no_change_reason(gs: np.ndarray) -> str:
     gs = gs[gs != 0]
     if len(gs) == 0:
@@ -193,7 +198,7 @@ def _estimate(scope: str, opts: NcOptions, fam, logn, v1, v2, min_delta: float, 
         rlo, rhi = (float(logn.min()), float(logn.max())) if n else (nan, nan)
     extrap = bool(not math.isnan(value) and not rlo <= value <= rhi)
     summary = _note_extrapolation(summary, rlo, rhi, estimator)
-    return NcEstimate(scope, estimator, n, len(xs), float(value), 10.0 ** value if not math.isnan(value) else nan,
+    return NcEstimate(scope, estimator, n, len(xs), float(value), _pow10(value),
                       reason, float(g0), float(a), float(b), float(c), [float(lo), float(hi)], extrap, summary,
                       [rlo, rhi])
 
@@ -210,7 +215,7 @@ def _note_extrapolation(summary: BootstrapSummary, rlo: float, rhi: float, estim
         return summary
     what = "the gamma midpoints" if estimator == "gamma-fit" else "the models"
     text = (f"extrapolated: point or 95% bound outside log10 N [{rlo:.3f}, {rhi:.3f}] of {what} "
-            f"(N {10 ** rlo / 1e9:.3g}B to {10 ** rhi / 1e9:.3g}B)")
+            f"(N {_pow10(rlo) / 1e9:.3g}B to {_pow10(rhi) / 1e9:.3g}B)")
     return dataclasses.replace(summary, extrapolated=True, note="; ".join(x for x in (summary.note, text) if x))
 
 
