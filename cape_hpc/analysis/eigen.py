@@ -114,7 +114,7 @@ def eigen_geometry(df: pd.DataFrame, opts: EigenOptions | None = None) -> EigenR
         xx, yy = np.array(pts).T
         p, icpt = ols_line(xx, yy)
         if math.isfinite(p):
-            c = 10.0 ** icpt
+            c = 10.0 ** icpt if icpt < 308.0 else math.inf
             r2 = r_squared(yy, p * xx + icpt)
     return EigenResult(family, opts.units, columns, matrix, mode, width if mode == "sliding" else 0, windows, p, c, r2,
                        len(pts),
