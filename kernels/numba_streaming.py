@@ -102,10 +102,11 @@ def pool_accumulate_(hidden, mask, mode, slot, sums, unit_sums):
 
 
 # ------------------------------------------------------------------ pairs below a threshold
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)
 def _inv_norms(X, out):
+    """Serial: (n + m) D work next to the count's n m D, and no second wake-up of the threads."""
     n, D = X.shape
-    for i in prange(n):
+    for i in range(n):
         ss = 0.0
         for k in range(D):
             x = np.float64(X[i, k])
