@@ -18,7 +18,7 @@ import math
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from cape_hpc.analysis.deff import DeffOptions
 from cape_hpc.analysis.nc import ESTIMATORS, NcOptions
@@ -28,7 +28,10 @@ from cape_hpc.analysis.options import (CouplingOptions, DiagnoseOptions, EigenOp
 from cape_hpc.commands.common import add_output_args, add_scores_arg, emit_json, fmt, print_table
 from cape_hpc.errors import OptionError
 from cape_hpc.options import Options, option
+from cape_hpc.schema import Provenance
 from cape_hpc.stats.options import BootstrapOptions
+
+from numpy.linalg import LinAlgError  # a singular fit on degenerate data
 
 
 # ----------------------------------------------------------------------------------------------
@@ -66,8 +69,17 @@ def _progress(args) -> bool:
     return not getattr(args, "json", False) and sys.stderr.isatty()
 
 
+def _check_out(args) -> None:
+    """Check ``--out`` before anything is computed: a folder, a parent that is a file, a folder
+    that cannot be written, an empty path or a NUL are one-line errors now, not after the run."""
+    if getattr(args, "out", None) is not None:
+        from cape_hpc.io.store import check_target
+
+        check_target(args.out)
+
+
 def _write(args, groups: dict[str, Any], tables: dict[str, Any]) -> None:
-    if not getattr(args, "out", None):
+    if getattr(args, "out", None) is None:
         return
     from cape_hpc.io.store import write_results
 
@@ -108,10 +120,15 @@ def _log_b(v: float, fit_range) -> str:
         return "-"
     if fit_range is not None and all(math.isfinite(x) for x in fit_range):
         if v < fit_range[0]:
-            return f"<{10 ** fit_range[0] / 1e9:.3g}"
+            return f"<{_b(fit_range[0]):.3g}"
         if v > fit_range[1]:
-            return f">{10 ** fit_range[1] / 1e9:.3g}"
-    return f"{10 ** v / 1e9:.4g}"
+            return f">{_b(fit_range[1]):.3g}"
+    return f"{_b(v):.4g}"
+
+
+def _b(log10_n: float) -> float:
+    """10 ** log10_n in billions (inf beyond the largest float: a huge-N table prints, never overflows)."""
+    return 10.0 ** log10_n / 1e9 if log10_n < 308.0 else math.inf
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,6 +321,7 @@ def _table_of(cmd: Command, opts: Options) -> str:
 
 def run_command(cmd: Command, args) -> int:
     opts = cmd.options.from_args(args)
+    _check_out(args)
     table = _table_of(cmd, opts)
     df = _load(table, args)
     result = _func(cmd.func)(df, opts)
@@ -339,6 +357,7 @@ def nc_results(df, opts: NcOptions, run: NcRunOptions, progress: bool) -> dict[s
 
 def run_nc(args) -> int:
     opts, run = NcOptions.from_args(args), NcRunOptions.from_args(args)
+    _check_out(args)
     df = _load("base", args)
     res = nc_results(df, opts, run, _progress(args))
     if args.json:
@@ -351,6 +370,7 @@ def run_nc(args) -> int:
 
 def run_deff(args) -> int:
     opts = DeffOptions.from_args(args)
+    _check_out(args)
     df = _load("base", args)
     r = _deff(df, opts, args)
     if args.json:
@@ -397,6 +417,7 @@ def run_diagnose(args) -> int:
     from cape_hpc.analysis.diagnose import diagnose_point, fit_diagnose_model
 
     opts = DiagnoseOptions.from_args(args)
+    _check_out(args)
     df = _load("base", args)
     params = args.params
     if params is None:
@@ -420,10 +441,16 @@ def run_diagnose(args) -> int:
 
 @dataclass(frozen=True)
 class AnalyzeOptions(Options):
-    """The families of the two single-family analyses that `cape analyze` runs."""
+    """The families of the two single-family analyses that `cape analyze` runs, and ``--set`` for any
+    other option of any analysis."""
 
     fixedpoint_family: str = option(FixedPointOptions.default_of("family"), help="family of the fixed-point fit")
     eigen_family: str = option(EigenOptions.default_of("family"), help="family of the eigen-geometry")
+    set: tuple[str, ...] | None = option(
+        None, flag="--set", metavar="ANALYSIS.OPTION=VALUE",
+        help="any option of one analysis, e.g. --set isocline.calibration=Pythia --set eigen.mode=sliding "
+             "--set nc.window=8,11 (lists: commas; none: 'none'; the option names of `cape <analysis> --help` "
+             "with _ for -); repeat for several")
 
 
 #: the option classes whose flags `cape analyze` offers; each analysis takes those of its own fields
@@ -482,33 +509,121 @@ def analyses() -> tuple[Analysis, ...]:
     )
 
 
-def analysis_options(a: Analysis, args) -> Options:
-    """The options of one row: the analyze flags it declares (but ``own``), then ``fixed`` and ``from_flags``."""
+def _set_value(cls: type, name: str, text: str, where: str) -> Any:
+    """The value of ``--set ANALYSIS.NAME=TEXT`` for field ``name`` of ``cls`` (converted by its type;
+    the options class checks it)."""
+    import typing
+
+    from cape_hpc.options import _split_optional  # the options machinery's own reading of a type
+
+    tp, optional = _split_optional(typing.get_type_hints(cls)[name])
+    if optional and text.strip().lower() in ("none", ""):
+        return None
+    if tp is bool:
+        low = text.strip().lower()
+        if low not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+            raise OptionError(f"option '--set {where}': expected true or false, got {text!r}")
+        return low in ("true", "yes", "1", "on")
+    if typing.get_origin(tp) is tuple:
+        return tuple(v.strip() for v in text.split(",") if v.strip())
+    return text
+
+
+def parse_sets(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """``--set ANALYSIS.OPTION=VALUE`` items -> {analysis: {field: value}} (OptionError naming the item)."""
+    rows = {a.name: a for a in analyses()}
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or ():
+        key, eq, text = item.partition("=")
+        name, dot, fld = key.strip().partition(".")
+        fld = fld.replace("-", "_")
+        if not eq or not dot or not fld:
+            raise OptionError(f"option '--set': expected ANALYSIS.OPTION=VALUE, got {item!r}")
+        if name not in rows:
+            raise OptionError(f"option '--set': unknown analysis {name!r} (analyses: {', '.join(rows)})")
+        a = rows[name]
+        fields = {f.name for f in dataclasses.fields(a.options)}
+        if fld not in fields:
+            raise OptionError(f"option '--set': {name} has no option {fld!r} "
+                              f"(its options: {', '.join(sorted(settable(a)))})")
+        if fld not in settable(a):
+            why = ("fixed for this row" if fld in a.fixed else
+                   f"set by --{a.from_flags[fld].replace('_', '-')}" if fld in a.from_flags else
+                   "every value is run by this row")
+            raise OptionError(f"option '--set': {name}.{fld} cannot be set ({why})")
+        out.setdefault(name, {})[fld] = _set_value(a.options, fld, text, f"{name}.{fld}")
+    return out
+
+
+def settable(a: Analysis) -> set[str]:
+    """The options of one row that ``--set`` may change (all but ``own``, ``fixed`` and ``from_flags``)."""
+    return {f.name for f in dataclasses.fields(a.options)} - set(a.own) - set(a.fixed) - set(a.from_flags)
+
+
+def analysis_options(a: Analysis, args, sets: dict[str, dict[str, Any]] | None = None) -> Options:
+    """The options of one row: the analyze flags it declares (but ``own``), then ``fixed``,
+    ``from_flags`` and the row's ``--set`` items."""
     names = {f.name for f in dataclasses.fields(a.options)} - set(a.own)
     taken = argparse.Namespace(**{n: getattr(args, n) for n in names if hasattr(args, n)})
-    return a.options.from_args(taken, **a.fixed, **{k: getattr(args, v) for k, v in a.from_flags.items()})
+    mine = (sets or {}).get(a.name, {})
+    try:
+        return a.options.from_args(taken, **a.fixed, **{k: getattr(args, v) for k, v in a.from_flags.items()},
+                                   **mine)
+    except OptionError as exc:
+        if mine:
+            raise OptionError(f"{a.name} (--set {', '.join(f'{a.name}.{k}' for k in mine)}): {exc}") from None
+        raise
 
 
 def run_analyze(args) -> int:
-    """Every analysis of ``analyses()``, printed in order and optionally stored."""
+    """Every analysis of ``analyses()``, printed in order and optionally stored.  An analysis that
+    cannot run on this table is skipped with its reason (printed, in --json, and stored under
+    ``/analyze``); the others still run and are stored."""
+    import logging
+
+    from cape_hpc.errors import CapeError, DataError
+    from cape_hpc.io.runs import AnalyzeRun, SkippedAnalysis
+
+    log = logging.getLogger(__name__)
+    run_opts = AnalyzeOptions.from_args(args)
+    sets = parse_sets(run_opts.set)
+    rows = [(a, analysis_options(a, args, sets)) for a in analyses()]   # bad flags fail before any work
+    _check_out(args)
     tables = {t: _load(t, args) for t in ("base", "frontier", "loss")}
     families = set(tables["base"]["family"]) if args.families is None else set(args.families)
     res: dict[str, Any] = {}
+    skipped: list[SkippedAnalysis] = []
     printers = []
-    for a in analyses():
-        opts = analysis_options(a, args)
+    for a, opts in rows:
         if a.family and opts.family not in families:
+            flag = "--" + a.from_flags.get("family", "family").replace("_", "-")
+            skipped.append(SkippedAnalysis(a.name, f"family {opts.family!r} is not in the table (set {flag})"))
             continue
         df = tables[a.table]
-        res[a.name] = a.func(df, opts, args) if callable(a.func) else _func(a.func)(df, opts)
+        try:
+            res[a.name] = a.func(df, opts, args) if callable(a.func) else _func(a.func)(df, opts)
+        except CapeError as exc:
+            skipped.append(SkippedAnalysis(a.name, str(exc)))
+            continue
+        except (ArithmeticError, ValueError, RuntimeError, LinAlgError) as exc:  # a fit that fails on these data
+            log.debug("%s", exc, exc_info=True)
+            skipped.append(SkippedAnalysis(a.name, f"{type(exc).__name__}: {exc}"))
+            continue
         if a.printer is not None:
             printers.append((a.printer, res[a.name]))
+    if not res:
+        raise DataError("no analysis could run on these tables: " +
+                        "; ".join(f"{s.name}: {s.reason}" for s in skipped[:4]))
+    summary = AnalyzeRun(list(res), skipped, Provenance("cape analyze", run_opts.to_dict(),
+                                                        inputs={k: str(v.attrs.get("sha256", "")) for k, v in tables.items()}))
     if args.json:
-        emit_json({"analysis": res, "inputs": {k: _input_summary(v) for k, v in tables.items()}})
+        emit_json({"analysis": res, "skipped": skipped, "inputs": {k: _input_summary(v) for k, v in tables.items()}})
     else:
         for printer, r in printers:
             printer(r)
-    _write(args, {f"/analysis/{k}": v for k, v in res.items()}, tables)
+        for s_ in skipped:
+            print(f"skipped {s_.name}: {s_.reason}")
+    _write(args, {**{f"/analysis/{k}": v for k, v in res.items()}, "/analyze": summary}, tables)
     return 0
 
 
@@ -542,7 +657,11 @@ def register(sub) -> None:
     DiagnoseOptions.add_arguments(p)
     _add_query(p)
 
-    p = parser("analyze", "run every benchmark-level analysis (print; --out writes them all)", run_analyze,
+    p = parser("analyze", "run every benchmark-level analysis (print; --out writes them all); one that "
+                          "cannot run on the table is skipped with its reason", run_analyze,
                ("base", "frontier", "loss"))
+    # --set repeats (each item adds to the list)
+    p.add_argument("--set", dest="set", action="extend", nargs="+", default=None, metavar="ANALYSIS.OPTION=VALUE",
+                   help=AnalyzeOptions.__dataclass_fields__["set"].metadata["cape"]["help"])
     for cls in ANALYZE_FLAGS:
         cls.add_arguments(p)

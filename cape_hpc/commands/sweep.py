@@ -19,7 +19,10 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (models, order, estimated memory, shard state); load nothing")
     p.add_argument("--count", action="store_true", help="print the number of models and exit")
-    p.add_argument("--merge", metavar="FILE.h5", help="after the sweep, merge the shards into this file")
+    p.add_argument("--merge", metavar="FILE.h5", help="after the sweep, merge the shards into this file (an "
+                                                      "existing file with other content is kept unless --merge-force)")
+    p.add_argument("--merge-force", action="store_true",
+                   help="let --merge overwrite an existing file with different content")
     p.add_argument("--json", action="store_true", help="print the summary (or plan) as JSON")
     p.set_defaults(func=run_sweep_cmd)
 
@@ -50,7 +53,19 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
         print(len(select_models(job, opts.only, None)))
         return 0
     out_dir = opts.out_dir or job.output_dir
+    if args.merge is not None:  # before any model runs: the merge target must be writable
+        from cape_hpc.io.store import check_target
+
+        check_target(args.merge, "--merge")
     if args.dry_run:
+        from pathlib import Path
+
+        from cape_hpc.errors import StoreError
+        from cape_hpc.sweep.spec import check_prompt_files
+
+        check_prompt_files(job)
+        if Path(out_dir).exists() and not Path(out_dir).is_dir():
+            raise StoreError(f"option '--out-dir': {out_dir} is a file, not a results folder")
         rows = plan(job, out_dir, force=opts.force, models=select_models(job, opts.only, opts.index))
         if args.json:
             emit_json({"job": job.name, "out_dir": out_dir, "work": job.work_target, "plan": rows})
@@ -72,7 +87,7 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
     if args.merge and not res.interrupted:
         from cape_hpc.sweep.merge import merge_shards
 
-        mres = merge_shards(out_dir, args.merge, MergeOptions(force=True),
+        mres = merge_shards(out_dir, args.merge, MergeOptions(force=args.merge_force),
                             expect=[m.name for m in select_models(job, opts.only, opts.index)])
         status = status or mres.exit_status()
     if args.json:

@@ -19,6 +19,7 @@ temporary file is removed, its lock released) or finished (``on_term='finish'``)
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import math
@@ -276,11 +277,27 @@ def set_thread_budget(local_ranks: int) -> int:
 
 
 def resolve_work(target: str) -> Callable[[ModelEntry, JobSpec], dict]:
+    """The work function ``module:function`` (imported: a job file is a program, see ``spec``)."""
     mod, _, fn = target.partition(":")
     try:
-        return getattr(importlib.import_module(mod), fn)
+        func = getattr(importlib.import_module(mod), fn)
     except (ImportError, AttributeError) as exc:
         raise OptionError(f"work function {target!r} cannot be imported: {exc}") from None
+    if not callable(func):
+        raise OptionError(f"work function {target!r} is not callable")
+    return func
+
+
+def thread_counts() -> dict[str, int]:
+    """The threads this rank computes with: torch (intra-op), numba, OpenMP (0: not loaded / unset).
+    Recorded in the provenance: a float sum's order, so its last digits, can depend on them."""
+    out = {"torch": 0, "numba": 0, "omp": int(os.environ.get("OMP_NUM_THREADS", "0") or 0)}
+    if "torch" in sys.modules:
+        out["torch"] = int(sys.modules["torch"].get_num_threads())
+    if "numba" in sys.modules:
+        with contextlib.suppress(Exception):
+            out["numba"] = int(sys.modules["numba"].get_num_threads())
+    return out
 
 
 class _TermState:
@@ -339,9 +356,11 @@ def run_one(entry: ModelEntry, job: JobSpec, out_dir: Path, work: Callable, *, f
             term.in_compute = False
         ls = (tree.get("info") or {}).get("load_seconds")
         run.load_seconds = math.nan if ls is None else float(ls)
+        threads = thread_counts()
         outcome, path = sh.write_shard(out_dir, entry, want, tree, force=force or st.status == "complete",
                                        info={**(tree.get("info") or {}), "run_id": run_id, "rank": rank,
-                                             "host": sh.HOST})
+                                             "host": sh.HOST,
+                                             "threads": ",".join(f"{k}={v}" for k, v in threads.items())})
         run.shard = str(path)
         run.status = "done" if outcome == "written" else "skipped"
         if outcome == "exists":
@@ -394,7 +413,15 @@ def run_sweep(job: JobSpec, opts: SweepOptions | None = None, *, comm=None, **ch
     header = None
     if rank == 0:
         try:
-            out.mkdir(parents=True, exist_ok=True)
+            if out.exists() and not out.is_dir():
+                raise StoreError(f"option '--out-dir': {out} is a file, not a results folder")
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"option '--out-dir': cannot create the folder {out} ({exc.strerror or exc})") from None
+            from cape_hpc.sweep.spec import check_prompt_files
+
+            check_prompt_files(job)
             sh.clean_stale_tmp(out)
             rows = plan(job, out, force=force, models=models)
             refused = [r for r in rows if r.action == "refuse"]
@@ -520,8 +547,10 @@ def run_sweep(job: JobSpec, opts: SweepOptions | None = None, *, comm=None, **ch
 
 
 def _provenance(job: JobSpec, opts: SweepOptions, prompts_sha: dict) -> Provenance:
+    threads = thread_counts()
     return Provenance("cape_hpc.sweep.run_sweep", opts.to_dict(),
-                      inputs={"job": job.sha256, **{f"prompts_{k}": v for k, v in prompts_sha.items()}})
+                      inputs={"job": job.sha256, **{f"prompts_{k}": v for k, v in prompts_sha.items()},
+                              **{f"threads_{k}": str(v) for k, v in threads.items()}})
 
 
 def _run_id() -> str:

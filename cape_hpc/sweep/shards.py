@@ -82,12 +82,20 @@ def prompt_hashes(job: JobSpec) -> dict[str, str]:
     return out
 
 
+def identity_options(job: JobSpec) -> dict:
+    """The job options as a shard's identity: prompt files by their content's SHA-256
+    (``prompt_sha256``), never by how their path is spelled (relative, absolute, via a link)."""
+    jo = job.job_options()
+    jo["prompts"] = {k: v for k, v in jo["prompts"].items() if k not in ("contrastive", "calibration")}
+    return jo
+
+
 def expected_provenance(entry: ModelEntry, job: JobSpec, prompts_sha: dict[str, str] | None = None) -> dict:
     return {
         "format": SHARD_FORMAT,
         "model": entry.name,
         "model_options": entry.options(),
-        "job_options": job.job_options(),
+        "job_options": identity_options(job),
         "prompt_sha256": prompts_sha if prompts_sha is not None else prompt_hashes(job),
         "code_version": shard_code_version(),
     }

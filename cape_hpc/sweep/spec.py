@@ -16,6 +16,10 @@ backend), optional steering, and the output directory::
 ``work`` picks the per-model work function (``internals``, the default: load, extract, steer;
 ``synthetic``: a deterministic stand-in for tests; or ``module:function``); ``work_options`` go to
 it (``device: auto|cpu|cuda|cuda:N``; auto = one GPU per rank when there are GPUs).
+``module:function`` imports that module when the sweep runs, as Python code: a job file is a
+program, run only job files you trust (like a Makefile).  Only modules of cape_hpc or of a
+package importable from the job file's folder or the Python path are found; the name must be
+dotted identifiers (no paths), and the function must be callable.
 
 Every error names the file and the key path (``jobs/x.yaml: models[3].dtype: ...``).
 ``params`` (and optionally ``d_model``, ``n_layers``, ``vocab``) describe the model without
@@ -38,6 +42,7 @@ from cape_hpc.steering.results import SCALES as STEER_SCALES
 
 DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+WORK_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 #: short names of the work functions (``work:`` key); anything else must be ``module:function``
 WORK_FUNCTIONS = {
     "internals": "cape_hpc.sweep.work:process_model",
@@ -162,6 +167,24 @@ _TOP_KEYS = {"name", "description", "output_dir", "defaults", "prompts", "intern
              "models", "work", "work_options"}
 
 
+def _name_of(m: Any) -> str:
+    if isinstance(m, str):
+        return default_name(m)
+    return str(m.get("name") or default_name(str(m.get("id", ""))))
+
+
+def check_prompt_files(job: "JobSpec") -> None:
+    """The prompt files a job names exist and are files (DataError naming the job file and key)."""
+    for k in ("contrastive", "calibration"):
+        p = job.prompts.get(k)
+        if p is None:
+            continue
+        if not os.path.exists(p):
+            raise DataError(f"{job.path}: prompts.{k}: prompt file {p} not found")
+        if not os.path.isfile(p):
+            raise DataError(f"{job.path}: prompts.{k}: {p} is not a file")
+
+
 def default_name(model_id: str) -> str:
     return model_id.rstrip("/").replace("/", "__")
 
@@ -173,8 +196,9 @@ def parse_job(data: Any, path: str = "<job>") -> JobSpec:
     job_name = v.typed(top, "", "name", (str,), Path(path).stem)
     output_dir = v.typed(top, "", "output_dir", (str,), os.path.join("results", job_name))
     work = v.typed(top, "", "work", (str,), "internals")
-    if work not in WORK_FUNCTIONS and ":" not in work:
-        raise v.err("work", f"must be one of {', '.join(WORK_FUNCTIONS)} or 'module:function', got {work!r}")
+    if work not in WORK_FUNCTIONS and not WORK_RE.fullmatch(work):
+        raise v.err("work", f"must be one of {', '.join(WORK_FUNCTIONS)} or 'module:function' (dotted Python "
+                            f"names), got {work!r}")
     work_options = v.mapping(top.get("work_options"), "work_options", set(top.get("work_options") or {}))
 
     dflt = v.mapping(top.get("defaults"), "defaults", _DEFAULT_KEYS)
@@ -232,9 +256,11 @@ def parse_job(data: Any, path: str = "<job>") -> JobSpec:
         name = v.typed(m, key, "name", (str,), default_name(mid))
         if not NAME_RE.match(name):
             raise v.err(f"{key}.name", f"{name!r} is not a valid shard name (letters, digits, . _ + -)")
-        if name in seen:
-            raise v.err(f"{key}.name", f"duplicate model name {name!r} (also models[{seen[name]}])")
-        seen[name] = i
+        if name.lower() in seen:  # shard files of names differing in case collide on case-insensitive file systems
+            j = seen[name.lower()]
+            raise v.err(f"{key}.name", f"duplicate model name {name!r} (also models[{j}]"
+                                       f"{', up to case' if models_raw and name != _name_of(models_raw[j]) else ''})")
+        seen[name.lower()] = i
         extra = m.get("options") or {}
         if not isinstance(extra, dict):
             raise v.err(f"{key}.options", "must be a mapping")
