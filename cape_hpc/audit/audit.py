@@ -177,9 +177,11 @@ def audit_claim(ctx: AuditContext, claim: Claim, budget: int = 64, uncertain: se
         m = match(targets, v) if not err else False
         d = distance(targets, v) if not err else math.inf
         deg = "; ".join(degeneracy_reasons(ctx.facts, claim.checks)) if not err else ""
+        notes = list(dict.fromkeys(x for k, x in ctx.facts if k == "note"))
+        text = fmt_value(v) + (" (extrapolated)" if any("extrapolated" in x for x in notes) else "")
         if not combo.choices:
-            stated_value, stated_err = fmt_value(v), err
-        tried.append(AlternativeResult(combo.name, fmt_value(v) if not err else "-", m is True,
+            stated_value, stated_err = text, err
+        tried.append(AlternativeResult(combo.name, text if not err else "-", m is True,
                                        m is None and not err, err, d, deg, combo.n_changes))
     ctx.facts = []
     computed = [t for t in tried if t.value != "-" or t.matches]

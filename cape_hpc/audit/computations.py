@@ -161,6 +161,8 @@ def c_nc(ctx: AuditContext, family="Pythia", estimator="gamma-fit", pooled=False
         ctx.fact("determined", (f"the quadratic of {est.scope}", est.n_models, 3))
     if boot:
         ctx.fact("interval", (f"N_c interval of {est.scope}", est.bootstrap))
+    if est.extrapolated or (boot and est.bootstrap.extrapolated):
+        ctx.fact("note", "extrapolated beyond the data (docs/METHODS.md §2.4)")
     if quantity == "none":
         return bool(not math.isfinite(est.log10_nc) and "positive at every interval" in est.reason)
     if quantity == "nc":
