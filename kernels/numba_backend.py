@@ -34,8 +34,40 @@ def _np(x: torch.Tensor) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ kernels
-@nb.njit(parallel=True, cache=True)
-def _pool_last(h, m, out):
+def _twins(fn, **kw):
+    """The kernel compiled twice: parallel (``prange`` over work items) and serial (for small
+    calls, where waking the thread pool costs more than the work).  Both do the same arithmetic in
+    the same order per output, so results never depend on which ran or on the thread count."""
+    return (nb.njit(parallel=True, cache=True, **kw)(fn), nb.njit(parallel=False, cache=True, **kw)(fn))
+
+
+SERIAL_ELEMS = 1 << 16  # calls that read fewer elements run on one thread
+
+
+def _d_chunks(rows: int, D: int, min_chunk: int = 256, want_jobs: int = 64) -> int:
+    """Feature chunks per row: 1 when there are enough rows to spread over threads, else enough
+    chunks (of >= min_chunk features) for ~want_jobs work items.  A function of the shape only
+    (never of the thread count), so the arithmetic is the same on any machine."""
+    if rows >= want_jobs or D <= min_chunk:
+        return 1
+    return max(1, min((D + min_chunk - 1) // min_chunk, (want_jobs + rows - 1) // rows))
+
+
+@nb.njit(cache=True, inline="always")
+def _add4(acc, a, b, c, e):
+    """acc += (a + b) + (c + e) in float64, elementwise: four rows per pass over the accumulator
+    (a quarter of its load/store traffic; the order of the additions is fixed)."""
+    for d in range(acc.shape[0]):
+        acc[d] += (np.float64(a[d]) + b[d]) + (np.float64(c[d]) + e[d])
+
+
+@nb.njit(cache=True, inline="always")
+def _add1(acc, a):
+    for d in range(acc.shape[0]):
+        acc[d] += a[d]
+
+
+def _pool_last_fn(h, m, out):
     N, S, D = h.shape
     for n in prange(N):
         last = -1
@@ -43,37 +75,114 @@ def _pool_last(h, m, out):
             if m[n, s]:
                 last = s
                 break
+        o = out[n]
         if last < 0:
             for d in range(D):
-                out[n, d] = 0.0
+                o[d] = 0.0
         else:
+            row = h[n, last]
             for d in range(D):
-                out[n, d] = h[n, last, d]
+                o[d] = row[d]
 
 
-@nb.njit(parallel=True, cache=True, fastmath=_FM)
-def _pool_mean(h, m, out):
+def _pool_mean_fn(h, m, nchunk, out):
+    """Masked mean: one work item per (row n, feature chunk); float64 running sums over the
+    row's tokens (one pass over each token's features, contiguous), one division at the end."""
     N, S, D = h.shape
-    nchunk = (D + _CHUNK - 1) // _CHUNK
+    csz = (D + nchunk - 1) // nchunk
     for job in prange(N * nchunk):
         n = job // nchunk
-        d0 = (job % nchunk) * _CHUNK
-        d1 = min(D, d0 + _CHUNK)
-        acc = np.zeros(d1 - d0, dtype=np.float64)
+        d0 = (job % nchunk) * csz
+        d1 = min(D, d0 + csz)
+        w = d1 - d0
+        acc = np.zeros(w, dtype=np.float64)
+        tok = np.empty(S, dtype=np.int64)
         cnt = 0
         for s in range(S):
             if m[n, s]:
+                tok[cnt] = s
                 cnt += 1
-                for d in range(d0, d1):
-                    acc[d - d0] += h[n, s, d]
-        for d in range(d0, d1):
-            out[n, d] = acc[d - d0] / cnt if cnt > 0 else 0.0
+        i = 0
+        while i + 4 <= cnt:
+            _add4(acc, h[n, tok[i], d0:d1], h[n, tok[i + 1], d0:d1], h[n, tok[i + 2], d0:d1],
+                  h[n, tok[i + 3], d0:d1])
+            i += 4
+        while i < cnt:
+            _add1(acc, h[n, tok[i], d0:d1])
+            i += 1
+        o = out[n, d0:d1]
+        if cnt > 0:
+            for d in range(w):
+                o[d] = acc[d] / cnt
+        else:
+            for d in range(w):
+                o[d] = 0.0
+
+
+_pool_last, _pool_last_serial = _twins(_pool_last_fn)
+_pool_mean, _pool_mean_serial = _twins(_pool_mean_fn)
+
+
+def _row_blocks(B: int, P: int, min_rows: int = 64, want_jobs: int = 64) -> int:
+    """Row blocks per set: 1 when there are enough sets to spread over threads, else enough blocks
+    (of >= min_rows rows) for ~want_jobs work items.  A function of the shape only."""
+    if 2 * B >= want_jobs or P <= min_rows:
+        return 1
+    return max(1, min((P + min_rows - 1) // min_rows, (want_jobs + 2 * B - 1) // (2 * B)))
+
+
+def _set_rows_fn(R, T, nblk, part):
+    """part[b, k, j, :] = float64 sum of the rows of block j of set k (0: R[b], 1: T[b]); one work
+    item per (b, set, block), each a contiguous pass over whole rows."""
+    B = R.shape[0]
+    for job in prange(B * 2 * nblk):
+        b = job // (2 * nblk)
+        k = (job // nblk) % 2
+        j = job % nblk
+        X = R if k == 0 else T
+        n = X.shape[1]
+        D = X.shape[2]
+        per = (n + nblk - 1) // nblk
+        p0 = min(n, j * per)
+        p1 = min(n, p0 + per)
+        acc = part[b, k, j]
+        for d in range(D):
+            acc[d] = 0.0
+        p = p0
+        while p + 4 <= p1:
+            _add4(acc, X[b, p], X[b, p + 1], X[b, p + 2], X[b, p + 3])
+            p += 4
+        while p < p1:
+            _add1(acc, X[b, p])
+            p += 1
+
+
+def _set_finish_fn(part, out):
+    """cos(sum R[b], sum T[b]) from the block sums (added in block order, fixed by the shape)."""
+    B, _, nblk, D = part.shape
+    for b in prange(B):
+        dot = 0.0
+        nr = 0.0
+        nt = 0.0
+        for d in range(D):
+            sr = 0.0
+            st = 0.0
+            for j in range(nblk):
+                sr += part[b, 0, j, d]
+                st += part[b, 1, j, d]
+            dot += sr * st
+            nr += sr * sr
+            nt += st * st
+        out[b] = _cos(dot, nr, nt)
+
+
+_set_rows, _set_rows_serial = _twins(_set_rows_fn)
+_set_finish, _set_finish_serial = _twins(_set_finish_fn, fastmath=_FM)
 
 
 @nb.njit(parallel=True, cache=True, fastmath=_FM)
 def _set_sums(X, out):
-    """out[b, d] = sum_p X[b, p, d]: float32 partial sums of 16 rows (vectorised), flushed into
-    float64 accumulators (so long sets keep float64-like accuracy)."""
+    """out[b, d] = sum_p X[b, p, d] in float64 (the pairwise mean's unit-row sums)."""
     B, P, D = X.shape
     nchunk = (D + _CHUNK - 1) // _CHUNK
     for job in prange(B * nchunk):
@@ -82,17 +191,13 @@ def _set_sums(X, out):
         d1 = min(D, d0 + _CHUNK)
         n = d1 - d0
         acc = np.zeros(n, dtype=np.float64)
-        tmp = np.zeros(n, dtype=X.dtype)  # float32 partials for float32 input, float64 for float64
         for p in range(P):
             row = X[b, p, d0:d1]
             for d in range(n):
-                tmp[d] += row[d]
-            if (p & 15) == 15:
-                for d in range(n):
-                    acc[d] += tmp[d]
-                    tmp[d] = 0.0
+                acc[d] += row[d]
+        o = out[b, d0:d1]
         for d in range(n):
-            out[b, d0 + d] = acc[d] + tmp[d]
+            o[d] = acc[d]
 
 
 @nb.njit(cache=True)
@@ -191,11 +296,19 @@ def pooled_tap(hidden, mask, mode):
     N, S, D = hidden.shape
     adt = acc_dtype(hidden.dtype)
     h = _np(hidden)
-    m = (np.ones((N, S), dtype=np.bool_) if mask is None
-         else (mask != 0).contiguous().numpy())
+    if mask is None:
+        m = np.ones((N, S), dtype=np.bool_)
+    elif mask.dtype == torch.bool:
+        m = mask.contiguous().numpy()
+    else:
+        m = (mask != 0).contiguous().numpy()
     out = np.empty((N, D), dtype=np.float64 if adt == torch.float64 else np.float32)
     if N and D:
-        (_pool_last if mode == "last" else _pool_mean)(h, m, out)
+        serial = (N * D if mode == "last" else h.size) < SERIAL_ELEMS
+        if mode == "last":
+            (_pool_last_serial if serial else _pool_last)(h, m, out)
+        else:
+            (_pool_mean_serial if serial else _pool_mean)(h, m, _d_chunks(N, D), out)
     return torch.from_numpy(out)
 
 
@@ -208,13 +321,21 @@ def _sums(X):
 
 def set_mean_cosine(R, T):
     adt = acc_dtype(torch.promote_types(R.dtype, T.dtype))
-    B, P, _ = R.shape
-    if P == 0 or T.shape[1] == 0:
+    B, P, D = R.shape
+    Q = T.shape[1]
+    if P == 0 or Q == 0:
         return torch.full((B,), float("nan"), dtype=adt)
-    sr, st = _sums(R), _sums(T)
-    res = np.array([_cos(float(sr[b] @ st[b]), float(sr[b] @ sr[b]), float(st[b] @ st[b]))
-                    for b in range(B)], dtype=np.float64)
-    return torch.from_numpy(res).to(adt)
+    out = np.empty(B, dtype=np.float64)
+    if B:
+        r, t = _np(R), _np(T)
+        if r.dtype != t.dtype:  # one kernel signature for mixed inputs
+            r, t = r.astype(np.float64), t.astype(np.float64)
+        nblk = _row_blocks(B, max(P, Q))
+        part = np.empty((B, 2, nblk, D), dtype=np.float64)
+        serial = r.size + t.size < SERIAL_ELEMS
+        (_set_rows_serial if serial else _set_rows)(r, t, nblk, part)
+        (_set_finish_serial if part.size < SERIAL_ELEMS else _set_finish)(part, out)
+    return torch.from_numpy(out).to(adt)
 
 
 _CHUNK_ELEMS = 1 << 23  # cosines per GEMM chunk (32 MiB of float32): large enough for BLAS efficiency
