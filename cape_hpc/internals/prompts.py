@@ -84,13 +84,16 @@ def load_prompts(path: str | Path | None = None, *, calibration: bool = False) -
         raise DataError(f"{p}: prompt file not found") from None
     except IsADirectoryError:
         raise DataError(f"{p}: is a directory, not a prompt file") from None
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read the prompt file ({exc.strerror or exc})") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark is accepted, as in the CSV tables
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         raise DataError(f"{p}: line {line}: not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
     prompts: list[Prompt] = []
-    ids: set[str] = set()
+    ids: dict[str, str] = {}         # casefolded id -> id as first written
+    set_names: dict[str, str] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -105,10 +108,27 @@ def load_prompts(path: str | Path | None = None, *, calibration: bool = False) -
                 raise DataError(f"{p}: line {lineno}: missing field {key!r}")
         if not isinstance(rec["text"], str) or not rec["text"].strip():
             raise DataError(f"{p}: line {lineno}: field 'text' must be a non-empty string")
+        for key in ("id", "text", "set", "domain"):
+            v = rec.get(key)
+            if isinstance(v, str):
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise DataError(f"{p}: line {lineno}: field {key!r} holds a lone surrogate "
+                                    f"({v[exc.start]!r} at character {exc.start}): not valid Unicode text") from None
+                if "\0" in v:
+                    raise DataError(f"{p}: line {lineno}: field {key!r} contains a NUL character")
         pid = str(rec["id"])
-        if pid in ids:
-            raise DataError(f"{p}: line {lineno}: duplicate id {pid!r}")
-        ids.add(pid)
+        if pid.casefold() in ids:
+            first = ids[pid.casefold()]
+            raise DataError(f"{p}: line {lineno}: duplicate id {pid!r}"
+                            + ("" if first == pid else f" (same as {first!r} up to case)"))
+        ids[pid.casefold()] = pid
+        sname = str(rec["set"])
+        if sname.casefold() in set_names and set_names[sname.casefold()] != sname:
+            raise DataError(f"{p}: line {lineno}: set {sname!r} differs only in case from set "
+                            f"{set_names[sname.casefold()]!r}")
+        set_names[sname.casefold()] = sname
         truth = rec.get("true")
         if truth is not None and not isinstance(truth, bool):
             raise DataError(f"{p}: line {lineno}: field 'true' must be true or false, got {truth!r}")

@@ -65,14 +65,30 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[str]], str]:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not a CSV table") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the table ({exc.strerror or exc})") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    rows = list(csv.reader(io.StringIO(text)))
+    if "\0" in text:
+        line = text[:text.index("\0")].count("\n") + 1
+        raise DataError(f"{path}: line {line}: a NUL character (not a text table)")
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a CSV table ({exc})") from None
     if not rows:
         raise DataError(f"{path}: empty file (expected a header row)")
-    return [h.strip() for h in rows[0]], rows[1:], sha256_bytes(raw)
+    header = [h.strip() for h in rows[0]]
+    seen: dict[str, int] = {}
+    for i, h in enumerate(header, 1):
+        if h in seen:
+            raise DataError(f"{path}: row 1: column {h!r} appears twice in the header (columns {seen[h]} and {i})")
+        seen[h] = i
+    return header, rows[1:], sha256_bytes(raw)
 
 
 def _parse_number(path: Path, line: int, col: str, cell: str, required: bool) -> float:
@@ -101,7 +117,7 @@ def _load(path: str | os.PathLike, schema: dict) -> pd.DataFrame:
                         f"(header has: {', '.join(header)})")
     idx = {c: i for i, c in enumerate(header)}
     records = []
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, str]] = {}
     for offset, row in enumerate(rows):
         line = offset + 2
         if not any(cell.strip() for cell in row):
@@ -121,10 +137,12 @@ def _load(path: str | os.PathLike, schema: dict) -> pd.DataFrame:
             if c in schema["percent"] and not math.isnan(rec[c]) and not 0 <= rec[c] <= 100:
                 raise DataError(f"{path}: row {line}, column '{c}': {rec[c]:g} is not a percentage in [0, 100]")
         name = rec["model"]
-        if name in seen:
+        if name.casefold() in seen:  # names differing only in case are one model (and one HDF5 name on some systems)
+            first, other = seen[name.casefold()]
+            same = "" if other == name else f" ({other!r}: names differing only in case are the same model)"
             raise DataError(f"{path}: row {line}, column 'model': duplicate model {name!r} "
-                            f"(first at row {seen[name]})")
-        seen[name] = line
+                            f"(first at row {first}){same}")
+        seen[name.casefold()] = (line, name)
         rec["_row"] = line
         records.append(rec)
     if not records:

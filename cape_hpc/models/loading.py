@@ -187,9 +187,34 @@ def _embedded_dir(alias: str) -> tuple[Path, dict]:
 
 
 # --------------------------------------------------------------------------- public
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def _pickled_weights(folder: Path) -> list[str]:
+    """Weight files of a model folder that are Python pickles (loading one can run code), when the
+    folder has no safetensors weights to load instead."""
+    if any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")):
+        return []
+    found: list[str] = []
+    for pattern in PICKLE_WEIGHTS:
+        found += [p.name for p in folder.glob(pattern) if p.name not in found and p.is_file()]
+    return sorted(found)
+
+
+def _allow_pickle(allow_pickle: bool | None) -> bool:
+    if allow_pickle is not None:
+        return bool(allow_pickle)
+    return os.environ.get("CAPE_ALLOW_PICKLE", "0").lower() in ("1", "true", "yes")
+
+
 def load_model(spec: str, revision: str | None = None, dtype: str = "float32",
-               trust_remote_code: bool = False) -> LoadedModel:
-    """Load ``spec`` (alias, ``tiny-<arch>``, GGUF file, local folder or HuggingFace id)."""
+               trust_remote_code: bool = False, allow_pickle: bool | None = None) -> LoadedModel:
+    """Load ``spec`` (alias, ``tiny-<arch>``, GGUF file, local folder or HuggingFace id).
+
+    Weights are read from safetensors only: a folder whose weights are pickled (``pytorch_model.bin``,
+    ``*.pt``: unpickling can run arbitrary code) is refused with a DataError unless ``allow_pickle``
+    (or ``CAPE_ALLOW_PICKLE=1``): convert it once with a trusted tool, or opt in for files you trust.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tdtype = _torch_dtype(dtype)
@@ -226,26 +251,30 @@ def load_model(spec: str, revision: str | None = None, dtype: str = "float32",
         path, source = spec, f"dir:{Path(spec).resolve()}"
         rev = revision or "local"
         kwargs["local_files_only"] = True
+        pickled = _pickled_weights(Path(spec))
+        if pickled and not _allow_pickle(allow_pickle):
+            raise DataError(f"--model {spec}: the weights are pickled ({', '.join(pickled)}), and loading a "
+                            f"pickle can run arbitrary code; convert them to safetensors, or opt in for files you "
+                            f"trust (allow_pickle=True, CAPE_ALLOW_PICKLE=1)")
     else:
         path, source, rev = spec, f"hf:{spec}", revision or "main"
         if revision:
             kwargs["revision"] = revision
         # offline when the weights are already cached; online only if allowed and needed
         kwargs["local_files_only"] = True
-    if not Path(path).is_dir() and spec not in EMBEDDED:
-        if revision and Path(spec).is_dir():
-            pass
+    if not _allow_pickle(allow_pickle):
+        kwargs["use_safetensors"] = True  # never unpickle weights unless asked (HF ids and folders alike)
     try:
         with _quiet_transformers():
             try:
                 model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-                tok = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kwargs.items() if k != "dtype"})
+                tok = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kwargs.items() if k not in ("dtype", "use_safetensors")})
             except OSError:
                 offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
                 if source.startswith("hf:") and not offline:
                     kwargs["local_files_only"] = False
                     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-                    tok = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kwargs.items() if k != "dtype"})
+                    tok = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kwargs.items() if k not in ("dtype", "use_safetensors")})
                 else:
                     raise
     except OSError as exc:

@@ -103,7 +103,8 @@ def process_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     loaded = load_model(entry.id, revision=entry.revision, dtype=entry.dtype,
-                        trust_remote_code=entry.trust_remote_code)
+                        trust_remote_code=entry.trust_remote_code,
+                        allow_pickle=bool(entry.extra.get("allow_pickle", False)) or None)
     device = _device(job)
     if device != "cpu":
         loaded.model.to(device)
