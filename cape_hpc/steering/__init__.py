@@ -1,14 +1,21 @@
-"""Steering (docs/METHODS.md §4): direction calibration, batched steered greedy generation, intervention
-statistics.  Imported lazily: ``cape_hpc.steering.results`` and ``.options`` need no torch."""
+"""Steering (docs/METHODS.md §4): the held-out multiple-choice outcome over an alpha grid and a layer
+scan (``evaluate_steering``), direction calibration, and the qualitative view, batched steered greedy
+generation (``run_steering``).  Imported lazily: ``cape_hpc.steering.results``, ``.options`` and
+``.items`` need no torch."""
 from __future__ import annotations
 
 from cape_hpc.lazy import lazy_exports
 
 _EXPORTS = {
-    "SteeringResult": "results", "PromptOutcome": "results",
-    "SteerOptions": "options",
-    "Direction": "steer", "Injector": "steer", "calibrate_direction": "steer", "greedy_generate": "steer",
-    "run_steering": "steer", "steering_hook": "steer", "select_prompts": "steer",
+    "SteeringResult": "results", "PromptOutcome": "results", "SteeringOutcomeResult": "results",
+    "DosePoint": "results", "ItemOutcome": "results",
+    "SteerOptions": "options", "OutcomeOptions": "options",
+    "Item": "items", "ItemSet": "items", "load_items": "items", "load_neutral": "items", "NeutralSet": "items",
+    "assign_folds": "folds",
+    "Injection": "scoring", "score_rows": "scoring", "tokenize_rows": "scoring", "fluency_pass": "scoring",
+    "evaluate_steering": "evaluate", "mcnemar_exact": "evaluate", "item_directions": "evaluate",
+    "Injector": "generate", "greedy_generate": "generate", "steering_hook": "generate",
+    "Direction": "steer", "calibrate_direction": "steer", "run_steering": "steer", "select_prompts": "steer",
 }
 __all__ = sorted(_EXPORTS)
 

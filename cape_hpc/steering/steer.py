@@ -1,23 +1,25 @@
-"""Steering (docs/METHODS.md §4): calibrate a direction at the probe layer, then batched greedy
-generation with and without the fused injection ``cape_kernels.steer_inject_`` called from a hook.
+"""Steering (docs/METHODS.md §4.1, §4.7): calibrate a direction at the probe layer, then the
+qualitative view: batched greedy generation with and without the fused injection
+``cape_kernels.steer_inject_`` (a ``Trace`` callback, ``steering.generate``).  The outcome is
+measured by ``steering.evaluate``.
 
 Nothing is printed and no file is written here; ``cape steer`` does the I/O.
 """
 from __future__ import annotations
 
-import contextlib
-import inspect
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.internals.prompts import PromptSet
-from cape_hpc.models.batching import StopForward, forward_kwargs, left_pad, pad_id, tokenize
+from cape_hpc.models.batching import tokenize
+from cape_hpc.models.tracing import Trace
 from cape_hpc.schema import Provenance
 from cape_hpc.stats.intervals import wilson_interval
+from cape_hpc.steering.generate import Injector, greedy_generate, steering_hook
 from cape_hpc.steering.options import SteerOptions
 from cape_hpc.steering.results import METHODS, POSITIONS, SCALES, PromptOutcome, SteeringResult
 
@@ -38,34 +40,22 @@ def check_probe_layer(loaded, probe_layer: int | None) -> int:
 
 def pooled_layer_states(loaded, texts: Sequence[str], layer: int, *, pooling: str = "last",
                         batch_size: int = 16, backend: str | None = None) -> torch.Tensor:
-    """Pooled output of decoder block ``layer`` for each text -> [N, D] float32 (forward stopped there)."""
+    """Pooled output of decoder block ``layer`` for each text -> [N, D] float32 (through ``Trace``,
+    the pass stopped there; one transfer at the end)."""
     import cape_kernels as ck
 
-    ad, model = loaded.adapter, loaded.model
-    device = next(model.parameters()).device
     ids, _ = tokenize(loaded, texts, what="calibration statement")
-    out = torch.empty(len(texts), ad.d_model, dtype=torch.float32)
-    state: dict[str, Any] = {}
+    device = next(loaded.model.parameters()).device
+    out = torch.empty(len(texts), loaded.adapter.d_model, dtype=torch.float32, device=device)
 
-    def hook(module, args, output):
-        h = ad.hidden_of(output)
-        out[state["rows"]] = ck.pooled_tap(h, state["mask"], pooling, backend=backend).to("cpu", torch.float32)
-        raise StopForward
+    def grab(h, batch):
+        out.index_copy_(0, batch.rows_device, ck.pooled_tap(h, batch.attention_mask, pooling,
+                                                            backend=backend).to(torch.float32))
 
-    handle = ad.layers[layer].register_forward_hook(hook)
-    try:
-        with torch.inference_mode():
-            for b0 in range(0, len(texts), batch_size):
-                rows = list(range(b0, min(b0 + batch_size, len(texts))))
-                input_ids, mask, pos = left_pad([ids[j] for j in rows], pad_id(loaded))
-                state["rows"], state["mask"] = torch.as_tensor(rows), mask.to(device)
-                try:
-                    model(**forward_kwargs(loaded, input_ids, mask, pos))
-                except StopForward:
-                    pass
-    finally:
-        handle.remove()
-    return out
+    with Trace(loaded, {f"block.{layer}": grab}) as tr:
+        for batch in tr.batches(ids, batch_size=batch_size):
+            tr.forward(batch)
+    return out.cpu()
 
 
 @dataclass
@@ -111,66 +101,6 @@ def calibrate_direction(loaded, calibration: PromptSet, *, probe_layer: int | No
                      n_false=len(falses), calibration_sha256=calibration.sha256)
 
 
-# ----------------------------------------------------------------------------------- injection hook
-class Injector:
-    """Forward hook on the probe block: steer_inject_ on the selected rows, record cos(h, v)."""
-
-    def __init__(self, v: torch.Tensor, alpha: float, scale: str, positions: str, tau: float | None,
-                 backend: str | None):
-        self.v, self.alpha, self.scale, self.positions, self.tau, self.backend = v, alpha, scale, positions, tau, backend
-        self.mask: torch.Tensor | None = None  # [N, S] of the current call
-        self.prefill = True
-        self.cos_last: torch.Tensor | None = None   # [N] cos(h, v) at the last prompt token
-        self.n_injected = 0
-
-    def __call__(self, module, args, output):
-        import cape_kernels as ck
-
-        h = output if isinstance(output, torch.Tensor) else output[0]
-        N, S, D = h.shape
-        if self.prefill:
-            sel = self.mask.to(torch.bool).clone()
-            if self.positions == "last":
-                sel[:, :-1] = False
-            elif self.positions == "generated":
-                sel[:] = False
-        else:
-            sel = torch.full((N, S), self.positions in ("all", "generated"), dtype=torch.bool, device=h.device)
-        alpha = torch.where(sel.reshape(-1), torch.tensor(float(self.alpha), device=h.device),
-                            torch.tensor(0.0, device=h.device))
-        flat = h.view(N * S, D) if h.is_contiguous() else None
-        if flat is None:
-            raise RuntimeError("probe layer output is not contiguous")
-        proj = ck.steer_inject_(flat, self.v.to(h.dtype), alpha, scale=self.scale, tau=self.tau,
-                                backend=self.backend)
-        if self.prefill:
-            self.cos_last = proj.view(N, S)[:, -1].detach().to("cpu", torch.float64)
-        if self.tau is None:
-            self.n_injected += int((alpha != 0).sum())
-        else:
-            self.n_injected += int(((alpha != 0) & (proj < self.tau)).sum())
-        return output
-
-
-@contextlib.contextmanager
-def steering_hook(loaded, layer: int, injector: Injector) -> Iterator[Injector]:
-    """Attach the injector to block ``layer``; removed on exit, also when generation raises."""
-    handle = loaded.adapter.layers[layer].register_forward_hook(injector)
-    try:
-        yield injector
-    finally:
-        handle.remove()
-
-
-# ----------------------------------------------------------------------------------- generation
-def _cache_of(res):
-    for name in ("cache", "past_key_values"):
-        c = getattr(res, name, None)
-        if c is not None:
-            return c
-    raise RuntimeError("the model returned no KV cache")
-
-
 def chat_texts(loaded, texts: Sequence[str]) -> list[str]:
     """Wrap each prompt as one user turn with the tokenizer's chat template (generation prompt added)."""
     tok = loaded.tokenizer
@@ -178,60 +108,6 @@ def chat_texts(loaded, texts: Sequence[str]) -> list[str]:
         raise OptionError(f"--chat-template: {loaded.name}'s tokenizer has no chat template")
     return [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
             for t in texts]
-
-
-def greedy_generate(loaded, rows: Sequence[Sequence[int]], max_new_tokens: int,
-                    injector: Injector | None = None, stop_at_eos: bool = True) -> list[list[int]]:
-    """Batched greedy decoding of left-padded prompts with a KV cache; stops at EOS per row
-    (``stop_at_eos=False`` always runs ``max_new_tokens`` steps and keeps every token: benchmarks)."""
-    model = loaded.model
-    device = next(model.parameters()).device
-    eos = loaded.tokenizer.eos_token_id
-    eos_ids = set(eos if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else []))
-    gc = getattr(model, "generation_config", None)
-    if gc is not None and gc.eos_token_id is not None:
-        e = gc.eos_token_id
-        eos_ids |= set(e if isinstance(e, (list, tuple)) else [e])
-    input_ids, mask, pos = left_pad(rows, pad_id(loaded))
-    kw = forward_kwargs(loaded, input_ids, mask, pos)
-    kw["use_cache"] = True
-    params = inspect.signature(model.forward).parameters
-    keep = "logits_to_keep" in params
-    cache_arg = "cache" if "cache" in params else "past_key_values"
-    if keep:
-        kw["logits_to_keep"] = 1
-    N = len(rows)
-    out: list[list[int]] = [[] for _ in range(N)]
-    done = torch.zeros(N, dtype=torch.bool)
-    mask = mask.to(device)
-    last_pos = pos[:, -1].to(device)
-    with torch.inference_mode():
-        if injector is not None:
-            injector.prefill, injector.mask = True, mask
-        res = model(**kw)
-        for step in range(max_new_tokens):
-            nxt = res.logits[:, -1, :].argmax(-1)
-            for i in range(N):
-                if not done[i]:
-                    t = int(nxt[i])
-                    if t in eos_ids and stop_at_eos:
-                        done[i] = True
-                    else:
-                        out[i].append(t)
-            if bool(done.all()) or step == max_new_tokens - 1:
-                break
-            mask = torch.cat([mask, torch.ones(N, 1, dtype=mask.dtype, device=device)], dim=1)
-            last_pos = last_pos + 1
-            kw = dict(input_ids=nxt[:, None], attention_mask=mask, use_cache=True)
-            kw[cache_arg] = _cache_of(res)
-            if loaded.adapter.accepts_position_ids:
-                kw["position_ids"] = last_pos[:, None]
-            if keep:
-                kw["logits_to_keep"] = 1
-            if injector is not None:
-                injector.prefill, injector.mask = False, None
-            res = model(**kw)
-    return out
 
 
 # ----------------------------------------------------------------------------------- runs
@@ -280,16 +156,20 @@ def run_steering(loaded, calibration: PromptSet, prompts: PromptSet, opts: Steer
     for b0 in range(0, len(order), batch_size):
         rows = order[b0:b0 + batch_size]
         batch = [ids[j] for j in rows]
-        base = greedy_generate(loaded, batch, max_new_tokens)
-        inj = Injector(v, opts.alpha, opts.scale, opts.positions, opts.tau, backend)
+        n = len(rows)
+        # baseline and steered rows in one batch: alpha 0 for the first n rows (docs/METHODS.md §4.7)
+        alpha = torch.cat([torch.zeros(n), torch.full((n,), float(opts.alpha))])
+        inj = Injector(v, alpha, opts.scale, opts.positions, opts.tau, backend)
         with steering_hook(loaded, layer, inj):
-            steered = greedy_generate(loaded, batch, max_new_tokens, injector=inj)
+            both = greedy_generate(loaded, batch + batch, max_new_tokens, injector=inj)
+        base, steered = both[:n], both[n:]
         n_injected += inj.n_injected
+        cos = inj.cos_last[n:]
         for k, j in enumerate(rows):
             results[j] = PromptOutcome(
                 id=str(prompts.prompts[j].id), prompt=texts[j], baseline=tok.decode(base[k], skip_special_tokens=True),
                 steered=tok.decode(steered[k], skip_special_tokens=True), changed=bool(base[k] != steered[k]),
-                cos=float(inj.cos_last[k]), n_baseline_tokens=len(base[k]), n_steered_tokens=len(steered[k]))
+                cos=float(cos[k]), n_baseline_tokens=len(base[k]), n_steered_tokens=len(steered[k]))
     per_prompt = [results[j] for j in range(len(ids))]
     n_changed = sum(r.changed for r in per_prompt)
     resolved = kbackends.resolve(backend or None, device.type)
