@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from cape_hpc.errors import DataError, SchemaError
+from cape_hpc.errors import CapeError, DataError, SchemaError
 from cape_hpc.schema import (RESULT_CLASSES, BootstrapSummary, ConfidenceInterval, Provenance, load_result, to_jsonable)
 from cape_hpc.io.scores import InputTable
 from cape_hpc.report.layout import LAYOUT
@@ -68,15 +68,20 @@ class Results:
 
     @classmethod
     def load(cls, path: str | Path) -> "Results":
-        from cape_hpc.io.store import read_results
+        from cape_hpc.io.store import is_cape_file, read_results
 
         p = Path(path)
         if not p.exists():
             raise DataError(f"{p}: results file not found")
+        if p.is_dir():
+            raise DataError(f"{p}: is a folder, not a results file")
         try:
             tree = read_results(p, "/")
-        except OSError as exc:
+        except (OSError, CapeError) as exc:
             raise DataError(f"{p}: not a readable HDF5 results file ({exc})") from None
+        if not is_cape_file(p):
+            raise DataError(f"{p}: an HDF5 file that cape_hpc did not write (no cape_hpc_version root "
+                            f"attribute): nothing to report")
         return cls.from_tree(str(p), tree)
 
     @classmethod
