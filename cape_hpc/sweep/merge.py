@@ -17,6 +17,7 @@ other options or code) are refused unless ``allow_mixed``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,8 @@ class MergedModel:
     provenance_sha256: str   # hash of the shard's provenance (model entry, job options, prompts, code)
     source: str
     resolved_revision: str
+    family: str = ""         # from the job spec ("" when not given)
+    params: float = math.nan  # parameter count from the job spec (NaN when not given)
 
 
 @dataclass
@@ -157,7 +160,8 @@ def merge_shards(results_dir: str | os.PathLike, output: str | os.PathLike, opts
             for run, res in steering.items():
                 write_tree(out.require_group(f"steering/{name}/{run}"), res)
             rows.append(MergedModel(name, digest, options_hash(st.provenance), str(info.get("source", "")),
-                                    str(info.get("resolved_revision", ""))))
+                                    str(info.get("resolved_revision", "")), str(info.get("family", "")),
+                                    float(info.get("params", math.nan))))
         prov = Provenance("cape_hpc.sweep.merge_shards", opts.to_dict(),
                           inputs={r.model: r.internals_sha256 for r in rows})
         index = SweepIndex(job_options=json.dumps(ref["job_options"], sort_keys=True, default=str),

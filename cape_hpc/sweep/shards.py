@@ -189,7 +189,8 @@ def write_shard(out_dir: str | os.PathLike, entry: ModelEntry, provenance: dict,
             f.attrs["provenance"] = json.dumps(provenance, sort_keys=True, default=str)
             f.attrs["provenance_sha256"] = options_hash(provenance)
             f.attrs["git_commit"] = git_commit()
-            for k, v in (info or {}).items():
+            # the model's family and parameter count from the job spec travel with the shard (issue 12)
+            for k, v in {"family": entry.family, "params": entry.params, **(info or {})}.items():
                 if v is not None:
                     f.attrs[f"info_{k}"] = v
             if tree.get("internals") is not None:
