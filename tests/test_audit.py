@@ -168,8 +168,15 @@ def test_every_claim_of_the_registry_evaluates_on_the_shipped_data():
     kinds = {verdict_key(c.verdict).split(" only with")[0] for c in res.claims}
     assert {VERDICT_OK, VERDICT_NO, VERDICT_INTERNALS, VERDICT_DATA, VERDICT_METHOD} <= kinds
     assert any(c.verdict.startswith(VERDICT_ALT) for c in res.claims)
-    # a verdict of "reproduced" always carries a computed value
+    # a verdict of "reproduced" always carries a computed value, from a clean (non-degenerate) fit
     assert all(c.value not in ("-", "nan") for c in res.claims if c.verdict == VERDICT_OK)
+    for c in res.claims:
+        if c.verdict == VERDICT_OK:
+            assert c.alternatives_tried[0].name == "stated method" and not c.alternatives_tried[0].degenerate
+        if c.verdict.startswith(VERDICT_ALT):
+            t = {a.name: a for a in c.alternatives_tried}[c.alternative]
+            assert t.matches and not t.degenerate
+        assert c.n_tried <= 64 and c.decided_by or c.verdict.startswith(("needs", "not computable"))
 
 
 def test_audit_result_round_trips_and_counts_its_verdicts(tmp_path, shipped):

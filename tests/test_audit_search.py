@@ -187,22 +187,13 @@ def test_removed_alternatives_cannot_change_the_value():
     assert not any(ax == "units" for c in load_claims() if c.id.startswith("phase-coef") for ax, _ in c.axes)
 
 
-def test_every_reproduced_claim_of_the_shipped_registry_is_clean_and_quoted(tmp_path):
+def test_every_claim_is_quoted_and_internal_claims_name_their_inputs():
     claims = load_claims()
     assert all(c.quote for c in claims)
     internal = [c for c in claims if c.fn == "internals"]
     assert internal and all(c.needs == "internals" and c.args.get("models") and c.args.get("quantity")
                             for c in internal)
-    ids = [c.id for c in claims if c.fn not in ("internals", "not_stated", "external")]
-    res = run_audit(load_scores(), AuditOptions(only=tuple(ids), n_resamples=200, budget=16),
-                    frontier=None, loss=None)
-    for c in res.claims:
-        if c.verdict == VERDICT_OK:
-            assert c.alternatives_tried[0].name == "stated method" and not c.alternatives_tried[0].degenerate
-        if c.verdict.startswith(VERDICT_ALT):
-            t = {a.name: a for a in c.alternatives_tried}[c.alternative]
-            assert t.matches and not t.degenerate
-        assert c.n_tried <= 16
+    # that every "reproduced" is clean is checked on the full shipped audit in tests/test_audit.py
 
 
 def test_altered_data_flip_exactly_the_affected_verdicts(tmp_path):
