@@ -1,11 +1,8 @@
-"""Streaming extraction (docs/METHODS.md §3): statistics against a direct float64 numpy computation on hidden states
-taken with output_hidden_states=True from the same real model (SmolLM2-135M), streaming memory,
-the store, and bad input."""
+"""Extraction (docs/METHODS.md §3): bad input, options, the command and the store."""
 import json
 import math
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -17,130 +14,8 @@ from cape_hpc.internals.prompts import Prompt, PromptSet
 from cape_hpc.models import load_model
 
 
-@pytest.fixture(scope="module")
-def smol():
-    return load_model("smollm2-135m")
-
-
-@pytest.fixture(scope="module")
-def small_set():
-    ps = load_prompts()
-    keep = ps.select("reasoning")[:5] + ps.select("truthfulness")[:5]
-    return PromptSet(keep, path=ps.path, sha256=ps.sha256)
-
-
-def _np_cos(a, b):
-    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
-
-
-def _np_pairwise(R, T):
-    Rn = R / np.linalg.norm(R, axis=1, keepdims=True)
-    Tn = T / np.linalg.norm(T, axis=1, keepdims=True)
-    C = Rn @ Tn.T
-    return C.mean(), (C < -0.5).mean()
-
-
-def _np_pr(X):
-    Xc = X - X.mean(0)
-    lam = np.clip(np.linalg.eigvalsh(Xc.T @ Xc), 0, None)
-    return lam.sum() ** 2 / (lam ** 2).sum()
-
-
-@pytest.mark.realmodel
-def test_statistics_match_numpy_on_output_hidden_states(smol, small_set):
-    res = extract_internals(smol, small_set, batch_size=4)       # batches with left padding
-    tok, model, ad = smol.tokenizer, smol.model, smol.adapter
-    L, H, dh = ad.n_layers, ad.n_heads, ad.head_dim
-    hs, logits, heads = [], [], []
-    cap = {}
-    hooks = [ad.out_proj(l).register_forward_pre_hook(
-        (lambda l: lambda m, a: cap.__setitem__(l, a[0][0, -1].double().numpy()))(l)) for l in range(L)]
-    try:
-        for p in small_set.prompts:                                # one prompt per forward, no padding
-            ids = tok(p.text, return_tensors="pt")
-            with torch.no_grad():
-                out = model(**ids, output_hidden_states=True)
-            hs.append(np.stack([h[0, -1].double().numpy() for h in out.hidden_states]))
-            logits.append(out.logits[0, -1].double().numpy())
-            heads.append(np.stack([cap[l] for l in range(L)]))
-    finally:
-        for h in hooks:
-            h.remove()
-    hs = np.stack(hs)                      # [N, L+1, D]; hidden_states[l+1] = output of block l
-    is_r = np.array([p.set == "reasoning" for p in small_set.prompts])
-    for l in range(L - 1):                 # the last entry of hidden_states is after the final norm
-        X = hs[:, l + 1]
-        R, T = X[is_r], X[~is_r]
-        assert res.layer_coupling[l] == pytest.approx(_np_cos(R.mean(0), T.mean(0)), abs=2e-5)
-        m, f = _np_pairwise(R, T)
-        assert res.layer_pairwise_mean[l] == pytest.approx(m, abs=2e-5)
-        assert res.layer_competing_fraction[l] == pytest.approx(f, abs=1e-12)
-        assert res.d_rep[l] == pytest.approx(_np_pr(np.concatenate([R, T])), rel=2e-4)
-    # final norm output = the last hidden state
-    F = hs[:, L]
-    assert res.bottleneck.hidden == pytest.approx(_np_cos(F[is_r].mean(0), F[~is_r].mean(0)), abs=2e-5)
-    lg = np.stack(logits)
-    assert res.bottleneck.logits == pytest.approx(_np_cos(lg[is_r].mean(0), lg[~is_r].mean(0)), abs=2e-5)
-    # top-k PCA subspaces of the stacked final states
-    Fs = np.concatenate([F[is_r], F[~is_r]])
-    U, s, Vt = np.linalg.svd(Fs - Fs.mean(0), full_matrices=False)
-    a, b = Vt @ F[is_r].mean(0), Vt @ F[~is_r].mean(0)
-    ref = np.cumsum(a * b) / np.sqrt(np.cumsum(a * a) * np.cumsum(b * b))
-    k = len(res.bottleneck.pca_k)
-    assert k == len(small_set) - 1
-    np.testing.assert_allclose(res.bottleneck.pca_coupling, ref[:k], atol=5e-4)
-    assert abs(res.bottleneck.pca_coupling[0]) == pytest.approx(1.0)
-    # per head
-    Hd = np.stack(heads).reshape(len(hs), L, H, dh)
-    mr, mt = Hd[is_r].mean(0), Hd[~is_r].mean(0)
-    ref_h = (mr * mt).sum(-1) / np.sqrt((mr * mr).sum(-1) * (mt * mt).sum(-1))
-    np.testing.assert_allclose(res.head_coupling, ref_h, atol=5e-5)
-    s = res.head_summary
-    assert s.cooperative_share == pytest.approx(np.mean(ref_h > 0), abs=1 / ref_h.size)
-    assert s.net == pytest.approx(ref_h.mean(), abs=5e-5)
-    thirds = np.array_split(np.arange(L), 3)
-    assert s.early == pytest.approx(ref_h[thirds[0]].mean(), abs=5e-5)
-    assert s.late == pytest.approx(ref_h[thirds[2]].mean(), abs=5e-5)
-
-
-_MEM_SCRIPT = textwrap.dedent("""
-    import resource, sys, json, warnings
-    import torch
-    torch.set_num_threads(1)
-    from cape_hpc.models.tiny import build_tiny
-    from cape_hpc.models.loading import LoadedModel
-    from cape_hpc.models.adapters import Adapter
-    from cape_hpc.internals import extract_internals
-    from cape_hpc.internals.prompts import Prompt, PromptSet
-    n = int(sys.argv[1])
-    model, tok = build_tiny("llama", hidden_size=384, num_hidden_layers=6, num_attention_heads=6,
-                            num_key_value_heads=2, intermediate_size=256)
-    lm = LoadedModel(model, tok, Adapter(model), "tiny", "seed=0", "float32", "tiny-llama")
-    ps = PromptSet([Prompt(str(i), ("prompt %d " % i) * 4, "a" if i % 2 else "b") for i in range(n)],
-                   path="<mem>", sha256="0")
-    warm = PromptSet(ps.prompts[:32], path="<mem>", sha256="0")
-    extract_internals(lm, warm, batch_size=32, backend="torch")
-    res = extract_internals(lm, ps, batch_size=32, backend="torch")
-    print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                      "L": res.n_layers, "D": res.d_model}))
-""")
-
-
-def test_streaming_peak_memory_does_not_grow_with_prompts(tmp_path):
-    """Peak RSS over 1,024 prompts exceeds the one over 64 by a small multiple of the pooled vectors
-    themselves; an activation cache of these prompts would be ~0.5-1 GB."""
-    out = {}
-    for n in (64, 1024):
-        p = subprocess.run([sys.executable, "-c", _MEM_SCRIPT, str(n)], capture_output=True, text=True,
-                           timeout=600)
-        assert p.returncode == 0, p.stderr[-2000:]
-        out[n] = json.loads(p.stdout.strip().splitlines()[-1])
-    L, D = out[1024]["L"], out[1024]["D"]
-    pooled_bytes = 1024 * (L + 1) * D * 4              # residual [L, N, D] + final [N, D], float32
-    grow = (out[1024]["maxrss_kb"] - out[64]["maxrss_kb"]) * 1024
-    # measured on 2 CPU cores: 14-24 MB of growth (token lists, per-batch buffers) for 11 MB of pooled
-    # vectors; an activation cache would add 500+ MB
-    assert grow < 3 * pooled_bytes, (grow, pooled_bytes)
+# The statistics against a float64 reference from output_hidden_states (SmolLM2-135M and every tiny
+# architecture, batch sizes 1, 7, 32) and the streaming state's size: tests/test_internals_streaming.py.
 
 
 # ------------------------------------------------------------------ bad input

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = mopts.load()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = extract_internals(loaded, prompts, opts)
+        res = extract_internals(loaded, prompts, opts, overwrite=bool(getattr(args, "force", False)))
     status = None
     if args.out:
         status = store_status(update_results(args.out, {res.group: res}, force=args.force), res.group)
@@ -47,10 +47,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {res.model}: {res.source}, revision {res.revision}, dtype {res.dtype}, backend {res.backend}")
     print(f"prompts: {prompts.path} (sha256 {res.prompt_set_sha256[:16]}...), R = {res.set_r!r} "
           f"({res.n_r}), T = {res.set_t!r} ({res.n_t}), pooling {res.pooling}")
+    bl = res.blocks
+    level = f"{100 * bl.level:g}%"
+    print(f"blocks: {bl.n_blocks} ({bl.n_nonempty} non-empty, seed {bl.seed}), block bootstrap: "
+          f"{bl.n_resamples} resamples; pairs: {res.pairs_mode}"
+          + (f" (reservoir of {res.reservoir_size} per set)" if res.pairs_mode == "reservoir" else "")
+          + f"; d_rep: {res.d_rep_mode}" + (f" (sketch k = {res.d_rep_sketch})" if res.d_rep_mode == "sketch" else "")
+          + f"; streaming state {res.state_bytes / 2 ** 20:.1f} MiB")
     if "residual" in res.taps:
-        rows = [(r.layer, r.coupling, r.pairwise_mean, r.competing_fraction, "yes" if r.competes else "no", r.d_rep)
+        rows = [(r.layer, r.coupling, f"[{r.coupling_ci.low:.3f}, {r.coupling_ci.high:.3f}]", r.pairwise_mean,
+                 r.competing_fraction, "yes" if r.competes else "no", r.d_rep)
+                + ((r.competing_fraction_se,) if res.pairs_mode == "reservoir" else ())
+                + ((r.d_rep_se,) if res.d_rep_mode == "sketch" else ())
                 for r in res.layers]
-        print_table(rows, ["layer", "coupling", "pairwise_mean", "frac<-0.5", "competes", "d_rep"],
+        print_table(rows, ["layer", "coupling", f"coupling {level} CI", "pairwise_mean", "frac<-0.5", "competes",
+                           "d_rep"] + (["frac_se"] if res.pairs_mode == "reservoir" else [])
+                    + (["d_rep_se"] if res.d_rep_mode == "sketch" else []),
                     title="Per-layer coupling (residual stream after each block)")
         print(f"competing layers: {int(res.layer_competes.sum())} of {res.n_layers}")
     if "heads" in res.taps:

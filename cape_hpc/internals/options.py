@@ -26,8 +26,8 @@ class ExtractOptions(Options):
 
     batch_size: int = option(16, help="prompts per forward pass (left-padded)", minimum=1)
     pooling: str = option("last", help="pooling of each tap over the prompt's tokens", choices=POOLINGS)
-    taps: tuple[str, ...] = option(TAPS, help="taps to extract", choices=TAPS,
-                                   metavar="TAP")
+    taps: tuple[str, ...] = option(TAPS, help="taps to extract, space- or comma-separated: "
+                                              + ", ".join(TAPS), metavar="TAP")
     backend: str | None = option(None, help="cape_kernels backend (none: automatic)", choices=BACKENDS)
     max_prompts: int | None = option(None, help="use at most N prompts (the first N/2 of each set)", minimum=2,
                                      metavar="N")
@@ -65,3 +65,6 @@ class ExtractOptions(Options):
     def check(self) -> None:
         if not self.taps:
             raise OptionError("option '--taps': no tap selected (choose from " + ", ".join(TAPS) + ")")
+        for t in self.taps:
+            if t not in TAPS:
+                raise OptionError(f"option '--taps': {t!r} is not one of {', '.join(TAPS)}")
