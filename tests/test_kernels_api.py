@@ -173,3 +173,27 @@ def test_cuda_compile_errors_are_reported():
         pytest.skip("no CUDA compiler")
     with pytest.raises(RuntimeError, match="undefined_name|identifier"):
         compile_ptx('extern "C" __global__ void k(float* x) { x[0] = undefined_name; }', "bad.cu")
+
+
+def test_eager_fast_path_matches_the_dispatcher(monkeypatch):
+    """Plain eager calls skip torch.library's dispatcher; the numbers equal torch.ops.cape.*, and a
+    call under a dispatch mode (fake tensors) or with autograd goes through the registered op."""
+    from cape_kernels import ops
+
+    R, T = torch.randn(3, 9, 16), torch.randn(3, 11, 16)
+    for be in ("torch", "numba"):
+        assert torch.equal(ck.set_mean_cosine(R, T, backend=be), torch.ops.cape.set_mean_cosine(R, T, be))
+        h, m = torch.randn(4, 5, 16), torch.rand(4, 5) > 0.3
+        assert torch.equal(ck.pooled_tap(h, m, "mean", backend=be), torch.ops.cape.pooled_tap(h, m, "mean", be))
+    assert ops._direct(R, T) and not ops._direct(R.requires_grad_(), T)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        fr, ft = torch.empty(3, 9, 16), torch.empty(3, 11, 16)
+        assert not ops._direct(fr, ft)
+        out = ck.set_mean_cosine(fr, ft, backend="numba")  # the fake implementation: shape only
+        assert out.shape == (3,)
+    calls = []
+    monkeypatch.setattr(ops, "_set_mean_cosine_op", lambda *a: calls.append(a) or torch.zeros(3))
+    ck.set_mean_cosine(R, T, backend="torch")
+    assert len(calls) == 1  # requires_grad: through the registered op
