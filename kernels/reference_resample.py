@@ -70,14 +70,21 @@ def participation_ratio_eig(Xs, corr=False):
     return float(lam.sum() ** 2 / np.sum(lam ** 2))
 
 
+#: curvature below rounding (docs/METHODS.md §2.4): the same rule as cape_kernels.resample
+CURVATURE_RTOL = 1e-9
+
+
 def quadratic_vertex_ref(xs, ys, lo=-np.inf, hi=np.inf):
-    """Vertex -b/(2a) of np.polyfit(x, y, 2) (x centred for conditioning); NaN unless a > 0,
+    """Vertex -b/(2a) of np.polyfit(x, y, 2) (x centred for conditioning); NaN unless a > 0 beyond
+    rounding (a var(x) > CURVATURE_RTOL rms(y): the curvature's size against the data's),
     lo <= vertex <= hi and the resample has >= 3 distinct x."""
     if np.unique(xs).size < 3:
         return np.nan
     xm = xs.mean()
     a, b, _ = np.polyfit(xs - xm, ys, 2)
     if not a > 0:
+        return np.nan
+    if not a * np.var(xs) > CURVATURE_RTOL * np.sqrt(np.mean(np.asarray(ys, float) ** 2)):
         return np.nan
     v = xm - b / (2 * a)
     return float(v) if lo <= v <= hi else np.nan

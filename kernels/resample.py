@@ -73,6 +73,10 @@ GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _SEED_SALT = 0xD1B54A32D192ED03
 # relative threshold on det(normal equations) below which a quadratic fit is singular
 SINGULAR_RTOL = 1e-10
+# a quadratic whose curvature is rounding noise is not a minimum: valid only when a * var(x) (the
+# curvature's size over the resample's spread of x) exceeds CURVATURE_RTOL * rms(y) (the size of
+# the fitted scores); identical scores give a ~ 1e-15 from rounding, which `a > 0` alone accepted
+CURVATURE_RTOL = 1e-9
 # a resample whose spread (sum of squared deviations) is below this fraction of its sum of squares
 # about the full-sample mean counts as zero spread: C == 0 (covariance) or a constant column
 # (correlation) -> d_eff is NaN
@@ -395,7 +399,7 @@ def _quad_features(x, y):
     t = x - xm
     t2 = t * t
     F = np.ascontiguousarray(np.stack([t, t2, t2 * t, t2 * t2, y, t * y, t2 * y,
-                                       np.zeros_like(t)], axis=1))  # 8th column: padding
+                                       y * y], axis=1))  # 8th column: y^2 (the data's scale)
     return F, xm
 
 
@@ -425,9 +429,12 @@ def _quad_coef(m, s, rtol):
 
 @njit(inline="always")
 def _quad_vertex(m, s, xm, lo, hi, rtol):
-    # the quadratic vertex rule: x* = xm - b_t / (2a), valid when a > 0 and lo <= x* <= hi
+    # the quadratic vertex rule: x* = xm - b_t / (2a), valid when a > 0 beyond rounding (a * var(x) >
+    # CURVATURE_RTOL * rms(y), i.e. a * Stt > CURVATURE_RTOL * sqrt(m * sum y^2)) and lo <= x* <= hi
     a, b = _quad_coef(m, s, rtol)
     if not a > 0.0:
+        return np.nan
+    if not a * (s[1] - s[0] * s[0] / m) > CURVATURE_RTOL * np.sqrt(m * s[7]):
         return np.nan
     v = xm - b / (2.0 * a)
     if v >= lo and v <= hi:
@@ -437,8 +444,8 @@ def _quad_vertex(m, s, xm, lo, hi, rtol):
 
 @njit(inline="always")
 def _quad_sums(F, rows, s):
-    # seven running sums in registers (independent add chains), in row order
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = 0.0
+    # eight running sums in registers (independent add chains), in row order
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
     for j in range(rows.shape[0]):
         i = rows[j]
         a0 += F[i, 0]
@@ -448,6 +455,7 @@ def _quad_sums(F, rows, s):
         a4 += F[i, 4]
         a5 += F[i, 5]
         a6 += F[i, 6]
+        a7 += F[i, 7]
     s[0] = a0
     s[1] = a1
     s[2] = a2
@@ -455,6 +463,7 @@ def _quad_sums(F, rows, s):
     s[4] = a4
     s[5] = a5
     s[6] = a6
+    s[7] = a7
 
 
 @njit(parallel=True, cache=True)
@@ -545,12 +554,16 @@ def quadratic_fit(x, y) -> tuple[float, float, float, float]:
     sums and solve as ``quadratic_nc_batch`` (vertex = xm - b_t / 2a in the centred coordinate
     t = x - xm, bit-identical to the kernel's value on the identity resample; a, b, c in x).  All NaN
     when the points have fewer than three distinct x (singular); the vertex is returned whatever the
-    sign of a and wherever it lies (the caller applies the validity rule, docs/METHODS.md §2.4)."""
+    sign of a and wherever it lies (the caller applies the validity rule, docs/METHODS.md §2.4).  A
+    curvature that is rounding noise (|a| var(x) <= CURVATURE_RTOL rms(y), e.g. identical scores) is
+    reported as a = 0 with a NaN vertex."""
     F, xm = _quad_features(x, y)
     a, bt, s = _quad_full(F)
     if not np.isfinite(a):
         return (np.nan,) * 4
     m = F.shape[0]
+    if not abs(a) * (s[1] - s[0] * s[0] / m) > CURVATURE_RTOL * np.sqrt(m * s[7]):
+        a = 0.0
     ct = (s[4] - a * s[1] - bt * s[0]) / m
     b = bt - 2.0 * a * xm
     c = ct - bt * xm + a * xm * xm
