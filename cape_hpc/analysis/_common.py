@@ -25,7 +25,7 @@ from cape_hpc.options import Options
 from cape_hpc.schema import Provenance
 
 __all__ = ["PHASES", "check_columns", "check_pair", "require_table_columns", "table_sha256", "provenance",
-           "select_families", "family_order", "sort_by_n", "complete_rows", "log10n", "pearson_rows", "ols_line", "r_squared"]
+           "select_families", "family_order", "family_groups", "split_by", "sort_by_n", "complete_rows", "log10n", "pearson_rows", "ols_line", "r_squared"]
 
 
 def _table_name(df: pd.DataFrame) -> str:
@@ -87,6 +87,23 @@ def select_families(df: pd.DataFrame, families: Sequence[str] | str | None,
 def family_order(df: pd.DataFrame) -> list[str]:
     """Families in order of first appearance in the table (stable, as the user wrote them)."""
     return list(dict.fromkeys(df["family"]))
+
+
+def family_groups(df: pd.DataFrame, column: str = "family") -> list[tuple[str, pd.DataFrame]]:
+    """(name, rows) of every group of ``column`` in order of first appearance, in one pass over the
+    table (``groupby``): per-family work costs O(rows), never a filter of the whole table per family."""
+    if df.empty:
+        return []
+    return [(k, g) for k, g in df.groupby(column, sort=False, dropna=False)]
+
+
+def split_by(codes_of: Sequence, values: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(group, values of its rows) for each distinct label of ``codes_of`` in order of first
+    appearance: one sort, not a mask per group."""
+    codes, uniq = pd.factorize(pd.Series(list(codes_of)), sort=False)
+    order = np.argsort(codes, kind="stable")
+    parts = np.split(np.asarray(values)[order], np.cumsum(np.bincount(codes, minlength=len(uniq)))[:-1])
+    return list(zip(uniq, parts))
 
 
 def sort_by_n(df: pd.DataFrame) -> pd.DataFrame:

@@ -137,8 +137,10 @@ def isocline(df: pd.DataFrame, opts: IsoclineOptions | None = None) -> IsoclineR
         rows.append(IsoclineInterval(iv.family, iv.model, iv.prev_model, iv.b1_mid, iv.b2_mid,
                                      math.sqrt(k * iv.b1_mid), side, s, iv.gamma, bool(agrees), bool(is_cal)))
     fams = []
-    for f in dict.fromkeys(r.family for r in rows):
-        rs = [r for r in rows if r.family == f]
+    by_family: dict[str, list[IsoclineInterval]] = {}
+    for r in rows:  # one pass (not a scan of every row per family)
+        by_family.setdefault(r.family, []).append(r)
+    for f, rs in by_family.items():
         na = sum(r.agrees for r in rs)
         fams.append(IsoclineFamily(f, len(rs), na, na / len(rs), sum(r.side == "above" for r in rs)))
     return IsoclineResult(b1, b2, opts.units, opts.min_delta_resolved, k, b1s, b2s, desc, rule, rows, fams, sum(r.agrees for r in rows),

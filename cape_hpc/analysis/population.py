@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cape_hpc.analysis._common import (check_pair, complete_rows, family_order, pearson_rows, provenance,
+from cape_hpc.analysis._common import (check_pair, complete_rows, family_groups, pearson_rows, provenance,
                                        select_families)
 from cape_hpc.analysis.options import PHASES, PermutationOptions, PhasesOptions, PopulationOptions, narrow
 from cape_hpc.errors import OptionError
@@ -125,7 +125,7 @@ def population_coupling(df: pd.DataFrame, opts: PopulationOptions | None = None)
     if opts.group_by == "all":
         groups = [("all", sub)]
     elif opts.group_by == "family":
-        groups = [(f, sub.loc[sub["family"] == f]) for f in family_order(sub)]
+        groups = family_groups(sub)
     else:
         from cape_hpc.analysis.phases import phases
 
