@@ -26,7 +26,7 @@ import pandas as pd
 from cape_kernels import gamma_rule
 from cape_kernels.resample import GAMMA_EQUAL_N, GAMMA_SMALL_STEP
 
-from cape_hpc.analysis._common import (check_pair, complete_rows, family_order, provenance, require_table_columns,
+from cape_hpc.analysis._common import (check_pair, complete_rows, family_groups, provenance, require_table_columns,
                                        select_families, sort_by_n)
 from cape_hpc.analysis.options import CouplingOptions
 from cape_hpc.analysis.phases import classify_phase
@@ -109,8 +109,8 @@ def local_coupling(df: pd.DataFrame, opts: CouplingOptions | None = None) -> Cou
     sub, dropped = complete_rows(sub, (b1, b2))
     intervals: list[Interval] = []
     sequences: dict[str, list[str]] = {}
-    for fam in family_order(sub):
-        g = sort_by_n(sub.loc[sub["family"] == fam])
+    for fam, g in family_groups(sub):  # one pass over the table (docs/METHODS.md §1: per-family work is O(rows))
+        g = sort_by_n(g)
         names = g["model"].astype(str).to_numpy()
         sequences[str(fam)] = list(names)
         intervals += family_intervals(str(fam), names, g["params"].to_numpy(float),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cape_hpc.analysis._common import check_pair, complete_rows, ols_line, provenance, require_table_columns
+from cape_hpc.analysis._common import check_pair, complete_rows, ols_line, provenance, require_table_columns, split_by
 from cape_hpc.analysis.options import HFieldOptions
 from cape_hpc.errors import OptionError
 from cape_hpc.schema import Provenance, Result
@@ -80,8 +80,7 @@ def h_field(df: pd.DataFrame, opts: HFieldOptions | None = None) -> HFieldResult
     models = [ModelH(str(m), str(g), float(a), float(b), float(p), float(r), bool(f))
               for m, g, a, b, p, r, f in zip(d["model"], d[group_by], x, y, pred, h, fit)]
     groups = []
-    for g in dict.fromkeys(d[group_by]):
-        v = h[(d[group_by] == g).to_numpy()]
+    for g, v in split_by(d[group_by], h):  # one sort, not a mask per group
         groups.append(GroupH(str(g), len(v), float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan))
     return HFieldResult(b1, b2, group_by, opts.units, beta1, beta0, int(fit.sum()), models, groups, dropped,
                         provenance("h_field", opts, {"table": df}))

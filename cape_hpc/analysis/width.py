@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cape_hpc.analysis._common import (check_pair, complete_rows, family_order, pearson_rows, provenance,
+from cape_hpc.analysis._common import (check_pair, complete_rows, family_groups, pearson_rows, provenance,
                                        require_table_columns, select_families, sort_by_n)
 from cape_hpc.analysis.options import WidthOptions
 from cape_hpc.schema import Provenance, Result
@@ -84,8 +84,8 @@ def width_normalisation(df: pd.DataFrame, opts: WidthOptions | None = None) -> W
     rng = np.random.default_rng(opts.seed)
     out = []
     nan = math.nan
-    for fam in family_order(sub):
-        g = sort_by_n(sub.loc[sub["family"] == fam])
+    for fam, g in family_groups(sub):  # one pass over the table, not a filter per family
+        g = sort_by_n(g)
         n = len(g)
         if n < MIN_MODELS:
             out.append(WidthFamily(str(fam), n, nan, nan, nan, nan, nan, nan, nan, nan, False, 0,
