@@ -77,8 +77,8 @@ def _pool_acc_kernel(h_ptr, m_ptr, slot_ptr, sums_ptr, units_ptr, out_ptr, S, D,
     h_row = h_ptr + b * S * D
     m_row = m_ptr + b * S
     # the row's tokens: the last one (mode last) or how many (mode mean)
-    li = S - 1
-    cnt = S
+    li = tl.full([], S - 1, tl.int32)  # tensors even when S is specialised to the constant 1
+    cnt = tl.full([], S, tl.int32)
     if HAS_MASK:
         last = tl.full([BLOCK_S], -1, dtype=tl.int32)
         c = tl.zeros([BLOCK_S], dtype=tl.int32)
