@@ -27,15 +27,25 @@ class BenchOptions(Options):
     backends: tuple[str, ...] | None = option(None, help="backends (none: every backend available for the "
                                                          "device; torch is timed first as the reference when "
                                                          "listed)", metavar="BACKEND")
-    repeats: int = option(5, help="timed repeats per cell, median reported", minimum=1)
+    baselines: tuple[str, ...] | None = option(("eager", "compile"),
+                                               help="baselines timed beside the kernels: eager (the torch a user "
+                                                    "writes), compile (the same under torch.compile); 'none' for "
+                                                    "neither", metavar="BASELINE")
+    repeats: int = option(5, help="timed repeats per cell", minimum=1)
+    stat: str = option("min", help="statistic of the repeats reported (min resists a busy machine)",
+                       choices=("min", "median"))
+    csv: str | None = option(None, help="append one row per op, shape and backend/baseline to this CSV file "
+                                        "(keyed by device, library versions and commit)", metavar="FILE")
     dtype: str = option("float32", help="tensor dtype", choices=("float32", "float16", "bfloat16"))
     graphs: bool = option(True, help="CUDA: time CUDA-graph replays (--no-graphs: eager calls)")
     quick: bool = option(False, help="layers and heads shapes only, at most 3 repeats (about a minute on 2 CPU "
                                      "cores)")
 
     def __post_init__(self) -> None:
-        for name in ("shapes", "ops", "backends"):
+        for name in ("shapes", "ops", "backends", "baselines"):
             object.__setattr__(self, name, _split(getattr(self, name)))
+        if self.baselines is not None and tuple(self.baselines) in (("none",), ()):
+            object.__setattr__(self, "baselines", ())
         super().__post_init__()
 
 
@@ -43,12 +53,15 @@ def register(sub) -> None:
     from cape_hpc.commands.common import add_output_args
 
     p = sub.add_parser(
-        "bench", help="roofline table of the kernels: time, bytes, GB/s, %% of copy bandwidth, x torch",
+        "bench", help="roofline table of the kernels: time, bytes, GB/s, %% of copy bandwidth, x torch, x best "
+                      "baseline",
         description="Time every coupling/steering op on every available backend at the sweep shapes "
                     "(layers: B=32, P=Q=64, D=4096; heads: B=1024, P=Q=64, D=128) and a huge prompt "
-                    "set (B=1, P=Q=8192, D=1024); print time, bytes moved, GB/s, the fraction of the "
-                    "copy bandwidth and (pairwise) of the matmul rate measured in the same run, and "
-                    "the ratio against the torch reference.")
+                    "set (B=1, P=Q=8192, D=1024), beside two baselines (the unfused torch a user writes, "
+                    "and the same under torch.compile); print time, bytes moved, GB/s, the fraction of "
+                    "the copy bandwidth and (pairwise) of the matmul rate measured in the same run, the "
+                    "ratios against the torch reference and the faster baseline, and which goals are met. "
+                    "--csv appends the rows to a file for comparing machines.")
     BenchOptions.add_arguments(p)
     add_output_args(p, out=False)
     p.set_defaults(func=run)
@@ -83,9 +96,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = bench.run_bench(device, shapes=shapes, ops=ops, backends=backends, repeats=repeats,
                               dtype=getattr(torch, opts.dtype), graphs=opts.graphs,
+                              baselines=bench.BASELINES if opts.baselines is None else opts.baselines,
+                              stat=opts.stat,
                               progress=None if args.json else (lambda m: print(f"  timing {m}", file=sys.stderr)))
     except RuntimeError as exc:
         raise OptionError(str(exc)) from None
+    if opts.csv:
+        try:
+            n = bench.write_csv(res, opts.csv)
+        except (OSError, ValueError) as exc:
+            raise OptionError(f"option '--csv': {exc}") from None
+        print(f"cape bench: appended {n} rows to {opts.csv}", file=sys.stderr)
     if args.json:
         emit_json(res)
     else:
