@@ -54,6 +54,8 @@ setup(
         # mpich 5.0.x (UCX) fails MPI_Init under `srun --mpi=pmi2` (the UCX address does not survive the
         # PMI2 exchange: "failed to unpack address, invalid bandwidth"); 4.3 works under srun and mpiexec
         "mpi": ["mpi4py>=3.1", "mpich>=4.1,<5"],
+        # the tools benchmarks/bench_internals.py (and the steering benchmark) compare against
+        "peers": ["nnsight>=0.4", "transformer-lens>=2"],
         "dev": [
             "pytest>=8",
             "pytest-benchmark>=4",
