@@ -1,8 +1,10 @@
 """pytest-benchmark suite of the coupling and steering ops (``make bench``).
 
 Runs every op on every backend available for the device at the sweep shapes (``layers``,
-``heads``; add ``huge`` with CAPE_BENCH_HUGE=1) and records the bytes each op must move and the
-achieved GB/s in ``extra_info``.  Inputs and byte counts come from ``cape_kernels.bench``, the
+``heads``; add ``huge`` with CAPE_BENCH_HUGE=1), and the two baselines a user would otherwise pick
+(``eager``: the unfused torch of ``cape_kernels.bench.USER_CODE``; ``compile``: the same under
+torch.compile), and records the bytes each op must move and the achieved GB/s in ``extra_info``;
+compare a backend's row with the baselines' rows of the same op and shape.  Inputs and byte counts come from ``cape_kernels.bench``, the
 module behind ``cape bench`` (which prints the full roofline table, copy and matmul rates included).
 Device: CUDA when present (set CAPE_BENCH_DEVICE=cpu to force the CPU).
 """
@@ -19,15 +21,16 @@ from cape_kernels.backends import available_backends
 DEVICE = os.environ.get("CAPE_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 SHAPES = ["layers", "heads"] + (["huge"] if os.environ.get("CAPE_BENCH_HUGE") == "1" else [])
 BACKENDS = [b for b in available_backends(DEVICE.split(":")[0]) if not (b == "triton" and DEVICE == "cpu")]
+IMPLS = BACKENDS + list(bench.BASELINES)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", IMPLS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("op", bench.OPS)
 def test_bench(benchmark, request, op, shape, backend):
     dev = torch.device(DEVICE)
     args, nbytes, flops = bench._inputs(op, bench.SHAPES[shape], torch.float32, dev)
-    fn = bench._call(op, args, backend)
+    fn = bench._call(op, args, backend) if backend in BACKENDS else bench._baseline_call(op, args, backend)
 
     def run():
         fn()
