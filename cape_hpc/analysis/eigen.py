@@ -89,7 +89,8 @@ def eigen_geometry(df: pd.DataFrame, opts: EigenOptions | None = None) -> EigenR
     first = prev = None
     for s, e in spans:
         W = X[s:e]
-        C = np.corrcoef(W, rowvar=False) if matrix == "correlation" else np.cov(W, rowvar=False)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a constant column: NaN window (module doc)
+            C = np.corrcoef(W, rowvar=False) if matrix == "correlation" else np.cov(W, rowvar=False)
         if not np.all(np.isfinite(C)):
             windows.append(EigenWindow(names[s], names[e - 1], e - s, float(logn[e - 1]), math.nan, math.nan,
                                        [math.nan] * len(columns), math.nan, math.nan))
