@@ -4,6 +4,7 @@ against a float64 hand computation, folds, McNemar against scipy, the operating-
 result's round trip."""
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -122,7 +123,7 @@ def planted():
 
 def test_planted_direction_correction_rate_matches_the_hand_count():
     lm, items, v = planted()
-    alphas = (-0.5, -0.25, 0.12, 0.22, 0.3, 0.45, 0.7)
+    alphas = (-0.45, -0.25, 0.12, 0.22, 0.3, 0.45, 0.7)
     res = evaluate_steering(lm, items, alphas=alphas, layers=(1,), folds=2, max_damage=0.0, max_kl=1.0,
                             backend="torch", batch_size=8)
     # the calibration finds v: mean(c states) - mean(w states) = 2v exactly, in every fold
@@ -157,7 +158,7 @@ def test_planted_direction_correction_rate_matches_the_hand_count():
 def test_mean_difference_direction_equals_a_float64_hand_computation(tiny):
     """The stored all-items direction and the folds' directions against states captured by a plain
     forward hook, averaged in float64 by hand."""
-    items = load_items().subset(12, seed=4)
+    items = load_items().subset(9, seed=4)
     res = evaluate_steering(tiny, items, alphas=(0.5,), layers=(0, 2), folds=3, backend="torch", generate=False)
     its = items.items
     texts, labels, item_of = [], [], []
@@ -169,16 +170,18 @@ def test_mean_difference_direction_equals_a_float64_hand_computation(tiny):
             item_of.append(i)
     labels, item_of = np.array(labels), np.array(item_of)
     folds = np.array([o.fold for o in res.per_item])
-    for li, L in enumerate((0, 2)):
-        seen = []
-        h = tiny.adapter.layers[L].register_forward_hook(lambda m, a, o: seen.append(o[0] if isinstance(o, tuple) else o))
-        try:
-            with torch.no_grad():
-                for t in texts:
-                    tiny.model(torch.tensor([t]))
-        finally:
+    seen = {0: [], 2: []}
+    hooks = [tiny.adapter.layers[L].register_forward_hook(
+        lambda m, a, o, L=L: seen[L].append(o[0] if isinstance(o, tuple) else o)) for L in seen]
+    try:
+        with torch.no_grad():
+            for t in texts:
+                tiny.model(torch.tensor([t]))
+    finally:
+        for h in hooks:
             h.remove()
-        X = np.stack([s[0, -1].double().numpy() for s in seen])
+    for li, L in enumerate((0, 2)):
+        X = np.stack([s[0, -1].double().numpy() for s in seen[L]])
         d = X[labels].mean(0) - X[~labels].mean(0)
         np.testing.assert_allclose(res.directions[li], d / np.linalg.norm(d), atol=1e-5)
         for f in range(3):
@@ -236,8 +239,8 @@ def _write(tmp_path, lines):
 
 
 @pytest.mark.parametrize("line,msg", [
-    ('{"id": "a", "domain": "factual", "question": "Q?", "answers": ["x"], "correct": [0]}', "line 2: field 'answers'"),
-    ('{"id": "a", "domain": "factual", "question": "Q?", "answers": ["x", "y"], "correct": [2]}', "line 2: field 'correct': index 2"),
+    ('{"id": "a", "domain": "factual", "question": "Q?", "answers": ["x"], "correct": [0]}', "field 'answers'"),
+    ('{"id": "a", "domain": "factual", "question": "Q?", "answers": ["x", "y"], "correct": [2]}', "field 'correct': index 2"),
     ('{"id": "a", "domain": "factual", "question": "Q?", "answers": ["x", "y"], "correct": [0, 1]}', "every answer"),
     ('{"id": "a", "domain": "factual", "question": "Q?", "answers": ["x", "x"], "correct": [0]}', "duplicate answer"),
     ('{"id": "a", "domain": "factual", "question": "", "answers": ["x", "y"], "correct": [0]}', "field 'question'"),
@@ -246,13 +249,13 @@ def _write(tmp_path, lines):
     ('{"id": "a", "statement": "S.", "true": true}', "missing field 'domain'"),
     ('{"id": "a", "domain": "factual"}', "missing field 'question'"),
     ('{"id": "z", "domain": "factual", "statement": "S.", "true": true}', "duplicate id 'z' \\(first on line 1\\)"),
-    ('not json', "line 2: not valid JSON"),
+    ('not json', "not valid JSON"),
 ])
 def test_item_file_validation_names_file_line_and_field(tmp_path, line, msg):
     from cape_hpc.errors import DataError
 
     p = _write(tmp_path, ['{"id": "z", "domain": "ethical", "statement": "Be kind.", "true": true}', line])
-    with pytest.raises(DataError, match=f"{p}: .*{msg}" if "line" not in msg else f"{p}: {msg}"):
+    with pytest.raises(DataError, match=re.escape(f"{p}: line 2: ") + ".*" + msg):
         load_items(p)
 
 
