@@ -30,13 +30,15 @@ ALLOWED: dict[str, set[str]] = {
     "internals": {"core", "io", "stats", "models", "internals", "kernels"},
     "steering": {"core", "io", "stats", "models", "internals", "steering", "kernels"},
     "sweep": {"core", "io", "stats", "models", "internals", "steering", "sweep", "kernels"},
+    "crossmodel": {"core", "io", "stats", "analysis", "dynamics", "crossmodel", "kernels", "internals.results",
+                   "internals.blocks"},
     "report": {"core", "io", "stats", "analysis", "dynamics", "audit", "report", "kernels",
-               "internals.results", "steering.results"},
+               "internals.results", "steering.results", "crossmodel.results"},
     "commands": {"*"},
     "cli": {"core", "commands"},
 }
 # modules of a package that another unit may import on their own (torch-free result modules)
-NARROW = {"internals.results", "steering.results"}
+NARROW = {"internals.results", "steering.results", "internals.blocks", "crossmodel.results"}
 
 
 def unit_of_module(dotted: str) -> str | None:
@@ -117,7 +119,7 @@ def violations() -> list[str]:
                     out.append(f"{where}: cape_kernels imports {mod}")
                 continue
             # a narrow module (internals.results) may be imported as 'from cape_hpc.internals import results'
-            if target in ("internals", "steering") and mod.count(".") == 1:
+            if target in ("internals", "steering", "crossmodel") and mod.count(".") == 1:
                 target = next((f"{target}.{n}" for n in names if f"{target}.{n}" in NARROW), target)
             if not allowed(unit, target):
                 out.append(f"{where}: {unit} imports {mod}")
