@@ -6,9 +6,10 @@ rows accumulate in float64, which makes these kernels more accurate than the flo
 
 Bytes each op must move (the roofline): pooled tap reads N*S*D (last: N*D) elements and writes
 N*D; set-mean cosine reads B*(P+Q)*D; steering reads and writes T*D (plus v).  Pairwise statistics
-is compute-bound (2*B*P*Q*D flops): the tiles' matrix products go to BLAS (numpy -> OpenBLAS) and
-numba fuses the threshold count into one parallel pass over each tile, which stays in cache.
-The mean pairwise cosine needs no matrix: mean_pq cos(r_p, t_q) = (sum_p r^_p).(sum_q t^_q)/(P Q).
+is compute-bound (2*B*P*Q*D flops): numba computes the rows' inverse norms (one read of R and T),
+the tiles' matrix products of the raw rows go to BLAS (torch), and numba turns each tile into
+clamped cosines, counts those below the threshold and sums them in one pass over the tile, which
+stays in cache.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from numba import prange
 from cape_kernels.reference import acc_dtype
 
 _NATIVE = (torch.float32, torch.float64)
-_CHUNK = 512  # features per parallel work item in the set sums
 # reassociation only: lets LLVM vectorise the float reductions, keeps NaN/inf semantics
 _FM = {"reassoc"}
 
@@ -180,26 +180,6 @@ _set_rows, _set_rows_serial = _twins(_set_rows_fn)
 _set_finish, _set_finish_serial = _twins(_set_finish_fn, fastmath=_FM)
 
 
-@nb.njit(parallel=True, cache=True, fastmath=_FM)
-def _set_sums(X, out):
-    """out[b, d] = sum_p X[b, p, d] in float64 (the pairwise mean's unit-row sums)."""
-    B, P, D = X.shape
-    nchunk = (D + _CHUNK - 1) // _CHUNK
-    for job in prange(B * nchunk):
-        b = job // nchunk
-        d0 = (job % nchunk) * _CHUNK
-        d1 = min(D, d0 + _CHUNK)
-        n = d1 - d0
-        acc = np.zeros(n, dtype=np.float64)
-        for p in range(P):
-            row = X[b, p, d0:d1]
-            for d in range(n):
-                acc[d] += row[d]
-        o = out[b, d0:d1]
-        for d in range(n):
-            o[d] = acc[d]
-
-
 @nb.njit(cache=True)
 def _cos(dot, n2a, n2b):
     den = math.sqrt(n2a) * math.sqrt(n2b)
@@ -212,49 +192,49 @@ def _cos(dot, n2a, n2b):
 
 
 @nb.njit(parallel=True, cache=True, fastmath=_FM)
-def _unit_rows(X, out):
-    """out[r] = X[r] / |X[r]| over the last axis of a 2-D view (zero rows -> 0); returns nothing."""
+def _inv_norms(X, out):
+    """out[r] = 1 / |X[r]| (float64 sum of squares) over the rows of a 2-D view; 0 for a zero
+    row (its cosines are 0), NaN for a row with a NaN."""
     R, D = X.shape
     for r in prange(R):
         s = 0.0
         for d in range(D):
             s += np.float64(X[r, d]) * X[r, d]
         n = math.sqrt(s)
-        inv = 1.0 / n if n > 0.0 else (math.nan if math.isnan(n) else 0.0)
-        for d in range(D):
-            out[r, d] = X[r, d] * inv
+        out[r] = 1.0 / n if n > 0.0 else (math.nan if math.isnan(n) else 0.0)
 
 
 @nb.njit(cache=True)
-def _count_below(C, thr):
-    """Per leading index b of C [nb, M, N]: the number of entries below thr, in one pass.
+def _scale_count(C, ir, it, thr):
+    """C [nb, M, N] holds raw dot products; in one pass turn them into clamped cosines (in place:
+    C may be the caller's full matrix), count those below thr and sum them (float64) per b.
     Sequential on purpose: it runs between BLAS calls, and a second spinning thread pool (numba's
-    next to torch's) slowed the matrix products 4x; the count costs ~1/D of the product anyway."""
+    next to torch's) slowed the matrix products 4x; the pass costs ~1/D of the product anyway."""
     nb_, M, N = C.shape
-    counts = np.zeros(nb_ * M, dtype=np.int64)
-    for r in range(nb_ * M):
-        b = r // M
-        i = r % M
+    counts = np.zeros(nb_, dtype=np.int64)
+    sums = np.zeros(nb_, dtype=np.float64)
+    for b in range(nb_):
         k = 0
-        for j in range(N):
-            if C[b, i, j] < thr:
-                k += 1
-        counts[r] = k
-    out = np.zeros(nb_, dtype=np.int64)
-    for r in range(nb_ * M):
-        out[r // M] += counts[r]
-    return out
-
-
-@nb.njit(cache=True)
-def _clamp_(C):
-    flat = C.reshape(-1)
-    for i in range(flat.size):
-        c = flat[i]
-        if c > 1.0:
-            flat[i] = 1.0
-        elif c < -1.0:
-            flat[i] = -1.0
+        tot = 0.0
+        for i in range(M):
+            a = ir[b, i]
+            row = C[b, i]
+            jr = it[b]
+            sub = 0.0
+            for j in range(N):
+                c = row[j] * a * jr[j]
+                if c > 1.0:
+                    c = 1.0
+                elif c < -1.0:
+                    c = -1.0
+                row[j] = c
+                sub += c
+                if c < thr:
+                    k += 1
+            tot += sub
+        counts[b] = k
+        sums[b] = tot
+    return counts, sums
 
 
 @nb.njit(parallel=True, cache=True, fastmath=_FM)
@@ -312,13 +292,6 @@ def pooled_tap(hidden, mask, mode):
     return torch.from_numpy(out)
 
 
-def _sums(X):
-    B, _, D = X.shape
-    out = np.empty((B, D), dtype=np.float64)
-    _set_sums(_np(X), out)
-    return out
-
-
 def set_mean_cosine(R, T):
     adt = acc_dtype(torch.promote_types(R.dtype, T.dtype))
     B, P, D = R.shape
@@ -342,9 +315,10 @@ _CHUNK_ELEMS = 1 << 23  # cosines per GEMM chunk (32 MiB of float32): large enou
 
 
 def pairwise(R, T, threshold, return_full):
-    """Rows normalised by numba; each chunk of cosines comes from torch's batched matmul (BLAS,
-    all threads) into a reused buffer that numba counts in one parallel pass.  The mean uses the
-    identity mean_pq cos = (sum_p r^_p).(sum_q t^_q) / (P Q) (no matrix needed)."""
+    """Two passes over the inputs: numba's row norms (one read), then torch's batched matmul of
+    the raw rows (BLAS, all threads) into a reused buffer of at most _CHUNK_ELEMS dot products,
+    which numba scales by the inverse norms into clamped cosines, counts and sums in one pass
+    (no normalised copies of R and T)."""
     adt = acc_dtype(torch.promote_types(R.dtype, T.dtype))
     npdt = np.float64 if adt == torch.float64 else np.float32
     B, P, D = R.shape
@@ -352,18 +326,18 @@ def pairwise(R, T, threshold, return_full):
     if P == 0 or Q == 0:
         nan = torch.full((B,), float("nan"), dtype=adt)
         return nan, nan.clone(), (torch.empty(B, P, Q, dtype=adt) if return_full else None)
-    Rn = np.empty((B * P, D), dtype=npdt)
-    Tn = np.empty((B * Q, D), dtype=npdt)
-    _unit_rows(_np(R).astype(npdt, copy=False).reshape(B * P, D), Rn)
-    _unit_rows(_np(T).astype(npdt, copy=False).reshape(B * Q, D), Tn)
-    sr = _sums(torch.from_numpy(Rn.reshape(B, P, D)))
-    st = _sums(torch.from_numpy(Tn.reshape(B, Q, D)))
-    with np.errstate(invalid="ignore"):
-        mean = np.clip(np.einsum("bd,bd->b", sr, st) / (P * Q), -1.0, 1.0)
-    Rt = torch.from_numpy(Rn).view(B, P, D)
-    Tt = torch.from_numpy(Tn).view(B, Q, D).transpose(1, 2)
+    r = _np(R).astype(npdt, copy=False)
+    t = _np(T).astype(npdt, copy=False)
+    ir = np.empty(B * P, dtype=np.float64)
+    it = np.empty(B * Q, dtype=np.float64)
+    _inv_norms(r.reshape(B * P, D), ir)
+    _inv_norms(t.reshape(B * Q, D), it)
+    ir, it = ir.reshape(B, P), it.reshape(B, Q)
+    Rt = torch.from_numpy(r)
+    Tt = torch.from_numpy(t).transpose(1, 2)
     full = torch.empty(B, P, Q, dtype=adt) if return_full else None
     below = np.zeros(B, dtype=np.int64)
+    total = np.zeros(B, dtype=np.float64)
     thr = float(threshold)
     # comparing raw cosines equals comparing clamped ones for thr in (-1, 1]; outside, decide here
     thr_c = -np.inf if thr <= -1.0 else thr
@@ -374,7 +348,7 @@ def pairwise(R, T, threshold, return_full):
             b1 = min(B, b0 + nb_)
             out = full[b0:b1] if full is not None else buf[: b1 - b0]
             torch.bmm(Rt[b0:b1], Tt[b0:b1], out=out)
-            below[b0:b1] = _count_below(out.numpy(), thr_c)
+            below[b0:b1], total[b0:b1] = _scale_count(out.numpy(), ir[b0:b1], it[b0:b1], thr_c)
     else:  # tiles of rows of one b
         rows = max(1, _CHUNK_ELEMS // Q)
         buf = None if full is not None else torch.empty(rows, Q, dtype=adt)
@@ -383,9 +357,10 @@ def pairwise(R, T, threshold, return_full):
                 p1 = min(P, p0 + rows)
                 out = full[b, p0:p1] if full is not None else buf[: p1 - p0]
                 torch.mm(Rt[b, p0:p1], Tt[b], out=out)
-                below[b] += _count_below(out.numpy()[None], thr_c)[0]
-    if full is not None:
-        _clamp_(full.numpy())
+                k, tot = _scale_count(out.numpy()[None], ir[b:b + 1, p0:p1], it[b:b + 1], thr_c)
+                below[b] += k[0]
+                total[b] += tot[0]
+    mean = total / (P * Q)
     frac = np.where(np.isnan(mean), np.nan, 1.0 if thr > 1.0 else below / (P * Q))
     return torch.from_numpy(mean).to(adt), torch.from_numpy(frac).to(adt), full
 
