@@ -50,6 +50,19 @@ def sweep_results(tmp_path: Path) -> list[Result]:
     return [res, merged, index]
 
 
+def _analyze_run() -> Result:
+    """What `cape analyze` stores under /analyze: its rows run through the command's own skip rule
+    (a single-family analysis whose family is absent; tests/test_reliability_cli.py runs the command)."""
+    from cape_hpc.commands.analysis import analyses
+    from cape_hpc.io.runs import AnalyzeRun, SkippedAnalysis
+    from cape_hpc.schema import Provenance
+
+    rows = analyses()
+    return AnalyzeRun([a.name for a in rows if not a.family],
+                      [SkippedAnalysis(a.name, "family 'X' is not in the table") for a in rows if a.family],
+                      Provenance("cape analyze", {"set": None}))
+
+
 def library_results(tmp_path: Path) -> list[Result]:
     """Results that the report's sample file does not hold, from their producing functions."""
     from cape_hpc.analysis.diagnose import diagnose
@@ -68,6 +81,7 @@ def library_results(tmp_path: Path) -> list[Result]:
            coupling_fixed_point(df), InputTable.of(df)]
     if getattr(dyn, "term_stability", None) is not None:
         out.append(dyn.term_stability)
+    out.append(_analyze_run())
     return out + sweep_results(tmp_path)
 
 
