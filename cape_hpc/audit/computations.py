@@ -739,18 +739,27 @@ def c_holdout_max(ctx: AuditContext, train=("Pythia",), min_models=3, model="sin
 
 
 def c_internals(ctx: AuditContext, models=(), quantity=""):
-    """Claims about hidden states / heads / projections: computable only from internals results."""
-    missing = list(models)
-    if ctx.internals and os.path.exists(ctx.internals):
-        import h5py
-        with h5py.File(ctx.internals, "r") as f:
-            have = set(f["internals"].keys()) if "internals" in f else set()
-        missing = [m for m in models if m not in have]
-        if not missing:
-            raise Unavailable("internals", f"internals for {', '.join(models)} found, but the quantity "
-                                           f"{quantity!r} is not computed by the audit yet")
-    raise Unavailable("internals", f"needs hidden states of {', '.join(missing) or 'the models'} "
-                                   f"(run `cape internals`, pass --internals FILE.h5)")
+    """Claims about hidden states / heads / projections, computed from the cross-model table of the
+    ``--internals`` file (``cape_hpc.crossmodel.claims``, docs/METHODS.md §3.10).  A claim with a named
+    model missing stays unavailable and lists the missing models: never computed from fewer models
+    than it names."""
+    if not (ctx.internals and os.path.exists(ctx.internals)):
+        raise Unavailable("internals", f"needs hidden states of {', '.join(models) or 'the models'} "
+                                       f"(run `cape internals` or a sweep and `cape merge`, pass --internals FILE.h5)")
+    from cape_hpc.crossmodel.claims import NotComputable, evaluate_internal_claim, table_from_file
+
+    table, heads = ctx.cached(("crossmodel", ctx.internals),
+                              lambda: table_from_file(ctx.internals, ctx.scores, ctx.n_resamples, ctx.seed))
+    try:
+        v = evaluate_internal_claim(table, list(models), quantity, head_couplings=heads)
+    except NotComputable as exc:
+        raise Unavailable("internals", f"{quantity}: {exc}") from None
+    if v.missing:
+        raise Unavailable("internals", f"internals missing for {'; '.join(v.missing)} "
+                                       f"({len(v.found)} named model(s) found in {ctx.internals})")
+    if v.note:
+        ctx.fact("note", v.note)
+    return v.value
 
 
 def c_external(ctx: AuditContext, what="", table=None):
