@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "stats": {"core", "io", "stats", "kernels"},
     "analysis": {"core", "io", "stats", "analysis", "kernels"},
     "dynamics": {"core", "io", "stats", "analysis", "dynamics", "kernels"},
-    "audit": {"core", "io", "stats", "analysis", "dynamics", "audit", "kernels"},
+    "audit": {"core", "io", "stats", "analysis", "dynamics", "audit", "kernels", "crossmodel"},
     "models": {"core", "io", "models", "kernels"},
     "internals": {"core", "io", "stats", "models", "internals", "kernels"},
     "steering": {"core", "io", "stats", "models", "internals", "steering", "kernels"},
