@@ -12,7 +12,7 @@ _EXPORTS = {
     "CrossModelOptions": "options",
     "read_inputs": "table", "ModelInput": "table",
     "cross_model_analysis": "families", "from_files": "families",
-    "evaluate_internal_claim": "claims", "internal_claims": "claims",
+    "evaluate_internal_claim": "claims", "InternalClaimValue": "claims", "NotComputable": "claims",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -56,6 +56,8 @@ class ModelRow:
     input: str                       # the file and group the result was read from
     final_coupling: float            # coupling of the last decoder block
     final_coupling_ci: ConfidenceInterval = field(default_factory=_no_ci)
+    first_coupling: float = math.nan  # coupling of the first decoder block
+    first_coupling_ci: ConfidenceInterval = field(default_factory=_no_ci)
     mean_coupling: float = math.nan  # mean over the layers
     mean_coupling_ci: ConfidenceInterval = field(default_factory=_no_ci)
     min_coupling: float = math.nan   # the smallest layer coupling

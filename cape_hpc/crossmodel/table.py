@@ -200,7 +200,7 @@ def model_replicates(res: InternalsResult, n_resamples: int, seed: int, level: f
                           float(level))
     lay = boot.coupling(np.asarray(b.layer_sums, dtype=np.float64))          # [R, L]
     bad = ~np.isfinite(lay).all(axis=1)
-    out = {"final": lay[:, -1].copy(), "mean": lay.mean(axis=1), "min": lay.min(axis=1)}
+    out = {"first": lay[:, 0].copy(), "final": lay[:, -1].copy(), "mean": lay.mean(axis=1), "min": lay.min(axis=1)}
     if b.pairs_below.ndim == 3 and b.pairs_below.shape[0] == res.n_layers and b.pairs_below.shape[1] == b.n_blocks:
         fr = boot.fraction_below(np.asarray(b.pairs_below), np.asarray(b.pair_counts, dtype=np.float64))
         comp = (fr > 0.5).sum(axis=1).astype(np.float64)
@@ -218,7 +218,7 @@ def model_replicates(res: InternalsResult, n_resamples: int, seed: int, level: f
             out[key] = v
     if b.final_sums.ndim == 3 and b.final_sums.shape[1] == b.n_blocks and b.final_sums.shape[2]:
         out["hidden"] = boot.coupling(np.asarray(b.final_sums, dtype=np.float64)[None])[:, 0]
-    for k in ("final", "mean", "min"):
+    for k in ("first", "final", "mean", "min"):
         out[k][bad] = np.nan
     return out
 
@@ -248,6 +248,7 @@ def model_row(mi: ModelInput, reps: dict[str, np.ndarray] | None, level: float) 
         model=res.model, family=mi.family, params=float(mi.params), params_source=mi.params_source,
         n_layers=int(res.n_layers), d_model=int(res.d_model), n_heads=int(res.n_heads), input=mi.where,
         final_coupling=float(c[-1]) if len(c) else math.nan, final_coupling_ci=_ci(reps, "final", level),
+        first_coupling=float(c[0]) if len(c) else math.nan, first_coupling_ci=_ci(reps, "first", level),
         mean_coupling=float(np.mean(c)) if ok.all() and len(c) else math.nan,
         mean_coupling_ci=_ci(reps, "mean", level),
         min_coupling=float(np.min(c)) if ok.all() and len(c) else math.nan, min_coupling_ci=_ci(reps, "min", level),
