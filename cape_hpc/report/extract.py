@@ -16,7 +16,8 @@ import numpy as np
 from cape_hpc.report.data import Results, Skip, boot_interval, ci_bounds
 from cape_hpc.report.layout import (GROUPS, CouplingResult, DeffResult, DynamicsResult, EigenResult,
                                     FrontierResult, HFieldResult, InternalsResult, IsoclineResult,
-                                    LossLawResult, NcResult, PhaseResult, PredictResult, SteeringResult,
+                                    LossLawResult, NcResult, PhaseResult, PredictResult, SteeringOutcomeResult,
+                                    SteeringResult,
                                     WidthResult)
 
 PHASE_ORDER = ("tax", "transition", "bonus")
@@ -231,6 +232,28 @@ def steering(res: Results) -> dict[str, Any]:
     return {"rows": rows, "source": "/steering"}
 
 
+def steering_dose(res: Results) -> dict[str, Any]:
+    """The held-out dose-response of every outcome run: per (model, layer) the correction and damage
+    rates against alpha with their Wilson intervals, and the chosen operating point."""
+    found = res.find(SteeringOutcomeResult, "/steering")
+    if not found:
+        raise _none(SteeringOutcomeResult, res, "cape steer --out")
+    rows, chosen = [], []
+    for path, s in found:
+        for p in s.points:
+            clo, chi = ci_bounds(p.correction_ci)
+            dlo, dhi = ci_bounds(p.damage_ci)
+            rows.append({"model": s.model, "layer": p.layer, "alpha": p.alpha, "accuracy": p.accuracy,
+                         "correction": p.correction_rate, "correction_lo": clo, "correction_hi": chi,
+                         "damage": p.damage_rate, "damage_lo": dlo, "damage_hi": dhi, "kl": p.kl,
+                         "n_corrected": p.n_corrected, "n_base_wrong": p.n_base_wrong, "n_damaged": p.n_damaged,
+                         "n_base_right": p.n_base_right, "mcnemar_p": p.mcnemar_p, "group": path})
+        if s.chosen is not None:
+            chosen.append({"model": s.model, "layer": s.chosen_layer, "alpha": s.chosen_alpha,
+                           "correction": s.chosen.correction_rate, "rule": s.rule})
+    return {"rows": rows, "chosen": chosen, "level": found[0][1].level, "source": "/steering"}
+
+
 # --------------------------------------------------------------------------- extra analyses
 
 def isocline(res: Results) -> dict[str, Any]:
@@ -285,6 +308,7 @@ EXTRACTORS: dict[str, Callable[[Results], dict]] = {
     "frontier": frontier,
     "internals": internals,
     "steering": steering,
+    "steering_dose": steering_dose,
     "predict": predictions,
     "isocline": isocline,
     "hfield": hfield,

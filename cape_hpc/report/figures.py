@@ -341,6 +341,30 @@ def fig_steering(res: Results) -> Figure:
     return fig
 
 
+def fig_steering_dose(res: Results) -> Figure:
+    """Held-out correction and damage rates against alpha (Wilson intervals), per model and layer;
+    the chosen operating point circled."""
+    d = ex.steering_dose(res)
+    rows = d["rows"]
+    fig, (ax,) = _new(width=6.8, height=4.6)
+    series = list(dict.fromkeys((r["model"], r["layer"]) for r in rows))
+    for i, (model, layer) in enumerate(series):
+        rs = sorted((r for r in rows if (r["model"], r["layer"]) == (model, layer)), key=lambda r: r["alpha"])
+        a = np.array([r["alpha"] for r in rs])
+        for what, fmt in (("correction", "o-"), ("damage", "s--")):
+            y = np.array([r[what] for r in rs], float)
+            err = _yerr(y, np.array([r[f"{what}_lo"] for r in rs], float), np.array([r[f"{what}_hi"] for r in rs], float))
+            ax.errorbar(a, y, yerr=err, fmt=fmt, capsize=3, color=f"C{i}", label=f"{model} L{layer}: {what}")
+    for c in d["chosen"]:
+        ax.plot([c["alpha"]], [c["correction"]], "o", ms=14, mfc="none", mec="k", label=f"chosen: {c['model']}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("alpha")
+    ax.set_ylabel("rate (held-out items)")
+    ax.set_title(f"Steering dose-response: correction and damage ({d['level']:.0%} Wilson)")
+    ax.legend(fontsize=7)
+    return fig
+
+
 def fig_isocline(res: Results) -> Figure:
     d = ex.isocline(res)
     fig, (ax,) = _new(width=6.4, height=4.8)
@@ -421,6 +445,7 @@ FIGURES: dict[str, Callable[[Results], Figure]] = {
     "predict": fig_predict,
     "frontier": fig_frontier,
     "steering": fig_steering,
+    "steering_dose": fig_steering_dose,
     "isocline": fig_isocline,
     "hfield": fig_hfield,
     "loss": fig_loss,
@@ -447,6 +472,9 @@ def build_figures(res: Results) -> list[FigureOutcome]:
     else:
         for m in models:
             out.append(FigureOutcome(f"internals_{_safe(m)}", fig_internals(res, m)))
+    from cape_hpc.report.crossmodel_figures import build_figures as crossmodel_figures
+
+    out += crossmodel_figures(res)
     return out
 
 

@@ -260,6 +260,24 @@ def chart_steering(d: dict) -> dict:
                                                                           "range": [-0.02, 1.02]})}
 
 
+def chart_steering_dose(d: dict) -> dict:
+    traces = []
+    for model, layer in dict.fromkeys((r["model"], r["layer"]) for r in d["rows"]):
+        rs = sorted((r for r in d["rows"] if (r["model"], r["layer"]) == (model, layer)), key=lambda r: r["alpha"])
+        for what, dash in (("correction", "solid"), ("damage", "dash")):
+            y = [r[what] for r in rs]
+            traces.append({"type": "scatter", "mode": "lines+markers", "name": f"{model} L{layer}: {what}",
+                           "x": [r["alpha"] for r in rs], "y": y, "line": {"dash": dash},
+                           "error_y": _err(y, [r[f"{what}_lo"] for r in rs], [r[f"{what}_hi"] for r in rs])})
+    for c in d["chosen"]:
+        traces.append({"type": "scatter", "mode": "markers", "name": f"chosen: {c['model']} L{c['layer']}",
+                       "x": [c["alpha"]], "y": [c["correction"]],
+                       "marker": {"size": 16, "symbol": "circle-open", "color": "black"}})
+    return {"data": traces, "layout": _layout(f"Steering dose-response: held-out correction and damage "
+                                              f"({d['level']:.0%} Wilson)", "alpha", "rate",
+                                              yaxis={"title": {"text": "rate"}, "range": [-0.02, 1.02]})}
+
+
 def chart_predict(d: dict) -> dict:
     traces = []
     for i, p in enumerate(d["predictions"]):
@@ -427,6 +445,17 @@ def build_charts(res: Results) -> tuple[list[dict], list[dict]]:
         add("Steering intervention rate", chart_steering(d), "steering", d)
     except Skip as exc:
         skipped.append({"chart": "Steering intervention rate", "note": str(exc)})
+    try:
+        d = ex.steering_dose(res)
+        add("Steering dose-response (held-out correction and damage)", chart_steering_dose(d), "steering_dose", d)
+    except Skip as exc:
+        skipped.append({"chart": "Steering dose-response (held-out correction and damage)", "note": str(exc)})
+    from cape_hpc.report.crossmodel_figures import build_charts as crossmodel_charts
+
+    cm, cm_skipped = crossmodel_charts(res)
+    for title, spec, d in cm:
+        add(title, spec, "crossmodel", d)
+    skipped += cm_skipped
     return charts, skipped
 
 

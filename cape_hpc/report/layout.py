@@ -24,10 +24,11 @@ from cape_hpc.analysis.phases import PhaseResult
 from cape_hpc.analysis.population import PopulationResult
 from cape_hpc.analysis.width import WidthResult
 from cape_hpc.audit import AuditResult
+from cape_hpc.crossmodel.results import CrossModelResult
 from cape_hpc.dynamics.discovery import DynamicsResult, PredictResult
 from cape_hpc.internals.results import InternalsResult
 from cape_hpc.io.scores import InputTable
-from cape_hpc.steering.results import SteeringResult
+from cape_hpc.steering.results import SteeringOutcomeResult, SteeringResult
 
 _SEG = r"[^/]+"
 
@@ -51,8 +52,10 @@ LAYOUT: tuple[tuple[re.Pattern, type], ...] = tuple((re.compile(p), c) for p, c 
     (f"/dynamics/(?!predict/){_SEG}/{_SEG}", DynamicsResult),
     ("/reproduce", AuditResult),
     (f"/internals/{_SEG}", InternalsResult),
+    (f"/steering/{_SEG}/outcome(_{_SEG})?", SteeringOutcomeResult),
     (f"/steering/{_SEG}/{_SEG}", SteeringResult),
     (f"/scores/{_SEG}", InputTable),
+    ("/crossmodel", CrossModelResult),
 ))
 
 #: group patterns as written in the docs (README table, skip notes)
@@ -63,4 +66,6 @@ GROUPS = {
     FrontierResult: "/analysis/frontier", DiagnoseModel: "/analysis/diagnose_model",
     DynamicsResult: "/dynamics/<model>/<train>--<holdout>", PredictResult: "/dynamics/predict/<family>/<size>",
     AuditResult: "/reproduce", InternalsResult: "/internals/<model>", SteeringResult: "/steering/<model>/<run>",
+    SteeringOutcomeResult: "/steering/<model>/outcome_<items>",
+    CrossModelResult: "/crossmodel",
 }
