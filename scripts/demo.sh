@@ -12,7 +12,10 @@ step() { echo; echo "==> cape $*"; "$BIN/cape" "$@"; }
 
 step analyze --out "$H5"
 step internals --model smollm2-135m --max-prompts 48 --batch-size 16 --out "$H5"
-step steer --model smollm2-135m --max-prompts 8 --max-new-tokens 12 --out "$H5"
+# steering: held-out correction/damage over a five-point alpha grid on a 12-item subset (seconds on 2
+# cores); the full item set and the nine-point default grid: drop --max-items and --alphas
+step steer --model smollm2-135m --max-items 12 --alphas -0.1 0.025 0.05 0.1 --max-neutral 6 --batch-size 32 \
+    --max-prompts 4 --max-new-tokens 12 --out "$H5"
 step dynamics --train Pythia --holdout OPT --model linear --out "$H5"
 step predict --family Pythia --size 70B --out "$H5"
 step figures "$H5" -o "$RUN/figs"

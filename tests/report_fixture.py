@@ -89,6 +89,8 @@ def model_groups() -> dict[str, object]:
     from cape_hpc.internals.extract import extract_internals
     from cape_hpc.internals.prompts import load_prompts
     from cape_hpc.models.loading import load_model
+    from cape_hpc.steering.evaluate import evaluate_steering
+    from cape_hpc.steering.items import load_items, load_neutral
     from cape_hpc.steering.steer import calibrate_direction, run_steering
 
     prompts = load_prompts().subset(16)
@@ -103,6 +105,9 @@ def model_groups() -> dict[str, object]:
             s = run_steering(loaded, calibration, prompts, direction=direction, alpha=alpha, max_prompts=6,
                              max_new_tokens=4, batch_size=6)
             out[s.group] = s
+        o = evaluate_steering(loaded, load_items(), neutral=load_neutral(), max_items=12, max_neutral=3, folds=3,
+                              alphas=(-0.5, 0.5, 2.0), generate=False)
+        out[o.group] = o
     return out
 
 

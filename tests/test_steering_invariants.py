@@ -13,7 +13,7 @@ from cape_hpc.internals.prompts import PromptSet
 from cape_hpc.models import load_model
 from cape_hpc.models.batching import tokenize
 from cape_hpc.stats import wilson_interval
-from cape_hpc.steering import Injector, SteeringResult, SteerOptions, calibrate_direction, greedy_generate, run_steering, steering_hook
+from cape_hpc.steering import Injector, SteeringOutcomeResult, SteeringResult, SteerOptions, calibrate_direction, greedy_generate, run_steering, steering_hook
 
 
 @pytest.fixture(scope="module")
@@ -180,13 +180,18 @@ def test_cli_steer_tiny_and_store(tmp_path, capsys):
 
     out = tmp_path / "s.h5"
     assert main(["internals", "--model", "tiny-llama", "--max-prompts", "8", "--out", str(out)]) == 0
-    assert main(["steer", "--model", "tiny-llama", "--max-prompts", "4", "--max-new-tokens", "4",
-                 "--alpha", "1.0", "--out", str(out)]) == 0
+    assert main(["steer", "--model", "tiny-llama", "--max-prompts", "4", "--max-new-tokens", "4", "--max-items", "9",
+                 "--folds", "3", "--max-neutral", "2", "--alphas", "100", "--alpha", "1.0", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "intervention rate" in text and "Wilson" in text
+    assert "intervention rate" in text and "Wilson" in text and "Dose-response" in text
+    assert "operating-point rule: largest correction rate" in text
     tree = read_results(out)
     assert "tiny-llama" in tree["internals"]
-    (run_name, t), = tree["steering"]["tiny-llama"].items()
+    runs = dict(tree["steering"]["tiny-llama"])
+    o = SteeringOutcomeResult.from_tree(runs.pop("outcome_mc_items"), where="/steering/tiny-llama/outcome_mc_items")
+    assert o.alphas == [0.0, 100.0] and o.n_items == 9 and o.chosen_layer == -1   # KL at alpha 100 > 0.1
+    assert "operating point: none" in text
+    (run_name, t), = runs.items()
     g = SteeringResult.from_tree(t, where=f"/steering/tiny-llama/{run_name}")
     assert g.run_name == run_name and g.complete is True and len(g.direction) == 64
     assert abs(np.linalg.norm(g.direction) - 1) < 1e-6
