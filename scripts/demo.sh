@@ -18,8 +18,18 @@ step steer --model smollm2-135m --max-items 12 --alphas -0.1 0.025 0.05 0.1 --ma
     --max-prompts 4 --max-new-tokens 12 --out "$H5"
 step dynamics --train Pythia --holdout OPT --model linear --out "$H5"
 step predict --family Pythia --size 70B --out "$H5"
+# the cross-model chain (docs/METHODS.md §3.10): the embedded real models and tiny models (jobs/smoke.yaml)
+# and a tiny family of three sizes (jobs/family_tiny.yaml) swept into one folder (same prompts), merged,
+# the cross-model table and ladders, the internal claims, and their own report
+SWEEP="$RUN/sweep"
+step sweep jobs/smoke.yaml --out-dir "$SWEEP"
+step sweep jobs/family_tiny.yaml --out-dir "$SWEEP"
+step merge "$SWEEP" -o "$RUN/sweep.h5"
+step crossmodel "$RUN/sweep.h5" -n 1000 --out "$RUN/sweep.h5"
+step figures "$RUN/sweep.h5" -o "$RUN/crossmodel_figs"
+step report "$RUN/sweep.h5" -o "$RUN/crossmodel.html"
 step figures "$H5" -o "$RUN/figs"
-step reproduce --out "$H5"
+step reproduce --internals "$RUN/sweep.h5" --out "$H5"
 step report "$H5" -o "$RUN/report.html"
 echo
 echo "results: $H5  figures: $RUN/figs"
