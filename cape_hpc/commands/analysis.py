@@ -657,8 +657,8 @@ def register(sub) -> None:
     DiagnoseOptions.add_arguments(p)
     _add_query(p)
 
-    p = parser("analyze", "run every benchmark-level analysis (print; --out writes them all); one that "
-                          "cannot run on the table is skipped with its reason", run_analyze,
+    p = parser("analyze", "run every benchmark-level analysis (--out writes them all; one that cannot run is "
+                          "skipped)", run_analyze,
                ("base", "frontier", "loss"))
     # --set repeats (each item adds to the list)
     p.add_argument("--set", dest="set", action="extend", nargs="+", default=None, metavar="ANALYSIS.OPTION=VALUE",
