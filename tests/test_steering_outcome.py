@@ -222,7 +222,7 @@ def test_outcome_result_round_trips_and_rule_is_stated(tiny, tmp_path):
     assert res.alphas == [-0.3, 0.0, 0.3] and len(res.points) == 3 and res.choices.shape == (3, 10)
     assert res.n_neutral == 3 and res.point(res.layers[0], 0.0).kl == 0.0
     assert all(p.kl > 0 and p.perplexity > 1 for p in res.points if p.alpha != 0)
-    assert "damage rate <= 0.05" in res.rule and res.provenance.options["max_items"] == 10
+    assert "damage rate <= 0.05, fluency KL <= 0.1 nats and at least one correction" in res.rule and res.provenance.options["max_items"] == 10
     for p in res.points:                          # eligibility follows the stated bounds
         assert p.eligible == (p.alpha != 0 and (math.isnan(p.damage_rate) or p.damage_rate <= 0.05)
                               and p.kl <= 0.1 and p.n_corrected > 0)

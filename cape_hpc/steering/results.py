@@ -72,8 +72,8 @@ class SteeringResult(Result):
     prompt_set_sha256: str
     n_prompts: int
     n_changed: int
-    rate: float                   # n_changed / n_prompts (docs/METHODS.md §4.3)
-    rate_ci: ConfidenceInterval   # Wilson interval of the rate (docs/METHODS.md §4.3)
+    rate: float                   # n_changed / n_prompts (docs/METHODS.md §4.7)
+    rate_ci: ConfidenceInterval   # Wilson interval of the rate (docs/METHODS.md §4.7)
     n_injected: int               # positions where the injection was applied
     per_prompt: list[PromptOutcome]
     provenance: Provenance
@@ -94,9 +94,9 @@ SCORE_POSITIONS = ("answer", "all")
 CALIBRATION_SOURCES = ("items",)
 
 #: the operating-point rule, in the words the output prints (docs/METHODS.md §4.6)
-RULE = ("largest correction rate among (layer, alpha != 0) with damage rate <= {max_damage:g} and "
-        "fluency KL <= {max_kl:g} nats; ties: the larger net gain (corrections - damages), then the "
-        "smaller |alpha|")
+RULE = ("largest correction rate among (layer, alpha != 0) with damage rate <= {max_damage:g}, "
+        "fluency KL <= {max_kl:g} nats and at least one correction; ties: the larger net gain "
+        "(corrections - damages), then the smaller |alpha|")
 
 
 def outcome_name(items_stem: str) -> str:
