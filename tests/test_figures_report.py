@@ -164,7 +164,7 @@ def test_steering_rates_with_intervals(sample):
     assert len(ax.containers) == len(STEER_ALPHAS)  # one errorbar series per model
     for model, alphas in STEER_ALPHAS.items():
         runs = read_results(sample.path, f"/steering/{model}")
-        runs = sorted(runs.values(), key=lambda r: r["alpha"])
+        runs = sorted((r for r in runs.values() if r["_schema"] == "SteeringResult"), key=lambda r: r["alpha"])
         assert [r["alpha"] for r in runs] == list(alphas)
         cont = next(c for c in ax.containers if c.get_label() == model)
         y = cont.lines[0].get_ydata()
@@ -175,7 +175,8 @@ def test_steering_rates_with_intervals(sample):
         segs = np.array([s[:, 1] for s in bars.get_segments()])
         ref = np.array([_wilson(r["n_changed"], r["n_prompts"]) for r in runs])
         np.testing.assert_allclose(np.sort(segs, axis=1), ref, atol=1e-9)
-    llama0 = sorted(read_results(sample.path, "/steering/tiny-llama").values(), key=lambda r: r["alpha"])[0]
+    llama0 = sorted((r for r in read_results(sample.path, "/steering/tiny-llama").values()
+                     if r["_schema"] == "SteeringResult"), key=lambda r: r["alpha"])[0]
     assert llama0["alpha"] == 0 and llama0["n_changed"] == 0  # alpha = 0 changes nothing
 
 
