@@ -131,10 +131,10 @@ def test_token_budget_and_window_do_not_change_the_numbers(monkeypatch):
     from cape_hpc.internals import extract as ex
 
     lm = load_model("tiny-qwen2")
-    ps = load_prompts().subset(30)
-    a = extract_internals(lm, ps, batch_size=8, block_resamples=50)
+    ps = load_prompts().subset(16)
+    a = extract_internals(lm, ps, batch_size=8, block_resamples=20)
     monkeypatch.setattr(ex, "WINDOW", 7)                            # tokenised / bucketed in windows of 7
-    b = extract_internals(lm, ps, batch_size=32, token_budget=40, block_resamples=50)
+    b = extract_internals(lm, ps, batch_size=32, token_budget=40, block_resamples=20)
     for x, y in ((a.layer_coupling, b.layer_coupling), (a.layer_pairwise_mean, b.layer_pairwise_mean),
                  (a.d_rep, b.d_rep), (a.head_coupling, b.head_coupling)):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
