@@ -21,21 +21,21 @@ def test_sweep_merge_crossmodel_reproduce_report(tmp_path, capsys):
     capsys.readouterr()
     assert main(["crossmodel", str(merged), "-n", "200", "--out", str(merged)]) == 0
     text = capsys.readouterr().out
-    assert "tiny-phi, tiny-llama, tiny-bloom" in text and "Generations at matched size" in text
+    assert "tinyfam-s, tinyfam-m, tinyfam-l" in text and "Generations at matched size" in text
     cm = CrossModelResult.from_tree(read_results(merged, GROUP), where=GROUP)
     rows = {r.model: r for r in cm.rows}
-    assert set(rows) == {"tiny-phi", "tiny-llama", "tiny-bloom", "tiny-qwen2", "tiny-qwen3"}
+    assert set(rows) == {"tinyfam-s", "tinyfam-m", "tinyfam-l", "tinygen2-m", "tinygen3-m"}
     # family and parameters travelled with the shards from the job spec
-    assert (rows["tiny-bloom"].family, rows["tiny-bloom"].params, rows["tiny-bloom"].params_source) == \
-        ("tiny", 166848.0, "spec")
+    assert (rows["tinyfam-l"].family, rows["tinyfam-l"].params, rows["tinyfam-l"].params_source) == \
+        ("tinyfam", 166848.0, "spec")
     for r in cm.rows:
         assert r.final_coupling_ci.defined and r.final_coupling_ci.low <= r.final_coupling <= r.final_coupling_ci.high + 1e-12
         assert r.n_heads_total == r.n_layers * r.n_heads
-    (tiny,) = [l for l in cm.ladders if l.family == "tiny"]
-    assert tiny.models == ["tiny-phi", "tiny-llama", "tiny-bloom"] and not tiny.reason
+    (tiny,) = [l for l in cm.ladders if l.family == "tinyfam"]
+    assert tiny.models == ["tinyfam-s", "tinyfam-m", "tinyfam-l"] and not tiny.reason
     assert math.isfinite(tiny.slope) and tiny.slope_boot.n_resamples == 200
-    assert all(l.reason for l in cm.ladders if l.family != "tiny")          # one-model families: no estimate
-    assert [(g.family_a, g.family_b) for g in cm.generations] == [("tinyq2", "tinyq3")]
+    assert all(l.reason for l in cm.ladders if l.family != "tinyfam")          # one-model families: no estimate
+    assert [(g.family_a, g.family_b) for g in cm.generations] == [("tinygen2", "tinygen3")]
     # the audit reads the same file: the paper's models are missing and are named
     assert main(["reproduce", "--internals", str(merged), "--claim", "opt-fixed-point,qwen25-dip", "-n", "50",
                  "--json"]) == 0
