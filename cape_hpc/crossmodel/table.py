@@ -50,10 +50,11 @@ class ModelInput:
     family: str = ""
     params: float = math.nan
     params_source: str = ""
+    label: str = ""                  # the stored name (a sweep's model name); '' = the result's model
 
     @property
     def name(self) -> str:
-        return self.result.model
+        return self.label or self.result.model
 
 
 def _sweep_index(f, path: str) -> dict[str, dict]:
@@ -104,13 +105,15 @@ def read_inputs(paths, scores: pd.DataFrame | None = None, counted: dict[str, fl
                     res = InternalsResult.from_tree(read_tree(f[f"internals/{key}"]), where=where)
                 except SchemaError:
                     raise
-                if models is not None and res.model not in models and key not in models:
+                # a sweep stores each model under its job name (which may differ from the id it loaded)
+                label = key.replace("|", "/")
+                if models is not None and label not in models and res.model not in models:
                     continue
-                if res.model in seen:
-                    raise DataError(f"{where}: model {res.model!r} is also in {seen[res.model]} (one result "
+                if label in seen:
+                    raise DataError(f"{where}: model {label!r} is also in {seen[label]} (one result "
                                     f"per model)")
-                seen[res.model] = where
-                mi = ModelInput(res, where)
+                seen[label] = where
+                mi = ModelInput(res, where, label=label)
                 s = index.get(key) or index.get(res.model) or {}
                 if s.get("family"):
                     mi.family = s["family"]
@@ -245,7 +248,7 @@ def model_row(mi: ModelInput, reps: dict[str, np.ndarray] | None, level: float) 
     bn = res.bottleneck
     ok = np.isfinite(c)
     row = ModelRow(
-        model=res.model, family=mi.family, params=float(mi.params), params_source=mi.params_source,
+        model=mi.name, family=mi.family, params=float(mi.params), params_source=mi.params_source,
         n_layers=int(res.n_layers), d_model=int(res.d_model), n_heads=int(res.n_heads), input=mi.where,
         final_coupling=float(c[-1]) if len(c) else math.nan, final_coupling_ci=_ci(reps, "final", level),
         first_coupling=float(c[0]) if len(c) else math.nan, first_coupling_ci=_ci(reps, "first", level),

@@ -33,7 +33,8 @@ def crossmodel_data(res: Results) -> dict[str, Any]:
     for path, r in internals:
         c = r.layer_coupling
         ci = r.layer_coupling_ci
-        models.append({"model": r.model, "family": fam.get(r.model, ""), "depth": _rel_depth(len(c)),
+        name = path.rsplit("/", 1)[-1].replace("|", "/")   # a sweep's model name (the group), as in the table
+        models.append({"model": name, "family": fam.get(name, ""), "depth": _rel_depth(len(c)),
                        "coupling": [float(v) for v in c], "low": [float(v) for v in ci[:, 0]],
                        "high": [float(v) for v in ci[:, 1]], "d_rep": [float(v) for v in r.d_rep],
                        "pca_k": [int(k) for k in r.bottleneck.pca_k],
