@@ -55,7 +55,7 @@ setup(
         # PMI2 exchange: "failed to unpack address, invalid bandwidth"); 4.3 works under srun and mpiexec
         "mpi": ["mpi4py>=3.1", "mpich>=4.1,<5"],
         # the tools benchmarks/bench_internals.py (and the steering benchmark) compare against
-        "peers": ["nnsight>=0.4", "transformer-lens>=2"],
+        "peers": ["nnsight>=0.4", "transformer-lens>=2", "repeng>=0.4", "steering-vectors>=0.12"],
         "dev": [
             "pytest>=8",
             "pytest-benchmark>=4",
