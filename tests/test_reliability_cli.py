@@ -201,7 +201,9 @@ def test_pickled_weights_are_refused_unless_opted_in(tmp_path):
     one_line_error(r, "pickled", "CAPE_ALLOW_PICKLE")
     with pytest.raises(Exception) as exc:   # opted in: the loader tries (and fails on this junk)
         load_model(str(d), allow_pickle=True)
-    assert "pickled" not in str(exc.value)
+    assert "allow_pickle" not in str(exc.value) and "cannot unpickle" in str(exc.value)
+    r = cape("internals", "--model", d, "--allow-pickle")     # the CLI opt-in reaches the loader,
+    one_line_error(r, "cannot unpickle")                        # which names the junk in one line
 
 
 def test_huge_parameter_counts_do_not_overflow(tmp_path):

@@ -20,8 +20,10 @@ import importlib.util
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,7 +130,9 @@ def _quiet_transformers():
     except AttributeError:
         bars = None
     try:
-        yield
+        with warnings.catch_warnings():   # torch's note on the pickle protocol of a checkpoint
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            yield
     finally:
         tlog.set_verbosity(old)
         if old_env is None:
@@ -285,6 +289,8 @@ def load_model(spec: str, revision: str | None = None, dtype: str = "float32",
             raise OptionError(f"--model {spec}: needs custom code; pass --trust-remote-code only if you "
                               f"trust it") from None
         raise
+    except pickle.UnpicklingError as exc:   # a corrupt or foreign pickled checkpoint (opted in)
+        raise DataError(f"--model {spec}: cannot unpickle its weights ({str(exc).strip().splitlines()[0]})") from None
     model.eval()
     if hasattr(model.config, "use_cache"):
         pass

@@ -22,10 +22,12 @@ class ModelOptions(Options):
     revision: str | None = option(None, help="HuggingFace revision (commit, tag or branch)")
     dtype: str = option("float32", help="weights and activations dtype", choices=DTYPES)
     trust_remote_code: bool = option(False, help="allow a HuggingFace model's own Python code to run")
+    allow_pickle: bool = option(False, help="load pickled weights (pytorch_model.bin, *.pt): unpickling runs "
+                                            "code, so only for files you trust (default: safetensors only)")
 
     def load(self):
         """``cape_hpc.models.load_model`` with these options -> LoadedModel."""
         from cape_hpc.models.loading import load_model
 
         return load_model(self.model, revision=self.revision, dtype=self.dtype,
-                          trust_remote_code=self.trust_remote_code)
+                          trust_remote_code=self.trust_remote_code, allow_pickle=self.allow_pickle or None)
