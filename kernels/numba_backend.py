@@ -213,7 +213,7 @@ def _inv_norms(X, out):
         out[r] = 1.0 / n if n > 0.0 else (math.nan if math.isnan(n) else 0.0)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, fastmath=_FM)
 def _scale_count(C, ir, it, thr):
     """C [nb, M, N] holds raw dot products; in one pass turn them into clamped cosines (in place:
     C may be the caller's full matrix), count those below thr and sum them (float64) per b.
@@ -230,16 +230,15 @@ def _scale_count(C, ir, it, thr):
             row = C[b, i]
             jr = it[b]
             sub = 0.0
-            for j in range(N):
-                c = row[j] * a * jr[j]
-                if c > 1.0:
-                    c = 1.0
-                elif c < -1.0:
-                    c = -1.0
+            ki = 0
+            for j in range(N):  # branch-free (selects), so it vectorises; NaN stays NaN
+                c = row[j] * (a * jr[j])
+                c = 1.0 if c > 1.0 else c
+                c = -1.0 if c < -1.0 else c
                 row[j] = c
                 sub += c
-                if c < thr:
-                    k += 1
+                ki += 1 if c < thr else 0
+            k += ki
             tot += sub
         counts[b] = k
         sums[b] = tot
