@@ -13,8 +13,8 @@ from cape_hpc.steering.options import OutcomeOptions
 
 
 def register(sub) -> None:
-    p = sub.add_parser("steer", help="held-out correction/damage rates of steering over alpha and layer, "
-                                     "fluency cost, operating point; steered vs unsteered generation",
+    p = sub.add_parser("steer", help="steering: held-out correction/damage over alpha and layer, fluency cost, "
+                                     "operating point, generation",
                        description="Score multiple-choice items by length-normalised log-probability with the "
                                    "truthfulness direction injected at each candidate layer and alpha (one "
                                    "alpha per batch row), the direction calibrated on the training folds and "
