@@ -44,7 +44,7 @@ def _twins(fn, **kw):
 SERIAL_ELEMS = 1 << 16  # calls that read fewer elements run on one thread
 # rows up to this many features are added one at a time (the accumulator stays in L1 and the loop
 # vectorises); longer rows four at a time (a quarter of the accumulator traffic).  Measured on
-# AVX-512 (2 threads): the better of the two on the heads (D=128) and layers (D=4096) shapes.
+# AVX-512 (one thread): the better of the two on the heads (D=128) and layers (D=4096) shapes.
 _SHORT_ROW = 512
 
 
