@@ -24,14 +24,23 @@ def _key(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", text)
 
 
+def _internal_suffix(res) -> str:
+    """'--internal_final' when the state has internal couplings (a run without keeps its group)."""
+    from cape_hpc.dynamics.internals import is_internal
+
+    internal = [b for b in res.benchmarks if is_internal(b)]
+    return f"--{_key('+'.join(internal))}" if internal else ""
+
+
 def dynamics_group(res) -> str:
     """The results-file group of a DynamicsResult."""
-    return f"/dynamics/{res.model}/{_key('+'.join(res.train))}--{_key('+'.join(res.holdout) or 'none')}"
+    return (f"/dynamics/{res.model}/{_key('+'.join(res.train))}--{_key('+'.join(res.holdout) or 'none')}"
+            + _internal_suffix(res))
 
 
 def predict_group(res) -> str:
     """The results-file group of a PredictResult."""
-    return f"/dynamics/predict/{_key(res.family)}/{_key(f'{res.size:.6g}')}"
+    return f"/dynamics/predict/{_key(res.family)}/{_key(f'{res.size:.6g}')}" + _internal_suffix(res)
 
 
 def _write(args, groups) -> None:
@@ -49,11 +58,64 @@ def _pct(v) -> str:
 
 # ------------------------------------------------------------------------------------------------
 
+def internals_table(path: str, scores=None):
+    """One row per model of ``path`` (``model``, ``family``, ``params`` and the couplings ``final``,
+    ``mean``, ``min``, ``head_net``): the point values of the cross-model table
+    (``cape_hpc.crossmodel.table``) of its ``/internals`` groups (one prompt set required), or the
+    rows of a stored ``/crossmodel`` result when the file has no ``/internals``."""
+    import pandas as pd
+
+    from cape_hpc.crossmodel.results import GROUP, CrossModelResult
+    from cape_hpc.crossmodel.table import check_prompt_sets, model_row, read_inputs
+    from cape_hpc.errors import DataError, StoreError
+    from cape_hpc.io.provenance import sha256_file
+    from cape_hpc.io.store import read_results
+
+    try:
+        inputs = read_inputs([path], scores)
+        check_prompt_sets(inputs)
+        rows = [model_row(mi, None, 0.95) for mi in inputs]
+    except DataError as exc:
+        if "no /internals group" not in str(exc):
+            raise
+        try:
+            tree = read_results(path, GROUP)
+        except StoreError:
+            raise exc from None
+        rows = CrossModelResult.from_tree(tree, where=f"{path}:{GROUP}").rows
+    df = pd.DataFrame([{"model": r.model, "family": r.family, "params": r.params, "final": r.final_coupling,
+                        "mean": r.mean_coupling, "min": r.min_coupling, "head_net": r.head_net} for r in rows],
+                      columns=["model", "family", "params", "final", "mean", "min", "head_net"])
+    df.attrs["path"] = str(path)
+    df.attrs["sha256"] = sha256_file(path)
+    return df
+
+
+def _internals(args, opts, scores):
+    """The internals table when ``--internals`` is given (None otherwise)."""
+    if not getattr(args, "internals", None):
+        return None
+    if not opts.internal_state:
+        from cape_hpc.errors import OptionError
+
+        raise OptionError("option '--internals': the state names no internal coupling (add e.g. "
+                          "--state HS TQA internal:final)")
+    return internals_table(args.internals, scores)
+
+
+def _add_internals_arg(p) -> None:
+    p.add_argument("--internals", metavar="FILE.h5", default=None,
+                   help="internal couplings per model for internal:<quantity> state variables (a merged sweep "
+                        "file, `cape internals --out` or `cape crossmodel --out`), joined by model name")
+
+
 def run_dynamics(args) -> int:
     from cape_hpc.dynamics.discovery import discover
     from cape_hpc.io.scores import load_scores
 
-    res = discover(load_scores(args.scores), DynamicsOptions.from_args(args))
+    opts = DynamicsOptions.from_args(args)
+    scores = load_scores(args.scores)
+    res = discover(scores, opts, internals=_internals(args, opts, scores))
     if args.json:
         emit_json(res)
     else:
@@ -113,7 +175,8 @@ def run_predict(args) -> int:
     from cape_hpc.io.scores import load_scores
 
     opts = PredictOptions.from_args(args, size=parse_size(args.size_text))
-    res = predict_size(load_scores(args.scores), opts)
+    scores = load_scores(args.scores)
+    res = predict_size(scores, opts, internals=_internals(args, opts, scores))
     if args.json:
         emit_json(res)
     else:
@@ -203,6 +266,7 @@ def register(sub) -> None:
                                    "inclusion probabilities (bootstrap over intervals), per-phase fits "
                                    "(docs/METHODS.md §2.13).")
     add_scores_arg(p)
+    _add_internals_arg(p)
     DynamicsOptions.add_arguments(p)
     add_output_args(p)
     p.set_defaults(func=run_dynamics)
@@ -213,6 +277,7 @@ def register(sub) -> None:
     add_scores_arg(q)
     q.add_argument("--size", dest="size_text", required=True, metavar="N",
                    help="target parameter count, e.g. 70B, 350M, 7e9")
+    _add_internals_arg(q)
     PredictOptions.add_arguments(q)
     add_output_args(q)
     q.set_defaults(func=run_predict)

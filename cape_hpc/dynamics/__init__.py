@@ -6,6 +6,7 @@
 - ``estimators``: ``SindyODE`` and ``LinearODE`` (fit / predict / score / simulate / equations);
 - ``baselines``: ``PolyBaseline`` (numpy.polyfit in log10 N per benchmark);
 - ``metrics``: the error measures;
+- ``internals``: internal coupling as a state variable (``internal:<quantity>``, joined by model name);
 - ``discovery``: holdout cross-prediction (``discover`` -> ``DynamicsResult``), per-phase fits
   (``PhaseFitResult``), term stability (``TermStability``), ``predict_size`` (``PredictResult``).
 

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 
+from cape_hpc.dynamics.internals import score_columns
 from cape_hpc.dynamics.metrics import ErrorSummary, trajectory_errors
 from cape_hpc.dynamics.trajectories import Trajectory
 from cape_hpc.errors import OptionError
@@ -59,7 +60,7 @@ class PolyBaseline:
         k = 1 if skip_first else 0
         pred = np.concatenate([self.predict(t)[k:] for t in trajs])
         act = np.concatenate([t.Y[k:] for t in trajs])
-        return trajectory_errors(pred, act, self.benchmarks_)
+        return trajectory_errors(pred, act, self.benchmarks_, score_columns(self.benchmarks_))
 
     def score(self, trajectories) -> float:
         return self.errors(trajectories).rel_mae

@@ -36,6 +36,7 @@ import pandas as pd
 from cape_hpc.analysis.options import CouplingOptions, narrow
 from cape_hpc.dynamics.baselines import PolyBaseline
 from cape_hpc.dynamics.estimators import SindyODE, make_model
+from cape_hpc.dynamics.internals import join_internals
 from cape_hpc.dynamics.metrics import ErrorSummary
 from cape_hpc.dynamics.options import (DynamicsOptions, PhaseFitOptions, PredictOptions, TermStabilityOptions)
 from cape_hpc.dynamics.trajectories import Trajectory, check_benchmarks, family_trajectory, stacked_rows, trajectories
@@ -255,22 +256,40 @@ def phase_fits(df: pd.DataFrame, opts: PhaseFitOptions | None = None) -> PhaseFi
     return PhaseFitResult(opts.b1, opts.b2, opts.units, fits, ratio, prov)
 
 
-def _error_definition(include_start: bool) -> str:
-    return "mean|pred-actual|/mean(actual) in percent over " + (
+def _error_definition(include_start: bool, internal: tuple[str, ...] = ()) -> str:
+    text = "mean|pred-actual|/mean(actual) in percent over " + (
         "every size, the start model included" if include_start else "the sizes after the start model")
+    if internal:
+        text += (f"; pooled over the score columns only ({', '.join(internal)}: 100 x the coupling, scored "
+                 f"per column)")
+    return text
 
 
-def discover(df: pd.DataFrame, opts: DynamicsOptions | None = None) -> DynamicsResult:
+def _inputs(df: pd.DataFrame, internals: pd.DataFrame | None, internal: tuple[str, ...]) -> dict[str, str]:
+    inputs = {"scores": _sha(df)}
+    if internal and internals is not None:
+        inputs["internals"] = str(internals.attrs.get("sha256") or _sha(internals))
+    return inputs
+
+
+def discover(df: pd.DataFrame, opts: DynamicsOptions | None = None, *,
+             internals: pd.DataFrame | None = None) -> DynamicsResult:
     """Fit on ``opts.train``, cross-predict ``opts.holdout`` (see module doc).  ``n_resamples=0`` skips
     term stability.
 
     ``anchor_baselines`` shifts each baseline polynomial through the held-out family's starting model
     (see ``PolyBaseline``); ``include_start`` also counts each family's starting model in the errors
     (where the simulation equals the data by construction); the default scores only the later sizes.
+
+    ``internals``: one row per model (``model`` and the couplings ``final``, ``mean``, ...), needed
+    when ``opts.state`` names ``internal:<quantity>`` variables (``cape_hpc.dynamics.internals``).
     """
     opts = opts or DynamicsOptions()
     train_l, hold_l = list(opts.train), list(opts.holdout)
-    benchmarks = check_benchmarks(df, opts.benchmarks)
+    internal = opts.internal_state
+    inputs = _inputs(df, internals, internal)
+    df = join_internals(df, internals, opts.columns, train_l + hold_l)
+    benchmarks = check_benchmarks(df, opts.columns)
     est = make_model(opts.ode())
     tr = trajectories(df, train_l, benchmarks, option="--train")
     ho = trajectories(df, hold_l, benchmarks, option="--holdout") if hold_l else []
@@ -302,7 +321,6 @@ def discover(df: pd.DataFrame, opts: DynamicsOptions | None = None) -> DynamicsR
         return out
 
     rows, fit_rows = table(ho), table(tr)
-    inputs = {"scores": _sha(df)}
     ts = term_stability(est, tr, opts.term_stability(), inputs=inputs) if opts.n_resamples else None
     pf = None
     pf_opts = opts.phase_fit()
@@ -314,7 +332,7 @@ def discover(df: pd.DataFrame, opts: DynamicsOptions | None = None) -> DynamicsR
     return DynamicsResult(opts.model, train_l, hold_l, list(benchmarks), opts.units, list(est.terms_),
                           est.coef_.copy(), est.equations(), [int(k) for k in est.active_terms_.sum(axis=1)],
                           fit_err, fit_by, ho_err, ho_by, base_scores, rows, fit_rows, ts, pf, INTEGRATOR,
-                          _error_definition(opts.include_start), prov)
+                          _error_definition(opts.include_start, internal), prov)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -352,7 +370,7 @@ class PredictResult(Result):
         return ConfidenceInterval.undefined(level)
 
 
-def predict_size(df: pd.DataFrame, opts: PredictOptions) -> PredictResult:
+def predict_size(df: pd.DataFrame, opts: PredictOptions, *, internals: pd.DataFrame | None = None) -> PredictResult:
     """Integrate from ``opts.family``'s largest known model to ``opts.size`` parameters (see module doc).
 
     The ODE is trained on ``opts.train`` (default: the family itself).  The band: the system is
@@ -361,11 +379,13 @@ def predict_size(df: pd.DataFrame, opts: PredictOptions) -> PredictResult:
     """
     from cape_kernels import resample_indices
 
-    benchmarks = check_benchmarks(df, opts.benchmarks)
+    train_l = list(opts.train_families)
+    inputs = _inputs(df, internals, opts.internal_state)
+    df = join_internals(df, internals, opts.columns, list(dict.fromkeys([opts.family, *train_l])))
+    benchmarks = check_benchmarks(df, opts.columns)
     target = family_trajectory(df, opts.family, benchmarks, option="--family")
     if target.n < 1:
         raise DataError(f"family {opts.family!r} has no model with all of {', '.join(benchmarks)}")
-    train_l = list(opts.train_families)
     tr = trajectories(df, train_l, benchmarks, option="--train")
     est = make_model(opts.ode()).fit(tr)
     x0, y0 = float(target.x[-1]), target.Y[-1]
@@ -406,7 +426,7 @@ def predict_size(df: pd.DataFrame, opts: PredictOptions) -> PredictResult:
         pb = PolyBaseline(int(d)).fit(tr)
         baselines[f"poly{int(d)}"] = [float(v) for v in pb.predict_x(np.array([xt]))[0]]
     prov = Provenance("dynamics/predict", opts.to_dict(), seed=opts.seed, n_resamples=opts.n_resamples,
-                      inputs={"scores": _sha(df)})
+                      inputs=inputs)
     return PredictResult(opts.family, target.models[-1], x0, opts.size, xt, list(benchmarks), opts.units,
                          [float(v) for v in y0], [float(v) for v in ode], band, n_valid, baselines, est.equations(),
                          train_l, opts.model, prov)

@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from cape_hpc.dynamics.internals import score_columns
 from cape_hpc.dynamics.metrics import ErrorSummary, trajectory_errors
 from cape_hpc.dynamics.options import DERIVATIVES, ODEOptions
 from cape_hpc.dynamics.trajectories import Trajectory, stacked_rows
@@ -183,7 +184,8 @@ class _ODEBase:
         k = 1 if skip_first else 0
         preds = [self.predict(t)[k:] for t in trajs]
         acts = [t.Y[k:] for t in trajs]
-        return trajectory_errors(np.concatenate(preds), np.concatenate(acts), self.benchmarks_)
+        return trajectory_errors(np.concatenate(preds), np.concatenate(acts), self.benchmarks_,
+                                 score_columns(self.benchmarks_))
 
     def score(self, trajectories) -> float:
         """mean|pred - actual| / mean(actual) of the simulation (lower is better)."""

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 from cape_hpc.analysis.options import CouplingOptions
+from cape_hpc.dynamics.internals import internal_quantity, is_internal
 from cape_hpc.errors import OptionError
 from cape_hpc.io.scores import SCORE_COLUMNS
 from cape_hpc.options import UNITS, Options, option
@@ -94,6 +95,10 @@ class _ModelRun(ODEOptions):
 
     benchmarks: tuple[str, ...] = option(SCORE_COLUMNS, help="score columns of the state (space- or "
                                                              "comma-separated)", metavar="COLUMN")
+    state: tuple[str, ...] | None = option(None, help="the state, replacing --benchmarks: score columns and "
+                                                      "internal couplings internal:final | internal:mean | "
+                                                      "internal:min | internal:head_net (with --internals FILE.h5)",
+                                           metavar="VARIABLE")
     baseline_degrees: tuple[int, ...] = option(DEFAULT_BASELINE_DEGREES, help="polynomial baseline degrees",
                                                minimum=0, metavar="DEGREE")
     seed: int = option(0, help="seed of the counter-based resampling streams", minimum=0)
@@ -106,6 +111,26 @@ class _ModelRun(ODEOptions):
             raise OptionError("option '--benchmarks': at least one score column is needed")
         if len(set(self.benchmarks)) != len(self.benchmarks):
             raise OptionError(f"option '--benchmarks': repeated column in {list(self.benchmarks)}")
+        object.__setattr__(self, "state", _split(self.state) or None)
+        if self.state is not None:
+            if len(set(self.state)) != len(self.state):
+                raise OptionError(f"option '--state': repeated variable in {list(self.state)}")
+            for s in self.state:
+                if is_internal(s):
+                    internal_quantity(s)
+            if all(is_internal(s) for s in self.state):
+                raise OptionError("option '--state': name at least one score column beside the internal "
+                                  "couplings (the errors are over the score columns)")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The state variables: ``state`` when given, else ``benchmarks``."""
+        return self.state or self.benchmarks
+
+    @property
+    def internal_state(self) -> tuple[str, ...]:
+        """The ``internal:<quantity>`` entries of the state."""
+        return tuple(s for s in self.columns if is_internal(s))
 
     def ode(self) -> ODEOptions:
         """The estimator's part of these options."""
