@@ -35,17 +35,13 @@ __all__ = ["pool_accumulate_", "count_pairs_below", "kernel_backend", "StreamSta
 
 # ----------------------------------------------------------------------------------- kernels
 def _real_ops(backend: Optional[str], device: torch.device):
-    """cape_kernels' streaming ops when they are present and their backend module loads, else None."""
+    """cape_kernels' streaming ops and the backend they run for ``device``; None when this
+    cape_kernels has no streaming module (an older install)."""
     try:
-        import importlib
-
         from cape_kernels import streaming
-
-        name = streaming.resolve_backend(backend, device)
-        importlib.import_module(streaming._MODULES[name]) if hasattr(streaming, "_MODULES") else None
-        return streaming, name
-    except Exception:  # noqa: BLE001 - any import problem means: not landed here
+    except ImportError:
         return None
+    return streaming, streaming.resolve_backend(backend, device)
 
 
 def _standin_pool_accumulate_(hidden, mask, mode, slot, sums, unit_sums=None, *, backend=None):
@@ -99,7 +95,8 @@ def _standin_count_pairs_below(A, B, threshold, *, a_groups=None, b_groups=None,
 
 def kernel_backend(backend: Optional[str], device: torch.device):
     """(pool_accumulate_, count_pairs_below, backend name) for tensors on ``device``: the
-    ``cape_kernels`` ops when present, else this module's torch stand-ins (name "torch")."""
+    ``cape_kernels`` ops, or (only with a cape_kernels that predates them) this module's torch
+    stand-ins of the same contract (name "torch")."""
     real = _real_ops(backend, device)
     if real is not None:
         mod, name = real
@@ -108,8 +105,16 @@ def kernel_backend(backend: Optional[str], device: torch.device):
     return _standin_pool_accumulate_, _standin_count_pairs_below, "torch"
 
 
-pool_accumulate_ = _standin_pool_accumulate_
-count_pairs_below = _standin_count_pairs_below
+def pool_accumulate_(*args, **kw):
+    """``cape_kernels.pool_accumulate_`` (the stand-in with an older cape_kernels)."""
+    real = _real_ops(kw.get("backend"), args[0].device)
+    return (real[0].pool_accumulate_ if real else _standin_pool_accumulate_)(*args, **kw)
+
+
+def count_pairs_below(*args, **kw):
+    """``cape_kernels.count_pairs_below`` (the stand-in with an older cape_kernels)."""
+    real = _real_ops(kw.get("backend"), args[0].device)
+    return (real[0].count_pairs_below if real else _standin_count_pairs_below)(*args, **kw)
 
 
 # ----------------------------------------------------------------------------------- reservoir
