@@ -103,16 +103,22 @@ def smol():
     return load_model("smollm2-135m")
 
 
-@pytest.mark.realmodel
-def test_smollm2_every_statistic_equals_the_float64_reference(smol):
+@pytest.fixture(scope="module")
+def smol_ref(smol):
     ps = _set(6)                                                    # 12 prompts (forward passes are slow here)
-    ref = _reference_vectors(smol, ps)
+    return ps, _reference_vectors(smol, ps)
+
+
+@pytest.mark.realmodel
+@pytest.mark.parametrize("bs", [pytest.param(1, marks=pytest.mark.slow), 7, pytest.param(32, marks=pytest.mark.slow)])
+def test_smollm2_every_statistic_equals_the_float64_reference(smol, smol_ref, bs):
+    """Batch 7 by default (padded, uneven batches); 1 and 32 with --runslow (the tiny models run all three)."""
+    ps, ref = smol_ref
     is_r = np.array([p.set == "reasoning" for p in ps.prompts])
     ad = smol.adapter
-    for bs in (1, 7, 32):
-        res = extract_internals(smol, ps, batch_size=bs, block_resamples=0)
-        assert res.pairs_mode == "exact" and res.d_rep_mode == "exact"
-        _check(res, ref, is_r, ad.n_heads, ad.head_dim)
+    res = extract_internals(smol, ps, batch_size=bs, block_resamples=0)
+    assert res.pairs_mode == "exact" and res.d_rep_mode == "exact"
+    _check(res, ref, is_r, ad.n_heads, ad.head_dim)
 
 
 # ------------------------------------------------------------------ every tiny architecture
