@@ -306,11 +306,28 @@ def source_commit() -> str:
 # ------------------------------------------------------------------ the run
 def run_bench(device: str = "cpu", shapes=None, ops=None, backends=None, repeats: int = 5,
               dtype: torch.dtype = torch.float32, graphs: bool = True, progress=None,
-              baselines=BASELINES, stat: str = "min") -> BenchResult:
+              baselines=BASELINES, stat: str = "min", threads: int | None = None) -> BenchResult:
     """Run the roofline benchmark; ``backends=None`` takes every backend available for the device
     (the Triton interpreter is never benchmarked); ``baselines``: which of ``BASELINES`` to time
     beside them (() for none).  Rows per (shape, op): the torch reference, the baselines, then the
-    other backends."""
+    other backends.  ``threads``: CPU threads for torch and numba during the run (None: as set)."""
+    if threads is None:
+        return _run_bench(device, shapes, ops, backends, repeats, dtype, graphs, progress, baselines, stat)
+    import numba
+
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    before = (torch.get_num_threads(), numba.get_num_threads())
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        return _run_bench(device, shapes, ops, backends, repeats, dtype, graphs, progress, baselines, stat)
+    finally:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
+
+
+def _run_bench(device, shapes, ops, backends, repeats, dtype, graphs, progress, baselines, stat) -> BenchResult:
     from cape_kernels.backends import available_backends
 
     if stat not in ("min", "median"):

@@ -90,6 +90,7 @@ def test_csv_appends_rows_keyed_by_run(tmp_path):
 
 
 def test_cape_bench_cli(capsys, tmp_path):
+    threads_before = torch.get_num_threads()
     out_csv = tmp_path / "b.csv"
     assert main(["bench", "--device", "cpu", "--quick", "--ops", "steer", "--shapes", "layers",
                  "--backends", "torch,numba", "--baselines", "eager", "--repeats", "1", "--json",
@@ -99,9 +100,10 @@ def test_cape_bench_cli(capsys, tmp_path):
                                                                 ("eager", "baseline")}
     assert len(list(csv.DictReader(out_csv.open()))) == 3
     assert main(["bench", "--device", "cpu", "--ops", "steer", "--shapes", "heads", "--backends", "numba",
-                 "--baselines", "none", "--repeats", "1"]) == 0
+                 "--baselines", "none", "--repeats", "1", "--threads", "1"]) == 0
     text = capsys.readouterr().out
-    assert "[eager]" not in text and "numba" in text
+    assert "[eager]" not in text and "numba" in text and "CPU, 1 threads" in text
+    assert torch.get_num_threads() == threads_before  # restored after the run
     assert main(["bench", "--shapes", "giant"]) == 2
     assert "unknown shape 'giant'" in capsys.readouterr().err
     assert main(["bench", "--device", "cpu", "--backends", "cupy", "--ops", "steer", "--shapes", "layers"]) == 2

@@ -34,6 +34,8 @@ class BenchOptions(Options):
     repeats: int = option(5, help="timed repeats per cell", minimum=1)
     stat: str = option("min", help="statistic of the repeats reported (min resists a busy machine)",
                        choices=("min", "median"))
+    threads: int | None = option(None, help="CPU threads for torch and numba during the run (none: as set)",
+                                 minimum=1)
     csv: str | None = option(None, help="append one row per op, shape and backend/baseline to this CSV file "
                                         "(keyed by device, library versions and commit)", metavar="FILE")
     dtype: str = option("float32", help="tensor dtype", choices=("float32", "float16", "bfloat16"))
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         res = bench.run_bench(device, shapes=shapes, ops=ops, backends=backends, repeats=repeats,
                               dtype=getattr(torch, opts.dtype), graphs=opts.graphs,
                               baselines=bench.BASELINES if opts.baselines is None else opts.baselines,
-                              stat=opts.stat,
+                              stat=opts.stat, threads=opts.threads,
                               progress=None if args.json else (lambda m: print(f"  timing {m}", file=sys.stderr)))
     except RuntimeError as exc:
         raise OptionError(str(exc)) from None
