@@ -412,3 +412,20 @@ def test_one_gpu_per_rank(monkeypatch):
 
     with pytest.raises(OptionError, match="no CUDA device"):
         work._device(job)
+
+
+def test_job_extraction_keys_reach_the_extraction_options(tmp_path):
+    from cape_hpc.sweep.work import extract_options
+
+    p = tmp_path / "j.yaml"
+    p.write_text("internals: {n_blocks: 4, token_budget: 512, pair_budget_mb: 1, d_rep_mode: sketch, "
+                 "sets: [reasoning, truthfulness]}\nmodels: [{id: tiny-llama, batch_size: 3}]\n")
+    opts = extract_options(load_job(p), batch_size=3)
+    assert (opts.n_blocks, opts.token_budget, opts.pair_budget_mb, opts.d_rep_mode, opts.sets, opts.batch_size) == \
+        (4, 512, 1.0, "sketch", ("reasoning", "truthfulness"), 3)
+    p.write_text("internals: {n_blocks: 0}\nmodels: [{id: tiny-llama}]\n")
+    with pytest.raises(DataError, match=r"j.yaml: internals: .*--blocks"):
+        load_job(p)
+    p.write_text("internals: {keep_pooled: x.h5}\nmodels: [{id: tiny-llama}]\n")
+    with pytest.raises(DataError, match=r"keep_pooled"):
+        load_job(p)

@@ -160,7 +160,11 @@ _MODEL_KEYS = {"id", "name", "revision", "dtype", "batch_size", "trust_remote_co
                "n_layers", "vocab", "family", "options"}
 _DEFAULT_KEYS = {"revision", "dtype", "batch_size", "trust_remote_code"}
 _PROMPT_KEYS = {"contrastive", "calibration", "max_prompts"}
-_INTERNALS_KEYS = {"pooling", "taps", "backend", "enabled"}
+#: extraction options a job may set under ``internals:`` (validated by ExtractOptions; batch_size is per
+#: model, max_prompts under ``prompts:``, keep_pooled would make every rank write one file)
+_EXTRACT_KEYS = {"pooling", "taps", "backend", "sets", "token_budget", "max_prompt_tokens", "n_blocks", "block_seed",
+                 "block_resamples", "ci_level", "pair_budget_mb", "d_rep_mode", "d_rep_sketch"}
+_INTERNALS_KEYS = _EXTRACT_KEYS | {"enabled"}
 _STEERING_KEYS = {"enabled", "alpha", "scale", "positions", "tau", "probe_layer", "method",
                   "max_new_tokens", "batch_size", "max_prompts"}
 _TOP_KEYS = {"name", "description", "output_dir", "defaults", "prompts", "internals", "steering",
@@ -225,6 +229,8 @@ def parse_job(data: Any, path: str = "<job>") -> JobSpec:
                  "pooling": v.typed(it, "internals", "pooling", (str,), "last", choices=POOLINGS),
                  "taps": taps,
                  "backend": v.typed(it, "internals", "backend", (str,), None)}
+    # the other extraction keys pass through unchanged; ExtractOptions validates them below
+    internals.update({k: it[k] for k in sorted(_EXTRACT_KEYS - set(internals)) if it.get(k) is not None})
 
     st = v.mapping(top.get("steering"), "steering", _STEERING_KEYS)
     steering = {"enabled": v.typed(st, "steering", "enabled", (bool,), bool(st))}

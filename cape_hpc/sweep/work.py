@@ -33,6 +33,9 @@ def extract_options(job: JobSpec, batch_size: int | None = None) -> ExtractOptio
                           "max_prompts": job.prompts.get("max_prompts")}
     if it.get("taps"):
         kw["taps"] = tuple(it["taps"])
+    for k, v in it.items():     # token budget, blocks, pair budget, d_rep mode, ... (spec._EXTRACT_KEYS)
+        if k not in kw and k not in ("enabled", "pooling", "backend", "taps") and v is not None:
+            kw[k] = tuple(v) if isinstance(v, list) else v
     if batch_size is not None:
         kw["batch_size"] = batch_size
     return ExtractOptions(**kw)
