@@ -131,7 +131,7 @@ elif name == "steering-vectors":
 elif name == "repeng":
     from repeng import ControlModel
     cm = ControlModel(model, [layer])
-    cm.set_raw_control({layer: vec[None, :]})
+    cm.set_raw_control({layer: vec})
     def run():
         with torch.inference_mode():
             cm.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
