@@ -74,6 +74,13 @@ def _pool_acc(h, m, last_mode, slot, sums, units, has_units, pooled, inv):
                     units[g, d] += x * inv[b]
 
 
+# Serial twins for small calls: waking the thread pool costs more than the work itself (and, on a
+# busy node, far more).  Same loops, same order of additions: bit-identical results.
+_pool_acc_serial = nb.njit(parallel=False, cache=True)(_pool_acc.py_func)
+SERIAL_BELOW = 1 << 18   # elements of hidden read (B*D for "last", B*S*D for "mean")
+COUNT_SERIAL_BELOW = 1 << 22   # n*m*D multiply-adds of count_pairs_below
+
+
 def pool_accumulate_(hidden, mask, mode, slot, sums, unit_sums):
     B, S, D = hidden.shape
     adt = acc_dtype(hidden.dtype)
@@ -96,8 +103,10 @@ def pool_accumulate_(hidden, mask, mode, slot, sums, unit_sums):
         else:
             h = hidden.detach().to(torch.float32).numpy()
     units = unit_sums if unit_sums is not None else sums.new_zeros(1, 1)
-    _pool_acc(h, m, mode == "last", slot.numpy(), sums.numpy(), units.numpy(), unit_sums is not None,
-              pooled.numpy(), np.empty(B, np.float64))
+    work = B * D * (1 if mode == "last" else max(1, S))
+    kern = _pool_acc_serial if work < SERIAL_BELOW else _pool_acc
+    kern(h, m, mode == "last", slot.numpy(), sums.numpy(), units.numpy(), unit_sums is not None,
+         pooled.numpy(), np.empty(B, np.float64))
     return pooled
 
 
@@ -206,6 +215,9 @@ def _count(A, Bm, ia, ib, ka, kb, thr, zero, ncell, nchunks):
     return part.sum(axis=0)
 
 
+_count_serial = nb.njit(parallel=False, cache=True)(_count.py_func)
+
+
 def _keys(g, rows, G, scale):
     if g is None:
         return np.zeros(rows, np.int64)
@@ -226,7 +238,8 @@ def count_pairs_below(A, B, threshold, a_groups, b_groups, n_groups):
     _inv_norms(a, ia64)
     _inv_norms(b, ib64)
     ka, kb = _keys(a_groups, n, G, G), _keys(b_groups, m, G, 1)
-    nchunks = max(1, nb.get_num_threads())
-    cells = _count(a, b, ia64.astype(npdt), ib64.astype(npdt), ka, kb, npdt(threshold), npdt(0.0),
+    # one chunk below ~4M multiply-adds (integer partials: any chunking gives the same counts)
+    nchunks = 1 if n * m * max(1, A.shape[1]) < COUNT_SERIAL_BELOW else max(1, nb.get_num_threads())
+    cells = (_count_serial if nchunks == 1 else _count)(a, b, ia64.astype(npdt), ib64.astype(npdt), ka, kb, npdt(threshold), npdt(0.0),
                    G * G, nchunks)
     return torch.from_numpy(cells).view(G, G)

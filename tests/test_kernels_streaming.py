@@ -441,3 +441,31 @@ def test_gpu_no_host_sync_and_large_counts(backend):
     _window_check(c, A, B, 0.0, ag.cpu().numpy(), bg.cpu().numpy(), 20, 1e-4, backend)
     if backend != "torch":
         assert st.resolve_backend(None, dev) in ("triton", "cupy")
+
+
+def test_numba_serial_and_parallel_paths_agree_bit_for_bit(monkeypatch):
+    """Small calls run a serial twin of the parallel kernels: the same additions in the same order."""
+    pytest.importorskip("numba")
+    from cape_kernels import numba_streaming as nbs
+
+    g = _gen(11)
+    h = torch.randn(9, 5, 70, generator=g)
+    mask = (torch.rand(9, 5, generator=g) > 0.3).long()
+    slot = torch.randint(-1, 3, (9,), generator=g)
+    A, B = torch.randn(70, 33, generator=g), torch.randn(90, 33, generator=g)
+    ag, bg = torch.randint(0, 3, (70,), generator=g), torch.randint(0, 3, (90,), generator=g)
+    outs = []
+    for serial_below, count_chunks in ((1 << 30, 1), (0, 2)):
+        monkeypatch.setattr(nbs, "SERIAL_BELOW", serial_below)
+        monkeypatch.setattr(nbs, "COUNT_SERIAL_BELOW", serial_below)
+        monkeypatch.setattr(nbs.nb, "get_num_threads", lambda: count_chunks)
+        res = []
+        for mode in ("last", "mean"):
+            s, u = torch.zeros(3, 70, dtype=torch.float64), torch.zeros(3, 70, dtype=torch.float64)
+            res += [nbs.pool_accumulate_(h, mask, mode, slot, s, u), s, u]
+        res.append(nbs.count_pairs_below(A, B, 0.05, ag, bg, 3))
+        outs.append(res)
+    for x, y in zip(*outs):
+        assert torch.equal(x, y)
+    ref = np_count_pairs_below(A.double().numpy(), B.double().numpy(), 0.05, ag.numpy(), bg.numpy(), 3)
+    assert np.array_equal(np.asarray(ref), outs[0][-1].numpy())

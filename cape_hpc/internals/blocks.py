@@ -52,6 +52,12 @@ def block_weights(n_blocks: int, count: int, seed: int, start: int = 0) -> np.nd
     return W
 
 
+def _weigh(W: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """sum_g W[c, g] x[k, g, d] -> [c, k, d], through one BLAS product (einsum would loop)."""
+    K, G, D = x.shape
+    return (W @ x.transpose(1, 0, 2).reshape(G, K * D)).reshape(W.shape[0], K, D)
+
+
 def weighted_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """cos of the last axis, 0 where a norm is 0 (as the kernels), clamped to [-1, 1]."""
     dot = np.einsum("...d,...d->...", a, b)
@@ -99,8 +105,8 @@ class BlockBootstrap:
         out = np.empty((self.n_resamples, K))
         r0 = 0
         for W, _, _, valid in self.chunks():
-            sr = np.einsum("cg,kgd->ckd", W, sums[:, 0])
-            st = np.einsum("cg,kgd->ckd", W, sums[:, 1])
+            sr = _weigh(W, sums[:, 0])
+            st = _weigh(W, sums[:, 1])
             v = weighted_cosine(sr, st)
             v[~valid] = np.nan
             out[r0:r0 + len(W)] = v
@@ -113,8 +119,8 @@ class BlockBootstrap:
         out = np.empty((self.n_resamples, K))
         r0 = 0
         for W, P, Q, valid in self.chunks():
-            ur = np.einsum("cg,kgd->ckd", W, unit_sums[:, 0])
-            ut = np.einsum("cg,kgd->ckd", W, unit_sums[:, 1])
+            ur = _weigh(W, unit_sums[:, 0])
+            ut = _weigh(W, unit_sums[:, 1])
             with np.errstate(invalid="ignore", divide="ignore"):
                 v = np.einsum("ckd,ckd->ck", ur, ut) / (P * Q)[:, None]
             v[~valid] = np.nan
@@ -129,7 +135,7 @@ class BlockBootstrap:
         r0 = 0
         below = below.astype(np.float64)
         for W, _, _, valid in self.chunks():
-            num = np.einsum("cg,kgh,ch->ck", W, below, W)
+            num = (np.matmul(W, below) * W).sum(-1).T          # sum_gh W_cg below_kgh W_ch
             den = (W @ pair_counts[0]) * (W @ pair_counts[1])
             with np.errstate(invalid="ignore", divide="ignore"):
                 v = num / den[:, None]
