@@ -3,9 +3,11 @@
 The analyses on five families of the shipped table (the diagnose model, the h-field, the loss law
 and the frontier on the whole shipped tables, as ``cape analyze`` does), ODE discovery and a size
 prediction, the reproduction audit on a fast subset of the claims, and ``extract_internals`` /
-``run_steering`` on two tiny random-weight models (offline, seconds).  Groups are stored at the
-paths the commands write (``cape analyze --out`` ..., ``cape internals/steer --out``); nothing is
-synthetic.  The file is written once per test session (``cached_sample``).  ``cape(...)`` runs one
+``run_steering`` on two tiny random-weight models (offline, seconds), and the cross-model analysis
+(``read_inputs`` + ``cross_model_analysis``) of synthetic internals of eleven models of the shipped
+table (``/crossmodel``; tests/crossmodel_fixture.py).  Groups are stored at the
+paths the commands write (``cape analyze --out`` ..., ``cape internals/steer --out``, ``cape crossmodel
+--out``); only the cross-model group's per-model internals are synthetic.  The file is written once per test session (``cached_sample``).  ``cape(...)`` runs one
 command in this process, for the tests that go through the CLI.
 """
 from __future__ import annotations
@@ -25,6 +27,13 @@ AUDIT_SAMPLE = ("cohort-models", "pythia-r-hs-tqa", "pythia-r-p", "bayes-factor"
 STEER_ALPHAS = {"tiny-llama": (0.0, 2.0, 8.0), "tiny-gpt2": (2.0, 8.0)}
 PREDICT_GROUP = "/dynamics/predict/Pythia/3e+10"
 DYNAMICS_GROUP = "/dynamics/linear/Pythia--OPT"
+CROSSMODEL_GROUP = "/crossmodel"
+# model -> (layers, last-layer coupling) of the synthetic cross-model table: a Pythia ladder with a dip
+# (an internal N_c), a rising OPT ladder, a family of two (no estimate, with the reason)
+CROSSMODEL_LADDERS = {"Pythia-70M": (3, 0.80), "Pythia-160M": (4, 0.66), "Pythia-410M": (5, 0.58),
+                      "Pythia-1B": (4, 0.64), "Pythia-1.4B": (5, 0.70),
+                      "OPT-125M": (3, 0.51), "OPT-350M": (4, 0.60), "OPT-1.3B": (5, 0.72), "OPT-2.7B": (6, 0.80),
+                      "Qwen2.5-0.5B": (3, 0.55), "Qwen2.5-1.5B": (4, 0.62)}
 
 
 def cape(*argv: str) -> str:
@@ -81,7 +90,29 @@ def sample_groups(n_resamples: int = 100) -> dict[str, object]:
                                                        seed=5))
     g["/reproduce"] = run_audit(df, AuditOptions(only=AUDIT_SAMPLE, n_resamples=50, seed=0), frontier=fr, loss=loss)
     g.update(model_groups())
+    g[CROSSMODEL_GROUP] = crossmodel_group(df, n_resamples=n_resamples)
     return g
+
+
+def crossmodel_group(df, n_resamples: int = 100):
+    """A real ``CrossModelResult`` (``cross_model_analysis`` on ``read_inputs`` of a merged-style file)
+    of synthetic internals (tests/crossmodel_fixture.py) for models of the shipped table, whose
+    family and parameter count come from the score table; their benchmark phases are the table's."""
+    from crossmodel_fixture import synthetic_internals, write_internals
+
+    from cape_hpc.crossmodel.families import cross_model_analysis
+    from cape_hpc.crossmodel.options import CrossModelOptions
+    from cape_hpc.crossmodel.table import read_inputs
+
+    results = []
+    for k, (model, (depth, final)) in enumerate(CROSSMODEL_LADDERS.items()):
+        layers = [0.9 - 0.1 * i for i in range(depth - 1)] + [final]
+        res, _ = synthetic_internals(model, layers, n_blocks=6, seed=40 + k, noise=0.02,
+                                     prompt_sha="sha-report-fixture")
+        results.append(res)
+    with tempfile.TemporaryDirectory(prefix="cape-crossmodel-") as d:
+        inputs = read_inputs([write_internals(Path(d) / "merged.h5", results)], df)
+    return cross_model_analysis(inputs, CrossModelOptions(n_resamples=n_resamples, seed=6), df)
 
 
 def model_groups() -> dict[str, object]:

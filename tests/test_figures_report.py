@@ -17,7 +17,8 @@ from cape_hpc.io.scores import load_frontier, load_scores
 from cape_hpc.io.store import read_results
 from cape_hpc.report import figures as F
 from cape_hpc.report.data import Results
-from report_fixture import DYNAMICS_GROUP, PREDICT_GROUP, SAMPLE_FAMILIES, STEER_ALPHAS, cape, cached_sample
+from report_fixture import (CROSSMODEL_GROUP, CROSSMODEL_LADDERS, DYNAMICS_GROUP, PREDICT_GROUP, SAMPLE_FAMILIES,
+                            STEER_ALPHAS, cape, cached_sample)
 
 
 @pytest.fixture(scope="module")
@@ -327,7 +328,9 @@ def test_demo_like_commands_draw_every_chart(tmp_path):
     `cape figures` draw every chart from it, nothing skipped."""
     h5 = str(tmp_path / "demo.h5")
     cape("analyze", "--n-resamples", "50", "--n-permutations", "50", "--out", h5)
-    cape("internals", "--model", "tiny-llama", "--max-prompts", "8", "--batch-size", "8", "--out", h5)
+    for model in ("tiny-llama", "tiny-phi", "tiny-bloom"):  # jobs/family_tiny.yaml's family of three sizes
+        cape("internals", "--model", model, "--max-prompts", "8", "--batch-size", "8", "--out", h5)
+    cape("crossmodel", h5, "--job", "jobs/family_tiny.yaml", "--scores", "none", "-n", "50", "--out", h5)
     cape("steer", "--model", "tiny-llama", "--max-prompts", "4", "--max-new-tokens", "3", "--out", h5)
     cape("dynamics", "--train", "Pythia", "--holdout", "OPT", "--model", "linear", "--n-resamples", "10", "--out", h5)
     cape("predict", "--family", "Pythia", "--size", "30B", "--model", "linear", "--n-resamples", "10", "--out", h5)
@@ -339,3 +342,126 @@ def test_demo_like_commands_draw_every_chart(tmp_path):
     assert figs["skipped"] == []
     names = {Path(p).stem for p in figs["written"]}
     assert names >= set(F.FIGURES) | {"internals_tiny-llama"}
+    from cape_hpc.report.crossmodel_figures import FIGURES as CM
+
+    assert names >= set(CM) and "Cross-model: internal coupling ladder per family" in info["charts"]
+
+
+# ------------------------------------------------------------------------------------------------
+# cross-model figures and charts (docs/METHODS.md §3.10): the /crossmodel group of the sample is a
+# real CrossModelResult of synthetic internals of shipped-table models (tests/report_fixture.py)
+
+
+@pytest.fixture(scope="module")
+def crossmodel(sample):
+    return read_results(sample.path, CROSSMODEL_GROUP)
+
+
+def _internals_groups(sample):
+    tree = read_results(sample.path, "/internals")
+    return {k.replace("|", "/"): v for k, v in tree.items()}
+
+
+def test_crossmodel_ladder_per_family_with_intervals(sample, crossmodel):
+    from cape_hpc.report import crossmodel_figures as CF
+
+    fig = CF.fig_ladders(sample)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "log10 N (parameters)" and "final" in ax.get_ylabel()
+    df = load_scores().set_index("model")
+    fams = {}
+    for m in CROSSMODEL_LADDERS:
+        fams.setdefault(df.loc[m, "family"], []).append(m)
+    conts = {c.get_label().split(" (")[0]: c for c in ax.containers}   # one errorbar container per family
+    lines = {f: c.lines[0] for f, c in conts.items()}
+    xs = {f: np.asarray(ln.get_xdata(), float) for f, ln in lines.items()}
+    ys = {f: np.asarray(ln.get_ydata(), float) for f, ln in lines.items()}
+    labels = {f: c.get_label() for f, c in conts.items()}
+    assert set(lines) == set(fams) == {"Pythia", "OPT", "Qwen2.5"}
+    for fam, models in fams.items():
+        models = sorted(models, key=lambda m: df.loc[m, "params"])
+        # x: log10 N of the shipped table; y: the requested last-layer coupling (synthetic, noise 0.02)
+        np.testing.assert_allclose(xs[fam], np.log10(df.loc[models, "params"].to_numpy(float)))
+        np.testing.assert_allclose(ys[fam], [CROSSMODEL_LADDERS[m][1] for m in models], atol=0.03)
+        lad = next(l for l in crossmodel["ladders"] if l["family"] == fam)
+        np.testing.assert_allclose(ys[fam], lad["coupling"])
+        if len(models) >= 3:  # the slope in the legend is the least-squares slope of the points drawn
+            slope = np.polyfit(xs[fam], ys[fam], 1)[0]
+            assert f"{slope:.3g}/decade" in labels[fam]
+        else:
+            assert "slope" not in labels[fam] and "< 3" in lad["reason"]
+        # the error bars: the block-bootstrap bounds stored per model
+        (bar,) = conts[fam].lines[2]
+        segs = bar.get_segments()
+        np.testing.assert_allclose([s[0][1] for s in segs], lad["coupling_low"])
+        np.testing.assert_allclose([s[1][1] for s in segs], lad["coupling_high"])
+        assert all(lo <= y <= hi for lo, y, hi in zip(lad["coupling_low"], lad["coupling"], lad["coupling_high"]))
+
+
+def test_crossmodel_layer_curves_on_relative_depth_and_drep(sample):
+    from cape_hpc.report import crossmodel_figures as CF
+
+    groups = _internals_groups(sample)
+    assert len(groups) >= 2
+    for fig, key in ((CF.fig_depth(sample), "coupling"), (CF.fig_drep(sample), "d_rep")):
+        ax = fig.axes[0]
+        assert ax.get_xlabel().startswith("relative depth")
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        assert set(lines) == set(groups)
+        for model, g in groups.items():
+            layers = sorted(g["layers"], key=lambda r: r["layer"])
+            L = len(layers)
+            np.testing.assert_allclose(lines[model].get_xdata(), np.arange(L) / (L - 1))
+            np.testing.assert_allclose(lines[model].get_ydata(), [r[key] for r in layers])
+
+
+def test_crossmodel_bottleneck_curves(sample):
+    from cape_hpc.report import crossmodel_figures as CF
+
+    groups = {m: g for m, g in _internals_groups(sample).items() if g["bottleneck"]["measured"]}
+    assert groups
+    ax = CF.fig_bottleneck(sample).axes[0]
+    assert ax.get_xscale() == "log"
+    curves = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+    assert len(curves) == len(groups)
+    for ln, (model, g) in zip(curves, groups.items()):
+        b = g["bottleneck"]
+        assert ln.get_label().startswith(model) and f"hidden {b['hidden']:.3f}" in ln.get_label()
+        np.testing.assert_allclose(ln.get_xdata(), [r["k"] for r in b["pca"]])
+        np.testing.assert_allclose(ln.get_ydata(), [r["coupling"] for r in b["pca"]])
+
+
+def test_crossmodel_charts_and_phase_table(sample, crossmodel):
+    from cape_hpc.report import crossmodel_figures as CF
+
+    charts, skipped = CF.build_charts(sample)
+    assert skipped == []
+    by = {title: (spec, data) for title, spec, data in charts}
+    assert set(by) == {"Cross-model: internal coupling ladder per family",
+                       "Cross-model: per-layer coupling on a relative depth axis", "Cross-model: d_rep profiles",
+                       "Cross-model: projection bottleneck curves", "Cross-model: internal vs benchmark phase"}
+    spec, data = by["Cross-model: internal coupling ladder per family"]
+    assert [t["name"] for t in spec["data"]] == [l["family"] for l in crossmodel["ladders"] if l["x"]]
+    for t, lad in zip(spec["data"], crossmodel["ladders"]):
+        assert t["x"] == pytest.approx(lad["x"]) and t["y"] == pytest.approx(lad["coupling"])
+        assert t["error_y"]["array"] == pytest.approx(np.subtract(lad["coupling_high"], lad["coupling"]))
+    # the phase table: one row per stored PhaseRow; the benchmark phase recomputed from the table by hand
+    spec, data = by["Cross-model: internal vs benchmark phase"]
+    (table,) = spec["data"]
+    cols = table["header"]["values"]
+    cells = dict(zip(cols, table["cells"]["values"]))
+    assert cells["model"] == [p["model"] for p in crossmodel["phases"]]
+    assert cells["agree"] == [bool(p["agree"]) for p in crossmodel["phases"]]
+    k, n = crossmodel["phase_agreement"]["n_agree"], crossmodel["phase_agreement"]["n_both"]
+    assert f"({k} of {n} agree)" in spec["layout"]["title"]["text"] and n >= 5
+    df = load_scores()
+    for p in crossmodel["phases"]:
+        fam = df[df.family == p["family"]].sort_values(["params", "model"])
+        i = list(fam.model).index(p["model"])
+        if i == 0:
+            assert p["benchmark_phase"] == ""
+            continue
+        g = (fam.TQA.iloc[i] - fam.TQA.iloc[i - 1]) / (fam.HS.iloc[i] - fam.HS.iloc[i - 1])
+        assert p["benchmark_gamma"] == pytest.approx(g)
+        assert p["benchmark_phase"] == ("tax" if g < -0.1 else "bonus" if g > 0.1 else "transition")
+        assert p["agree"] == (p["internal_phase"] == p["benchmark_phase"] != "")
