@@ -38,7 +38,7 @@ class SteerOptions(Options):
 
 
 #: the default alpha grid: nine points, 0 included (docs/METHODS.md §4.5)
-DEFAULT_ALPHAS = (-0.2, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+DEFAULT_ALPHAS = (-0.2, -0.1, -0.05, 0.0, 0.025, 0.05, 0.1, 0.2, 0.4)
 
 
 @dataclass(frozen=True)
