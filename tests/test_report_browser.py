@@ -102,10 +102,11 @@ def test_every_chart_renders(page, report):
     n = page.locator(".plot").count()
     assert n == len(info["charts"])
     assert page.locator(".plot[data-rendered='1'] .main-svg").count() >= n
-    # every chart has drawn data: a trace layer with at least one path/point, or a heat map image
+    # every chart has drawn data: a trace layer with at least one path/point, a heat map image, or
+    # the cells of a table chart (the cross-model phase table)
     drawn = page.evaluate("""Array.from(document.querySelectorAll('.plot')).map(function (p) {
         return p.querySelectorAll('.scatterlayer .trace path, .scatterlayer .point, .barlayer .point path,'
-          + ' .heatmaplayer image, .hm image').length; })""")
+          + ' .heatmaplayer image, .hm image, .table .column-cell text').length; })""")
     assert all(c > 0 for c in drawn), drawn
     # the tables behind the charts, the audit note, the provenance table are there
     assert page.locator("#provenance-table tbody tr").count() >= 10
@@ -289,3 +290,46 @@ def test_sparse_file_report_opens_and_says_what_is_missing(browser, tmp_path):
     assert "No diagnose model" in pg.inner_text("#diagnose-panel")
     assert pg.locator("#provenance-table tbody tr").count() == 2  # /analysis/loss and its input /scores/loss
     ctx.close()
+
+
+def test_crossmodel_charts_are_drawn(page, report):
+    """The cross-model charts (docs/METHODS.md §3.10) in the page: one ladder trace per family with an
+    error bar per model, one layer curve and one d_rep profile per /internals model (relative depth in
+    [0, 1]), a bottleneck curve per model with the final tap, and the phase table with every stored row."""
+    h5, _, _ = report
+    cm = read_results(h5, "/crossmodel")
+    internals = read_results(h5, "/internals")
+
+    def plot(title):
+        p = page.locator(f".plot[data-title='{title}']")
+        assert p.count() == 1, title
+        assert p.get_attribute("data-rendered") == "1", title
+        return p
+
+    lads = [l for l in cm["ladders"] if l["x"]]
+    ladder = plot("Cross-model: internal coupling ladder per family")
+    assert ladder.locator(".scatterlayer .trace").count() == len(lads) == 3
+    assert ladder.locator(".scatterlayer .trace .points path").count() == sum(len(l["x"]) for l in lads)
+    assert ladder.locator(".errorbars .errorbar").count() == sum(len(l["x"]) for l in lads)
+    legend = ladder.locator(".legend .traces .legendtext").all_text_contents()
+    assert sorted(legend) == sorted(l["family"] for l in lads)
+
+    n_layers = sum(g["n_layers"] for g in internals.values())
+    for title in ("Cross-model: per-layer coupling on a relative depth axis", "Cross-model: d_rep profiles"):
+        p = plot(title)
+        assert p.locator(".scatterlayer .trace").count() == len(internals)
+        assert p.locator(".scatterlayer .trace .points path").count() == n_layers
+        ticks = [float(t) for t in p.locator(".xtick text").all_text_contents()]
+        assert min(ticks) >= 0 and max(ticks) <= 1
+    measured = [g for g in internals.values() if g["bottleneck"]["measured"]]
+    bott = plot("Cross-model: projection bottleneck curves")
+    assert bott.locator(".scatterlayer .trace").count() == len(measured) >= 1
+    assert bott.locator(".scatterlayer .trace .js-line").count() == len(measured)
+
+    phase = plot("Cross-model: internal vs benchmark phase")
+    assert f"({cm['phase_agreement']['n_agree']} of {cm['phase_agreement']['n_both']} agree)" in \
+        phase.locator(".gtitle").text_content()
+    text = " ".join(phase.locator(".table .column-cell text").all_text_contents())
+    for p in cm["phases"]:
+        assert p["model"] in text
+    assert phase.locator(".table .y-column").count() >= 8   # the eight columns of the phase rows
