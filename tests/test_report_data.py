@@ -62,7 +62,7 @@ def test_absent_groups_are_skips_naming_the_group(coupling_file):
     drawn = {"phase_diagram", "running_gamma"}
     expect = {"deff": "/analysis/deff", "width": "/analysis/width", "frontier": "/analysis/frontier",
               "dynamics": "/dynamics/", "predict": "/dynamics/predict/", "internals": "/internals/",
-              "steering": "/steering/", "isocline": "/analysis/isocline", "hfield": "/analysis/hfield",
+              "steering": "/steering/", "steering_dose": "/steering", "isocline": "/analysis/isocline", "hfield": "/analysis/hfield",
               "loss": "/analysis/loss", "eigen": "/analysis/eigen"}
     assert set(expect) | drawn == set(ex.EXTRACTORS)
     for name, group in expect.items():

@@ -9,8 +9,8 @@ from cape_hpc.crossmodel.options import CrossModelOptions
 
 
 def register(sub) -> None:
-    p = sub.add_parser("crossmodel", help="cross-model internals table and per-family ladders (internal gamma, "
-                                          "N_c, fixed point, competing heads, phases, generations)",
+    p = sub.add_parser("crossmodel", help="cross-model internals table and per-family ladders (internal gamma, N_c, "
+                                          "fixed point, heads, phases)",
                        description="Read the /internals groups of merged sweep files (`cape merge`) and/or "
                                    "`cape internals --out` files, print one row per model with block-bootstrap "
                                    "intervals and the per-family analyses of the internal coupling ladders "
