@@ -74,9 +74,9 @@ def test_bad_input_names_file_row_column(tmp_path, text, row, col):
 def test_non_utf8_and_missing_file(tmp_path):
     p = tmp_path / "latin1.csv"
     p.write_bytes((HEADER + "Caf\xe9-1B,A,1e9,2048,,,50,40,30,60,25,mc2,t\n").encode("latin-1"))
-    with pytest.raises(DataError, match="not UTF-8"):
+    with pytest.raises(DataError, match="latin1.csv: line 2: not valid UTF-8"):
         load_scores(p)
-    with pytest.raises(DataError, match="file not found"):
+    with pytest.raises(DataError, match="nope.csv: CSV table not found"):
         load_scores(tmp_path / "nope.csv")
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cape_hpc.errors import DataError
+from cape_hpc.io.text import jsonl_records, read_text
 
 PROMPT_DIR = Path(__file__).resolve().parents[2] / "data" / "prompts"
 DEFAULT_CONTRASTIVE = PROMPT_DIR / "contrastive.jsonl"
@@ -78,31 +79,11 @@ def load_prompts(path: str | Path | None = None, *, calibration: bool = False) -
     """Read and check a JSONL prompt file (default: the project's contrastive set, or its
     calibration set with ``calibration=True``).  Raises DataError naming the file, line and field."""
     p = Path(path) if path is not None else (DEFAULT_CALIBRATION if calibration else DEFAULT_CONTRASTIVE)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{p}: prompt file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{p}: is a directory, not a prompt file") from None
-    except OSError as exc:
-        raise DataError(f"{p}: cannot read the prompt file ({exc.strerror or exc})") from None
-    try:
-        text = raw.decode("utf-8-sig")  # a byte-order mark is accepted, as in the CSV tables
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise DataError(f"{p}: line {line}: not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
+    text, sha = read_text(p, "prompt file")
     prompts: list[Prompt] = []
     ids: dict[str, str] = {}         # casefolded id -> id as first written
     set_names: dict[str, str] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p}: line {lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
-        if not isinstance(rec, dict):
-            raise DataError(f"{p}: line {lineno}: expected a JSON object, got {type(rec).__name__}")
+    for lineno, rec in jsonl_records(p, text):
         for key in REQUIRED:
             if key not in rec:
                 raise DataError(f"{p}: line {lineno}: missing field {key!r}")
@@ -142,4 +123,4 @@ def load_prompts(path: str | Path | None = None, *, calibration: bool = False) -
             raise DataError(f"{p}: prompt {prompts[bad].id!r}: calibration statements need a boolean field 'true'")
         if not any(q.true for q in prompts) or all(q.true for q in prompts):
             raise DataError(f"{p}: calibration needs both true and false statements")
-    return PromptSet(prompts, path=str(p), sha256=hashlib.sha256(raw).hexdigest())
+    return PromptSet(prompts, path=str(p), sha256=sha)

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from cape_hpc.errors import DataError
-from cape_hpc.io.provenance import sha256_bytes
+from cape_hpc.io.text import read_text
 from cape_hpc.schema import Result
 
 DATA_DIR = Path(os.environ.get("CAPE_DATA_DIR", Path(__file__).resolve().parents[2] / "data"))
@@ -61,21 +61,7 @@ _LOSS = {
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[list[str]], str]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not a CSV table") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the table ({exc.strerror or exc})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    if "\0" in text:
-        line = text[:text.index("\0")].count("\n") + 1
-        raise DataError(f"{path}: line {line}: a NUL character (not a text table)")
+    text, sha = read_text(path, "CSV table")
     try:
         rows = list(csv.reader(io.StringIO(text)))
     except csv.Error as exc:
@@ -88,7 +74,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[str]], str]:
         if h in seen:
             raise DataError(f"{path}: row 1: column {h!r} appears twice in the header (columns {seen[h]} and {i})")
         seen[h] = i
-    return header, rows[1:], sha256_bytes(raw)
+    return header, rows[1:], sha
 
 
 def _parse_number(path: Path, line: int, col: str, cell: str, required: bool) -> float:

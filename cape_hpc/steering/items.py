@@ -15,8 +15,6 @@ line raises :class:`~cape_hpc.errors.DataError` naming the file, the line and th
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from cape_hpc.errors import DataError
+from cape_hpc.io.text import jsonl_records, read_text
 
 __all__ = ["Item", "ItemSet", "load_items", "DEFAULT_ITEMS", "DEFAULT_NEUTRAL", "load_neutral", "NeutralSet",
            "DOMAINS", "MAX_ANSWERS"]
@@ -163,40 +162,13 @@ def _parse(rec: dict, path, lineno: int) -> Item:
                 correct=tuple(sorted(correct)))
 
 
-def _read(path: Path, what: str) -> tuple[str, str]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not a {what} file") from None
-    try:
-        return raw.decode("utf-8"), hashlib.sha256(raw).hexdigest()
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line}: not valid UTF-8") from None
-
-
-def _records(path: Path, text: str):
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise _fail(path, lineno, f"not valid JSON ({exc.msg}, column {exc.colno})") from None
-        if not isinstance(rec, dict):
-            raise _fail(path, lineno, f"expected a JSON object, got {type(rec).__name__}")
-        yield lineno, rec
-
-
 def load_items(path: str | Path | None = None) -> ItemSet:
     """Read and check an item file (default: ``data/mc_items.jsonl``)."""
     p = Path(path) if path is not None else DEFAULT_ITEMS
-    text, sha = _read(p, "item")
+    text, sha = read_text(p, "item file")
     items: list[Item] = []
     seen: dict[str, int] = {}
-    for lineno, rec in _records(p, text):
+    for lineno, rec in jsonl_records(p, text):
         it = _parse(rec, p, lineno)
         if it.id in seen:
             raise _fail(p, lineno, f"duplicate id {it.id!r} (first on line {seen[it.id]})")
@@ -224,9 +196,9 @@ def load_neutral(path: str | Path | None = None) -> NeutralSet:
     """Neutral texts for the fluency cost (docs/METHODS.md §4.6): JSONL with a ``text`` field per line
     (default ``data/prompts/neutral.jsonl``)."""
     p = Path(path) if path is not None else DEFAULT_NEUTRAL
-    text, sha = _read(p, "neutral text")
+    text, sha = read_text(p, "neutral text file")
     texts = []
-    for lineno, rec in _records(p, text):
+    for lineno, rec in jsonl_records(p, text):
         texts.append(_text(rec, "text", p, lineno))
     if not texts:
         raise DataError(f"{p}: no texts (the file is empty)")
