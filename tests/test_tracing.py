@@ -98,3 +98,12 @@ def test_plan_batches_by_length_and_budget():
         assert 50 not in [lengths[j] for j in b] or len(b) == 1
     assert sorted(j for b in plan_batches(lengths, batch_size=3) for j in b) == list(range(6))
     assert plan_batches([], batch_size=3) == []
+
+
+def test_tokenize_truncates_from_the_left_to_max_tokens(lm):
+    full, _ = tokenize(lm, TEXTS)
+    with pytest.warns(UserWarning, match="maximum prompt length of 4 tokens"):
+        ids, truncated = tokenize(lm, TEXTS, max_tokens=4)
+    assert truncated == [i for i, r in enumerate(full) if len(r) > 4]
+    assert all(ids[i] == full[i][-4:] for i in truncated)
+    assert all(ids[i] == full[i] for i in range(len(TEXTS)) if i not in truncated)

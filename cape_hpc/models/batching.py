@@ -18,7 +18,8 @@ class StopForward(Exception):
 def tokenize(loaded, texts: Sequence[str], *, what: str = "prompt",
              add_special_tokens: bool = True, max_tokens: int | None = None) -> tuple[list[list[int]], list[int]]:
     """Token ids of each text (special tokens as the tokenizer adds them), truncated from the left to
-    the model's context with a warning.  Returns (ids, indices of truncated texts)."""
+    ``max_tokens`` or the model's context, whichever is smaller, with a warning.  Returns (ids,
+    indices of truncated texts)."""
     tok = loaded.tokenizer
     ctx = loaded.adapter.context_length
     if max_tokens is not None:
