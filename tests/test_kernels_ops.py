@@ -9,37 +9,17 @@ before they are first defined); the CUDA cases carry the ``gpu`` marker.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from kernel_backends import BACKENDS  # noqa: E402  (sets TRITON_INTERPRET first)
 
 import cape_kernels as ck  # noqa: E402
 from cape_kernels.testing import RES, atol, f64, np_cos, np_pairwise_cos, np_pool, rand  # noqa: E402
 
 
-def _has(mod):
-    try:
-        __import__(mod)
-        return True
-    except Exception:
-        return False
-
-
-BACKENDS = [
-    pytest.param("torch", "cpu", id="torch-cpu"),
-    pytest.param("numba", "cpu", id="numba-cpu"),
-    pytest.param("triton", "cpu", id="triton-interp",
-                 marks=pytest.mark.skipif(torch.cuda.is_available() or not _has("triton"),
-                                          reason="interpreter case: CPU-only machines")),
-    pytest.param("torch", "cuda", id="torch-cuda", marks=pytest.mark.gpu),
-    pytest.param("triton", "cuda", id="triton-cuda", marks=pytest.mark.gpu),
-    pytest.param("cupy", "cuda", id="cupy-cuda", marks=pytest.mark.gpu),
-]
 DIMS = [1, 7, 576, 4097]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

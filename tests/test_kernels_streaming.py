@@ -19,32 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from kernel_backends import BACKENDS  # noqa: E402  (sets TRITON_INTERPRET first)
 
 import cape_kernels as ck  # noqa: E402
 from cape_kernels import streaming as st  # noqa: E402
 from cape_kernels.reference_streaming import np_cosines, np_count_pairs_below, np_pool_accumulate  # noqa: E402
 
 
-def _has(mod):
-    try:
-        __import__(mod)
-        return True
-    except Exception:
-        return False
-
-
-BACKENDS = [
-    pytest.param("torch", "cpu", id="torch-cpu"),
-    pytest.param("numba", "cpu", id="numba-cpu"),
-    pytest.param("triton", "cpu", id="triton-interp",
-                 marks=pytest.mark.skipif(torch.cuda.is_available() or not _has("triton"),
-                                          reason="interpreter case: CPU-only machines")),
-    pytest.param("torch", "cuda", id="torch-cuda", marks=pytest.mark.gpu),
-    pytest.param("triton", "cuda", id="triton-cuda", marks=pytest.mark.gpu),
-    pytest.param("cupy", "cuda", id="cupy-cuda", marks=pytest.mark.gpu),
-]
 HIDDEN_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 EPS = {torch.float32: 1.2e-7, torch.float64: 2.3e-16}
 
