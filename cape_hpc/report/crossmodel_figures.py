@@ -93,7 +93,7 @@ def fig_depth(res: Results):
     fig, ax = _new()
     for m in d["models"]:
         ax.plot(m["depth"], m["coupling"], "o-", ms=3, label=m["model"])
-        ax.fill_between(m["depth"], np.nan_to_num(m["low"], nan=np.nan), np.nan_to_num(m["high"], nan=np.nan), alpha=0.12)
+        ax.fill_between(m["depth"], m["low"], m["high"], alpha=0.12)
     ax.set_xlabel("relative depth (layer / (L - 1))")
     ax.set_ylabel("cos(mean R, mean T)")
     ax.set_title("Per-layer coupling across models")
