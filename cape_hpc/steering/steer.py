@@ -15,7 +15,7 @@ import torch
 
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.internals.prompts import PromptSet
-from cape_hpc.models.batching import tokenize
+from cape_hpc.models.batching import plan_batches, tokenize
 from cape_hpc.models.tracing import Trace
 from cape_hpc.schema import Provenance
 from cape_hpc.stats.intervals import wilson_interval
@@ -151,10 +151,8 @@ def run_steering(loaded, calibration: PromptSet, prompts: PromptSet, opts: Steer
     texts = prompts.texts
     ids, truncated = tokenize(loaded, chat_texts(loaded, texts) if chat else texts, add_special_tokens=not chat)
     n_injected = 0
-    order = sorted(range(len(ids)), key=lambda j: (len(ids[j]), j))
     results: dict[int, PromptOutcome] = {}
-    for b0 in range(0, len(order), batch_size):
-        rows = order[b0:b0 + batch_size]
+    for rows in plan_batches([len(r) for r in ids], batch_size=batch_size):
         batch = [ids[j] for j in rows]
         n = len(rows)
         # baseline and steered rows in one batch: alpha 0 for the first n rows (docs/METHODS.md §4.7)
