@@ -1,44 +1,47 @@
-"""cape_hpc: capability-coupling analysis (CAPE) of language models, with HPC kernels."""
+"""cape_hpc: capability-coupling analysis (CAPE) of language models, with HPC kernels.
+
+Two distributions are built from this repository: ``cape_kernels`` (``kernels/pyproject.toml``, the
+package ``kernels/cape_kernels/``) and this one, ``cape_hpc``, which depends on that exact version.
+Install the kernels first (``pip install ./kernels .``, or ``scripts/install_deps.sh`` for development).
+
+The ranges below are the compatible ones; each lower bound is one a test run has used
+(``make test-min``, CONTRIBUTING.md "Dependencies").  What ``make`` and CI install is pinned by
+``requirements/lock.txt`` (``make lock``).
+"""
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
-# the one version string lives in kernels/__init__.py (cape_kernels.__version__); cape_hpc reuses it.
-# cape_kernels is its own distribution (kernels/pyproject.toml): install it first, `pip install -e ./kernels`
-# (scripts/install_deps.sh does), then this package, which depends on that exact version.
-VERSION = re.search(r'^__version__ = "([^"]+)"', Path(__file__).with_name("kernels").joinpath("__init__.py")
-                    .read_text(), re.M).group(1)
+HERE = Path(__file__).resolve().parent
+# the one version string lives in kernels/cape_kernels/__init__.py; cape_hpc reuses it
+VERSION = re.search(r'^__version__ = "([^"]+)"',
+                    (HERE / "kernels" / "cape_kernels" / "__init__.py").read_text(), re.M).group(1)
 
 setup(
     name="cape_hpc",
     version=VERSION,
     description="Capability-coupling analysis of language models: kernels, analysis, sweeps, reports",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=[
-        "cape_hpc",
-        "cape_hpc.io",
-        "cape_hpc.analysis",
-        "cape_hpc.stats",
-        "cape_hpc.dynamics",
-        "cape_hpc.audit",
-        "cape_hpc.models",
-        "cape_hpc.internals",
-        "cape_hpc.steering",
-        "cape_hpc.sweep",
-        "cape_hpc.report",
-        "cape_hpc.commands",
-    ],
-    package_data={"cape_hpc.report": ["assets/*"]},
+    # every package under cape_hpc/, found (a new subpackage cannot be forgotten), and the shipped data:
+    # the repository's data/ becomes the package data cape_hpc/data/ (found by cape_hpc.io.data.data_dir)
+    packages=find_packages(include=["cape_hpc", "cape_hpc.*"]) + ["cape_hpc.data"],
+    package_dir={"cape_hpc.data": "data"},
+    package_data={
+        "cape_hpc.report": ["assets/*"],
+        "cape_hpc.data": ["*.csv", "*.yaml", "*.jsonl", "*.md", "prompts/*.jsonl"],
+    },
     install_requires=[
         f"cape_kernels=={VERSION}",  # kernels/ (torch, numba)
-        "numpy>=1.24",
-        "scipy>=1.10",
-        "pandas>=2.0",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "pandas>=2.1",
         "numba>=0.59",
-        "h5py>=3.8",
+        "h5py>=3.10",
         "pyyaml>=6",
-        "matplotlib>=3.7",
+        "matplotlib>=3.8",
         "plotly>=5.0",  # report: its bundled plotly.min.js is inlined into report.html (offline)
         "tqdm>=4.60",
         "pysindy>=2.0",
@@ -65,6 +68,8 @@ setup(
             "triton>=3.0",
             "mpi4py>=3.1",
             "mpich>=4.1,<5",
+            "build>=1.0",
+            "twine>=5",
         ],
     },
     entry_points={"console_scripts": ["cape=cape_hpc.cli:main"]},

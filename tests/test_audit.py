@@ -10,7 +10,8 @@ from cape_hpc.audit import (VERDICT_ALT, VERDICT_DATA, VERDICT_INTERNALS, VERDIC
 from cape_hpc.audit.targets import verdict_key
 from cape_hpc.cli import main
 from cape_hpc.errors import DataError, OptionError
-from cape_hpc.io.scores import DATA_DIR, load_frontier, load_loss, load_scores
+from cape_hpc.io.data import data_dir
+from cape_hpc.io.scores import load_frontier, load_loss, load_scores
 
 CLAIMS = ["pythia-r-hs-tqa", "frontier-r", "frontier-line", "isocline-opt", "width-pythia", "loss-r2",
           "olmo-gamma-zero", "competing-heads", "bayes-factor", "nc-qwen3-none", "competing-heads-wilson",
@@ -84,8 +85,8 @@ def test_altered_data_change_the_affected_verdicts(tmp_path, shipped):
     def edit_frontier(r):
         r["GPQA"] = f"{rng.uniform(30, 95):.1f}"
 
-    scores = _rewrite(DATA_DIR / "base_models.csv", tmp_path / "scores.csv", edit_scores)
-    frontier = _rewrite(DATA_DIR / "frontier.csv", tmp_path / "frontier.csv", edit_frontier)
+    scores = _rewrite(data_dir() / "base_models.csv", tmp_path / "scores.csv", edit_scores)
+    frontier = _rewrite(data_dir() / "frontier.csv", tmp_path / "frontier.csv", edit_frontier)
     res = run_audit(load_scores(scores), AuditOptions(only=tuple(CLAIMS), n_resamples=50),
                     frontier=load_frontier(frontier), loss=load_loss())
     before, after = _verdicts(shipped), _verdicts(res)

@@ -13,7 +13,8 @@ from cape_hpc.audit.computations import COMPUTE, AuditContext
 from cape_hpc.audit.degeneracy import reasons
 from cape_hpc.audit.search import Choice, combinations
 from cape_hpc.audit.targets import verdict_key
-from cape_hpc.io.scores import DATA_DIR, load_scores
+from cape_hpc.io.data import data_dir
+from cape_hpc.io.scores import load_scores
 
 FIELDS = ["model", "family", "params", "d_model", "n_layers", "n_heads", "HS", "TQA", "ARC", "WG", "MMLU",
           "tqa_variant", "source"]
@@ -201,7 +202,7 @@ def test_altered_data_flip_exactly_the_affected_verdicts(tmp_path):
     read other rows, or OLMo's HS only, exactly the one about OLMo's gamma changes its verdict."""
     ids = ("olmo-gamma-zero", "olmo-hs-gain", "pythia-r-hs-tqa", "pythia-1b-gamma", "width-pythia",
            "frontier-r", "nc-opt", "knowledge-tqa-r", "layers-near-1b", "nc-gpt-neo")
-    src = DATA_DIR / "base_models.csv"
+    src = data_dir() / "base_models.csv"
     with open(src, newline="") as f:
         rows = list(csv.DictReader(f))
     olmo1 = next(r for r in rows if r["model"] == "OLMo-1B")

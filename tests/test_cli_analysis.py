@@ -9,7 +9,7 @@ from scipy import stats
 
 from cape_hpc.analysis.options import CouplingOptions, IsoclineOptions
 from cape_hpc.cli import main
-from cape_hpc.io.scores import DATA_DIR
+from cape_hpc.io.data import data_dir
 from cape_hpc.io.store import read_results
 
 
@@ -21,15 +21,15 @@ def run_json(capsys, *argv):
 @pytest.fixture
 def user_csvs(tmp_path):
     """A user's tables in the shipped schema: other rows, renamed models, changed scores."""
-    base = pd.read_csv(DATA_DIR / "base_models.csv")
+    base = pd.read_csv(data_dir() / "base_models.csv")
     base = base[base.family.isin(["Pythia", "OPT", "BLOOM", "Cerebras-GPT"])].copy()
     base["model"] = "my-" + base["model"]
     base.loc[base.model == "my-OPT-66B", "TQA"] = 40.0
     base.to_csv(tmp_path / "scores.csv", index=False)
-    fr = pd.read_csv(DATA_DIR / "frontier.csv")
+    fr = pd.read_csv(data_dir() / "frontier.csv")
     fr = fr[fr.lab != "Google"]
     fr.to_csv(tmp_path / "frontier.csv", index=False)
-    loss = pd.read_csv(DATA_DIR / "pythia_loss.csv")
+    loss = pd.read_csv(data_dir() / "pythia_loss.csv")
     loss["val_loss"] = loss["val_loss"] + 0.05
     loss.to_csv(tmp_path / "loss.csv", index=False)
     return {"scores": tmp_path / "scores.csv", "frontier": tmp_path / "frontier.csv", "loss": tmp_path / "loss.csv",

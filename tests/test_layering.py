@@ -57,9 +57,9 @@ def unit_of_module(dotted: str) -> str | None:
 
 def package_of_file(path: Path) -> tuple[str, str]:
     """(unit, dotted module name) of a source file."""
-    if path.is_relative_to(ROOT / "kernels"):
+    if path.is_relative_to(ROOT / "kernels"):  # the package is kernels/cape_kernels/
         rel = path.relative_to(ROOT / "kernels").with_suffix("")
-        return "kernels", ".".join(("cape_kernels", *rel.parts))
+        return "kernels", ".".join(rel.parts).removesuffix(".__init__")
     rel = path.relative_to(ROOT / "cape_hpc").with_suffix("")
     dotted = ".".join(("cape_hpc", *rel.parts)).removesuffix(".__init__")
     unit = unit_of_module(dotted)
@@ -144,7 +144,7 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
     and a private cross-package name are all reported."""
     fake = [
         (ROOT / "cape_hpc" / "analysis" / "zz_fake.py", "from cape_hpc.steering.steer import run_steering\n"),
-        (ROOT / "kernels" / "zz_fake.py", "import cape_hpc.schema\n"),
+        (ROOT / "kernels" / "cape_kernels" / "zz_fake.py", "import cape_hpc.schema\n"),
         (ROOT / "cape_hpc" / "steering" / "zz_fake.py", "from cape_hpc.internals.extract import _hidden\n"),
         (ROOT / "cape_hpc" / "report" / "zz_fake.py", "from cape_hpc.internals.extract import extract_internals\n"),
     ]

@@ -764,10 +764,10 @@ def c_internals(ctx: AuditContext, models=(), quantity=""):
 
 def c_external(ctx: AuditContext, what="", table=None):
     """Claims from data the project does not ship (gradients, checkpoints): a table must exist."""
-    from cape_hpc.io.scores import DATA_DIR
-    if table and (DATA_DIR / table).exists():
+    from cape_hpc.io.data import data_dir
+    if table and (data_dir() / table).exists():
         raise Unavailable("data", f"{table} exists but the audit has no computation for {what!r} yet")
-    raise Unavailable("data", f"needs {what}" + (f" (no {table} in {DATA_DIR})" if table else ""))
+    raise Unavailable("data", f"needs {what}" + (f" (no {table} in {data_dir()})" if table else ""))
 
 
 def c_not_stated(ctx: AuditContext, what=""):

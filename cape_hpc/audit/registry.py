@@ -67,9 +67,9 @@ class Claim:
 
 
 def default_registry() -> Path:
-    from cape_hpc.io.scores import DATA_DIR
+    from cape_hpc.io.data import data_file
 
-    return DATA_DIR / "claims.yaml"
+    return data_file("claims.yaml")
 
 
 def _mapping(value: Any, where: str, what: str) -> dict:

@@ -22,9 +22,9 @@ UNCERTAIN = ("uncertain", "estimated")
 
 def row_sources(path: str | Path | None = None) -> list[dict[str, str]]:
     """The rows of ``data/row_sources.csv`` (an empty list when the file is absent)."""
-    from cape_hpc.io.scores import DATA_DIR
+    from cape_hpc.io.data import data_file
 
-    p = Path(path) if path else DATA_DIR / "row_sources.csv"
+    p = Path(path) if path else data_file("row_sources.csv")
     if not p.exists():
         return []
     with open(p, newline="") as f:

@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cape_hpc.errors import DataError
+from cape_hpc.io.data import data_file
 from cape_hpc.io.text import jsonl_records, read_text
 
-PROMPT_DIR = Path(__file__).resolve().parents[2] / "data" / "prompts"
-DEFAULT_CONTRASTIVE = PROMPT_DIR / "contrastive.jsonl"
-DEFAULT_CALIBRATION = PROMPT_DIR / "calibration.jsonl"
 REQUIRED = ("id", "text", "set")
 
 
@@ -78,7 +76,7 @@ def from_texts(texts, set_name: str = "prompts") -> PromptSet:
 def load_prompts(path: str | Path | None = None, *, calibration: bool = False) -> PromptSet:
     """Read and check a JSONL prompt file (default: the project's contrastive set, or its
     calibration set with ``calibration=True``).  Raises DataError naming the file, line and field."""
-    p = Path(path) if path is not None else (DEFAULT_CALIBRATION if calibration else DEFAULT_CONTRASTIVE)
+    p = Path(path) if path is not None else data_file("prompts", "calibration.jsonl" if calibration else "contrastive.jsonl")
     text, sha = read_text(p, "prompt file")
     prompts: list[Prompt] = []
     ids: dict[str, str] = {}         # casefolded id -> id as first written

@@ -29,10 +29,10 @@ from typing import Any
 import pandas as pd
 
 from cape_hpc.errors import DataError
+from cape_hpc.io.data import data_file
 from cape_hpc.io.text import read_text
 from cape_hpc.schema import Result
 
-DATA_DIR = Path(os.environ.get("CAPE_DATA_DIR", Path(__file__).resolve().parents[2] / "data"))
 SCORE_COLUMNS = ("HS", "TQA", "ARC", "WG", "MMLU")
 TQA_VARIANTS = ("mc1", "mc2")
 
@@ -148,7 +148,7 @@ def load_scores(path: str | os.PathLike | None = None) -> pd.DataFrame:
     ``sha256``.  Raises DataError naming file/row/column for any schema violation, including a
     table that mixes TruthfulQA MC1 and MC2.
     """
-    path = Path(path) if path is not None else DATA_DIR / "base_models.csv"
+    path = Path(path) if path is not None else data_file("base_models.csv")
     df = _load(path, _BASE)
     bad = df.loc[~df["tqa_variant"].str.lower().isin(TQA_VARIANTS)]
     if len(bad):
@@ -170,7 +170,7 @@ def load_scores(path: str | os.PathLike | None = None) -> pd.DataFrame:
 
 def load_frontier(path: str | os.PathLike | None = None) -> pd.DataFrame:
     """Load and validate the frontier panel (SWE-bench Verified vs GPQA Diamond)."""
-    path = Path(path) if path is not None else DATA_DIR / "frontier.csv"
+    path = Path(path) if path is not None else data_file("frontier.csv")
     df = _load(path, _FRONTIER)
     bad = df.loc[~df["cohort"].isin(("main", "post_cutoff"))]
     if len(bad):
@@ -181,7 +181,7 @@ def load_frontier(path: str | os.PathLike | None = None) -> pd.DataFrame:
 
 def load_loss(path: str | os.PathLike | None = None) -> pd.DataFrame:
     """Load and validate a validation-loss table (default: Pythia)."""
-    path = Path(path) if path is not None else DATA_DIR / "pythia_loss.csv"
+    path = Path(path) if path is not None else data_file("pythia_loss.csv")
     return _load(path, _LOSS).reset_index(drop=True)
 
 

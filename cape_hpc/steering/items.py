@@ -22,14 +22,12 @@ from typing import Sequence
 import numpy as np
 
 from cape_hpc.errors import DataError
+from cape_hpc.io.data import data_file
 from cape_hpc.io.text import jsonl_records, read_text
 
-__all__ = ["Item", "ItemSet", "load_items", "DEFAULT_ITEMS", "DEFAULT_NEUTRAL", "load_neutral", "NeutralSet",
+__all__ = ["Item", "ItemSet", "load_items", "load_neutral", "NeutralSet",
            "DOMAINS", "MAX_ANSWERS"]
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-DEFAULT_ITEMS = DATA_DIR / "mc_items.jsonl"
-DEFAULT_NEUTRAL = DATA_DIR / "prompts" / "neutral.jsonl"
 DOMAINS = ("factual", "reasoning", "ethical")
 MAX_ANSWERS = 5
 _MC_FIELDS = {"id", "domain", "question", "answers", "correct", "note"}
@@ -164,7 +162,7 @@ def _parse(rec: dict, path, lineno: int) -> Item:
 
 def load_items(path: str | Path | None = None) -> ItemSet:
     """Read and check an item file (default: ``data/mc_items.jsonl``)."""
-    p = Path(path) if path is not None else DEFAULT_ITEMS
+    p = Path(path) if path is not None else data_file("mc_items.jsonl")
     text, sha = read_text(p, "item file")
     items: list[Item] = []
     seen: dict[str, int] = {}
@@ -195,7 +193,7 @@ class NeutralSet:
 def load_neutral(path: str | Path | None = None) -> NeutralSet:
     """Neutral texts for the fluency cost (docs/METHODS.md §4.6): JSONL with a ``text`` field per line
     (default ``data/prompts/neutral.jsonl``)."""
-    p = Path(path) if path is not None else DEFAULT_NEUTRAL
+    p = Path(path) if path is not None else data_file("prompts", "neutral.jsonl")
     text, sha = read_text(p, "neutral text file")
     texts = []
     for lineno, rec in jsonl_records(p, text):

@@ -262,14 +262,25 @@ def set_thread_budget(local_ranks: int) -> int:
         os.environ["OMP_NUM_THREADS"] = str(n)
     # every thread pool a rank may use: torch/OpenMP, BLAS, and numba (the kernels' CPU backend).
     # Without the numba limit two ranks on two cores run four spinning numba workers (seen: 2-17x slower).
-    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(n))
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
-    if "numba" in sys.modules:
-        numba = sys.modules["numba"]
-        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    limit_numba_threads(n)
     return n
+
+
+def limit_numba_threads(n: int) -> None:
+    """Numba's thread count for this process, through numba's API only.
+
+    ``NUMBA_NUM_THREADS`` must never change once numba is imported: numba re-reads it at every
+    compile, and from 0.68 a value other than the one its pool was launched with makes that compile
+    raise "Cannot set NUMBA_NUM_THREADS to a different value once the threads have been launched"
+    (whether the pool was up depended on numba's cache, so the failure was intermittent).
+    ``numba.set_num_threads`` only masks the launched pool, which is all a rank needs."""
+    import numba
+
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
 
 
 # ---------------------------------------------------------------------------------------------

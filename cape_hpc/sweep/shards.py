@@ -17,6 +17,7 @@ the prompt files' SHA-256 and the code version.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -43,17 +44,18 @@ REMOTE_STALE_S = float(os.environ.get("CAPE_SWEEP_STALE_S", 600))
 HEARTBEAT_S = 30.0
 
 # the packages whose source decides what a shard contains
-_CODE_PACKAGES = ("cape_hpc/sweep", "cape_hpc/models", "cape_hpc/internals", "cape_hpc/steering",
-                  "cape_hpc/io", "kernels")
+_CODE_PACKAGES = ("cape_hpc.sweep", "cape_hpc.models", "cape_hpc.internals", "cape_hpc.steering",
+                  "cape_hpc.io", "cape_kernels")
 
 
 def source_hash() -> str:
-    """SHA-256 over the sources of the packages that produce a shard (uncommitted edits count)."""
-    root = Path(__file__).resolve().parents[2]
+    """SHA-256 over the sources of the packages that produce a shard (uncommitted edits count), read
+    where they are imported from: a checkout or an installed wheel."""
     parts = []
     for pkg in _CODE_PACKAGES:
-        for p in sorted((root / pkg).rglob("*.py")) + sorted((root / pkg).rglob("*.cu")):
-            parts.append(f"{p.relative_to(root)}:{sha256_file(p)}")
+        base = Path(importlib.util.find_spec(pkg).submodule_search_locations[0])
+        for p in sorted(base.rglob("*.py")) + sorted(base.rglob("*.cu")):
+            parts.append(f"{pkg}/{p.relative_to(base).as_posix()}:{sha256_file(p)}")
     return sha256_bytes("\n".join(parts).encode())
 
 
@@ -72,11 +74,11 @@ def shard_code_version() -> str:
 
 def prompt_hashes(job: JobSpec) -> dict[str, str]:
     """SHA-256 of each prompt file the job reads (default files resolved); 'absent' if missing."""
-    from cape_hpc.io.scores import DATA_DIR
+    from cape_hpc.io.data import data_file
 
     out = {}
-    for key, default in (("contrastive", DATA_DIR / "prompts" / "contrastive.jsonl"),
-                         ("calibration", DATA_DIR / "prompts" / "calibration.jsonl")):
+    for key, default in (("contrastive", data_file("prompts", "contrastive.jsonl")),
+                         ("calibration", data_file("prompts", "calibration.jsonl"))):
         p = Path(job.prompts.get(key) or default)
         out[key] = sha256_file(p) if p.is_file() else "absent"
     return out

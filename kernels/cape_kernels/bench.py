@@ -290,7 +290,7 @@ def library_versions() -> dict:
 def source_commit() -> str:
     """The git commit of the checkout cape_kernels was imported from ('+dirty' when it has changes
     under kernels/), or 'unknown' (an installed wheel, no git)."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]
     try:
         sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10)
