@@ -1,17 +1,20 @@
 # One-command set-up.  `make demo` runs the main job on the embedded data and models,
-# `make test` runs the tests, `make bench` the benchmarks.  Everything installs into .venv.
+# `make test` runs the tests, `make bench` the benchmarks.  Everything installs into .venv, at the
+# versions of requirements/lock.txt (`make lock` regenerates it; CONTRIBUTING.md "Dependencies").
 PY      ?= python3
+PY312   ?= python3.12
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.cape-installed
+LOCK    := requirements/lock.txt
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all bench lock test-latest test-min wheels clean
 
 setup: $(STAMP)
 
-$(STAMP): setup.py kernels/pyproject.toml scripts/install_deps.sh
-	bash scripts/install_deps.sh $(PY) $(VENV)
+$(STAMP): setup.py kernels/pyproject.toml scripts/install_deps.sh $(LOCK) requirements/nodeps.txt
+	bash scripts/install_deps.sh $(PY) $(VENV) $(LOCK)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -27,5 +30,21 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,mean,rounds $(PYTEST_ARGS)
 
+# regenerate the lock from requirements/lock.in (uv pip compile, today's releases); review the diff
+lock: $(STAMP)
+	bash scripts/lock.sh $(BIN)/uv
+
+# the tests against the newest releases, in their own venv: an upstream change seen on purpose
+test-latest:
+	bash scripts/test_latest.sh $(PY) .venv-latest $(PYTEST_ARGS)
+
+# a fast subset against the lowest declared versions (and the GPU image's Python/torch/transformers)
+test-min: $(STAMP)
+	bash scripts/test_min.sh $(BIN)/uv $(PY312) .venv-min $(PYTEST_ARGS)
+
+# the two distributions' wheels and sdists in dist/, checked with twine
+wheels: $(STAMP)
+	bash scripts/build_dists.sh $(BIN)/python dist
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks
+	rm -rf $(VENV) .venv-latest .venv-min build dist *.egg-info kernels/*.egg-info kernels/build .pytest_cache .benchmarks

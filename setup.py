@@ -24,7 +24,7 @@ setup(
     description="Capability-coupling analysis of language models: kernels, analysis, sweeps, reports",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     # every package under cape_hpc/, found (a new subpackage cannot be forgotten), and the shipped data:
     # the repository's data/ becomes the package data cape_hpc/data/ (found by cape_hpc.io.data.data_dir)
     packages=find_packages(include=["cape_hpc", "cape_hpc.*"]) + ["cape_hpc.data"],
@@ -70,6 +70,7 @@ setup(
             "mpich>=4.1,<5",
             "build>=1.0",
             "twine>=5",
+            "uv>=0.5",  # make lock, make test-min
         ],
     },
     entry_points={"console_scripts": ["cape=cape_hpc.cli:main"]},
