@@ -4,25 +4,20 @@ The test builds a clean venv (no system site-packages), installs the CPU build o
 it from the machine's wheel directory, as scripts/install_deps.sh does) and then a copy of
 ``kernels/`` (so no build artefacts land in the repository), nothing else.  A script run in that
 venv imports cape_kernels, checks that transformers, h5py and cape_hpc are neither loaded nor
-importable, that the package came from the venv (not from the repository) with its CUDA sources
-and README, and runs every exported op on the CPU with the numba and torch backends against float64
+importable, that the package came from the venv (not from the repository) with its CUDA sources,
+and runs every exported op on the CPU with the numba and torch backends against float64
 numpy computations written in the script (the resampling kernels against the numpy oracles that
 ship in the package, ``cape_kernels.reference_resample``, and against np.cov / np.polyfit).
 About a minute here: the torch wheel unpacks in ~25 s, numba's first compiles take the rest.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-TORCH_PIN = "torch==2.13.0"  # the CPU build scripts/install_deps.sh installs
+from venvs import LOCK, ROOT, clean_env, make_venv, run
 
 SCRIPT = textwrap.dedent(r'''
     import importlib.util, math, sys
@@ -41,7 +36,6 @@ SCRIPT = textwrap.dedent(r'''
     pkg = Path(ck.__file__).resolve().parent
     assert Path(sys.prefix).resolve() in pkg.parents, f"cape_kernels imported from {pkg}, not the venv"
     assert sorted(p.name for p in (pkg / "cuda").glob("*.cu")), "the CUDA sources are not installed"
-    assert (pkg / "README.md").is_file(), "README.md is not installed"
     from importlib.metadata import requires, version
     assert version("cape_kernels") == ck.__version__
     reqs = sorted(r.split(";")[0].split(">")[0].split("=")[0].strip() for r in requires("cape_kernels")
@@ -170,34 +164,17 @@ SCRIPT = textwrap.dedent(r'''
 ''')
 
 
-def _run(cmd, **kw):
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    assert r.returncode == 0, f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r
-
-
-def _base_python() -> str:
-    """An interpreter outside any virtual environment (venv from a venv would still work; this is
-    plainer)."""
-    base = Path(getattr(sys, "_base_executable", sys.executable))
-    return str(base if base.exists() else sys.executable)
-
-
 @pytest.mark.timeout(600)
 def test_clean_venv_installs_and_runs_cape_kernels_alone(tmp_path):
     src = tmp_path / "kernels"
     shutil.copytree(ROOT / "kernels", src, ignore=shutil.ignore_patterns(
         "__pycache__", "build", "*.egg-info", "*.nbi", "*.nbc"))
-    venv = tmp_path / "venv"
-    _run([_base_python(), "-m", "venv", str(venv)])
-    py = str(venv / "bin" / "python")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    _run([py, "-m", "pip", "install", "-q", TORCH_PIN], env=env)
-    _run([py, "-m", "pip", "install", "-q", str(src)], env=env)
-    freeze = _run([py, "-m", "pip", "freeze"], env=env).stdout.lower()
+    env = clean_env()
+    py = make_venv(tmp_path / "venv", env)
+    run([py, "-m", "pip", "install", "-q", "-c", LOCK, str(src)], env=env)
+    freeze = run([py, "-m", "pip", "freeze"], env=env).stdout.lower()
     for name in ("cape-hpc", "cape_hpc", "transformers", "h5py"):
         assert f"{name}==" not in freeze, f"{name} was installed with cape_kernels:\n{freeze}"
     env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba-cache")  # never write into the repository's caches
-    r = _run([py, "-I", "-c", SCRIPT], env=env, cwd=str(tmp_path))
+    r = run([py, "-I", "-c", SCRIPT], env=env, cwd=str(tmp_path))
     assert "CLEAN-VENV-OK" in r.stdout, r.stdout
