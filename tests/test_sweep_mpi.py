@@ -131,3 +131,33 @@ models:
     man = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert man["models"]["ghost"]["status"] == "failed" and man["models"]["ghost"]["error"]
     assert not sh.shard_path(tmp_path / "out", "ghost").exists()
+
+
+def test_two_ranks_thread_budget_with_numba_cache_cold_then_warm(tmp_path):
+    """The ranks limit numba's threads through its API only.  Setting NUMBA_NUM_THREADS after numba had
+    launched its pool made the next compile raise "Cannot set NUMBA_NUM_THREADS to a different value
+    once the threads have been launched": with a cold numba cache every model failed, with a warm one
+    (no compile) the sweep passed.  Both are run here; OMP_NUM_THREADS is unset so that the ranks
+    compute their own budget (the node's cores split between the two ranks)."""
+    import multiprocessing
+
+    budget = max(1, len(os.sched_getaffinity(0)) // 2) if hasattr(os, "sched_getaffinity") else \
+        max(1, multiprocessing.cpu_count() // 2)
+    e = env(NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        e.pop(var, None)
+    for run in ("cold", "warm"):
+        out = tmp_path / run
+        r = subprocess.run([str(MPIEXEC), "-n", "2"] + CAPE + ["sweep", str(REPO / "jobs" / "smoke_tiny.yaml"),
+                           "--out-dir", str(out), "--json"], capture_output=True, text=True, env=e, timeout=600,
+                           cwd=tmp_path)
+        assert r.returncode == 0, f"{run}: {r.stderr[-3000:]}"
+        assert "NUMBA_NUM_THREADS" not in r.stderr, f"{run}: {r.stderr[-3000:]}"
+        res = json.loads(r.stdout)
+        assert all(m["status"] == "done" for m in res["models"]), (run, res["models"])
+        for shard in sorted((out / "shards").glob("*.h5")):
+            with h5py.File(shard, "r") as f:
+                threads = dict(kv.split("=") for kv in str(f.attrs["info_threads"]).split(","))
+            assert int(threads["numba"]) == budget and int(threads["torch"]) == budget, (run, shard.name, threads)
+        if run == "cold":
+            assert any((tmp_path / "numba-cache").rglob("*.nbi")), "the cold run compiled nothing into the cache"
