@@ -1,4 +1,4 @@
-"""cape_kernels.resample vs the numpy oracle (kernels/reference_resample.py) and textbook formulas."""
+"""cape_kernels.resample vs the numpy oracle (kernels/cape_kernels/reference_resample.py) and textbook formulas."""
 import numba
 import numpy as np
 import pytest
