@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -54,7 +55,7 @@ def dists(tmp_path_factory) -> Path:
     src = tmp / "src"
     shutil.copytree(ROOT, src, ignore=IGNORE)
     out = tmp / "dist"
-    run(["bash", src / "scripts" / "build_dists.sh", ROOT / ".venv" / "bin" / "python", out, src], env=clean_env())
+    run(["bash", src / "scripts" / "build_dists.sh", sys.executable, out, src], env=clean_env())
     return out
 
 
@@ -82,7 +83,7 @@ def test_wheel_and_sdist_hold_every_package_and_the_data(dists):
 def test_root_wheel_builds_without_build_isolation(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=IGNORE)
-    run([ROOT / ".venv" / "bin" / "python", "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
          "-w", tmp_path / "w", src], env=clean_env(), cwd=src)
     assert one(tmp_path / "w", "cape_hpc-*.whl")
 
