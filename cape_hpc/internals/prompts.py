@@ -76,7 +76,8 @@ def from_texts(texts, set_name: str = "prompts") -> PromptSet:
 def load_prompts(path: str | Path | None = None, *, calibration: bool = False) -> PromptSet:
     """Read and check a JSONL prompt file (default: the project's contrastive set, or its
     calibration set with ``calibration=True``).  Raises DataError naming the file, line and field."""
-    p = Path(path) if path is not None else data_file("prompts", "calibration.jsonl" if calibration else "contrastive.jsonl")
+    default = "calibration.jsonl" if calibration else "contrastive.jsonl"
+    p = Path(path) if path is not None else data_file("prompts", default)
     text, sha = read_text(p, "prompt file")
     prompts: list[Prompt] = []
     ids: dict[str, str] = {}         # casefolded id -> id as first written
