@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-python3}
 VENV=${2:-.venv-latest}
-shift 2 || true
+shift $(( $# < 2 ? $# : 2 ))
 rm -rf "$VENV"
 bash scripts/install_deps.sh "$PY" "$VENV" none
 echo "test-latest on $(date -u +%Y-%m-%d): versions that differ from requirements/lock.txt:"
