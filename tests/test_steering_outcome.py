@@ -12,7 +12,7 @@ import torch
 
 from cape_hpc.models import load_model
 from cape_hpc.steering import (Injection, ItemSet, SteeringOutcomeResult, assign_folds, evaluate_steering,
-                               load_items, mcnemar_exact, score_rows, tokenize_rows)
+                               load_items, score_rows, tokenize_rows)
 from cape_hpc.steering.items import Item
 
 
@@ -202,14 +202,6 @@ def test_folds_never_put_an_item_in_both_splits():
     for d in set(doms):                           # each domain spread over the folds
         idx = [i for i, x in enumerate(doms) if x == d]
         assert len(set(f[idx].tolist())) == min(5, len(idx))
-
-
-@pytest.mark.parametrize("b,c", [(0, 0), (3, 0), (7, 2), (10, 10), (1, 12), (40, 25)])
-def test_mcnemar_exact_against_scipy(b, c):
-    from scipy.stats import binomtest
-
-    ref = 1.0 if b + c == 0 else binomtest(b, b + c, 0.5).pvalue
-    assert mcnemar_exact(b, c) == pytest.approx(ref, rel=1e-12)
 
 
 def test_outcome_result_round_trips_and_rule_is_stated(tiny, tmp_path):

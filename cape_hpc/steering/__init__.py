@@ -13,7 +13,7 @@ _EXPORTS = {
     "Item": "items", "ItemSet": "items", "load_items": "items", "load_neutral": "items", "NeutralSet": "items",
     "assign_folds": "folds",
     "Injection": "scoring", "score_rows": "scoring", "tokenize_rows": "scoring", "fluency_pass": "scoring",
-    "evaluate_steering": "evaluate", "mcnemar_exact": "evaluate", "item_directions": "evaluate",
+    "evaluate_steering": "evaluate", "item_directions": "evaluate",
     "Injector": "generate", "greedy_generate": "generate", "steering_hook": "generate",
     "Direction": "steer", "calibrate_direction": "steer", "run_steering": "steer", "select_prompts": "steer",
 }

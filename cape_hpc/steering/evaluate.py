@@ -13,28 +13,18 @@ import torch
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.schema import Provenance
 from cape_hpc.stats.intervals import wilson_interval
+from cape_hpc.stats.mcnemar import mcnemar_exact
 from cape_hpc.steering.folds import assign_folds
 from cape_hpc.steering.items import ItemSet, NeutralSet
 from cape_hpc.steering.options import OutcomeOptions
 from cape_hpc.steering.results import RULE, DosePoint, ItemOutcome, SteeringOutcomeResult
 from cape_hpc.steering.scoring import Injection, fluency_pass, score_rows, tokenize_rows
 
-__all__ = ["evaluate_steering", "mcnemar_exact", "item_directions", "choose_point", "choices_of",
+__all__ = ["evaluate_steering", "item_directions", "choose_point", "choices_of",
            "CALIBRATION"]
 
 CALIBRATION = ("item-derived statements of the training folds: each (question, answer) text, true when the "
                "answer is marked correct (docs/METHODS.md §4.1)")
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Exact two-sided McNemar p-value: the binomial test of b successes in b + c trials at 1/2
-    (p = min(1, 2 P(X <= min(b, c))); 1 when there is no discordant pair)."""
-    b, c = int(b), int(c)
-    n = b + c
-    if n == 0:
-        return 1.0
-    m = min(b, c)
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(m + 1)) / 2 ** n)
 
 
 def item_directions(states: np.ndarray, is_true: np.ndarray, row_item: np.ndarray, train_items: np.ndarray,
