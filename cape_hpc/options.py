@@ -13,6 +13,9 @@ Declare a method's options as a frozen dataclass deriving from :class:`Options`,
 - the name, default, choices, bounds, unit and help live in the field, nowhere else;
 - ``__post_init__`` converts and checks every field (OptionError names the flag and the value);
   override ``check()`` for rules that involve several fields;
+- ``Cls.field_value(name, value, label=)`` converts and checks one field's value (what a job file's
+  reader uses, naming the file and key); ``Cls.parse_field(name, text)`` does it from text
+  (``--set ANALYSIS.OPTION=VALUE``);
 - ``to_dict()`` is what a result stores as ``Provenance.options``;
 - ``Cls.add_arguments(parser)`` adds one flag per field (``--min-delta`` for ``min_delta``;
   booleans as ``--x/--no-x``; tuples as ``nargs``); a flag already on the parser (a shared option
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -82,74 +86,88 @@ def _split_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _scalar(tp: Any, value: Any, flag: str) -> Any:
+def _scalar(tp: Any, value: Any, label: str) -> Any:
     if tp is Any:
         return value
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise OptionError(f"option '{flag}': expected true or false, got {value!r}")
+        raise OptionError(f"{label}: expected true or false, got {value!r}")
     if tp is int:
         if isinstance(value, bool):
-            raise OptionError(f"option '{flag}': expected an integer, got {value!r}")
+            raise OptionError(f"{label}: expected an integer, got {value!r}")
         try:
             iv = int(value)
         except (TypeError, ValueError):
-            raise OptionError(f"option '{flag}': {value!r} is not an integer") from None
+            raise OptionError(f"{label}: {value!r} is not an integer") from None
         if iv != value and not (isinstance(value, str) and str(iv) == value.strip()):
-            raise OptionError(f"option '{flag}': {value!r} is not an integer")
+            raise OptionError(f"{label}: {value!r} is not an integer")
         return iv
     if tp is float:
         if isinstance(value, bool):
-            raise OptionError(f"option '{flag}': expected a number, got {value!r}")
+            raise OptionError(f"{label}: expected a number, got {value!r}")
         try:
             fv = float(value)
         except (TypeError, ValueError):
-            raise OptionError(f"option '{flag}': {value!r} is not a number") from None
+            raise OptionError(f"{label}: {value!r} is not a number") from None
         return fv
     if tp is str:
         if not isinstance(value, str):
-            raise OptionError(f"option '{flag}': expected text, got {value!r}")
+            raise OptionError(f"{label}: expected text, got {value!r}")
         return value
     raise TypeError(f"option type {tp!r} is not supported")
 
 
-def _convert(tp: Any, value: Any, flag: str) -> Any:
+def _convert(tp: Any, value: Any, label: str) -> Any:
     tp, optional = _split_optional(tp)
     if value is None:
         if optional:
             return None
-        raise OptionError(f"option '{flag}': a value is required")
+        raise OptionError(f"{label}: a value is required")
     origin = typing.get_origin(tp)
     if origin is tuple:
         args = typing.get_args(tp)
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             value = (value,)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_scalar(args[0], v, flag) for v in value)
+            return tuple(_scalar(args[0], v, label) for v in value)
         if len(value) != len(args):
-            raise OptionError(f"option '{flag}': expected {len(args)} values, got {len(value)}")
-        return tuple(_scalar(a, v, flag) for a, v in zip(args, value))
-    return _scalar(tp, value, flag)
+            raise OptionError(f"{label}: expected {len(args)} values, got {len(value)}")
+        return tuple(_scalar(a, v, label) for a, v in zip(args, value))
+    return _scalar(tp, value, label)
 
 
-def _check_value(f: dataclasses.Field, value: Any, flag: str) -> None:
+def _check_value(f: dataclasses.Field, value: Any, label: str) -> None:
     meta = _meta(f)
     items = value if isinstance(value, tuple) else (value,)
     for v in items:
         if v is None:
             continue
         if meta["choices"] is not None and v not in meta["choices"]:
-            raise OptionError(f"option '{flag}': {v!r} is not one of {', '.join(map(str, meta['choices']))}")
+            raise OptionError(f"{label}: {v!r} is not one of {', '.join(map(str, meta['choices']))}")
         if isinstance(v, float) and not math.isfinite(v):
-            raise OptionError(f"option '{flag}': must be finite, got {v!r}")
+            raise OptionError(f"{label}: must be finite, got {v!r}")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             lo, hi = meta["minimum"], meta["maximum"]
             if lo is not None and (v < lo or (meta["exclusive_minimum"] and v == lo)):
-                raise OptionError(f"option '{flag}': must be {'>' if meta['exclusive_minimum'] else '>='} "
+                raise OptionError(f"{label}: must be {'>' if meta['exclusive_minimum'] else '>='} "
                                   f"{lo:g}, got {v!r}")
             if hi is not None and v > hi:
-                raise OptionError(f"option '{flag}': must be <= {hi:g}, got {v!r}")
+                raise OptionError(f"{label}: must be <= {hi:g}, got {v!r}")
+
+
+_SWITCH_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False,
+                 "0": False}
+
+
+@functools.lru_cache(maxsize=None)
+def _hints_of(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+@functools.lru_cache(maxsize=None)
+def _fields_of(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
 
 
 @dataclass(frozen=True)
@@ -157,13 +175,46 @@ class Options:
     """Base class of every method's options (see the module docstring)."""
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            flag = _flag(f)
-            value = _convert(hints[f.name], getattr(self, f.name), flag)
-            _check_value(f, value, flag)
-            object.__setattr__(self, f.name, value)
+            object.__setattr__(self, f.name, type(self).field_value(f.name, getattr(self, f.name)))
         self.check()
+
+    @classmethod
+    def field_value(cls, name: str, value: Any, *, label: str | None = None) -> Any:
+        """``value`` converted by the annotation of field ``name`` and checked against its choices and
+        bounds: what the options do with every field they are given.  An OptionError starts with
+        ``label`` (default ``option '--flag'``; a job file passes ``FILE: models[3].dtype``)."""
+        f = _fields_of(cls).get(name)
+        if f is None:
+            raise OptionError(f"{label or cls.__name__}: no option {name!r}")
+        label = label or f"option '{_flag(f)}'"
+        value = _convert(_hints_of(cls)[name], value, label)
+        _check_value(f, value, label)
+        return value
+
+    @classmethod
+    def parse_field(cls, name: str, text: str, *, label: str | None = None) -> Any:
+        """The value of field ``name`` written as text (``--set ANALYSIS.OPTION=TEXT``), converted as its
+        command-line flag converts it and checked by :meth:`field_value`: ``none`` (or nothing) for an
+        optional field, ``true/false`` (yes/no, on/off, 1/0) for a switch, comma-separated items for a
+        list."""
+        f = _fields_of(cls).get(name)
+        if f is None:
+            raise OptionError(f"{label or cls.__name__}: no option {name!r}")
+        label = label or f"option '{_flag(f)}'"
+        tp, optional = _split_optional(_hints_of(cls)[name])
+        word = text.strip().lower()
+        if optional and word in ("none", ""):
+            return None
+        if tp is bool:
+            if word not in _SWITCH_WORDS:
+                raise OptionError(f"{label}: expected true or false, got {text!r}")
+            value: Any = _SWITCH_WORDS[word]
+        elif typing.get_origin(tp) is tuple:
+            value = tuple(v.strip() for v in text.split(",") if v.strip())
+        else:
+            value = text
+        return cls.field_value(name, value, label=label)
 
     def check(self) -> None:
         """Rules that involve several fields; raise OptionError naming the flags."""

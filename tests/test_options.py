@@ -79,3 +79,45 @@ def test_cross_field_rules():
     with pytest.raises(OptionError, match="tax-below must not exceed bonus-above"):
         NcOptions(tax_below=0.5, bonus_above=0.1)
     assert NcOptions(units="fraction").min_delta_resolved == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize("name, text, value", [
+    ("share", "0.25", 0.25), ("count", " 7", 7), ("mode", "b", "b"), ("flag", "no", False), ("flag", "ON", True),
+    ("window", "none", None), ("window", "1,2.5", (1.0, 2.5)), ("names", "a, b,c", ("a", "b", "c")),
+])
+def test_parse_field_converts_text_as_the_flag_does(name, text, value):
+    """``--set``'s parser: the text is converted by the field's annotation, and the result is what the
+    command-line flag gives for the same text (argparse's parse, compared field by field)."""
+    got = Demo.parse_field(name, text)
+    assert got == value and type(got) is type(value)
+    p = argparse.ArgumentParser()
+    Demo.add_arguments(p)
+    items = value if isinstance(value, tuple) else (value,)
+    argv = ({"flag": ["--flag" if value else "--no-flag"]}.get(name)
+            or ([] if value is None else ["--" + name, *map(str, items)]))
+    assert getattr(Demo.from_args(p.parse_args(argv)), name) == value
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("share", "2", "option '--set demo.share': must be <= 1, got 2.0"),
+    ("count", "one", "option '--set demo.count': 'one' is not an integer"),
+    ("mode", "c", "option '--set demo.mode': 'c' is not one of a, b"),
+    ("flag", "maybe", "option '--set demo.flag': expected true or false, got 'maybe'"),
+    ("window", "1", "option '--set demo.window': expected 2 values, got 1"),
+    ("count", "none", "option '--set demo.count': 'none' is not an integer"),
+    ("colour", "red", "option '--set demo.colour': no option 'colour'"),
+])
+def test_parse_field_validates_with_the_given_label(name, text, message):
+    with pytest.raises(OptionError) as exc:
+        Demo.parse_field(name, text, label=f"option '--set demo.{name}'")
+    assert str(exc.value) == message
+
+
+def test_field_value_checks_one_field_like_the_options_do():
+    """A typed value (a job file's) is checked by the same rules as the constructor, naming the label."""
+    assert Demo.field_value("names", ["p", "q"]) == ("p", "q")
+    assert Demo.field_value("share", 1) == 1.0 and isinstance(Demo.field_value("share", 1), float)
+    with pytest.raises(OptionError, match=r"^job.yaml: models\[2\].count: must be >= 1, got 0$"):
+        Demo.field_value("count", 0, label="job.yaml: models[2].count")
+    with pytest.raises(OptionError, match=r"^option '--count': must be >= 1, got 0$"):
+        Demo.field_value("count", 0)

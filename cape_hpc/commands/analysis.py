@@ -509,26 +509,6 @@ def analyses() -> tuple[Analysis, ...]:
     )
 
 
-def _set_value(cls: type, name: str, text: str, where: str) -> Any:
-    """The value of ``--set ANALYSIS.NAME=TEXT`` for field ``name`` of ``cls`` (converted by its type;
-    the options class checks it)."""
-    import typing
-
-    from cape_hpc.options import _split_optional  # the options machinery's own reading of a type
-
-    tp, optional = _split_optional(typing.get_type_hints(cls)[name])
-    if optional and text.strip().lower() in ("none", ""):
-        return None
-    if tp is bool:
-        low = text.strip().lower()
-        if low not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
-            raise OptionError(f"option '--set {where}': expected true or false, got {text!r}")
-        return low in ("true", "yes", "1", "on")
-    if typing.get_origin(tp) is tuple:
-        return tuple(v.strip() for v in text.split(",") if v.strip())
-    return text
-
-
 def parse_sets(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
     """``--set ANALYSIS.OPTION=VALUE`` items -> {analysis: {field: value}} (OptionError naming the item)."""
     rows = {a.name: a for a in analyses()}
@@ -551,7 +531,7 @@ def parse_sets(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
                    f"set by --{a.from_flags[fld].replace('_', '-')}" if fld in a.from_flags else
                    "every value is run by this row")
             raise OptionError(f"option '--set': {name}.{fld} cannot be set ({why})")
-        out.setdefault(name, {})[fld] = _set_value(a.options, fld, text, f"{name}.{fld}")
+        out.setdefault(name, {})[fld] = a.options.parse_field(fld, text, label=f"option '--set {name}.{fld}'")
     return out
 
 
