@@ -2,7 +2,8 @@
 
 - ``registry``: ``data/claims.yaml`` -- loading, validation, :class:`Claim`;
 - ``targets``: the paper's printed values, their tolerance, matching, the verdicts;
-- ``computations``: one function per claim kind, calling the analyses and dynamics;
+- ``computations``: one function per claim kind, calling the analyses and dynamics (one module per
+  subject: correlation, nc, gamma, table, geometry, dynamics, phases, external);
 - ``search``: the method axes of a claim and their bounded product; ``degeneracy``: when a match
   is not a reproduction; ``sources``: the provenance status of each curated row;
 - ``audit``: :func:`run_audit` (``cape reproduce``) -> :class:`AuditResult` (stored as ``/reproduce``).

@@ -1,0 +1,73 @@
+"""Claims about the critical scale N_c (docs/METHODS.md §2.4), in billions of parameters."""
+from __future__ import annotations
+
+import math
+
+from cape_hpc.audit.computations.context import AuditContext, gammas, need_families
+
+
+def nc_result(ctx, families, estimator, pooled, stratify, units, bootstrap, attach="larger"):
+    from cape_hpc.analysis.nc import NcOptions, estimate_nc
+
+    opts = NcOptions(estimator=estimator, families=None if families is None else tuple(families), pooled=pooled,
+                     stratify=stratify, units=units, bootstrap=bootstrap, n_resamples=ctx.n_resamples,
+                     seed=ctx.seed, attach=attach)
+    return ctx.cached(("nc", opts), lambda: estimate_nc(ctx.scores, opts))
+
+
+def c_nc(ctx: AuditContext, family="Pythia", estimator="gamma-fit", pooled=False, stratify=True,
+         units="percent", quantity="nc", level=0.95, attach="larger"):
+    """N_c in billions: quantity 'nc' (point), 'median', 'ci_lo', 'ci_hi', 'none' (True when no
+    crossing because gamma is positive everywhere), or a list of these.  ``attach`` ('smaller' |
+    'midpoint') moves the sign-change N to the interval's smaller model or geometric midpoint
+    (``estimate_nc``'s option of the same name)."""
+    if isinstance(quantity, (list, tuple)):
+        return [c_nc(ctx, family, estimator, pooled, stratify, units, q, level, attach) for q in quantity]
+    fams = None if family in (None, "all") else ([family] if isinstance(family, str) else list(family))
+    if fams is not None:
+        need_families(ctx.scores, fams, min_models=3, what=" (N_c needs >= 3 models)")
+    boot = quantity in ("median", "ci_lo", "ci_hi")
+    res = nc_result(ctx, fams, estimator, pooled, stratify, units, boot,
+                     attach if estimator == "sign-change" else "larger")
+    est = res.estimates[0] if pooled or len(res.estimates) == 1 else res.by_scope()[fams[0]]
+    if estimator == "gamma-fit":
+        ctx.fact("determined", (f"the gamma-fit line of {est.scope}", est.n_intervals, 2))
+    elif estimator == "quadratic":
+        ctx.fact("determined", (f"the quadratic of {est.scope}", est.n_models, 3))
+    if boot:
+        ctx.fact("interval", (f"N_c interval of {est.scope}", est.bootstrap))
+    if est.extrapolated or (boot and est.bootstrap.extrapolated):
+        ctx.fact("note", "extrapolated beyond the data (docs/METHODS.md §2.4)")
+    if quantity == "none":
+        return bool(not math.isfinite(est.log10_nc) and "positive at every interval" in est.reason)
+    if quantity == "nc":
+        return est.nc / 1e9
+    if quantity == "median":
+        return 10 ** est.bootstrap.median / 1e9
+    ci = est.bootstrap.interval(level)
+    return 10 ** (ci.low if quantity == "ci_lo" else ci.high) / 1e9
+
+
+def c_nc_ratio(ctx: AuditContext, families=(), estimator="sign-change", attach="larger"):
+    """max / min of the per-family N_c."""
+    vals = [c_nc(ctx, f, estimator, attach=attach) for f in families]
+    vals = [v for v in vals if isinstance(v, float) and math.isfinite(v) and v > 0]
+    if len(vals) < 2:
+        return math.nan
+    return max(vals) / min(vals)
+
+
+def nc_log10(ctx: AuditContext, family: str) -> float:
+    """log10 of a family's sign-change N_c (HS, TQA); -inf when gamma is positive everywhere, +inf
+    when negative everywhere, NaN when the family has too few intervals or no single change."""
+    gs = gammas(ctx, family)
+    if len(gs) < 2:
+        return math.nan
+    v = c_nc(ctx, family, "sign-change")
+    if isinstance(v, float) and math.isfinite(v):
+        return math.log10(v * 1e9)
+    if all(g > 0 for g in gs):
+        return -math.inf
+    if all(g < 0 for g in gs):
+        return math.inf
+    return math.nan
