@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "cape_hpc.commands.crossmodel",  # crossmodel
     "cape_hpc.commands.report",     # figures, report
     "cape_hpc.commands.bench",      # bench
+    "cape_hpc.commands.scores",     # scores import
 )
 
 

@@ -19,7 +19,9 @@ def add_output_args(p: argparse.ArgumentParser, *, out: bool = True) -> None:
 
 def add_scores_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scores", metavar="CSV", default=None,
-                   help="score table in cape_hpc's schema (default: the shipped data/base_models.csv)")
+                   help="score table in cape_hpc's schema, or evaluation results: a results JSON or a folder "
+                        "of them (lm-eval, Open LLM Leaderboard v1; read as `cape scores import` does) "
+                        "(default: the shipped data/base_models.csv)")
 
 
 def emit_json(obj: Any, file=None) -> None:

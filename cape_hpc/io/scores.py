@@ -146,10 +146,16 @@ def load_scores(path: str | os.PathLike | None = None) -> pd.DataFrame:
 
     Returns a DataFrame with the schema's columns plus ``_row`` (CSV line), attrs ``path`` and
     ``sha256``.  Raises DataError naming file/row/column for any schema violation, including a
-    table that mixes TruthfulQA MC1 and MC2.
+    table that mixes TruthfulQA MC1 and MC2.  A folder or a ``.json`` file is read as evaluation
+    results (lm-eval, Open LLM Leaderboard v1, Every Eval Ever: ``cape_hpc.io.evalresults``).
     """
     path = Path(path) if path is not None else data_file("base_models.csv")
-    df = _load(path, _BASE)
+    if path.is_dir() or path.suffix.lower() == ".json":
+        from cape_hpc.io.evalresults import load_results_table
+
+        df = load_results_table(path)
+    else:
+        df = _load(path, _BASE)
     bad = df.loc[~df["tqa_variant"].str.lower().isin(TQA_VARIANTS)]
     if len(bad):
         r = bad.iloc[0]
