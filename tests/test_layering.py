@@ -4,7 +4,8 @@ Layers (docs/CONTRACTS.md "Layering"): core (``cape_hpc/__init__``, errors, sche
 io -> stats -> analysis -> dynamics -> audit; models -> internals -> steering -> sweep; report reads
 the torch-free result modules only; commands and cli may import everything and nothing imports them.
 ``cape_kernels`` imports nothing of ``cape_hpc``.  No module imports a ``_private`` name of another
-package.  Imports inside functions count the same as top-level ones.
+package, and no module outside core uses a ``_private`` name of core (imported or read as
+``options._name``).  Imports inside functions count the same as top-level ones.
 """
 from __future__ import annotations
 
@@ -125,12 +126,37 @@ def violations() -> list[str]:
                 out.append(f"{where}: {unit} imports {mod}")
             own = target.split(".")[0] == unit
             private = [n for n in names if n.startswith("_") and not n.startswith("__")]
-            if not own and private and target != "core":
+            if not own and private:
                 out.append(f"{where}: imports private name(s) {', '.join(private)} of {mod}")
             if not own and any(part.startswith("_") and not part.startswith("__") for part in mod.split(".")[2:]):
                 out.append(f"{where}: imports private module {mod}")
             if unit != "cli" and target in ("commands", "cli") and unit != "commands":
                 out.append(f"{where}: {unit} imports the CLI ({mod})")
+        if unit != "core":
+            out.extend(f"{path.relative_to(ROOT)}:{line}: uses private name {name} of {mod}"
+                       for line, mod, name in private_attributes_of_core(path, dotted))
+    return out
+
+
+def private_attributes_of_core(path: Path, dotted: str) -> list[tuple[int, str, str]]:
+    """(line, core module, name) of every ``module._name`` read through a core module bound by an import
+    (``from cape_hpc import options``, ``import cape_hpc.schema as s``; ``cape_hpc.options._x`` spelled out)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    bound: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if unit_of_module(a.name) == "core":
+                    bound[a.asname or a.name] = a.name
+        elif isinstance(node, ast.ImportFrom) and node.module == "cape_hpc" and not node.level:
+            bound.update({a.asname or a.name: f"cape_hpc.{a.name}" for a in node.names
+                          if a.name in CORE - {"__init__"}})
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            owner = ast.unparse(node.value)
+            if owner in bound:
+                out.append((node.lineno, bound[owner], node.attr))
     return out
 
 
@@ -141,12 +167,17 @@ def test_import_direction():
 
 def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
     """The rules are not vacuous: an analysis module importing steering, a kernel importing cape_hpc,
-    and a private cross-package name are all reported."""
+    a private cross-package name and a private name of core (imported, or read as an attribute of a
+    core module) outside core are all reported; core's own use of its private names is not."""
     fake = [
         (ROOT / "cape_hpc" / "analysis" / "zz_fake.py", "from cape_hpc.steering.steer import run_steering\n"),
         (ROOT / "kernels" / "cape_kernels" / "zz_fake.py", "import cape_hpc.schema\n"),
         (ROOT / "cape_hpc" / "steering" / "zz_fake.py", "from cape_hpc.internals.extract import _hidden\n"),
         (ROOT / "cape_hpc" / "report" / "zz_fake.py", "from cape_hpc.internals.extract import extract_internals\n"),
+        (ROOT / "cape_hpc" / "commands" / "zz_fake.py", "from cape_hpc.options import _split_optional\n"),
+        (ROOT / "cape_hpc" / "sweep" / "zz_fake.py", "from cape_hpc import schema\nschema._hints(int)\n"),
+        (ROOT / "cape_hpc" / "io" / "zz_fake.py", "import cape_hpc.errors as e\nx = e._missing\n"),
+        (ROOT / "cape_hpc" / "lazy.py", "from cape_hpc.options import _flag\n"),  # core itself: allowed
     ]
     real_read = Path.read_text
     monkeypatch.setattr(sys.modules[__name__], "source_files", lambda: [p for p, _ in fake])
@@ -157,6 +188,10 @@ def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
     assert "cape_kernels imports cape_hpc.schema" in bad
     assert "private name(s) _hidden" in bad
     assert "report imports cape_hpc.internals.extract" in bad
+    assert "commands/zz_fake.py:1: imports private name(s) _split_optional of cape_hpc.options" in bad
+    assert "sweep/zz_fake.py:2: uses private name _hints of cape_hpc.schema" in bad
+    assert "io/zz_fake.py:2: uses private name _missing of cape_hpc.errors" in bad
+    assert "lazy.py" not in bad
 
 
 @pytest.mark.parametrize("module", ["cape_hpc.report", "cape_hpc.analysis", "cape_hpc.audit",
