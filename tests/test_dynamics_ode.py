@@ -272,3 +272,19 @@ def test_sindy_bootstrap_regression_equals_pysindy_fit():
     S, D, _ = stacked_rows(fams, "gradient", 0.01)
     np.testing.assert_allclose(m.regress_batch(m._library(S), D), m.coef_, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(m.rhs(S), m.model_.predict(S), rtol=1e-10, atol=1e-12)
+
+
+def test_estimators_take_ode_options(dense):
+    """The estimators take one ODEOptions (or its fields by keyword): the options validate and hold the
+    defaults, and an estimator built either way fits the same numbers as ``make_model``."""
+    opts = ODEOptions(model="sindy", degree=2, threshold=0.03, alpha=0.0)
+    a, b = SindyODE(opts), SindyODE(degree=2, threshold=0.03, alpha=0.0)
+    assert a.opts == b.opts == opts and b.clone().opts == opts
+    np.testing.assert_array_equal(a.fit(dense).coef_, make_model(opts).fit(dense).coef_)
+    lin = LinearODE(opts)                                  # the class decides the model
+    assert lin.opts.model == "linear" and lin.opts.degree == 2 and isinstance(make_model(lin.opts), LinearODE)
+    assert LinearODE().opts == ODEOptions(model="linear")  # the defaults are the options'
+    for kw, flag in (({"ridge": -1.0}, "--ridge"), ({"degree": 0}, "--degree"), ({"derivative": "central"},
+                     "--derivative"), ({"units": "permille"}, "--units"), ({"threshold": float("nan")}, "--threshold")):
+        with pytest.raises(OptionError, match=flag):   # at construction, before any fit
+            (LinearODE if "ridge" in kw else SindyODE)(**kw)

@@ -8,9 +8,10 @@ trajectories (see ``trajectories``):
 ``LinearODE``  dense least squares dB/dlog10N = C B + c0 (``numpy.linalg.lstsq``, minimum-norm when
                underdetermined; optional ridge).
 
-Both take the derivative scheme and the units in the constructor (``units='fraction'`` divides the
-percent scores by 100 before fitting, so thresholds and coefficients are in fraction units;
-predictions always come back in percent, like the tables).  Results are attributes ending in ``_``;
+Both take one ``ODEOptions`` (``SindyODE(ODEOptions(degree=2))``, or its fields by keyword:
+``SindyODE(degree=2)``); the options hold the defaults and validate, the estimators never repeat
+them.  ``units='fraction'`` divides the percent scores by 100 before fitting, so thresholds and
+coefficients are in fraction units; predictions always come back in percent, like the tables.  Results are attributes ending in ``_``;
 nothing is printed.  ``simulate`` integrates the fitted system with ``scipy.integrate.solve_ivp``
 (LSODA, rtol 1e-8, atol 1e-10); a trajectory that fails or leaves a bounded box (|B| > 10^3 x the
 percent scale) is NaN from the failure on.  ``score`` returns the paper's error
@@ -19,6 +20,7 @@ scikit-learn's ``score``, which is higher-better).
 """
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from typing import Sequence
@@ -28,7 +30,7 @@ from scipy.integrate import solve_ivp
 
 from cape_hpc.dynamics.internals import score_columns
 from cape_hpc.dynamics.metrics import ErrorSummary, trajectory_errors
-from cape_hpc.dynamics.options import DERIVATIVES, ODEOptions
+from cape_hpc.dynamics.options import ODEOptions
 from cape_hpc.dynamics.trajectories import Trajectory, stacked_rows
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.options import units_factor
@@ -73,27 +75,27 @@ class _ODEBase:
 
     kind = "ode"
 
-    def __init__(self, *, units: str = "fraction", derivative: str = "gradient"):
-        self.units = units
-        self.derivative = derivative
+    def __init__(self, opts: ODEOptions | None = None, **changes):
+        """``opts`` (defaults when None), any field changed by keyword; its ``model`` is this class's."""
+        opts = (opts or ODEOptions()).replace(**changes) if changes else (opts or ODEOptions())
+        self.opts = opts if opts.model == self.kind else opts.replace(model=self.kind)
 
-    # -- options ---------------------------------------------------------------------------------
-    def _check_options(self) -> float:
-        if self.derivative not in DERIVATIVES:
-            raise OptionError(f"option '--derivative': {self.derivative!r} is not one of {', '.join(DERIVATIVES)}")
-        return units_factor(self.units)
+    @property
+    def units(self) -> str:
+        return self.opts.units
 
-    def get_params(self) -> dict:
-        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+    @property
+    def derivative(self) -> str:
+        return self.opts.derivative
 
     def clone(self):
         """An unfitted estimator with the same options."""
-        return type(self)(**self.get_params())
+        return type(self)(self.opts)
 
     # -- fitting ---------------------------------------------------------------------------------
     def fit(self, trajectories):
         """Fit to one Trajectory or a list of them (rows stacked; never differenced across families)."""
-        scale = self._check_options()
+        scale = units_factor(self.units)
         trajs = _check_trajs(trajectories)
         S, D, fam = stacked_rows(trajs, self.derivative, scale)
         if len(S) == 0:
@@ -105,15 +107,29 @@ class _ODEBase:
         self.fit_rows(S, D)
         return self
 
-    def fit_rows(self, states: np.ndarray, derivs: np.ndarray):
-        """Fit directly to (state, derivative) rows in the estimator's units (used by the bootstrap)."""
+    def fit_rows(self, states: np.ndarray, derivs: np.ndarray, benchmarks: Sequence[str] | None = None):
+        """Fit directly to (state, derivative) rows in the estimator's units (used by the bootstrap);
+        ``benchmarks`` name the state's columns (default: those of an earlier fit, else x0, x1, ...)."""
         self.scale_ = getattr(self, "scale_", units_factor(self.units))
-        if not hasattr(self, "benchmarks_"):
+        if benchmarks is not None:
+            self.benchmarks_ = tuple(benchmarks)
+        elif not hasattr(self, "benchmarks_"):
             self.benchmarks_ = tuple(f"x{i}" for i in range(states.shape[1]))
         self.coef_, self.terms_ = self._regress(np.asarray(states, float), np.asarray(derivs, float))
         return self
 
     # -- the fitted system -----------------------------------------------------------------------
+    def with_coefficients(self, coef: np.ndarray):
+        """A copy of this fitted estimator whose system uses ``coef`` [p, n_terms] (the same library,
+        terms and units: a refit's coefficients, e.g. of a bootstrap resample); this one is unchanged."""
+        self._check_fitted()
+        coef = np.asarray(coef, dtype=float)
+        if coef.shape != self.coef_.shape:
+            raise ValueError(f"coefficients of shape {coef.shape}, the fitted system has {self.coef_.shape}")
+        out = copy.copy(self)
+        out.coef_ = coef
+        return out
+
     def _check_fitted(self):
         if not hasattr(self, "coef_"):
             raise OptionError(f"{type(self).__name__} is not fitted: call fit() first")
@@ -201,20 +217,15 @@ class LinearODE(_ODEBase):
 
     kind = "linear"
 
-    def __init__(self, *, units: str = "fraction", derivative: str = "gradient", ridge: float = 0.0):
-        super().__init__(units=units, derivative=derivative)
-        self.ridge = ridge
-
     def _library(self, S: np.ndarray) -> np.ndarray:
         return np.hstack([np.ones((S.shape[0], 1)), S])
 
     def _regress(self, S, D):
-        if not (isinstance(self.ridge, (int, float)) and math.isfinite(self.ridge) and self.ridge >= 0):
-            raise OptionError(f"option '--ridge': must be a finite number >= 0, got {self.ridge!r}")
         A = self._library(S)
-        if self.ridge > 0:
+        ridge = self.opts.ridge
+        if ridge > 0:
             p = A.shape[1]
-            pen = math.sqrt(self.ridge) * np.eye(p)
+            pen = math.sqrt(ridge) * np.eye(p)
             pen[0, 0] = 0.0  # never penalise the constant
             A_ = np.vstack([A, pen])
             D_ = np.vstack([D, np.zeros((p, D.shape[1]))])
@@ -237,36 +248,19 @@ class SindyODE(_ODEBase):
 
     kind = "sindy"
 
-    def __init__(self, *, degree: int = 3, threshold: float = 0.1, alpha: float = 0.05,
-                 units: str = "fraction", derivative: str = "gradient", max_iter: int = 20):
-        super().__init__(units=units, derivative=derivative)
-        self.degree = degree
-        self.threshold = threshold
-        self.alpha = alpha
-        self.max_iter = max_iter
-
-    def _check_sindy(self):
-        if not isinstance(self.degree, (int, np.integer)) or self.degree < 1:
-            raise OptionError(f"option '--degree': must be an integer >= 1, got {self.degree!r}")
-        for name in ("threshold", "alpha"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise OptionError(f"option '--{name}': must be a finite number >= 0, got {v!r}")
-
     def optimizer(self):
         import pysindy as ps
-        return ps.STLSQ(threshold=float(self.threshold), alpha=float(self.alpha), max_iter=int(self.max_iter))
+        return ps.STLSQ(threshold=self.opts.threshold, alpha=self.opts.alpha, max_iter=self.opts.max_iter)
 
     def library(self):
         import pysindy as ps
-        return ps.PolynomialLibrary(degree=int(self.degree), include_bias=True)
+        return ps.PolynomialLibrary(degree=self.opts.degree, include_bias=True)
 
     def _library(self, S: np.ndarray) -> np.ndarray:
         return self.library_.transform(S)
 
     def _regress(self, S, D):
         import pysindy as ps
-        self._check_sindy()
         model = ps.SINDy(optimizer=self.optimizer(), feature_library=self.library())
         t = np.arange(len(S), dtype=float)  # unused: derivatives are given
         with warnings.catch_warnings():
@@ -291,7 +285,4 @@ MODEL_CLASSES = {"sindy": SindyODE, "linear": LinearODE}
 def make_model(opts: ODEOptions | None = None) -> _ODEBase:
     """The estimator that ``opts`` names, with its options (docs/METHODS.md §2.13)."""
     opts = opts or ODEOptions()
-    if opts.model == "sindy":
-        return SindyODE(degree=opts.degree, threshold=opts.threshold, alpha=opts.alpha, max_iter=opts.max_iter,
-                        units=opts.units, derivative=opts.derivative)
-    return LinearODE(units=opts.units, derivative=opts.derivative, ridge=opts.ridge)
+    return MODEL_CLASSES[opts.model](opts)
