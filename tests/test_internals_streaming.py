@@ -258,7 +258,9 @@ def test_reservoir_estimate_lies_within_its_standard_error_of_the_known_fraction
     """Unit vectors with a known share of pairs below -0.5 streamed through the pair state in
     batches: exact mode counts them exactly; a reservoir of 60 per set (of 400 and 300) estimates
     the share within a few of its reported standard errors, over several seeds."""
-    from cape_hpc.internals.accumulators import PairState, count_pairs_below
+    from cape_kernels.streaming import count_pairs_below
+
+    from cape_hpc.internals.accumulators import PairState
 
     rng = np.random.default_rng(0)
     D, G = 4, 4

@@ -10,7 +10,7 @@ _EXPORTS = {
     "HeadSummary": "results", "Bottleneck": "results", "PcaRow": "results", "store_name": "results",
     "ExtractOptions": "options",
     "extract_internals": "extract", "extract_internals_pooled": "extract", "PooledStates": "extract",
-    "Prompt": "prompts", "PromptSet": "prompts", "from_texts": "prompts", "load_prompts": "prompts",
+    "Prompt": "prompts", "PromptSet": "prompts", "load_prompts": "prompts",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -28,93 +28,38 @@ from typing import Optional
 import numpy as np
 import torch
 
-__all__ = ["pool_accumulate_", "count_pairs_below", "kernel_backend", "StreamState", "PairState",
+__all__ = ["StreamingOps", "streaming_ops", "StreamState", "PairState",
            "reservoir_slots", "unit_rows", "update_moments", "covariance", "sketch_matrix",
            "sketch_participation_ratio"]
 
 
 # ----------------------------------------------------------------------------------- kernels
-def _real_ops(backend: Optional[str], device: torch.device):
-    """cape_kernels' streaming ops and the backend they run for ``device``; None when this
-    cape_kernels has no streaming module (an older install)."""
-    try:
+@dataclass(frozen=True)
+class StreamingOps:
+    """``cape_kernels.streaming``'s two ops bound to one requested backend (None: the default for
+    the device); ``name`` is the backend they resolve to."""
+
+    requested: Optional[str]
+    name: str
+
+    def pool_accumulate_(self, hidden, mask, mode, slot, sums, unit_sums=None) -> torch.Tensor:
+        """``cape_kernels.pool_accumulate_``: pooled rows [B, D], accumulated into ``sums``."""
         from cape_kernels import streaming
-    except ImportError:
-        return None
-    return streaming, streaming.resolve_backend(backend, device)
+
+        return streaming.pool_accumulate_(hidden, mask, mode, slot, sums, unit_sums, backend=self.requested)
+
+    def count_pairs_below(self, A, B, threshold, **groups) -> torch.Tensor:
+        """``cape_kernels.count_pairs_below``: [G, G] int64 counts of pairs below ``threshold``."""
+        from cape_kernels import streaming
+
+        return streaming.count_pairs_below(A, B, threshold, backend=self.requested, **groups)
 
 
-def _standin_pool_accumulate_(hidden, mask, mode, slot, sums, unit_sums=None, *, backend=None):
-    """Same contract as ``cape_kernels.pool_accumulate_`` (torch, used until that op is present)."""
-    import cape_kernels as ck
+def streaming_ops(backend: Optional[str], device: torch.device) -> StreamingOps:
+    """The streaming ops for tensors on ``device`` with ``backend`` (None: the device's default)."""
+    from cape_kernels import streaming
 
-    pooled = ck.pooled_tap(hidden, mask, mode, backend="torch")
-    G = sums.shape[0]
-    ok = (slot >= 0) & (slot < G)
-    idx = torch.where(ok, slot, torch.zeros_like(slot))
-    p = pooled.to(sums.dtype) * ok[:, None].to(sums.dtype)
-    sums.index_add_(0, idx, p)
-    if unit_sums is not None:
-        n = torch.linalg.vector_norm(p, dim=1, keepdim=True)
-        unit_sums.index_add_(0, idx, torch.where(n > 0, p / torch.where(n > 0, n, torch.ones_like(n)),
-                                                 torch.zeros_like(p)))
-    return pooled
-
-
-def _standin_count_pairs_below(A, B, threshold, *, a_groups=None, b_groups=None, n_groups=1, backend=None):
-    """Same contract as ``cape_kernels.count_pairs_below`` (torch, tiled)."""
-    G = int(n_groups)
-    dev = A.device
-    dt = torch.float64 if A.dtype == torch.float64 else torch.float32
-    out = torch.zeros((G, G), dtype=torch.float64, device=dev)
-    if A.shape[0] == 0 or B.shape[0] == 0:
-        return out.to(torch.int64)
-
-    def unit(x):
-        x = x.to(dt)
-        n = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-        return torch.where(n > 0, x / torch.where(n > 0, n, torch.ones_like(n)), torch.zeros_like(x))
-
-    def onehot(g, n):
-        if g is None:
-            g = torch.zeros(n, dtype=torch.long, device=dev)
-        ok = (g >= 0) & (g < G)
-        oh = torch.zeros((n, G), dtype=torch.float64, device=dev)
-        oh.scatter_(1, torch.where(ok, g, torch.zeros_like(g))[:, None].long(), ok[:, None].to(torch.float64))
-        return oh
-
-    Bu, Ob = unit(B), onehot(b_groups, B.shape[0])
-    Oa = onehot(a_groups, A.shape[0])
-    thr = torch.tensor(threshold, dtype=dt).item()
-    for i0 in range(0, A.shape[0], 1024):
-        cos = (unit(A[i0:i0 + 1024]) @ Bu.T).clamp(-1, 1)
-        below = (cos < thr).to(torch.float64)
-        out += Oa[i0:i0 + 1024].T @ below @ Ob
-    return out.round().to(torch.int64)
-
-
-def kernel_backend(backend: Optional[str], device: torch.device):
-    """(pool_accumulate_, count_pairs_below, backend name) for tensors on ``device``: the
-    ``cape_kernels`` ops, or (only with a cape_kernels that predates them) this module's torch
-    stand-ins of the same contract (name "torch")."""
-    real = _real_ops(backend, device)
-    if real is not None:
-        mod, name = real
-        return (lambda *a, **k: mod.pool_accumulate_(*a, backend=backend, **k),
-                lambda *a, **k: mod.count_pairs_below(*a, backend=backend, **k), name)
-    return _standin_pool_accumulate_, _standin_count_pairs_below, "torch"
-
-
-def pool_accumulate_(*args, **kw):
-    """``cape_kernels.pool_accumulate_`` (the stand-in with an older cape_kernels)."""
-    real = _real_ops(kw.get("backend"), args[0].device)
-    return (real[0].pool_accumulate_ if real else _standin_pool_accumulate_)(*args, **kw)
-
-
-def count_pairs_below(*args, **kw):
-    """``cape_kernels.count_pairs_below`` (the stand-in with an older cape_kernels)."""
-    real = _real_ops(kw.get("backend"), args[0].device)
-    return (real[0].count_pairs_below if real else _standin_count_pairs_below)(*args, **kw)
+    return StreamingOps(backend, streaming.resolve_backend(backend, device))
 
 
 # ----------------------------------------------------------------------------------- reservoir
@@ -211,8 +156,9 @@ class PairState:
             ctx["moves"] = moves
         return ctx
 
-    def update(self, i: int, uR: torch.Tensor, uT: torch.Tensor, ctx: dict, cpb) -> None:
-        """Device side at layer i: uR [nR, D], uT [nT, D] unit vectors of the batch's R / T rows."""
+    def update(self, i: int, uR: torch.Tensor, uT: torch.Tensor, ctx: dict, count_below) -> None:
+        """Device side at layer i: uR [nR, D], uT [nT, D] unit vectors of the batch's R / T rows;
+        ``count_below``: ``cape_kernels.count_pairs_below`` (or a ``StreamingOps``' bound one)."""
         G, thr = self.n_groups, self.threshold
         nR, nT = ctx["nR"], ctx["nT"]
         if self.mode == "exact":
@@ -221,11 +167,11 @@ class PairState:
             if nT:
                 resT[ft:ft + nT] = uT
             if nR and ft + nT:
-                self.below[i] += cpb(uR, resT[:ft + nT], thr, a_groups=ctx["gR"],
-                                     b_groups=self.groups[1][:ft + nT], n_groups=G)
+                self.below[i] += count_below(uR, resT[:ft + nT], thr, a_groups=ctx["gR"],
+                                             b_groups=self.groups[1][:ft + nT], n_groups=G)
             if nT and fr:
-                self.below[i] += cpb(resR[:fr], uT, thr, a_groups=self.groups[0][:fr], b_groups=ctx["gT"],
-                                     n_groups=G)
+                self.below[i] += count_below(resR[:fr], uT, thr, a_groups=self.groups[0][:fr],
+                                             b_groups=ctx["gT"], n_groups=G)
             if nR:
                 resR[fr:fr + nR] = uR
         else:
@@ -233,7 +179,7 @@ class PairState:
                 if src is not None:
                     self.res[s][i].index_copy_(0, dst, (uR if s == 0 else uT).index_select(0, src))
 
-    def finish(self, l: int, cpb, n_r: int, n_t: int) -> tuple[np.ndarray, float, np.ndarray]:
+    def finish(self, l: int, count_below, n_r: int, n_t: int) -> tuple[np.ndarray, float, np.ndarray]:
         """(below [G, G], standard error of the fraction, rows per set and block [2, G]) at layer l.
 
         Exact: the counts of the pass, SE 0.  Reservoir: the two samples counted against each other;
@@ -248,7 +194,7 @@ class PairState:
         if self.mode == "exact":
             return self.below[l].cpu().numpy(), 0.0, pc
         A, B = self.res[0][l], self.res[1][l]
-        below = cpb(A, B, self.threshold, a_groups=self.groups[0], b_groups=self.groups[1], n_groups=G)
+        below = count_below(A, B, self.threshold, a_groups=self.groups[0], b_groups=self.groups[1], n_groups=G)
         m_r, m_t = A.shape[0], B.shape[0]
         row = torch.zeros(m_r, dtype=torch.float64, device=A.device)
         col = torch.zeros(m_t, dtype=torch.float64, device=A.device)

@@ -28,15 +28,15 @@ import numpy as np
 import torch
 
 from cape_hpc.errors import DataError
-from cape_hpc.internals.accumulators import (PairState, StreamState, covariance, kernel_backend, sketch_matrix,
-                                             sketch_participation_ratio, unit_rows, update_moments)
+from cape_hpc.internals.accumulators import (PairState, StreamState, covariance, sketch_matrix, sketch_participation_ratio,
+                                             streaming_ops, unit_rows, update_moments)
 from cape_hpc.internals.blocks import BlockBootstrap, assign_blocks, weighted_cosine
 from cape_hpc.internals.options import ExtractOptions
 from cape_hpc.internals.prompts import PromptSet
 from cape_hpc.internals.results import (BOTTLENECK_CAVEAT, COMPETING_THRESHOLD, TAPS, BlockStats, Bottleneck,
                                         HeadRow, HeadSummary, InternalsResult, LayerRow, PcaRow, store_name)
-from cape_hpc.models.batching import forward_kwargs, left_pad, pad_id, tokenize
-from cape_hpc.models.tracing import Trace
+from cape_hpc.models.batching import forward_kwargs, left_pad, pad_id, token_limit, tokenize
+from cape_hpc.models.tracing import Trace, on_device
 from cape_hpc.schema import ConfidenceInterval, Provenance
 
 __all__ = ["extract_internals", "extract_internals_pooled", "PooledStates", "participation_ratio",
@@ -178,7 +178,8 @@ class _Extraction:
         taps = list(opts.taps)
         self.want_res, self.want_heads = "residual" in taps, "heads" in taps
         self.want_final = "final" in taps or "logits" in taps
-        self.pacc, self.cpb, self.backend = kernel_backend(opts.backend or None, self.device)
+        self.ops = streaming_ops(opts.backend or None, self.device)
+        self.backend = self.ops.name
 
         L, D, dev, f64 = self.L, self.D, self.device, torch.float64
         st = StreamState(G=G)
@@ -224,17 +225,17 @@ class _Extraction:
     # ------------------------------------------------------------------ callbacks
     def _callbacks(self):
         st, opts = self.state, self.opts
-        pooling, pacc, cpb = opts.pooling, self.pacc, self.cpb
+        pooling, ops = opts.pooling, self.ops
         cbs = {}
 
         def block_cb(i):
             def fn(x, batch):
                 e = batch.extra
-                pooled = pacc(x, batch.attention_mask, pooling, e["slot"], st.layer_sums[i], st.layer_units[i])
+                pooled = ops.pool_accumulate_(x, batch.attention_mask, pooling, e["slot"], st.layer_sums[i], st.layer_units[i])
                 y = pooled if st.omega is None else pooled.to(torch.float64) @ st.omega
                 update_moments(y, st.shift[i], st.m1[i], st.m2[i], e["first"])
                 u = unit_rows(pooled)
-                st.pairs.update(i, u.index_select(0, e["r_pos"]), u.index_select(0, e["t_pos"]), e["pairs"], cpb)
+                st.pairs.update(i, u.index_select(0, e["r_pos"]), u.index_select(0, e["t_pos"]), e["pairs"], ops.count_pairs_below)
                 if "keep" in e:
                     e["keep"]["residual"][i] = pooled
                 return None
@@ -242,13 +243,13 @@ class _Extraction:
 
         def head_cb(i):
             def fn(x, batch):
-                pacc(x, batch.attention_mask, pooling, batch.extra["slot"], st.head_sums[i], None)
+                ops.pool_accumulate_(x, batch.attention_mask, pooling, batch.extra["slot"], st.head_sums[i], None)
                 return None
             return fn
 
         def final_cb(x, batch):
             e = batch.extra
-            pooled = pacc(x, batch.attention_mask, pooling, e["slot"], st.final_sums, None)
+            pooled = ops.pool_accumulate_(x, batch.attention_mask, pooling, e["slot"], st.final_sums, None)
             update_moments(pooled, st.final_shift, st.final_m1, st.final_m2, e["first"])
             if "keep" in e:
                 e["keep"]["final"] = pooled
@@ -261,7 +262,8 @@ class _Extraction:
                 cbs[f"block.{i}"] = block_cb(i)
         if self.want_final:
             cbs["final"] = final_cb
-        return cbs
+        # a block of a device_map'd model may run elsewhere: its tensor comes to the state's device
+        return {name: on_device(fn, self.device) for name, fn in cbs.items()}
 
     def _prepare(self, batch, rows: np.ndarray, first: bool) -> None:
         """Host-side integers of one batch (all known before the pass), moved to the device."""
@@ -311,12 +313,8 @@ class _Extraction:
             if self.writer is not None:
                 self.writer.close(ok)
         if n_trunc:
-            lim = self.opts.max_prompt_tokens
-            ctx = self.loaded.adapter.context_length
-            m = min(ctx, lim) if (ctx and lim) else (lim or ctx)
-            warnings.warn(f"{n_trunc} prompt(s) longer than "
-                          f"{'the maximum prompt length' if lim and (not ctx or lim < ctx) else 'the model context'} "
-                          f"of {m} tokens were truncated to their last {m} tokens", UserWarning, stacklevel=3)
+            limit = token_limit(self.loaded, self.opts.max_prompt_tokens)
+            warnings.warn(limit.message(n_trunc, "prompt"), UserWarning, stacklevel=3)
         return self._finish(n_trunc)
 
     # ------------------------------------------------------------------ statistics
@@ -344,7 +342,7 @@ class _Extraction:
             ls = layer_sums.reshape(L, 2, G, D)
             us = layer_units.reshape(L, 2, G, D)
             ps = st.pairs
-            got = [ps.finish(l, self.cpb, n_r, n_t) for l in range(L)]
+            got = [ps.finish(l, self.ops.count_pairs_below, n_r, n_t) for l in range(L)]
             below = np.stack([g[0] for g in got])
             se = np.array([g[1] for g in got])
             pair_counts = got[0][2]

@@ -6,8 +6,6 @@ truthfulness prompts over the factual, reasoning and ethical domains) and ``cali
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,13 +62,6 @@ class PromptSet:
 
     def select(self, name: str) -> list[Prompt]:
         return [p for p in self.prompts if p.set == name]
-
-
-def from_texts(texts, set_name: str = "prompts") -> PromptSet:
-    """A prompt set from plain strings (tests, API use)."""
-    ps = [Prompt(id=str(i), text=t, set=set_name) for i, t in enumerate(texts)]
-    h = hashlib.sha256(json.dumps([p.text for p in ps]).encode()).hexdigest()
-    return PromptSet(ps, path="<memory>", sha256=h)
 
 
 def load_prompts(path: str | Path | None = None, *, calibration: bool = False) -> PromptSet:

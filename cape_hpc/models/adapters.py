@@ -152,7 +152,3 @@ class Adapter:
         if isinstance(output, torch.Tensor):
             return output
         return output[0]
-
-
-def supported_architectures() -> tuple[str, ...]:
-    return SUPPORTED_ARCHITECTURES

@@ -2,28 +2,50 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
 from cape_hpc.errors import DataError
 
-__all__ = ["StopForward", "tokenize", "left_pad", "forward_kwargs", "pad_id", "plan_batches"]
+__all__ = ["StopForward", "TokenLimit", "token_limit", "tokenize", "left_pad", "forward_kwargs", "pad_id", "plan_batches"]
 
 
 class StopForward(Exception):
     """Raised from a forward hook once the last module a computation needs has run."""
 
 
+@dataclass(frozen=True)
+class TokenLimit:
+    """The most tokens a row may have (``tokens``; None: no limit) and what sets it (``source``)."""
+
+    tokens: int | None
+    source: str
+
+    def message(self, n: int, what: str) -> str:
+        """The warning for ``n`` rows of kind ``what`` cut to this limit."""
+        return (f"{n} {what}(s) longer than {self.source} of {self.tokens} tokens were truncated to their last "
+                f"{self.tokens} tokens")
+
+
+def token_limit(loaded, max_tokens: int | None = None) -> TokenLimit:
+    """The effective token limit of a row: the smaller of the model's context and ``max_tokens``
+    (the maximum prompt length when it is set and not above the context)."""
+    ctx = loaded.adapter.context_length
+    if max_tokens is not None and (not ctx or int(max_tokens) <= int(ctx)):
+        return TokenLimit(int(max_tokens), "the maximum prompt length")
+    return TokenLimit(int(ctx) if ctx else None, "the model's context")
+
+
 def tokenize(loaded, texts: Sequence[str], *, what: str = "prompt",
              add_special_tokens: bool = True, max_tokens: int | None = None) -> tuple[list[list[int]], list[int]]:
     """Token ids of each text (special tokens as the tokenizer adds them), truncated from the left to
-    ``max_tokens`` or the model's context, whichever is smaller, with a warning.  Returns (ids,
-    indices of truncated texts)."""
+    the effective token limit (``token_limit``) with a warning.  Returns (ids, indices of truncated
+    texts)."""
     tok = loaded.tokenizer
-    ctx = loaded.adapter.context_length
-    if max_tokens is not None:
-        ctx = min(int(ctx), int(max_tokens)) if ctx else int(max_tokens)
+    limit = token_limit(loaded, max_tokens)
+    ctx = limit.tokens
     ids = [list(tok(t, add_special_tokens=add_special_tokens)["input_ids"]) for t in texts]
     truncated = []
     for i, row in enumerate(ids):
@@ -33,9 +55,7 @@ def tokenize(loaded, texts: Sequence[str], *, what: str = "prompt",
             truncated.append(i)
             ids[i] = row[-ctx:]
     if truncated:
-        limit = "the model's context" if max_tokens is None or ctx != int(max_tokens) else "the maximum prompt length"
-        warnings.warn(f"{len(truncated)} {what}(s) longer than {limit} of {ctx} tokens were "
-                      f"truncated to their last {ctx} tokens (first: #{truncated[0]})", stacklevel=3)
+        warnings.warn(f"{limit.message(len(truncated), what)} (first: #{truncated[0]})", stacklevel=3)
     return ids, truncated
 
 

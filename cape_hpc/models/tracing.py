@@ -31,7 +31,7 @@ import torch
 from cape_hpc.errors import OptionError
 from cape_hpc.models.batching import StopForward, forward_kwargs, left_pad, pad_id, plan_batches
 
-__all__ = ["Batch", "Trace", "point_names", "make_batch"]
+__all__ = ["Batch", "Trace", "point_names", "make_batch", "on_device"]
 
 _POINT = re.compile(r"^(block|heads)\.(\d+)$|^final$")
 
@@ -68,6 +68,19 @@ def make_batch(loaded, ids: Sequence[Sequence[int]], rows: Sequence[int]) -> Bat
     return Batch(rows=rows_t, rows_device=rows_t.to(device, non_blocking=nb),
                  input_ids=input_ids.to(device, non_blocking=nb), attention_mask=mask.to(device, non_blocking=nb),
                  position_ids=pos.to(device, non_blocking=nb), lengths=[len(s) for s in seqs])
+
+
+def on_device(fn: Callable[[torch.Tensor, Batch], Any], device) -> Callable[[torch.Tensor, Batch], None]:
+    """A read-only callback that sees the point's tensor on ``device`` (the device of its state):
+    under a ``device_map`` a block may run on another GPU, the CPU or from disk offload, and its
+    tensor is copied over (asynchronously to a GPU).  What ``fn`` returns is ignored."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+
+    def run(x: torch.Tensor, batch: Batch) -> None:
+        fn(x if x.device == dev else x.to(dev, non_blocking=dev.type == "cuda"), batch)
+    return run
 
 
 def point_names(loaded) -> list[str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -201,8 +200,3 @@ def load_neutral(path: str | Path | None = None) -> NeutralSet:
     if not texts:
         raise DataError(f"{p}: no texts (the file is empty)")
     return NeutralSet(texts, path=str(p), sha256=sha)
-
-
-def answer_rows(items: Sequence[Item]) -> list[tuple[int, int]]:
-    """(item index, answer index) of every scored row, items in order."""
-    return [(i, j) for i, it in enumerate(items) for j in range(len(it.answers))]

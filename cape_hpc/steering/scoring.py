@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from cape_hpc.errors import OptionError
-from cape_hpc.models.batching import tokenize
-from cape_hpc.models.tracing import Batch, Trace
+from cape_hpc.models.batching import token_limit, tokenize
+from cape_hpc.models.tracing import Batch, Trace, on_device
 
 __all__ = ["Injection", "ScoreOutput", "tokenize_rows", "score_rows", "fluency_pass", "FluencyOutput"]
 
@@ -67,9 +67,7 @@ def tokenize_rows(loaded, contexts: Sequence[str], answers: Sequence[Sequence[st
     Returns (ids, n_answer, (context index, answer index) of each row)."""
     tok = loaded.tokenizer
     ctx_ids, _ = tokenize(loaded, list(contexts), what="item")
-    limit = loaded.adapter.context_length
-    if max_tokens is not None:
-        limit = min(limit, int(max_tokens)) if limit else int(max_tokens)
+    limit = token_limit(loaded, max_tokens).tokens
     ids, n_ans, where = [], [], []
     for i, (c, alist) in enumerate(zip(ctx_ids, answers)):
         for j, a in enumerate(alist):
@@ -108,19 +106,19 @@ def _inject_fn(inj: Injection, li: int, counter: torch.Tensor):
         if li not in batch.extra["active"]:         # host-side: no row of this batch is steered here
             return None
         B, S, D = x.shape
-        a = batch.extra["alpha_of"][li]             # [B] on the device (0 for rows of other layers)
-        sel = batch.extra["sel"]
+        a = batch.extra["alpha_of"][li].to(x.device)    # [B] (0 for rows of other layers), on the block's device
+        sel = batch.extra["sel"].to(x.device)
         alpha = (a[:, None] * sel).reshape(-1)
         if dirs.shape[0] == 1:
-            v = dirs[0].to(x.dtype)
+            v = dirs[0].to(x.device, x.dtype)
         else:
-            v = dirs.index_select(0, batch.extra["dir"]).to(x.dtype)[:, None, :].expand(B, S, D).reshape(B * S, D)
+            v = dirs.index_select(0, batch.extra["dir"]).to(x.device, x.dtype)[:, None, :].expand(B, S, D).reshape(B * S, D)
         y = x if x.is_contiguous() else x.contiguous()
         proj = ck.steer_inject_(y.view(B * S, D), v, alpha, scale=inj.scale, tau=inj.tau, backend=inj.backend)
         on = alpha != 0
         if inj.tau is not None:
             on = on & (proj < inj.tau)
-        counter.add_(on.sum())
+        counter.add_(on.sum().to(counter.device))
         return None if y is x else y
     return fn
 
@@ -153,8 +151,8 @@ def _callbacks(loaded, inj: Injection | None, capture: Sequence[int], pooling: s
     cbs: dict[str, list[Callable]] = {}
     for L in capture:
         def grab(x, batch, L=L):
-            pooled = ck.pooled_tap(x, batch.attention_mask, pooling, backend=backend)
-            states[L].index_copy_(0, batch.rows_device, pooled.to(torch.float32))
+            pooled = ck.pooled_tap(x, batch.attention_mask.to(x.device), pooling, backend=backend)
+            states[L].index_copy_(0, batch.rows_device, pooled.to(states[L].device, torch.float32))
         cbs.setdefault(f"block.{L}", []).append(grab)      # before the injection at the same point
     if inj is not None:
         for li, L in enumerate(inj.layers):
@@ -200,13 +198,13 @@ def score_rows(loaded, ids: Sequence[Sequence[int]], n_answer: Sequence[int], in
         pos = (S - 1 - n_ans)[:, None] + j[None, :]                  # predicting positions
         pos = torch.where(valid, pos, torch.full_like(pos, S - 2)).clamp_min(0)
         hs = h.gather(1, pos[..., None].expand(B, A, h.shape[-1]))
-        logp = torch.log_softmax(ad.unembed(hs).to(torch.float32), dim=-1)
+        logp = torch.log_softmax(ad.unembed(hs).to(h.device, torch.float32), dim=-1)
         tgt = batch.input_ids.gather(1, (pos + 1).clamp_max(S - 1))
         got = logp.gather(-1, tgt[..., None])[..., 0].to(torch.float64) * valid
         lp.index_copy_(0, batch.rows_device, got.sum(1) / n_ans.to(torch.float64))
 
     cbs = _callbacks(loaded, injection, capture, pooling, backend, states, counter)
-    cbs["final"] = final
+    cbs["final"] = on_device(final, device)            # the final norm may run on another device
     with Trace(loaded, cbs) as tr:
         for batch in tr.batches(ids, batch_size=batch_size, token_budget=token_budget):
             _prepare(batch, injection, n_ans_all)
@@ -240,7 +238,7 @@ def fluency_pass(loaded, ids: Sequence[Sequence[int]], grid: Sequence[tuple[int,
     n_tok = sum(len(r) - 1 for r in ids)
 
     def logp_of(h, batch):
-        return torch.log_softmax(ad.unembed(h[:, :-1]).to(torch.float32), dim=-1)     # [B, S-1, V]
+        return torch.log_softmax(ad.unembed(h[:, :-1]).to(device, torch.float32), dim=-1)     # [B, S-1, V]
 
     base_nll = torch.zeros((), dtype=torch.float64, device=device)
 

@@ -49,8 +49,8 @@ def pooled_layer_states(loaded, texts: Sequence[str], layer: int, *, pooling: st
     out = torch.empty(len(texts), loaded.adapter.d_model, dtype=torch.float32, device=device)
 
     def grab(h, batch):
-        out.index_copy_(0, batch.rows_device, ck.pooled_tap(h, batch.attention_mask, pooling,
-                                                            backend=backend).to(torch.float32))
+        out.index_copy_(0, batch.rows_device, ck.pooled_tap(h, batch.attention_mask.to(h.device), pooling,
+                                                            backend=backend).to(out.device, torch.float32))
 
     with Trace(loaded, {f"block.{layer}": grab}) as tr:
         for batch in tr.batches(ids, batch_size=batch_size):

@@ -1,8 +1,8 @@
-"""Torch reference implementations (the oracle).  Any device, any floating dtype.
-
-Every other backend is tested against these functions run in float64 on the CPU.  They are written
-for clarity first; the only concession to size is that ``pairwise`` works in tiles of rows so that
-P = Q = 8192 and beyond never build the [B, P, Q] matrix unless it is asked for.
+"""The torch backend's implementations (``backend="torch"``, through ``torch_backend``): plain torch,
+any device, any floating dtype.  Not the oracle: every backend, this one included, is tested
+against the float64 numpy oracles of ``cape_kernels.testing``.  Written for clarity first; the
+only concession to size is that ``pairwise`` works in tiles of rows so that P = Q = 8192 and beyond
+never build the [B, P, Q] matrix unless it is asked for.
 
 Defined behaviour (shared by all backends, see ``cape_kernels.ops`` for the full list):
 

@@ -1,9 +1,13 @@
-"""Testing helpers (like FlagGems' flag_gems.testing): float64 oracles, dtype-aware tolerances.
+"""Testing helpers: float64 oracles and dtype-aware tolerances.
 
-Tolerances follow FlagGems: a per-dtype resolution, and an absolute tolerance that grows with the
-reduction length (log2 n: the kernels sum in blocks/trees, whose error grows like log n).  Inputs
-are rounded to the tested dtype first and the oracle runs in float64 on those rounded values, so
-the tolerance only covers the kernel's own arithmetic.
+The tolerance rule is this package's own.  The per-dtype resolutions of float16, bfloat16 and
+float32 are those of FlagGems' ``flag_gems.testing.RESOLUTION`` table, but FlagGems uses them as a
+relative tolerance with an absolute one of 1e-4 x the reduction length; here the tolerance is
+absolute (results are normalised, |x| <= 1), four units of the *accumulation* dtype's resolution
+times (1 + log2 n) for a reduction over n terms (the kernels sum in blocks/trees, whose error grows
+like log n), plus two units of the input dtype's resolution when a backend rounds an intermediate
+to it; float64 uses 1e-12.  Inputs are rounded to the tested dtype first and the oracle runs in
+float64 on those rounded values, so the tolerance only covers the kernel's own arithmetic.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-# resolution of each dtype (FlagGems' table); accumulation is fp32 for the 16-bit types
+# resolution of each dtype (16/32-bit: FlagGems' table); accumulation is fp32 for the 16-bit types
 RES = {torch.float16: 1e-3, torch.bfloat16: 1.6e-2, torch.float32: 1.3e-6, torch.float64: 1e-12}
 ACC_RES = {torch.float16: 1.3e-6, torch.bfloat16: 1.3e-6, torch.float32: 1.3e-6, torch.float64: 1e-12}
 

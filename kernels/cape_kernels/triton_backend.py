@@ -32,6 +32,17 @@ def _np2(x: int, lo: int = 16, hi: int = 1 << 30) -> int:
     return max(lo, min(hi, triton.next_power_of_2(max(int(x), 1))))
 
 
+# ------------------------------------------------------------------ the safe cosine (every kernel)
+@triton.jit
+def _safe_cos(dot, n2a, n2b):
+    """dot / (sqrt(n2a) sqrt(n2b)), 0 where that product is 0, clamped to [-1, 1]; a NaN in dot or
+    the norms gives NaN (the contract of the torch backend's ``reference.safe_cos``)."""
+    den = tl.sqrt(n2a) * tl.sqrt(n2b)
+    c = tl.where(den > 0, dot / tl.where(den > 0, den, 1.0), 0.0)
+    c = tl.minimum(tl.maximum(c, -1.0), 1.0)
+    return tl.where((den != den) | (dot != dot), den + dot, c)
+
+
 # ------------------------------------------------------------------ pooled tap
 @triton.jit
 def _pool_kernel(h_ptr, m_ptr, out_ptr, S, D, MEAN: tl.constexpr,
@@ -132,12 +143,7 @@ def _set_finish_kernel(part_ptr, out_ptr, D, NSPLIT, BLOCK_S: tl.constexpr, BLOC
         dot += sr * st
         nr += sr * sr
         nt += st * st
-    d = tl.sum(dot, axis=0)
-    den = tl.sqrt(tl.sum(nr, axis=0)) * tl.sqrt(tl.sum(nt, axis=0))
-    c = tl.where(den > 0, d / tl.where(den > 0, den, 1.0), 0.0)
-    c = tl.minimum(tl.maximum(c, -1.0), 1.0)
-    c = tl.where((den != den) | (d != d), den + d, c)
-    tl.store(out_ptr + b, c)
+    tl.store(out_ptr + b, _safe_cos(tl.sum(dot, axis=0), tl.sum(nr, axis=0), tl.sum(nt, axis=0)))
 
 
 @triton.jit
@@ -169,12 +175,9 @@ def _set_final_kernel(fin_ptr, out_ptr, NF, BLOCK_F: tl.constexpr):
     m = offs < NF
     base = fin_ptr + b * NF * 3 + offs * 3
     d = tl.sum(tl.load(base, mask=m, other=0.0), axis=0)
-    den = tl.sqrt(tl.sum(tl.load(base + 1, mask=m, other=0.0), axis=0)) * \
-        tl.sqrt(tl.sum(tl.load(base + 2, mask=m, other=0.0), axis=0))
-    c = tl.where(den > 0, d / tl.where(den > 0, den, 1.0), 0.0)
-    c = tl.minimum(tl.maximum(c, -1.0), 1.0)
-    c = tl.where((den != den) | (d != d), den + d, c)
-    tl.store(out_ptr + b, c)
+    n2r = tl.sum(tl.load(base + 1, mask=m, other=0.0), axis=0)
+    n2t = tl.sum(tl.load(base + 2, mask=m, other=0.0), axis=0)
+    tl.store(out_ptr + b, _safe_cos(d, n2r, n2t))
 
 
 def _sm_count(device) -> int:
@@ -385,10 +388,7 @@ def _steer_kernel(h_ptr, v_ptr, a_ptr, proj_ptr, T, D, v_row_stride, tau,
             dot += tl.sum(x * v, axis=1)
             hh += tl.sum(x * x, axis=1)
             vv += tl.sum(v * v, axis=1)
-    den = tl.sqrt(hh) * tl.sqrt(vv)
-    c = tl.where(den > 0, dot / tl.where(den > 0, den, 1.0), 0.0)
-    c = tl.minimum(tl.maximum(c, -1.0), 1.0)
-    c = tl.where((den != den) | (dot != dot), den + dot, c)
+    c = _safe_cos(dot, hh, vv)
     tl.store(proj_ptr + offs_t, c, mask=tm)
     a = tl.load(a_ptr + offs_t, mask=tm, other=0.0)
     vn = tl.sqrt(vv)
