@@ -223,7 +223,10 @@ def _read_node(item: h5py.HLObject) -> Any:
 
 
 def read_tree(group: h5py.Group) -> dict[str, Any]:
-    """Read a group written by ``write_tree`` back into a tree."""
+    """Read a group written by ``write_tree`` back into a tree (a dataset in its place: StoreError)."""
+    if not isinstance(group, h5py.Group):
+        raise StoreError(f"{group.file.filename}:{group.name}: is a {type(group).__name__.lower()}, not a group "
+                         f"(not a results group written by cape)")
     out: dict[str, Any] = {k: _read_attr(v) for k, v in group.attrs.items() if k not in ("_kind", "_n")}
     for key, item in group.items():
         out[key] = _read_node(item)

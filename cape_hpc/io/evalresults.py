@@ -58,12 +58,14 @@ class ModelRow:
 @dataclass
 class ScoreImport(Result):
     """An imported score table: its models, the chosen cells (percent), the cells superseded by a newer
-    file, the models left out (``--skip-incomplete``) with the reason, the files read, the metric map."""
+    file, the models left out (``--skip-incomplete``) with the reason, the paths given and the files
+    read, the metric map."""
 
     models: list[ModelRow]
     cells: list[CellSource]
     superseded: list[CellSource]
     skipped: list[str]
+    paths: list[str]
     files: list[str]
     metric_map: str
     tqa_variant: str
@@ -87,7 +89,7 @@ class ScoreImport(Result):
             records.append(rec)
         df = pd.DataFrame.from_records(records, columns=list(TABLE_COLUMNS))
         df["_row"] = range(2, len(df) + 2)
-        df.attrs["path"] = self.provenance.inputs.get("_paths", "")
+        df.attrs["path"] = ", ".join(self.paths)
         df.attrs["sha256"] = hashlib.sha256("\n".join(sorted(c.sha256 for c in self.cells)).encode()).hexdigest()
         return df
 
@@ -224,10 +226,12 @@ def import_results(paths: list[str | os.PathLike], opts: ImportOptions | None = 
     files = collect_files(paths)
     runs: dict[str, RunFile] = {}
     cells: list[CellSource] = []
+    digests: dict[str, str] = {}
     for f in files:
         run = read_run_file(f)
         cells += cells_of_file(run, rules)
         runs.setdefault(model_name(run), run)
+        digests[f"{f.parent.name}__{f.name}"] = run.sha256   # no "/" in a key (HDF5 names)
     chosen, superseded = choose_cells(cells)
     chosen, skipped = _complete(chosen, runs, opts, {r.column: r.describe() for r in rules})
     if not chosen:
@@ -237,10 +241,9 @@ def import_results(paths: list[str | os.PathLike], opts: ImportOptions | None = 
     kept = {c.model for c in chosen}
     rows = _model_rows({m: r for m, r in runs.items() if m in kept}, opts)
     tqa = next(r.metric for r in rules if r.column == "TQA")
-    prov = Provenance(method="scores_import", options=opts.to_dict(),
-                      inputs={**{str(f): r.sha256 for r in runs.values() for f in [r.path]},
-                              "_paths": ", ".join(map(str, paths))})
-    return ScoreImport(rows, chosen, superseded, skipped, [str(f) for f in files], map_text(rules), tqa, prov)
+    prov = Provenance(method="scores_import", options=opts.to_dict(), inputs=digests)
+    return ScoreImport(rows, chosen, superseded, skipped, [str(p) for p in paths], [str(f) for f in files],
+                       map_text(rules), tqa, prov)
 
 
 def is_results_path(path: str | os.PathLike) -> bool:

@@ -68,7 +68,7 @@ def _subject_mean(run: RunFile, rule: MetricRule) -> CellSource | None:
 
 def _group_shots(run: RunFile, task: str) -> int:
     """lm-eval 0.4 gives no n-shot for a group (``mmlu``): the one of its subtasks, when they agree."""
-    shots = {t.n_shot for name, t in run.tasks.items() if name.startswith(task + "_")}
+    shots = {t.n_shot for name, t in run.tasks.items() if name.startswith(task + "_") and t.n_shot >= 0}
     return shots.pop() if len(shots) == 1 else -1
 
 

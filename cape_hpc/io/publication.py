@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import Callable
@@ -55,10 +57,24 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+NAME_MAX = 255
+
+
+def _temp_stem(name: str) -> str:
+    """``name`` as it appears in its temporaries: shortened (with a hash of the whole name) when the
+    temporary name would be longer than a file name may be (``NAME_MAX`` bytes)."""
+    room = NAME_MAX - len(f".~{HOST}~{'0' * 10}~00000000.tmp.h5".encode())  # pids: at most 10 digits
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) <= room:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    return raw[:max(room - 13, 1)].decode("utf-8", "ignore") + "-" + digest
+
+
 def temp_path(final: str | os.PathLike) -> Path:
-    """A temporary name beside ``final``: ``.<name>~<host>~<pid>~<token>.tmp.h5``."""
+    """A temporary name beside ``final``: ``.<name>~<host>~<pid>~<token>.tmp.h5`` (a long name shortened)."""
     final = Path(final)
-    return final.with_name(f".{final.name}~{HOST}~{os.getpid()}~{secrets.token_hex(4)}.tmp.h5")
+    return final.with_name(f".{_temp_stem(final.name)}~{HOST}~{os.getpid()}~{secrets.token_hex(4)}.tmp.h5")
 
 
 def clean_stale_temporaries(folder: str | os.PathLike, name: str = "*") -> list[Path]:
@@ -68,7 +84,7 @@ def clean_stale_temporaries(folder: str | os.PathLike, name: str = "*") -> list[
     now = time.time()
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
-            if not (entry.name.endswith(".tmp.h5") and entry.name.startswith("." + ("" if name == "*" else name))):
+            if not (entry.name.endswith(".tmp.h5") and entry.name.startswith("." + ("" if name == "*" else _temp_stem(name)))):
                 continue
             p = Path(entry.path)
             parts = p.name[1:-len(".tmp.h5")].rsplit("~", 3)
@@ -110,18 +126,51 @@ def _test_delay() -> None:
         time.sleep(float(d))
 
 
-def check_target(path: str | os.PathLike, what: str = "--out") -> Path:
-    """Check that a results file can be written at ``path`` (before any computation): not empty, no
-    NUL, not a folder, its parent a folder (created if missing) in which a file can be created.
-    Raises StoreError naming the path."""
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def check_regular(path: Path, what: str = "--out") -> None:
+    """StoreError unless ``path`` is missing or a regular file (through symlinks): cape never replaces
+    a device, FIFO, socket or folder, with or without --force."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        raise StoreError(f"{path}: is a {_kind(mode)}, not a regular file; cape writes only regular files "
+                         f"(option '{what}')")
+
+
+def _path_text(path: str | os.PathLike, what: str) -> str:
     text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
     if text == "":
         raise StoreError(f"option '{what}': an empty path")
     if "\0" in text:
         raise StoreError(f"option '{what}': the path {text!r} contains a NUL character")
-    path = Path(text)
-    if path.is_dir():
-        raise StoreError(f"{path}: is a folder, not a results file (option '{what}')")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StoreError(f"option '{what}': the path {text.encode('utf-8', 'surrogateescape')!r} is not valid "
+                         f"UTF-8 (cape stores file names as UTF-8 text; rename it)") from None
+    return text
+
+
+def check_target(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Check that a results file can be written at ``path`` (before any computation): not empty, no
+    NUL, valid UTF-8, not a folder, device, FIFO or socket, its parent a folder (created if missing)
+    in which a file can be created.  A symlink is followed: the returned path is its target, which
+    is what gets written (the link stays).  Raises StoreError naming the path."""
+    path = Path(_path_text(path, what))
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    check_regular(path, what)
     parent = path.parent
     anc = parent
     while not anc.exists() and anc != anc.parent:
@@ -145,22 +194,38 @@ def check_target(path: str | os.PathLike, what: str = "--out") -> Path:
     return path
 
 
+def write_image(tmp: Path, image: bytes, final: Path) -> None:
+    """Write a finished file image (bytes) to the temporary ``tmp`` and fsync it; a full disk or any
+    write error is one StoreError naming ``final`` (the caller removes ``tmp``)."""
+    try:
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        try:
+            view = memoryview(image)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StoreError(f"{final}: cannot write in {final.parent} ({exc.strerror or exc}); nothing was "
+                         f"replaced") from None
+
+
 def publish(tmp: str | os.PathLike, final: str | os.PathLike, *, force: bool = False,
-            same: Callable[[Path], bool] | None = None, on_exists: str = "error") -> str:
+            same: Callable[[Path], bool] | None = None, on_exists: str = "error", mode: int | None = None) -> str:
     """Publish a complete temporary file ``tmp`` as ``final``; returns 'written', 'unchanged' or 'exists'.
 
-    fsync of the file, mode from the umask, exclusive link(2) (or, with ``force``, rename(2)),
+    fsync of the file, ``mode`` (default: from the umask), exclusive link(2) (or, with ``force``, rename(2)),
     fsync of the folder.  When ``final`` exists (before or, another writer being faster, during the
     publication): ``on_exists='keep'`` returns 'exists' (the sweep's shards: the first one stays);
     otherwise ``same(final)`` true gives 'unchanged' and false a StoreError (nothing is replaced).
-    ``tmp`` is removed in every case.
+    ``tmp`` is removed in every case.  Only a regular file is ever replaced (``check_regular``).
     """
     tmp, final = Path(tmp), Path(final)
     try:
         _fsync_path(tmp)
-        os.chmod(tmp, file_mode())
-        if final.is_dir():
-            raise StoreError(f"{final}: is a folder, not a results file")
+        os.chmod(tmp, file_mode() if mode is None else mode)
+        check_regular(final)
 
         def existing() -> str:
             if on_exists == "keep":
