@@ -15,6 +15,10 @@ the claim's thresholds (``checks:`` in ``data/claims.yaml``, defaults in :data:`
     a fit has no more observations than parameters (a line through two gammas, a quadratic
     through three models, a per-phase line over two intervals): it passes through its data whatever
     they are;
+``coupling``
+    a fitted ODE of several scores has no coupling term (each equation involves only its own score or a
+    constant: a constant drift from the start model, or a state of one score), so it says nothing
+    about how the scores drive each other;
 ``min_valid_share``
     an interval that the claim compares comes from fewer than this share of valid resamples
     (default 0.5), or is degenerate by ``cape_hpc.stats.summarize`` (too few valid resamples,
@@ -30,7 +34,7 @@ __all__ = ["CHECKS", "reasons"]
 
 #: the checks and their defaults (a claim's ``checks:`` overrides them)
 CHECKS: dict[str, Any] = {"min_terms": 1, "zero_variance": True, "exactly_determined": True,
-                          "min_valid_share": 0.5}
+                          "coupling": True, "min_valid_share": 0.5}
 
 
 def reasons(facts: list[tuple[str, Any]], checks: dict[str, Any] | None = None) -> list[str]:
@@ -50,6 +54,10 @@ def reasons(facts: list[tuple[str, Any]], checks: dict[str, Any] | None = None) 
             what, n_obs, n_par = v
             if n_obs <= n_par:
                 out.append(f"exactly determined: {what} has {n_obs} observation(s) for {n_par} parameter(s)")
+        elif kind == "coupling_terms" and cfg["coupling"]:
+            what, k = v
+            if k < 1:
+                out.append(f"no coupling term: {what} has no term linking one score to another")
         elif kind == "interval" and cfg["min_valid_share"] is not False:
             what, summary = v
             share = summary.valid_share

@@ -90,6 +90,8 @@ def c_exchange_rate(ctx: AuditContext, b1="HS", b2="TQA", subset="bonus", stat="
     the models of the subset (pooled); 'mean_gamma' / 'median_gamma' over its intervals.  subset
     'bonus': intervals (and their larger models) in the bonus phase; 'above_nc': intervals whose
     midpoint lies above the family's sign-change N_c."""
+    from cape_hpc.analysis import ols_line
+
     cr = coupling(ctx, b1, b2)
     ivs = [iv for iv in cr.intervals if math.isfinite(iv.gamma)]
     if subset == "bonus":
@@ -109,4 +111,4 @@ def c_exchange_rate(ctx: AuditContext, b1="HS", b2="TQA", subset="bonus", stat="
     ctx.fact("determined", ("the exchange-rate line", len(rows), 2))
     if len(rows) < 3:
         return math.nan
-    return float(np.polyfit(rows[b1].to_numpy(float), rows[b2].to_numpy(float), 1)[0])
+    return ols_line(rows[b1].to_numpy(float), rows[b2].to_numpy(float))[0]

@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
-from cape_hpc.audit.computations.context import AuditContext, Unavailable, coupling, need_families
-from cape_hpc.audit.computations.nc import c_nc
+from cape_hpc.audit.computations.context import AuditContext, coupling, need_families
+from cape_hpc.audit.computations.nc import nc_log10
 from cape_hpc.errors import OptionError
 
 
@@ -43,66 +43,43 @@ def _phase_by_scale(ctx, phase, families, units, method):
     midpoint lies below its family's sign-change N_c and 'bonus' above it (a family whose gamma is
     positive everywhere is all bonus, negative everywhere all tax); the same least squares
     dB2/dlog10N = a + b B1_mid (docs/METHODS.md §2.13), or the linear ODE's TQA<-HS entry."""
+    from cape_hpc.analysis import ols_line
     from cape_hpc.options import units_factor
 
     cr = coupling(ctx, "HS", "TQA", families)
     ivs = [iv for iv in cr.intervals if math.isfinite(iv.gamma)]
-    nc = {}
-    for fam in dict.fromkeys(iv.family for iv in ivs):
-        gs = [iv.gamma for iv in ivs if iv.family == fam]
-        if len(gs) < 2 or sum(1 for iv in cr.intervals if iv.family == fam) < 2:
-            continue
-        try:
-            v = c_nc(ctx, fam, "sign-change")
-        except Unavailable:
-            v = math.nan
-        if math.isfinite(v):
-            nc[fam] = math.log10(v * 1e9)
-        elif all(g > 0 for g in gs):
-            nc[fam] = -math.inf
-        elif all(g < 0 for g in gs):
-            nc[fam] = math.inf
-    sel = [iv for iv in ivs if iv.family in nc and ((iv.x_mid < nc[iv.family]) == (phase == "tax"))]
-    scale = units_factor(units)
+    nc = {f: nc_log10(ctx, f) for f in dict.fromkeys(iv.family for iv in ivs)}
+    sel = [iv for iv in ivs if not math.isnan(nc[iv.family]) and ((iv.x_mid < nc[iv.family]) == (phase == "tax"))]
     if method == "linear_ode":
         return _phase_linear_ode(ctx, phase, families, units, intervals=sel)
-    xs = np.array([iv.b1_mid for iv in sel]) * scale / cr_scale(cr)
-    ys = np.array([iv.d_b2 / (math.log10(iv.n) - math.log10(iv.prev_n)) for iv in sel]) * scale / cr_scale(cr)
+    scale = units_factor(units) / units_factor(cr.units)
+    xs = np.array([iv.b1_mid for iv in sel]) * scale
+    ys = np.array([iv.d_b2 / (math.log10(iv.n) - math.log10(iv.prev_n)) for iv in sel]) * scale
     ctx.fact("determined", (f"the {phase} line (split by scale)", len(sel), 2))
-    if len(sel) < 2 or np.ptp(xs) == 0:
-        return math.nan
-    A = np.column_stack([np.ones(len(xs)), xs])
-    coef, *_ = np.linalg.lstsq(A, ys, rcond=None)
-    return float(coef[1])
-
-
-def cr_scale(cr) -> float:
-    """The units factor the coupling result was computed in (its b1_mid, d_b2 are in its units)."""
-    from cape_hpc.options import units_factor
-
-    return units_factor(cr.units)
+    return ols_line(xs, ys)[0]
 
 
 def _phase_linear_ode(ctx, phase, families, units, intervals=None):
-    from cape_hpc.dynamics import ODEOptions, make_model
+    """The TQA<-HS entry of a dense linear ODE fitted on the forward-difference rows
+    (``cape_hpc.dynamics.derivative_rows``) of the phase's intervals (complete rows only)."""
+    from cape_hpc.dynamics import ODEOptions, derivative_rows, family_trajectory, make_model
     from cape_hpc.io.scores import SCORE_COLUMNS
     from cape_hpc.options import units_factor
 
-    df = ctx.scores.dropna(subset=list(SCORE_COLUMNS))
-    cr = coupling(ctx, "HS", "TQA", families, df=df)
-    scale = units_factor(units)
-    by = df.set_index("model")
+    cols = list(SCORE_COLUMNS)
+    df = ctx.scores.dropna(subset=cols)
+    if intervals is None:
+        intervals = [iv for iv in coupling(ctx, "HS", "TQA", families, df=df).intervals if iv.phase == phase]
+    keep = {(iv.prev_model, iv.model) for iv in intervals}
     S, D = [], []
-    keep = None if intervals is None else {(iv.prev_model, iv.model) for iv in intervals}
-    for iv in cr.intervals:
-        if (iv.phase != phase) if keep is None else ((iv.prev_model, iv.model) not in keep):
-            continue
-        a = by.loc[iv.prev_model, list(SCORE_COLUMNS)].to_numpy(float) * scale
-        b = by.loc[iv.model, list(SCORE_COLUMNS)].to_numpy(float) * scale
-        S.append(0.5 * (a + b))
-        D.append((b - a) / (math.log10(iv.n) - math.log10(iv.prev_n)))
-    ctx.fact("determined", (f"the {phase} linear ODE", len(S), len(SCORE_COLUMNS) + 1))
+    for fam in dict.fromkeys(iv.family for iv in intervals):
+        t = family_trajectory(df, fam, cols)
+        _, s, d = derivative_rows(t, "forward", units_factor(units))
+        pick = [i for i in range(len(s)) if (t.models[i], t.models[i + 1]) in keep]
+        S.extend(s[pick])
+        D.extend(d[pick])
+    ctx.fact("determined", (f"the {phase} linear ODE", len(S), len(cols) + 1))
     if len(S) < 2:
         return math.nan
     m = make_model(ODEOptions(model="linear", units=units)).fit_rows(np.array(S), np.array(D))
-    return float(m.C_[list(SCORE_COLUMNS).index("TQA"), list(SCORE_COLUMNS).index("HS")])
+    return float(m.C_[cols.index("TQA"), cols.index("HS")])
