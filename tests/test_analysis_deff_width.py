@@ -104,7 +104,7 @@ def test_deff_runs_the_fused_path_and_round_trips(tmp_path):
     materialised index matrix give the same summary bit for bit."""
     import cape_kernels
 
-    from cape_hpc.stats import ParticipationRatioStatistic, bootstrap, summarize
+    from cape_hpc.stats import BootstrapOptions, ParticipationRatioStatistic, bootstrap, summarize
 
     df = load_scores()
     opts = DeffOptions(groups=("all",), matrix="correlation", n_resamples=700, seed=3)
@@ -118,8 +118,8 @@ def test_deff_runs_the_fused_path_and_round_trips(tmp_path):
     assert g.bootstrap.median == np.median(samples) and g.bootstrap.n_valid == 700
     lo, hi = np.quantile(samples, [0.025, 0.975])
     assert (g.bootstrap.interval(0.95).low, g.bootstrap.interval(0.95).high) == (lo, hi)
-    assert g.bootstrap == summarize(bootstrap(ParticipationRatioStatistic(X, True), strata=strata,
-                                              n_resamples=700, seed=3, chunk=50))
+    assert g.bootstrap == summarize(bootstrap(ParticipationRatioStatistic(X, True),
+                                              BootstrapOptions(n_resamples=700, seed=3), strata=strata, chunk=50))
     assert_roundtrip(r, tmp_path, "/analysis/deff")
     small = effective_dimension(df, DeffOptions(families=("OLMo", "Pythia"), bootstrap=False))
     assert small.provenance.seed is None and any(x.reason for x in small.groups)

@@ -14,7 +14,7 @@ from cape_hpc.analysis.options import CouplingOptions
 from cape_hpc.errors import OptionError
 from cape_hpc.io.scores import load_scores
 from cape_hpc.schema import BootstrapSummary
-from cape_hpc.stats import bootstrap, summarize
+from cape_hpc.stats import BootstrapOptions, bootstrap, summarize
 from roundtrip import assert_roundtrip
 
 
@@ -257,7 +257,7 @@ def test_estimate_nc_runs_the_fused_path_equal_to_the_batched_one(estimator):
     assert got.n_valid == valid.size > 100 and got.median == np.median(valid)
     lo, hi = np.quantile(valid, [0.025, 0.975])
     assert (got.interval(0.95).low, got.interval(0.95).high) == (lo, hi)
-    plain = summarize(bootstrap(stat, strata=fam, n_resamples=1500, seed=4, chunk=97))
+    plain = summarize(bootstrap(stat, BootstrapOptions(n_resamples=1500, seed=4), strata=fam, chunk=97))
     # estimate_nc adds only the extrapolation note (it knows the data's range), nothing else
     assert got.note.startswith(plain.note)
     assert dataclasses.replace(got, extrapolated=False, note=plain.note) == plain

@@ -9,11 +9,10 @@ import pytest
 
 from cape_kernels import resample_indices
 
-from cape_hpc.analysis.nc import NcOptions, estimate_nc
+from cape_hpc.analysis.nc import GammaNcStatistic, NcOptions, estimate_nc
 from cape_hpc.cli import main
 from cape_hpc.schema import BootstrapSummary
-from cape_hpc.stats import GammaNcStatistic, bootstrap, summarize
-from cape_hpc.stats.bootstrap import min_valid
+from cape_hpc.stats import BootstrapOptions, bootstrap, min_valid, summarize
 
 X = np.array([1.0, 2.0, 4.0, 8.0, 16.0, 3.0, 5.0, 7.0])
 
@@ -26,7 +25,7 @@ def test_valid_share_counts_the_valid_resamples():
     def f(idx):
         return math.nan if np.count_nonzero(idx == 0) >= 2 else float(X[idx].mean())
 
-    s = summarize(bootstrap(f, len(X), n_resamples=R, seed=3))
+    s = summarize(bootstrap(f, BootstrapOptions(n_resamples=R, seed=3), n=len(X)))
     idx = resample_indices(None, R, 3, n=len(X))
     expect = np.count_nonzero((idx == 0).sum(axis=1) < 2)
     assert s.n_valid == expect and s.valid_share == pytest.approx(expect / R)
@@ -40,16 +39,16 @@ def test_few_valid_resamples():
     def f(idx):  # valid only when unit 0 is drawn 3+ times: rare
         return float(X[idx].mean()) if np.count_nonzero(idx == 0) >= 3 else math.nan
 
-    s = summarize(bootstrap(f, len(X), n_resamples=R, seed=1))
+    s = summarize(bootstrap(f, BootstrapOptions(n_resamples=R, seed=1), n=len(X)))
     idx = resample_indices(None, R, 1, n=len(X))
     assert s.n_valid == np.count_nonzero((idx == 0).sum(axis=1) >= 3) < min_valid(R)
     assert s.few_valid and s.degenerate and any("too few" in t for t in s.tags())
 
 
 def test_zero_width():
-    s = summarize(bootstrap(lambda i: 2.5, 10, n_resamples=300))
+    s = summarize(bootstrap(lambda i: 2.5, BootstrapOptions(n_resamples=300), n=10))
     assert s.zero_width and s.degenerate and "zero width" in s.tags()
-    ok = summarize(bootstrap(lambda i: float(X[i].mean()), len(X), n_resamples=300))
+    ok = summarize(bootstrap(lambda i: float(X[i].mean()), BootstrapOptions(n_resamples=300), n=len(X)))
     assert not ok.zero_width and ok.tags() == []
 
 
@@ -58,7 +57,7 @@ def test_point_estimate_missing():
     def f(idx):
         return math.nan if len(np.unique(idx)) == len(idx) else float(X[idx].mean())
 
-    s = summarize(bootstrap(f, len(X), n_resamples=400, seed=2))
+    s = summarize(bootstrap(f, BootstrapOptions(n_resamples=400, seed=2), n=len(X)))
     assert math.isnan(s.estimate) and s.n_valid > 0 and s.estimate_missing
     assert "no point estimate" in s.tags() and "point estimate undefined" in s.note
 
@@ -70,13 +69,13 @@ def test_discrete_estimator_returns_observed_sizes_only():
     b1 = np.array([30.0, 34, 39, 45, 52, 60])
     b2 = np.array([45.0, 43, 42, 44, 47, 51])
     stat = GammaNcStatistic("sign-change", np.zeros(6, np.int64), logn, b1, b2, 0.5)
-    res = bootstrap(stat, n_resamples=500, seed=0)
+    res = bootstrap(stat, BootstrapOptions(n_resamples=500, seed=0))
     s = summarize(res)
     valid = res.samples[np.isfinite(res.samples)]
     assert valid.size and np.all(np.isin(valid, logn))
     assert s.discrete and "discrete: observed sizes only" in s.tags()
     # a continuous statistic is not discrete unless the caller says so
-    plain = bootstrap(lambda i: float(X[i].mean()), len(X), n_resamples=100)
+    plain = bootstrap(lambda i: float(X[i].mean()), BootstrapOptions(n_resamples=100), n=len(X))
     assert not summarize(plain).discrete and summarize(plain, discrete=True).discrete
 
 

@@ -49,6 +49,12 @@ class Interval:
     b1_mid: float         # mean B1 of the two models (in the result's units)
     b2_mid: float
 
+    @property
+    def d_b2_per_decade(self) -> float:
+        """dB2 / dlog10 N of the interval (NaN for equal N)."""
+        dx = math.log10(self.n) - math.log10(self.prev_n)
+        return self.d_b2 / dx if dx != 0 else math.nan
+
 
 @dataclass
 class CouplingResult(Result):
@@ -74,26 +80,42 @@ class CouplingResult(Result):
         return out
 
 
+def interval_rows(x, values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The intervals between consecutive points of a sequence sorted by x (x = log10 N: per decade).
+
+    x: [m]; values: [m] or [m, ...] along x.  Returns (x_mid [m-1], mid [m-1, ...], slope [m-1, ...]):
+    x_mid_i = (x_i + x_{i+1}) / 2, mid_i = (v_i + v_{i+1}) / 2 and slope_i = (v_{i+1} - v_i) /
+    (x_{i+1} - x_i), the change per unit x; NaN where x repeats (equal N).  The one place the
+    interval rows are made: local gamma's midpoints (``family_intervals``), the fixed point's
+    derivative (``fixedpoint``), the dynamics' forward-difference rows and the cross-model ladders.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    dx = np.diff(x)
+    step = (dx != 0).reshape((-1,) + (1,) * (v.ndim - 1))
+    slope = np.where(step, np.diff(v, axis=0) / np.where(step, dx.reshape(step.shape), 1.0), np.nan)
+    return 0.5 * (x[1:] + x[:-1]), 0.5 * (v[1:] + v[:-1]), slope
+
+
 def family_intervals(family: str, names, n, b1, b2, min_delta: float, tax_below: float,
                      bonus_above: float) -> list[Interval]:
     """Intervals of one family whose arrays are already sorted by N (gammas by ``gamma_rule``)."""
     n = np.asarray(n, dtype=np.float64)
-    b1 = np.asarray(b1, dtype=np.float64)
-    b2 = np.asarray(b2, dtype=np.float64)
-    gammas, codes = gamma_rule(np.zeros(len(n), dtype=np.int64), n, b1, b2, min_delta)
+    b = np.column_stack([np.asarray(b1, dtype=np.float64), np.asarray(b2, dtype=np.float64)]).reshape(len(n), 2)
+    gammas, codes = gamma_rule(np.zeros(len(n), dtype=np.int64), n, b[:, 0], b[:, 1], min_delta)
+    x_mid, mid, _ = interval_rows(np.log10(n), b)
+    d = np.diff(b, axis=0)
     out = []
     for i in range(1, len(names)):
-        d1 = float(b1[i] - b1[i - 1])
-        d2 = float(b2[i] - b2[i - 1])
-        x_mid = 0.5 * (math.log10(n[i - 1]) + math.log10(n[i]))
+        d1, d2 = float(d[i - 1, 0]), float(d[i - 1, 1])
         code = codes[i - 1]
         reason = ("equal N" if code == GAMMA_EQUAL_N else
                   f"|dB1| = {abs(d1):.4g} < min_delta {min_delta:g}" if code == GAMMA_SMALL_STEP else "")
         gamma = float(gammas[i - 1])
         phase = classify_phase(gamma, tax_below, bonus_above) or ""
         out.append(Interval(family, str(names[i]), str(names[i - 1]), float(n[i]), float(n[i - 1]),
-                            x_mid, d1, d2, gamma, phase, reason,
-                            0.5 * float(b1[i] + b1[i - 1]), 0.5 * float(b2[i] + b2[i - 1])))
+                            float(x_mid[i - 1]), d1, d2, gamma, phase, reason,
+                            float(mid[i - 1, 0]), float(mid[i - 1, 1])))
     return out
 
 

@@ -107,9 +107,8 @@ def effective_dimension(df: pd.DataFrame, opts: DeffOptions | None = None, *, pr
         lam = np.sort(np.linalg.eigvalsh(C))[::-1] if np.all(np.isfinite(C)) else np.full(len(columns), math.nan)
         value = float(stat.full())
         if opts.bootstrap:
-            strata = pd.factorize(g["family"])[0].astype(np.int64) if opts.stratify else None
-            summary = summarize(bootstrap(stat, n, strata=strata, n_resamples=opts.n_resamples, seed=opts.seed,
-                                          levels=opts.levels, method=opts.ci_method, progress=progress))
+            strata = pd.factorize(g["family"])[0].astype(np.int64)
+            summary = summarize(bootstrap(stat, opts, n=n, strata=strata, progress=progress))
         out.append(DeffGroup(gname, n, int(g["family"].nunique()), value, [float(v) for v in lam],
                              "" if not math.isnan(value) else "degenerate covariance", summary))
     return DeffResult(columns, opts.matrix, opts.b1, opts.b2, out, dropped,

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cape_hpc.analysis._common import ols_line, provenance, select_families
-from cape_hpc.analysis.coupling import local_coupling
+from cape_hpc.analysis.coupling import interval_rows, local_coupling
 from cape_hpc.analysis.options import CouplingOptions, FixedPointOptions, narrow
 from cape_hpc.schema import Provenance, Result
 
@@ -46,10 +46,10 @@ class FixedPointResult(Result):
 def _fit(x: np.ndarray, g: np.ndarray, at: str):
     order = np.argsort(x, kind="mergesort")
     x, g = x[order], g[order]
-    dx = np.diff(x)
-    keep = dx != 0
-    dg = (np.diff(g) / np.where(keep, dx, 1.0))[keep]
-    gat = (0.5 * (g[1:] + g[:-1]) if at == "mid" else g[:-1])[keep]
+    _, g_mid, slope = interval_rows(x, g)
+    keep = np.diff(x) != 0
+    dg = slope[keep]
+    gat = (g_mid if at == "mid" else g[:-1])[keep]
     a, b = ols_line(gat, dg) if len(dg) >= 2 else (math.nan, math.nan)
     return x, g, dg, gat, a, b
 

@@ -39,7 +39,6 @@ accumulates, no index matrix), the same code for the full-sample value; each res
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -47,13 +46,14 @@ import numpy as np
 import pandas as pd
 
 from cape_kernels import gamma_line, nc_intervals, quadratic_fit
+from cape_kernels.resample import ATTACH_CODES, GAMMA_NC_ESTIMATORS
 
 from cape_hpc.analysis._common import check_pair, complete_rows, family_order, provenance, select_families
 from cape_hpc.analysis.options import CouplingOptions
-from cape_hpc.errors import OptionError
+from cape_hpc.errors import DataError, OptionError
 from cape_hpc.options import option
 from cape_hpc.schema import BootstrapSummary, Provenance, Result
-from cape_hpc.stats import BootstrapOptions, GammaNcStatistic, QuadraticNcStatistic, bootstrap, summarize
+from cape_hpc.stats import BatchStatistic, BootstrapOptions, bootstrap, note_extrapolation, summarize
 
 ESTIMATORS = ("sign-change", "gamma-fit", "quadratic")
 ATTACH = ("larger", "smaller", "midpoint")  # where the sign-change estimator places N_c in its interval
@@ -114,6 +114,92 @@ class NcResult(Result):
 
     def by_scope(self) -> dict[str, NcEstimate]:
         return {e.scope: e for e in self.estimates}
+
+
+class QuadraticNcStatistic(BatchStatistic):
+    """log10 N_c = -b / (2a) of the least-squares quadratic y = a x^2 + b x + c (x = log10 N).
+
+    Valid only when a > 0 and lo <= vertex <= hi; the default window is the data's x range.  Fused
+    kernels ``cape_kernels.quadratic_nc_boot`` / ``quadratic_nc_batch``.
+    """
+
+    def __init__(self, x, y, lo: float | None = None, hi: float | None = None):
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        if x.shape != y.shape or x.size < 3:
+            raise DataError(f"QuadraticNcStatistic: x and y must have one length >= 3, got {x.size} and {y.size}")
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            raise DataError("QuadraticNcStatistic: x or y contains NaN or inf")
+        self.x, self.y = np.ascontiguousarray(x), np.ascontiguousarray(y)
+        self.lo = float(x.min()) if lo is None else float(lo)
+        self.hi = float(x.max()) if hi is None else float(hi)
+        if not self.lo <= self.hi:
+            raise OptionError(f"option '--window': lo {self.lo:g} > hi {self.hi:g}")
+        self.n = x.size
+        self.name = "quadratic_log10_nc"
+        self.fused = True
+
+    def batch(self, idx):
+        from cape_kernels import quadratic_nc_batch
+
+        return quadratic_nc_batch(self.x, self.y, idx, self.lo, self.hi)
+
+    def stream(self, strata, count, seed, start):
+        from cape_kernels import quadratic_nc_boot
+
+        return quadratic_nc_boot(self.x, self.y, strata, count, seed, self.lo, self.hi, start=start)
+
+    def options(self):
+        return {"statistic": "quadratic_log10_nc", "window": [self.lo, self.hi], "n": self.n}
+
+
+class GammaNcStatistic(BatchStatistic):
+    """log10 N_c of the ``sign-change`` or ``gamma-fit`` estimator (module doc) on models sorted by
+    (family, N): ``fam`` int codes, ``logn`` = log10 N, ``b1``/``b2`` scores (in the fit's units).
+    Fused kernels ``cape_kernels.gamma_nc_boot`` / ``gamma_nc_batch``; ``lo``/``hi`` bound a
+    gamma-fit's zero crossing (pass -inf/inf for none); ``attach`` places a sign change."""
+
+    def __init__(self, estimator: str, fam, logn, b1, b2, min_delta: float, lo: float = -math.inf,
+                 hi: float = math.inf, attach: str = "larger"):
+        if estimator not in GAMMA_NC_ESTIMATORS:
+            raise OptionError(f"option '--estimator': {estimator!r} is not one of {', '.join(GAMMA_NC_ESTIMATORS)}")
+        if attach not in ATTACH_CODES:
+            raise OptionError(f"option '--attach': {attach!r} is not one of {', '.join(ATTACH_CODES)}")
+        self.estimator = estimator
+        self.fam = np.ascontiguousarray(fam, dtype=np.int64).reshape(-1)
+        self.logn = np.ascontiguousarray(logn, dtype=np.float64).reshape(-1)
+        self.b1 = np.ascontiguousarray(b1, dtype=np.float64).reshape(-1)
+        self.b2 = np.ascontiguousarray(b2, dtype=np.float64).reshape(-1)
+        if not self.fam.shape == self.logn.shape == self.b1.shape == self.b2.shape:
+            raise DataError("GammaNcStatistic: fam, logn, b1 and b2 must have one length")
+        self.min_delta = float(min_delta)
+        self.lo, self.hi = float(lo), float(hi)
+        self.attach = attach
+        self.n = self.logn.size
+        self.name = f"nc_{estimator}"
+        self.fused = True
+        # a sign change returns the log10 N of an observed model (or an observed midpoint): discrete
+        self.discrete = estimator == "sign-change"
+
+    def batch(self, idx):
+        from cape_kernels import gamma_nc_batch
+
+        return gamma_nc_batch(self.estimator, self.fam, self.logn, self.b1, self.b2, idx, self.min_delta,
+                              self.lo, self.hi, self.attach)
+
+    def stream(self, strata, count, seed, start):
+        from cape_kernels import gamma_nc_boot
+
+        return gamma_nc_boot(self.estimator, self.fam, self.logn, self.b1, self.b2, strata, count, seed,
+                             self.min_delta, self.lo, self.hi, self.attach, start=start)
+
+    def options(self):
+        out = {"statistic": f"{self.estimator}_log10_nc", "min_delta": self.min_delta, "n": self.n}
+        if self.estimator == "gamma-fit":
+            out["window"] = [self.lo, self.hi]
+        else:
+            out["attach"] = self.attach
+        return out
 
 
 def _scope_arrays(sub: pd.DataFrame, fams: list[str], b1: str, b2: str, scale: float):
@@ -189,34 +275,26 @@ def _estimate(scope: str, opts: NcOptions, fam, logn, v1, v2, min_delta: float, 
                 reason = _no_change_reason(gs)
     summary = BootstrapSummary.empty(opts.levels if opts.bootstrap else BootstrapOptions().levels)
     if opts.bootstrap and stat is not None:
-        strata = fam if (opts.pooled and opts.stratify) else None
-        summary = summarize(bootstrap(stat, n, strata=strata, n_resamples=opts.n_resamples, seed=opts.seed,
-                                      levels=opts.levels, method=opts.ci_method, progress=progress))
+        summary = summarize(bootstrap(stat, opts, n=n, strata=fam if opts.pooled else None, progress=progress))
     if estimator == "gamma-fit":
         rlo, rhi = (float(np.min(xs)), float(np.max(xs))) if len(xs) else (nan, nan)
     else:
         rlo, rhi = (float(logn.min()), float(logn.max())) if n else (nan, nan)
     extrap = bool(not math.isnan(value) and not rlo <= value <= rhi)
-    summary = _note_extrapolation(summary, rlo, rhi, estimator)
+    summary = note_fit_range(summary, rlo, rhi, estimator)
     return NcEstimate(scope, estimator, n, len(xs), float(value), _pow10(value),
                       reason, float(g0), float(a), float(b), float(c), [float(lo), float(hi)], extrap, summary,
                       [rlo, rhi])
 
 
-def _note_extrapolation(summary: BootstrapSummary, rlo: float, rhi: float, estimator: str) -> BootstrapSummary:
-    """``summary`` with ``extrapolated`` set when its point or a 95% bound lies outside [rlo, rhi]."""
-    if not summary.n_resamples:
-        return summary
-    ci = summary.interval(0.95)
-    vals = [v for v in (summary.estimate, ci.low, ci.high) if math.isfinite(v)]
-    if not vals or not (math.isfinite(rlo) and math.isfinite(rhi)):
-        return summary
-    if all(rlo <= v <= rhi for v in vals):
-        return summary
+def note_fit_range(summary: BootstrapSummary, rlo: float, rhi: float, estimator: str) -> BootstrapSummary:
+    """``summary`` of a log10 N_c bootstrap with the ``extrapolated`` note (``cape_hpc.stats.note_extrapolation``)
+    when its point or a 95% bound lies outside the fit range [rlo, rhi] (log10 N of the gamma midpoints
+    for the gamma-fit, of the models otherwise)."""
     what = "the gamma midpoints" if estimator == "gamma-fit" else "the models"
-    text = (f"extrapolated: point or 95% bound outside log10 N [{rlo:.3f}, {rhi:.3f}] of {what} "
-            f"(N {_pow10(rlo) / 1e9:.3g}B to {_pow10(rhi) / 1e9:.3g}B)")
-    return dataclasses.replace(summary, extrapolated=True, note="; ".join(x for x in (summary.note, text) if x))
+    where = (f"log10 N [{rlo:.3f}, {rhi:.3f}] of {what} "
+             f"(N {_pow10(rlo) / 1e9:.3g}B to {_pow10(rhi) / 1e9:.3g}B)")
+    return note_extrapolation(summary, rlo, rhi, where)
 
 
 def estimate_nc(df: pd.DataFrame, opts: NcOptions | None = None, *, progress: bool = False) -> NcResult:

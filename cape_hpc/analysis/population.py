@@ -8,13 +8,12 @@ p-values (two-sided):
 - ``permutation``: B2 permuted against B1 ``n_permutations`` times (seeded, numpy PCG64), p =
   (1 + #{|r_perm| >= |r_obs|}) / (1 + n_permutations) -- the standard add-one estimate;
 - ``exact``: every one of the n! pairings (allowed for n <= 9), p = #{|r_perm| >= |r_obs|} / n!.
+Both by ``cape_hpc.stats.permutation_pvalue`` (scipy's rule and tie tolerance, statistic |r|).
 The analytic p is always reported; the permutation/exact one in addition when asked.
-Choices where the paper is silent: a comparison |r_perm| >= |r_obs| uses a relative tolerance of 1e-12
-(the identity pairing must count); groups with fewer than 3 models get NaN with a reason.
+Choices where the paper is silent: groups with fewer than 3 models get NaN with a reason.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from cape_hpc.analysis._common import (check_pair, complete_rows, family_groups,
 from cape_hpc.analysis.options import PHASES, PermutationOptions, PhasesOptions, PopulationOptions, narrow
 from cape_hpc.errors import OptionError
 from cape_hpc.schema import Provenance, Result
+from cape_hpc.stats.permutation import all_permutations, permutation_pvalue
 
 EXACT_MAX_N = 9
 
@@ -73,24 +73,17 @@ def permutation_p(x: np.ndarray, y: np.ndarray, *, method: str = "permutation",
     y = np.asarray(y, float)
     if spearman:
         x, y = _rank(x), _rank(y)
-    obs = abs(pearson_rows(x, y))
-    if not np.isfinite(obs):
-        return math.nan
+    obs = abs(float(pearson_rows(x, y)))
     if method == "exact":
         if len(x) > EXACT_MAX_N:
             raise OptionError(f"option '--p-method': exact needs n <= {EXACT_MAX_N}, got n = {len(x)}")
-        perms = np.array(list(itertools.permutations(range(len(y)))))
-        r = np.abs(pearson_rows(x, y[perms]))
-        return float(np.mean(r >= obs * (1 - 1e-12)))
+        return permutation_pvalue(np.abs(pearson_rows(x, y[all_permutations(len(y))])), obs, exact=True)
     rng = np.random.default_rng(seed)
-    hits = 0
-    done = 0
-    while done < n_permutations:  # chunks keep memory small
+    null = np.empty(n_permutations)
+    for done in range(0, n_permutations, 8192):  # chunks keep memory small
         k = min(8192, n_permutations - done)
-        ys = rng.permuted(np.broadcast_to(y, (k, len(y))), axis=1)
-        hits += int(np.sum(np.abs(pearson_rows(x, ys)) >= obs * (1 - 1e-12)))
-        done += k
-    return (1 + hits) / (1 + n_permutations)
+        null[done:done + k] = np.abs(pearson_rows(x, rng.permuted(np.broadcast_to(y, (k, len(y))), axis=1)))
+    return permutation_pvalue(null, obs, exact=False)
 
 
 def correlate(x, y, group: str = "all", *, p_method: str = "analytic",

@@ -6,7 +6,8 @@ so the control divides by a random permutation of the family's own widths instea
 distribution of r (``n_permutations`` draws, seeded) shows how much of the flip the ratio alone
 explains.  Reported per family: r before, r after, the null mean / median / 2.5% and 97.5%
 quantiles, the fraction of null r that are positive, and p_null = (1 + #{r_null >= r_after}) /
-(1 + n_permutations) (one-sided: is the real width ordering more positive than a random one?).
+(1 + n_permutations) (one-sided: is the real width ordering more positive than a random one?;
+``cape_hpc.stats.permutation_pvalue``, scipy's rule: #{r_null >= r_after} / n! when exact).
 
 Choices where the paper is silent: a family needs >= 3 models with a known d_model (fewer: NaN with a
 reason); a model without d_model is left out (``dropped``); when n! <= n_permutations the control
@@ -15,7 +16,6 @@ invariant, so percent vs fraction does not change it.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -26,6 +26,8 @@ from cape_hpc.analysis._common import (check_pair, complete_rows, family_groups,
                                        require_table_columns, select_families, sort_by_n)
 from cape_hpc.analysis.options import WidthOptions
 from cape_hpc.schema import Provenance, Result
+from cape_hpc.stats.intervals import percentile_interval
+from cape_hpc.stats.permutation import all_permutations, permutation_pvalue
 
 MIN_MODELS = 3
 
@@ -64,7 +66,7 @@ def width_null(b1: np.ndarray, b2: np.ndarray, widths: np.ndarray, d_ref: float,
     """r of (b1 / (w_perm / d_ref), b2 / (w_perm / d_ref)) for random (or all) permutations of widths."""
     n = len(widths)
     if math.factorial(n) <= n_permutations:
-        perms = np.array(list(itertools.permutations(range(n))), dtype=np.int64)
+        perms = all_permutations(n)
         exact = True
     else:
         perms = np.argsort(rng.random((n_permutations, n)), axis=1)
@@ -98,11 +100,10 @@ def width_normalisation(df: pd.DataFrame, opts: WidthOptions | None = None) -> W
         r0, r1 = float(pearson_rows(x, y)), float(pearson_rows(x / f, y / f))
         null, exact = width_null(x, y, w, d_ref, n_permutations, rng)
         ok = null[np.isfinite(null)]
-        p_null = (float(np.sum(ok >= r1 - 1e-12)) / len(ok) if exact else
-                  (1 + float(np.sum(ok >= r1 - 1e-12))) / (1 + len(ok))) if len(ok) else nan
-        out.append(WidthFamily(str(fam), n, r0, r1, float(ok.mean()), float(np.median(ok)),
-                               float(np.quantile(ok, 0.025)), float(np.quantile(ok, 0.975)),
-                               float(np.mean(ok > 0)), p_null, exact, len(ok), "", null))
+        band = percentile_interval(ok, 0.95)
+        out.append(WidthFamily(str(fam), n, r0, r1, float(ok.mean()), float(np.median(ok)), band.low, band.high,
+                               float(np.mean(ok > 0)), permutation_pvalue(ok, r1, exact=exact), exact, len(ok), "",
+                               null))
     return WidthResult(b1, b2, d_ref, n_permutations, out, dropped,
                        provenance("width_normalisation", opts, {"scores": df}, seed=opts.seed,
                                   n_resamples=n_permutations))

@@ -26,7 +26,6 @@ only, and says so.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from typing import Callable
@@ -34,9 +33,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from cape_hpc.analysis.coupling import family_intervals
+from cape_hpc.analysis.coupling import family_intervals, interval_rows
 from cape_hpc.analysis.fixedpoint import fixed_point_xy
-from cape_hpc.analysis.nc import NcOptions, estimate_nc
+from cape_hpc.analysis.nc import NcOptions, estimate_nc, note_fit_range
 from cape_hpc.analysis.options import FixedPointOptions, PhasesOptions, narrow
 from cape_hpc.analysis.phases import classify_phase, phases
 from cape_hpc.crossmodel.options import CrossModelOptions
@@ -47,8 +46,7 @@ from cape_hpc.crossmodel.table import (ModelInput, check_prompt_sets, model_repl
                                        quantity_key, quantity_value)
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.schema import BootstrapSummary, ConfidenceInterval, Provenance
-from cape_hpc.stats import BatchStatistic, bootstrap, summarize, wilson_interval
-from cape_hpc.stats.intervals import percentile_interval
+from cape_hpc.stats import BatchStatistic, bootstrap, percentile_interval, summarize, wilson_interval
 
 __all__ = ["cross_model_analysis", "analyse_family", "TwoLevelStatistic", "lineage", "LADDER_X", "LADDER_Y"]
 
@@ -102,8 +100,7 @@ class TwoLevelStatistic(BatchStatistic):
 
 
 def _boot(stat: TwoLevelStatistic, opts: CrossModelOptions) -> BootstrapSummary:
-    return summarize(bootstrap(stat, stat.n, n_resamples=opts.n_resamples, seed=opts.seed, levels=opts.levels,
-                               method=opts.ci_method))
+    return summarize(bootstrap(stat, opts))
 
 
 def _slope(x: np.ndarray) -> Callable:
@@ -114,18 +111,6 @@ def _slope(x: np.ndarray) -> Callable:
         xc = xs - xs.mean()
         return float((xc * (ys - ys.mean())).sum() / (xc * xc).sum())
     return f
-
-
-def _note_extrapolation(summary: BootstrapSummary, lo: float, hi: float) -> BootstrapSummary:
-    """Set ``extrapolated`` when the point or a 95% bound lies outside the ladder's range (as §2.4)."""
-    if not summary.n_resamples or not (math.isfinite(lo) and math.isfinite(hi)):
-        return summary
-    ci = summary.interval(0.95)
-    vals = [v for v in (summary.estimate, ci.low, ci.high) if math.isfinite(v)]
-    if not vals or all(lo <= v <= hi for v in vals):
-        return summary
-    text = f"extrapolated: point or 95% bound outside log10 N [{lo:.3f}, {hi:.3f}] of the ladder"
-    return dataclasses.replace(summary, extrapolated=True, note="; ".join(x for x in (summary.note, text) if x))
 
 
 def _nc_fn(estimator: str, x: np.ndarray, lo: float, hi: float, attach: str) -> Callable:
@@ -152,10 +137,11 @@ def analyse_family(family: str, names: list[str], params: np.ndarray, y: np.ndar
     level = opts.level
     # internal gamma between neighbours (the gamma rule with B1 = log10 N)
     gammas: list[InternalGamma] = []
+    rep_slopes = interval_rows(x, reps.T)[2] if reps is not None else None     # [n - 1, R] per decade
     for i, iv in enumerate(family_intervals(family, names, params, x, y, 0.0, opts.tax_below, opts.bonus_above), 1):
         ci = ConfidenceInterval.undefined(level)
-        if reps is not None and not iv.reason:
-            g = (reps[:, i] - reps[:, i - 1]) / (x[i] - x[i - 1])
+        if rep_slopes is not None and not iv.reason:
+            g = rep_slopes[i - 1]
             ci = percentile_interval(g[np.isfinite(g)], level)
         gammas.append(InternalGamma(family, iv.model, iv.prev_model, iv.n, iv.prev_n, iv.x_mid, iv.d_b2, iv.gamma, ci,
                                     iv.phase, iv.reason))
@@ -189,7 +175,7 @@ def analyse_family(family: str, names: list[str], params: np.ndarray, y: np.ndar
         lo, hi = (float(x.min()), float(x.max())) if est == "quadratic" else (-math.inf, math.inf)
         stat = TwoLevelStatistic(_nc_fn(est, x, lo, hi, opts.attach), y, reps, f"internal_nc_{est}",
                                  discrete=est == "sign-change")
-        boot = _note_extrapolation(_boot(stat, opts), *e.fit_range)
+        boot = note_fit_range(_boot(stat, opts), *e.fit_range, est)
         ncs.append(InternalNc(family, est, n, e.log10_nc, e.nc, e.reason, e.extrapolated, boot, list(e.fit_range)))
     # fixed point of the internal ladder
     fpo = FixedPointOptions(family=family, at=opts.at)

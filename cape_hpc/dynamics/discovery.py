@@ -43,9 +43,10 @@ from cape_hpc.dynamics.trajectories import Trajectory, check_benchmarks, family_
 from cape_hpc.errors import DataError
 from cape_hpc.options import units_factor
 from cape_hpc.schema import ConfidenceInterval, Provenance, Result
+from cape_hpc.stats import percentile_interval
 
 __all__ = ["BaselineScore", "PredictionRow", "TermStability", "PhaseFit", "PhaseFitResult", "DynamicsResult",
-           "PredictResult", "term_stability", "phase_fits", "discover", "predict_size", "interval_rows"]
+           "PredictResult", "term_stability", "phase_fits", "discover", "predict_size"]
 
 INTEGRATOR = "scipy solve_ivp LSODA rtol=1e-8 atol=1e-10"
 
@@ -171,11 +172,6 @@ class DynamicsResult(Result):
 
 # ------------------------------------------------------------------------------------------------
 
-def interval_rows(trajs: list[Trajectory], scale: float):
-    """Forward-difference interval rows (states at midpoints, derivatives) and family strata."""
-    return stacked_rows(trajs, "forward", scale)
-
-
 def _refit_coefs(est, S: np.ndarray, D: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Coefficients [R, p, n_terms] of the estimator refitted on each resample's rows."""
     R = idx.shape[0]
@@ -204,13 +200,10 @@ def term_stability(est, trajs: list[Trajectory], opts: TermStabilityOptions | No
     opts = opts or TermStabilityOptions()
     trajs = [trajs] if isinstance(trajs, Trajectory) else list(trajs)
     scale = units_factor(est.units)
-    S, D, fam = interval_rows(trajs, scale)
+    S, D, fam = stacked_rows(trajs, "forward", scale)  # interval rows: midpoints, changes per decade
     if len(S) < 2:
         raise DataError("term stability needs >= 2 intervals in the training families")
-    full = est.clone()
-    full.benchmarks_ = trajs[0].benchmarks
-    full.scale_ = scale
-    full.fit_rows(S, D)
+    full = est.clone().fit_rows(S, D, benchmarks=trajs[0].benchmarks)
     idx = resample_indices(fam if opts.stratify else None, opts.n_resamples, opts.seed, n=len(S))
     coefs = _refit_coefs(full, S, D, idx)
     valid = np.all(np.isfinite(coefs), axis=(1, 2))
@@ -237,7 +230,7 @@ def phase_fits(df: pd.DataFrame, opts: PhaseFitOptions | None = None) -> PhaseFi
     for phase in ("tax", "bonus"):
         ivs = [iv for iv in cr.intervals if iv.phase == phase]
         xs = np.array([iv.b1_mid for iv in ivs])
-        ys = np.array([iv.d_b2 / (math.log10(iv.n) - math.log10(iv.prev_n)) for iv in ivs])
+        ys = np.array([iv.d_b2_per_decade for iv in ivs])
         a = b = se = math.nan
         if len(ivs) >= 2 and np.ptp(xs) > 0:
             A = np.column_stack([np.ones(len(xs)), xs])
@@ -370,6 +363,24 @@ class PredictResult(Result):
         return ConfidenceInterval.undefined(level)
 
 
+def _prediction_band(est, tr: list[Trajectory], opts: PredictOptions, y0: np.ndarray, grid: np.ndarray,
+                     benchmarks) -> tuple[dict[str, list[ConfidenceInterval]], int]:
+    """({benchmark: percentile interval per level}, valid refits) of the scores at ``grid[-1]`` simulated
+    from ``y0`` by the system refitted on resamples of the point fit's own rows (stratified by family
+    when ``opts.stratify``); a refit that fails or an integration that fails is left out."""
+    from cape_kernels import resample_indices
+
+    if not opts.n_resamples:
+        return {b: [] for b in benchmarks}, 0
+    S, D, fam = stacked_rows(tr, opts.derivative, units_factor(opts.units))  # the point fit's own rows
+    idx = resample_indices(fam if opts.stratify else None, opts.n_resamples, opts.seed, n=len(S))
+    sims = [est.with_coefficients(c).simulate(y0, grid)[-1] for c in _refit_coefs(est, S, D, idx)
+            if np.all(np.isfinite(c))]
+    sims = np.array([s for s in sims if np.all(np.isfinite(s))]).reshape(-1, len(benchmarks))
+    band = {b: [percentile_interval(sims[:, j], lv) for lv in opts.levels] for j, b in enumerate(benchmarks)}
+    return band, int(len(sims))
+
+
 def predict_size(df: pd.DataFrame, opts: PredictOptions, *, internals: pd.DataFrame | None = None) -> PredictResult:
     """Integrate from ``opts.family``'s largest known model to ``opts.size`` parameters (see module doc).
 
@@ -377,8 +388,6 @@ def predict_size(df: pd.DataFrame, opts: PredictOptions, *, internals: pd.DataFr
     refitted on ``n_resamples`` resamples of the training rows and integrated from the same start;
     percentile intervals over the resamples that integrate without failure.
     """
-    from cape_kernels import resample_indices
-
     train_l = list(opts.train_families)
     inputs = _inputs(df, internals, opts.internal_state)
     df = join_internals(df, internals, opts.columns, list(dict.fromkeys([opts.family, *train_l])))
@@ -393,34 +402,7 @@ def predict_size(df: pd.DataFrame, opts: PredictOptions, *, internals: pd.DataFr
     grid = np.array([x0, xt])
     ode = est.simulate(y0, grid)[-1]
 
-    p = len(benchmarks)
-    band: dict[str, list[ConfidenceInterval]] = {b: [] for b in benchmarks}
-    n_valid = 0
-    if opts.n_resamples:
-        scale = units_factor(opts.units)
-        S, D, fam = stacked_rows(tr, opts.derivative, scale)  # the point fit's own rows
-        idx = resample_indices(fam if opts.stratify else None, opts.n_resamples, opts.seed, n=len(S))
-        coefs = _refit_coefs(est, S, D, idx)
-        sims = []
-        saved = est.coef_
-        try:
-            for r in range(opts.n_resamples):
-                if not np.all(np.isfinite(coefs[r])):
-                    continue
-                est.coef_ = coefs[r]
-                sims.append(est.simulate(y0, grid)[-1])
-        finally:
-            est.coef_ = saved
-        sims = np.array([s for s in sims if np.all(np.isfinite(s))])
-        n_valid = int(len(sims))
-        for lv in opts.levels:
-            if n_valid:
-                lo = np.percentile(sims, 100 * (1 - lv) / 2, axis=0)
-                hi = np.percentile(sims, 100 * (1 + lv) / 2, axis=0)
-            else:
-                lo = hi = np.full(p, np.nan)
-            for j, b in enumerate(benchmarks):
-                band[b].append(ConfidenceInterval(float(lo[j]), float(hi[j]), float(lv)))
+    band, n_valid = _prediction_band(est, tr, opts, y0, grid, benchmarks)
     baselines = {}
     for d in opts.baseline_degrees:
         pb = PolyBaseline(int(d)).fit(tr)

@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from cape_hpc.analysis.coupling import interval_rows
 from cape_hpc.dynamics.options import DERIVATIVES
 from cape_hpc.errors import DataError, OptionError
 
@@ -109,8 +110,7 @@ def derivative_rows(traj: Trajectory, derivative: str = "gradient", scale: float
         return np.empty(0), np.empty((0, Y.shape[1])), np.empty((0, Y.shape[1]))
     if derivative == "gradient":
         return x.copy(), Y.copy(), np.gradient(Y, x, axis=0, edge_order=edge_order)
-    dx = np.diff(x)
-    return 0.5 * (x[1:] + x[:-1]), 0.5 * (Y[1:] + Y[:-1]), np.diff(Y, axis=0) / dx[:, None]
+    return interval_rows(x, Y)  # a trajectory has no repeated N
 
 
 def stacked_rows(trajs: Sequence[Trajectory], derivative: str, scale: float
