@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import functools
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -52,26 +53,28 @@ def units_factor(units: str) -> float:
 def option(default: Any, *, help: str, choices: Sequence[Any] | None = None, unit: str = "",
            minimum: float | None = None, maximum: float | None = None, exclusive_minimum: bool = False,
            flag: str | None = None, aliases: Sequence[str] = (), metavar: str | Sequence[str] | None = None,
-           cli: bool = True) -> Any:
+           cli: bool = True, pattern: str | None = None, pattern_help: str = "") -> Any:
     """A declared option: its default, help text, and the checks ``Options`` applies.
 
     unit: shown in the help (``"units"`` means "in the chosen --units"); minimum/maximum: bounds
     (inclusive unless ``exclusive_minimum``); flag: the command-line flag (default ``--field-name``),
     aliases: more flags for the same option (e.g. ``-n``);
-    cli=False keeps an option out of the command line (set by the program, still validated/stored).
+    cli=False keeps an option out of the command line (set by the program, still validated/stored);
+    pattern: a regular expression every text value must match in full, ``pattern_help`` says it in words.
     """
     if isinstance(default, list):
         default = tuple(default)
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "unit": unit,
             "minimum": minimum, "maximum": maximum, "exclusive_minimum": exclusive_minimum, "flag": flag,
-            "aliases": tuple(aliases), "metavar": metavar, "cli": cli}
+            "aliases": tuple(aliases), "metavar": metavar, "cli": cli, "pattern": pattern,
+            "pattern_help": pattern_help}
     return field(default=default, metadata={"cape": meta})
 
 
 def _meta(f: dataclasses.Field) -> dict[str, Any]:
     return f.metadata.get("cape", {"help": "", "choices": None, "unit": "", "minimum": None, "maximum": None,
                                    "exclusive_minimum": False, "flag": None, "aliases": (), "metavar": None,
-                                   "cli": True})
+                                   "cli": True, "pattern": None, "pattern_help": ""})
 
 
 def _flag(f: dataclasses.Field) -> str:
@@ -145,6 +148,8 @@ def _check_value(f: dataclasses.Field, value: Any, label: str) -> None:
             continue
         if meta["choices"] is not None and v not in meta["choices"]:
             raise OptionError(f"{label}: {v!r} is not one of {', '.join(map(str, meta['choices']))}")
+        if meta["pattern"] is not None and isinstance(v, str) and not re.fullmatch(meta["pattern"], v):
+            raise OptionError(f"{label}: {v!r} is not {meta['pattern_help'] or 'of the form ' + meta['pattern']}")
         if isinstance(v, float) and not math.isfinite(v):
             raise OptionError(f"{label}: must be finite, got {v!r}")
         if isinstance(v, (int, float)) and not isinstance(v, bool):

@@ -121,3 +121,16 @@ def test_field_value_checks_one_field_like_the_options_do():
         Demo.field_value("count", 0, label="job.yaml: models[2].count")
     with pytest.raises(OptionError, match=r"^option '--count': must be >= 1, got 0$"):
         Demo.field_value("count", 0)
+
+
+def test_pattern_is_checked_with_its_words():
+    @dataclass(frozen=True)
+    class Named(Options):
+        name: str = option("a", help="a name", pattern=r"[a-z]+", pattern_help="lower-case letters")
+        code: str = option("x1", help="a code", pattern=r"x[0-9]")
+
+    assert Named(name="abc").name == "abc"
+    with pytest.raises(OptionError, match=r"^option '--name': 'a/b' is not lower-case letters$"):
+        Named(name="a/b")
+    with pytest.raises(OptionError, match=r"^option '--code': 'x12' is not of the form x\[0-9\]$"):
+        Named(code="x12")       # the whole text must match

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
-from cape_hpc.errors import DataError, StoreError
+from cape_hpc.errors import DataError, OptionError, StoreError
 from cape_hpc.internals.results import InternalsResult
 from cape_hpc.io.store import read_results
 from cape_hpc.steering.results import SteeringResult
@@ -53,18 +53,29 @@ def write_job(tmp_path: Path, text: str = SYN, name: str = "job.yaml") -> Path:
 @pytest.mark.parametrize("body, where", [
     ("models: []", "models: must be a non-empty list"),
     ("models: [{name: x}]", "models[0].id: is required"),
-    ("models: [{id: a, dtype: float8}]", "models[0].dtype: must be one of"),
-    ("models: [{id: a}, {id: b, batch_size: 0}]", "models[1].batch_size: must be >= 1"),
+    ("models: [{id: a, dtype: float8}]", "models[0].dtype: 'float8' is not one of float32"),
+    ("models: [{id: a}, {id: b, batch_size: 0}]", "models[1].batch_size: must be >= 1, got 0"),
     ("models: [{id: a, colour: red}]", "models[0].colour: unknown key"),
     ("models: [{id: a}, {id: b, name: a}]", "models[1].name: duplicate model name 'a'"),
-    ("models: [{id: a}]\nsteering: {alpha: high}", "steering.alpha: must be float"),
-    ("models: [{id: a}]\ninternals: {pooling: max}", "internals.pooling: must be one of last, mean"),
-    ("models: [{id: a}]\nwork: nonsense", "work: must be one of"),
-    ("models: [{id: a}]\nsteering: {positions: middle}", "steering: option '--positions': 'middle' is not one of"),
+    ("models: [{id: a}]\nsteering: {alpha: high}", "steering.alpha: 'high' is not a number"),
+    ("models: [{id: a}]\ninternals: {pooling: max}", "internals.pooling: 'max' is not one of last, mean"),
+    ("models: [{id: a}]\nwork: nonsense", "work: 'nonsense' is not one of internals, synthetic or 'module:function'"),
+    ("models: [{id: a}]\nsteering: {positions: middle}", "steering.positions: 'middle' is not one of"),
     ("models: [{id: a}]\ninternals: {taps: [residual, attn]}", "internals: option '--taps': 'attn' is not one of"),
-    ("models: [{id: a}]\nprompts: {max_prompts: 1}", "prompts.max_prompts: must be >= 2"),
+    ("models: [{id: a}]\nprompts: {max_prompts: 1}", "prompts.max_prompts: must be >= 2, got 1"),
     ("modls: [{id: a}]", "modls: unknown key"),
     ("models: [{id: a, name: 'a/b'}]", "models[0].name: 'a/b' is not a valid shard name"),
+    # every value goes through its options class, with the file, the entry and the key
+    ("models: [{id: a, params: many}]", "models[0].params: 'many' is not a number"),
+    ("models: [{id: a, n_layers: 0}]", "models[0].n_layers: must be >= 1, got 0"),
+    ("models: [{id: a, trust_remote_code: maybe}]", "models[0].trust_remote_code: expected true or false"),
+    ("models: [a]\ndefaults: {dtype: int4}", "defaults.dtype: 'int4' is not one of"),
+    ("models: [a]\ndefaults: {name: x}", "defaults.name: unknown key"),
+    ("models: [a]\ninternals: {n_blocks: 2.5}", "internals.n_blocks: 2.5 is not an integer"),
+    ("models: [a]\ninternals: {enabled: sometimes}", "internals.enabled: expected true or false"),
+    ("models: [a]\nsteering: {max_new_tokens: 0}", "steering.max_new_tokens: must be >= 1, got 0"),
+    ("models: [a]\nname: [x]", "name: expected text"),
+    ("models: [a]\nprompts: [x]", "prompts: must be a mapping, got list"),
 ])
 def test_job_validation_names_file_and_key(tmp_path, body, where):
     p = tmp_path / "bad.yaml"
@@ -73,6 +84,8 @@ def test_job_validation_names_file_and_key(tmp_path, body, where):
         load_job(p)
     assert str(exc.value).startswith(f"{p}: ")
     assert where in str(exc.value)
+    if isinstance(exc.value, OptionError):   # a refused value: the options class's own message
+        assert exc.value.__class__.__name__ == "JobValueError"
 
 
 def test_invalid_yaml_reports_line(tmp_path):
@@ -100,8 +113,37 @@ def test_shipped_jobs_validate():
     smoke = load_job(REPO / "jobs" / "smoke.yaml")
     ids = {m.id for m in smoke.models}
     assert {"smollm2-135m", "gemma3-270m"} <= ids and sum(i.startswith("tiny-") for i in ids) >= 4
-    assert smoke.prompts["max_prompts"] is not None
-    load_job(REPO / "jobs" / "smoke_tiny.yaml")
+    assert smoke.extract.max_prompts == 16 and all(m.extract.max_prompts == 16 for m in smoke.models)
+    # the shipped jobs set their batch size (the default is ExtractOptions', 16): 8, and 8 for paper40's
+    # bfloat16 models
+    for name in ("smoke", "smoke_tiny", "family_tiny"):
+        assert {m.extract.batch_size for m in load_job(REPO / "jobs" / f"{name}.yaml").models} == {8}
+    assert {(m.load.dtype, m.extract.batch_size) for m in paper.models} == {("float32", 16), ("bfloat16", 8)}
+
+
+def test_a_bare_job_takes_the_command_line_defaults():
+    """A job that sets nothing gets the options the CLI has by default (no second set of defaults):
+    `cape internals` (ModelOptions + ExtractOptions) and `cape steer` (SteerOptions)."""
+    from cape_hpc.internals.options import ExtractOptions
+    from cape_hpc.models.options import ModelOptions
+    from cape_hpc.steering.options import SteerOptions
+    from cape_hpc.sweep.options import ModelFacts
+
+    job = parse_job({"models": ["org/m"], "steering": {"enabled": True}}, "jobs/bare.yaml")
+    (m,) = job.models
+    assert m.load == ModelOptions(model="org/m") and m.extract == job.extract == ExtractOptions()
+    assert m.facts == ModelFacts(name="org__m") and m.work_options == {}
+    assert job.steer == SteerOptions() and job.options.extract and job.name == "bare"
+    assert job.output_dir == os.path.join("results", "bare") and job.work_target.endswith(":process_model")
+    assert parse_job({"models": ["a"]}).steer is None        # no steering section: no steering
+    # defaults apply to every model; an entry's own key wins; null means "not given"
+    job = parse_job({"defaults": {"dtype": "bfloat16", "batch_size": 4}, "internals": {"pooling": "mean"},
+                     "prompts": {"max_prompts": 6}, "steering": {"alpha": 0.25},
+                     "models": [{"id": "a", "batch_size": 2}, {"id": "b", "dtype": None}]})
+    a, b = job.models
+    assert (a.load.dtype, a.extract.batch_size, b.load.dtype, b.extract.batch_size) == ("bfloat16", 2, "bfloat16", 4)
+    assert a.extract == ExtractOptions(pooling="mean", max_prompts=6, batch_size=2)
+    assert job.steer == SteerOptions(alpha=0.25)
 
 
 def test_order_is_largest_first_then_name():
@@ -415,16 +457,14 @@ def test_one_gpu_per_rank(monkeypatch):
 
 
 def test_job_extraction_keys_reach_the_extraction_options(tmp_path):
-    from cape_hpc.sweep.work import extract_options
-
     p = tmp_path / "j.yaml"
     p.write_text("internals: {n_blocks: 4, token_budget: 512, pair_budget_mb: 1, d_rep_mode: sketch, "
                  "sets: [reasoning, truthfulness]}\nmodels: [{id: tiny-llama, batch_size: 3}]\n")
-    opts = extract_options(load_job(p), batch_size=3)
+    opts = load_job(p).models[0].extract
     assert (opts.n_blocks, opts.token_budget, opts.pair_budget_mb, opts.d_rep_mode, opts.sets, opts.batch_size) == \
         (4, 512, 1.0, "sketch", ("reasoning", "truthfulness"), 3)
     p.write_text("internals: {n_blocks: 0}\nmodels: [{id: tiny-llama}]\n")
-    with pytest.raises(DataError, match=r"j.yaml: internals: .*--blocks"):
+    with pytest.raises(DataError, match=r"j.yaml: internals.n_blocks: must be >= 1, got 0"):
         load_job(p)
     p.write_text("internals: {keep_pooled: x.h5}\nmodels: [{id: tiny-llama}]\n")
     with pytest.raises(DataError, match=r"keep_pooled"):

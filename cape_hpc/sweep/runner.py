@@ -121,7 +121,7 @@ def plan(job: JobSpec, out_dir: str | os.PathLike, *, force: bool = False, model
     prompts_sha = sh.prompt_hashes(job) if inspect else None
     for i, m in enumerate(order_models(models if models is not None else job.models)):
         mem = estimate_memory_bytes(m, job)
-        row = PlanRow(i, m.name, m.id, math.nan if m.params is None else float(m.params), m.dtype,
+        row = PlanRow(i, m.name, m.id, math.nan if m.params is None else float(m.params), m.load.dtype,
                       math.nan if mem is None else float(mem), "missing", "run")
         if inspect:
             st = sh.inspect_shard(sh.shard_path(out_dir, m.name))

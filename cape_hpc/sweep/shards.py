@@ -20,7 +20,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import socket
 import threading
@@ -79,17 +78,9 @@ def prompt_hashes(job: JobSpec) -> dict[str, str]:
     out = {}
     for key, default in (("contrastive", data_file("prompts", "contrastive.jsonl")),
                          ("calibration", data_file("prompts", "calibration.jsonl"))):
-        p = Path(job.prompts.get(key) or default)
+        p = Path(getattr(job.prompts, key) or default)
         out[key] = sha256_file(p) if p.is_file() else "absent"
     return out
-
-
-def identity_options(job: JobSpec) -> dict:
-    """The job options as a shard's identity: prompt files by their content's SHA-256
-    (``prompt_sha256``), never by how their path is spelled (relative, absolute, via a link)."""
-    jo = job.job_options()
-    jo["prompts"] = {k: v for k, v in jo["prompts"].items() if k not in ("contrastive", "calibration")}
-    return jo
 
 
 def expected_provenance(entry: ModelEntry, job: JobSpec, prompts_sha: dict[str, str] | None = None) -> dict:
@@ -97,7 +88,7 @@ def expected_provenance(entry: ModelEntry, job: JobSpec, prompts_sha: dict[str, 
         "format": SHARD_FORMAT,
         "model": entry.name,
         "model_options": entry.options(),
-        "job_options": identity_options(job),
+        "job_options": job.job_options(),
         "prompt_sha256": prompts_sha if prompts_sha is not None else prompt_hashes(job),
         "code_version": shard_code_version(),
     }
@@ -372,14 +363,3 @@ def locked_manifest(out_dir: str | os.PathLike) -> Iterator[dict]:
         finally:
             with contextlib.suppress(OSError):
                 fcntl.flock(lk, fcntl.LOCK_UN)
-
-
-def read_manifest(out_dir: str | os.PathLike) -> dict:
-    try:
-        return json.loads((Path(out_dir) / "manifest.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return {"models": {}, "runs": {}}
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -13,87 +13,146 @@ backend), optional steering, and the output directory::
       - {id: gemma3-270m, params: 268e6, d_model: 640, n_layers: 18}
       - {id: EleutherAI/pythia-70m, name: Pythia-70M, revision: main, params: 70e6}
 
+This module reads only the file's shape (which keys exist where, mappings and lists); every value
+goes to the options class that declares it, which converts, checks and holds its default (the
+command line's): ``JobOptions`` (name, description, output_dir, work, the sections' ``enabled``),
+``PromptFiles``, ``ModelFacts`` (name, family, params, d_model, n_layers, vocab), ``ModelOptions``
+(id, revision, dtype, trust_remote_code, allow_pickle), ``ExtractOptions`` (``internals:``, a
+model's ``batch_size``, ``prompts.max_prompts``) and ``SteerOptions`` (``steering:``; its backend is
+``internals.backend``).  The tables ``MODEL_KEYS`` and ``SECTIONS`` say where each key goes: a new
+key is a row there and a field of its options class.  ``defaults:`` sets any model key but ``id``,
+``name`` and the sizes for every model; a key left out or null takes the option's default.
+
 ``work`` picks the per-model work function (``internals``, the default: load, extract, steer;
 ``synthetic``: a deterministic stand-in for tests; or ``module:function``); ``work_options`` go to
-it (``device: auto|cpu|cuda|cuda:N``; auto = one GPU per rank when there are GPUs).
+it (``device: auto|cpu|cuda|cuda:N``; auto = one GPU per rank when there are GPUs), and a model's
+``options:`` mapping goes to it for that model (free-form: the work function reads it).
 ``module:function`` imports that module when the sweep runs, as Python code: a job file is a
 program, run only job files you trust (like a Makefile).  Only modules of cape_hpc or of a
 package importable from the job file's folder or the Python path are found; the name must be
 dotted identifiers (no paths), and the function must be callable.
 
-Every error names the file and the key path (``jobs/x.yaml: models[3].dtype: ...``).
+Every error names the file and the key path (``jobs/x.yaml: models[3].dtype: ...``): a wrong
+shape is a ``DataError``, a refused value a ``JobValueError`` (a DataError and an OptionError).
 ``params`` (and optionally ``d_model``, ``n_layers``, ``vocab``) describe the model without
 downloading it: they order the models (largest first) and estimate memory for ``--dry-run``.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Collection
 
 from cape_hpc.errors import DataError, OptionError
-from cape_hpc.internals.results import POOLINGS
-from cape_hpc.steering.results import SCALES as STEER_SCALES
+from cape_hpc.internals.options import ExtractOptions
+from cape_hpc.models.options import ModelOptions
+from cape_hpc.options import Options
+from cape_hpc.steering.options import SteerOptions
+from cape_hpc.sweep.options import WORK_FUNCTIONS, JobOptions, ModelFacts, PromptFiles
 
-DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-WORK_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
-#: short names of the work functions (``work:`` key); anything else must be ``module:function``
-WORK_FUNCTIONS = {
-    "internals": "cape_hpc.sweep.work:process_model",
-    "synthetic": "cape_hpc.sweep.work:synthetic_model",
+__all__ = ["JobSpec", "ModelEntry", "JobValueError", "parse_job", "load_job", "MODEL_KEYS", "SECTIONS",
+           "WORK_FUNCTIONS", "DTYPE_BYTES", "estimate_memory_bytes", "order_models", "check_prompt_files"]
+
+#: bytes per weight of each dtype (the memory estimate)
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+Field = tuple[type[Options], str]
+#: where each key of a model entry goes (options class, field); ``options:`` is the work function's
+MODEL_KEYS: dict[str, Field] = {
+    "id": (ModelOptions, "model"),
+    **{k: (ModelOptions, k) for k in ("revision", "dtype", "trust_remote_code", "allow_pickle")},
+    "batch_size": (ExtractOptions, "batch_size"),
+    **{k: (ModelFacts, k) for k in ("name", "family", "params", "d_model", "n_layers", "vocab")},
 }
+#: the model keys ``defaults:`` may set for every model
+DEFAULT_KEYS = ("revision", "dtype", "trust_remote_code", "allow_pickle", "batch_size")
+#: extraction options a job may set under ``internals:`` (batch_size is per model, max_prompts under
+#: ``prompts:``, keep_pooled would make every rank write one file)
+EXTRACT_KEYS = ("pooling", "taps", "backend", "sets", "token_budget", "max_prompt_tokens", "n_blocks", "block_seed",
+                "block_resamples", "ci_level", "pair_budget_mb", "d_rep_mode", "d_rep_sketch")
+STEER_KEYS = ("alpha", "scale", "positions", "tau", "probe_layer", "method", "max_new_tokens", "batch_size",
+              "max_prompts")
+#: where each key of each section goes ("" is the file's top level)
+SECTIONS: dict[str, dict[str, Field]] = {
+    "": {k: (JobOptions, k) for k in ("name", "description", "output_dir", "work")},
+    "prompts": {"contrastive": (PromptFiles, "contrastive"), "calibration": (PromptFiles, "calibration"),
+                "max_prompts": (ExtractOptions, "max_prompts")},
+    "internals": {"enabled": (JobOptions, "extract"), **{k: (ExtractOptions, k) for k in EXTRACT_KEYS}},
+    "steering": {"enabled": (JobOptions, "steer"), **{k: (SteerOptions, k) for k in STEER_KEYS}},
+}
+#: top-level keys that are neither options nor sections above (each has its own reader)
+OTHER_TOP_KEYS = ("defaults", "models", "work_options")
+
+
+class JobValueError(DataError, OptionError):
+    """A value of a job file that its options class refuses: bad input (a DataError) and a bad option (an
+    OptionError), named by the file, the entry and the key."""
 
 
 @dataclass
 class ModelEntry:
-    """One model of a sweep."""
+    """One model of a sweep: what the job says about it, how to load it, how to extract its internals."""
 
-    id: str                      # HF id, local dir, or alias (smollm2-135m, gemma3-270m, tiny-llama...)
-    name: str                    # shard / HDF5 group name (unique within the job)
-    revision: str | None = None
-    dtype: str = "float32"
-    batch_size: int = 8
-    trust_remote_code: bool = False
-    params: float | None = None  # parameter count (for ordering and memory estimate)
-    d_model: int | None = None
-    n_layers: int | None = None
-    vocab: int | None = None
-    family: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form options passed to the work function
+    facts: ModelFacts              # shard name, family, params, d_model, n_layers, vocab
+    load: ModelOptions             # id (``load.model``), revision, dtype, trust_remote_code, allow_pickle
+    extract: ExtractOptions        # the job's extraction options with this model's batch size
+    work_options: dict[str, Any] = field(default_factory=dict)   # the entry's ``options:`` (work function's)
+
+    @property
+    def name(self) -> str:
+        return self.facts.name
+
+    @property
+    def id(self) -> str:
+        return self.load.model
+
+    @property
+    def params(self) -> float | None:
+        return self.facts.params
+
+    @property
+    def family(self) -> str | None:
+        return self.facts.family
 
     def options(self) -> dict[str, Any]:
         """The entry's options that change its results (for provenance)."""
-        return {"id": self.id, "revision": self.revision, "dtype": self.dtype,
-                "batch_size": self.batch_size, "trust_remote_code": self.trust_remote_code,
-                "extra": self.extra}
+        return {**self.load.to_dict(), "batch_size": self.extract.batch_size, "work_options": self.work_options}
 
 
 @dataclass
 class JobSpec:
+    """A validated job file."""
+
     path: str
-    name: str
-    output_dir: str
+    options: JobOptions                 # name, description, output_dir, work, which sections run
+    prompts: PromptFiles                # paths resolved against the job file's folder when found there
+    extract: ExtractOptions             # the job's extraction options (each model's batch size: its entry)
+    steer: SteerOptions | None          # None: no steering
     models: list[ModelEntry]
-    prompts: dict[str, Any]
-    internals: dict[str, Any]
-    steering: dict[str, Any]
-    work: str = "internals"
     work_options: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
 
     @property
+    def name(self) -> str:
+        return self.options.name
+
+    @property
+    def output_dir(self) -> str:
+        return self.options.output_dir
+
+    @property
     def work_target(self) -> str:
-        return WORK_FUNCTIONS.get(self.work, self.work)
+        return self.options.work_target
 
     def job_options(self) -> dict[str, Any]:
-        """Options shared by every model that change results (prompt sets, taps, steering, work)."""
-        return {"prompts": self.prompts, "internals": self.internals, "steering": self.steering,
+        """Options shared by every model that change results (taps, steering, work); the prompt files
+        count by their content's SHA-256 (``shards.prompt_hashes``), never by how their path is spelled."""
+        internals = {k: v for k, v in self.extract.to_dict().items() if k != "batch_size"}
+        return {"internals": {"enabled": self.options.extract, **internals},
+                "steering": {"enabled": self.steer is not None, **(self.steer.to_dict() if self.steer else {})},
                 "work": self.work_target, "work_options": self.work_options}
 
     def model(self, name: str) -> ModelEntry:
@@ -108,85 +167,58 @@ def options_hash(obj: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# validation helpers
+# reading a job file: its shape here, its values by the options classes
 
 
-class _V:
+class JobFileReader:
+    """Reads one job file's shape (mappings, their keys, lists) and hands each value to the options class
+    that declares it; every error names the file and the key path."""
+
     def __init__(self, path: str):
         self.path = path
 
-    def err(self, key: str, msg: str) -> DataError:
-        return DataError(f"{self.path}: {key}: {msg}" if key else f"{self.path}: {msg}")
+    def error(self, where: str, message: str) -> DataError:
+        return DataError(f"{self.path}: {where}: {message}" if where else f"{self.path}: {message}")
 
-    def mapping(self, d: Any, key: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
-        if d is None:
-            d = {}
-        if not isinstance(d, dict):
-            raise self.err(key, f"must be a mapping, got {type(d).__name__}")
-        for k in d:
-            if k not in allowed:
-                raise self.err(f"{key}.{k}" if key else str(k),
-                               f"unknown key (allowed: {', '.join(sorted(allowed))})")
+    def mapping(self, data: Any, where: str, allowed: Collection[str] | None = None,
+                required: Collection[str] = ()) -> dict:
+        """``data`` as a mapping (None: empty) whose keys are ``allowed`` (None: any) and ``required``."""
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise self.error(where, f"must be a mapping, got {type(data).__name__}")
+        for k in data:
+            if allowed is not None and k not in allowed:
+                raise self.error(key_path(where, k), f"unknown key (allowed: {', '.join(sorted(allowed))})")
         for k in required:
-            if k not in d or d[k] is None:
-                raise self.err(f"{key}.{k}" if key else k, "is required")
-        return d
+            if data.get(k) is None:
+                raise self.error(key_path(where, k), "is required")
+        return data
 
-    def typed(self, d: dict, key: str, k: str, types: tuple, default: Any = None, *, choices=None,
-              minimum=None) -> Any:
-        v = d.get(k, default)
-        where = f"{key}.{k}" if key else k
-        if v is None:
-            return default
-        if float in types and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if float in types and isinstance(v, str):  # YAML reads 70e6 as a string
+    def values(self, data: dict, where: str, keys: dict[str, Field]) -> dict[type, dict[str, Any]]:
+        """{options class: {field: value}} of the non-null keys of ``data``, each value converted and checked
+        by its field (``Options.field_value``)."""
+        out: dict[type, dict[str, Any]] = {}
+        for k, value in data.items():
+            if value is None or k not in keys:
+                continue
+            cls, name = keys[k]
             try:
-                v = float(v)
-            except ValueError:
-                pass
-        if isinstance(v, bool) and bool not in types:
-            raise self.err(where, f"must be {'/'.join(t.__name__ for t in types)}, got bool")
-        if not isinstance(v, types):
-            raise self.err(where, f"must be {'/'.join(t.__name__ for t in types)}, got {type(v).__name__} ({v!r})")
-        if choices is not None and v not in choices:
-            raise self.err(where, f"must be one of {', '.join(map(str, choices))}, got {v!r}")
-        if minimum is not None and v < minimum:
-            raise self.err(where, f"must be >= {minimum}, got {v!r}")
-        return v
+                out.setdefault(cls, {})[name] = cls.field_value(name, value, label=f"{self.path}: {key_path(where, k)}")
+            except OptionError as exc:
+                raise JobValueError(str(exc)) from None
+        return out
+
+    def build(self, make: Callable[..., Options], kwargs: dict[str, Any], where: str) -> Any:
+        """``make(**kwargs)`` (an options class, or an options object's ``replace``); the rules that
+        involve several fields name ``where``."""
+        try:
+            return make(**kwargs)
+        except OptionError as exc:
+            raise JobValueError(f"{self.path}: {where}: {exc}" if where else f"{self.path}: {exc}") from None
 
 
-_MODEL_KEYS = {"id", "name", "revision", "dtype", "batch_size", "trust_remote_code", "params", "d_model",
-               "n_layers", "vocab", "family", "options"}
-_DEFAULT_KEYS = {"revision", "dtype", "batch_size", "trust_remote_code"}
-_PROMPT_KEYS = {"contrastive", "calibration", "max_prompts"}
-#: extraction options a job may set under ``internals:`` (validated by ExtractOptions; batch_size is per
-#: model, max_prompts under ``prompts:``, keep_pooled would make every rank write one file)
-_EXTRACT_KEYS = {"pooling", "taps", "backend", "sets", "token_budget", "max_prompt_tokens", "n_blocks", "block_seed",
-                 "block_resamples", "ci_level", "pair_budget_mb", "d_rep_mode", "d_rep_sketch"}
-_INTERNALS_KEYS = _EXTRACT_KEYS | {"enabled"}
-_STEERING_KEYS = {"enabled", "alpha", "scale", "positions", "tau", "probe_layer", "method",
-                  "max_new_tokens", "batch_size", "max_prompts"}
-_TOP_KEYS = {"name", "description", "output_dir", "defaults", "prompts", "internals", "steering",
-             "models", "work", "work_options"}
-
-
-def _name_of(m: Any) -> str:
-    if isinstance(m, str):
-        return default_name(m)
-    return str(m.get("name") or default_name(str(m.get("id", ""))))
-
-
-def check_prompt_files(job: "JobSpec") -> None:
-    """The prompt files a job names exist and are files (DataError naming the job file and key)."""
-    for k in ("contrastive", "calibration"):
-        p = job.prompts.get(k)
-        if p is None:
-            continue
-        if not os.path.exists(p):
-            raise DataError(f"{job.path}: prompts.{k}: prompt file {p} not found")
-        if not os.path.isfile(p):
-            raise DataError(f"{job.path}: prompts.{k}: {p} is not a file")
+def key_path(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
 
 
 def default_name(model_id: str) -> str:
@@ -195,108 +227,81 @@ def default_name(model_id: str) -> str:
 
 def parse_job(data: Any, path: str = "<job>") -> JobSpec:
     """Validate a parsed YAML document; raise DataError naming ``path`` and the key."""
-    v = _V(path)
-    top = v.mapping(data, "", _TOP_KEYS, {"models"})
-    job_name = v.typed(top, "", "name", (str,), Path(path).stem)
-    output_dir = v.typed(top, "", "output_dir", (str,), os.path.join("results", job_name))
-    work = v.typed(top, "", "work", (str,), "internals")
-    if work not in WORK_FUNCTIONS and not WORK_RE.fullmatch(work):
-        raise v.err("work", f"must be one of {', '.join(WORK_FUNCTIONS)} or 'module:function' (dotted Python "
-                            f"names), got {work!r}")
-    work_options = v.mapping(top.get("work_options"), "work_options", set(top.get("work_options") or {}))
+    reader = JobFileReader(path)
+    top = reader.mapping(data, "", [*SECTIONS[""], *(s for s in SECTIONS if s), *OTHER_TOP_KEYS], ["models"])
+    values = read_sections(reader, top)
+    job = reader.build(JobOptions, {"name": Path(path).stem, "steer": bool(top.get("steering")),
+                                    **values.get(JobOptions, {})}, "")
+    if not job.output_dir:
+        job = job.replace(output_dir=os.path.join("results", job.name))
+    extract = reader.build(ExtractOptions, values.get(ExtractOptions, {}), "internals")
+    steer = reader.build(SteerOptions, {**values.get(SteerOptions, {}), "backend": extract.backend}, "steering")
+    prompts = reader.build(PromptFiles, values.get(PromptFiles, {}), "prompts")
+    defaults = reader.values(reader.mapping(top.get("defaults"), "defaults", DEFAULT_KEYS), "defaults", MODEL_KEYS)
+    return JobSpec(path=path, options=job, prompts=resolve_prompt_files(prompts, Path(path).parent), extract=extract,
+                   steer=steer if job.steer else None, models=read_models(reader, top["models"], defaults, extract),
+                   work_options=dict(reader.mapping(top.get("work_options"), "work_options")))
 
-    dflt = v.mapping(top.get("defaults"), "defaults", _DEFAULT_KEYS)
-    d_dtype = v.typed(dflt, "defaults", "dtype", (str,), "float32", choices=tuple(DTYPES))
-    d_bs = v.typed(dflt, "defaults", "batch_size", (int,), 8, minimum=1)
-    d_rev = v.typed(dflt, "defaults", "revision", (str,), None)
-    d_trust = v.typed(dflt, "defaults", "trust_remote_code", (bool,), False)
 
-    pr = v.mapping(top.get("prompts"), "prompts", _PROMPT_KEYS)
-    prompts = {"contrastive": v.typed(pr, "prompts", "contrastive", (str,), None),
-               "calibration": v.typed(pr, "prompts", "calibration", (str,), None),
-               "max_prompts": v.typed(pr, "prompts", "max_prompts", (int,), None, minimum=2)}
-    base = Path(path).parent
-    for k in ("contrastive", "calibration"):
-        p = prompts[k]
-        if p is not None and not os.path.isabs(p) and not os.path.exists(p) and (base / p).exists():
-            prompts[k] = str(base / p)
+def read_sections(reader: JobFileReader, top: dict) -> dict[type, dict[str, Any]]:
+    """The values of the top-level keys and of each section of ``SECTIONS``, by options class."""
+    out: dict[type, dict[str, Any]] = {}
+    for section, keys in SECTIONS.items():
+        data = top if section == "" else reader.mapping(top.get(section), section, keys)
+        for cls, kw in reader.values(data, section, keys).items():
+            out.setdefault(cls, {}).update(kw)
+    return out
 
-    it = v.mapping(top.get("internals"), "internals", _INTERNALS_KEYS)
-    taps = it.get("taps")
-    if taps is not None and not (isinstance(taps, list) and all(isinstance(t, str) for t in taps)):
-        raise v.err("internals.taps", f"must be a list of strings, got {taps!r}")
-    internals = {"enabled": v.typed(it, "internals", "enabled", (bool,), True),
-                 "pooling": v.typed(it, "internals", "pooling", (str,), "last", choices=POOLINGS),
-                 "taps": taps,
-                 "backend": v.typed(it, "internals", "backend", (str,), None)}
-    # the other extraction keys pass through unchanged; ExtractOptions validates them below
-    internals.update({k: it[k] for k in sorted(_EXTRACT_KEYS - set(internals)) if it.get(k) is not None})
 
-    st = v.mapping(top.get("steering"), "steering", _STEERING_KEYS)
-    steering = {"enabled": v.typed(st, "steering", "enabled", (bool,), bool(st))}
-    if steering["enabled"]:
-        # None = the steering library's default (cape steer's defaults)
-        steering.update(
-            alpha=v.typed(st, "steering", "alpha", (float,), None),
-            scale=v.typed(st, "steering", "scale", (str,), None, choices=STEER_SCALES),
-            positions=v.typed(st, "steering", "positions", (str,), None),
-            tau=v.typed(st, "steering", "tau", (float,), None),
-            probe_layer=v.typed(st, "steering", "probe_layer", (int,), None),
-            method=v.typed(st, "steering", "method", (str,), None),
-            max_new_tokens=v.typed(st, "steering", "max_new_tokens", (int,), None, minimum=1),
-            batch_size=v.typed(st, "steering", "batch_size", (int,), None, minimum=1),
-            max_prompts=v.typed(st, "steering", "max_prompts", (int,), None, minimum=1),
-        )
-
-    models_raw = top["models"]
-    if not isinstance(models_raw, list) or not models_raw:
-        raise v.err("models", "must be a non-empty list")
+def read_models(reader: JobFileReader, raw: Any, defaults: dict[type, dict[str, Any]],
+                extract: ExtractOptions) -> list[ModelEntry]:
+    """The ``models:`` list: each entry (a mapping, or an id alone) over ``defaults``; names unique up to
+    case (shard files of names differing in case collide on case-insensitive file systems)."""
+    if not isinstance(raw, list) or not raw:
+        raise reader.error("models", "must be a non-empty list")
     models: list[ModelEntry] = []
     seen: dict[str, int] = {}
-    for i, m in enumerate(models_raw):
-        key = f"models[{i}]"
-        if isinstance(m, str):
-            m = {"id": m}
-        m = v.mapping(m, key, _MODEL_KEYS, {"id"})
-        mid = v.typed(m, key, "id", (str,))
-        name = v.typed(m, key, "name", (str,), default_name(mid))
-        if not NAME_RE.match(name):
-            raise v.err(f"{key}.name", f"{name!r} is not a valid shard name (letters, digits, . _ + -)")
-        if name.lower() in seen:  # shard files of names differing in case collide on case-insensitive file systems
-            j = seen[name.lower()]
-            raise v.err(f"{key}.name", f"duplicate model name {name!r} (also models[{j}]"
-                                       f"{', up to case' if models_raw and name != _name_of(models_raw[j]) else ''})")
-        seen[name.lower()] = i
-        extra = m.get("options") or {}
-        if not isinstance(extra, dict):
-            raise v.err(f"{key}.options", "must be a mapping")
-        models.append(ModelEntry(
-            id=mid, name=name,
-            revision=v.typed(m, key, "revision", (str,), d_rev),
-            dtype=v.typed(m, key, "dtype", (str,), d_dtype, choices=tuple(DTYPES)),
-            batch_size=v.typed(m, key, "batch_size", (int,), d_bs, minimum=1),
-            trust_remote_code=v.typed(m, key, "trust_remote_code", (bool,), d_trust),
-            params=v.typed(m, key, "params", (float,), None, minimum=0),
-            d_model=v.typed(m, key, "d_model", (int,), None, minimum=1),
-            n_layers=v.typed(m, key, "n_layers", (int,), None, minimum=1),
-            vocab=v.typed(m, key, "vocab", (int,), None, minimum=1),
-            family=v.typed(m, key, "family", (str,), None),
-            extra=extra,
-        ))
-    job = JobSpec(path=path, name=job_name,
-                  output_dir=output_dir, models=models, prompts=prompts, internals=internals,
-                  steering=steering, work=work, work_options=dict(work_options))
-    # the options the work functions pass on are validated here, by the classes that declare them
-    from cape_hpc.sweep.work import extract_options, steer_options
+    for i, item in enumerate(raw):
+        where = f"models[{i}]"
+        entry = read_model(reader, {"id": item} if isinstance(item, str) else item, where, defaults, extract)
+        j = seen.setdefault(entry.name.lower(), i)
+        if j != i:
+            case = ", up to case" if models[j].name != entry.name else ""
+            raise reader.error(f"{where}.name", f"duplicate model name {entry.name!r} (also models[{j}]{case})")
+        models.append(entry)
+    return models
 
-    for key, build in (("internals", extract_options), ("steering", steer_options)):
-        if key == "steering" and not steering["enabled"]:
+
+def read_model(reader: JobFileReader, item: Any, where: str, defaults: dict[type, dict[str, Any]],
+               extract: ExtractOptions) -> ModelEntry:
+    """One model entry: its keys over ``defaults``, each part built by its options class."""
+    m = reader.mapping(item, where, [*MODEL_KEYS, "options"], ["id"])
+    own = reader.values(m, where, MODEL_KEYS)
+    kw = {cls: {**defaults.get(cls, {}), **own.get(cls, {})} for cls in (ModelFacts, ModelOptions, ExtractOptions)}
+    kw[ModelFacts].setdefault("name", default_name(kw[ModelOptions]["model"]))
+    return ModelEntry(facts=reader.build(ModelFacts, kw[ModelFacts], where),
+                      load=reader.build(ModelOptions, kw[ModelOptions], where),
+                      extract=reader.build(extract.replace, kw[ExtractOptions], where),
+                      work_options=dict(reader.mapping(m.get("options"), f"{where}.options")))
+
+
+def resolve_prompt_files(prompts: PromptFiles, base: Path) -> PromptFiles:
+    """A relative prompt path that does not exist from the current directory but does from the job
+    file's folder is read from there."""
+    moved = {k: str(base / p) for k, p in prompts.to_dict().items()
+             if p is not None and not os.path.isabs(p) and not os.path.exists(p) and (base / p).exists()}
+    return prompts.replace(**moved) if moved else prompts
+
+
+def check_prompt_files(job: JobSpec) -> None:
+    """The prompt files a job names exist and are files (DataError naming the job file and key)."""
+    for k, p in job.prompts.to_dict().items():
+        if p is None:
             continue
-        try:
-            build(job)
-        except OptionError as exc:
-            raise v.err(key, str(exc)) from None
-    return job
+        if not os.path.exists(p):
+            raise DataError(f"{job.path}: prompts.{k}: prompt file {p} not found")
+        if not os.path.isfile(p):
+            raise DataError(f"{job.path}: prompts.{k}: {p} is not a file")
 
 
 def load_job(path: str | os.PathLike) -> JobSpec:
@@ -331,21 +336,19 @@ def estimate_memory_bytes(m: ModelEntry, job: JobSpec, seq_len: int = 128) -> in
     output, for one batch of ``seq_len`` tokens; the LM head is only evaluated for steering's
     generation (last token).  Runtime (torch, tokenizer): 0.4 GB.  None if params are unknown.
     """
-    if m.params is None:
+    facts = m.facts
+    if facts.params is None:
         return None
-    b = DTYPES[m.dtype]
-    weights = m.params * b
-    d = m.d_model or max(64, int((m.params / 12 / max(m.n_layers or 24, 1)) ** 0.5))
-    act = m.batch_size * seq_len * d * 16 * b
-    if job.steering.get("enabled"):
-        act += m.batch_size * (m.vocab or 50_000) * 4 * 2
+    b = DTYPE_BYTES[m.load.dtype]
+    weights = facts.params * b
+    d = facts.d_model or max(64, int((facts.params / 12 / max(facts.n_layers or 24, 1)) ** 0.5))
+    batch = m.extract.batch_size
+    act = batch * seq_len * d * 16 * b
+    if job.steer is not None:
+        act += batch * (facts.vocab or 50_000) * 4 * 2
     return int(weights + act + 0.4e9)
 
 
 def order_models(models: list[ModelEntry]) -> list[ModelEntry]:
     """Largest first (unknown sizes last), ties by name: the master hands them out in this order."""
     return sorted(models, key=lambda m: (-(m.params if m.params is not None else -1.0), m.name))
-
-
-def as_dict(job: JobSpec) -> dict[str, Any]:
-    return dataclasses.asdict(job)

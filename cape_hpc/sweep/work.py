@@ -4,8 +4,8 @@ SteeringResult}, "info": {...}}`` (results of the schema; the shard stores them 
 ``process_model`` is the real one (load the model, extract internals, optionally steer);
 ``synthetic_model`` is a deterministic stand-in without torch, used by the tests of scheduling,
 resume, merge and fault handling (``work: synthetic`` in a job file).  The options each work
-function passes on are built from the job by ``extract_options`` / ``steer_options`` (so they are
-validated when the job is read, and stored unchanged as the results' provenance).
+function passes on were built when the job was read (``entry.load``, ``entry.work_optionsct``, ``job.steer``)
+and are stored unchanged as the results' provenance.
 """
 from __future__ import annotations
 
@@ -15,38 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from cape_hpc.internals.options import ExtractOptions
 from cape_hpc.internals.results import Bottleneck, HeadRow, HeadSummary, InternalsResult, LayerRow
 from cape_hpc.schema import Provenance
-from cape_hpc.steering.options import SteerOptions
 from cape_hpc.steering.results import PromptOutcome, SteeringResult
 from cape_hpc.sweep.spec import JobSpec, ModelEntry
-
-_STEER_KEYS = ("alpha", "scale", "positions", "tau", "probe_layer", "method", "max_new_tokens", "batch_size",
-               "max_prompts")
-
-
-def extract_options(job: JobSpec, batch_size: int | None = None) -> ExtractOptions:
-    """The extraction options of a job's models (``batch_size``: the model entry's)."""
-    it = job.internals
-    kw: dict[str, Any] = {"pooling": it.get("pooling") or "last", "backend": it.get("backend"),
-                          "max_prompts": job.prompts.get("max_prompts")}
-    if it.get("taps"):
-        kw["taps"] = tuple(it["taps"])
-    for k, v in it.items():     # token budget, blocks, pair budget, d_rep mode, ... (spec._EXTRACT_KEYS)
-        if k not in kw and k not in ("enabled", "pooling", "backend", "taps") and v is not None:
-            kw[k] = tuple(v) if isinstance(v, list) else v
-    if batch_size is not None:
-        kw["batch_size"] = batch_size
-    return ExtractOptions(**kw)
-
-
-def steer_options(job: JobSpec) -> SteerOptions:
-    """The steering options of a job (keys left out take SteerOptions' defaults)."""
-    st = job.steering
-    kw = {k: st[k] for k in _STEER_KEYS if st.get(k) is not None}
-    kw["backend"] = job.internals.get("backend")
-    return SteerOptions(**kw)
 
 
 def _subset_prompts(prompts: Any, n: int | None) -> Any:
@@ -102,28 +74,24 @@ def _device(job: JobSpec) -> str:
 def process_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
     """Load one model, extract its internals and (if the job asks) run steering on it."""
     from cape_hpc.internals import extract_internals, load_prompts
-    from cape_hpc.models import load_model
 
     t0 = time.perf_counter()
-    loaded = load_model(entry.id, revision=entry.revision, dtype=entry.dtype,
-                        trust_remote_code=entry.trust_remote_code,
-                        allow_pickle=bool(entry.extra.get("allow_pickle", False)) or None)
+    loaded = entry.load.load()
     device = _device(job)
     if device != "cpu":
         loaded.model.to(device)
     t_load = time.perf_counter() - t0
-    prompts = load_prompts(job.prompts.get("contrastive"))
+    prompts = load_prompts(job.prompts.contrastive)
     out: dict[str, Any] = {"info": {"source": str(loaded.source), "resolved_revision": str(loaded.revision),
                                     "device": device, "load_seconds": round(t_load, 3)}}
-    if job.internals.get("enabled", True):
-        out["internals"] = extract_internals(loaded, prompts, extract_options(job, entry.batch_size))
-    if job.steering.get("enabled"):
+    if job.options.extract:
+        out["internals"] = extract_internals(loaded, prompts, entry.work_optionsct)
+    if job.steer is not None:
         from cape_hpc.steering import run_steering
 
-        calib = _subset_prompts(load_prompts(job.prompts.get("calibration"), calibration=True),
-                                job.prompts.get("max_prompts"))
-        res = run_steering(loaded, calib, _subset_prompts(prompts, job.prompts.get("max_prompts")),
-                           steer_options(job))
+        n = entry.work_optionsct.max_prompts
+        calib = _subset_prompts(load_prompts(job.prompts.calibration, calibration=True), n)
+        res = run_steering(loaded, calib, _subset_prompts(prompts, n), job.steer)
         out["steering"] = {res.run_name: res}
     out["info"]["seconds"] = round(time.perf_counter() - t0, 3)
     del loaded
@@ -133,55 +101,55 @@ def process_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
 def synthetic_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
     """Deterministic fake internals (and steering) for a model, from its name and the job options.
 
-    ``entry.extra``: ``sleep`` (seconds), ``fail`` (raise RuntimeError with that message),
+    ``entry.work_options``: ``sleep`` (seconds), ``fail`` (raise RuntimeError with that message),
     ``burn`` (seconds of CPU work), ``iters`` (a fixed number of 128 x 128 matmul + tanh steps).
     ``job.work_options``: ``sleep_per_gparam``.  An id starting with ``missing/`` fails like an
     unloadable model.
     """
     if entry.id.startswith("missing/"):
         raise OSError(f"{entry.id} is not a local folder and cannot be found offline")
-    if entry.extra.get("fail"):
-        raise RuntimeError(str(entry.extra["fail"]))
-    seconds = float(entry.extra.get("sleep", 0.0)) + float(job.work_options.get("sleep_per_gparam", 0.0)) * (entry.params or 0) / 1e9
+    if entry.work_options.get("fail"):
+        raise RuntimeError(str(entry.work_options["fail"]))
+    seconds = float(entry.work_options.get("sleep", 0.0)) + float(job.work_options.get("sleep_per_gparam", 0.0)) * (entry.params or 0) / 1e9
     if seconds:
         time.sleep(seconds)
-    if entry.extra.get("burn"):  # seconds of CPU work (wall-clock bound)
-        t_end = time.perf_counter() + float(entry.extra["burn"])
+    if entry.work_options.get("burn"):  # seconds of CPU work (wall-clock bound)
+        t_end = time.perf_counter() + float(entry.work_options["burn"])
         a = np.ones((200, 200))
         while time.perf_counter() < t_end:
             a = np.tanh(a @ a / 200.0)
-    if entry.extra.get("iters"):  # a fixed amount of CPU work (for scaling benchmarks)
+    if entry.work_options.get("iters"):  # a fixed amount of CPU work (for scaling benchmarks)
         a = np.full((128, 128), 0.5)
-        for _ in range(int(entry.extra["iters"])):
+        for _ in range(int(entry.work_options["iters"])):
             a = np.tanh(a @ a / 128.0)
-    seed = int.from_bytes(hashlib.sha256(f"{entry.name}|{entry.id}|{entry.revision}|{entry.dtype}|"
-                                         f"{job.prompts}|{job.internals}".encode()).digest()[:8], "little")
+    seed = int.from_bytes(hashlib.sha256(f"{entry.name}|{entry.id}|{entry.load.revision}|{entry.load.dtype}|"
+                                         f"{job.prompts}|{job.extract}".encode()).digest()[:8], "little")
     rng = np.random.default_rng(seed)
-    L, H = entry.n_layers or 4, 4
+    L, H = entry.facts.n_layers or 4, 4
     coupling, pm = rng.uniform(-1, 1, L), rng.uniform(-1, 1, L)
     pf, hc, dr = rng.uniform(0, 1, L), rng.uniform(-1, 1, (L, H)), rng.uniform(1, 20, L)
-    eopts = extract_options(job, entry.batch_size)
+    eopts = entry.extract
     internals = InternalsResult(
-        model=entry.name, source=entry.id, revision=entry.revision or "none", dtype=entry.dtype,
+        model=entry.name, source=entry.id, revision=entry.load.revision or "none", dtype=entry.load.dtype,
         backend="synthetic", pooling=eopts.pooling, taps=["residual", "heads"], set_r="reasoning",
         set_t="truthfulness", n_prompts=8, n_r=4, n_t=4, n_truncated=0, prompt_set_sha256="synthetic",
-        n_layers=L, n_heads=H, head_dim=8, d_model=entry.d_model or 16,
+        n_layers=L, n_heads=H, head_dim=8, d_model=entry.facts.d_model or 16,
         layers=[LayerRow(l, float(coupling[l]), float(pm[l]), float(pf[l]), bool(pf[l] > 0.5), float(dr[l]))
                 for l in range(L)],
         heads=[HeadRow(l, h, float(hc[l, h])) for l in range(L) for h in range(H)],
         head_summary=HeadSummary.of(hc), bottleneck=Bottleneck(),
         provenance=Provenance("cape_hpc.sweep.work.synthetic_model", eopts.to_dict(), seed=seed))
     out: dict[str, Any] = {"internals": internals, "info": {"source": entry.id, "resolved_revision": "synthetic"}}
-    if job.steering.get("enabled"):
-        sopts = steer_options(job)
-        v = rng.normal(size=entry.d_model or 16)
+    if job.steer is not None:
+        sopts = job.steer
+        v = rng.normal(size=entry.facts.d_model or 16)
         n, k = 4, int(rng.integers(0, 5))
         from cape_hpc.stats.intervals import wilson_interval
 
         rows = [PromptOutcome(str(i), f"prompt {i}", "base", "steered" if i < k else "base", i < k,
                               float(rng.uniform(-1, 1)), 1, 1) for i in range(n)]
         st = SteeringResult(
-            model=entry.name, source=entry.id, revision=entry.revision or "none", dtype=entry.dtype,
+            model=entry.name, source=entry.id, revision=entry.load.revision or "none", dtype=entry.load.dtype,
             backend="synthetic", probe_layer=sopts.probe_layer or 0, method=sopts.method, alpha=sopts.alpha,
             scale=sopts.scale, positions=sopts.positions, tau=sopts.tau, pooling=sopts.pooling,
             max_new_tokens=sopts.max_new_tokens, batch_size=sopts.batch_size, chat_template=False,
