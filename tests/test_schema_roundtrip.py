@@ -72,18 +72,30 @@ def library_results(tmp_path: Path) -> list[Result]:
     from cape_hpc.dynamics import discover, phase_fits
     from cape_hpc.dynamics.options import DynamicsOptions
     from cape_hpc.io.scores import InputTable, load_scores
-    from cape_hpc.stats import bootstrap
+    from cape_hpc.stats import BootstrapOptions, bootstrap
 
     df = load_scores()
     x = df["HS"].to_numpy(dtype=float)
-    boot = bootstrap(lambda idx: float(np.mean(x[idx])), len(x), n_resamples=200, seed=3)
+    boot = bootstrap(lambda idx: float(np.mean(x[idx])), BootstrapOptions(n_resamples=200, seed=3), n=len(x))
     dyn = discover(df, DynamicsOptions(n_resamples=50))  # Pythia -> Llama-2, with term stability
     out = [boot, diagnose(df, 7e9, family="Llama-2"), phase_fits(df), dyn, population_coupling(df),
            coupling_fixed_point(df), InputTable.of(df)]
     if getattr(dyn, "term_stability", None) is not None:
         out.append(dyn.term_stability)
     out.append(_analyze_run())
+    out.append(_score_import(tmp_path))
     return out + sweep_results(tmp_path)
+
+
+def _score_import(tmp_path: Path) -> Result:
+    """`cape scores import` of files written as lm_eval 0.4 does (tests/test_scores_import.py)."""
+    from cape_hpc.io.evalresults import import_results
+    from test_scores_import import lmeval04, write_output_path
+
+    pct = {"HS": 50.0, "TQA": 40.0, "ARC": 30.0, "WG": 55.0, "MMLU": 27.0}
+    write_output_path(tmp_path / "evalres", lmeval04("org/M-1B", 1e9, pct, date=1.7e9), "2023-11-14T22-13-20")
+    write_output_path(tmp_path / "evalres", lmeval04("org/M-1B", 1e9, pct, date=1.8e9), "2027-01-15T08-00-00")
+    return import_results([tmp_path / "evalres"])
 
 
 @pytest.fixture(scope="module")
