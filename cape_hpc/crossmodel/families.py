@@ -43,7 +43,7 @@ from cape_hpc.crossmodel.results import (CompetingHeads, CrossModelResult, Famil
                                          InternalFixedPoint, InternalGamma, InternalNc, ModelRow, PhaseAgreement,
                                          PhaseRow)
 from cape_hpc.crossmodel.table import (ModelInput, check_prompt_sets, model_replicates, model_row,
-                                       quantity_key, quantity_value)
+                                       quantity_value)
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.schema import BootstrapSummary, ConfidenceInterval, Provenance
 from cape_hpc.stats import BatchStatistic, bootstrap, percentile_interval, summarize, wilson_interval
@@ -99,11 +99,13 @@ class TwoLevelStatistic(BatchStatistic):
         return {"statistic": self.name, "levels": "models" if self.reps is None else "models x prompt blocks"}
 
 
-def _boot(stat: TwoLevelStatistic, opts: CrossModelOptions) -> BootstrapSummary:
+def _two_level_summary(stat: TwoLevelStatistic, opts: CrossModelOptions) -> BootstrapSummary:
+    """The summary of ``stat``'s two-level bootstrap (models x prompt blocks) with ``opts``."""
     return summarize(bootstrap(stat, opts))
 
 
-def _slope(x: np.ndarray) -> Callable:
+def _ladder_slope_fn(x: np.ndarray) -> Callable:
+    """f(values, idx): least-squares slope per decade of the drawn models (NaN with < 2 distinct N)."""
     def f(vals, idx):
         xs, ys = x[idx], vals[idx]
         if np.unique(xs).size < 2:
@@ -113,7 +115,8 @@ def _slope(x: np.ndarray) -> Callable:
     return f
 
 
-def _nc_fn(estimator: str, x: np.ndarray, lo: float, hi: float, attach: str) -> Callable:
+def _ladder_nc_fn(estimator: str, x: np.ndarray, lo: float, hi: float, attach: str) -> Callable:
+    """f(values, idx): log10 N_c of the drawn models by ``estimator`` (the kernels' batch form, one row)."""
     from cape_kernels import gamma_nc_batch, quadratic_nc_batch
 
     fam = np.zeros(x.size, dtype=np.int64)
@@ -122,7 +125,8 @@ def _nc_fn(estimator: str, x: np.ndarray, lo: float, hi: float, attach: str) -> 
     return lambda vals, idx: gamma_nc_batch(estimator, fam, x, x, vals, idx[None, :], 0.0, lo, hi, attach)[0]
 
 
-def _empty_boot(opts: CrossModelOptions, note: str) -> BootstrapSummary:
+def _no_bootstrap(opts: CrossModelOptions, note: str) -> BootstrapSummary:
+    """An empty summary saying why no bootstrap was run."""
     return BootstrapSummary.empty(opts.levels, note=note)
 
 
@@ -148,14 +152,14 @@ def analyse_family(family: str, names: list[str], params: np.ndarray, y: np.ndar
     enough = n >= opts.min_models
     reason = "" if enough else f"{n} model(s) < {opts.min_models}: no ladder estimate"
     slope = intercept = r = math.nan
-    slope_boot = _empty_boot(opts, reason or "not bootstrapped")
+    slope_boot = _no_bootstrap(opts, reason or "not bootstrapped")
     if enough:
         if np.unique(x).size >= 2:
             slope, intercept = (float(v) for v in np.polyfit(x, y, 1))
             r = float(np.corrcoef(x, y)[0, 1]) if np.std(y) > 0 else math.nan
         else:
             reason = "fewer than 2 distinct N"
-        slope_boot = _boot(TwoLevelStatistic(_slope(x), y, reps, "ladder_slope"), opts)
+        slope_boot = _two_level_summary(TwoLevelStatistic(_ladder_slope_fn(x), y, reps, "ladder_slope"), opts)
     ladder = FamilyLadder(family, opts.quantity, n, list(names), list(map(float, x)), list(map(float, y)),
                           [float(c.low) for c in y_ci], [float(c.high) for c in y_ci], slope, intercept, r, slope_boot,
                           reason)
@@ -165,7 +169,7 @@ def analyse_family(family: str, names: list[str], params: np.ndarray, y: np.ndar
                           LADDER_Y: y})
     for est in opts.estimators:
         if not enough:
-            ncs.append(InternalNc(family, est, n, math.nan, math.nan, reason, False, _empty_boot(opts, reason),
+            ncs.append(InternalNc(family, est, n, math.nan, math.nan, reason, False, _no_bootstrap(opts, reason),
                                   [math.nan, math.nan]))
             continue
         nopts = NcOptions(pair=(LADDER_X, LADDER_Y), units="percent", min_delta=0.0, tax_below=opts.tax_below,
@@ -173,9 +177,9 @@ def analyse_family(family: str, names: list[str], params: np.ndarray, y: np.ndar
                           n_resamples=opts.n_resamples, seed=opts.seed, levels=opts.levels, ci_method=opts.ci_method)
         e = estimate_nc(table, nopts).estimates[0]
         lo, hi = (float(x.min()), float(x.max())) if est == "quadratic" else (-math.inf, math.inf)
-        stat = TwoLevelStatistic(_nc_fn(est, x, lo, hi, opts.attach), y, reps, f"internal_nc_{est}",
+        stat = TwoLevelStatistic(_ladder_nc_fn(est, x, lo, hi, opts.attach), y, reps, f"internal_nc_{est}",
                                  discrete=est == "sign-change")
-        boot = note_fit_range(_boot(stat, opts), *e.fit_range, est)
+        boot = note_fit_range(_two_level_summary(stat, opts), *e.fit_range, est)
         ncs.append(InternalNc(family, est, n, e.log10_nc, e.nc, e.reason, e.extrapolated, boot, list(e.fit_range)))
     # fixed point of the internal ladder
     fpo = FixedPointOptions(family=family, at=opts.at)
@@ -184,10 +188,10 @@ def analyse_family(family: str, names: list[str], params: np.ndarray, y: np.ndar
         stat = TwoLevelStatistic(lambda vals, idx: fixed_point_xy(x[idx], vals[idx], fpo).gamma_star, y, reps,
                                  "internal_fixed_point")
         fixed = InternalFixedPoint(family, n, fp.a, fp.b, fp.gamma_star, fp.stability, fp.n_points, opts.at, fp.reason,
-                                   _boot(stat, opts))
+                                   _two_level_summary(stat, opts))
     else:
         fixed = InternalFixedPoint(family, n, math.nan, math.nan, math.nan, "undefined", 0, opts.at, reason,
-                                   _empty_boot(opts, reason))
+                                   _no_bootstrap(opts, reason))
     ladder.note = note
     return ladder, gammas, ncs, fixed
 
@@ -326,11 +330,10 @@ def cross_model_analysis(inputs: list[ModelInput], opts: CrossModelOptions | Non
     level = opts.level
     rows: list[ModelRow] = []
     reps: dict[str, np.ndarray | None] = {}
-    key = quantity_key(opts.quantity)
     for mi in inputs:
         rep = model_replicates(mi.result, opts.n_resamples, opts.seed, level)
         rows.append(model_row(mi, rep, level))
-        reps[mi.name] = None if rep is None or key not in rep else rep[key]
+        reps[mi.name] = None if rep is None or opts.quantity not in rep else rep[opts.quantity]
         del rep
     ladders, gammas, ncs, fixed = [], [], [], []
     fams: dict[str, list[ModelRow]] = {}

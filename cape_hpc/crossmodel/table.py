@@ -22,14 +22,13 @@ the final hidden state's coupling), with one stream of block weights shared by a
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from cape_hpc.crossmodel.results import ModelRow
-from cape_hpc.errors import DataError, SchemaError, StoreError
+from cape_hpc.errors import DataError
 from cape_hpc.internals.blocks import BlockBootstrap
 from cape_hpc.internals.results import COMPETING_THRESHOLD, InternalsResult
 from cape_hpc.schema import ConfidenceInterval
@@ -80,20 +79,14 @@ def read_inputs(paths, scores: pd.DataFrame | None = None, counted: dict[str, fl
     """Every ``/internals/<model>`` group of the files, with family and parameters resolved
     (spec: a merged file's /sweep index, else ``spec`` {model: {family, params}} from job files;
     then scores; then counted).  ``models``: only these (by name)."""
-    import h5py
-
     from cape_hpc.io.store import read_tree
+    from cape_hpc.io.verify import open_results
 
     out: list[ModelInput] = []
     seen: dict[str, str] = {}
     for path in paths:
         path = str(path)
-        if not os.path.exists(path):
-            raise StoreError(f"{path}: results file not found")
-        try:
-            f = h5py.File(path, "r")
-        except OSError as exc:
-            raise StoreError(f"{path}: not a readable HDF5 results file ({str(exc).splitlines()[0]})") from None
+        f = open_results(path)  # missing, not HDF5, or content not matching its hash: one line
         with f:
             index = {**(spec or {}), **_sweep_index(f, path)}
             if "internals" not in f or not len(f["internals"]):
@@ -101,10 +94,7 @@ def read_inputs(paths, scores: pd.DataFrame | None = None, counted: dict[str, fl
                                 f"`cape merge` first)")
             for key in sorted(f["internals"]):
                 where = f"{path}:/internals/{key}"
-                try:
-                    res = InternalsResult.from_tree(read_tree(f[f"internals/{key}"]), where=where)
-                except SchemaError:
-                    raise
+                res = InternalsResult.from_tree(read_tree(f[f"internals/{key}"]), where=where)
                 # a sweep stores each model under its job name (which may differ from the id it loaded)
                 label = key.replace("|", "/")
                 if models is not None and label not in models and res.model not in models:
@@ -285,16 +275,3 @@ def quantity_value(row: ModelRow, quantity: str) -> float:
     """The ladder quantity of a table row."""
     return {"final": row.final_coupling, "mean": row.mean_coupling, "min": row.min_coupling,
             "head_net": row.head_net}[quantity]
-
-
-def quantity_key(quantity: str) -> str:
-    """The replicate key of a ladder quantity."""
-    return {"final": "final", "mean": "mean", "min": "min", "head_net": "head_net"}[quantity]
-
-
-@dataclass
-class TableData:
-    """Rows with their replicates of the ladder quantity (not stored)."""
-
-    rows: list[ModelRow] = field(default_factory=list)
-    reps: dict[str, np.ndarray | None] = field(default_factory=dict)
