@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from cape_hpc.sweep import shards as sh
+from cape_hpc.sweep import shards
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 CAPE = [sys.executable, "-m", "cape_hpc.cli"]
@@ -45,7 +45,7 @@ def job_file(tmp_path: Path, out: str, sleep: float = 0.3, name: str = "job.yaml
 
 
 # one code version for every process of a test, even if the checkout is edited meanwhile
-CODE_VERSION = sh.shard_code_version()
+CODE_VERSION = shards.shard_code_version()
 
 
 def env(**extra) -> dict:
@@ -64,12 +64,12 @@ class ShardWatcher:
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
-        d = sh.shards_dir(self.out)
+        d = shards.shards_dir(self.out)
         while not self._stop.is_set():
             for p in d.glob("*.h5") if d.exists() else []:
                 if p.name.startswith("."):
                     continue  # temporary files are never read as results
-                st = sh.inspect_shard(p)
+                st = shards.inspect_shard(p)
                 if st.status == "missing":
                     continue  # moved away in between
                 self.seen.add(p.name)
@@ -108,9 +108,9 @@ def test_rank_sigkilled_mid_model_rerun_equals_uninterrupted(tmp_path, where):
     assert r.returncode != 0  # a rank died: the MPI job is aborted
     assert not w.bad, w.bad
     assert w.seen & {"m0.h5", "m1.h5"}  # the watcher did look at published shards
-    assert not sh.shard_path(out, "m2").exists()
+    assert not shards.shard_path(out, "m2").exists()
     # m2 went to a rank only after it had published m0 or m1: that shard survives the kill
-    assert any(sh.inspect_shard(sh.shard_path(out, f"m{i}")).status == "complete" for i in (0, 1))
+    assert any(shards.inspect_shard(shards.shard_path(out, f"m{i}")).status == "complete" for i in (0, 1))
     r2 = subprocess.run([str(MPIEXEC), "-n", "2"] + CAPE + ["sweep", str(job), "--json"], capture_output=True,
                         text=True, env=env(), timeout=120)
     assert r2.returncode == 0, r2.stderr
@@ -138,7 +138,7 @@ def test_external_sigkill_then_resume(tmp_path):
     time.sleep(0.3)
     p.kill()
     p.communicate()
-    assert not sh.shard_path(out, "m0").exists() and (out / "locks" / "m0.lock").exists()
+    assert not shards.shard_path(out, "m0").exists() and (out / "locks" / "m0.lock").exists()
     r = subprocess.run(CAPE + ["sweep", str(job), "--json"], capture_output=True, text=True,
                        env=env(), timeout=120)
     assert r.returncode == 0, r.stderr
@@ -177,8 +177,8 @@ def test_sigterm_finish_mode_completes_current_model(tmp_path):
     p.send_signal(signal.SIGTERM)
     p.communicate(timeout=30)
     assert p.returncode == 143
-    assert sh.inspect_shard(sh.shard_path(out, "m0")).status == "complete"
-    assert not sh.shard_path(out, "m1").exists()
+    assert shards.inspect_shard(shards.shard_path(out, "m0")).status == "complete"
+    assert not shards.shard_path(out, "m1").exists()
 
 
 def test_same_job_twice_at_once(tmp_path):
@@ -198,7 +198,7 @@ def test_same_job_twice_at_once(tmp_path):
             done[m["model"]] = done.get(m["model"], 0) + (m["status"] == "done")
     assert done == {f"m{i}": 1 for i in range(6)}, "each shard written exactly once"
     for i in range(6):
-        assert sh.inspect_shard(sh.shard_path(out, f"m{i}")).status == "complete"
+        assert shards.inspect_shard(shards.shard_path(out, f"m{i}")).status == "complete"
     # the work was shared, not duplicated: both runs computed something
     per_run = [sum(m["status"] == "done" for m in json.loads(so)["models"]) for so, _ in results]
     assert min(per_run) >= 1, per_run

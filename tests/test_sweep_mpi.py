@@ -14,12 +14,12 @@ import pytest
 
 from cape_hpc.internals.results import InternalsResult
 from cape_hpc.io.store import read_results
-from cape_hpc.sweep import shards as sh
+from cape_hpc.sweep import shards
 
 REPO = Path(__file__).resolve().parents[1]
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 CAPE = [sys.executable, "-m", "cape_hpc.cli"]
-CODE_VERSION = sh.shard_code_version()
+CODE_VERSION = shards.shard_code_version()
 
 pytestmark = pytest.mark.skipif(not MPIEXEC.exists(), reason="the venv has no mpiexec (pip install mpich)")
 
@@ -89,9 +89,9 @@ def test_rank_sigkilled_mid_model_real_models(tmp_path):
                        capture_output=True, text=True, env=env(CAPE_SWEEP_FAILPOINT="after_work:tiny-opt"),
                        timeout=300)
     assert r.returncode != 0
-    assert not sh.shard_path(out, "tiny-opt").exists()
+    assert not shards.shard_path(out, "tiny-opt").exists()
     for p in (out / "shards").glob("[!.]*.h5"):
-        assert sh.inspect_shard(p).status == "complete"
+        assert shards.inspect_shard(p).status == "complete"
     r2 = subprocess.run([str(MPIEXEC), "-n", "2"] + CAPE + ["sweep", str(job), "--out-dir", str(out), "--json"],
                         capture_output=True, text=True, env=env(), timeout=300)
     assert r2.returncode == 0, r2.stderr[-3000:]
@@ -130,7 +130,7 @@ models:
     assert runs["tiny-llama"]["status"] == runs["tiny-gpt2"]["status"] == "done"
     man = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert man["models"]["ghost"]["status"] == "failed" and man["models"]["ghost"]["error"]
-    assert not sh.shard_path(tmp_path / "out", "ghost").exists()
+    assert not shards.shard_path(tmp_path / "out", "ghost").exists()
 
 
 def test_two_ranks_thread_budget_with_numba_cache_cold_then_warm(tmp_path):
@@ -152,9 +152,9 @@ def test_two_ranks_thread_budget_with_numba_cache_cold_then_warm(tmp_path):
         assert "NUMBA_NUM_THREADS" not in r.stderr, f"{run}: {r.stderr[-3000:]}"
         res = json.loads(r.stdout)
         assert len(res["models"]) == 4 and all(m["status"] == "done" for m in res["models"]), (run, res["models"])
-        shards = sorted((out / "shards").glob("*.h5"))
-        assert len(shards) == 4, (run, shards)
-        for shard in shards:
+        shard_files = sorted((out / "shards").glob("*.h5"))
+        assert len(shard_files) == 4, (run, shard_files)
+        for shard in shard_files:
             with h5py.File(shard, "r") as f:
                 threads = dict(kv.split("=") for kv in str(f.attrs["info_threads"]).split(","))
             assert int(threads["numba"]) == budget and int(threads["torch"]) == budget, (run, shard.name, threads)

@@ -20,7 +20,7 @@ from cape_hpc.errors import DataError, OptionError, StoreError
 from cape_hpc.internals.results import InternalsResult
 from cape_hpc.io.store import read_results
 from cape_hpc.steering.results import SteeringResult
-from cape_hpc.sweep import shards as sh
+from cape_hpc.sweep import shards
 from cape_hpc.sweep.merge import SweepIndex, merge_shards
 from cape_hpc.sweep.options import MergeOptions, SweepOptions
 from cape_hpc.sweep.runner import plan, run_sweep
@@ -189,7 +189,7 @@ def test_run_writes_complete_shards_and_merge(tmp_path):
     assert res.exit_status() == 0 and sorted(m.status for m in res.models) == ["done"] * 3
     out = Path(job.output_dir)
     for name in ("big", "mid", "small"):
-        st = sh.inspect_shard(sh.shard_path(out, name))
+        st = shards.inspect_shard(shards.shard_path(out, name))
         assert st.status == "complete" and st.provenance["model"] == name
     m = merge_shards(out, tmp_path / "merged.h5")
     assert sorted(m.merged) == ["big", "mid", "small"] and m.exit_status() == 0
@@ -213,11 +213,11 @@ def test_resume_skips_complete_and_recomputes_missing(tmp_path):
     job = load_job(write_job(tmp_path))
     run_sweep(job, use_mpi=False)
     out = Path(job.output_dir)
-    before = {n: sh.shard_path(out, n).stat().st_mtime_ns for n in ("big", "small")}
-    sh.shard_path(out, "mid").unlink()
+    before = {n: shards.shard_path(out, n).stat().st_mtime_ns for n in ("big", "small")}
+    shards.shard_path(out, "mid").unlink()
     res = run_sweep(job, use_mpi=False)
     assert {m.model: m.status for m in res.models} == {"big": "skipped", "mid": "done", "small": "skipped"}
-    assert {n: sh.shard_path(out, n).stat().st_mtime_ns for n in ("big", "small")} == before
+    assert {n: shards.shard_path(out, n).stat().st_mtime_ns for n in ("big", "small")} == before
 
 
 def test_other_provenance_is_refused_unless_force(tmp_path):
@@ -229,7 +229,7 @@ def test_other_provenance_is_refused_unless_force(tmp_path):
     assert plan(changed, changed.output_dir)[0].action == "refuse"
     res = run_sweep(changed, use_mpi=False, force=True)
     assert sorted(m.status for m in res.models) == ["done"] * 3
-    st = sh.inspect_shard(sh.shard_path(changed.output_dir, "big"))
+    st = shards.inspect_shard(shards.shard_path(changed.output_dir, "big"))
     assert st.provenance["job_options"]["steering"]["alpha"] == 3.0
 
 
@@ -247,7 +247,7 @@ def test_corrupt_shard_detected_reported_recomputed_never_merged(tmp_path, damag
     job = load_job(write_job(tmp_path))
     run_sweep(job, use_mpi=False)
     out = Path(job.output_dir)
-    p = sh.shard_path(out, "mid")
+    p = shards.shard_path(out, "mid")
     good = read_results(p)
     data = p.read_bytes()
     if damage == "truncate":
@@ -261,7 +261,7 @@ def test_corrupt_shard_detected_reported_recomputed_never_merged(tmp_path, damag
     else:
         with h5py.File(p, "r+") as f:
             f.attrs["complete"] = False
-    st = sh.inspect_shard(p)
+    st = shards.inspect_shard(p)
     assert st.status == ("incomplete" if damage == "incomplete" else "corrupt")
     m = merge_shards(out, tmp_path / "m.h5")
     assert "mid" not in m.merged and m.bad and m.exit_status() == 1
@@ -322,7 +322,7 @@ def test_results_round_trip_and_options_are_provenance(tmp_path):
     assert all(m.error == "" and m.load_seconds != m.load_seconds for m in res.models)  # "" and NaN, never None
     assert_roundtrip(res, tmp_path, "/sweep/run")
     out = Path(job.output_dir)
-    sh.shard_path(out, "zz").write_bytes(b"not hdf5")
+    shards.shard_path(out, "zz").write_bytes(b"not hdf5")
     m = merge_shards(out, tmp_path / "m.h5", MergeOptions(force=True))
     assert m.provenance.options == {"force": True, "allow_mixed": False}
     assert m.merged == ["big", "mid"] and [b.status for b in m.bad] == ["corrupt"]
@@ -341,10 +341,10 @@ def test_merge_refuses_a_shard_that_does_not_match_the_schema(tmp_path):
     tree = synthetic_model(entry, job)
     bad = tree["internals"].to_tree()
     del bad["d_model"]
-    p = sh.shard_path(out, "mid")
+    p = shards.shard_path(out, "mid")
     p.unlink()
-    sh.write_shard(out, entry, sh.expected_provenance(entry, job), {"internals": bad})
-    assert sh.inspect_shard(p).status == "complete"
+    shards.write_shard(out, entry, shards.expected_provenance(entry, job), {"internals": bad})
+    assert shards.inspect_shard(p).status == "complete"
     m = merge_shards(out, tmp_path / "m.h5")
     assert m.merged == ["big", "small"] and m.exit_status() == 1
     (b,), = [m.bad]
@@ -364,10 +364,10 @@ def test_sweep_options_validate():
 
 
 def test_lock_is_exclusive_and_stale_lock_taken_over(tmp_path):
-    a = sh.ModelLock(tmp_path, "m")
+    a = shards.ModelLock(tmp_path, "m")
     a.acquire()
-    b = sh.ModelLock(tmp_path, "m")
-    with pytest.raises(sh.LockBusy):
+    b = shards.ModelLock(tmp_path, "m")
+    with pytest.raises(shards.LockBusy):
         b.acquire()
     a.release()
     b.acquire()
@@ -375,8 +375,8 @@ def test_lock_is_exclusive_and_stale_lock_taken_over(tmp_path):
     # a lock left by a dead process on this host is stale
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
-    (tmp_path / "locks" / "m.lock").write_text(json.dumps({"host": sh.HOST, "pid": pid, "nonce": "x"}))
-    c = sh.ModelLock(tmp_path, "m")
+    (tmp_path / "locks" / "m.lock").write_text(json.dumps({"host": shards.HOST, "pid": pid, "nonce": "x"}))
+    c = shards.ModelLock(tmp_path, "m")
     c.acquire()
     assert c.took_over["pid"] == pid
     assert json.loads((tmp_path / "locks" / "m.lock").read_text())["pid"] == os.getpid()
@@ -388,11 +388,11 @@ def test_remote_lock_is_stale_only_after_heartbeat_timeout(tmp_path):
     p = tmp_path / "locks" / "m.lock"
     p.parent.mkdir()
     p.write_text(json.dumps({"host": "another-node", "pid": 1, "nonce": "y"}))
-    with pytest.raises(sh.LockBusy):
-        sh.ModelLock(tmp_path, "m").acquire()
-    old = p.stat().st_mtime - sh.REMOTE_STALE_S - 5
+    with pytest.raises(shards.LockBusy):
+        shards.ModelLock(tmp_path, "m").acquire()
+    old = p.stat().st_mtime - shards.REMOTE_STALE_S - 5
     os.utime(p, (old, old))
-    lk = sh.ModelLock(tmp_path, "m")
+    lk = shards.ModelLock(tmp_path, "m")
     lk.acquire()
     assert lk.took_over["host"] == "another-node"
     lk.release()
@@ -401,12 +401,12 @@ def test_remote_lock_is_stale_only_after_heartbeat_timeout(tmp_path):
 def test_write_shard_never_overwrites_a_published_shard(tmp_path):
     job = load_job(write_job(tmp_path))
     e = job.model("big")
-    prov = sh.expected_provenance(e, job)
+    prov = shards.expected_provenance(e, job)
     tree = synthetic_model(e, job)
-    assert sh.write_shard(tmp_path, e, prov, tree)[0] == "written"
-    ino = sh.shard_path(tmp_path, "big").stat().st_ino
-    assert sh.write_shard(tmp_path, e, prov, tree)[0] == "exists"
-    assert sh.shard_path(tmp_path, "big").stat().st_ino == ino
+    assert shards.write_shard(tmp_path, e, prov, tree)[0] == "written"
+    ino = shards.shard_path(tmp_path, "big").stat().st_ino
+    assert shards.write_shard(tmp_path, e, prov, tree)[0] == "exists"
+    assert shards.shard_path(tmp_path, "big").stat().st_ino == ino
     assert not list((tmp_path / "shards").glob(".*.tmp.h5"))
 
 

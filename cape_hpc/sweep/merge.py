@@ -29,7 +29,7 @@ from cape_hpc.internals.results import InternalsResult
 from cape_hpc.io.store import atomic_h5, content_hash, read_tree, write_tree
 from cape_hpc.schema import Provenance, Result
 from cape_hpc.steering.results import SteeringResult
-from cape_hpc.sweep import shards as sh
+from cape_hpc.sweep import shards
 from cape_hpc.sweep.options import MergeOptions
 from cape_hpc.sweep.spec import options_hash
 
@@ -115,15 +115,15 @@ def merge_shards(results_dir: str | os.PathLike, output: str | os.PathLike, opts
     opts = opts or MergeOptions()
     if changes:
         opts = opts.replace(**changes)
-    d = sh.shards_dir(results_dir)
+    d = shards.shards_dir(results_dir)
     if not d.is_dir():
         raise StoreError(f"{results_dir}: no shards/ folder (is this a `cape sweep` results directory?)")
-    good: list[tuple[sh.ShardState, InternalsResult | None, dict, dict]] = []
+    good: list[tuple[shards.ShardState, InternalsResult | None, dict, dict]] = []
     bad: list[BadShard] = []
     for p in sorted(d.glob("*.h5")):
         if p.name.startswith("."):
             continue
-        st = sh.inspect_shard(p)
+        st = shards.inspect_shard(p)
         if st.status != "complete":
             bad.append(BadShard(str(p), st.status, st.detail))
             continue
@@ -138,7 +138,7 @@ def merge_shards(results_dir: str | os.PathLike, output: str | os.PathLike, opts
     ref = {k: good[0][0].provenance.get(k) for k in _JOB_KEYS}
     mixed = []
     for st, *_ in good[1:]:
-        diff = sh.provenance_diff(ref, {k: st.provenance.get(k) for k in _JOB_KEYS})
+        diff = shards.provenance_diff(ref, {k: st.provenance.get(k) for k in _JOB_KEYS})
         if diff:
             mixed.append(f"{st.path.name}: {'; '.join(diff[:3])}")
     if mixed and not opts.allow_mixed:

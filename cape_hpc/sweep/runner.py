@@ -30,15 +30,15 @@ import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from cape_hpc.errors import OptionError, StoreError
 from cape_hpc.schema import Provenance, Result
-from cape_hpc.sweep import shards as sh
+from cape_hpc.sweep import shards
 from cape_hpc.sweep.options import SweepOptions
-from cape_hpc.sweep.spec import JobSpec, ModelEntry, estimate_memory_bytes, order_models
+from cape_hpc.sweep.spec import JobSpec, ModelEntry, check_prompt_files, estimate_memory_bytes, order_models
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class ModelRun:
     status: str                 # done | skipped | failed | interrupted | busy
     seconds: float = 0.0
     rank: int = 0
-    host: str = sh.HOST
+    host: str = shards.HOST
     error: str = ""
     shard: str = ""
     note: str = ""
@@ -118,22 +118,22 @@ def plan(job: JobSpec, out_dir: str | os.PathLike, *, force: bool = False, model
          inspect: bool = True) -> list[PlanRow]:
     """Order the models and classify each shard; never loads a model."""
     rows = []
-    prompts_sha = sh.prompt_hashes(job) if inspect else None
+    prompts_sha = shards.prompt_hashes(job) if inspect else None
     for i, m in enumerate(order_models(models if models is not None else job.models)):
         mem = estimate_memory_bytes(m, job)
         row = PlanRow(i, m.name, m.id, math.nan if m.params is None else float(m.params), m.load.dtype,
                       math.nan if mem is None else float(mem), "missing", "run")
         if inspect:
-            st = sh.inspect_shard(sh.shard_path(out_dir, m.name))
+            st = shards.inspect_shard(shards.shard_path(out_dir, m.name))
             row.shard = st.status
             if st.status == "complete":
-                want = sh.expected_provenance(m, job, prompts_sha)
+                want = shards.expected_provenance(m, job, prompts_sha)
                 if st.provenance == want:
                     row.action = "skip"
                 else:
                     row.shard = "mismatch"
                     row.action = "recompute" if force else "refuse"
-                    row.detail = "; ".join(sh.provenance_diff(st.provenance or {}, want)[:4])
+                    row.detail = "; ".join(shards.provenance_diff(st.provenance or {}, want)[:4])
             elif st.status in ("corrupt", "incomplete"):
                 row.action = "recompute"
                 row.detail = st.detail
@@ -335,42 +335,42 @@ def run_one(entry: ModelEntry, job: JobSpec, out_dir: Path, work: Callable, *, f
             run_id: str, term: _TermState, prompts_sha: dict) -> ModelRun:
     t0 = time.perf_counter()
     run = ModelRun(entry.name, "failed", rank=rank)
-    want = sh.expected_provenance(entry, job, prompts_sha)
-    lock = sh.ModelLock(out_dir, entry.name, run_id)
+    want = shards.expected_provenance(entry, job, prompts_sha)
+    lock = shards.ModelLock(out_dir, entry.name, run_id)
     try:
         lock.acquire()
-    except sh.LockBusy as busy:
+    except shards.LockBusy as busy:
         run.status, run.note = "busy", f"locked by {busy.holder.get('host')}:{busy.holder.get('pid')}"
         run.seconds = time.perf_counter() - t0
         return run
     try:
         if lock.took_over:
             run.note = f"took over stale lock of {lock.took_over.get('host')}:{lock.took_over.get('pid')}"
-        st = sh.inspect_shard(sh.shard_path(out_dir, entry.name))
+        st = shards.inspect_shard(shards.shard_path(out_dir, entry.name))
         if st.status == "complete" and st.provenance == want and not force:
             run.status, run.shard = "skipped", str(st.path)
             run.note = (run.note + "; " if run.note else "") + "completed by another run"
             return run
         if st.status == "complete" and st.provenance != want and not force:
             run.error = "a shard with other provenance exists (pass --force to recompute): " + \
-                "; ".join(sh.provenance_diff(st.provenance or {}, want)[:4])
+                "; ".join(shards.provenance_diff(st.provenance or {}, want)[:4])
             return run
         if st.status in ("corrupt", "incomplete"):
-            moved = sh.quarantine(st.path)
+            moved = shards.quarantine(st.path)
             run.note = f"{st.status} shard ({st.detail}) moved to {moved} and recomputed"
             log.warning("%s: %s", entry.name, run.note)
         term.in_compute = True
         try:
             tree = work(entry, job)
-            sh._failpoint("after_work", entry.name)
+            shards.failpoint("after_work", entry.name)
         finally:
             term.in_compute = False
         ls = (tree.get("info") or {}).get("load_seconds")
         run.load_seconds = math.nan if ls is None else float(ls)
         threads = thread_counts()
-        outcome, path = sh.write_shard(out_dir, entry, want, tree, force=force or st.status == "complete",
+        outcome, path = shards.write_shard(out_dir, entry, want, tree, force=force or st.status == "complete",
                                        info={**(tree.get("info") or {}), "run_id": run_id, "rank": rank,
-                                             "host": sh.HOST,
+                                             "host": shards.HOST,
                                              "threads": ",".join(f"{k}={v}" for k, v in threads.items())})
         run.shard = str(path)
         run.status = "done" if outcome == "written" else "skipped"
@@ -393,16 +393,42 @@ def run_one(entry: ModelEntry, job: JobSpec, out_dir: Path, work: Callable, *, f
 # the sweep
 
 
-def _record(out_dir: Path, run: ModelRun, run_id: str) -> None:
-    with sh.locked_manifest(out_dir) as man:
+def record_in_manifest(out_dir: Path, run: ModelRun, run_id: str) -> None:
+    """One model's outcome in ``manifest.json`` (a skip keeps the entry of the run that did it)."""
+    with shards.locked_manifest(out_dir) as man:
         prev = man["models"].get(run.model, {})
         entry = {"status": run.status, "seconds": round(run.seconds, 3),
                  "load_seconds": None if math.isnan(run.load_seconds) else run.load_seconds, "rank": run.rank,
                  "host": run.host, "error": run.error or None, "note": run.note or None, "shard": run.shard or None,
-                 "run_id": run_id, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                 "run_id": run_id, "finished": _now()}
         if run.status == "skipped" and prev.get("status") == "done":
             entry = {**prev, "last_checked": entry["finished"], "last_run_id": run_id}
         man["models"][run.model] = entry
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass
+class SweepRun:
+    """What the steps of one ``run_sweep`` call share (on one rank)."""
+
+    job: JobSpec
+    opts: SweepOptions
+    out: Path
+    comm: Any                            # COMM_WORLD, or None in one process
+    rank: int
+    size: int
+    models: dict[str, ModelEntry]        # the selected models by name
+    term: _TermState
+    run_id: str = ""
+    prompts_sha: dict[str, str] = field(default_factory=dict)
+    work: Callable | None = None
+
+    def run_model(self, name: str) -> ModelRun:
+        return run_one(self.models[name], self.job, self.out, self.work, force=self.opts.force, rank=self.rank,
+                       run_id=self.run_id, term=self.term, prompts_sha=self.prompts_sha)
 
 
 def run_sweep(job: JobSpec, opts: SweepOptions | None = None, *, comm=None, **changes: Any) -> SweepResult:
@@ -412,149 +438,172 @@ def run_sweep(job: JobSpec, opts: SweepOptions | None = None, *, comm=None, **ch
     opts = opts or SweepOptions()
     if changes:
         opts = opts.replace(**changes)
-    out_dir, force, only, index, on_term = opts.out_dir, opts.force, opts.only, opts.index, opts.on_term
     comm = comm if comm is not None else get_comm(opts.use_mpi)
-    rank = comm.Get_rank() if comm is not None else 0
-    size = comm.Get_size() if comm is not None else 1
-    out = Path(out_dir or job.output_dir)
+    rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     t_start = time.perf_counter()
-
-    # ---- plan on rank 0, share the verdict
-    models = select_models(job, only, index)
-    header = None
-    if rank == 0:
+    models = select_models(job, opts.only, opts.index)
+    run = SweepRun(job, opts, Path(opts.out_dir or job.output_dir), comm, rank, size, {m.name: m for m in models},
+                   _TermState(opts.on_term))
+    header = share_plan(run, models)
+    run.run_id, run.prompts_sha = header["run_id"], header["prompts_sha"]
+    set_thread_budget(_local_ranks(comm))
+    run.work = resolve_work(job.work_target)
+    with signals_handled_by(run.term):
         try:
-            if out.exists() and not out.is_dir():
-                raise StoreError(f"option '--out-dir': {out} is a file, not a results folder")
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"option '--out-dir': cannot create the folder {out} ({exc.strerror or exc})") from None
-            from cape_hpc.sweep.spec import check_prompt_files
+            if rank == 0:
+                runs, stats = run_master(run, header["rows"])
+            else:
+                runs, stats = [], run_worker(run)
+        except Exception:
+            if comm is not None and size > 1:  # never leave the other ranks waiting for this one
+                log.exception("rank %d: unexpected error; aborting the MPI job", rank)
+                comm.Abort(2)
+            raise
+    return sweep_result(run, runs, stats, time.perf_counter() - t_start)
 
-            check_prompt_files(job)
-            sh.clean_stale_tmp(out)
-            rows = plan(job, out, force=force, models=models)
-            refused = [r for r in rows if r.action == "refuse"]
-            if refused:
-                raise StoreError(
-                    f"{out}: {len(refused)} shard(s) have other provenance and are not mixed in "
-                    f"(pass --force to recompute them): " +
-                    "; ".join(f"{r.model} ({r.detail})" for r in refused[:5]))
-            header = {"ok": True, "rows": [(r.model, r.action) for r in rows], "prompts_sha": sh.prompt_hashes(job),
-                      "run_id": _run_id()}
+
+def share_plan(run: SweepRun, models: list[ModelEntry]) -> dict[str, Any]:
+    """Rank 0 checks the results folder and the prompt files and plans; every rank gets the verdict
+    (a refusal is raised on every rank): {"rows": [(model, action)], "prompts_sha", "run_id"}."""
+    header: dict[str, Any] | None = None
+    if run.rank == 0:
+        try:
+            header = {"ok": True, **plan_run(run.job, run.out, run.opts.force, models)}
         except Exception as exc:
             header = {"ok": False, "error": exc}
-    if comm is not None:
-        header = comm.bcast(header, root=0)
+    if run.comm is not None:
+        header = run.comm.bcast(header, root=0)
     if not header["ok"]:
         raise header["error"]
-    run_id, prompts_sha = header["run_id"], header["prompts_sha"]
-    by_name = {m.name: m for m in models}
+    return header
 
-    set_thread_budget(_local_ranks(comm))
-    work = resolve_work(job.work_target)
-    term = _TermState(on_term)
-    old_handlers = {}
+
+def plan_run(job: JobSpec, out: Path, force: bool, models: list[ModelEntry]) -> dict[str, Any]:
+    """Create the results folder, check the prompt files, drop stale temporaries, classify every shard;
+    StoreError when a shard of other provenance would be mixed in."""
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"option '--out-dir': {out} is a file, not a results folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"option '--out-dir': cannot create the folder {out} ({exc.strerror or exc})") from None
+    check_prompt_files(job)
+    shards.clean_stale_tmp(out)
+    rows = plan(job, out, force=force, models=models)
+    refused = [r for r in rows if r.action == "refuse"]
+    if refused:
+        raise StoreError(f"{out}: {len(refused)} shard(s) have other provenance and are not mixed in (pass --force to "
+                         f"recompute them): " + "; ".join(f"{r.model} ({r.detail})" for r in refused[:5]))
+    return {"rows": [(r.model, r.action) for r in rows], "prompts_sha": shards.prompt_hashes(job), "run_id": _run_id()}
+
+
+@contextlib.contextmanager
+def signals_handled_by(term: _TermState):
+    """SIGTERM and SIGINT go to ``term`` inside the block (main thread only), the old handlers after."""
+    old = {}
     if threading.current_thread() is threading.main_thread():
         for s in (signal.SIGTERM, signal.SIGINT):
-            old_handlers[s] = signal.signal(s, term.handler)
-
-    busy = 0.0
-    wait = 0.0
-    runs: list[ModelRun] = []
+            old[s] = signal.signal(s, term.handler)
     try:
-        if rank == 0:
-            with sh.locked_manifest(out) as man:
-                man["job"] = {"name": job.name, "path": job.path, "sha256": job.sha256}
-                man["runs"][run_id] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                       "ranks": size, "host": sh.HOST, "pid": os.getpid(),
-                                       "argv": " ".join(sys.argv)}
-            todo = [name for name, action in header["rows"] if action != "skip"]
-            for name, action in header["rows"]:
-                if action == "skip":
-                    runs.append(ModelRun(name, "skipped", note="complete shard with the same provenance",
-                                         shard=str(sh.shard_path(out, name))))
-            sched = Scheduler(todo)
-            term.sched = sched
-            if term.requested.is_set():
-                sched.stop()
-
-            def on_result(r: ModelRun) -> None:
-                sched.done(r)
-                if r.status != "busy":
-                    _record(out, r, run_id)
-
-            dispatcher = None
-            if size > 1:
-                dispatcher = threading.Thread(target=_dispatch, args=(comm, sched, on_result, size), daemon=True)
-                dispatcher.start()
-            while True:
-                task = sched.next()
-                if task is None:
-                    break
-                if isinstance(task, tuple):
-                    t0 = time.perf_counter()
-                    time.sleep(min(task[1], 1.0))
-                    wait += time.perf_counter() - t0
-                    continue
-                r = run_one(by_name[task], job, out, work, force=force, rank=0, run_id=run_id, term=term,
-                            prompts_sha=prompts_sha)
-                busy += r.seconds
-                on_result(r)
-            if dispatcher is not None:
-                dispatcher.join()
-            runs += list(sched.results.values())
-            for name in todo:
-                if name not in sched.results:
-                    runs.append(ModelRun(name, "interrupted", note="not started (stopped by a signal)"))
-            stats = _gather_stats(comm, busy, wait)
-            for d in range(1, size):
-                comm.send(stats, dest=d, tag=TAG_BYE)
-        else:
-            result = None
-            while True:
-                t0 = time.perf_counter()
-                req = comm.isend({"rank": rank, "result": result, "stopping": term.requested.is_set()},
-                                 dest=0, tag=TAG_REQ)
-                task = _recv_polling(comm, 0, TAG_ASSIGN)
-                req.wait()
-                wait += time.perf_counter() - t0
-                result = None
-                if task is None:
-                    break
-                if isinstance(task, tuple):
-                    time.sleep(min(task[1], 1.0))
-                    continue
-                result = run_one(by_name[task], job, out, work, force=force, rank=rank, run_id=run_id,
-                                 term=term, prompts_sha=prompts_sha)
-                busy += result.seconds
-            stats = _gather_stats(comm, busy, wait)
-            stats = _recv_polling(comm, 0, TAG_BYE)
-    except Exception:
-        if comm is not None and size > 1:  # never leave the other ranks waiting for this one
-            log.exception("rank %d: unexpected error; aborting the MPI job", rank)
-            comm.Abort(2)
-        raise
+        yield
     finally:
-        for s, h in old_handlers.items():
+        for s, h in old.items():
             signal.signal(s, h)
 
-    wall = time.perf_counter() - t_start
-    if rank == 0:
-        b, w, walls = stats
-        idle = [max(0.0, wall - x) for x in b]
-        res = SweepResult(job.name, str(out), size, sorted(runs, key=lambda r: r.model), wall, b, w, idle,
-                          term.requested.is_set(), _provenance(job, opts, prompts_sha))
-        with sh.locked_manifest(out) as man:
-            man["runs"][run_id].update(
-                finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), wall_seconds=round(wall, 3),
-                busy_seconds=[round(x, 3) for x in b], wait_seconds=[round(x, 3) for x in w],
-                interrupted=res.interrupted,
-                counts={s: sum(r.status == s for r in runs) for s in ("done", "skipped", "failed", "interrupted", "busy")})
-        return res
-    return SweepResult(job.name, str(out), size, [], wall, list(stats[0]), list(stats[1]), [],
-                       term.requested.is_set(), _provenance(job, opts, prompts_sha))
+
+def run_master(run: SweepRun, rows: list[tuple[str, str]]) -> tuple[list[ModelRun], tuple]:
+    """Rank 0: record the run, hand the models out (a dispatcher thread serves the other ranks) and
+    compute too; returns every model's outcome and the per-rank (busy, wait) seconds."""
+    with shards.locked_manifest(run.out) as man:
+        man["job"] = {"name": run.job.name, "path": run.job.path, "sha256": run.job.sha256}
+        man["runs"][run.run_id] = {"started": _now(), "ranks": run.size, "host": shards.HOST, "pid": os.getpid(),
+                                   "argv": " ".join(sys.argv)}
+    todo = [name for name, action in rows if action != "skip"]
+    runs = [ModelRun(name, "skipped", note="complete shard with the same provenance",
+                     shard=str(shards.shard_path(run.out, name))) for name, action in rows if action == "skip"]
+    sched = Scheduler(todo)
+    run.term.sched = sched
+    if run.term.requested.is_set():
+        sched.stop()
+
+    def on_result(r: ModelRun) -> None:
+        sched.done(r)
+        if r.status != "busy":
+            record_in_manifest(run.out, r, run.run_id)
+
+    dispatcher = None
+    if run.size > 1:
+        dispatcher = threading.Thread(target=_dispatch, args=(run.comm, sched, on_result, run.size), daemon=True)
+        dispatcher.start()
+    busy, wait = compute_locally(run, sched, on_result)
+    if dispatcher is not None:
+        dispatcher.join()
+    runs += list(sched.results.values())
+    runs += [ModelRun(name, "interrupted", note="not started (stopped by a signal)")
+             for name in todo if name not in sched.results]
+    stats = _gather_stats(run.comm, busy, wait)
+    for d in range(1, run.size):
+        run.comm.send(stats, dest=d, tag=TAG_BYE)
+    return runs, stats
+
+
+def compute_locally(run: SweepRun, sched: Scheduler, on_result: Callable[[ModelRun], None]) -> tuple[float, float]:
+    """Rank 0's own worker: take models from the scheduler until it is empty; (busy, wait) seconds."""
+    busy = wait = 0.0
+    while True:
+        task = sched.next()
+        if task is None:
+            return busy, wait
+        if isinstance(task, tuple):
+            t0 = time.perf_counter()
+            time.sleep(min(task[1], 1.0))
+            wait += time.perf_counter() - t0
+            continue
+        r = run.run_model(task)
+        busy += r.seconds
+        on_result(r)
+
+
+def run_worker(run: SweepRun) -> tuple:
+    """A rank > 0: ask rank 0 for a model (sending the last outcome), compute it, until told to stop;
+    returns the per-rank (busy, wait) seconds rank 0 sends back."""
+    busy = wait = 0.0
+    result = None
+    while True:
+        t0 = time.perf_counter()
+        req = run.comm.isend({"rank": run.rank, "result": result, "stopping": run.term.requested.is_set()},
+                             dest=0, tag=TAG_REQ)
+        task = _recv_polling(run.comm, 0, TAG_ASSIGN)
+        req.wait()
+        wait += time.perf_counter() - t0
+        result = None
+        if task is None:
+            break
+        if isinstance(task, tuple):
+            time.sleep(min(task[1], 1.0))
+            continue
+        result = run.run_model(task)
+        busy += result.seconds
+    _gather_stats(run.comm, busy, wait)
+    return _recv_polling(run.comm, 0, TAG_BYE)
+
+
+def sweep_result(run: SweepRun, runs: list[ModelRun], stats: tuple, wall: float) -> SweepResult:
+    """The summary (rank 0: every model, and the run's entry in the manifest completed)."""
+    job, busy, wait = run.job, list(stats[0]), list(stats[1])
+    interrupted = run.term.requested.is_set()
+    prov = _provenance(job, run.opts, run.prompts_sha)
+    if run.rank != 0:
+        return SweepResult(job.name, str(run.out), run.size, [], wall, busy, wait, [], interrupted, prov)
+    idle = [max(0.0, wall - x) for x in busy]
+    res = SweepResult(job.name, str(run.out), run.size, sorted(runs, key=lambda r: r.model), wall, busy, wait, idle,
+                      interrupted, prov)
+    with shards.locked_manifest(run.out) as man:
+        man["runs"][run.run_id].update(
+            finished=_now(), wall_seconds=round(wall, 3), busy_seconds=[round(x, 3) for x in busy],
+            wait_seconds=[round(x, 3) for x in wait], interrupted=interrupted,
+            counts={s: sum(r.status == s for r in runs) for s in ("done", "skipped", "failed", "interrupted", "busy")})
+    return res
 
 
 def _provenance(job: JobSpec, opts: SweepOptions, prompts_sha: dict) -> Provenance:
@@ -565,7 +614,7 @@ def _provenance(job: JobSpec, opts: SweepOptions, prompts_sha: dict) -> Provenan
 
 
 def _run_id() -> str:
-    base = f"{time.strftime('%Y%m%dT%H%M%S')}-{sh.HOST}-{os.getpid()}"
+    base = f"{time.strftime('%Y%m%dT%H%M%S')}-{shards.HOST}-{os.getpid()}"
     if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
         return f"slurm{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}-{base}"
     if os.environ.get("SLURM_JOB_ID"):

@@ -156,7 +156,7 @@ def quarantine(path: Path) -> Path:
     return dest
 
 
-def _failpoint(where: str, name: str) -> None:
+def failpoint(where: str, name: str) -> None:
     """Test hook: ``CAPE_SWEEP_FAILPOINT=<where>:<model>`` SIGKILLs this process at that point."""
     fp = os.environ.get("CAPE_SWEEP_FAILPOINT", "")
     if fp and fp == f"{where}:{name}":
@@ -191,7 +191,7 @@ def write_shard(out_dir: str | os.PathLike, entry: ModelEntry, provenance: dict,
             for run, st in (tree.get("steering") or {}).items():
                 write_tree(f.require_group(f"steering/{entry.name}/{run}"), st)
             f.flush()
-            _failpoint("write", entry.name)
+            failpoint("write", entry.name)
             f.attrs["complete"] = True
             f.attrs["content_sha256"] = content_hash(f)
         outcome = publish(tmp, final, force=force, on_exists="keep")
