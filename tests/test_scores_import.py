@@ -3,7 +3,8 @@
 References are independent of the code under test: the numbers are read from the files here with
 plain ``json`` and the documented map (HS = hellaswag acc_norm, TQA = TruthfulQA MC2, ARC =
 arc_challenge acc_norm, WG = winogrande acc, MMLU = unweighted mean of the 57 subjects' acc), x100.
-Real files written by other groups are in ../shared/external/evalresults (SOURCES.md there).
+Real files written by other groups are in the checkout's sibling folder shared/external/evalresults
+(SOURCES.md there), outside the repository: their tests skip, with the reason, where it is absent.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from cape_hpc.io.scores import load_scores
 ROOT = Path(__file__).resolve().parents[1]
 EXTERNAL = ROOT.parent / "shared" / "external" / "evalresults"
 REAL = sorted(EXTERNAL.rglob("*.json")) if EXTERNAL.is_dir() else []
-needs_real = pytest.mark.skipif(not REAL, reason="../shared/external/evalresults is absent (real files of "
+needs_real = pytest.mark.skipif(not REAL, reason="the sibling folder shared/external/evalresults is absent (real files of "
                                                  "other groups; see its SOURCES.md)")
 SUBJECTS_CATEGORIES = {"humanities", "other", "social_sciences", "stem"}
 # StableLM's external evaluations: the real files that carry both HS and TQA; parameter counts from the
