@@ -37,7 +37,7 @@ from cape_hpc.errors import DataError
 from cape_hpc.io.evalresults_map import canonical_metric, canonical_task
 from cape_hpc.io.text import read_text
 
-__all__ = ["TaskScores", "RunFile", "read_run_file", "FORMATS"]
+__all__ = ["TaskScores", "RunFile", "read_run_file", "read_run_document", "FORMATS"]
 
 FORMATS = ("lm-eval 0.4", "lm-eval 0.3", "Open LLM Leaderboard v1", "Every Eval Ever")
 
@@ -114,7 +114,7 @@ def _date_from_name(path: Path) -> float:
     m = re.search(r"(\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d(?:\.\d+)?)", path.name)
     if m:
         return datetime.strptime(m[1].split(".")[0], "%Y-%m-%dT%H-%M-%S").replace(tzinfo=timezone.utc).timestamp()
-    return path.stat().st_mtime
+    return path.stat().st_mtime if path.is_file() else 0.0
 
 
 def _shots(value: Any) -> int:
@@ -230,6 +230,13 @@ def read_run_file(path: str | Path) -> RunFile:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    return read_run_document(doc, path, digest)
+
+
+def read_run_document(doc: Any, path: str | Path, digest: str) -> RunFile:
+    """A parsed results document (a file's, or ``lm_eval.simple_evaluate``'s return value, which has
+    the same shape) as a ``RunFile``; ``path`` names it in errors, ``digest`` is its sha256."""
+    path = Path(path)
     reader = _detect(doc) if isinstance(doc, dict) else None
     if reader is None:
         raise DataError(f"{path}: not an evaluation-results file (no 'results' object of tasks, no "
