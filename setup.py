@@ -59,6 +59,8 @@ setup(
         "mpi": ["mpi4py>=3.1", "mpich>=4.1,<5"],
         # the tools benchmarks/bench_internals.py (and the steering benchmark) compare against
         "peers": ["nnsight>=0.4", "transformer-lens>=2", "repeng>=0.4", "steering-vectors>=0.12"],
+        # a sweep's scores: section (lm_eval.simple_evaluate on the loaded model; cape_hpc/sweep/scores.py)
+        "scores": ["lm-eval>=0.4.13"],
         "dev": [
             "pytest>=8",
             "pytest-benchmark>=4",
