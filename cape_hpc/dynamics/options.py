@@ -10,6 +10,7 @@ units.
 | class | used by |
 | --- | --- |
 | ODEOptions | ``make_model`` (the estimator: model class, library, threshold, units, derivative) |
+| FamilyResampling | the resampling streams' seed and stratification (of the two below and of discover/predict) |
 | TermStabilityOptions | ``term_stability`` |
 | PhaseFitOptions | ``phase_fits`` (a ``CouplingOptions``: pair, families, units, min_delta, phases) |
 | DynamicsOptions | ``discover`` (``cape dynamics``) |
@@ -27,7 +28,7 @@ from cape_hpc.errors import OptionError
 from cape_hpc.io.scores import SCORE_COLUMNS
 from cape_hpc.options import UNITS, Options, option
 
-__all__ = ["MODELS", "DERIVATIVES", "ODEOptions", "TermStabilityOptions", "PhaseFitOptions", "DynamicsOptions",
+__all__ = ["MODELS", "DERIVATIVES", "ODEOptions", "FamilyResampling", "TermStabilityOptions", "PhaseFitOptions", "DynamicsOptions",
            "PredictOptions", "parse_size"]
 
 MODELS = ("sindy", "linear")
@@ -74,13 +75,19 @@ class ODEOptions(Options):
 
 
 @dataclass(frozen=True)
-class TermStabilityOptions(Options):
+class FamilyResampling(Options):
+    """How the training intervals are resampled: the streams' seed, and within or across families."""
+
+    seed: int = option(0, help="seed of the counter-based resampling streams", minimum=0)
+    stratify: bool = option(True, help="resample within each family (stratified) rather than across families")
+
+
+@dataclass(frozen=True)
+class TermStabilityOptions(FamilyResampling):
     """The bootstrap over intervals of the term inclusion probabilities (docs/METHODS.md §2.13)."""
 
     n_resamples: int = option(1000, help="bootstrap resamples of the training intervals", minimum=1,
                               aliases=("-n",))
-    seed: int = option(0, help="seed of the counter-based resampling streams", minimum=0)
-    stratify: bool = option(True, help="resample within each family (stratified) rather than across families")
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ class PhaseFitOptions(CouplingOptions):
 
 
 @dataclass(frozen=True)
-class _ModelRun(ODEOptions):
+class _ModelRun(FamilyResampling, ODEOptions):
     """What ``discover`` and ``predict_size`` share: the estimator, the columns, the baselines, the seed."""
 
     benchmarks: tuple[str, ...] = option(SCORE_COLUMNS, help="score columns of the state (space- or "
@@ -101,8 +108,6 @@ class _ModelRun(ODEOptions):
                                            metavar="VARIABLE")
     baseline_degrees: tuple[int, ...] = option(DEFAULT_BASELINE_DEGREES, help="polynomial baseline degrees",
                                                minimum=0, metavar="DEGREE")
-    seed: int = option(0, help="seed of the counter-based resampling streams", minimum=0)
-    stratify: bool = option(True, help="resample within each family (stratified) rather than across families")
 
     def check(self) -> None:
         super().check()
