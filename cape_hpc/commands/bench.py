@@ -72,11 +72,12 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from cape_hpc.commands.common import emit_json
+    from cape_hpc.commands.common import check_out_first, emit_json
     from cape_hpc.errors import OptionError
     from cape_kernels import bench
 
     opts = BenchOptions.from_args(args)
+    check_out_first(args, option="csv", flag="--csv")
     shapes = list(opts.shapes or bench.SHAPES)
     ops = list(opts.ops or bench.OPS)
     repeats = opts.repeats

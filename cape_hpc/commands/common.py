@@ -74,3 +74,49 @@ def print_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], title: st
     for r in rows:
         table.add_row(*(fmt(v, digits) for v in r))
     console.print(table)
+
+
+def check_out_first(args, *, update: bool = False, option: str = "out", flag: str = "--out") -> None:
+    """Check the output named by ``args.<option>`` before anything is computed (a long run must not
+    end in a refusal): ``update`` -- a results file that groups are added to (``check_update_target``:
+    an existing file must be an intact, writable results file); otherwise a new file
+    (``check_target``: a writable folder, a regular file or none; an existing one needs ``--force``
+    when ``args`` has that flag)."""
+    path = getattr(args, option, None)
+    if path is None:
+        return
+    from cape_hpc.errors import StoreError
+    from cape_hpc.io.store import check_target, check_update_target
+
+    force = bool(getattr(args, "force", False))
+    if update:
+        check_update_target(path, force=force, what=flag)
+        return
+    target = check_target(path, flag)
+    if hasattr(args, "force") and not force and target.exists():
+        raise StoreError(f"{path}: exists; pass --force to overwrite it (option '{flag}')")
+
+
+def check_internals_file(path: str | None, flag: str = "--internals") -> None:
+    """An ``--internals`` file, checked before anything is computed: it exists, is an intact results
+    file (content hash) and holds at least one ``/internals/<model>`` group (a group, not a dataset).
+    A typo must not turn every internal claim into a verdict."""
+    if path is None:
+        return
+    import h5py
+
+    from cape_hpc.errors import DataError, StoreError
+    from cape_hpc.io.verify import open_results
+
+    try:
+        f = open_results(path)
+    except StoreError as exc:
+        raise StoreError(f"option '{flag}': {exc}") from None
+    with f:
+        group = f.get("internals")
+        if not isinstance(group, h5py.Group) or not len(group):
+            raise DataError(f"option '{flag}': {path} has no /internals group (run `cape internals --out` or "
+                            f"`cape sweep` + `cape merge` first)")
+        for key, item in group.items():
+            if not isinstance(item, h5py.Group):
+                raise DataError(f"option '{flag}': {path}:/internals/{key} is a dataset, not a model's group")

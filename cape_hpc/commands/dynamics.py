@@ -16,7 +16,8 @@ import re
 import numpy as np
 
 from cape_hpc.audit import AuditOptions
-from cape_hpc.commands.common import add_output_args, add_scores_arg, emit_json, fmt, print_table
+from cape_hpc.commands.common import (add_output_args, add_scores_arg, check_internals_file, check_out_first, emit_json,
+                                     fmt, print_table)
 from cape_hpc.dynamics.options import DynamicsOptions, PredictOptions, parse_size
 
 
@@ -114,6 +115,7 @@ def run_dynamics(args) -> int:
     from cape_hpc.io.scores import load_scores
 
     opts = DynamicsOptions.from_args(args)
+    check_out_first(args, update=True)
     scores = load_scores(args.scores)
     res = discover(scores, opts, internals=_internals(args, opts, scores))
     if args.json:
@@ -175,6 +177,7 @@ def run_predict(args) -> int:
     from cape_hpc.io.scores import load_scores
 
     opts = PredictOptions.from_args(args, size=parse_size(args.size_text))
+    check_out_first(args, update=True)
     scores = load_scores(args.scores)
     res = predict_size(scores, opts, internals=_internals(args, opts, scores))
     if args.json:
@@ -203,8 +206,10 @@ def run_reproduce(args) -> int:
     from cape_hpc.audit import run_audit
     from cape_hpc.io.scores import load_frontier, load_loss, load_scores
 
-    res = run_audit(load_scores(args.scores), AuditOptions.from_args(args), frontier=load_frontier(args.frontier),
-                    loss=load_loss(args.loss))
+    opts = AuditOptions.from_args(args)
+    check_out_first(args, update=True)
+    check_internals_file(opts.internals)
+    res = run_audit(load_scores(args.scores), opts, frontier=load_frontier(args.frontier), loss=load_loss(args.loss))
     if args.json:
         emit_json(res)
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from cape_hpc.commands.common import add_output_args, emit_json, print_table
+from cape_hpc.commands.common import add_output_args, check_out_first, emit_json, print_table
 from cape_hpc.internals.options import ExtractOptions
 from cape_hpc.models.options import ModelOptions
 
@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from cape_hpc.io.store import update_results
 
     mopts, opts = ModelOptions.from_args(args), ExtractOptions.from_args(args)
+    check_out_first(args, update=True)
     prompts = load_prompts(args.prompts)
     loaded = mopts.load()
     with warnings.catch_warnings(record=True) as caught:

@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cape_hpc.commands.common import check_out_first
 from cape_hpc.errors import OptionError
 
 
@@ -18,6 +19,7 @@ def register(sub) -> None:
                    help="file format(s) (default: png and svg)")
     p.add_argument("--dpi", type=int, default=150)
     p.add_argument("--json", action="store_true", help="print written files and skip notes as JSON")
+    p.add_argument("--force", action="store_true", help="overwrite figure files that exist in the folder")
     p.set_defaults(func=run_figures)
 
     r = sub.add_parser("report", help="write one self-contained interactive HTML report",
@@ -28,6 +30,7 @@ def register(sub) -> None:
     r.add_argument("-o", "--out", default="report.html", metavar="FILE.html")
     r.add_argument("--title", default=None)
     r.add_argument("--json", action="store_true", help="print the path, charts and skip notes as JSON")
+    r.add_argument("--force", action="store_true", help="overwrite an existing report file")
     r.set_defaults(func=run_report)
 
 
@@ -42,7 +45,11 @@ def run_figures(args: argparse.Namespace) -> int:
     outdir.mkdir(parents=True, exist_ok=True)
     formats = args.formats or ["png", "svg"]
     written, skipped = [], []
-    for outcome in build_figures(res):
+    outcomes = build_figures(res)
+    for outcome in outcomes:  # before anything is written: no figure is overwritten without --force
+        for fmt in formats if outcome.figure is not None else ():
+            check_out_first(argparse.Namespace(out=outdir / f"{outcome.name}.{fmt}", force=args.force), flag="-o")
+    for outcome in outcomes:
         if outcome.figure is None:
             skipped.append({"figure": outcome.name, "note": outcome.note})
             continue
@@ -64,7 +71,8 @@ def run_figures(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from cape_hpc.report.html import write_report
 
-    info = write_report(args.results, args.out, title=args.title)
+    check_out_first(args, flag="--out")
+    info = write_report(args.results, args.out, title=args.title, force=args.force)
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from cape_hpc.commands.common import add_output_args, emit_json, print_table
+from cape_hpc.commands.common import add_output_args, check_out_first, emit_json, print_table
 from cape_hpc.commands.internals import store_status
 from cape_hpc.models.options import ModelOptions
 from cape_hpc.steering.options import OutcomeOptions
@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from cape_hpc.steering.steer import Direction
 
     mopts, opts = ModelOptions.from_args(args), OutcomeOptions.from_args(args)
+    check_out_first(args, update=True)
     items = load_items(args.items)
     neutral = load_neutral(args.neutral) if opts.max_neutral != 0 else None
     ps = load_prompts(args.prompts) if opts.generate else None

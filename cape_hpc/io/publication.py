@@ -262,3 +262,18 @@ def publish(tmp: str | os.PathLike, final: str | os.PathLike, *, force: bool = F
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
 
+
+
+def publish_bytes(final: str | os.PathLike, data: bytes, *, force: bool = False, what: str = "--out") -> Path:
+    """Write ``data`` as the file ``final`` atomically (``check_target``, a temporary beside it,
+    ``write_image``, ``publish``): an existing file is replaced only with ``force`` and only if it is a
+    regular file; no temporary is left.  Returns the path written (a symlink's target)."""
+    path = check_target(final, what)
+    tmp = temp_path(path)
+    try:
+        write_image(tmp, data, path)
+        publish(tmp, path, force=force, same=lambda p: p.read_bytes() == data)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return path

@@ -605,14 +605,13 @@ def build_html(res: Results, title: str | None = None) -> tuple[str, dict]:
     return page, info
 
 
-def write_report(results_path: str | os.PathLike, out: str | os.PathLike, title: str | None = None) -> dict:
+def write_report(results_path: str | os.PathLike, out: str | os.PathLike, title: str | None = None, *,
+                 force: bool = True) -> dict:
     res = Results.load(results_path)
     page, info = build_html(res, title)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    from cape_hpc.io.publication import publish_bytes
+
+    out = publish_bytes(out, page.encode("utf-8"), force=force)
     info["path"] = str(out.resolve())
     info["bytes"] = out.stat().st_size
     return info

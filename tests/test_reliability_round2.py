@@ -1,0 +1,308 @@
+"""Issue 26: verdicts never come from bad input (items 1, 2, 7), nothing but a regular file is ever
+replaced (3, 4, 5), a full disk is one line (6), outputs are checked before the computation (8).
+
+Every error case runs the real CLI in a subprocess and asserts exit 2 and exactly one line on
+stderr (``one_line_error``).  Device tests create a FIFO or a device node in a temporary folder
+(never a real device) and the device-node and full-disk tests run only as root.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from test_reliability_cli import cape, one_line_error
+
+ROOT = Path(__file__).resolve().parents[1]
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="device nodes and mounts need root")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in Path(folder).iterdir() if p.name.endswith((".tmp.h5", ".tmp", ".lock")))
+
+
+def _internals_file(path: Path, models=("A", "B")) -> Path:
+    """A results file with /internals/<model> groups written by the library (content hash stored)."""
+    from crossmodel_fixture import synthetic_internals
+
+    from cape_hpc.internals.results import store_name
+    from cape_hpc.io.store import write_results
+
+    groups = {}
+    for i, m in enumerate(models):
+        res, _ = synthetic_internals(m, [0.2, 0.5 + 0.1 * i], seed=i)
+        groups[f"/internals/{store_name(res.model)}"] = res
+    write_results(path, groups)
+    return path
+
+
+def _results_file(path: Path, value: float = 1.0) -> Path:
+    from cape_hpc.io.store import write_results
+
+    write_results(path, {"/x": {"v": np.arange(64, dtype=float) * value, "note": "n"}})
+    return path
+
+
+def _flip_one_bit_in_a_data_block(path: Path) -> str:
+    """Flip the lowest bit of the first byte of the largest float dataset's raw data; returns its name."""
+    found = []
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "f" and obj.id.get_offset() is not None:
+                found.append((obj.nbytes, name, obj.id.get_offset()))
+        f.visititems(visit)
+    _, name, offset = max(found)
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)[0]
+        fh.seek(offset)
+        fh.write(bytes([byte ^ 1]))
+    return name
+
+
+# ----------------------------------------------------------------------------------------------
+# item 1: reproduce --internals on a missing or foreign file
+
+
+def test_reproduce_internals_missing_file_is_one_line(tmp_path):
+    missing = tmp_path / "typo.h5"
+    one_line_error(cape("reproduce", "--internals", missing), "--internals", str(missing), "not found")
+
+
+def test_reproduce_internals_without_internals_group_is_one_line(tmp_path):
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f.create_dataset("x", data=np.arange(3))
+    one_line_error(cape("reproduce", "--internals", foreign), "--internals", str(foreign), "no /internals")
+
+
+# ----------------------------------------------------------------------------------------------
+# item 2: every reader verifies the stored content hash
+
+
+def test_one_flipped_bit_in_a_data_block_is_refused_by_crossmodel_and_report(tmp_path):
+    p = _internals_file(tmp_path / "int.h5")
+    before = _sha(p)
+    _flip_one_bit_in_a_data_block(p)
+    assert _sha(p) != before
+    line = one_line_error(cape("crossmodel", p, "--scores", "none", "-n", 20), str(p), "content_sha256")
+    assert "corrupt" in line
+    one_line_error(cape("report", p, "-o", tmp_path / "r.html"), str(p), "content_sha256")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_read_results_verifies_once_per_file_identity(tmp_path, monkeypatch):
+    from cape_hpc.errors import StoreError
+    from cape_hpc.io import verify
+    from cape_hpc.io.store import read_results
+
+    p = _results_file(tmp_path / "r.h5")
+    calls = []
+    real = verify.content_hash
+    monkeypatch.setattr(verify, "content_hash", lambda f: calls.append(1) or real(f))
+    for _ in range(3):
+        assert read_results(p, "/x")["note"] == "n"
+    assert len(calls) == 1                       # cached by path, size and mtime
+    _flip_one_bit_in_a_data_block(p)             # changes the mtime: hashed again, refused
+    with pytest.raises(StoreError, match="content_sha256"):
+        read_results(p, "/x")
+    assert len(calls) == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# item 3: only a regular file is ever replaced
+
+
+def test_fifo_as_out_is_refused_without_the_force_hint(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    line = one_line_error(cape("coupling", "--out", fifo, "--force"), str(fifo), "FIFO")
+    assert "--force" not in line
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+@ROOT_ONLY
+def test_device_node_is_never_replaced_even_with_force(tmp_path):
+    node = tmp_path / "full"                     # a node in a temporary folder: no real device is opened
+    os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(1, 7))
+    for extra in ((), ("--force",)):
+        line = one_line_error(cape("coupling", "--out", node, *extra), str(node), "character device")
+        assert "--force" not in line
+        assert stat.S_ISCHR(os.lstat(node).st_mode)
+
+
+# ----------------------------------------------------------------------------------------------
+# item 4: the update path respects the file's mode, symlinks and leaves no lock files
+
+
+def test_update_of_a_read_only_results_file_is_refused_and_the_file_kept(tmp_path):
+    src = _internals_file(tmp_path / "int.h5")
+    ro = _results_file(tmp_path / "ro.h5")
+    os.chmod(ro, 0o444)
+    before = _sha(ro)
+    one_line_error(cape("crossmodel", src, "--scores", "none", "-n", 20, "--out", ro), str(ro), "read-only")
+    assert _sha(ro) == before and stat.S_IMODE(os.stat(ro).st_mode) == 0o444
+    assert _temporaries(tmp_path) == []
+
+
+def test_update_keeps_the_mode_writes_through_symlinks_and_leaves_no_lock(tmp_path):
+    from cape_hpc.io.store import read_results, update_results
+
+    target = _results_file(tmp_path / "data" / "r.h5")
+    os.chmod(target, 0o640)
+    link = tmp_path / "link.h5"
+    link.symlink_to(target)
+    assert update_results(link, {"/y": {"w": 2.0}}) == {"/y": "added"}
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert read_results(target, "/y") == {"w": 2.0}
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o640
+    os.chmod(target, 0o440)
+    assert update_results(link, {"/z": {"w": 3.0}}, force=True) == {"/z": "added"}
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o440
+    assert _temporaries(tmp_path) == [] and _temporaries(target.parent) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# item 5: report and figures need --force to overwrite; report -o DIR; long names
+
+
+def test_report_does_not_overwrite_without_force_and_names_a_folder(tmp_path):
+    p = _results_file(tmp_path / "r.h5")
+    out = tmp_path / "report.html"
+    out.write_text("mine")
+    one_line_error(cape("report", p, "-o", out), str(out), "--force")
+    assert out.read_text() == "mine"
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    one_line_error(cape("report", p, "-o", folder), str(folder), "folder")
+    assert _temporaries(tmp_path) == [] and list(folder.iterdir()) == []
+    long = tmp_path / ("r" * 228 + ".html")       # 233 characters: a legal name
+    r = cape("report", p, "-o", long)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert long.exists() and _temporaries(tmp_path) == []
+
+
+def test_long_names_get_short_temporaries(tmp_path):
+    from cape_hpc.io.publication import temp_path
+    from cape_hpc.io.store import read_results, write_results
+
+    name = "n" * 250 + ".h5"
+    assert len(temp_path(tmp_path / name).name.encode()) <= 255
+    write_results(tmp_path / name, {"/a": {"v": 1.0}})
+    assert read_results(tmp_path / name, "/a") == {"v": 1.0}
+
+
+def test_figures_do_not_overwrite_without_force(tmp_path):
+    from report_fixture import cached_sample
+
+    sample = cached_sample()
+    out = tmp_path / "figs"
+    r = cape("figures", sample, "-o", out, "--format", "png")
+    assert r.returncode == 0, r.stderr[-2000:]
+    first = sorted(out.iterdir())
+    assert first
+    stamp = {p: p.stat().st_mtime_ns for p in first}
+    one_line_error(cape("figures", sample, "-o", out, "--format", "png"), "--force")
+    assert {p: p.stat().st_mtime_ns for p in first} == stamp
+
+
+# ----------------------------------------------------------------------------------------------
+# item 6: a full file system is one line, the old file survives, no temporary is left
+
+
+@contextlib.contextmanager
+def small_tmpfs(tmp_path: Path, size: str = "2m"):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(folder: Path) -> None:
+    """Fill the file system of ``folder`` to the last byte."""
+    fd = os.open(folder / "filler", os.O_CREAT | os.O_WRONLY)
+    try:
+        with contextlib.suppress(OSError):
+            while os.write(fd, b"\0" * 4096):
+                pass
+        with contextlib.suppress(OSError):
+            while os.write(fd, b"\0"):
+                pass
+    finally:
+        os.close(fd)
+
+
+@ROOT_ONLY
+def test_full_disk_is_one_line_and_keeps_the_old_file(tmp_path):
+    with small_tmpfs(tmp_path) as mnt:
+        out = mnt / "c.h5"
+        r = cape("coupling", "--out", out)
+        assert r.returncode == 0, r.stderr[-2000:]
+        before = _sha(out)
+        _fill(mnt)
+        one_line_error(cape("coupling", "--units", "fraction", "--out", out, "--force"), str(out), "No space left")
+        assert _sha(out) == before
+        one_line_error(cape("coupling", "--out", mnt / "new.h5"), "new.h5", "No space left")
+        assert sorted(p.name for p in mnt.iterdir()) == ["c.h5", "filler"]
+
+
+# ----------------------------------------------------------------------------------------------
+# item 7: a dataset where a group belongs; non-UTF-8 bytes in --out
+
+
+def test_internals_member_that_is_a_dataset_is_one_line(tmp_path):
+    p = tmp_path / "ds.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("internals/M", data=np.arange(4.0))
+    one_line_error(cape("crossmodel", p, "--scores", "none"), str(p), "/internals/M")
+    one_line_error(cape("reproduce", "--internals", p), "/internals/M", "dataset")
+
+
+def test_non_utf8_out_name_is_one_line(tmp_path):
+    out = os.fsencode(tmp_path) + b"/r\xff.h5"
+    r = subprocess.run([sys.executable, "-m", "cape_hpc.cli", "coupling", "--out", out], capture_output=True,
+                       text=True, cwd=ROOT, timeout=300, errors="replace")
+    one_line_error(r, "--out", "UTF-8")
+
+
+# ----------------------------------------------------------------------------------------------
+# item 8: outputs are checked before the computation (a bad --out wins over a bad input)
+
+
+@pytest.mark.parametrize("argv", [
+    ("dynamics", "--scores", "{missing}"),
+    ("predict", "--size", "70B", "--family", "Pythia", "--scores", "{missing}"),
+    ("reproduce", "--scores", "{missing}"),
+    ("internals", "--model", "{missing}"),
+    ("steer", "--model", "{missing}"),
+])
+def test_update_commands_check_out_before_reading_inputs(tmp_path, argv):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    argv = [a.replace("{missing}", str(tmp_path / "missing.csv")) for a in argv]
+    one_line_error(cape(*argv, "--out", folder), str(folder), "folder")
+
+
+def test_bench_csv_and_report_out_are_checked_first(tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    one_line_error(cape("bench", "--shapes", "nosuch", "--csv", folder), str(folder), "--csv")
+    one_line_error(cape("report", tmp_path / "missing.h5", "-o", folder), str(folder), "folder")
