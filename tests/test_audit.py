@@ -6,7 +6,8 @@ import pytest
 from roundtrip import assert_roundtrip
 
 from cape_hpc.audit import (VERDICT_ALT, VERDICT_DATA, VERDICT_INTERNALS, VERDICT_METHOD, VERDICT_NO, VERDICT_OK,
-                            AuditOptions, AuditResult, Partial, load_claims, match, parse_target, run_audit)
+                            VERDICT_UNINFORMATIVE, AuditOptions, AuditResult, Partial, load_claims, match, parse_target,
+                            run_audit)
 from cape_hpc.audit.targets import verdict_key
 from cape_hpc.cli import main
 from cape_hpc.errors import DataError, OptionError
@@ -33,7 +34,8 @@ def _rewrite(src, dst, edit):
 
 def _verdicts(res):
     """Verdict per claim; 'not reproduced by any of K combinations tried' as VERDICT_NO."""
-    return {c.id: (VERDICT_NO if verdict_key(c.verdict) == VERDICT_NO else c.verdict) for c in res.claims}
+    return {c.id: (verdict_key(c.verdict) if verdict_key(c.verdict) in (VERDICT_NO, VERDICT_UNINFORMATIVE) else c.verdict)
+            for c in res.claims}
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,8 @@ def test_altered_data_change_the_affected_verdicts(tmp_path, shipped):
                     frontier=load_frontier(frontier), loss=load_loss())
     before, after = _verdicts(shipped), _verdicts(res)
     assert before["pythia-r-hs-tqa"] == VERDICT_OK and after["pythia-r-hs-tqa"] == VERDICT_NO
-    assert before["width-pythia"] == VERDICT_OK and after["width-pythia"] != VERDICT_OK
+    # the sign after width normalisation holds under every random width ordering (issue 25 item 5)
+    assert before["width-pythia"] == VERDICT_UNINFORMATIVE and after["width-pythia"] != before["width-pythia"]
     assert before["frontier-r"] == VERDICT_OK and after["frontier-r"] == VERDICT_NO
     assert before["frontier-line"] == VERDICT_OK and after["frontier-line"] == VERDICT_NO
     assert before["olmo-gamma-zero"] == VERDICT_NO and after["olmo-gamma-zero"] == VERDICT_OK

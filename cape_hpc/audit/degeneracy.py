@@ -28,6 +28,7 @@ A check set to ``false`` (or 0) is off for the claim.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = ["CHECKS", "reasons"]
@@ -52,7 +53,9 @@ def reasons(facts: list[tuple[str, Any]], checks: dict[str, Any] | None = None) 
             out.append(f"zero-variance prediction: no change predicted for {', '.join(v)}")
         elif kind == "determined" and cfg["exactly_determined"]:
             what, n_obs, n_par = v
-            if n_obs <= n_par:
+            if n_obs <= 0:
+                out.append(f"no observations: {what} is empty")
+            elif n_obs <= n_par:
                 out.append(f"exactly determined: {what} has {n_obs} observation(s) for {n_par} parameter(s)")
         elif kind == "coupling_terms" and cfg["coupling"]:
             what, k = v
@@ -62,8 +65,11 @@ def reasons(facts: list[tuple[str, Any]], checks: dict[str, Any] | None = None) 
             what, summary = v
             share = summary.valid_share
             need = float(cfg["min_valid_share"] or 0.0)
+            widths = [ci for ci in summary.intervals if ci.defined]
             if summary.degenerate:
                 out.append(f"{what}: degenerate interval ({summary.note})")
+            elif any(math.isclose(ci.low, ci.high, rel_tol=1e-9, abs_tol=1e-12) for ci in widths):
+                out.append(f"{what}: degenerate interval (zero width: the bounds agree to 1e-9)")
             elif share == share and share < need:
                 out.append(f"{what}: interval from {summary.n_valid}/{summary.n_resamples} valid resamples "
                            f"({100 * share:.3g}% < {100 * need:.3g}%)")

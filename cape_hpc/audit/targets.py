@@ -26,8 +26,8 @@ import numpy as np
 from cape_hpc.errors import DataError
 
 __all__ = ["VERDICT_OK", "VERDICT_ALT", "VERDICT_NO", "VERDICT_DEGENERATE", "VERDICT_INTERNALS", "VERDICT_DATA",
-           "VERDICT_METHOD", "VERDICTS", "Target", "Partial", "half_unit", "parse_target", "match", "distance",
-           "fmt_value", "verdict_key", "verdict_not_reproduced"]
+           "VERDICT_METHOD", "VERDICT_UNINFORMATIVE", "VERDICTS", "Target", "Partial", "half_unit", "parse_target",
+           "match", "distance", "fmt_value", "verdict_key", "verdict_not_reproduced"]
 
 VERDICT_OK = "reproduced"
 VERDICT_ALT = "reproduced only with"
@@ -36,7 +36,9 @@ VERDICT_DEGENERATE = "degenerate"        # a match only on a degenerate fit or i
 VERDICT_INTERNALS = "needs model internals"
 VERDICT_DATA = "needs data not available"
 VERDICT_METHOD = "not computable (method not stated)"
-VERDICTS = (VERDICT_OK, VERDICT_ALT, VERDICT_NO, VERDICT_DEGENERATE, VERDICT_INTERNALS, VERDICT_DATA, VERDICT_METHOD)
+VERDICT_UNINFORMATIVE = "holds but not informative"   # a match that a null, a base rate or the fit's size explains
+VERDICTS = (VERDICT_OK, VERDICT_ALT, VERDICT_NO, VERDICT_DEGENERATE, VERDICT_INTERNALS, VERDICT_DATA, VERDICT_METHOD,
+            VERDICT_UNINFORMATIVE)
 
 #: the verdict of a claim whose computation raised ``Unavailable(kind, ...)``
 UNAVAILABLE_VERDICT = {"internals": VERDICT_INTERNALS, "data": VERDICT_DATA, "method": VERDICT_METHOD}
@@ -53,6 +55,8 @@ def verdict_key(verdict: str) -> str:
         return f"{VERDICT_ALT} an alternative"
     if verdict.startswith(VERDICT_NO):
         return VERDICT_NO
+    if verdict.startswith(VERDICT_UNINFORMATIVE):
+        return VERDICT_UNINFORMATIVE
     return verdict
 
 

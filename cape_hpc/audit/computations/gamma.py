@@ -15,6 +15,9 @@ from cape_hpc.audit.targets import Partial
 def c_sign_flip_count(ctx: AuditContext, families=()):
     """How many of the named families have gamma negative at small N and positive at large N
     (a negative interval followed later by a positive one).  Partial when families are missing."""
+    from cape_hpc.analysis.options import PhasesOptions
+
+    band = PhasesOptions()
     present, missing = families_present(ctx.scores, families, min_models=3)
     k = 0
     for f in present:
@@ -22,6 +25,9 @@ def c_sign_flip_count(ctx: AuditContext, families=()):
         neg = [i for i, v in enumerate(g) if v < 0]
         if neg and any(v > 0 for v in g[neg[0]:]):
             k += 1
+            top = max(v for v in g[neg[0]:] if v > 0)
+            if top <= band.bonus_above:
+                ctx.fact("in_band", (f"the sign change of {f}", top, band.tax_below, band.bonus_above))
     if missing:
         return Partial(k, k + len(missing), missing)
     return k

@@ -21,6 +21,7 @@ def c_deff(ctx: AuditContext, group="tax", matrix="covariance", quantity="d_eff"
 
     if quantity == "decreasing":
         vals = [c_deff(ctx, g, matrix, "d_eff", units, width_normalised, d_ref) for g in ("tax", "bonus")]
+        _deff_difference(ctx, matrix, units, width_normalised, d_ref)
         return bool(all(math.isfinite(v) for v in vals) and vals[0] > vals[1])
     opts = DeffOptions(matrix=matrix, units=units, bootstrap=False)
     df = ctx.scores
@@ -32,6 +33,26 @@ def c_deff(ctx: AuditContext, group="tax", matrix="covariance", quantity="d_eff"
         # n models span at most n - 1 directions: fewer than the columns leaves the spectrum rank-deficient
         ctx.fact("determined", (f"the {group} covariance", g.n_models - 1, len(res.columns)))
     return {"d_eff": g.d_eff, "n_models": g.n_models, "n_families": g.n_families}[quantity]
+
+
+def _deff_difference(ctx: AuditContext, matrix, units, width_normalised, d_ref) -> None:
+    """Record the 95% interval of d_eff(tax) - d_eff(bonus): the two groups are disjoint sets of
+    models resampled independently, so the difference's standard error is the root sum of squares of
+    each bootstrap interval's (half-width / 1.96)."""
+    from cape_hpc.analysis.deff import DeffOptions, effective_dimension
+
+    opts = DeffOptions(matrix=matrix, units=units, bootstrap=True, n_resamples=ctx.n_resamples, seed=ctx.seed)
+    df = _width_normalised(ctx, d_ref) if width_normalised else ctx.scores
+    res = ctx.cached(("deff", opts, width_normalised, d_ref), lambda: effective_dimension(df, opts))
+    g = res.by_group()
+    if "tax" not in g or "bonus" not in g:
+        return
+    cis = [g[k].bootstrap.interval(0.95) for k in ("tax", "bonus")]
+    if not all(ci.defined for ci in cis):
+        return
+    se = math.sqrt(sum(((ci.high - ci.low) / (2 * 1.959963984540054)) ** 2 for ci in cis))
+    d = g["tax"].d_eff - g["bonus"].d_eff
+    ctx.fact("difference", ("d_eff(tax) - d_eff(bonus)", d - 1.959963984540054 * se, d + 1.959963984540054 * se))
 
 
 def _width_normalised(ctx: AuditContext, d_ref: float) -> pd.DataFrame:
@@ -60,9 +81,15 @@ def c_width(ctx: AuditContext, family="Pythia", d_ref=512.0):
     need_families(ctx.scores, [family], min_models=3)
     opts = WidthOptions(d_ref=d_ref, n_permutations=100, seed=ctx.seed, families=(family,))
     r = ctx.cached(("width", opts), lambda: width_normalisation(ctx.scores, opts))
-    f = {x.family: x for x in r.families}[family]
+    f = {x.family: x for x in r.families}.get(family)
+    if f is None:
+        raise Unavailable("data", f"{family}: no model with a d_model in the scores table "
+                                  f"(width normalisation needs the width of each model)")
     if f.reason:
         raise Unavailable("data", f"{family}: {f.reason}")
+    if f.n_null and math.isfinite(f.r_after) and f.r_after != 0:
+        share = f.null_frac_positive if f.r_after > 0 else 1.0 - f.null_frac_positive
+        ctx.fact("null_share", (f"the sign of r after width normalisation in {family}", share))
     return [f.r_before, f.r_after]
 
 
@@ -98,9 +125,14 @@ def c_isocline_above(ctx: AuditContext, families=(), calibration="OLMo", b1="HS"
 
     present, missing = families_present(ctx.scores, families, 1)
     k = calibrate_k(ctx.scores, b1, b2, calibration)[0]
+    def sides(rows):
+        return [predicted_sign(x / 100.0, y / 100.0, k, "above-positive")[0] == "above"
+                for x, y in zip(rows[b1], rows[b2])]
+
     rows = ctx.scores.loc[ctx.scores["family"].isin(present)].dropna(subset=[b1, b2])
-    above = all(predicted_sign(x / 100.0, y / 100.0, k, "above-positive")[0] == "above"
-                for x, y in zip(rows[b1], rows[b2]))
+    above = all(sides(rows))
+    every = sides(ctx.scores.dropna(subset=[b1, b2]))
+    ctx.fact("base_rate", (f"the {len(rows)} named models above the isocline", len(rows), sum(every), len(every)))
     if not above:
         return False
     if missing:

@@ -36,6 +36,9 @@ def c_nc(ctx: AuditContext, family="Pythia", estimator="gamma-fit", pooled=False
         ctx.fact("determined", (f"the quadratic of {est.scope}", est.n_models, 3))
     if boot:
         ctx.fact("interval", (f"N_c interval of {est.scope}", est.bootstrap))
+    if pooled and estimator == "sign-change" and (fams is None or len(fams) > 1):
+        ctx.fact("note", f"pooled sign-change over {len(fams) if fams else 'all'} families: their gamma "
+                         f"sequences are concatenated in order of N, so the sign change may fall between two families")
     if est.extrapolated or (boot and est.bootstrap.extrapolated):
         ctx.fact("note", "extrapolated beyond the data (docs/METHODS.md §2.4)")
     if quantity == "none":
@@ -66,8 +69,9 @@ def nc_log10(ctx: AuditContext, family: str) -> float:
     v = c_nc(ctx, family, "sign-change")
     if isinstance(v, float) and math.isfinite(v):
         return math.log10(v * 1e9)
-    if all(g > 0 for g in gs):
+    signed = [g for g in gs if g != 0]   # gamma == 0 has no sign: skipped, as the sign-change N_c skips it
+    if signed and all(g > 0 for g in signed):
         return -math.inf
-    if all(g < 0 for g in gs):
+    if signed and all(g < 0 for g in signed):
         return math.inf
     return math.nan
