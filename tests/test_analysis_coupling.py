@@ -216,3 +216,38 @@ def test_gammas_are_the_kernel_gamma_rule():
         xs, gs = nc_intervals(np.zeros(len(g), np.int64), np.log10(g.params), g.HS, g.TQA, 0.5)
         np.testing.assert_array_equal(gs, [iv.gamma for iv in ivs if not iv.reason])
         np.testing.assert_allclose(xs, [iv.x_mid for iv in ivs if not iv.reason], rtol=1e-15)
+
+
+def test_interval_rows_by_hand_and_their_users():
+    """interval_rows: midpoints, mean values and change per decade between consecutive points, NaN at a
+    repeated x; the same rows as the gamma intervals, the fixed point and the dynamics' forward rows."""
+    from cape_hpc.analysis.coupling import interval_rows
+    from cape_hpc.analysis.fixedpoint import fixed_point_xy
+    from cape_hpc.dynamics import Trajectory, derivative_rows
+
+    x = np.array([8.0, 8.5, 8.5, 10.0])
+    v = np.array([[1.0, 10.0], [2.0, 7.0], [4.0, 7.0], [7.0, 1.0]])
+    x_mid, mid, slope = interval_rows(x, v)
+    np.testing.assert_array_equal(x_mid, [8.25, 8.5, 9.25])
+    np.testing.assert_array_equal(mid, [[1.5, 8.5], [3.0, 7.0], [5.5, 4.0]])
+    np.testing.assert_array_equal(slope[[0, 2]], [[2.0, -6.0], [2.0, -4.0]])
+    assert np.isnan(slope[1]).all()
+    _, _, s1 = interval_rows(x, v[:, 0])
+    assert s1.shape == (3,) and s1[0] == 2.0 and np.isnan(s1[1])
+    assert [a.size for a in interval_rows(np.array([9.0]), np.array([1.0]))] == [0, 0, 0]
+    # the gamma intervals: x_mid and the mean scores are these rows (log10 N of the models)
+    ivs = local_coupling(DF, CouplingOptions(families=("Pythia",))).intervals
+    py = DF[DF["family"] == "Pythia"].sort_values(["params", "model"])
+    xm, m, _ = interval_rows(np.log10(py["params"].to_numpy(float)), py[["HS", "TQA"]].to_numpy(float))
+    assert [iv.x_mid for iv in ivs] == list(xm) and [iv.b1_mid for iv in ivs] == list(m[:, 0])
+    assert ivs[0].d_b2_per_decade == pytest.approx(ivs[0].d_b2 / (math.log10(ivs[0].n) - math.log10(ivs[0].prev_n)))
+    # the fixed point regresses the forward slope of gamma on its midpoint value
+    fp = fixed_point_xy([1.0, 2.0, 4.0, 5.0], [0.5, 0.3, 0.2, -0.1])
+    np.testing.assert_allclose(fp.dgamma, [-0.2, -0.05, -0.3], rtol=1e-12)
+    np.testing.assert_allclose(fp.gamma_at, [0.4, 0.25, 0.05], rtol=1e-12)
+    # the dynamics' forward rows: state at the midpoint, change per decade
+    t = Trajectory("F", ["a", "b", "c", "d"], np.array([8.0, 8.5, 9.0, 10.0]), v * 10, ("HS", "TQA"))
+    xr, sr, dr = derivative_rows(t, "forward", scale=0.1)
+    np.testing.assert_array_equal(xr, [8.25, 8.75, 9.5])
+    np.testing.assert_allclose(dr, [[2.0, -6.0], [4.0, 0.0], [3.0, -6.0]], rtol=1e-12)
+    np.testing.assert_allclose(sr, [[1.5, 8.5], [3.0, 7.0], [5.5, 4.0]], rtol=1e-12)

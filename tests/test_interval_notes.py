@@ -1,5 +1,6 @@
 """Interval notes (docs/METHODS.md §2.4, "Interval notes"): each is triggered by a constructed case,
 checked against an independent count or a hand computation, carried by --json and printed."""
+import dataclasses
 import json
 import math
 
@@ -122,3 +123,22 @@ def test_json_carries_the_notes_and_the_table_prints_them(capsys):
 
 def test_empty_summary_has_no_tags():
     assert BootstrapSummary.empty().tags() == []
+
+
+def test_note_extrapolation_flags_a_point_or_bound_outside_the_range_once():
+    """The one extrapolation note (stats.note_extrapolation): set when the point or a bound of the 95%
+    interval lies outside [lo, hi], with the caller's words for the range; N_c's words by note_fit_range."""
+    from cape_hpc.analysis.nc import note_fit_range
+    from cape_hpc.stats import note_extrapolation
+
+    s = summarize(bootstrap(lambda i: float(X[i].mean()), BootstrapOptions(n_resamples=300, seed=1), n=len(X)))
+    ci = s.interval(0.95)
+    inside = note_extrapolation(s, ci.low, ci.high, "the data")
+    assert inside is s and not inside.extrapolated
+    out = note_extrapolation(s, ci.low + 1e-9 * abs(ci.low), ci.high, "the data")   # the lower bound is outside
+    assert out.extrapolated and out.note.endswith("extrapolated: point or 95% bound outside the data")
+    assert dataclasses.replace(out, extrapolated=False, note=s.note) == s
+    assert note_extrapolation(s, math.nan, 1.0, "x") is s                           # no range: nothing to say
+    assert note_extrapolation(BootstrapSummary.empty(), 0.0, 1.0, "x") == BootstrapSummary.empty()
+    nc = note_fit_range(s, 9.0, 9.5, "gamma-fit")
+    assert nc.extrapolated and ("outside log10 N [9.000, 9.500] of the gamma midpoints (N 1B to 3.16B)" in nc.note)
