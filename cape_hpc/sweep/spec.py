@@ -59,9 +59,9 @@ __all__ = ["JobSpec", "ModelEntry", "JobValueError", "parse_job", "load_job", "M
 #: bytes per weight of each dtype (the memory estimate)
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
-Field = tuple[type[Options], str]
+OptionField = tuple[type[Options], str]
 #: where each key of a model entry goes (options class, field); ``options:`` is the work function's
-MODEL_KEYS: dict[str, Field] = {
+MODEL_KEYS: dict[str, OptionField] = {
     "id": (ModelOptions, "model"),
     **{k: (ModelOptions, k) for k in ("revision", "dtype", "trust_remote_code", "allow_pickle")},
     "batch_size": (ExtractOptions, "batch_size"),
@@ -76,7 +76,7 @@ EXTRACT_KEYS = ("pooling", "taps", "backend", "sets", "token_budget", "max_promp
 STEER_KEYS = ("alpha", "scale", "positions", "tau", "probe_layer", "method", "max_new_tokens", "batch_size",
               "max_prompts")
 #: where each key of each section goes ("" is the file's top level)
-SECTIONS: dict[str, dict[str, Field]] = {
+SECTIONS: dict[str, dict[str, OptionField]] = {
     "": {k: (JobOptions, k) for k in ("name", "description", "output_dir", "work")},
     "prompts": {"contrastive": (PromptFiles, "contrastive"), "calibration": (PromptFiles, "calibration"),
                 "max_prompts": (ExtractOptions, "max_prompts")},
@@ -194,7 +194,7 @@ class JobFileReader:
                 raise self.error(key_path(where, k), "is required")
         return data
 
-    def values(self, data: dict, where: str, keys: dict[str, Field]) -> dict[type, dict[str, Any]]:
+    def values(self, data: dict, where: str, keys: dict[str, OptionField]) -> dict[type, dict[str, Any]]:
         """{options class: {field: value}} of the non-null keys of ``data``, each value converted and checked
         by its field (``Options.field_value``)."""
         out: dict[type, dict[str, Any]] = {}
