@@ -55,8 +55,8 @@ from cape_hpc.options import option
 from cape_hpc.schema import BootstrapSummary, Provenance, Result
 from cape_hpc.stats import BatchStatistic, BootstrapOptions, bootstrap, note_extrapolation, summarize
 
-ESTIMATORS = ("sign-change", "gamma-fit", "quadratic")
-ATTACH = ("larger", "smaller", "midpoint")  # where the sign-change estimator places N_c in its interval
+ESTIMATORS = (*GAMMA_NC_ESTIMATORS, "quadratic")   # ("sign-change", "gamma-fit", "quadratic")
+ATTACH = tuple(ATTACH_CODES)  # ("larger", "smaller", "midpoint"): where a sign change places N_c in its interval
 MIN_MODELS = 3
 
 
@@ -157,14 +157,11 @@ class GammaNcStatistic(BatchStatistic):
     """log10 N_c of the ``sign-change`` or ``gamma-fit`` estimator (module doc) on models sorted by
     (family, N): ``fam`` int codes, ``logn`` = log10 N, ``b1``/``b2`` scores (in the fit's units).
     Fused kernels ``cape_kernels.gamma_nc_boot`` / ``gamma_nc_batch``; ``lo``/``hi`` bound a
-    gamma-fit's zero crossing (pass -inf/inf for none); ``attach`` places a sign change."""
+    gamma-fit's zero crossing (pass -inf/inf for none); ``attach`` places a sign change.  ``estimator``
+    and ``attach`` are checked by ``NcOptions`` (and by the kernels, ValueError)."""
 
     def __init__(self, estimator: str, fam, logn, b1, b2, min_delta: float, lo: float = -math.inf,
                  hi: float = math.inf, attach: str = "larger"):
-        if estimator not in GAMMA_NC_ESTIMATORS:
-            raise OptionError(f"option '--estimator': {estimator!r} is not one of {', '.join(GAMMA_NC_ESTIMATORS)}")
-        if attach not in ATTACH_CODES:
-            raise OptionError(f"option '--attach': {attach!r} is not one of {', '.join(ATTACH_CODES)}")
         self.estimator = estimator
         self.fam = np.ascontiguousarray(fam, dtype=np.int64).reshape(-1)
         self.logn = np.ascontiguousarray(logn, dtype=np.float64).reshape(-1)
@@ -312,10 +309,15 @@ def estimate_nc(df: pd.DataFrame, opts: NcOptions | None = None, *, progress: bo
     sub = select_families(df, opts.families)
     sub, dropped = complete_rows(sub, (b1, b2))
     fams = family_order(sub)
-    scopes = [("pooled", fams)] if opts.pooled else [(f, [f]) for f in fams]
+    # the table is grouped once (one sort by family, N, name); each family is a slice of it
+    _, codes, logn_all, v1_all, v2_all = _scope_arrays(sub, fams, b1, b2, opts.scale)
+    bounds = np.searchsorted(codes, np.arange(len(fams) + 1))
+    scopes = [("pooled", slice(None))] if opts.pooled else [(f, slice(bounds[i], bounds[i + 1]))
+                                                            for i, f in enumerate(fams)]
     estimates = []
-    for scope, members in scopes:
-        _, fam, logn, v1, v2 = _scope_arrays(sub, members, b1, b2, opts.scale)
+    for scope, rows in scopes:
+        logn, v1, v2 = logn_all[rows], v1_all[rows], v2_all[rows]
+        fam = codes[rows] if opts.pooled else np.zeros(len(logn), dtype=np.int64)
         if opts.window is not None:
             lo, hi = opts.window
         else:
