@@ -25,7 +25,8 @@ from cape_hpc.options import Options
 from cape_hpc.schema import Provenance
 
 __all__ = ["PHASES", "check_columns", "check_pair", "require_table_columns", "table_sha256", "provenance",
-           "select_families", "family_order", "family_groups", "split_by", "sort_by_n", "complete_rows", "log10n", "pearson_rows", "ols_line", "r_squared"]
+           "select_families", "family_order", "family_groups", "split_by", "sort_by_n", "complete_rows",
+           "pearson_rows", "ols_line", "r_squared"]
 
 
 def _table_name(df: pd.DataFrame) -> str:
@@ -115,10 +116,6 @@ def complete_rows(df: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFram
     """(rows with every column present, names of the models dropped for a blank cell)."""
     mask = df[list(columns)].notna().all(axis=1)
     return df.loc[mask], [str(m) for m in df.loc[~mask, "model"]]
-
-
-def log10n(df: pd.DataFrame) -> np.ndarray:
-    return np.log10(df["params"].to_numpy(dtype=float))
 
 
 def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
