@@ -6,15 +6,19 @@ count), and can write its result to an HDF5 file (``--out``; atomic, refuses dif
 without ``--force``) together with the input tables under ``/scores/...``.
 
 The flags of a command are generated from its method's options class (``Opts.add_arguments``) and
-read back with ``Opts.from_args``: a default lives in the option only.  ``cape analyze`` is a loop
-over ``ANALYSES``, a table of (name, options class, function, input table, printer).
+read back with ``Opts.from_args``: a default lives in the option only.
+
+``ANALYSES`` holds one record per analysis (``Analysis``: command name, summary, docs/METHODS.md
+section, options class, function, printer, input table, and the ``Run`` rows that `cape analyze`
+runs of it with their settings); the commands, `cape analyze`'s rows (``analyses()``) and the
+documentation check (tests/test_docs.py) are derived from it.  Adding an analysis is adding one
+record.  The printers are in ``commands/analysis_print.py``.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import importlib
-import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -25,7 +29,8 @@ from cape_hpc.analysis.nc import ESTIMATORS, NcOptions
 from cape_hpc.analysis.options import (CouplingOptions, DiagnoseOptions, EigenOptions, FixedPointOptions,
                                        FrontierOptions, HFieldOptions, IsoclineOptions, IsoclineRule, LossOptions,
                                        PermutationOptions, PhasesOptions, PopulationOptions, WidthOptions)
-from cape_hpc.commands.common import add_output_args, add_scores_arg, emit_json, fmt, print_table
+from cape_hpc.commands import analysis_print as P
+from cape_hpc.commands.common import add_output_args, add_scores_arg, emit_json
 from cape_hpc.errors import OptionError
 from cape_hpc.options import Options, option
 from cape_hpc.schema import Provenance
@@ -95,246 +100,51 @@ def _func(path: str) -> Callable:
     return getattr(importlib.import_module(f"cape_hpc.analysis.{module}"), name)
 
 
-def _ci(summary, level=0.95, log=True, fit_range=None) -> str:
-    """An interval as the tables print it; a bound of a log10 N interval beyond ``fit_range`` (the
-    data's log10 N range) is printed as that edge ('>9.09': beyond the largest model), never as the
-    extrapolated number (docs/METHODS.md §2.4, "Interval notes")."""
-    ci = summary.interval(level)
-    if not ci.defined:
-        return "-"
-    if log:
-        return f"[{_log_b(ci.low, fit_range)}, {_log_b(ci.high, fit_range)}]"
-    return f"[{ci.low:.4g}, {ci.high:.4g}]"
-
-
-def _notes(summary, *extra: str) -> str:
-    """The short notes column: the estimate's own reason, then the interval's tags (the share of
-    valid resamples only when too few: the 'valid' column shows the count)."""
-    tags = [t for t in summary.tags() if not (t[:1].isdigit() and not t.endswith("too few"))]
-    return "; ".join(x for x in (*extra, *tags) if x)
-
-
-def _log_b(v: float, fit_range) -> str:
-    """A log10 N value in billions; beyond ``fit_range`` the data's edge ('>9.1') instead."""
-    if not math.isfinite(v):
-        return "-"
-    if fit_range is not None and all(math.isfinite(x) for x in fit_range):
-        if v < fit_range[0]:
-            return f"<{_b(fit_range[0]):.3g}"
-        if v > fit_range[1]:
-            return f">{_b(fit_range[1]):.3g}"
-    return f"{_b(v):.4g}"
-
-
-def _b(log10_n: float) -> float:
-    """10 ** log10_n in billions (inf beyond the largest float: a huge-N table prints, never overflows)."""
-    return 10.0 ** log10_n / 1e9 if log10_n < 308.0 else math.inf
-
-
 # ----------------------------------------------------------------------------------------------
-# printers
-
-def print_coupling(r) -> None:
-    rows = [(iv.family, iv.prev_model, iv.model, iv.x_mid, iv.d_b1, iv.d_b2, iv.gamma, iv.phase or "-",
-             iv.reason or "") for iv in r.intervals]
-    print_table(rows, ["family", "from", "to", "x_mid", f"d{r.b1}", f"d{r.b2}", "gamma", "phase", "reason"],
-                title=f"Local coupling gamma = d{r.b2}/d{r.b1} (min_delta {r.min_delta:g} {r.units})")
-    if r.dropped:
-        print(f"left out for a blank score: {', '.join(r.dropped)}")
-
-
-def print_phases(r) -> None:
-    rows = [(m.family, m.model, m.params / 1e9, m.gamma, m.phase or "-", m.reason) for m in r.models]
-    print_table(rows, ["family", "model", "N (B)", "gamma", "phase", "note"],
-                title=f"Phases ({r.b1}, {r.b2}): tax < {r.tax_below:g} <= transition <= {r.bonus_above:g} < bonus "
-                      f"(min_delta {r.min_delta:g} {r.units})")
-    print_table([(p, r.counts[p], r.families_per_phase.get(p, "-")) for p in r.counts],
-                ["phase", "models", "families"], title="Counts")
-
-
-def print_population(r) -> None:
-    rows = [(g.group, g.n, g.pearson_r, g.pearson_p, g.spearman_rho, g.spearman_p, g.perm_pearson_p,
-             g.perm_spearman_p, g.reason) for g in r.groups]
-    phase = f"; phases with min_delta in {r.units}" if r.group_by == "phase" else ""
-    print_table(rows, ["group", "n", "pearson r", "p", "spearman", "p", "perm p (r)", "perm p (rho)", "note"],
-                title=f"Population coupling r({r.b1}, {r.b2}) by {r.group_by}, p: analytic + {r.p_method}{phase}")
-
-
-def print_nc(results) -> None:
-    from cape_hpc.analysis.nc import MIN_MODELS
-
-    for r in results:
-        rows = []
-        small = [e.scope for e in r.estimates if e.n_models < MIN_MODELS]
-        for e in r.estimates:
-            if e.n_models < MIN_MODELS:
-                continue
-            b = e.bootstrap
-            # an extrapolated point is not printed as a number (it can be 3e15 B): the data's edge instead
-            point = e.nc / 1e9 if not e.extrapolated else f"{_log_b(e.log10_nc, e.fit_range)} (extrapolated)"
-            rows.append((e.scope, e.n_models, point, _ci(b, 0.95, fit_range=e.fit_range),
-                         _ci(b, 0.68, fit_range=e.fit_range), _log_b(b.median, e.fit_range),
-                         f"{b.n_valid}/{b.n_resamples}" if b.n_resamples else "-",
-                         _notes(b, e.reason, "extrapolated" if e.extrapolated and not b.extrapolated else "")))
-        opts = r.provenance.options
-        print_table(rows, ["scope", "models", "N_c (B)", "95% CI (B)", "68% CI (B)", "boot median (B)", "valid",
-                           "note"],
-                    title=f"N_c [{r.estimator}] pair ({r.b1}, {r.b2}), min_delta in {opts.get('units', '-')}; "
-                          f"bootstrap: {opts.get('ci_method', 'none')}, stratify={opts.get('stratify', '-')}, "
-                          f"seed={r.provenance.seed}")
-        if small:
-            print(f"fewer than {MIN_MODELS} models (no estimate): {', '.join(small)}")
-
-
-def print_deff(r) -> None:
-    rows = [(g.group, g.n_models, g.n_families, g.d_eff, _ci(g.bootstrap, 0.95, log=False),
-             _ci(g.bootstrap, 0.68, log=False), f"{g.bootstrap.n_valid}/{g.bootstrap.n_resamples}",
-             _notes(g.bootstrap, g.reason)) for g in r.groups]
-    o = r.provenance.options
-    print_table(rows, ["group", "models", "families", "d_eff", "95% CI", "68% CI", "valid", "note"],
-                title=f"d_eff ({r.matrix}, {', '.join(r.columns)}); bootstrap {o.get('ci_method', 'none')}, "
-                      f"stratify={o.get('stratify', '-')}, seed={r.provenance.seed}")
-    if r.dropped:
-        print(f"left out for a blank score: {', '.join(r.dropped)}")
-
-
-def print_width(r) -> None:
-    rows = [(f.family, f.n, f.r_before, f.r_after, f.null_mean, f"[{fmt(f.null_q025)}, {fmt(f.null_q975)}]",
-             f.null_frac_positive, f.p_null, ("exact" if f.exact else f.n_null) if f.n_null else "-", f.reason)
-            for f in r.families]
-    print_table(rows, ["family", "n", "r before", "r after", "null mean", "null 95%", "null >0", "p_null",
-                       "perms", "note"],
-                title=f"Width normalisation s / (d_model / {r.d_ref:g}): r({r.b1}, {r.b2}) with the "
-                      f"permuted-width control (r does not depend on units)")
-
-
-def print_hfield(r) -> None:
-    print(f"\nPopulation line: {r.b2} = {r.beta1:.4g} * {r.b1} + {r.beta0:.4g}  (n = {r.n_fit}, {r.units})")
-    print_table([(g.group, g.count, g.mean_h, g.std_h) for g in r.groups], [r.group_by, "n", "mean h", "std h"],
-                title=f"h per group ({r.units})")
-
-
-def print_isocline(r) -> None:
-    print(f"\nIsocline {r.b2}_c = sqrt(k * {r.b1}) (fractions), k = {r.k:.5g} from {r.calibration}; rule {r.rule}; "
-          f"min_delta {r.min_delta:g} {r.units}")
-    print_table([(f.family, f.n_intervals, f.n_agree, f.fraction, f.n_above) for f in r.families],
-                ["family", "intervals", "agree", "fraction", "above"], title="Agreement per family")
-    print(f"total: {r.total_agree}/{r.total_intervals}")
-
-
-def print_loss(r) -> None:
-    print_table([("E", r.E, r.E_se), ("A", r.A, r.A_se), ("alpha", r.alpha, r.alpha_se)],
-                ["parameter", "value", "std error"],
-                title=f"Loss law L = E + A (N / {r.n_scale:g})^-alpha")
-    print(f"R^2 = {r.r2:.6f}; CV of N^alpha (L - E) = {100 * r.cv:.3f}% (ddof {r.cv_ddof}); "
-          f"A for N in parameters = {r.A_raw:.4g}")
-
-
-def print_fixedpoint(r) -> None:
-    print(f"\nFixed point of gamma ({r.family}, min_delta {fmt(r.min_delta)} {r.units}): dgamma/dlogN = a gamma + b, "
-          f"a = {fmt(r.a)}, b = {fmt(r.b)}, gamma* = {fmt(r.gamma_star)} ({r.stability}; {r.n_points} derivative "
-          f"points) {r.reason}")
-
-
-def print_eigen(r) -> None:
-    rows = [(w.first_model, w.last_model, w.n_models, w.lambda1, w.lambda2,
-             " ".join(f"{v:+.2f}" for v in w.e2), w.e2_angle_deg, w.e2_step_deg) for w in r.windows]
-    print_table(rows, ["from", "to", "n", "lambda1", "lambda2", f"e2 ({' '.join(r.columns)})", "angle", "step"],
-                title=f"Eigen-geometry {r.family} ({r.matrix}, {r.mode} windows, scores in {r.units})")
-    print(f"lambda2 ~ N^{fmt(r.power_exponent)} (R^2 = {fmt(r.power_r2)}, {r.n_power_points} windows)")
-
-
-def print_frontier(r) -> None:
-    print(f"\nFrontier ({r.cohort}, n = {r.n}, {r.units}): {r.b2} = {r.slope:.4g} * {r.b1} + {r.intercept:.4g}, "
-          f"r = {r.r:.4f}, p = {r.p:.3g}")
-    print_table([(lf.lab, lf.n, lf.slope, lf.intercept, lf.holdout_mae, lf.mean_h) for lf in r.labs],
-                ["lab", "n", "own slope", "own intercept", "LOLO MAE", "mean h"],
-                title=f"Labs with >= {r.min_lab_size} models (leave-one-lab-out)")
-    print(f"LOLO MAE mean = {r.lolo_mae_mean:.3f}, std = {r.lolo_mae_std_ddof0:.3f} (ddof 0) / "
-          f"{r.lolo_mae_std_ddof1:.3f} (ddof 1) over {r.n_lolo_labs} labs ({r.units})")
-
-
-def print_diagnose_model(m) -> None:
-    print(f"\nDiagnose model ({m.b1}, {m.b2}; {m.units}): min_delta {m.min_delta:g}, line {m.b2} = {m.beta1:.4g} * "
-          f"{m.b1} + {m.beta0:.4g}, isocline k = {m.k:.5g} ({m.calibration}, {m.rule}), "
-          f"{len(m.panel_model)} panel models")
-
-
-def print_diagnosis(d) -> None:
-    rows = [("model", d.name or "-"), ("family", d.family or "-"), ("N", f"{d.params:.4g}"),
-            ("scores", f"{fmt(d.b1)}, {fmt(d.b2)} ({d.units})"),
-            ("gamma (own interval)", f"{fmt(d.gamma_prev)} from {d.prev_model or '-'}"),
-            ("gamma (next interval)", f"{fmt(d.gamma_next)} to {d.next_model or '-'}"),
-            ("phase", f"{d.phase or 'unknown'} ({d.phase_source or '-'})"),
-            ("isocline side", f"{d.isocline_side or '-'} (isocline at {fmt(d.isocline_b2)}, predicts "
-                              f"{'+' if d.predicted_sign > 0 else '-' if d.predicted_sign < 0 else '?'})"),
-            ("h", f"{fmt(d.h)} ({d.units})")]
-    print_table(rows, ["", ""], title="Diagnosis")
-    for line in d.levers:
-        print(f"  lever: {line}")
-    for line in d.notes + ([d.gamma_reason] if d.gamma_reason else []):
-        print(f"  note: {line}")
-
-
-# ----------------------------------------------------------------------------------------------
-# one command per analysis: (name, summary, options class, function, input table, printer)
+# one record per analysis: its command, its docs/METHODS.md section and its rows of `cape analyze`
 
 @dataclass(frozen=True)
-class Command:
+class Run:
+    """One row of `cape analyze` for an analysis, stored as /analysis/<name>: the options it fixes,
+    those that keep their default (``own``) and those an analyze flag sets (``from_flags``)."""
+
+    name: str
+    fixed: dict[str, Any] = field(default_factory=dict)
+    own: tuple[str, ...] = ()
+    from_flags: dict[str, str] = field(default_factory=dict)   # field <- analyze flag (AnalyzeOptions)
+    family: bool = False              # a single-family analysis: skipped when its family is not in the table
+    table: str | None = None          # default: the analysis's table
+    func: str | None = None           # default: the analysis's function
+    printer: Callable | None = None   # default: the analysis's printer
+    printed: bool = True              # False: stored, not printed
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One benchmark-level analysis: the command `cape <name>` (summary, options, input tables,
+    printer), its section of docs/METHODS.md, and the rows `cape analyze` runs of it."""
+
     name: str
     summary: str
+    section: str
     options: type
-    func: str                   # 'module:function' in cape_hpc.analysis, called as func(table, opts)
-    table: str                  # input table: base | frontier | loss
+    func: str | Callable              # 'module:function' of cape_hpc.analysis, func(table, opts); or a
+                                      # callable (table, opts, args)
     printer: Callable
-    section: str                # of docs/METHODS.md
+    table: str = "base"               # input table: base | frontier | loss
+    inputs: tuple[str, ...] = ()      # the command's table flags (default: its table)
+    panel: Callable[[Any], str] | None = None     # the table an option chooses (the h-field's --panel)
+    flags: Callable[[argparse.ArgumentParser], None] | None = None  # default: the options' flags
+    stored: Callable[[Any], dict[str, Any]] | None = None  # groups written (default /analysis/<name>)
+    shown: Callable[[Any], Any] | None = None     # what is printed and emitted (default: the result)
+    runs: tuple[Run, ...] | None = None           # rows of `cape analyze` (default: one, its name)
 
 
-COMMANDS = (
-    Command("coupling", "local coupling gamma = dB2/dB1 between consecutive sizes of each family",
-            CouplingOptions, "coupling:local_coupling", "base", print_coupling, "§2.1"),
-    Command("phases", "phase (tax / transition / bonus) of every model", PhasesOptions, "phases:phases", "base",
-            print_phases, "§2.2"),
-    Command("population", "Pearson and Spearman coupling over all models, per family or per phase",
-            PopulationOptions, "population:population_coupling", "base", print_population, "§2.3"),
-    Command("width", "width-normalised r per family with the permuted-width control", WidthOptions,
-            "width:width_normalisation", "base", print_width, "§2.6"),
-    Command("hfield", "residual field h against the population line, by family or lab", HFieldOptions,
-            "hfield:h_field", "base", print_hfield, "§2.7"),
-    Command("isocline", "isocline side of every interval and its sign agreement per family", IsoclineOptions,
-            "isocline:isocline", "base", print_isocline, "§2.8"),
-    Command("loss", "loss law L = E + A N^-alpha (curve_fit)", LossOptions, "losslaw:loss_law", "loss", print_loss, "§2.9"),
-    Command("fixedpoint", "fixed point of dgamma/dlogN = a gamma + b in one family", FixedPointOptions,
-            "fixedpoint:coupling_fixed_point", "base", print_fixedpoint, "§2.10"),
-    Command("eigen", "PCA windows along N in one family: lambda1, lambda2, e2, power law", EigenOptions,
-            "eigen:eigen_geometry", "base", print_eigen, "§2.11"),
-    Command("frontier", "frontier regression GPQA ~ SWE, per-lab slopes, leave-one-lab-out", FrontierOptions,
-            "frontier:frontier_fit", "frontier", print_frontier, "§2.12"),
-)
+def _compute(func: str | Callable, df, opts, args):
+    return func(df, opts, args) if callable(func) else _func(func)(df, opts)
 
 
-def _table_of(cmd: Command, opts: Options) -> str:
-    if cmd.name == "hfield":  # the h-field runs on either panel
-        return opts.panel
-    return cmd.table
-
-
-def run_command(cmd: Command, args) -> int:
-    opts = cmd.options.from_args(args)
-    _check_out(args)
-    table = _table_of(cmd, opts)
-    df = _load(table, args)
-    result = _func(cmd.func)(df, opts)
-    if args.json:
-        emit_json(result)
-    else:
-        cmd.printer(result)
-    _write(args, {f"/analysis/{cmd.name}": result}, {table: df})
-    return 0
-
-
-# ----------------------------------------------------------------------------------------------
-# nc and deff (methods with a bootstrap; options NcOptions / DeffOptions)
+# nc and deff (methods with a bootstrap; options NcOptions / DeffOptions) --------------------------
 
 SCOPES = {"per-family": (False,), "pooled": (True,), "both": (False, True)}
 
@@ -350,39 +160,27 @@ class NcRunOptions(Options):
 
 def nc_results(df, opts: NcOptions, run: NcRunOptions, progress: bool) -> dict[str, Any]:
     """{'<estimator>[_pooled]': NcResult}: every estimator of ``run`` in every scope of ``run``."""
-    return {est + ("_pooled" if pooled else ""): _func("nc:estimate_nc")(df, opts.replace(estimator=est, pooled=pooled),
-                                                               progress=progress)
+    estimate = _func("nc:estimate_nc")
+    return {est + ("_pooled" if pooled else ""): estimate(df, opts.replace(estimator=est, pooled=pooled),
+                                                          progress=progress)
             for est in run.estimators for pooled in SCOPES[run.scope]}
 
 
-def run_nc(args) -> int:
-    opts, run = NcOptions.from_args(args), NcRunOptions.from_args(args)
-    _check_out(args)
-    df = _load("base", args)
-    res = nc_results(df, opts, run, _progress(args))
-    if args.json:
-        emit_json(res)
-    else:
-        print_nc(list(res.values()))
-    _write(args, {"/analysis/nc": res}, {"base": df})
-    return 0
+def _nc(df, opts, args):
+    """`cape nc`: the estimators and scopes of its flags; `cape analyze` (no such flags): all six."""
+    return nc_results(df, opts, NcRunOptions.from_args(args), _progress(args))
 
 
-def run_deff(args) -> int:
-    opts = DeffOptions.from_args(args)
-    _check_out(args)
-    df = _load("base", args)
-    r = _deff(df, opts, args)
-    if args.json:
-        emit_json(r)
-    else:
-        print_deff(r)
-    _write(args, {"/analysis/deff": r}, {"base": df})
-    return 0
+def _nc_flags(p: argparse.ArgumentParser) -> None:
+    NcRunOptions.add_arguments(p)
+    NcOptions.add_arguments(p, skip=("estimator", "pooled"))
 
 
-# ----------------------------------------------------------------------------------------------
-# diagnose: the method's options (generated flags) and the query (the model asked about: an input)
+def _deff(df, opts, args):
+    return _func("deff:effective_dimension")(df, opts, progress=_progress(args))
+
+
+# diagnose: the method's options (generated flags) and the query (the model asked about: an input) --
 
 def _count(text: str) -> float:
     """'7B', '125M', '1.3e9', '70000000' -> a parameter count."""
@@ -403,7 +201,8 @@ def _score_kv(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"not a number in {text!r}") from None
 
 
-def _add_query(p: argparse.ArgumentParser) -> None:
+def _diagnose_flags(p: argparse.ArgumentParser) -> None:
+    DiagnoseOptions.add_arguments(p)
     q = p.add_argument_group("the model to diagnose")
     q.add_argument("--params", type=_count, default=None, help="parameter count (7B, 125M, 1.3e9)")
     q.add_argument("--name", default="", help="model name (a table model fills family and scores)")
@@ -413,12 +212,10 @@ def _add_query(p: argparse.ArgumentParser) -> None:
     q.add_argument("--d-model", type=float, default=None, help="its width (for the width factor)")
 
 
-def run_diagnose(args) -> int:
+def _diagnose(df, opts, args) -> dict[str, Any]:
+    """{'/analysis/diagnose': Diagnosis, '/analysis/diagnose_model': DiagnoseModel} of the query."""
     from cape_hpc.analysis.diagnose import diagnose_point, fit_diagnose_model
 
-    opts = DiagnoseOptions.from_args(args)
-    _check_out(args)
-    df = _load("base", args)
     params = args.params
     if params is None:
         if args.name and args.name in set(df["model"]):
@@ -428,11 +225,64 @@ def run_diagnose(args) -> int:
     model = fit_diagnose_model(df, opts)
     d = diagnose_point(model, params, family=args.family or None, scores=dict(args.score or []),
                        d_model=args.d_model, name=args.name)
+    return {"/analysis/diagnose": d, "/analysis/diagnose_model": model}
+
+
+#: every benchmark-level analysis, in the order of docs/METHODS.md (commands and `cape analyze` rows)
+ANALYSES = (
+    Analysis("coupling", "local coupling gamma = dB2/dB1 between consecutive sizes of each family", "§2.1",
+             CouplingOptions, "coupling:local_coupling", P.print_coupling),
+    Analysis("phases", "phase (tax / transition / bonus) of every model", "§2.2", PhasesOptions, "phases:phases",
+             P.print_phases),
+    Analysis("population", "Pearson and Spearman coupling over all models, per family or per phase", "§2.3",
+             PopulationOptions, "population:population_coupling", P.print_population,
+             runs=(Run("population", fixed={"group_by": "family"}, printed=False),
+                   Run("population_all", fixed={"group_by": "all"}),
+                   Run("population_phase", fixed={"group_by": "phase"}))),
+    Analysis("nc", "critical scale N_c by the named estimators, with a bootstrap", "§2.4", NcOptions, _nc,
+             P.print_nc, flags=_nc_flags, runs=(Run("nc", own=("estimator", "pooled")),)),
+    Analysis("deff", "effective dimensionality d_eff per phase with a family-stratified bootstrap", "§2.5",
+             DeffOptions, _deff, P.print_deff),
+    Analysis("width", "width-normalised r per family with the permuted-width control", "§2.6", WidthOptions,
+             "width:width_normalisation", P.print_width),
+    Analysis("hfield", "residual field h against the population line, by family or lab", "§2.7", HFieldOptions,
+             "hfield:h_field", P.print_hfield, inputs=("base", "frontier"), panel=lambda opts: opts.panel,
+             runs=(Run("hfield"), Run("frontier_hfield", table="frontier", own=("pair",), printed=False,
+                                      fixed={"panel": "frontier", "fit_cohort": "main"}))),
+    Analysis("isocline", "isocline side of every interval and its sign agreement per family", "§2.8",
+             IsoclineOptions, "isocline:isocline", P.print_isocline),
+    Analysis("loss", "loss law L = E + A N^-alpha (curve_fit)", "§2.9", LossOptions, "losslaw:loss_law",
+             P.print_loss, table="loss"),
+    Analysis("fixedpoint", "fixed point of dgamma/dlogN = a gamma + b in one family", "§2.10", FixedPointOptions,
+             "fixedpoint:coupling_fixed_point", P.print_fixedpoint,
+             runs=(Run("fixedpoint", from_flags={"family": "fixedpoint_family"}, family=True),)),
+    Analysis("eigen", "PCA windows along N in one family: lambda1, lambda2, e2, power law", "§2.11", EigenOptions,
+             "eigen:eigen_geometry", P.print_eigen,
+             runs=(Run("eigen", from_flags={"family": "eigen_family"}, family=True),)),
+    Analysis("frontier", "frontier regression GPQA ~ SWE, per-lab slopes, leave-one-lab-out", "§2.12",
+             FrontierOptions, "frontier:frontier_fit", P.print_frontier, table="frontier",
+             runs=(Run("frontier", own=("pair",)),)),
+    Analysis("diagnose", "where one model sits: gamma, phase, isocline side, h, levers", "§2.14", DiagnoseOptions,
+             _diagnose, P.print_diagnosis, flags=_diagnose_flags, stored=lambda groups: groups,
+             shown=lambda groups: groups["/analysis/diagnose"],
+             runs=(Run("diagnose_model", func="diagnose:fit_diagnose_model", printer=P.print_diagnose_model),)),
+)
+
+
+def run_command(a: Analysis, args) -> int:
+    """`cape <analysis>`: options from the flags, the table, the function, then print (or --json) and
+    --out (the result and its input table)."""
+    opts = a.options.from_args(args)
+    _check_out(args)
+    table = a.panel(opts) if a.panel else a.table
+    df = _load(table, args)
+    result = _compute(a.func, df, opts, args)
+    shown = a.shown(result) if a.shown else result
     if args.json:
-        emit_json(d)
+        emit_json(shown)
     else:
-        print_diagnosis(d)
-    _write(args, {"/analysis/diagnose": d, "/analysis/diagnose_model": model}, {"base": df})
+        a.printer(shown)
+    _write(args, a.stored(result) if a.stored else {f"/analysis/{a.name}": result}, {table: df})
     return 0
 
 
@@ -458,8 +308,9 @@ ANALYZE_FLAGS = (CouplingOptions, BootstrapOptions, PermutationOptions, Isocline
 
 
 @dataclass(frozen=True)
-class Analysis:
-    """One row of `cape analyze`: stored as /analysis/<name> and printed (when ``printer``) in order."""
+class AnalyzeRow:
+    """One row of `cape analyze` (a ``Run`` of an ``Analysis``, its defaults filled in): stored as
+    /analysis/<name> and printed (when ``printer``) in order."""
 
     name: str
     options: type
@@ -472,41 +323,12 @@ class Analysis:
     family: bool = False        # a single-family analysis: skipped when its family is not in the table
 
 
-def _nc_six(df, opts, args):
-    """The six N_c results (every estimator, per family and pooled): `cape nc` at its defaults."""
-    return nc_results(df, opts, NcRunOptions(), _progress(args))
-
-
-def _deff(df, opts, args):
-    return _func("deff:effective_dimension")(df, opts, progress=_progress(args))
-
-
-def analyses() -> tuple[Analysis, ...]:
-    """The rows of `cape analyze`, in the order they run and print."""
-    return (
-        Analysis("coupling", CouplingOptions, "coupling:local_coupling", "base", print_coupling),
-        Analysis("phases", PhasesOptions, "phases:phases", "base", print_phases),
-        Analysis("population", PopulationOptions, "population:population_coupling", "base",
-                 fixed={"group_by": "family"}),
-        Analysis("population_all", PopulationOptions, "population:population_coupling", "base", print_population,
-                 fixed={"group_by": "all"}),
-        Analysis("population_phase", PopulationOptions, "population:population_coupling", "base", print_population,
-                 fixed={"group_by": "phase"}),
-        Analysis("nc", NcOptions, _nc_six, "base", lambda res: print_nc(list(res.values())), own=("estimator", "pooled")),
-        Analysis("deff", DeffOptions, _deff, "base", print_deff),
-        Analysis("width", WidthOptions, "width:width_normalisation", "base", print_width),
-        Analysis("hfield", HFieldOptions, "hfield:h_field", "base", print_hfield),
-        Analysis("isocline", IsoclineOptions, "isocline:isocline", "base", print_isocline),
-        Analysis("loss", LossOptions, "losslaw:loss_law", "loss", print_loss),
-        Analysis("fixedpoint", FixedPointOptions, "fixedpoint:coupling_fixed_point", "base", print_fixedpoint,
-                 from_flags={"family": "fixedpoint_family"}, family=True),
-        Analysis("eigen", EigenOptions, "eigen:eigen_geometry", "base", print_eigen,
-                 from_flags={"family": "eigen_family"}, family=True),
-        Analysis("frontier", FrontierOptions, "frontier:frontier_fit", "frontier", print_frontier, own=("pair",)),
-        Analysis("frontier_hfield", HFieldOptions, "hfield:h_field", "frontier", own=("pair",),
-                 fixed={"panel": "frontier", "fit_cohort": "main"}),
-        Analysis("diagnose_model", DiagnoseOptions, "diagnose:fit_diagnose_model", "base", print_diagnose_model),
-    )
+def analyses() -> tuple[AnalyzeRow, ...]:
+    """The rows of `cape analyze` (every ``Run`` of every analysis of ``ANALYSES``), in the order
+    they run and print."""
+    return tuple(AnalyzeRow(r.name, a.options, r.func or a.func, r.table or a.table,
+                            (r.printer or a.printer) if r.printed else None, r.fixed, r.own, r.from_flags, r.family)
+                 for a in ANALYSES for r in (a.runs or (Run(a.name),)))
 
 
 def parse_sets(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
@@ -535,12 +357,12 @@ def parse_sets(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
     return out
 
 
-def settable(a: Analysis) -> set[str]:
+def settable(a: AnalyzeRow) -> set[str]:
     """The options of one row that ``--set`` may change (all but ``own``, ``fixed`` and ``from_flags``)."""
     return {f.name for f in dataclasses.fields(a.options)} - set(a.own) - set(a.fixed) - set(a.from_flags)
 
 
-def analysis_options(a: Analysis, args, sets: dict[str, dict[str, Any]] | None = None) -> Options:
+def analysis_options(a: AnalyzeRow, args, sets: dict[str, dict[str, Any]] | None = None) -> Options:
     """The options of one row: the analyze flags it declares (but ``own``), then ``fixed``,
     ``from_flags`` and the row's ``--set`` items."""
     names = {f.name for f in dataclasses.fields(a.options)} - set(a.own)
@@ -610,36 +432,24 @@ def run_analyze(args) -> int:
 # ----------------------------------------------------------------------------------------------
 # registration
 
+def _parser(sub, name: str, summary: str, func: Callable, tables: Sequence[str], section: str):
+    p = sub.add_parser(name, help=summary, description=f"{summary} (docs/METHODS.md {section})")
+    for t in tables:
+        _add_input(p, t)
+    add_output_args(p)
+    p.set_defaults(func=func)
+    return p
+
+
 def register(sub) -> None:
-    def parser(name, help_, func, tables=("base",), section="§2"):
-        p = sub.add_parser(name, help=help_, description=f"{help_} (docs/METHODS.md {section})")
-        for t in tables:
-            _add_input(p, t)
-        add_output_args(p)
-        p.set_defaults(func=func)
-        return p
+    """One command per record of ``ANALYSES``, then `cape analyze`."""
+    for a in ANALYSES:
+        p = _parser(sub, a.name, a.summary, lambda args, a=a: run_command(a, args), a.inputs or (a.table,),
+                    a.section)
+        (a.flags or a.options.add_arguments)(p)
 
-    for cmd in COMMANDS:
-        tables = ("base", "frontier") if cmd.name == "hfield" else (cmd.table,)
-        p = parser(cmd.name, cmd.summary, lambda args, cmd=cmd: run_command(cmd, args), tables, cmd.section)
-        cmd.options.add_arguments(p)
-
-    p = parser("nc", "critical scale N_c by the named estimators, with a bootstrap", run_nc, section="§2.4")
-    NcRunOptions.add_arguments(p)
-    NcOptions.add_arguments(p, skip=("estimator", "pooled"))
-
-    p = parser("deff", "effective dimensionality d_eff per phase with a family-stratified bootstrap", run_deff,
-               section="§2.5")
-    DeffOptions.add_arguments(p)
-
-    p = parser("diagnose", "where one model sits: gamma, phase, isocline side, h, levers", run_diagnose,
-               section="§2.14")
-    DiagnoseOptions.add_arguments(p)
-    _add_query(p)
-
-    p = parser("analyze", "run every benchmark-level analysis (--out writes them all; one that cannot run is "
-                          "skipped)", run_analyze,
-               ("base", "frontier", "loss"))
+    p = _parser(sub, "analyze", "run every benchmark-level analysis (--out writes them all; one that cannot run "
+                                "is skipped)", run_analyze, ("base", "frontier", "loss"), "§2")
     # --set repeats (each item adds to the list)
     p.add_argument("--set", dest="set", action="extend", nargs="+", default=None, metavar="ANALYSIS.OPTION=VALUE",
                    help=AnalyzeOptions.__dataclass_fields__["set"].metadata["cape"]["help"])
