@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.cape-installed
 LOCK    := requirements/lock.txt
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench lock test-latest test-min wheels clean
+.PHONY: setup demo test test-all bench lock test-latest test-min wheels clean gpu-wheels gpu-check
 
 setup: $(STAMP)
 
@@ -45,6 +45,18 @@ test-min: $(STAMP)
 # the two distributions' wheels and sdists in dist/, checked with twine
 wheels: $(STAMP)
 	bash scripts/build_dists.sh $(BIN)/python dist
+
+# what the GPU machine installs (no network there): the two wheels and the pure-Python dependencies its
+# image lacks, into gpu_wheels/ (ignored); fails when the repository plus gpu_wheels/ reach 64 MiB
+gpu-wheels: $(STAMP)
+	bash scripts/gpu_wheels.sh $(BIN)/python gpu_wheels
+
+# on a GPU machine (its own Python, no .venv): install gpu_wheels/ into a venv over the image's packages,
+# then the GPU tests, compute-sanitizer, the roofline and the throughput goals (8 minutes; results in
+# $$OUT or results/); GPU_CHECK_ARGS=--dry-run prints the plan and tests the installation only
+GPU_CHECK_ARGS ?=
+gpu-check:
+	bash scripts/gpu_check.sh $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-min build dist *.egg-info kernels/*.egg-info kernels/build .pytest_cache .benchmarks

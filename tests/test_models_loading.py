@@ -116,3 +116,35 @@ def test_gemma3_270m_real():
     st = run_steering(lm, cal, PromptSet(ps.select("truthfulness")[:2], path=ps.path, sha256=ps.sha256),
                       alpha=0.0, max_new_tokens=6)
     assert st.n_changed == 0
+
+
+def test_config_file_builds_random_weights(tmp_path):
+    """A transformers config (*.json) loads with seeded random weights and the byte tokenizer; the
+    seed is the revision.  Pythia-1.4B's config (scripts/, the GPU check's model) built on the meta
+    device has Pythia-1.4B's 1,414,647,808 parameters (hand count: 2 x 50304 x 2048 embeddings +
+    24 x 50,358,272 per block + the final norm's 4096)."""
+    from pathlib import Path
+
+    cfg = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
+           "num_hidden_layers": 2, "vocab_size": 300, "_comment": "ignored"}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    a, b, c = load_model(str(path)), load_model(str(path)), load_model(str(path), revision="7")
+    assert a.source == f"config:{path.resolve()}" and a.revision == "seed=0" and c.revision == "seed=7"
+    assert a.adapter.n_layers == 2 and a.adapter.d_model == 32 and len(a.info["config_sha256"]) == 64
+    wa, wb, wc = (m.model.get_input_embeddings().weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+    assert a.tokenizer("ab")["input_ids"] == b.tokenizer("ab")["input_ids"]
+    pythia = Path(__file__).resolve().parents[1] / "scripts" / "pythia-1.4b.config.json"
+    big = load_model(str(pythia), dtype="bfloat16", device_map="meta")
+    assert sum(p.numel() for p in big.model.parameters()) == 1_414_647_808
+    assert big.adapter.n_layers == 24 and big.adapter.d_model == 2048 and big.model.config.model_type == "gpt_neox"
+    for bad, msg in (({"hidden_size": 8}, "needs the field 'model_type'"),
+                     ({**cfg, "vocab_size": 100}, "vocab_size below"),
+                     ({**cfg, "model_type": "no-such-arch"}, "no-such-arch")):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(DataError, match=msg):
+            load_model(str(path))
+    path.write_text("{")
+    with pytest.raises(DataError, match="not a readable JSON config"):
+        load_model(str(path))

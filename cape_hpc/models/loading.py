@@ -220,37 +220,141 @@ def _allow_pickle(allow_pickle: bool | None) -> bool:
     return os.environ.get("CAPE_ALLOW_PICKLE", "0").lower() in ("1", "true", "yes")
 
 
-def load_model(spec: str, revision: str | None = None, dtype: str = "float32",
-               trust_remote_code: bool = False, allow_pickle: bool | None = None) -> LoadedModel:
-    """Load ``spec`` (alias, ``tiny-<arch>``, GGUF file, local folder or HuggingFace id).
+#: device_map strategies (accelerate): every block whole on one device, the devices filled in order
+#: ("sequential"), evenly ("balanced"), evenly sparing the first GPU ("balanced_low_0"); "auto" = balanced
+STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
-    Weights are read from safetensors only: a folder whose weights are pickled (``pytorch_model.bin``,
-    ``*.pt``: unpickling can run arbitrary code) is refused with a DataError unless ``allow_pickle``
-    (or ``CAPE_ALLOW_PICKLE=1``): convert it once with a trusted tool, or opt in for files you trust.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tdtype = _torch_dtype(dtype)
-    spec = str(spec)
+def model_device(model):
+    """The device a forward pass takes its inputs on: under an accelerate ``device_map`` the input
+    embedding's execution device (its weights may be offloaded: ``meta``), else the first parameter's."""
+    import torch
+
+    hook = getattr(model.get_input_embeddings(), "_hf_hook", None)
+    dev = getattr(hook, "execution_device", None)
+    if dev is not None:
+        return torch.device(dev)
+    for p in model.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
+
+
+def _placement(device_map, max_memory, offload_folder) -> dict[str, Any]:
+    """from_pretrained / dispatch keyword arguments of a placement (empty: one device, the CPU)."""
+    if device_map is None:
+        if max_memory or offload_folder:
+            raise OptionError("--max-memory / --offload-folder: need --device-map")
+        return {}
+    if isinstance(device_map, str) and device_map not in STRATEGIES:
+        return {"device_map": device_map}          # one device: "cuda", "cuda:1", "cpu"
+    if device_map == "auto":
+        device_map = "balanced"
+    kw: dict[str, Any] = {"device_map": device_map}
+    if max_memory:
+        kw["max_memory"] = dict(max_memory)
+    if offload_folder:
+        kw["offload_folder"] = str(offload_folder)
+    return kw
+
+
+def dispatch(model, placement: dict[str, Any]):
+    """Place an already built model as ``placement`` says (``_placement``): one device, or its blocks
+    over several through accelerate (hooks move each block's inputs to its device; offloaded weights
+    load per forward).  Returns the model."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    dm = placement.get("device_map")
+    if dm is None:
+        return model
+    if isinstance(dm, str) and dm not in STRATEGIES:
+        return model.to(dm)
+    if isinstance(dm, str):
+        no_split = list(getattr(model, "_no_split_modules", None) or [])
+        mem = placement.get("max_memory")
+        if dm != "sequential":
+            mem = get_balanced_memory(model, max_memory=mem, no_split_module_classes=no_split,
+                                      low_zero=dm == "balanced_low_0")
+        dm = infer_auto_device_map(model, max_memory=mem, no_split_module_classes=no_split)
+    if set(dict(dm).values()) == {"disk"}:
+        raise OptionError("--max-memory: no block of the model fits on a device (everything would be on disk)")
+    model = dispatch_model(model, device_map=dict(dm), offload_dir=placement.get("offload_folder"))
+    model.hf_device_map = dict(dm)
+    return model
+
+
+def split_map(loaded, n_first: int, first: str = "cpu", rest: str = "disk") -> dict[str, str]:
+    """A ``device_map`` of ``loaded``'s modules: the embedding, the rest of the base model and blocks
+    0 .. n_first - 1 on ``first``; the other blocks and the unembedding on ``rest`` (a device, "cpu"
+    or "disk").  Test and check placements; a sweep lets accelerate plan (:data:`STRATEGIES`)."""
+    layers = loaded.adapter.spec.layers                   # e.g. "model.layers"
+    base = layers.rsplit(".", 1)[0]
+    dm = {name: rest for name, _ in loaded.model.named_children() if name != base}
+    dm.update({f"{base}.{name}": first for name, _ in loaded.model.get_submodule(base).named_children()
+               if f"{base}.{name}" != layers})
+    dm.update({f"{layers}.{i}": first if i < n_first else rest for i in range(loaded.adapter.n_layers)})
+    return dm
+
+
+def _build_device(placement: dict[str, Any]):
+    """Where a random model is initialised: on its one device when it has one (no CPU copy first)."""
+    import torch
+
+    dm = placement.get("device_map")
+    if isinstance(dm, str) and dm not in STRATEGIES:
+        return torch.device(dm)
+    return contextlib.nullcontext()
+
+
+def _random_model(spec: str, revision: str | None, dtype: str) -> tuple[Any, Any, str, str, dict]:
+    """(model, tokenizer, source, revision, info) of ``tiny-<arch>`` or of a transformers config file
+    (``*.json``: a real model's architecture with seeded random weights; the byte tokenizer)."""
+    from cape_hpc.models.tiny import TINY_ARCHS, build_from_config, build_tiny
+
+    seed = int(revision) if revision and revision.isdigit() else 0
     if spec.startswith("tiny-"):
-        from cape_hpc.models.tiny import TINY_ARCHS, build_tiny
-
         arch = spec[len("tiny-"):]
         if arch not in TINY_ARCHS:
             raise OptionError(f"--model: unknown tiny architecture {arch!r}; tiny models: "
                               f"{', '.join('tiny-' + a for a in TINY_ARCHS)}")
-        seed = int(revision) if revision and revision.isdigit() else 0
         model, tok = build_tiny(arch, seed=seed, dtype=dtype)
-        return LoadedModel(model, tok, Adapter(model), source=f"tiny:{arch}", revision=f"seed={seed}",
-                           dtype=dtype, name=spec)
+        return model, tok, f"tiny:{arch}", f"seed={seed}", {}
+    path = Path(spec)
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"--model {spec}: not a readable JSON config ({exc})") from None
+    if not isinstance(cfg, dict) or "model_type" not in cfg:
+        raise DataError(f"--model {spec}: a transformers config needs the field 'model_type'")
+    from transformers import AutoConfig
 
+    from cape_hpc.models.tiny import TINY_VOCAB
+
+    fields = {k: v for k, v in cfg.items()
+              if k not in ("model_type", "architectures", "transformers_version") and not k.startswith("_")}
+    try:
+        config = AutoConfig.for_model(cfg["model_type"], **fields)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"--model {spec}: {str(exc).splitlines()[0]}") from None
+    if int(getattr(config, "vocab_size", 0) or 0) < TINY_VOCAB:
+        raise DataError(f"--model {spec}: vocab_size below the byte tokenizer's {TINY_VOCAB} tokens")
+    model, tok = build_from_config(config, seed=seed, dtype=dtype)
+    return model, tok, f"config:{path.resolve()}", f"seed={seed}", {"config_sha256": _sha256(path)}
+
+
+def _is_config(spec: str) -> bool:
+    return spec.lower().endswith(".json") and Path(spec).is_file()
+
+
+def _resolve(spec: str, revision: str | None, allow_pickle: bool | None) -> tuple[str, str, str, dict, dict]:
+    """(path, source, revision, info, from_pretrained kwargs) of a pretrained ``spec``."""
     info: dict = {}
-    kwargs: dict[str, Any] = dict(dtype=tdtype, trust_remote_code=trust_remote_code)
+    kwargs: dict[str, Any] = {"local_files_only": True}  # offline when cached; online only if allowed and needed
     if spec in EMBEDDED:
         folder, info = _embedded_dir(spec)
         path, source = str(folder), f"{spec} ({info['package']} {info['package_version']})"
         rev = f"gguf-sha256:{info.get('gguf_sha256', 'unknown')}"
-        kwargs["local_files_only"] = True
     elif spec.lower().endswith(".gguf"):
         gguf = Path(spec)
         if not gguf.is_file():
@@ -259,11 +363,8 @@ def load_model(spec: str, revision: str | None = None, dtype: str = "float32",
         folder = _convert_gguf(gguf, cache_dir() / f"gguf-{digest[:24]}-{CONVERSION}",
                                {"gguf": gguf.name, "gguf_sha256": digest, "source_path": str(gguf.resolve())})
         path, source, rev = str(folder), f"gguf:{gguf.resolve()}", f"gguf-sha256:{digest}"
-        kwargs["local_files_only"] = True
     elif Path(spec).is_dir():
-        path, source = spec, f"dir:{Path(spec).resolve()}"
-        rev = revision or "local"
-        kwargs["local_files_only"] = True
+        path, source, rev = spec, f"dir:{Path(spec).resolve()}", revision or "local"
         pickled = _pickled_weights(Path(spec))
         if pickled and not _allow_pickle(allow_pickle):
             raise DataError(f"--model {spec}: the weights are pickled ({', '.join(pickled)}), and loading a "
@@ -273,36 +374,70 @@ def load_model(spec: str, revision: str | None = None, dtype: str = "float32",
         path, source, rev = spec, f"hf:{spec}", revision or "main"
         if revision:
             kwargs["revision"] = revision
-        # offline when the weights are already cached; online only if allowed and needed
-        kwargs["local_files_only"] = True
     if not _allow_pickle(allow_pickle):
         kwargs["use_safetensors"] = True  # never unpickle weights unless asked (HF ids and folders alike)
+    return path, source, rev, info, kwargs
+
+
+def _pretrained(spec: str, path: str, source: str, kwargs: dict[str, Any]):
+    """(model, tokenizer) through transformers' from_pretrained, errors as one line."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok_kw = {k: v for k, v in kwargs.items()
+              if k not in ("dtype", "use_safetensors", "device_map", "max_memory", "offload_folder")}
     try:
         with _quiet_transformers():
             try:
-                model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-                tok = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kwargs.items() if k not in ("dtype", "use_safetensors")})
+                return (AutoModelForCausalLM.from_pretrained(path, **kwargs),
+                        AutoTokenizer.from_pretrained(path, **tok_kw))
             except OSError:
                 offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-                if source.startswith("hf:") and not offline:
-                    kwargs["local_files_only"] = False
-                    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-                    tok = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kwargs.items() if k not in ("dtype", "use_safetensors")})
-                else:
+                if not source.startswith("hf:") or offline:
                     raise
+                kwargs["local_files_only"] = tok_kw["local_files_only"] = False
+                return (AutoModelForCausalLM.from_pretrained(path, **kwargs),
+                        AutoTokenizer.from_pretrained(path, **tok_kw))
     except OSError as exc:
         raise DataError(f"--model {spec}: cannot load ({str(exc).splitlines()[0]})") from None
     except ValueError as exc:
-        msg = str(exc).splitlines()[0]
-        if "trust_remote_code" in msg:
+        if "trust_remote_code" in str(exc) or "custom code" in str(exc):  # the hint may be on any line
             raise OptionError(f"--model {spec}: needs custom code; pass --trust-remote-code only if you "
                               f"trust it") from None
         raise
     except pickle.UnpicklingError as exc:   # a corrupt or foreign pickled checkpoint (opted in)
         raise DataError(f"--model {spec}: cannot unpickle its weights ({str(exc).strip().splitlines()[0]})") from None
+
+
+def load_model(spec: str, revision: str | None = None, dtype: str = "float32",
+               trust_remote_code: bool = False, allow_pickle: bool | None = None, *,
+               device_map: str | dict | None = None, max_memory: dict | None = None,
+               offload_folder: str | None = None) -> LoadedModel:
+    """Load ``spec`` (alias, ``tiny-<arch>``, a config ``*.json`` (random weights), GGUF file, local
+    folder or HuggingFace id).
+
+    Weights are read from safetensors only: a folder whose weights are pickled (``pytorch_model.bin``,
+    ``*.pt``: unpickling can run arbitrary code) is refused with a DataError unless ``allow_pickle``
+    (or ``CAPE_ALLOW_PICKLE=1``): convert it once with a trusted tool, or opt in for files you trust.
+
+    Placement: ``device_map=None`` loads onto the CPU (move it with ``loaded.model.to(...)``); one
+    device (``"cuda:1"``); a strategy of :data:`STRATEGIES` spreads whole blocks over the visible GPUs
+    within ``max_memory`` ({device: bytes or "70GiB"}, ``cape_hpc.models.options.parse_max_memory``),
+    then the CPU, then ``offload_folder`` on disk (accelerate); or an explicit {module: device} map
+    (``"disk"`` offloads).  ``loaded.info["device_map"]`` records where each block went.
+    """
+    tdtype = _torch_dtype(dtype)
+    spec = str(spec)
+    placement = _placement(device_map, max_memory, offload_folder)
+    if spec.startswith("tiny-") or _is_config(spec):
+        with _build_device(placement):
+            model, tok, source, rev, info = _random_model(spec, revision, dtype)
+        model = dispatch(model, placement)
+    else:
+        path, source, rev, info, kwargs = _resolve(spec, revision, allow_pickle)
+        kwargs.update(dtype=tdtype, trust_remote_code=trust_remote_code, **placement)
+        model, tok = _pretrained(spec, path, source, kwargs)
+        tok = _prepare_tokenizer(tok)
     model.eval()
-    if hasattr(model.config, "use_cache"):
-        pass
-    loaded = LoadedModel(model, _prepare_tokenizer(tok), Adapter(model), source=source, revision=rev,
-                         dtype=dtype, name=spec, info=info)
-    return loaded
+    if getattr(model, "hf_device_map", None):
+        info = {**info, "device_map": {k: str(v) for k, v in model.hf_device_map.items()}}
+    return LoadedModel(model, tok, Adapter(model), source=source, revision=rev, dtype=dtype, name=spec, info=info)

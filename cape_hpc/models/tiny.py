@@ -83,10 +83,14 @@ def tiny_config(arch: str, **overrides):
 
 def build_tiny(arch: str, seed: int = 0, dtype: str = "float32", **overrides):
     """(model, tokenizer) of ``tiny-<arch>``: random weights drawn from ``seed`` (deterministic)."""
+    return build_from_config(tiny_config(arch, **overrides), seed=seed, dtype=dtype)
+
+
+def build_from_config(cfg, seed: int = 0, dtype: str = "float32"):
+    """(model, byte tokenizer) of a transformers config with random weights drawn from ``seed``."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    cfg = tiny_config(arch, **overrides)
     gen_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)

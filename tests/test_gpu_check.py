@@ -1,0 +1,106 @@
+"""scripts/gpu_check.sh cannot rot between GPU sessions: its --dry-run (the plan, the wheel
+installation into a venv over this interpreter's packages with --no-deps --no-index, the env step and
+the summary) runs here on the CPU with the two wheels built from a copy of the tree, cape_hpc imported
+from the venv and not from the checkout; a wheel folder without wheels is a failed, recorded step and
+the summary is still written; every dependency of the two distributions is either in the GPU image,
+in scripts/gpu_wheels.sh's wheelhouse, or left out there by name; and the script's steps helper
+parses every subcommand the script calls."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from venvs import ROOT, clean_env, run
+
+SCRIPT = ROOT / "scripts" / "gpu_check.sh"
+STEPS = ["install", "env", "pytest_gpu", "memcheck_extract", "memcheck_steer", "bench", "throughput",
+         "steering_grid", "split", "racecheck"]
+
+
+def _bash_list(name: str) -> set[str]:
+    text = (ROOT / "scripts" / "gpu_wheels.sh").read_text()
+    m = re.search(rf"^{name}=\(([^)]*)\)", text, re.M)
+    assert m, name
+    return set(m.group(1).split())
+
+
+def _norm(req: str) -> str:
+    return re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_every_dependency_is_in_the_image_or_the_wheelhouse():
+    setup = (ROOT / "setup.py").read_text()
+    block = setup[setup.index("install_requires=["):setup.index("],", setup.index("install_requires=["))]
+    reqs = [_norm(r) for r in re.findall(r'"([^"]+)"', block) if not r.startswith("cape_kernels")]
+    kernels = tomllib.loads((ROOT / "kernels" / "pyproject.toml").read_text())["project"]["dependencies"]
+    known = _bash_list("IMAGE") | _bash_list("WHEELHOUSE") | _bash_list("LEFT_OUT")
+    missing = sorted({*reqs, *map(_norm, kernels)} - known)
+    assert len(reqs) > 10 and not missing, f"dependencies in no list of scripts/gpu_wheels.sh: {missing}"
+    lock = (ROOT / "requirements" / "lock.txt").read_text().lower()
+    for name in _bash_list("WHEELHOUSE"):
+        assert re.search(rf"^{re.escape(name)}==", lock, re.M), f"{name} is not pinned in the lock"
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory) -> Path:
+    """The two wheels (scripts/build_dists.sh on a copy of the tree; sdists dropped)."""
+    from test_install_wheels import IGNORE
+
+    tmp = tmp_path_factory.mktemp("gpuwheels")
+    shutil.copytree(ROOT, tmp / "src", ignore=IGNORE)
+    run(["bash", tmp / "src" / "scripts" / "build_dists.sh", sys.executable, tmp / "dist", tmp / "src"], env=clean_env())
+    out = tmp / "wheels"
+    out.mkdir()
+    for w in (tmp / "dist").glob("*.whl"):
+        shutil.copy(w, out)
+    return out
+
+
+def _dry_run(wheels: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), "--dry-run", "--python", sys.executable, "--wheels", str(wheels),
+                           "--out", str(out)], capture_output=True, text=True, env=clean_env(), timeout=900,
+                          cwd=str(out.parent))
+
+
+def test_dry_run_installs_the_wheels_and_writes_the_summary(wheels, tmp_path):
+    r = _dry_run(wheels, tmp_path / "res")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for name in STEPS:                                  # the plan names every step
+        assert re.search(rf"plan: {name}\s+\d+", r.stdout), name
+    report = json.loads((tmp_path / "res" / "gpu_check.json").read_text())
+    assert [s["step"] for s in report["steps"]] == ["install", "env"]
+    assert all(s["status"] == "ok" for s in report["steps"]) and report["failed"] == []
+    assert "/venv/" in (tmp_path / "res" / "install.log").read_text()     # cape_hpc from the venv
+    env = report["env"]
+    assert env["python"] == sys.version.split()[0] and env["cuda_available"] is False
+    assert "/venv/" in env["cape_hpc_path"] and str(ROOT) not in env["cape_hpc_path"]
+    assert env["versions"]["cape_hpc"] == env["versions"]["cape_kernels"]
+    summary = (tmp_path / "res" / "summary.md").read_text()
+    assert "| install | ok |" in summary and "failed: none" in summary
+
+
+def test_dry_run_without_wheels_fails_and_records_it(tmp_path):
+    empty = tmp_path / "nowheels"
+    empty.mkdir()
+    r = _dry_run(empty, tmp_path / "res")
+    assert r.returncode == 1
+    assert "make gpu-wheels" in (tmp_path / "res" / "install.log").read_text()
+    report = json.loads((tmp_path / "res" / "gpu_check.json").read_text())
+    assert report["failed"] == ["install", "env"] and report["steps"][0]["rc"] == 2
+
+
+def test_steps_helper_parses_what_the_script_calls():
+    text = SCRIPT.read_text()
+    called = set(re.findall(r'"\$STEP_PY" ([a-z-]+)', text)) | set(re.findall(r"sanitize \w+ \w+ ([a-z-]+)", text))
+    assert {"env", "throughput", "steering-grid", "split", "extract-small", "steer-small"} <= called
+    for cmd in called:
+        r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check_steps.py"), cmd, "--help"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (cmd, r.stderr[-2000:])
