@@ -76,7 +76,7 @@ def _audit(tmp_path, df, registry, **opts):
 
     reg = tmp_path / "claims.yaml"
     reg.write_text(registry)
-    return run_audit(df, AuditOptions(claims=str(reg), n_resamples=50, **opts)).by_id()
+    return run_audit(df, AuditOptions(claims=str(reg), **{"n_resamples": 50, **opts})).by_id()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -157,3 +157,136 @@ def test_pooled_sign_change_carries_a_caveat(shipped):
     evaluate(ctx, "nc", {"family": "all", "pooled": True, "estimator": "sign-change"})
     notes = [v for k, v in ctx.facts if k == "note"]
     assert any("concatenated" in n for n in notes)
+
+
+# ------------------------------------------------------------------------------------------------
+# item 3: specification-curve reporting
+
+def test_look_elsewhere_coverage_by_hand():
+    """Grid of 201 targets over 1.0 +- 0.5 (step 0.005): the targets within 0.05 of 1.0 are 21 of them."""
+    from cape_hpc.audit.speccurve import coverage
+
+    assert coverage(1.0, 0.05, np.array([1.0])) == pytest.approx(21 / 201)
+    assert coverage(1.0, 0.05, np.array([1.0, 1.3])) == pytest.approx(42 / 201)
+    assert coverage(1.0, 0.05, np.array([5.0])) == 0.0
+
+
+def test_spec_curve_counts_and_grades(tmp_path):
+    """Family A, B: r(A) is the paper's value; the stated method matches -> robust; a claim only a
+    two-change combination matches -> fragile, with its match counts."""
+    hs = [30, 40, 50, 60, 70]
+    ta, tb = [40, 44, 38, 47, 36], [30, 32, 35, 41, 44]
+    df = _table(tmp_path / "s.csv", _family("A", hs, ta) + _family("B", hs, tb))
+    from scipy import stats
+
+    rho_b = stats.spearmanr(hs, tb)[0]
+    r_a = np.corrcoef(hs, ta)[0, 1]
+    res = _audit(tmp_path, df, f"""claims:
+  - id: stated
+    gist: g
+    paper: "{r_a:.3f}"
+    method: m
+    compute: {{fn: pearson, args: {{families: [A]}}}}
+    axes:
+      subset: [{{name: "family B", args: {{families: [B]}}}}]
+      statistic: [{{name: "Spearman", args: {{stat: rho}}}}]
+  - id: two
+    gist: g
+    paper: "{rho_b:.3f}"
+    method: m
+    compute: {{fn: pearson, args: {{families: [A]}}}}
+    axes:
+      subset: [{{name: "family B", args: {{families: [B]}}}}]
+      statistic: [{{name: "Spearman", args: {{stat: rho}}}}]
+""")
+    assert res["stated"].grade == "robust" and res["stated"].n_matches == 1 and res["stated"].n_tried == 4
+    two = res["two"]
+    assert two.grade == "fragile" and two.n_matches == 1 and two.n_degenerate == 0
+    assert "1/4 match (0 degenerate)" in two.spec_curve
+    vals = [r_a, np.corrcoef(hs, tb)[0, 1], stats.spearmanr(hs, ta)[0], rho_b]
+    assert f"median {np.median(vals):.4g}" in two.spec_curve
+
+
+# ------------------------------------------------------------------------------------------------
+# item 4: Monte Carlo tolerances
+
+def test_bootstrap_bounds_get_a_tolerance_from_five_seeds(shipped, tmp_path):
+    """The quadratic N_c interval of Pythia changes with the seed: each bound's tolerance is 2 sd over
+    5 seeds of the same bootstrap (computed here with estimate_nc directly); the point estimate,
+    which does not depend on the seed, keeps half a unit of its last digit."""
+    from cape_hpc.analysis.nc import NcOptions, estimate_nc
+
+    res = _audit(tmp_path, shipped, """claims:
+  - id: nc
+    gist: g
+    paper: ["3.5", "2.9", "13.4"]
+    method: m
+    compute: {fn: nc, args: {family: Pythia, estimator: quadratic, quantity: [nc, ci_lo, ci_hi]}}
+""", n_resamples=1000)["nc"]
+    hi = []
+    for seed in range(5):
+        est = estimate_nc(shipped, NcOptions(estimator="quadratic", families=("Pythia",), n_resamples=1000,
+                                             seed=seed)).estimates[0]
+        hi.append(10 ** est.bootstrap.interval(0.95).high / 1e9)
+    sd = np.std(hi, ddof=1)
+    assert f"13.4: 5 seeds give {min(hi):.4g}..{max(hi):.4g} (sd {sd:.3g}); tolerance {2 * sd:.3g}" in res.mc_tolerance
+    assert "3.5:" not in res.mc_tolerance
+
+
+# ------------------------------------------------------------------------------------------------
+# item 5: passes that mean little
+
+def test_width_sign_that_every_random_ordering_gives_is_not_informative(shipped):
+    """Pythia's r after width normalisation is positive; so it is under (nearly) every random
+    assignment of the family's widths (numpy, 2000 orderings): 'holds but not informative'."""
+    from cape_hpc.audit import VERDICT_UNINFORMATIVE, AuditOptions, run_audit
+
+    py = shipped[(shipped.family == "Pythia")].dropna(subset=["d_model"])
+    rng = np.random.default_rng(1)
+    w = py.d_model.to_numpy(float)
+    pos = np.mean([np.corrcoef(py.HS / p, py.TQA / p)[0, 1] > 0 for p in (rng.permutation(w) / 512 for _ in range(2000))])
+    assert pos >= 0.95
+    res = run_audit(shipped, AuditOptions(only=("width-pythia",), n_resamples=50)).by_id()["width-pythia"]
+    assert res.verdict.startswith(VERDICT_UNINFORMATIVE) and "null" in res.verdict
+
+
+def test_base_rate_of_lying_above_is_hypergeometric():
+    from scipy import stats
+
+    from cape_hpc.audit.informative import p_all_above, reasons as vacuous
+
+    assert p_all_above(5, 49, 61) == pytest.approx(stats.hypergeom(61, 49, 5).pmf(5), rel=1e-12)
+    assert vacuous([("base_rate", ("5 named models above", 5, 49, 61))])      # p = 0.32: not informative
+    assert not vacuous([("base_rate", ("20 named models above", 20, 49, 61))])
+
+
+def test_difference_interval_and_near_determined_fit():
+    from cape_hpc.audit.informative import reasons as vacuous
+
+    assert vacuous([("difference", ("d_eff(tax) - d_eff(bonus)", -0.2, 0.5))])
+    assert not vacuous([("difference", ("d_eff(tax) - d_eff(bonus)", 0.1, 0.5))])
+    assert "near-determined" in vacuous([("determined", ("the line", 3, 2))])[0]
+    assert not vacuous([("determined", ("the line", 4, 2))])
+
+
+def test_deff_ordering_records_the_difference_interval(shipped):
+    ctx = AuditContext(shipped, n_resamples=50)
+    evaluate(ctx, "deff", {"quantity": "decreasing"})
+    (lo, hi), = [(v[1], v[2]) for k, v in ctx.facts if k == "difference"]
+    tax, bonus = (evaluate(AuditContext(shipped), "deff", {"group": g}) for g in ("tax", "bonus"))
+    assert lo < tax - bonus < hi
+
+
+def test_sign_change_inside_the_transition_band_is_not_informative(tmp_path):
+    """gammas -0.5 then +0.019: a 'sign flip' whose positive step lies inside [-0.1, 0.1]."""
+    from cape_hpc.audit import VERDICT_UNINFORMATIVE
+
+    df = _table(tmp_path / "s.csv", _family("F", [30, 40, 50], [50, 45, 45.19]))
+    res = _audit(tmp_path, df, """claims:
+  - id: flip
+    gist: g
+    paper: "1"
+    method: m
+    compute: {fn: sign_flip_count, args: {families: [F]}}
+""")
+    assert res["flip"].verdict.startswith(VERDICT_UNINFORMATIVE) and "+0.019" in res["flip"].verdict

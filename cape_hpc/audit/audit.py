@@ -21,7 +21,8 @@ Each claim reports the combination that decided its verdict, the closest combina
 combination within the tolerance; the uncertain data rows (``data/SOURCES.md``) among the rows the
 deciding combination names; its specification curve and grade (``cape_hpc.audit.speccurve``); and,
 for a Monte Carlo target (a stated value that changes with the seed), its spread over ``mc_seeds``
-seeds: each printed number then matches within max(half a unit of its last digit, 2 sd).
+seeds: each printed number then matches within max(half a unit of its last digit, 2 sd), capped at
+25% of the value.
 """
 from __future__ import annotations
 
@@ -235,9 +236,14 @@ def _verdict(tried, stated_err, stated_unavail):
     return verdict_not_reproduced(len(computed)), "", closest, stated_err
 
 
+#: a Monte Carlo tolerance never exceeds this share of the printed value (a spread that large is reported)
+MC_CAP = 0.25
+
+
 def _mc_targets(ctx: AuditContext, claim: Claim, targets, seeds: int):
     """(targets with Monte Carlo tolerances, note): when the stated value changes with the seed,
-    each number's tolerance becomes at least 2 standard deviations over ``seeds`` seeds."""
+    each number's tolerance becomes at least 2 standard deviations over ``seeds`` seeds (at most
+    :data:`MC_CAP` of the value)."""
     if seeds < 2 or not any(t.kind == "num" for t in targets):
         return targets, ""
     base = ctx.seed
@@ -261,10 +267,12 @@ def _mc_targets(ctx: AuditContext, claim: Claim, targets, seeds: int):
             out.append(t)
             continue
         sd = float(np.std(xs, ddof=1))
-        tol = max(t.tol, 2 * sd)
+        cap = max(t.tol, MC_CAP * abs(t.value))
+        tol = min(max(t.tol, 2 * sd), cap)
         out.append(Target(t.kind, t.value, tol, t.op))
         notes.append(f"{t.text()}: {seeds} seeds give {xs.min():.4g}..{xs.max():.4g} (sd {sd:.3g}); "
-                     f"tolerance {tol:.3g}")
+                     f"tolerance {tol:.3g}" + (" (capped: the Monte Carlo spread exceeds "
+                                               f"{100 * MC_CAP:.0f}% of the value)" if 2 * sd > cap else ""))
     return out, "; ".join(notes)
 
 
