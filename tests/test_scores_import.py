@@ -360,7 +360,7 @@ def test_metric_override_and_mmlu_aggregate_change_the_cells(tmp_path):
     assert df["TQA"].iloc[0] == pytest.approx(28.0) and df["tqa_variant"].iloc[0] == "mc1"
     assert df["HS"].iloc[0] == pytest.approx(40.0) and df["MMLU"].iloc[0] == pytest.approx(27.4)
     with pytest.raises(OptionError, match="--metric"):
-        ImportOptions(metric=("TQA=truthfulqa:acc",))
+        ImportOptions(metric=("TQA=truthfulqa:acc_norm",))
 
 
 def test_leaderboard_v1_eee_and_lmeval03_files_written_here(tmp_path):

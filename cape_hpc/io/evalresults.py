@@ -33,7 +33,7 @@ from cape_hpc.io.evalresults_readers import RunFile, read_run_file
 from cape_hpc.io.text import read_text
 from cape_hpc.schema import Provenance, Result
 
-__all__ = ["ImportOptions", "ModelRow", "ScoreImport", "import_results", "is_results_path", "load_results_table",
+__all__ = ["ImportOptions", "ModelRow", "ScoreImport", "import_results", "import_runs", "is_results_path", "load_results_table",
            "write_import", "companion_path"]
 
 SCORE_COLUMNS = ("HS", "TQA", "ARC", "WG", "MMLU")
@@ -170,6 +170,8 @@ def _params(run: RunFile, name: str, given: dict[str, str], registry: dict, opts
 
 
 def _family(run: RunFile, name: str, given: dict[str, str], registry: dict, opts: ImportOptions) -> tuple[str, str]:
+    if run.family:
+        return run.family, "job"
     for regex, family in opts.family_rules():
         if regex.search(run.model_id) or regex.search(name):
             return family, "--family"
@@ -221,29 +223,34 @@ def import_results(paths: list[str | os.PathLike], opts: ImportOptions | None = 
     Raises DataError naming the file (and model, task or metric) for a file that is not one of the
     formats, carries none of the mapped benchmarks, or a model that lacks HS/TQA, a parameter
     count, or whose benchmark mixes settings across models (unless ``allow_mixed``)."""
+    return import_runs([read_run_file(f) for f in collect_files(paths)], opts, [str(p) for p in paths])
+
+
+def import_runs(runs: list[RunFile], opts: ImportOptions | None = None, paths: list[str] | None = None) -> ScoreImport:
+    """``import_results`` of documents already read (``read_run_document``: a sweep's lm-eval runs)."""
     opts = opts or ImportOptions()
     rules = opts.rules()
-    files = collect_files(paths)
-    runs: dict[str, RunFile] = {}
+    by_model: dict[str, RunFile] = {}
     cells: list[CellSource] = []
     digests: dict[str, str] = {}
-    for f in files:
-        run = read_run_file(f)
+    for run in runs:
         cells += cells_of_file(run, rules)
-        runs.setdefault(model_name(run), run)
+        by_model.setdefault(model_name(run), run)
+        f = Path(run.path)
         digests[f"{f.parent.name}__{f.name}"] = run.sha256   # no "/" in a key (HDF5 names)
     chosen, superseded = choose_cells(cells)
-    chosen, skipped = _complete(chosen, runs, opts, {r.column: r.describe() for r in rules})
+    chosen, skipped = _complete(chosen, by_model, opts, {r.column: r.describe() for r in rules})
     if not chosen:
-        raise DataError(f"{', '.join(map(str, paths))}: no model with both HS and TQA ({'; '.join(skipped)})")
+        raise DataError(f"{', '.join(paths or [r.path for r in runs])}: no model with both HS and TQA "
+                        f"({'; '.join(skipped)})")
     if not opts.allow_mixed:
         check_comparable(chosen)
     kept = {c.model for c in chosen}
-    rows = _model_rows({m: r for m, r in runs.items() if m in kept}, opts)
+    rows = _model_rows({m: r for m, r in by_model.items() if m in kept}, opts)
     tqa = next(r.metric for r in rules if r.column == "TQA")
     prov = Provenance(method="scores_import", options=opts.to_dict(), inputs=digests)
-    return ScoreImport(rows, chosen, superseded, skipped, [str(p) for p in paths], [str(f) for f in files],
-                       map_text(rules), tqa, prov)
+    return ScoreImport(rows, chosen, superseded, skipped, list(paths or []), [r.path for r in runs],
+                       map_text(rules), "mc2" if tqa == "mc2" else "mc1", prov)
 
 
 def is_results_path(path: str | os.PathLike) -> bool:

@@ -39,7 +39,10 @@ class CellSource:
 
 
 def model_name(run: RunFile) -> str:
-    """The table's name of a file's model: the id's last part, ``@revision`` for a non-default revision."""
+    """The table's name of a file's model: the name the caller gave, else the id's last part with
+    ``@revision`` for a non-default revision."""
+    if run.name:
+        return run.name
     name = run.model_id.rstrip("/").rsplit("/", 1)[-1]
     return f"{name}@{run.revision}" if run.revision not in ("", "main") else name
 

@@ -19,7 +19,7 @@ Task names are first made canonical across formats: lm-eval 0.4 ``truthfulqa_mc2
 -> ``mmlu_<subject>``; lm-eval 0.4 metric keys ``"<metric>,<filter>"`` -> ``<metric>`` for the filter
 ``none`` (other filters keep ``<metric>,<filter>``).  A rule is overridden per benchmark with
 ``--metric BENCH=TASK:METRIC`` (for example ``--metric TQA=truthfulqa:mc1``, which makes the table's
-``tqa_variant`` mc1).  Scores are fractions in the files and percent (x100) in the table.
+``tqa_variant`` mc1; TQA takes mc1, mc2, or the ``acc`` of a single-answer task, scored as MC1).  Scores are fractions in the files and percent (x100) in the table.
 """
 from __future__ import annotations
 
@@ -128,9 +128,9 @@ class ImportOptions(Options):
             if not m or m["col"] not in {r.column for r in DEFAULT_RULES}:
                 raise OptionError(f"option '--metric': {text!r} is not BENCH=TASK:METRIC with BENCH one of "
                                   f"{', '.join(r.column for r in DEFAULT_RULES)}")
-            if m["col"] == "TQA" and m["metric"] not in ("mc1", "mc2"):
-                raise OptionError(f"option '--metric': {text!r}: TQA must be an mc1 or mc2 metric "
-                                  "(the table's tqa_variant)")
+            if m["col"] == "TQA" and m["metric"] not in ("mc1", "mc2", "acc"):
+                raise OptionError(f"option '--metric': {text!r}: TQA must be an mc1 or mc2 metric, or the "
+                                  "acc of a single-answer task (scored as MC1): the table's tqa_variant")
         for text in self.family:
             regex, eq, name = text.rpartition("=")
             if not eq or not regex or not name:

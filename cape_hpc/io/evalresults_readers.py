@@ -69,6 +69,8 @@ class RunFile:
     params: float
     date: float
     tasks: dict[str, TaskScores]
+    name: str = ""       # the table's name when the caller knows it (a sweep's model name)
+    family: str = ""     # the model's family when the caller knows it (a sweep's job entry)
 
 
 def _number(value: Any) -> float | None:
