@@ -2,11 +2,15 @@
 # Regenerates requirements/lock.txt from requirements/lock.in (`make lock`): the versions `make`, CI
 # and scripts/install_deps.sh install, resolved today for CPython 3.11 on Linux x86_64 with uv.
 # The local packages (cape_hpc, cape_kernels) are not written into the lock.  Usage: lock.sh UV
+# Pins already in the lock are kept (uv prefers an existing output file's versions) unless
+# UPGRADE=1 (`make lock UPGRADE=1`): a new requirement adds its own pins without moving the others.
 set -euo pipefail
 UV=${1:-uv}
 cd "$(dirname "$0")/.."
 today=$(date -u +%Y-%m-%d)
-"$UV" pip compile requirements/lock.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+UP=()
+if [ "${UPGRADE:-0}" = 1 ] || [ ! -f requirements/lock.txt ]; then UP=(--upgrade); else cp requirements/lock.txt requirements/lock.body; fi
+"$UV" pip compile "${UP[@]}" requirements/lock.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
     --no-emit-package cape-hpc --no-emit-package cape-kernels --no-header --quiet -o requirements/lock.body
 {
   echo "# The locked environment of make, CI and scripts/install_deps.sh (pip -c requirements/lock.txt)."
