@@ -251,3 +251,18 @@ def test_interval_rows_by_hand_and_their_users():
     np.testing.assert_array_equal(xr, [8.25, 8.75, 9.5])
     np.testing.assert_allclose(dr, [[2.0, -6.0], [4.0, 0.0], [3.0, -6.0]], rtol=1e-12)
     np.testing.assert_allclose(sr, [[1.5, 8.5], [3.0, 7.0], [5.5, 4.0]], rtol=1e-12)
+
+
+def test_ols_line_of_a_constant_x_is_undefined_even_when_its_mean_rounds():
+    """x = log10(52e9) three times: numpy's mean differs from x by rounding, so x - mean is not 0;
+    the slope is still NaN (as the crossmodel ladder slope, which uses it, always said)."""
+    from cape_hpc.analysis import ols_line
+
+    x = np.full(3, math.log10(52e9))
+    assert x.mean() != x[0]
+    assert all(math.isnan(v) for v in ols_line(x, np.array([1.0, 2.0, 4.0])))
+    slope, icpt = ols_line(np.array([1.0, 2.0, 4.0]), np.array([3.0, 5.0, 9.0]))
+    assert (slope, icpt) == pytest.approx((2.0, 1.0), rel=1e-14)
+    ref = stats.linregress([1.0, 2.0, 3.5, 7.0], [0.3, 0.1, 0.9, 1.4])
+    assert ols_line(np.array([1.0, 2.0, 3.5, 7.0]), np.array([0.3, 0.1, 0.9, 1.4])) == pytest.approx(
+        (ref.slope, ref.intercept), rel=1e-12)

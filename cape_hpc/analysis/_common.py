@@ -130,10 +130,11 @@ def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def ols_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least-squares slope and intercept of y = slope * x + intercept (NaN when x is constant)."""
+    """Least-squares slope and intercept of y = slope * x + intercept (NaN when x is constant: tested
+    on x itself, as the mean of equal values can differ from them by rounding)."""
     x = np.asarray(x, float)
     y = np.asarray(y, float)
-    if len(x) < 2:
+    if len(x) < 2 or np.all(x == x[0]):
         return math.nan, math.nan
     xm, ym = x.mean(), y.mean()
     sxx = float(((x - xm) ** 2).sum())

@@ -33,6 +33,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from cape_hpc.analysis import ols_line
 from cape_hpc.analysis.coupling import family_intervals, interval_rows
 from cape_hpc.analysis.fixedpoint import fixed_point_xy
 from cape_hpc.analysis.nc import NcOptions, estimate_nc, note_fit_range
@@ -106,13 +107,7 @@ def _two_level_summary(stat: TwoLevelStatistic, opts: CrossModelOptions) -> Boot
 
 def _ladder_slope_fn(x: np.ndarray) -> Callable:
     """f(values, idx): least-squares slope per decade of the drawn models (NaN with < 2 distinct N)."""
-    def f(vals, idx):
-        xs, ys = x[idx], vals[idx]
-        if np.unique(xs).size < 2:
-            return math.nan
-        xc = xs - xs.mean()
-        return float((xc * (ys - ys.mean())).sum() / (xc * xc).sum())
-    return f
+    return lambda vals, idx: ols_line(x[idx], vals[idx])[0]
 
 
 def _ladder_nc_fn(estimator: str, x: np.ndarray, lo: float, hi: float, attach: str) -> Callable:
