@@ -34,7 +34,7 @@ from cape_hpc.io.text import read_text
 from cape_hpc.schema import Provenance, Result
 
 __all__ = ["ImportOptions", "ModelRow", "ScoreImport", "import_results", "import_runs", "is_results_path", "load_results_table",
-           "write_import", "companion_path"]
+           "write_import", "companion_path", "load_store_table"]
 
 SCORE_COLUMNS = ("HS", "TQA", "ARC", "WG", "MMLU")
 TABLE_COLUMNS = ("model", "family", "params", "d_model", "n_layers", "n_heads", *SCORE_COLUMNS, "tqa_variant",
@@ -257,6 +257,21 @@ def is_results_path(path: str | os.PathLike) -> bool:
     """True for what ``--scores`` reads as evaluation results: a folder or a ``.json`` file."""
     p = Path(path)
     return p.is_dir() or p.suffix.lower() == ".json"
+
+
+def load_store_table(path: str | os.PathLike, group: str = "/score_table") -> pd.DataFrame:
+    """``--scores merged.h5``: the score table a sweep with a ``scores:`` section merged (``group``)."""
+    from cape_hpc.errors import StoreError
+    from cape_hpc.io.store import read_results
+
+    try:
+        tree = read_results(path, group)
+    except StoreError as exc:
+        if f"no group {group}" not in str(exc):
+            raise
+        raise DataError(f"{path}: no {group} group (a score table is merged from a sweep whose job has a "
+                        "scores: section; `cape merge` says why it built none)") from None
+    return ScoreImport.from_tree(tree, where=f"{path}:{group}").frame()
 
 
 def load_results_table(path: str | os.PathLike) -> pd.DataFrame:

@@ -133,3 +133,35 @@ def score_table(runs: list[ScoreRun], metric: tuple[str, ...] = (), *, where: st
         run.name, run.family = r.model, r.family
         files.append(run)
     return import_runs(files, ImportOptions(metric=tuple(metric)), [where])
+
+
+#: where a merged sweep file keeps the scores: each model's run, and the table built from them
+RUNS_GROUP = "scores_runs"
+TABLE_GROUP = "score_table"
+
+
+def merge_scores(out: Any, shards: list[tuple[Path, str]]) -> str:
+    """Copy each shard's ``/scores/<model>`` run into the merged file ``out`` (an open h5py file) under
+    ``/scores_runs/<model>`` and build ``/score_table`` (a ``ScoreImport``) from them.  Returns '' or why
+    no table was built (no shard has scores; the runs do not make a valid table: the reason)."""
+    import h5py
+
+    from cape_hpc.errors import DataError
+    from cape_hpc.io.store import read_tree, write_tree
+
+    runs = []
+    for path, name in shards:
+        with h5py.File(path, "r") as src:
+            if f"scores/{name}" not in src:
+                continue
+            run = ScoreRun.from_tree(read_tree(src[f"scores/{name}"]), where=f"{path}:/scores/{name}")
+        write_tree(out.require_group(f"{RUNS_GROUP}/{name}"), run)
+        runs.append(run)
+    if not runs:
+        return "no shard has scores (the job has no scores: section)"
+    try:
+        table = score_table(runs, tuple(runs[0].provenance.options.get("metric") or ()), where=str(out.filename))
+    except DataError as exc:
+        return str(exc)
+    write_tree(out.require_group(TABLE_GROUP), table)
+    return ""
