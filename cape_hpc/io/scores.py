@@ -154,6 +154,10 @@ def load_scores(path: str | os.PathLike | None = None) -> pd.DataFrame:
         from cape_hpc.io.evalresults import load_results_table
 
         df = load_results_table(path)
+    elif path.suffix.lower() in (".h5", ".hdf5"):   # a merged sweep's score table (scores: section)
+        from cape_hpc.io.evalresults import load_store_table
+
+        df = load_store_table(path)
     else:
         df = _load(path, _BASE)
     bad = df.loc[~df["tqa_variant"].str.lower().isin(TQA_VARIANTS)]

@@ -168,7 +168,8 @@ def write_shard(out_dir: str | os.PathLike, entry: ModelEntry, provenance: dict,
     """Write a shard under a temporary name, then publish it exclusively (``cape_hpc.io.store.publish``,
     the mechanism of every results file: fsync, mode from the umask, link(2), fsync of the folder).
 
-    ``tree`` has keys ``internals`` (one tree) and ``steering`` (run name -> tree), both optional.
+    ``tree`` has keys ``internals`` (one tree), ``steering`` (run name -> tree) and ``scores`` (one
+    tree), all optional.
     Returns ('written' | 'exists', path): 'exists' when another process published the same model
     first (the existing shard is kept, ours dropped) -- a shard is never written twice.
     """
@@ -190,6 +191,8 @@ def write_shard(out_dir: str | os.PathLike, entry: ModelEntry, provenance: dict,
                 write_tree(f.require_group(f"internals/{entry.name}"), tree["internals"])
             for run, st in (tree.get("steering") or {}).items():
                 write_tree(f.require_group(f"steering/{entry.name}/{run}"), st)
+            if tree.get("scores") is not None:   # a ScoreRun (cape_hpc.sweep.scores)
+                write_tree(f.require_group(f"scores/{entry.name}"), tree["scores"])
             f.flush()
             failpoint("write", entry.name)
             f.attrs["complete"] = True

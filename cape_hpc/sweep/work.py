@@ -85,14 +85,22 @@ def process_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
     out: dict[str, Any] = {"info": {"source": str(loaded.source), "resolved_revision": str(loaded.revision),
                                     "device": device, "load_seconds": round(t_load, 3)}}
     if job.options.extract:
-        out["internals"] = extract_internals(loaded, prompts, entry.work_optionsct)
+        t1 = time.perf_counter()
+        out["internals"] = extract_internals(loaded, prompts, entry.extract)
+        out["info"]["internals_seconds"] = round(time.perf_counter() - t1, 3)
     if job.steer is not None:
         from cape_hpc.steering import run_steering
 
-        n = entry.work_optionsct.max_prompts
+        n = entry.extract.max_prompts
         calib = _subset_prompts(load_prompts(job.prompts.calibration, calibration=True), n)
         res = run_steering(loaded, calib, _subset_prompts(prompts, n), job.steer)
         out["steering"] = {res.run_name: res}
+    if getattr(job, "scores", None) is not None:   # lm-eval on the model loaded above (cape_hpc.sweep.scores)
+        from cape_hpc.sweep.scores import run_scores
+
+        out["scores"] = run_scores(loaded, job.scores, name=entry.name, params=entry.params or float("nan"),
+                                   family=entry.family or "", device=device)
+        out["info"]["scores_seconds"] = out["scores"].seconds
     out["info"]["seconds"] = round(time.perf_counter() - t0, 3)
     del loaded
     return out
