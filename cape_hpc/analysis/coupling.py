@@ -97,6 +97,15 @@ def interval_rows(x, values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return 0.5 * (x[1:] + x[:-1]), 0.5 * (v[1:] + v[:-1]), slope
 
 
+def gamma_reason(code: int, d_b1: float, min_delta: float) -> str:
+    """Why ``cape_kernels.gamma_rule`` left an interval undefined ('' when defined)."""
+    if code == GAMMA_EQUAL_N:
+        return "equal N"
+    if code == GAMMA_SMALL_STEP:
+        return f"|dB1| = {abs(d_b1):.4g} < min_delta {min_delta:g}"
+    return ""
+
+
 def family_intervals(family: str, names, n, b1, b2, min_delta: float, tax_below: float,
                      bonus_above: float) -> list[Interval]:
     """Intervals of one family whose arrays are already sorted by N (gammas by ``gamma_rule``)."""
@@ -108,9 +117,7 @@ def family_intervals(family: str, names, n, b1, b2, min_delta: float, tax_below:
     out = []
     for i in range(1, len(names)):
         d1, d2 = float(d[i - 1, 0]), float(d[i - 1, 1])
-        code = codes[i - 1]
-        reason = ("equal N" if code == GAMMA_EQUAL_N else
-                  f"|dB1| = {abs(d1):.4g} < min_delta {min_delta:g}" if code == GAMMA_SMALL_STEP else "")
+        reason = gamma_reason(codes[i - 1], d1, min_delta)
         gamma = float(gammas[i - 1])
         phase = classify_phase(gamma, tax_below, bonus_above) or ""
         out.append(Interval(family, str(names[i]), str(names[i - 1]), float(n[i]), float(n[i - 1]),

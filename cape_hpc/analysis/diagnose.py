@@ -33,7 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cape_kernels import gamma_rule
+
 from cape_hpc.analysis._common import check_pair, complete_rows, provenance
+from cape_hpc.analysis.coupling import gamma_reason
 from cape_hpc.analysis.hfield import h_field
 from cape_hpc.analysis.isocline import calibrate_k, predicted_sign
 from cape_hpc.analysis.options import DiagnoseOptions, HFieldOptions
@@ -121,12 +124,12 @@ def fit_diagnose_model(df: pd.DataFrame, opts: DiagnoseOptions | None = None) ->
 
 
 def _gamma(lo_b1, lo_b2, hi_b1, hi_b2, lo_x, hi_x, min_delta) -> tuple[float, str]:
-    if lo_x == hi_x:
-        return math.nan, "equal N"
-    d1 = hi_b1 - lo_b1
-    if abs(d1) < min_delta:
-        return math.nan, f"|dB1| = {abs(d1):.4g} < min_delta {min_delta:g}"
-    return (hi_b2 - lo_b2) / d1, ""
+    """(gamma, reason) of the interval from (lo_b1, lo_b2) at log10 N = lo_x to (hi_b1, hi_b2) at hi_x:
+    the gamma rule of docs/METHODS.md §2.1 (``cape_kernels.gamma_rule``)."""
+    gamma, code = gamma_rule(np.zeros(2, dtype=np.int64), np.array([lo_x, hi_x], dtype=np.float64),
+                             np.array([lo_b1, hi_b1], dtype=np.float64), np.array([lo_b2, hi_b2], dtype=np.float64),
+                             min_delta)
+    return float(gamma[0]), gamma_reason(code[0], hi_b1 - lo_b1, min_delta)
 
 
 def diagnose_point(model: DiagnoseModel, params: float, *, family: str | None = None,
