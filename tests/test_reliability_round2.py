@@ -306,3 +306,95 @@ def test_bench_csv_and_report_out_are_checked_first(tmp_path):
     folder.mkdir()
     one_line_error(cape("bench", "--shapes", "nosuch", "--csv", folder), str(folder), "--csv")
     one_line_error(cape("report", tmp_path / "missing.h5", "-o", folder), str(folder), "folder")
+
+
+@pytest.mark.parametrize("flag,value", [("--blocks", 100000), ("--block-seed", 2 ** 64)])
+def test_blocks_and_block_seed_have_a_maximum(flag, value):
+    one_line_error(cape("internals", "--model", "tiny-gpt2", flag, value), flag)
+
+
+@pytest.mark.parametrize("key,value", [("n_blocks", 100000), ("block_seed", 2 ** 64)])
+def test_job_file_blocks_beyond_the_maximum_fail_in_dry_run(tmp_path, key, value):
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: big\noutput_dir: out\ninternals: {{{key}: {value}}}\n"
+                   "models:\n  - {id: tiny-gpt2, name: a}\n")
+    one_line_error(cape("sweep", job, "--dry-run"), str(job), f"internals.{key}", "must be <=")
+
+
+def test_remote_code_model_with_unknown_type_is_one_line(tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "nosuchmodel", "architectures": ["M"],
+                                                      "auto_map": {"AutoConfig": "x.C", "AutoModelForCausalLM": "x.M"}}))
+    one_line_error(cape("internals", "--model", tmp_path), "--trust-remote-code")
+
+
+def test_lone_surrogate_in_a_steering_item_file_is_one_line(tmp_path):
+    import json
+
+    lines = (ROOT / "data" / "mc_items.jsonl").read_text().splitlines()
+    rec = json.loads(lines[1])
+    rec["answers"][0] += "\ud800"
+    items = tmp_path / "items.jsonl"
+    items.write_text("\n".join([lines[0], json.dumps(rec), *lines[2:]]) + "\n")
+    one_line_error(cape("steer", "--model", "tiny-gpt2", "--items", items, "--max-neutral", 0), str(items),
+                   "line 2", "answers[0]", "surrogate")
+
+
+# ----------------------------------------------------------------------------------------------
+# item 9: a default token budget
+
+
+def test_internals_has_a_default_token_budget():
+    from cape_hpc.internals.options import ExtractOptions
+
+    assert ExtractOptions().token_budget == 8192
+    assert ExtractOptions(token_budget=None).token_budget is None
+
+
+# ----------------------------------------------------------------------------------------------
+# item 10: `cape nc` groups the table once
+
+
+def test_nc_groups_the_table_once_with_the_same_numbers(monkeypatch):
+    import pandas as pd
+
+    from cape_hpc.analysis import nc
+    from cape_hpc.analysis.nc import NcOptions
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for f in range(6):
+        for i in range(7):
+            rows.append({"model": f"F{f}-{i}", "family": f"F{f}", "params": 1e8 * 2 ** i,
+                         "HS": 30 + 3 * i + rng.normal(), "TQA": 40 - (i - 3) ** 2 + rng.normal()})
+    df = pd.DataFrame(rows)
+    opts = NcOptions(estimator="quadratic", families=tuple(f"F{f}" for f in range(6)), n_resamples=50)
+    calls = []
+    real = nc._scope_arrays
+    monkeypatch.setattr(nc, "_scope_arrays", lambda *a, **k: calls.append(1) or real(*a, **k))
+    res = nc.estimate_nc(df, opts)
+    assert len(calls) == 1
+    for e in res.estimates:                      # each family alone gives the same estimate
+        alone = nc.estimate_nc(df[df.family == e.scope], NcOptions(estimator="quadratic", families=(e.scope,),
+                                                                   n_resamples=50))
+        assert alone.estimates[0].log10_nc == pytest.approx(e.log10_nc, nan_ok=True, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# item 12: an estimate outside its own interval is marked and explained
+
+
+def test_crossmodel_marks_an_estimate_outside_its_interval():
+    from cape_hpc.commands.crossmodel import _v, outside_note
+    from cape_hpc.crossmodel.results import ModelRow
+    from cape_hpc.schema import ConfidenceInterval
+
+    row = ModelRow("tiny-gpt2", "", float("nan"), "", 2, 8, 2, "x", 0.883,
+                   final_coupling_ci=ConfidenceInterval(0.596, 0.881, 0.95),
+                   mean_coupling=0.5, mean_coupling_ci=ConfidenceInterval(0.4, 0.6, 0.95))
+    assert _v(row.final_coupling, row.final_coupling_ci).endswith("!")
+    assert not _v(row.mean_coupling, row.mean_coupling_ci).endswith("!")
+    note = outside_note([row])
+    assert "tiny-gpt2 final_coupling" in note and "mean_coupling" not in note
+    assert outside_note([]) == ""

@@ -100,8 +100,24 @@ def _ci(ci) -> str:
     return f"[{fmt(ci.low, 3)}, {fmt(ci.high, 3)}]" if ci.defined else "-"
 
 
+def _outside(v, ci) -> bool:
+    """An estimate outside its own percentile interval (the bootstrap distribution is biased)."""
+    return ci.defined and isinstance(v, (int, float)) and math.isfinite(v) and not ci.contains(v)
+
+
 def _v(v, ci, d: int = 3) -> str:
-    return f"{fmt(v, d)} {_ci(ci)}" if ci.defined else fmt(v, d)
+    return f"{fmt(v, d)} {_ci(ci)}{' !' if _outside(v, ci) else ''}" if ci.defined else fmt(v, d)
+
+
+def outside_note(rows) -> str:
+    """A note naming each model and quantity whose estimate lies outside its interval ('' if none)."""
+    hits = [f"{r.model} {name[:-3]}" for r in rows for name in vars(r)
+            if name.endswith("_ci") and hasattr(r, name[:-3]) and _outside(getattr(r, name[:-3]), getattr(r, name))]
+    if not hits:
+        return ""
+    return ("note: '!' marks an estimate outside its own block-bootstrap percentile interval (the cosine of "
+            "resampled sums is biased, so the interval is shifted; read the interval as a spread, not as "
+            f"bounds on the estimate): {', '.join(hits)}")
 
 
 def show(res) -> None:
@@ -125,6 +141,8 @@ def show(res) -> None:
     print_table(rows, ["model", "head net", "head median", "coop. heads", "comp. heads", "d_rep first/last/mean/max",
                        "hidden", "logits", "gain", "note"],
                 title="Heads, d_rep (no interval: second moments are not kept per block) and bottleneck")
+    if outside_note(res.rows):
+        print(outside_note(res.rows))
     if res.ladders:
         print_table([(l.family, l.n_models, ", ".join(l.models), l.slope,
                       _ci(l.slope_boot.interval(0.95)), l.r, l.reason or l.note or "")

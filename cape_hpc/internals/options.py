@@ -34,16 +34,17 @@ class ExtractOptions(Options):
     sets: tuple[str, str] | None = option(None, help="the two prompt sets R and T (none: reasoning and "
                                                      "truthfulness when present, else the first two)",
                                           metavar=("R", "T"))
-    token_budget: int | None = option(None, help="at most this many padded tokens per forward pass "
-                                                 "(none: no limit; a longer prompt runs alone)", minimum=1,
+    token_budget: int | None = option(8192, help="at most this many padded tokens per forward pass, so one "
+                                                 "long prompt does not pad its whole batch (none: no limit; a "
+                                                 "longer prompt runs alone)", minimum=1,
                                       unit="tokens", metavar="TOKENS")
     max_prompt_tokens: int | None = option(None, help="truncate prompts (from the left) to this many tokens "
                                                       "(none: the model's context)", minimum=1, unit="tokens",
                                            metavar="TOKENS")
     n_blocks: int = option(32, help="prompt blocks of the block bootstrap (docs/METHODS.md §3.8)", minimum=1,
-                           flag="--blocks", metavar="G")
+                           maximum=4096, flag="--blocks", metavar="G")
     block_seed: int = option(0, help="seed of the prompt -> block hash and of the block resampling streams",
-                             minimum=0)
+                             minimum=0, maximum=2**64 - 1)
     block_resamples: int = option(1000, help="block-bootstrap resamples (0: no intervals)", minimum=0,
                                   metavar="B")
     ci_level: float = option(0.95, help="level of the block-bootstrap intervals", minimum=0.0,

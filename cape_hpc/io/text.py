@@ -49,4 +49,22 @@ def jsonl_records(path: str | Path, text: str) -> Iterator[tuple[int, dict]]:
             raise DataError(f"{path}: line {lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
         if not isinstance(rec, dict):
             raise DataError(f"{path}: line {lineno}: expected a JSON object, got {type(rec).__name__}")
+        _check_unicode(rec, path, lineno)
         yield lineno, rec
+
+
+def _check_unicode(value, path, lineno: int, field: str = "") -> None:
+    """DataError naming file, line and field when a string of a JSON value holds a lone surrogate
+    (``"\\ud800"`` is valid JSON but not Unicode text: tokenizers and HDF5 fail on it later)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_unicode(v, path, lineno, f"{field}.{k}" if field else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_unicode(v, path, lineno, f"{field}[{i}]")
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise DataError(f"{path}: line {lineno}: field {field!r} holds a lone surrogate "
+                            f"({value[exc.start]!r} at character {exc.start}): not valid Unicode text") from None
