@@ -132,6 +132,33 @@ def _gamma(lo_b1, lo_b2, hi_b1, hi_b2, lo_x, hi_x, min_delta) -> tuple[float, st
     return float(gamma[0]), gamma_reason(code[0], hi_b1 - lo_b1, min_delta)
 
 
+def _neighbour_gammas(model: DiagnoseModel, family: str, name: str, x: float, v1: float, v2: float):
+    """(previous model, its gamma to the query, next model, the query's gamma to it, reason): the
+    query at log10 N = x with scores (v1, v2) placed among its family's panel models."""
+    names = list(model.panel_model)
+    fam = [j for j, f in enumerate(model.panel_family) if f == family and names[j] != name]
+    fam.sort(key=lambda j: (model.panel_log10_n[j], names[j]))
+    below = [j for j in fam if model.panel_log10_n[j] <= x]
+    above = [j for j in fam if model.panel_log10_n[j] > x]
+    prev_m = next_m = ""
+    g_prev = g_next = math.nan
+    g_reason = "smallest model of its family: no own interval"
+    if below:
+        j = below[-1]
+        prev_m = names[j]
+        g_prev, r = _gamma(model.panel_b1[j], model.panel_b2[j], v1, v2, model.panel_log10_n[j], x,
+                           model.min_delta)
+        g_reason = f"own interval: {r}" if r else ""
+    if above:
+        j = above[0]
+        next_m = names[j]
+        g_next, r = _gamma(v1, v2, model.panel_b1[j], model.panel_b2[j], x, model.panel_log10_n[j],
+                           model.min_delta)
+        if r:
+            g_reason = "; ".join(filter(None, [g_reason, f"next interval: {r}"]))
+    return prev_m, g_prev, next_m, g_next, g_reason
+
+
 def diagnose_point(model: DiagnoseModel, params: float, *, family: str | None = None,
                    scores: dict[str, float] | None = None, d_model: float | None = None,
                    name: str = "") -> Diagnosis:
@@ -160,25 +187,7 @@ def diagnose_point(model: DiagnoseModel, params: float, *, family: str | None = 
     g_prev = g_next = math.nan
     g_reason = ""
     if family and family in set(model.panel_family) and have:
-        fam = [j for j, f in enumerate(model.panel_family) if f == family and names[j] != name]
-        fam.sort(key=lambda j: (model.panel_log10_n[j], names[j]))
-        below = [j for j in fam if model.panel_log10_n[j] <= x]
-        above = [j for j in fam if model.panel_log10_n[j] > x]
-        if below:
-            j = below[-1]
-            prev_m = names[j]
-            g_prev, r = _gamma(model.panel_b1[j], model.panel_b2[j], v1, v2, model.panel_log10_n[j], x,
-                               model.min_delta)
-            g_reason = f"own interval: {r}" if r else ""
-        else:
-            g_reason = "smallest model of its family: no own interval"
-        if above:
-            j = above[0]
-            next_m = names[j]
-            g_next, r = _gamma(v1, v2, model.panel_b1[j], model.panel_b2[j], x, model.panel_log10_n[j],
-                               model.min_delta)
-            if r:
-                g_reason = "; ".join(filter(None, [g_reason, f"next interval: {r}"]))
+        prev_m, g_prev, next_m, g_next, g_reason = _neighbour_gammas(model, family, name, x, v1, v2)
     elif family and family not in set(model.panel_family):
         notes.append(f"family {family!r} is not in the reference panel: no local gamma")
     elif not family:
