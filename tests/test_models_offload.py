@@ -83,3 +83,28 @@ def test_placement_errors(tmp_path):
     with pytest.raises(OptionError, match="--max-memory: no block"):
         load_model("tiny-llama", device_map="sequential", max_memory={"cpu": 1000},
                    offload_folder=str(tmp_path / "off"))
+
+
+def test_cli_device_map_flags(tmp_path, capsys):
+    """`cape internals --device-map sequential --max-memory cpu=... --offload-folder` prints the same
+    couplings as the unsplit run; a malformed --max-memory is one line naming the flag, exit 2."""
+    import json
+
+    from cape_hpc.cli import main
+
+    one = load_model("tiny-gpt_neox")
+    block = sum(p.numel() * p.element_size() for p in one.adapter.layers[0].parameters())
+    emb = one.model.get_input_embeddings().weight
+    budget = emb.numel() * emb.element_size() + 2 * block
+    base = ["internals", "--model", "tiny-gpt_neox", "--max-prompts", "12", "--batch-size", "4", "--json"]
+    assert main(base) == 0
+    a = json.loads(capsys.readouterr().out)
+    assert main(base + ["--device-map", "sequential", "--max-memory", f"cpu={budget}",
+                        "--offload-folder", str(tmp_path / "off")]) == 0
+    b = json.loads(capsys.readouterr().out)
+    ca = [r["coupling"] for r in a["layers"]]
+    cb = [r["coupling"] for r in b["layers"]]
+    np.testing.assert_allclose(cb, ca, rtol=0, atol=1e-6)
+    assert main(base + ["--device-map", "auto", "--max-memory", "gpu0=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max-memory" in err[0] and "gpu0=1" in err[0]

@@ -6,7 +6,7 @@ import warnings
 
 from cape_hpc.commands.common import add_output_args, check_out_first, emit_json, print_table
 from cape_hpc.internals.options import ExtractOptions
-from cape_hpc.models.options import ModelOptions
+from cape_hpc.models.options import ModelOptions, PlacementOptions
 
 
 def register(sub) -> None:
@@ -14,6 +14,7 @@ def register(sub) -> None:
                        description="Stream the contrastive prompts through a model, pool each tap on the fly "
                                    "and print the per-layer table and the per-head summary (docs/METHODS.md §3).")
     ModelOptions.add_arguments(p)
+    PlacementOptions.add_arguments(p)
     p.add_argument("--prompts", default=None, metavar="JSONL",
                    help="prompt set (default: data/prompts/contrastive.jsonl)")
     ExtractOptions.add_arguments(p)
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     mopts, opts = ModelOptions.from_args(args), ExtractOptions.from_args(args)
     check_out_first(args, update=True)
     prompts = load_prompts(args.prompts)
-    loaded = mopts.load()
+    loaded = mopts.load(PlacementOptions.from_args(args))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = extract_internals(loaded, prompts, opts, overwrite=bool(getattr(args, "force", False)))

@@ -8,7 +8,7 @@ import math
 
 from cape_hpc.commands.common import add_output_args, check_out_first, emit_json, print_table
 from cape_hpc.commands.internals import store_status
-from cape_hpc.models.options import ModelOptions
+from cape_hpc.models.options import ModelOptions, PlacementOptions
 from cape_hpc.steering.options import OutcomeOptions
 
 
@@ -24,6 +24,7 @@ def register(sub) -> None:
                                    "stated rule, then greedy generation with and without the injection at that "
                                    "point (docs/METHODS.md §4).")
     ModelOptions.add_arguments(p)
+    PlacementOptions.add_arguments(p)
     p.add_argument("--items", default=None, metavar="JSONL",
                    help="multiple-choice items and true/false statements (default: data/mc_items.jsonl; "
                         "schema in docs/METHODS.md §4.3)")
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     items = load_items(args.items)
     neutral = load_neutral(args.neutral) if opts.max_neutral != 0 else None
     ps = load_prompts(args.prompts) if opts.generate else None
-    loaded = mopts.load()
+    loaded = mopts.load(PlacementOptions.from_args(args))
     res = evaluate_steering(loaded, items, opts, neutral=neutral)
     groups = {res.group: res}
     gen = None

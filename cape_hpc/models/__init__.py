@@ -8,7 +8,7 @@ _EXPORTS = {
     "ARCHITECTURES": "adapters", "SUPPORTED_ARCHITECTURES": "adapters", "Adapter": "adapters", "get_spec": "adapters",
     "EMBEDDED": "loading", "LoadedModel": "loading", "cache_dir": "loading", "load_model": "loading",
     "TINY_ARCHS": "tiny", "build_tiny": "tiny", "byte_tokenizer": "tiny",
-    "ModelOptions": "options", "DTYPES": "options",
+    "ModelOptions": "options", "PlacementOptions": "options", "DTYPES": "options",
     "StopForward": "batching", "tokenize": "batching", "left_pad": "batching", "forward_kwargs": "batching",
     "pad_id": "batching", "plan_batches": "batching",
     "Trace": "tracing", "Batch": "tracing", "make_batch": "tracing", "point_names": "tracing",

@@ -44,7 +44,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
                        "transformer.ln_f"),
     "phi": ArchSpec("Phi", "model.layers", "self_attn", "self_attn.dense", "model.final_layernorm"),
 }
-for _mt, _fam in [("llama", "Llama 1-3, Yi, SmolLM2"), ("mistral", "Mistral"), ("olmo", "OLMo"),
+for _mt, _fam in [("llama", "Llama 1-3, Yi, SmolLM2"), ("mistral", "Mistral"), ("mixtral", "Mixtral (MoE)"), ("olmo", "OLMo"),
                   ("olmo2", "OLMo-2"), ("qwen2", "Qwen2 / Qwen2.5"), ("qwen3", "Qwen3"),
                   ("gemma", "Gemma"), ("gemma2", "Gemma-2"), ("gemma3_text", "Gemma-3")]:
     ARCHITECTURES[_mt] = ArchSpec(_fam, "model.layers", "self_attn", "self_attn.o_proj", "model.norm")

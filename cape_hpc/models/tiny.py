@@ -23,6 +23,7 @@ TINY_ARCHS: dict[str, dict[str, Any]] = {
                    alibi=False),
     "llama": dict(intermediate_size=128, num_key_value_heads=2),
     "mistral": dict(intermediate_size=128, num_key_value_heads=2, sliding_window=None),
+    "mixtral": dict(intermediate_size=128, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2),
     "olmo": dict(intermediate_size=128, num_key_value_heads=2),
     "olmo2": dict(intermediate_size=128, num_key_value_heads=2),
     "phi": dict(intermediate_size=128, partial_rotary_factor=0.5),

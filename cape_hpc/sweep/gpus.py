@@ -1,0 +1,95 @@
+"""How many GPUs each model of a sweep needs: a memory plan from the job's parameter counts (nothing
+is downloaded), and the GPUs a rank must own (``--gpus-per-task`` = the largest model's need).
+
+A model's weights take params x bytes per weight of its dtype (``spec.DTYPE_BYTES``; bfloat16: 2);
+its work needs ``spec.estimate_memory_bytes`` (weights + one batch of activations + runtime).  A GPU
+holds :data:`USABLE` of its memory for that (the rest: the CUDA context, allocator slack, kernel
+workspaces), so a model needs ceil(need / (USABLE x GPU memory)) GPUs, its blocks spread over them
+by ``cape_hpc.models.load_model(device_map="balanced", max_memory=...)``.  A job may give ``gpus:``
+per model: fewer than the plan needs is refused, more is kept.  A model that needs more GPUs than
+a rank may have is refused, naming the model.  Pure functions, no torch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from cape_hpc.errors import OptionError
+from cape_hpc.sweep.spec import DTYPE_BYTES
+
+__all__ = ["GIB", "USABLE", "DEFAULT_GPU_MEMORY", "GpuNeed", "weight_bytes", "gpus_needed",
+           "plan_gpus", "gpus_per_rank", "max_memory_map"]
+
+GIB = 2 ** 30
+#: the share of each GPU's memory a plan fills
+USABLE = 0.9
+#: an H100 / A100-80GB
+DEFAULT_GPU_MEMORY = 80 * GIB
+
+
+@dataclass
+class GpuNeed:
+    """One model of the plan: ``need_bytes`` (weights + work), the GPUs it gets (``gpus``) and where
+    that count comes from (``source``: "plan", "job" or "unknown size")."""
+
+    model: str
+    params: float               # NaN when the job does not give it
+    dtype: str
+    weight_bytes: float         # NaN when params are unknown
+    need_bytes: float
+    gpus: int
+    source: str
+
+
+def weight_bytes(params: float, dtype: str = "bfloat16") -> int:
+    """Bytes of ``params`` weights in ``dtype`` (bfloat16: 2 per weight)."""
+    if dtype not in DTYPE_BYTES:
+        raise OptionError(f"dtype {dtype!r}: not one of {', '.join(DTYPE_BYTES)}")
+    return int(math.ceil(float(params) * DTYPE_BYTES[dtype]))
+
+
+def gpus_needed(need_bytes: float, gpu_bytes: float, usable: float = USABLE) -> int:
+    """GPUs of ``gpu_bytes`` each that hold ``need_bytes`` when each is filled to ``usable`` (>= 1)."""
+    return max(1, math.ceil(float(need_bytes) / (float(gpu_bytes) * usable)))
+
+
+def _need(name: str, params: float | None, dtype: str, need: float | None) -> tuple[float, float]:
+    """(weight bytes, need bytes) of one model; NaN when its size is unknown."""
+    if params is None or (isinstance(params, float) and math.isnan(params)):
+        return math.nan, math.nan if need is None else float(need)
+    w = float(weight_bytes(params, dtype))
+    return w, w if need is None else float(need)
+
+
+def plan_gpus(models: Sequence[tuple[str, float | None, str, int | None, float | None]], gpu_bytes: float,
+              max_gpus: int | None = None, where: str = "") -> list[GpuNeed]:
+    """The GPUs of each model: ``models`` = (name, params, dtype, gpus the job gives or None, need in
+    bytes or None (then its weights)); ``max_gpus``: the most one rank may have (None: no limit).
+    Raises OptionError naming the model when the job gives fewer GPUs than the plan needs or when a
+    model needs more than ``max_gpus``."""
+    pre = f"{where}: " if where else ""
+    out = []
+    for name, params, dtype, given, need in models:
+        w, n = _need(name, params, dtype, need)
+        planned = 1 if math.isnan(n) else gpus_needed(n, gpu_bytes)
+        if given is not None and given < planned:
+            raise OptionError(f"{pre}{name}: gpus: {given}, but its {n / GIB:.1f} GiB ({dtype}) need {planned} GPUs "
+                              f"of {gpu_bytes / GIB:.0f} GiB")
+        gpus = planned if given is None else int(given)
+        if max_gpus is not None and gpus > max_gpus:
+            raise OptionError(f"{pre}{name}: needs {gpus} GPUs of {gpu_bytes / GIB:.0f} GiB ({n / GIB:.1f} GiB in "
+                              f"{dtype}), more than the {max_gpus} a rank may have (--max-gpus)")
+        source = "job" if given is not None else ("unknown size" if math.isnan(n) else "plan")
+        out.append(GpuNeed(name, math.nan if params is None else float(params), dtype, w, n, gpus, source))
+    return out
+
+
+def gpus_per_rank(plan: Sequence[GpuNeed]) -> int:
+    """GPUs each rank (or array task) must own: the largest model's count (1 for an empty plan)."""
+    return max((g.gpus for g in plan), default=1)
+
+
+def max_memory_map(n_gpus: int, gpu_bytes: float, usable: float = USABLE) -> dict[int, int]:
+    """accelerate's ``max_memory`` for a model spread over GPUs 0 .. n_gpus - 1 of the rank."""
+    return {i: int(gpu_bytes * usable) for i in range(int(n_gpus))}

@@ -1,0 +1,73 @@
+"""The GPU memory plan of a sweep (cape_hpc.sweep.gpus): bytes of the weights from the parameter
+count (hand computed), GPUs needed for a GPU size, the job's own ``gpus:`` kept or refused, a model
+that cannot fit a rank refused by name; the paper's second-compression models (jobs/paper_large.yaml)
+need the GPU counts its header states."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from cape_hpc.errors import OptionError
+from cape_hpc.models.options import parse_max_memory, parse_size
+from cape_hpc.sweep.gpus import GIB, USABLE, gpus_needed, gpus_per_rank, max_memory_map, plan_gpus, weight_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_weight_bytes_and_gpus_needed_by_hand():
+    assert weight_bytes(68.98e9) == 137_960_000_000                     # Llama-2-70B, bf16: 2 bytes each
+    assert weight_bytes(1e9, "float32") == 4_000_000_000 and weight_bytes(3, "float16") == 6
+    with pytest.raises(OptionError, match="int8"):
+        weight_bytes(1e9, "int8")
+    # 128.5 GiB over GPUs of 80 GiB filled to 90 % (72 GiB): 2; of 40 GiB (36 GiB): 4
+    assert gpus_needed(137.96e9, 80 * GIB) == 2 and gpus_needed(137.96e9, 40 * GIB) == 4
+    assert gpus_needed(72 * GIB, 80 * GIB) == 1 and gpus_needed(72 * GIB + 1, 80 * GIB) == 2
+    assert gpus_needed(0, 80 * GIB) == 1 and USABLE == 0.9
+
+
+def test_plan_keeps_or_refuses_the_jobs_gpus():
+    rows = [("small", 1e9, "bfloat16", None, None), ("big", 70e9, "bfloat16", None, None),
+            ("given", 70e9, "bfloat16", 3, None), ("unknown", None, "float32", None, None),
+            ("measured", None, "bfloat16", None, 100 * GIB)]
+    plan = plan_gpus(rows, 80 * GIB)
+    assert [(g.model, g.gpus, g.source) for g in plan] == [
+        ("small", 1, "plan"), ("big", 2, "plan"), ("given", 3, "job"), ("unknown", 1, "unknown size"),
+        ("measured", 2, "plan")]
+    assert plan[1].weight_bytes == 140e9 and math.isnan(plan[3].weight_bytes) and math.isnan(plan[3].params)
+    assert gpus_per_rank(plan) == 3 and gpus_per_rank([]) == 1
+    with pytest.raises(OptionError, match=r"jobs/x.yaml: big: gpus: 1, but its 130.4 GiB \(bfloat16\) need 2 GPUs"):
+        plan_gpus([("big", 70e9, "bfloat16", 1, None)], 80 * GIB, where="jobs/x.yaml")
+    with pytest.raises(OptionError, match=r"big: needs 4 GPUs of 40 GiB .* more than the 2 a rank may have"):
+        plan_gpus([("big", 70e9, "bfloat16", None, None)], 40 * GIB, max_gpus=2)
+
+
+def test_max_memory_and_sizes():
+    assert max_memory_map(2, 80 * GIB) == {0: int(72 * GIB), 1: int(72 * GIB)}
+    assert parse_size("80GiB", "x") == 80 * 2 ** 30 and parse_size("40 GB", "x") == 40 * 10 ** 9
+    assert parse_size("1.5MiB", "x") == 1572864 and parse_size(1000, "x") == 1000
+    for bad in ("", "0", "-1GiB", "80 GiBs", "lots"):
+        with pytest.raises(OptionError, match="--gpu-memory"):
+            parse_size(bad, "--gpu-memory")
+    assert parse_max_memory("0=70GiB, cpu=1000") == {0: 70 * GIB, "cpu": 1000}
+    for bad in ("gpu0=1", "0:1GiB", "0=fast"):
+        with pytest.raises(OptionError, match="--max-memory"):
+            parse_max_memory(bad)
+
+
+def test_paper_large_job_needs_what_its_header_says():
+    from cape_hpc.sweep.spec import estimate_memory_bytes, load_job
+
+    job = load_job(ROOT / "jobs" / "paper_large.yaml")
+    want = {"OPT-30B": (1, 2), "OPT-66B": (2, 4), "Llama-2-70B": (2, 4), "Qwen-72B": (2, 4),
+            "Llama-3.1-70B": (2, 4), "Mixtral-8x7B": (2, 3)}
+    assert {m.name for m in job.models} == set(want) and {m.load.dtype for m in job.models} == {"bfloat16"}
+    header = (ROOT / "jobs" / "paper_large.yaml").read_text()
+    for gb, k in ((80, 0), (40, 1)):
+        plan = plan_gpus([(m.name, m.params, m.load.dtype, None, estimate_memory_bytes(m, job)) for m in job.models],
+                         gb * GIB)
+        assert {g.model: g.gpus for g in plan} == {n: v[k] for n, v in want.items()}
+        for g in plan:
+            line = next(s for s in header.splitlines() if s.startswith(f"#   {g.model} "))
+            assert f"{g.weight_bytes / GIB:.1f} GiB" in line and line.split()[-2 + k] == str(g.gpus)
