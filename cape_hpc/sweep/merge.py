@@ -4,6 +4,8 @@ Output::
 
     /internals/<model>            InternalsResult of each complete shard
     /steering/<model>/<run>       SteeringResult of each run
+    /scores_runs/<model>          ScoreRun of each shard with benchmark scores (a job's scores: section)
+    /score_table                  ScoreImport built from them (``--scores merged.h5``; sweep/scores.py)
     /sweep                        SweepIndex: job provenance shared by all shards (options, prompt
                                   hashes, code version) and one row per model (content hash of its
                                   internals, provenance hash, source, resolved revision)
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +32,7 @@ from cape_hpc.internals.results import InternalsResult
 from cape_hpc.io.store import atomic_h5, content_hash, read_tree, write_tree
 from cape_hpc.schema import Provenance, Result
 from cape_hpc.steering.results import SteeringResult
+from cape_hpc.sweep.scores import merge_scores
 from cape_hpc.sweep import shards
 from cape_hpc.sweep.options import MergeOptions
 from cape_hpc.sweep.spec import options_hash
@@ -169,4 +173,7 @@ def merge_shards(results_dir: str | os.PathLike, output: str | os.PathLike, opts
                            code_version=str(ref["code_version"]), format=int(ref["format"] or 0),
                            mixed_provenance=bool(mixed), models=rows, provenance=prov)
         write_tree(out.require_group("sweep"), index)
+        no_table = merge_scores(out, [(st.path, name) for (st, *_), name in zip(good, names)])
+        if no_table and "scores" in (ref["job_options"] or {}):
+            warnings.warn(f"{output}: no score table merged: {no_table}", stacklevel=2)
     return MergeResult(str(output), names, bad, missing, "written", prov)

@@ -32,7 +32,10 @@ from cape_hpc.io.evalresults_readers import read_run_document
 from cape_hpc.options import Options, option
 from cape_hpc.schema import Provenance, Result
 
-__all__ = ["ScoresOptions", "ScoreRun", "run_scores", "score_table"]
+__all__ = ["ScoresOptions", "ScoreRun", "run_scores", "score_table", "merge_scores", "SCORES_KEYS"]
+
+#: the keys of a job file's ``scores:`` section (each a field of ``ScoresOptions``)
+SCORES_KEYS = ("tasks", "include_path", "metric", "limit", "batch_size")
 
 #: the parts of simple_evaluate's return value a shard keeps (the rest: per-task configs, the
 #: environment dump, samples)
@@ -58,6 +61,13 @@ class ScoresOptions(Options):
             if not name or (shots and not shots.isdigit()):
                 raise OptionError(f"option 'scores.tasks': {t!r} is not TASK or TASK:N-SHOT")
         ImportOptions(metric=self.metric)   # the overrides' own checks
+
+    def resolved(self, base: Path) -> "ScoresOptions":
+        """``include_path`` read from the job file's folder when it is relative and found there."""
+        p = self.include_path
+        if p is not None and not Path(p).is_absolute() and not Path(p).exists() and (base / p).exists():
+            return self.replace(include_path=str(base / p))
+        return self
 
     def by_shots(self) -> dict[int | None, list[str]]:
         """Tasks grouped by their n-shot (None: the task's default)."""

@@ -52,6 +52,7 @@ from cape_hpc.models.options import ModelOptions
 from cape_hpc.options import Options
 from cape_hpc.steering.options import SteerOptions
 from cape_hpc.sweep.options import WORK_FUNCTIONS, JobOptions, ModelFacts, PromptFiles
+from cape_hpc.sweep.scores import SCORES_KEYS, ScoresOptions
 
 __all__ = ["JobSpec", "ModelEntry", "JobValueError", "parse_job", "load_job", "MODEL_KEYS", "SECTIONS",
            "WORK_FUNCTIONS", "DTYPE_BYTES", "estimate_memory_bytes", "order_models", "check_prompt_files"]
@@ -82,6 +83,7 @@ SECTIONS: dict[str, dict[str, OptionField]] = {
                 "max_prompts": (ExtractOptions, "max_prompts")},
     "internals": {"enabled": (JobOptions, "extract"), **{k: (ExtractOptions, k) for k in EXTRACT_KEYS}},
     "steering": {"enabled": (JobOptions, "steer"), **{k: (SteerOptions, k) for k in STEER_KEYS}},
+    "scores": {k: (ScoresOptions, k) for k in SCORES_KEYS},    # lm-eval on each loaded model (sweep/scores.py)
 }
 #: top-level keys that are neither options nor sections above (each has its own reader)
 OTHER_TOP_KEYS = ("defaults", "models", "work_options")
@@ -134,6 +136,7 @@ class JobSpec:
     models: list[ModelEntry]
     work_options: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
+    scores: ScoresOptions | None = None  # None: no scores: section (no benchmark scores computed)
 
     @property
     def name(self) -> str:
@@ -153,7 +156,8 @@ class JobSpec:
         internals = {k: v for k, v in self.extract.to_dict().items() if k != "batch_size"}
         return {"internals": {"enabled": self.options.extract, **internals},
                 "steering": {"enabled": self.steer is not None, **(self.steer.to_dict() if self.steer else {})},
-                "work": self.work_target, "work_options": self.work_options}
+                "work": self.work_target, "work_options": self.work_options,
+                **({"scores": self.scores.to_dict()} if self.scores is not None else {})}
 
     def model(self, name: str) -> ModelEntry:
         for m in self.models:
@@ -238,9 +242,11 @@ def parse_job(data: Any, path: str = "<job>") -> JobSpec:
     steer = reader.build(SteerOptions, {**values.get(SteerOptions, {}), "backend": extract.backend}, "steering")
     prompts = reader.build(PromptFiles, values.get(PromptFiles, {}), "prompts")
     defaults = reader.values(reader.mapping(top.get("defaults"), "defaults", DEFAULT_KEYS), "defaults", MODEL_KEYS)
+    scores = reader.build(ScoresOptions, values.get(ScoresOptions, {}), "scores")
     return JobSpec(path=path, options=job, prompts=resolve_prompt_files(prompts, Path(path).parent), extract=extract,
                    steer=steer if job.steer else None, models=read_models(reader, top["models"], defaults, extract),
-                   work_options=dict(reader.mapping(top.get("work_options"), "work_options")))
+                   work_options=dict(reader.mapping(top.get("work_options"), "work_options")),
+                   scores=scores.resolved(Path(path).parent) if scores.tasks else None)
 
 
 def read_sections(reader: JobFileReader, top: dict) -> dict[type, dict[str, Any]]:
