@@ -119,7 +119,7 @@ def bench_generation(lm, n=32, new_tokens=16) -> dict:
     from cape_hpc.internals import load_prompts
     from cape_hpc.models.batching import tokenize
     from cape_hpc.steering import calibrate_direction, greedy_generate, run_steering
-    from cape_hpc.steering import Injector, SteerOptions, steering_hook
+    from cape_hpc.steering import Steering, SteerOptions
 
     cal = load_prompts(calibration=True)
     d = calibrate_direction(lm, cal)
@@ -131,9 +131,7 @@ def bench_generation(lm, n=32, new_tokens=16) -> dict:
         greedy_generate(lm, ids, new_tokens, stop_at_eos=False)
 
     def steered():
-        inj = Injector(v, 0.5, "relative", "all", None, None)
-        with steering_hook(lm, d.probe_layer, inj):
-            greedy_generate(lm, ids, new_tokens, injector=inj, stop_at_eos=False)
+        greedy_generate(lm, ids, new_tokens, Steering(d.probe_layer, v, 0.5), stop_at_eos=False)
 
     steered()
     t = _interleaved({"plain": plain, "steered": steered}, 4)

@@ -14,7 +14,7 @@ Run:  .venv/bin/python benchmarks/bench_steering.py [--items 48] [--prompts 32] 
 3. Generation side by side, each in a fresh process, the same direction added at the same block
    with the same absolute coefficient at every position, the same left-padded prompts and a fixed
    number of greedy tokens (EOS ignored): tokens/s and peak RSS above the loaded model of
-   cape (``greedy_generate`` with the ``Injector`` through ``Trace``), a plain forward hook with
+   cape (``greedy_generate`` with a ``Steering`` through ``Trace``), a plain forward hook with
    transformers' ``generate``, repeng's ``ControlModel`` and steering-vectors' ``SteeringVector``
    (the ``peers`` extra; a peer that is not installed or fails is reported as skipped with the
    reason), and unsteered: cape vs transformers' ``generate`` (goal: cape fastest steered and
@@ -85,7 +85,7 @@ if name == "repeng" and not hasattr(np, "float_"):
 from cape_hpc.models import load_model
 from cape_hpc.internals import load_prompts
 from cape_hpc.models.batching import left_pad, pad_id, tokenize
-from cape_hpc.steering import Injector, greedy_generate, steering_hook
+from cape_hpc.steering import Steering, greedy_generate
 lm = load_model("smollm2-135m")
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 lm.model.to(dev)
@@ -105,9 +105,7 @@ def hf_generate():
 run = None
 if name == "cape":
     def run():
-        inj = Injector(v, %(coef)r, "absolute", "all", None, None)
-        with steering_hook(lm, layer, inj):
-            greedy_generate(lm, ids, new, injector=inj, stop_at_eos=False)
+        greedy_generate(lm, ids, new, Steering(layer, v, %(coef)r, scale="absolute"), stop_at_eos=False)
 elif name == "cape-unsteered":
     run = lambda: greedy_generate(lm, ids, new, stop_at_eos=False)
 elif name == "hf-generate-unsteered":

@@ -9,7 +9,7 @@ import torch
 from cape_hpc.internals import extract_internals, extract_internals_pooled, load_prompts
 from cape_hpc.models import load_model
 from cape_hpc.models.batching import tokenize
-from cape_hpc.steering import Injector, greedy_generate, steering_hook
+from cape_hpc.steering import Steering, greedy_generate
 
 ARCHS = ["llama", "gemma3_text", "gpt2", "bloom", "qwen3", "falcon"]
 
@@ -47,25 +47,13 @@ def test_cuda_pass_has_no_host_synchronisation_and_runs_the_cuda_kernels(arch):
     """torch.cuda.set_sync_debug_mode("error") around the forward passes (the trace callbacks
     updating the device state, exact pair count and reservoir); the backend recorded is a CUDA one
     and the numbers equal the CPU run."""
-    from cape_hpc.internals import extract as ex
+    from cape_hpc.models.tracing import sync_debug
 
     lm = _on(arch, "cuda")
     ps = load_prompts().subset(24)
-    orig = ex.Trace.forward
-
-    def strict(self, batch, **kw):
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            return orig(self, batch, **kw)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-
-    ex.Trace.forward = strict
-    try:
+    with sync_debug("error"):
         gpu = extract_internals(lm, ps, batch_size=5, block_resamples=50)
         res = extract_internals(lm, ps, batch_size=5, block_resamples=0, pair_budget_mb=0.001)
-    finally:
-        ex.Trace.forward = orig
     assert gpu.backend in ("triton", "cupy"), gpu.backend
     assert res.pairs_mode == "reservoir"
     cpu = extract_internals(_on(arch, "cpu"), ps, batch_size=5, block_resamples=50, backend="torch")
@@ -84,9 +72,7 @@ def test_cuda_steered_generation(arch):
     v = torch.randn(lm.adapter.d_model, generator=torch.Generator().manual_seed(1)).cuda()
 
     def gen(rows, alpha):
-        inj = Injector(v, alpha, "relative", "all", None, None)
-        with steering_hook(lm, 1, inj):
-            return greedy_generate(lm, rows, 6, injector=inj, stop_at_eos=False)
+        return greedy_generate(lm, rows, 6, Steering(1, v, alpha), stop_at_eos=False)
 
     assert gen(ids, 0.0) == greedy_generate(lm, ids, 6, stop_at_eos=False)
     assert gen(ids, 2.0) == [gen([r], 2.0)[0] for r in ids]

@@ -13,7 +13,8 @@ from cape_hpc.internals.prompts import PromptSet
 from cape_hpc.models import load_model
 from cape_hpc.models.batching import tokenize
 from cape_hpc.stats import wilson_interval
-from cape_hpc.steering import Injector, SteeringOutcomeResult, SteeringResult, SteerOptions, calibrate_direction, greedy_generate, run_steering, steering_hook
+from cape_hpc.steering import (Steering, SteeringOutcomeResult, SteeringResult, SteerOptions, calibrate_direction,
+                               greedy_generate, run_steering)
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +91,15 @@ def test_greedy_baseline_matches_transformers_generate(smol, prompts):
 @pytest.mark.realmodel
 def test_hooks_removed_when_generation_raises(smol, direction, prompts):
     ids, _ = tokenize(smol, prompts.texts[:2])
-    inj = Injector(torch.as_tensor(direction.vector, dtype=torch.float32), 1.0, "relative", "all", None, None)
+    steering = Steering(direction.probe_layer, torch.as_tensor(direction.vector, dtype=torch.float32), 1.0)
     before = _hooks(smol)
-    boom = smol.adapter.layers[-1].register_forward_hook(lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    during = []
+    boom = smol.adapter.layers[-1].register_forward_hook(
+        lambda *a: during.append(_hooks(smol)) or (_ for _ in ()).throw(RuntimeError("boom")))
     try:
         with pytest.raises(RuntimeError, match="boom"):
-            with steering_hook(smol, direction.probe_layer, inj):
-                assert _hooks(smol) == before + 2
-                greedy_generate(smol, ids, 4, injector=inj)
+            greedy_generate(smol, ids, 4, steering)
+        assert during == [before + 2]                 # the injection hook was there while it ran
     finally:
         boom.remove()
     assert _hooks(smol) == before
@@ -137,19 +139,16 @@ def test_injection_adds_alpha_s_v_at_the_probe_layer(scale):
     ids, _ = tokenize(lm, ["hello there", "a much longer prompt here"])
     seen = {}
 
-    def grab(name):
-        def hook(m, a, out):
-            seen[name] = ad.hidden_of(out).detach().clone()
-        return hook
+    def grab(m, args, kwargs):                 # the next block's input: the probe block's output, steered
+        seen["after"] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
 
     def run(alpha, positions="all"):
-        inj = Injector(v, alpha, scale, positions, None, "torch")
-        with steering_hook(lm, layer, inj):
-            h2 = ad.layers[layer].register_forward_hook(grab("after"))   # runs after the injector
-            try:
-                greedy_generate(lm, ids, 1, injector=inj)                 # the prefill pass only
-            finally:
-                h2.remove()
+        h2 = ad.layers[layer + 1].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            greedy_generate(lm, ids, 1, Steering(layer, v, alpha, scale=scale, positions=positions,
+                                                 backend="torch"))     # the prefill pass only
+        finally:
+            h2.remove()
         return seen["after"].to(torch.float64)
 
     base = run(0.0)
@@ -211,9 +210,7 @@ def test_tiny_steered_generation_batched_equals_unbatched(arch):
     v = torch.randn(lm.adapter.d_model, generator=torch.Generator().manual_seed(1))
 
     def gen(rows, alpha):
-        inj = Injector(v, alpha, "relative", "all", None, "torch")
-        with steering_hook(lm, 1, inj):
-            return greedy_generate(lm, rows, 6, injector=inj, stop_at_eos=False)
+        return greedy_generate(lm, rows, 6, Steering(1, v, alpha, backend="torch"), stop_at_eos=False)
 
     plain = greedy_generate(lm, ids, 6, stop_at_eos=False)
     assert gen(ids, 0.0) == plain

@@ -81,6 +81,24 @@ def test_replacement_and_no_stop(lm):
     assert not torch.allclose(base, zeroed)
 
 
+def test_several_callbacks_at_one_point_run_in_order(lm):
+    """A list at one point: each callback sees what the one before left (a capture before a
+    replacement sees the block's own output, one after sees the replacement), and the model goes on
+    with the last replacement (here the same as a single replacing callback)."""
+    ids, _ = tokenize(lm, TEXTS[:3])
+    seen = []
+    with Trace(lm, {"block.0": lambda h, b: h + 1.0}, stop=False) as tr:
+        b = next(tr.batches(ids, batch_size=8))
+        want = tr.forward(b).logits
+    with Trace(lm, {"block.0": [lambda h, b: seen.append(h.clone()), lambda h, b: h + 1.0,
+                                lambda h, b: seen.append(h.clone())]}, stop=False) as tr:
+        got = tr.forward(b).logits
+    torch.testing.assert_close(seen[1], seen[0] + 1.0, atol=0, rtol=0)
+    assert torch.equal(got, want)
+    with Trace(lm, {"block.0": [lambda h, b: seen.append(1)], "block.1": []}) as tr:   # an empty list: no-op
+        assert tr.forward(b) is None
+
+
 def test_point_names_and_bad_point(lm):
     names = point_names(lm)
     assert names[0] == "heads.0" and names[-1] == "final" and len(names) == 2 * lm.adapter.n_layers + 1

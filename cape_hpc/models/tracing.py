@@ -10,10 +10,11 @@ Points are named through the architecture adapter (so every architecture has the
 
 A callback ``fn(x, batch)`` receives the point's tensor and the current :class:`Batch`.  It may
 modify ``x`` in place (steering) or return a tensor that replaces it (block and final outputs
-only); returning None keeps it.  Callbacks must not synchronise with the host if the caller wants
+only); returning None keeps it.  A point may have several callbacks (a list): they run in order,
+each seeing what the one before left (a capture before an injection sees the state before it).  Callbacks must not synchronise with the host if the caller wants
 a sync-free pass (no ``.item()``, ``.cpu()``, Python ``if`` on tensor values).
 
-    with Trace(loaded, {"block.3": fn3, "heads.3": fnh}) as tr:
+    with Trace(loaded, {"block.3": [capture3, steer3], "heads.3": fnh}) as tr:
         for batch in tr.batches(ids, batch_size=16, token_budget=8192):
             tr.forward(batch)      # stops after block 3 (StopForward), hooks see `batch`
 
@@ -22,6 +23,7 @@ while the trace is open; ``tr.batch`` is then whatever the caller set, possibly 
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -31,7 +33,7 @@ import torch
 from cape_hpc.errors import OptionError
 from cape_hpc.models.batching import StopForward, forward_kwargs, left_pad, pad_id, plan_batches
 
-__all__ = ["Batch", "Trace", "point_names", "make_batch", "on_device"]
+__all__ = ["Batch", "Trace", "point_names", "make_batch", "on_device", "sync_debug"]
 
 _POINT = re.compile(r"^(block|heads)\.(\d+)$|^final$")
 
@@ -83,6 +85,27 @@ def on_device(fn: Callable[[torch.Tensor, Batch], Any], device) -> Callable[[tor
     return run
 
 
+@contextlib.contextmanager
+def sync_debug(mode: str = "error") -> Iterator[None]:
+    """Inside: torch's CUDA sync debug mode ``mode`` ("warn" or "error") during every
+    :meth:`Trace.forward` (the traced passes only; set-up and the final transfer may synchronise).
+    Checks that callbacks never synchronise with the host (tests, scripts/gpu_check.sh)."""
+    orig = Trace.forward
+
+    def strict(self, batch, **kw):
+        torch.cuda.set_sync_debug_mode(mode)
+        try:
+            return orig(self, batch, **kw)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    Trace.forward = strict
+    try:
+        yield
+    finally:
+        Trace.forward = orig
+
+
 def point_names(loaded) -> list[str]:
     """Every traceable point of the model, in forward order."""
     names = []
@@ -98,14 +121,31 @@ def _order(name: str, n_layers: int) -> int:
     return 2 * int(i) + (1 if kind == "block" else 0)
 
 
-class Trace:
-    """Context manager: register ``callbacks`` ({point name: fn(x, batch)}) on entry, remove every
-    hook on exit (also when the body raises).  ``stop=True`` raises :class:`StopForward` after the
-    last requested point in forward order and :meth:`forward` swallows it, so the rest of the model
-    (the unembedding over all positions included) never runs."""
+Callback = Callable[[torch.Tensor, Batch], "torch.Tensor | None"]
 
-    def __init__(self, loaded, callbacks: Mapping[str, Callable[[torch.Tensor, Batch], torch.Tensor | None]], *,
-                 stop: bool = True):
+
+def _chain(fns: Sequence[Callback]) -> Callback:
+    """One callback running ``fns`` in order; a returned tensor replaces the point's for the next."""
+    if len(fns) == 1:
+        return fns[0]
+
+    def run(x: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+        out = None
+        for fn in fns:
+            new = fn(x, batch)
+            if new is not None:
+                x = out = new
+        return out
+    return run
+
+
+class Trace:
+    """Context manager: register ``callbacks`` ({point name: fn(x, batch), or a list of them run in
+    order}) on entry, remove every hook on exit (also when the body raises).  ``stop=True`` raises
+    :class:`StopForward` after the last requested point in forward order and :meth:`forward`
+    swallows it, so the rest of the model (the unembedding over all positions included) never runs."""
+
+    def __init__(self, loaded, callbacks: Mapping[str, Callback | Sequence[Callback]], *, stop: bool = True):
         self.loaded = loaded
         ad = loaded.adapter
         L = ad.n_layers
@@ -114,7 +154,8 @@ class Trace:
             if not m or (m.group(2) is not None and not 0 <= int(m.group(2)) < L):
                 raise OptionError(f"trace point {name!r}: not one of block.<i>, heads.<i> (i in 0..{L - 1}) "
                                   f"or final for {loaded.name}")
-        self.callbacks = dict(callbacks)
+        self.callbacks = {name: _chain(list(fn)) if isinstance(fn, (list, tuple)) else fn
+                          for name, fn in callbacks.items()}
         self.stop = stop
         self.last = max(self.callbacks, key=lambda n: _order(n, L)) if self.callbacks else None
         self.batch: Batch | None = None

@@ -14,7 +14,9 @@ _EXPORTS = {
     "assign_folds": "folds",
     "Injection": "scoring", "score_rows": "scoring", "tokenize_rows": "scoring", "fluency_pass": "scoring",
     "evaluate_steering": "evaluate", "item_directions": "evaluate",
-    "Injector": "generate", "greedy_generate": "generate", "steering_hook": "generate",
+    "Steering": "generate", "greedy_generate": "generate",
+    "InjectionHook": "hooks", "RowInjection": "hooks", "pooled_capture": "hooks",
+    "unit_direction": "directions",
     "Direction": "steer", "calibrate_direction": "steer", "run_steering": "steer", "select_prompts": "steer",
 }
 __all__ = sorted(_EXPORTS)

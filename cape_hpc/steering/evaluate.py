@@ -14,6 +14,7 @@ from cape_hpc.errors import DataError, OptionError
 from cape_hpc.schema import Provenance
 from cape_hpc.stats.intervals import wilson_interval
 from cape_hpc.stats.mcnemar import mcnemar_exact
+from cape_hpc.steering.directions import unit_direction
 from cape_hpc.steering.folds import assign_folds
 from cape_hpc.steering.items import ItemSet, NeutralSet
 from cape_hpc.steering.options import OutcomeOptions
@@ -35,20 +36,12 @@ def item_directions(states: np.ndarray, is_true: np.ndarray, row_item: np.ndarra
     X = np.asarray(states, dtype=np.float64)
     keep = np.isin(row_item, np.flatnonzero(train_items))
     t, f = keep & is_true, keep & ~is_true
-    if not t.any() or not f.any():
-        raise DataError("calibration needs true and false answers among the training items")
-    diff = X[t].mean(0) - X[f].mean(0)
-    v = diff
-    if method == "pca":
-        items = np.unique(row_item[keep])
-        P = np.stack([X[(row_item == i) & is_true].mean(0) - X[(row_item == i) & ~is_true].mean(0) for i in items])
-        P = P - P.mean(0, keepdims=True)
-        _, _, Vh = np.linalg.svd(P, full_matrices=False)
-        v = Vh[0] if Vh[0] @ diff >= 0 else -Vh[0]
-    nrm = np.linalg.norm(v)
-    if not nrm > 0:
-        raise DataError("true and false answers give the same mean state (no direction)")
-    return v / nrm
+    pairs = None
+    if method == "pca" and t.any() and f.any():
+        pairs = np.stack([X[(row_item == i) & is_true].mean(0) - X[(row_item == i) & ~is_true].mean(0)
+                          for i in np.unique(row_item[keep])])
+    return unit_direction(X[t], X[f], method, paired_differences=pairs,
+                          where="calibration on the training items' answers")
 
 
 def choices_of(lp: np.ndarray, row_item: np.ndarray, row_answer: np.ndarray, n_items: int,
@@ -102,7 +95,8 @@ def evaluate_steering(loaded, items: ItemSet, opts: OutcomeOptions | None = None
     n = len(its)
     if n < opts.folds:
         raise OptionError(f"--folds {opts.folds}: only {n} items (each fold needs at least one)")
-    layers = sorted(set(check_probe_layer(loaded, L) for L in (opts.layers or (opts.probe_layer,))))
+    flag = "--layers" if opts.layers else "--probe-layer"
+    layers = sorted(set(check_probe_layer(loaded, L, flag) for L in (opts.layers or (opts.probe_layer,))))
     alphas = sorted(set(float(a) for a in opts.alphas) | {0.0})
     steered_alphas = [a for a in alphas if a != 0]
     level = opts.level

@@ -20,6 +20,7 @@ import torch
 from cape_hpc.errors import OptionError
 from cape_hpc.models.batching import token_limit, tokenize
 from cape_hpc.models.tracing import Batch, Trace, on_device
+from cape_hpc.steering.hooks import INJECT, InjectionHook, RowInjection, pooled_capture
 
 __all__ = ["Injection", "ScoreOutput", "tokenize_rows", "score_rows", "fluency_pass", "FluencyOutput"]
 
@@ -96,80 +97,43 @@ def _selection(batch: Batch, n_ans: torch.Tensor, positions: str) -> torch.Tenso
     return pos[None, :] >= (S - 1 - n_ans)[:, None]
 
 
-def _inject_fn(inj: Injection, li: int, counter: torch.Tensor):
-    """Trace callback at ``block.<layers[li]>``: steer_inject_ with a [B*S] alpha vector."""
-    import cape_kernels as ck
-
-    dirs = inj.directions[li]                       # [n_dirs, D] on the device
-
-    def fn(x: torch.Tensor, batch: Batch):
-        if li not in batch.extra["active"]:         # host-side: no row of this batch is steered here
-            return None
-        B, S, D = x.shape
-        a = batch.extra["alpha_of"][li].to(x.device)    # [B] (0 for rows of other layers), on the block's device
-        sel = batch.extra["sel"].to(x.device)
-        alpha = (a[:, None] * sel).reshape(-1)
-        if dirs.shape[0] == 1:
-            v = dirs[0].to(x.device, x.dtype)
-        else:
-            v = dirs.index_select(0, batch.extra["dir"]).to(x.device, x.dtype)[:, None, :].expand(B, S, D).reshape(B * S, D)
-        y = x if x.is_contiguous() else x.contiguous()
-        proj = ck.steer_inject_(y.view(B * S, D), v, alpha, scale=inj.scale, tau=inj.tau, backend=inj.backend)
-        on = alpha != 0
-        if inj.tau is not None:
-            on = on & (proj < inj.tau)
-        counter.add_(on.sum().to(counter.device))
-        return None if y is x else y
-    return fn
-
-
 def _prepare(batch: Batch, inj: Injection | None, n_ans_all: torch.Tensor) -> None:
+    """Host side of one batch: its answer lengths and, per steered layer, its rows' alpha (0 for rows
+    of other layers), selection and direction index (``batch.extra``, moved to the device)."""
     rows = batch.rows.numpy()
     dev = batch.input_ids.device
     n_ans = n_ans_all.index_select(0, batch.rows_device)
     batch.extra["n_ans"] = n_ans
     if inj is None:
-        batch.extra["active"] = ()
         return
     a = inj.alpha[rows]
     li = inj.layer_index[rows]
-    active = tuple(int(k) for k in np.unique(li[(a != 0) & (li >= 0)]))
-    batch.extra["active"] = active
+    active = [int(k) for k in np.unique(li[(a != 0) & (li >= 0)])]
     if not active:
         return
     nb = dev.type != "cpu"
-    batch.extra["alpha_of"] = {k: torch.as_tensor(np.where(li == k, a, 0.0), dtype=torch.float32).to(dev, non_blocking=nb)
-                               for k in active}
-    batch.extra["dir"] = torch.as_tensor(inj.dir_index[rows]).to(dev, non_blocking=nb)
-    batch.extra["sel"] = _selection(batch, n_ans, inj.positions)
+    sel = _selection(batch, n_ans, inj.positions)
+    direction = torch.as_tensor(inj.dir_index[rows]).to(dev, non_blocking=nb)
+    batch.extra[INJECT] = {
+        f"block.{inj.layers[k]}": RowInjection(
+            torch.as_tensor(np.where(li == k, a, 0.0), dtype=torch.float32).to(dev, non_blocking=nb), sel, direction)
+        for k in active}
 
 
-def _callbacks(loaded, inj: Injection | None, capture: Sequence[int], pooling: str, backend: str | None,
-               states: dict[int, torch.Tensor], counter: torch.Tensor) -> dict[str, Callable]:
-    import cape_kernels as ck
-
+def _callbacks(inj: Injection | None, capture: Sequence[int], pooling: str, backend: str | None,
+               states: dict[int, torch.Tensor]) -> tuple[dict[str, list[Callable]], list[InjectionHook]]:
+    """The trace callbacks of a scoring pass (the captures before the injection at the same point)
+    and the injection hooks (their counts)."""
     cbs: dict[str, list[Callable]] = {}
     for L in capture:
-        def grab(x, batch, L=L):
-            pooled = ck.pooled_tap(x, batch.attention_mask.to(x.device), pooling, backend=backend)
-            states[L].index_copy_(0, batch.rows_device, pooled.to(states[L].device, torch.float32))
-        cbs.setdefault(f"block.{L}", []).append(grab)      # before the injection at the same point
+        cbs.setdefault(f"block.{L}", []).append(pooled_capture(states[L], pooling, backend))
+    hooks = []
     if inj is not None:
         for li, L in enumerate(inj.layers):
-            cbs.setdefault(f"block.{L}", []).append(_inject_fn(inj, li, counter))
-
-    def chain(fns):
-        if len(fns) == 1:
-            return fns[0]
-
-        def run(x, batch):
-            for f in fns:
-                y = f(x, batch)
-                if y is not None:
-                    x = y
-            return x
-        return run
-    return {name: chain(fns) for name, fns in cbs.items()}
+            hooks.append(InjectionHook(inj.directions[li], f"block.{L}", scale=inj.scale, tau=inj.tau,
+                                       backend=inj.backend))
+            cbs.setdefault(f"block.{L}", []).append(hooks[-1])
+    return cbs, hooks
 
 
 def score_rows(loaded, ids: Sequence[Sequence[int]], n_answer: Sequence[int], injection: Injection | None = None,
@@ -184,7 +148,6 @@ def score_rows(loaded, ids: Sequence[Sequence[int]], n_answer: Sequence[int], in
     n_ans_all = torch.as_tensor(list(n_answer), dtype=torch.long, device=device)
     lp = torch.zeros(R, dtype=torch.float64, device=device)
     states = {L: torch.zeros(R, D, dtype=torch.float32, device=device) for L in capture}
-    counter = torch.zeros((), dtype=torch.long, device=device)
     if injection is not None:
         injection.directions = injection.directions.to(device=device, dtype=torch.float32)
     ad = loaded.adapter
@@ -203,14 +166,14 @@ def score_rows(loaded, ids: Sequence[Sequence[int]], n_answer: Sequence[int], in
         got = logp.gather(-1, tgt[..., None])[..., 0].to(torch.float64) * valid
         lp.index_copy_(0, batch.rows_device, got.sum(1) / n_ans.to(torch.float64))
 
-    cbs = _callbacks(loaded, injection, capture, pooling, backend, states, counter)
-    cbs["final"] = on_device(final, device)            # the final norm may run on another device
+    cbs, hooks = _callbacks(injection, capture, pooling, backend, states)
+    cbs["final"] = [on_device(final, device)]          # the final norm may run on another device
     with Trace(loaded, cbs) as tr:
         for batch in tr.batches(ids, batch_size=batch_size, token_budget=token_budget):
             _prepare(batch, injection, n_ans_all)
             tr.forward(batch)
     return ScoreOutput(logprob=lp.cpu().numpy(), states={L: s.cpu().numpy() for L, s in states.items()},
-                       n_injected=int(counter))
+                       n_injected=sum(h.n_injected for h in hooks))
 
 
 @dataclass
@@ -262,7 +225,6 @@ def fluency_pass(loaded, ids: Sequence[Sequence[int]], grid: Sequence[tuple[int,
                     layer_index=li, dir_index=np.zeros(len(rows), dtype=np.int64), scale=scale, tau=tau,
                     positions="all", backend=backend)
     n_ans_all = torch.ones(len(rows), dtype=torch.long, device=device)
-    counter = torch.zeros((), dtype=torch.long, device=device)
 
     def final(h, batch):
         lp = logp_of(h, batch)
@@ -276,8 +238,8 @@ def fluency_pass(loaded, ids: Sequence[Sequence[int]], grid: Sequence[tuple[int,
             tgt = batch.input_ids[k, S - n + 1:]
             nll[g] -= mine.gather(-1, tgt[:, None]).sum().to(torch.float64)
 
-    cbs = _callbacks(loaded, inj, (), "last", backend, {}, counter)
-    cbs["final"] = final
+    cbs, _ = _callbacks(inj, (), "last", backend, {})
+    cbs["final"] = [final]
     if rows:
         with Trace(loaded, cbs) as tr:
             for batch in tr.batches(rids, batch_size=batch_size, token_budget=token_budget):

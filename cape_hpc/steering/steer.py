@@ -19,22 +19,24 @@ from cape_hpc.models.batching import plan_batches, tokenize
 from cape_hpc.models.tracing import Trace
 from cape_hpc.schema import Provenance
 from cape_hpc.stats.intervals import wilson_interval
-from cape_hpc.steering.generate import Injector, greedy_generate, steering_hook
+from cape_hpc.steering.directions import unit_direction
+from cape_hpc.steering.generate import Steering, greedy_generate
+from cape_hpc.steering.hooks import pooled_capture
 from cape_hpc.steering.options import SteerOptions
 from cape_hpc.steering.results import METHODS, POSITIONS, SCALES, PromptOutcome, SteeringResult
 
-__all__ = ["Direction", "Injector", "calibrate_direction", "greedy_generate", "run_steering", "steering_hook",
+__all__ = ["Direction", "Steering", "calibrate_direction", "greedy_generate", "run_steering",
            "select_prompts", "pooled_layer_states", "check_probe_layer", "chat_texts", "SteeringResult",
            "METHODS", "SCALES", "POSITIONS"]
 
 
 # ----------------------------------------------------------------------------------- helpers
-def check_probe_layer(loaded, probe_layer: int | None) -> int:
+def check_probe_layer(loaded, probe_layer: int | None, flag: str = "--probe-layer") -> int:
     L = loaded.adapter.n_layers
     if probe_layer is None:
         return L // 4
     if not isinstance(probe_layer, (int, np.integer)) or not 0 <= int(probe_layer) < L:
-        raise OptionError(f"--probe-layer {probe_layer} is out of range: {loaded.name} has layers 0..{L - 1}")
+        raise OptionError(f"{flag} {probe_layer} is out of range: {loaded.name} has layers 0..{L - 1}")
     return int(probe_layer)
 
 
@@ -42,17 +44,10 @@ def pooled_layer_states(loaded, texts: Sequence[str], layer: int, *, pooling: st
                         batch_size: int = 16, backend: str | None = None) -> torch.Tensor:
     """Pooled output of decoder block ``layer`` for each text -> [N, D] float32 (through ``Trace``,
     the pass stopped there; one transfer at the end)."""
-    import cape_kernels as ck
-
     ids, _ = tokenize(loaded, texts, what="calibration statement")
     device = next(loaded.model.parameters()).device
     out = torch.empty(len(texts), loaded.adapter.d_model, dtype=torch.float32, device=device)
-
-    def grab(h, batch):
-        out.index_copy_(0, batch.rows_device, ck.pooled_tap(h, batch.attention_mask.to(h.device), pooling,
-                                                            backend=backend).to(out.device, torch.float32))
-
-    with Trace(loaded, {f"block.{layer}": grab}) as tr:
+    with Trace(loaded, {f"block.{layer}": pooled_capture(out, pooling, backend)}) as tr:
         for batch in tr.batches(ids, batch_size=batch_size):
             tr.forward(batch)
     return out.cpu()
@@ -73,7 +68,7 @@ def calibrate_direction(loaded, calibration: PromptSet, *, probe_layer: int | No
                         backend: str | None = None) -> Direction:
     """Unit direction at the probe layer: mean(true) - mean(false) of pooled states, or the first
     principal component of the paired differences (oriented along the mean difference)."""
-    if method not in METHODS:
+    if method not in METHODS:       # before the model runs (unit_direction checks it too)
         raise OptionError(f"--direction: {method!r} is not one of {', '.join(METHODS)}")
     layer = check_probe_layer(loaded, probe_layer)
     trues = [p.text for p in calibration.prompts if p.true is True]
@@ -81,24 +76,10 @@ def calibrate_direction(loaded, calibration: PromptSet, *, probe_layer: int | No
     if not trues or not falses:
         raise DataError(f"{calibration.path}: calibration needs statements with \"true\": true and \"true\": false")
     X = pooled_layer_states(loaded, trues + falses, layer, pooling=pooling, batch_size=batch_size,
-                            backend=backend).to(torch.float64)
-    Xt, Xf = X[:len(trues)], X[len(trues):]
-    diff = Xt.mean(0) - Xf.mean(0)
-    if method == "pca":
-        n = min(len(trues), len(falses))
-        D = Xt[:n] - Xf[:n]
-        D = D - D.mean(0, keepdim=True)
-        _, _, Vh = torch.linalg.svd(D, full_matrices=False)
-        v = Vh[0]
-        if torch.dot(v, diff) < 0:
-            v = -v
-    else:
-        v = diff
-    nrm = torch.linalg.vector_norm(v)
-    if not nrm > 0:
-        raise DataError(f"{calibration.path}: true and false statements give the same mean state at layer {layer}")
-    return Direction(vector=(v / nrm).numpy(), probe_layer=layer, method=method, n_true=len(trues),
-                     n_false=len(falses), calibration_sha256=calibration.sha256)
+                            backend=backend).numpy()
+    v = unit_direction(X[:len(trues)], X[len(trues):], method, where=f"{calibration.path}: layer {layer}")
+    return Direction(vector=v, probe_layer=layer, method=method, n_true=len(trues), n_false=len(falses),
+                     calibration_sha256=calibration.sha256)
 
 
 def chat_texts(loaded, texts: Sequence[str]) -> list[str]:
@@ -156,13 +137,12 @@ def run_steering(loaded, calibration: PromptSet, prompts: PromptSet, opts: Steer
         batch = [ids[j] for j in rows]
         n = len(rows)
         # baseline and steered rows in one batch: alpha 0 for the first n rows (docs/METHODS.md §4.7)
-        alpha = torch.cat([torch.zeros(n), torch.full((n,), float(opts.alpha))])
-        inj = Injector(v, alpha, opts.scale, opts.positions, opts.tau, backend)
-        with steering_hook(loaded, layer, inj):
-            both = greedy_generate(loaded, batch + batch, max_new_tokens, injector=inj)
+        steering = Steering(layer, v, torch.cat([torch.zeros(n), torch.full((n,), float(opts.alpha))]),
+                            scale=opts.scale, positions=opts.positions, tau=opts.tau, backend=backend)
+        both = greedy_generate(loaded, batch + batch, max_new_tokens, steering)
         base, steered = both[:n], both[n:]
-        n_injected += inj.n_injected
-        cos = inj.cos_last[n:]
+        n_injected += steering.n_injected
+        cos = steering.last_cos.to("cpu", torch.float64)[n:]
         for k, j in enumerate(rows):
             results[j] = PromptOutcome(
                 id=str(prompts.prompts[j].id), prompt=texts[j], baseline=tok.decode(base[k], skip_special_tokens=True),
