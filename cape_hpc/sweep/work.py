@@ -4,7 +4,7 @@ SteeringResult}, "info": {...}}`` (results of the schema; the shard stores them 
 ``process_model`` is the real one (load the model, extract internals, optionally steer);
 ``synthetic_model`` is a deterministic stand-in without torch, used by the tests of scheduling,
 resume, merge and fault handling (``work: synthetic`` in a job file).  The options each work
-function passes on were built when the job was read (``entry.load``, ``entry.work_optionsct``, ``job.steer``)
+function passes on were built when the job was read (``entry.load``, ``entry.extract``, ``job.steer``)
 and are stored unchanged as the results' provenance.
 """
 from __future__ import annotations
