@@ -68,3 +68,48 @@ def test_scores_of_loaded_models_make_the_score_table(tasks):
             assert abs(row[col] * 6 / 100 - round(row[col] * 6 / 100)) < 1e-9
     prov = json.loads(df["provenance"].iloc[0])
     assert prov["TQA"]["task_version"] == "2.0" and prov["TQA"]["harness"].startswith("lm-eval 0.4")
+
+
+def test_mpiexec_sweep_with_scores_merges_a_table_that_analysis_reads(tasks, tmp_path):
+    """`mpiexec -n 2 cape sweep` of a job with a scores: section: each rank scores the model it has
+    loaded, the merge builds the table, `cape coupling --scores merged.h5` reads it."""
+    import subprocess
+    import sys
+
+    import h5py
+
+    from cape_hpc.io.scores import load_scores
+
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    if not mpiexec.exists():
+        pytest.skip("the venv has no mpiexec (pip install mpich)")
+    job = tmp_path / "job.yaml"
+    metric = ", ".join(f'"{m}"' for m in MAP)
+    job.write_text(f"""
+name: scored
+output_dir: {tmp_path / 'out'}
+defaults: {{dtype: float32, batch_size: 8}}
+prompts: {{max_prompts: 4}}
+scores: {{tasks: ["cape_mc:0", "cape_mc_norm:0"], include_path: {tasks}, limit: 6, metric: [{metric}]}}
+models:
+  - {{id: tiny-llama, params: 1.3e5, family: Tiny, n_layers: 3}}
+  - {{id: tiny-gpt2, params: 2.6e5, family: Tiny, n_layers: 3}}
+""")
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    merged = tmp_path / "merged.h5"
+    r = subprocess.run([str(mpiexec), "-n", "2", sys.executable, "-m", "cape_hpc.cli", "sweep", str(job), "--json",
+                        "--merge", str(merged)], capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    assert all(m["status"] == "done" for m in res["models"]) and {m["rank"] for m in res["models"]} == {0, 1}
+    df = load_scores(merged)
+    assert sorted(df["model"]) == ["tiny-gpt2", "tiny-llama"] and list(df["params"]) == [1.3e5, 2.6e5]
+    with h5py.File(merged, "r") as f:
+        assert {"internals", "scores_runs", "score_table"} <= set(f)
+    for name in ("tiny-llama", "tiny-gpt2"):
+        with h5py.File(tmp_path / "out" / "shards" / f"{name}.h5", "r") as f:
+            assert f.attrs["info_scores_seconds"] > 0 and f.attrs["info_internals_seconds"] > 0
+    r = subprocess.run([sys.executable, "-m", "cape_hpc.cli", "coupling", "--scores", str(merged), "--json"],
+                       capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
