@@ -26,13 +26,13 @@
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from cape_hpc.analysis import table_sha256
 from cape_hpc.analysis.options import CouplingOptions, narrow
 from cape_hpc.dynamics.baselines import PolyBaseline
 from cape_hpc.dynamics.estimators import SindyODE, make_model
@@ -49,11 +49,6 @@ __all__ = ["BaselineScore", "PredictionRow", "TermStability", "PhaseFit", "Phase
            "PredictResult", "term_stability", "phase_fits", "discover", "predict_size"]
 
 INTEGRATOR = "scipy solve_ivp LSODA rtol=1e-8 atol=1e-10"
-
-
-def _sha(df: pd.DataFrame) -> str:
-    sha = df.attrs.get("sha256")
-    return str(sha) if sha else hashlib.sha256(df.to_csv(index=False).encode()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -245,7 +240,7 @@ def phase_fits(df: pd.DataFrame, opts: PhaseFitOptions | None = None) -> PhaseFi
     bt, bb = fits[0].b, fits[1].b
     if math.isfinite(bt) and math.isfinite(bb) and bt != 0:
         ratio = abs(bb) / abs(bt)
-    prov = Provenance("dynamics/phase_fits", opts.to_dict(), inputs={"scores": _sha(df)})
+    prov = Provenance("dynamics/phase_fits", opts.to_dict(), inputs={"scores": table_sha256(df)})
     return PhaseFitResult(opts.b1, opts.b2, opts.units, fits, ratio, prov)
 
 
@@ -259,9 +254,9 @@ def _error_definition(include_start: bool, internal: tuple[str, ...] = ()) -> st
 
 
 def _inputs(df: pd.DataFrame, internals: pd.DataFrame | None, internal: tuple[str, ...]) -> dict[str, str]:
-    inputs = {"scores": _sha(df)}
+    inputs = {"scores": table_sha256(df)}
     if internal and internals is not None:
-        inputs["internals"] = str(internals.attrs.get("sha256") or _sha(internals))
+        inputs["internals"] = table_sha256(internals)
     return inputs
 
 
