@@ -43,7 +43,7 @@ _EXPORTS = {
     "fit_diagnose_model": "diagnose", "diagnose_point": "diagnose",
     "DiagnoseModel": "diagnose", "Diagnosis": "diagnose",
     "NcOptions": "nc", "DeffOptions": "deff",
-    "ols_line": "_common", "table_sha256": "_common",
+    "ols_line": "_common", "table_sha256": "_common", "check_columns": "_common",
     **{name: "options" for name in ("CouplingOptions", "PhasesOptions", "PopulationOptions", "WidthOptions",
                                     "HFieldOptions", "IsoclineOptions", "LossOptions", "FixedPointOptions",
                                     "EigenOptions", "FrontierOptions", "DiagnoseOptions")},

@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from cape_hpc.analysis import check_columns
 from cape_hpc.analysis.coupling import interval_rows
 from cape_hpc.dynamics.options import DERIVATIVES
 from cape_hpc.errors import DataError, OptionError
@@ -48,15 +49,11 @@ class Trajectory:
 
 
 def check_benchmarks(df: pd.DataFrame, benchmarks: Sequence[str]) -> tuple[str, ...]:
+    """The state's columns: at least one, each a numeric column of ``df`` (``check_columns``), none twice."""
     benchmarks = tuple(benchmarks)
     if not benchmarks:
         raise OptionError("option '--benchmarks': at least one score column is needed")
-    for b in benchmarks:
-        if b not in df.columns:
-            raise OptionError(f"option '--benchmarks': unknown column {b!r} (table "
-                              f"{df.attrs.get('path', '<DataFrame>')} has: {', '.join(map(str, df.columns))})")
-        if not pd.api.types.is_numeric_dtype(df[b]):
-            raise OptionError(f"option '--benchmarks': column {b!r} is not numeric")
+    check_columns(df, benchmarks, "--benchmarks")
     if len(set(benchmarks)) != len(benchmarks):
         raise OptionError(f"option '--benchmarks': repeated column in {list(benchmarks)}")
     return benchmarks
