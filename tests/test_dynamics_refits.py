@@ -46,10 +46,19 @@ def test_with_coefficients_is_a_copy_and_the_fit_is_untouched():
         est.with_coefficients(np.zeros((2, 2)))
 
 
-def test_predict_band_equals_an_independent_bootstrap_of_the_refits():
+def _ridge_fit(A, D, ridge):
+    """[p, n_terms]: (A'A + ridge I')^-1 A'D, the constant unpenalised (the normal equations)."""
+    pen = ridge * np.eye(A.shape[1])
+    pen[0, 0] = 0.0
+    return np.linalg.solve(A.T @ A + pen, A.T @ D).T
+
+
+@pytest.mark.parametrize("ridge", [0.0, 0.3])
+def test_predict_band_equals_an_independent_bootstrap_of_the_refits(ridge):
+    """The refits are the estimator's own (its ridge included: the band of a ridge fit is a ridge band)."""
     df = _table()
     opts = PredictOptions(family="F0", size=10 ** 11.0, model="linear", train=("F0", "F1", "F2"), benchmarks=("A", "B"),
-                          n_resamples=40, seed=5, levels=(0.9, 0.5))
+                          n_resamples=40, seed=5, levels=(0.9, 0.5), ridge=ridge)
     p = predict_size(df, opts)
     trajs = trajectories(df, ["F0", "F1", "F2"], ("A", "B"))
     S = np.concatenate([t.Y / 100 for t in trajs])                                       # gradient rows (fraction)
@@ -60,11 +69,11 @@ def test_predict_band_equals_an_independent_bootstrap_of_the_refits():
     x0, y0 = start.x[-1], start.Y[-1] / 100
     sims = []
     for idx in resample_indices(fam, 40, 5):
-        W = np.linalg.lstsq(A[idx], D[idx], rcond=None)[0].T                               # [2, 3]: c0 | C
+        W = _ridge_fit(A[idx], D[idx], ridge)                                            # [2, 3]: c0 | C
         sims.append(100 * _flow(x0, 11.0, y0, W[:, 1:], W[:, 0]))
     sims = np.array(sims)
     assert p.n_valid == 40
-    full = np.linalg.lstsq(A, D, rcond=None)[0].T
+    full = _ridge_fit(A, D, ridge)
     np.testing.assert_allclose(p.ode, 100 * _flow(x0, 11.0, y0, full[:, 1:], full[:, 0]), rtol=1e-6)
     for j, b in enumerate(("A", "B")):
         for lv in (0.9, 0.5):

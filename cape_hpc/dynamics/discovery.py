@@ -35,7 +35,7 @@ import pandas as pd
 from cape_hpc.analysis import table_sha256
 from cape_hpc.analysis.options import CouplingOptions, narrow
 from cape_hpc.dynamics.baselines import PolyBaseline
-from cape_hpc.dynamics.estimators import SindyODE, make_model
+from cape_hpc.dynamics.estimators import make_model
 from cape_hpc.dynamics.internals import join_internals
 from cape_hpc.dynamics.metrics import ErrorSummary
 from cape_hpc.dynamics.options import (DynamicsOptions, PhaseFitOptions, PredictOptions, TermStabilityOptions)
@@ -168,22 +168,15 @@ class DynamicsResult(Result):
 # ------------------------------------------------------------------------------------------------
 
 def _refit_coefs(est, S: np.ndarray, D: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Coefficients [R, p, n_terms] of the estimator refitted on each resample's rows."""
-    R = idx.shape[0]
-    if isinstance(est, SindyODE):
-        Theta = est.library_matrix(S)
-        out = np.empty((R, D.shape[1], Theta.shape[1]))
-        for r in range(R):
-            try:
-                out[r] = est.regress_batch(Theta[idx[r]], D[idx[r]])
-            except Exception:  # noqa: BLE001 - a degenerate resample is an invalid fit
-                out[r] = np.nan
-        return out
-    A = est.library_matrix(S)
-    out = np.empty((R, D.shape[1], A.shape[1]))
-    for r in range(R):
-        W = np.linalg.lstsq(A[idx[r]], D[idx[r]], rcond=None)[0]
-        out[r] = W.T
+    """Coefficients [R, p, n_terms] of the estimator refitted on each resample's rows (its
+    ``regress_batch``; NaN where a degenerate resample makes the fit fail)."""
+    Theta = est.library_matrix(S)
+    out = np.empty((idx.shape[0], D.shape[1], Theta.shape[1]))
+    for r, rows in enumerate(idx):
+        try:
+            out[r] = est.regress_batch(Theta[rows], D[rows])
+        except Exception:  # noqa: BLE001 - a degenerate resample is an invalid fit
+            out[r] = np.nan
     return out
 
 

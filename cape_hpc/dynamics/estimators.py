@@ -220,20 +220,24 @@ class LinearODE(_ODEBase):
     def _library(self, S: np.ndarray) -> np.ndarray:
         return np.hstack([np.ones((S.shape[0], 1)), S])
 
-    def _regress(self, S, D):
-        A = self._library(S)
+    def _solve(self, A: np.ndarray, D: np.ndarray) -> tuple[np.ndarray, int]:
+        """(coefficients [p, n_terms], rank): least squares of D on the library matrix A, with the ridge."""
         ridge = self.opts.ridge
         if ridge > 0:
             p = A.shape[1]
             pen = math.sqrt(ridge) * np.eye(p)
             pen[0, 0] = 0.0  # never penalise the constant
-            A_ = np.vstack([A, pen])
-            D_ = np.vstack([D, np.zeros((p, D.shape[1]))])
-        else:
-            A_, D_ = A, D
-        W, _res, rank, _sv = np.linalg.lstsq(A_, D_, rcond=None)
-        self.rank_ = int(rank)
-        coef = W.T
+            A = np.vstack([A, pen])
+            D = np.vstack([D, np.zeros((p, D.shape[1]))])
+        W, _res, rank, _sv = np.linalg.lstsq(A, D, rcond=None)
+        return W.T, int(rank)
+
+    def regress_batch(self, Theta: np.ndarray, D: np.ndarray) -> np.ndarray:
+        """Coefficients [p, n_terms] for a precomputed library matrix (bootstrap refits; the fit unchanged)."""
+        return self._solve(Theta, D)[0]
+
+    def _regress(self, S, D):
+        coef, self.rank_ = self._solve(self._library(S), D)
         self.c0_ = coef[:, 0].copy()
         self.C_ = coef[:, 1:].copy()
         return coef, ["1", *self.benchmarks_]
