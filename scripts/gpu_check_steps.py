@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -25,6 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "scripts" / "pythia-1.4b.config.json"
 GOAL_THROUGHPUT = 0.90     # extraction tokens/s over the bare forward's (issue 24)
+#: the device the steps run on; CAPE_GPU_CHECK_DEVICE=cpu runs them on a CPU (tests/test_gpu_check.py)
+DEVICE = os.environ.get("CAPE_GPU_CHECK_DEVICE", "cuda")
+ON_GPU = DEVICE.startswith("cuda")
 
 
 def _write(path: str | None, data: dict) -> None:
@@ -65,16 +70,16 @@ def cmd_env(a) -> None:
     _write(a.json, out)
 
 
-def _tiny_cuda(arch: str = "llama"):
+def _tiny(arch: str = "llama"):
     from cape_hpc.models import load_model
 
-    return load_model(f"tiny-{arch}", device_map="cuda")
+    return load_model(f"tiny-{arch}", device_map=DEVICE)
 
 
 def cmd_extract_small(a) -> None:
     from cape_hpc.internals import extract_internals, load_prompts
 
-    res = extract_internals(_tiny_cuda(), load_prompts().subset(16), batch_size=8, block_resamples=20)
+    res = extract_internals(_tiny(), load_prompts().subset(16), batch_size=8, block_resamples=20)
     _write(a.json, {"backend": res.backend, "layer_coupling": res.layer_coupling.tolist()})
 
 
@@ -83,18 +88,16 @@ def cmd_steer_small(a) -> None:
     import torch
 
     from cape_hpc.models.batching import tokenize
-    from cape_hpc.steering import Injection, Injector, greedy_generate, score_rows, steering_hook
+    from cape_hpc.steering import Injection, Steering, greedy_generate, score_rows
 
-    lm = _tiny_cuda()
+    lm = _tiny()
     ids, _ = tokenize(lm, ["Is glass a liquid?", "ok", "Why do cats purr at night?"])
     R, D = len(ids), lm.adapter.d_model
     v = torch.randn(1, 1, D, generator=torch.Generator().manual_seed(1))
     inj = Injection(layers=[1], directions=v, alpha=np.linspace(0, 2, R), layer_index=np.zeros(R, np.int64),
                     dir_index=np.zeros(R, np.int64))
     out = score_rows(lm, [r + [70] for r in ids], [1] * R, inj, capture=(0,), batch_size=2)
-    injector = Injector(v[0, 0].cuda(), 2.0, "relative", "all", None, None)
-    with steering_hook(lm, 1, injector):
-        toks = greedy_generate(lm, ids, 4, injector=injector, stop_at_eos=False)
+    toks = greedy_generate(lm, ids, 4, Steering(1, v[0, 0].to(DEVICE), 2.0), stop_at_eos=False)
     _write(a.json, {"logprob": out.logprob.tolist(), "n_injected": out.n_injected, "tokens": toks})
 
 
@@ -102,38 +105,28 @@ def _timed(fn, repeats: int) -> float:
     """Best wall time of ``fn`` over ``repeats``, the device synchronised around each call."""
     import torch
 
+    sync = torch.cuda.synchronize if ON_GPU else (lambda: None)
     best = math.inf
     for _ in range(repeats):
-        torch.cuda.synchronize()
+        sync()
         t = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        sync()
         best = min(best, time.perf_counter() - t)
     return best
 
 
-def _count_syncs(fn) -> int:
-    """Host synchronisations inside the traced forward passes of ``fn`` (torch's sync debug mode)."""
-    import torch
+def _count_syncs(fn) -> int | None:
+    """Host synchronisations inside the traced forward passes of ``fn`` (torch's sync debug mode;
+    None on a CPU)."""
+    from cape_hpc.models.tracing import sync_debug
 
-    from cape_hpc.models.tracing import Trace
+    if not ON_GPU:
+        return None
 
-    orig = Trace.forward
-
-    def strict(self, batch, **kw):
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            return orig(self, batch, **kw)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-
-    Trace.forward = strict
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            fn()
-    finally:
-        Trace.forward = orig
+    with warnings.catch_warnings(record=True) as caught, sync_debug("warn"):
+        warnings.simplefilter("always")
+        fn()
     return sum(1 for w in caught if "synchroniz" in str(w.message).lower())
 
 
@@ -144,7 +137,7 @@ def cmd_throughput(a) -> None:
     from cape_hpc.models import load_model
 
     bi = _bench("bench_internals")
-    lm = load_model(str(a.config), dtype=a.dtype, device_map="cuda")
+    lm = load_model(str(a.config), dtype=a.dtype, device_map=DEVICE)
     ps = bi._prompts(a.prompts)
     batches, n_tokens = bi._batches(lm, ps, a.batch)
 
@@ -168,7 +161,7 @@ def cmd_throughput(a) -> None:
            "extract_vs_bare": ratio, "extract_vs_bare_last_logits": t["bare_last_logits"] / t["extract"],
            "host_syncs_in_pass": syncs, "backend": backend,
            "goal": f">= {GOAL_THROUGHPUT:.0%} of the bare forward's tokens/s, 0 host syncs",
-           "met": bool(ratio >= GOAL_THROUGHPUT and syncs == 0)}
+           "met": bool(ratio >= GOAL_THROUGHPUT and not syncs)}
     _write(a.json, out)
 
 
@@ -176,7 +169,7 @@ def cmd_steering_grid(a) -> None:
     from cape_hpc.models import load_model
 
     bs = _bench("bench_steering")
-    lm = load_model(str(a.config), dtype=a.dtype, device_map="cuda")
+    lm = load_model(str(a.config), dtype=a.dtype, device_map=DEVICE)
     out = bs.bench_scoring(lm, a.items, repeats=a.repeats)
     out.update(model=f"{Path(a.config).name} (random weights, {a.dtype})",
                goal="grid_ratio <= 1.3, scoring_overhead <= 0.05",
@@ -185,8 +178,8 @@ def cmd_steering_grid(a) -> None:
 
 
 def cmd_split(a) -> None:
-    """Blocks 1.. and the unembedding offloaded to the CPU (executed on the GPU, weights streamed):
-    extraction and steered scores equal the model wholly on the GPU."""
+    """Blocks 1.. and the unembedding offloaded (on a GPU: to the CPU, executed on the GPU with the
+    weights streamed; on a CPU: to disk): extraction and steered scores equal the unsplit model."""
     import numpy as np
     import torch
 
@@ -196,17 +189,20 @@ def cmd_split(a) -> None:
     from cape_hpc.models.loading import split_map
     from cape_hpc.steering import Injection, score_rows
 
+    first, rest = ("cuda:0", "cpu") if ON_GPU else ("cpu", "disk")
     out = {}
     for arch in ("llama", "gpt_neox"):
-        one = _tiny_cuda(arch)
-        split = load_model(f"tiny-{arch}", device_map=split_map(one, 1, "cuda:0", "cpu"))
-        ps = load_prompts().subset(16)
-        e1, e2 = (extract_internals(m, ps, batch_size=5, block_resamples=20) for m in (one, split))
-        ids, _ = tokenize(one, ["Is glass a liquid?", "ok", "Why do cats purr?"])
-        R = len(ids)
-        inj = Injection(layers=[2], directions=torch.randn(1, 1, one.adapter.d_model), alpha=np.linspace(0, 2, R),
-                        layer_index=np.zeros(R, np.int64), dir_index=np.zeros(R, np.int64))
-        s1, s2 = (score_rows(m, [r + [70] for r in ids], [1] * R, inj) for m in (one, split))
+        one = _tiny(arch)
+        with tempfile.TemporaryDirectory() as off:
+            split = load_model(f"tiny-{arch}", device_map=split_map(one, 1, first, rest), offload_folder=off)
+            ps = load_prompts().subset(16)
+            e1, e2 = (extract_internals(m, ps, batch_size=5, block_resamples=20) for m in (one, split))
+            ids, _ = tokenize(one, ["Is glass a liquid?", "ok", "Why do cats purr?"])
+            R = len(ids)
+            inj = Injection(layers=[2], directions=torch.randn(1, 1, one.adapter.d_model),
+                            alpha=np.linspace(0, 2, R), layer_index=np.zeros(R, np.int64),
+                            dir_index=np.zeros(R, np.int64))
+            s1, s2 = (score_rows(m, [r + [70] for r in ids], [1] * R, inj) for m in (one, split))
         out[arch] = {"coupling_max_diff": float(np.abs(e1.layer_coupling - e2.layer_coupling).max()),
                      "d_rep_max_rel_diff": float(np.abs(e1.d_rep / e2.d_rep - 1).max()),
                      "logprob_max_diff": float(np.abs(s1.logprob - s2.logprob).max()),

@@ -96,11 +96,32 @@ def test_dry_run_without_wheels_fails_and_records_it(tmp_path):
     assert report["failed"] == ["install", "env"] and report["steps"][0]["rc"] == 2
 
 
-def test_steps_helper_parses_what_the_script_calls():
+SMALL = {"throughput": ["--dtype", "float32", "--batch", "4", "--prompts", "16", "--repeats", "1"],
+         "steering-grid": ["--dtype", "float32", "--items", "6", "--repeats", "1"]}
+
+
+def test_every_step_the_script_calls_runs_on_a_cpu(tmp_path):
+    """Each subcommand of scripts/gpu_check_steps.py the script calls, on the CPU (CAPE_GPU_CHECK_DEVICE)
+    with a small random model: it exits 0 and writes its figures (the split equals the unsplit run)."""
     text = SCRIPT.read_text()
     called = set(re.findall(r'"\$STEP_PY" ([a-z-]+)', text)) | set(re.findall(r"sanitize \w+ \w+ ([a-z-]+)", text))
-    assert {"env", "throughput", "steering-grid", "split", "extract-small", "steer-small"} <= called
-    for cmd in called:
-        r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check_steps.py"), cmd, "--help"],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, (cmd, r.stderr[-2000:])
+    assert called == {"env", "throughput", "steering-grid", "split", "extract-small", "steer-small", "summarize"}
+    called.discard("summarize")                       # run by the dry-run test
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"model_type": "gpt_neox", "hidden_size": 64, "intermediate_size": 128,
+                               "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 300}))
+    env = clean_env(CAPE_GPU_CHECK_DEVICE="cpu")
+    for cmd in sorted(called):
+        extra = SMALL.get(cmd, []) + (["--config", str(cfg)] if cmd in SMALL else [])
+        out = tmp_path / f"{cmd}.json"
+        r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check_steps.py"), cmd, "--json", str(out),
+                            *extra], capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp_path))
+        assert r.returncode == 0, (cmd, r.stderr[-3000:])
+        fig = json.loads(out.read_text())
+        if cmd == "split":
+            assert fig["met"] and fig["llama"]["coupling_max_diff"] < 1e-6
+            assert "disk" in fig["gpt_neox"]["device_map"].values()
+        if cmd == "throughput":
+            assert fig["tokens"] > 0 and fig["host_syncs_in_pass"] is None and fig["extract_vs_bare"] > 0
+        if cmd == "steering-grid":
+            assert fig["grid_ratio"] > 0 and "met" in fig
