@@ -10,8 +10,10 @@ from cape_hpc.audit.computations.context import AuditContext, Unavailable, coupl
 
 
 def c_pearson(ctx: AuditContext, b1="HS", b2="TQA", families=None, min_params=None, strict=False,
-              phase=None, stat="r", p_method="analytic"):
-    """Pearson r (stat='r'), its p-value ('p'), Spearman rho ('rho') or n ('n') over a set of models."""
+              phase=None, stat="r", p_method="analytic", max_params=None):
+    """Pearson r (stat='r'), its p-value ('p'), Spearman rho ('rho') or n ('n') over a set of models:
+    the named families pooled (all when None), with params >= ``min_params`` (> when ``strict``) and
+    < ``max_params`` (a scale split inside a family)."""
     from cape_hpc.analysis.options import PopulationOptions
     from cape_hpc.analysis.population import population_coupling
 
@@ -21,6 +23,8 @@ def c_pearson(ctx: AuditContext, b1="HS", b2="TQA", families=None, min_params=No
         df = df.loc[df["family"].isin([families] if isinstance(families, str) else families)]
     if min_params is not None:
         df = df.loc[df["params"] > float(min_params)] if strict else df.loc[df["params"] >= float(min_params)]
+    if max_params is not None:
+        df = df.loc[df["params"] < float(max_params)]
     if phase is not None:
         res = population_coupling(ctx.scores if families is None else df,
                                   PopulationOptions(pair=(b1, b2), group_by="phase", p_method=p_method, seed=ctx.seed))

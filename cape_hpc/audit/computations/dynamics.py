@@ -25,23 +25,27 @@ def _dyn(ctx, train, holdout, model, units, threshold, degree, benchmarks, deriv
 
 def c_dynamics(ctx: AuditContext, train=("Pythia",), holdout=("Llama-2",), model="sindy", units="fraction",
                threshold=0.1, degree=3, benchmarks=None, derivative="gradient", quantity="holdout",
-               include_start=False, anchor=False):
+               include_start=False, anchor=False, metric="rel_mae"):
     """Errors in percent: 'fit', 'holdout', 'poly<d>' (a baseline on the holdout), 'best_poly',
     'best_poly_degree', 'poly_over_ode' (best baseline error / ODE holdout error).  The ODE starts
     from each held-out family's true smallest model, so 'poly_over_ode' compares it with baselines
-    anchored at that model (the same information, scored on the same cells: ``anchor`` is ignored)."""
+    anchored at that model (the same information, scored on the same cells: ``anchor`` is ignored).
+    ``metric``: 'rel_mae' (mean |error| / mean score, a ratio of means) or 'mape' (mean of
+    |error| / score over the cells)."""
+    if metric not in ("rel_mae", "mape"):
+        raise OptionError(f"claims registry: unknown error metric {metric!r} (rel_mae, mape)")
     if quantity == "poly_over_ode":
         anchor = True
     r = _dyn(ctx, tuple(train), tuple(holdout), model, units, threshold, degree, benchmarks, derivative,
              include_start, anchor)
     if quantity in ("fit", "holdout", "poly_over_ode"):
         _dyn_facts(ctx, r)
-    base = {b.degree: 100 * b.rel_mae for b in r.baselines}
+    base = {b.degree: 100 * getattr(b, metric) for b in r.baselines}
     valid = {d: v for d, v in base.items() if math.isfinite(v)}
     best_d = min(valid, key=valid.get) if valid else None
-    ho = 100 * r.holdout_error.rel_mae if r.holdout_error else math.nan
+    ho = 100 * getattr(r.holdout_error, metric) if r.holdout_error else math.nan
     if quantity == "fit":
-        return 100 * r.fit_error.rel_mae
+        return 100 * getattr(r.fit_error, metric)
     if quantity == "holdout":
         return ho
     if quantity.startswith("poly") and quantity[4:].isdigit():

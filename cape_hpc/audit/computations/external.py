@@ -38,6 +38,9 @@ def c_frontier(ctx: AuditContext, quantity="r", cohort="main", subset=None, min_
     r = ctx.cached(("front", opts, subset), lambda: frontier_fit(fr, opts))
     if quantity == "n_labs":
         return int(fr.loc[fr["cohort"] == cohort, "lab"].nunique())
+    if quantity == "lolo_halfrange":   # the spread as half the range of the labs' holdout errors
+        errs = [lf.holdout_mae for lf in r.labs if np.isfinite(lf.holdout_mae)]
+        return 0.5 * (max(errs) - min(errs)) if errs else float("nan")
     return {"slope": r.slope, "intercept": r.intercept, "r": r.r, "p": r.p, "n": r.n,
             "lolo_mean": r.lolo_mae_mean, "lolo_std0": r.lolo_mae_std_ddof0, "lolo_std1": r.lolo_mae_std_ddof1,
             "n_lolo_labs": r.n_lolo_labs}[quantity]

@@ -6,29 +6,30 @@ import math
 from cape_hpc.audit.computations.context import AuditContext, gammas, need_families
 
 
-def nc_result(ctx, families, estimator, pooled, stratify, units, bootstrap, attach="larger"):
+def nc_result(ctx, families, estimator, pooled, stratify, units, bootstrap, attach="larger", window=None):
     from cape_hpc.analysis.nc import NcOptions, estimate_nc
 
     opts = NcOptions(estimator=estimator, families=None if families is None else tuple(families), pooled=pooled,
                      stratify=stratify, units=units, bootstrap=bootstrap, n_resamples=ctx.n_resamples,
-                     seed=ctx.seed, attach=attach)
+                     seed=ctx.seed, attach=attach, window=None if window is None else tuple(map(float, window)))
     return ctx.cached(("nc", opts), lambda: estimate_nc(ctx.scores, opts))
 
 
 def c_nc(ctx: AuditContext, family="Pythia", estimator="gamma-fit", pooled=False, stratify=True,
-         units="percent", quantity="nc", level=0.95, attach="larger"):
+         units="percent", quantity="nc", level=0.95, attach="larger", window=None):
     """N_c in billions: quantity 'nc' (point), 'median', 'ci_lo', 'ci_hi', 'none' (True when no
-    crossing because gamma is positive everywhere), or a list of these.  ``attach`` ('smaller' |
-    'midpoint') moves the sign-change N to the interval's smaller model or geometric midpoint
-    (``estimate_nc``'s option of the same name)."""
+    crossing because gamma is positive everywhere), or a list of these.  ``family``: one family, a
+    list (one estimate each; ``pooled``: one over the named families together) or 'all'.  ``attach``
+    ('smaller' | 'midpoint') moves the sign-change N to the interval's smaller model or geometric
+    midpoint; ``window`` [lo, hi] in log10 N bounds the vertex (``estimate_nc``'s options)."""
     if isinstance(quantity, (list, tuple)):
-        return [c_nc(ctx, family, estimator, pooled, stratify, units, q, level, attach) for q in quantity]
+        return [c_nc(ctx, family, estimator, pooled, stratify, units, q, level, attach, window) for q in quantity]
     fams = None if family in (None, "all") else ([family] if isinstance(family, str) else list(family))
     if fams is not None:
         need_families(ctx.scores, fams, min_models=3, what=" (N_c needs >= 3 models)")
     boot = quantity in ("median", "ci_lo", "ci_hi")
     res = nc_result(ctx, fams, estimator, pooled, stratify, units, boot,
-                     attach if estimator == "sign-change" else "larger")
+                    attach if estimator == "sign-change" else "larger", window)
     est = res.estimates[0] if pooled or len(res.estimates) == 1 else res.by_scope()[fams[0]]
     if estimator == "gamma-fit":
         ctx.fact("determined", (f"the gamma-fit line of {est.scope}", est.n_intervals, 2))
@@ -46,9 +47,17 @@ def c_nc(ctx: AuditContext, family="Pythia", estimator="gamma-fit", pooled=False
     if quantity == "nc":
         return est.nc / 1e9
     if quantity == "median":
-        return 10 ** est.bootstrap.median / 1e9
+        return _billions(est.bootstrap.median)
     ci = est.bootstrap.interval(level)
-    return 10 ** (ci.low if quantity == "ci_lo" else ci.high) / 1e9
+    return _billions(ci.low if quantity == "ci_lo" else ci.high)
+
+
+def _billions(log10_n: float) -> float:
+    """10^log10_n / 1e9 (inf when it overflows a float: a bound far beyond any model)."""
+    try:
+        return 10 ** log10_n / 1e9
+    except OverflowError:
+        return math.inf
 
 
 def c_nc_ratio(ctx: AuditContext, families=(), estimator="sign-change", attach="larger"):
