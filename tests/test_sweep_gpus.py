@@ -11,7 +11,8 @@ import pytest
 
 from cape_hpc.errors import OptionError
 from cape_hpc.models.options import parse_max_memory, parse_size
-from cape_hpc.sweep.gpus import GIB, USABLE, gpus_needed, gpus_per_rank, max_memory_map, plan_gpus, weight_bytes
+from cape_hpc.sweep.gpus import (GIB, USABLE, gpus_needed, gpus_per_rank, max_memory_map, plan_gpus, rank_placement,
+                                 weight_bytes)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,3 +72,15 @@ def test_paper_large_job_needs_what_its_header_says():
         for g in plan:
             line = next(s for s in header.splitlines() if s.startswith(f"#   {g.model} "))
             assert f"{g.weight_bytes / GIB:.1f} GiB" in line and line.split()[-2 + k] == str(g.gpus)
+
+
+def test_rank_placement():
+    """One GPU: the rank's own device (None); more: balanced over the first GPUs it needs, each filled
+    to 90 %; more than the rank sees: refused with the sbatch option to use."""
+    assert rank_placement("small", 10 * GIB, None, 1, 80 * GIB) is None
+    assert rank_placement("unknown", None, None, 1, 80 * GIB) is None
+    p = rank_placement("big", 130 * GIB, None, 4, 80 * GIB)
+    assert p == {"device_map": "balanced", "max_memory": {0: int(72 * GIB), 1: int(72 * GIB)}}
+    assert rank_placement("given", 10 * GIB, 3, 4, 80 * GIB)["max_memory"].keys() == {0, 1, 2}
+    with pytest.raises(OptionError, match=r"big: needs 2 GPUs of 80 GiB, this rank sees 1 .*--gpus-per-task=2"):
+        rank_placement("big", 130 * GIB, None, 1, 80 * GIB)

@@ -19,7 +19,7 @@ from cape_hpc.errors import OptionError
 from cape_hpc.sweep.spec import DTYPE_BYTES
 
 __all__ = ["GIB", "USABLE", "DEFAULT_GPU_MEMORY", "GpuNeed", "weight_bytes", "gpus_needed",
-           "plan_gpus", "gpus_per_rank", "max_memory_map"]
+           "plan_gpus", "gpus_per_rank", "max_memory_map", "rank_placement"]
 
 GIB = 2 ** 30
 #: the share of each GPU's memory a plan fills
@@ -93,3 +93,18 @@ def gpus_per_rank(plan: Sequence[GpuNeed]) -> int:
 def max_memory_map(n_gpus: int, gpu_bytes: float, usable: float = USABLE) -> dict[int, int]:
     """accelerate's ``max_memory`` for a model spread over GPUs 0 .. n_gpus - 1 of the rank."""
     return {i: int(gpu_bytes * usable) for i in range(int(n_gpus))}
+
+
+def rank_placement(name: str, need_bytes: float | None, given: int | None, visible: int,
+                   gpu_bytes: float) -> dict | None:
+    """How a rank that sees ``visible`` GPUs of ``gpu_bytes`` each loads one model: None when one GPU
+    holds it (the rank's own device), else ``load_model``'s placement over the first GPUs it needs
+    ({"device_map": "balanced", "max_memory": ...}).  OptionError naming the model when it needs more
+    GPUs than the rank sees."""
+    g = plan_gpus([(name, None, "bfloat16", given, need_bytes)], gpu_bytes)[0].gpus
+    if g > visible:
+        raise OptionError(f"{name}: needs {g} GPUs of {gpu_bytes / GIB:.0f} GiB, this rank sees {visible} "
+                          f"(sbatch --gpus-per-task={g}; `cape sweep JOB --gpus-per-task` prints what a job needs)")
+    if g == 1:
+        return None
+    return {"device_map": "balanced", "max_memory": max_memory_map(g, gpu_bytes)}
