@@ -395,7 +395,9 @@ def test_leaderboard_v1_eee_and_lmeval03_files_written_here(tmp_path):
     p = tmp_path / "p.csv"
     p.write_text("model,params\nAcme-7B,7e9\nAcme-3B,3e9\nAcme-1B,1e9\n")
     imp = import_results(list(files.values()), ImportOptions(params=str(p), allow_mixed=True))
-    assert sorted(imp.frame()["model"]) == ["Acme-1B@step1000", "Acme-3B", "Acme-7B"]
+    df = imp.frame().set_index("model")
+    assert sorted(df.index) == ["Acme-1B@step1000", "Acme-3B", "Acme-7B"]
+    assert df.loc["Acme-1B@step1000", "step"] == 1000 and math.isnan(df.loc["Acme-7B", "step"])
 
 
 @pytest.mark.parametrize("content, needle", [

@@ -38,7 +38,7 @@ __all__ = ["ImportOptions", "ModelRow", "ScoreImport", "import_results", "import
 
 SCORE_COLUMNS = ("HS", "TQA", "ARC", "WG", "MMLU")
 TABLE_COLUMNS = ("model", "family", "params", "d_model", "n_layers", "n_heads", *SCORE_COLUMNS, "tqa_variant",
-                 "source", "model_id", "revision", "provenance")
+                 "source", "model_id", "revision", "step", "provenance")
 
 
 @dataclass
@@ -73,7 +73,8 @@ class ScoreImport(Result):
 
     def frame(self) -> pd.DataFrame:
         """The score table (one row per model, columns of ``cape_hpc.io.scores`` plus ``model_id``,
-        ``revision``, ``provenance`` and ``_row``), attrs ``path`` and ``sha256`` (of the inputs)."""
+        ``revision``, ``step`` (the training step a checkpoint revision names, else NaN),
+        ``provenance`` and ``_row``), attrs ``path`` and ``sha256`` (of the inputs)."""
         by_model: dict[str, dict[str, CellSource]] = {}
         for c in self.cells:
             by_model.setdefault(c.model, {})[c.column] = c
@@ -83,7 +84,7 @@ class ScoreImport(Result):
             rec = {"model": row.model, "family": row.family, "params": row.params, "d_model": math.nan,
                    "n_layers": math.nan, "n_heads": math.nan, "tqa_variant": self.tqa_variant,
                    "source": "; ".join(sorted({f"{c.fmt} {Path(c.file).name}" for c in cells.values()})),
-                   "model_id": row.model_id, "revision": row.revision,
+                   "model_id": row.model_id, "revision": row.revision, "step": _step(row.revision),
                    "provenance": json.dumps({col: _cell_provenance(c) for col, c in cells.items()}, sort_keys=True)}
             rec.update({col: cells[col].value if col in cells else math.nan for col in SCORE_COLUMNS})
             records.append(rec)
@@ -92,6 +93,12 @@ class ScoreImport(Result):
         df.attrs["path"] = ", ".join(self.paths)
         df.attrs["sha256"] = hashlib.sha256("\n".join(sorted(c.sha256 for c in self.cells)).encode()).hexdigest()
         return df
+
+
+def _step(revision: str) -> float:
+    """The training step a checkpoint revision names (``step143000`` -> 143000), NaN for others."""
+    m = re.fullmatch(r"(?:.*[-_/])?step[-_]?(\d+)", revision)
+    return float(m[1]) if m else math.nan
 
 
 def _cell_provenance(c: CellSource) -> dict:

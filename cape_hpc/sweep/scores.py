@@ -107,8 +107,9 @@ def _evaluate(lm: Any, tasks: list[str], shots: int | None, opts: ScoresOptions)
 
 
 def run_scores(loaded: Any, opts: ScoresOptions, *, name: str, params: float, family: str = "",
-               device: str = "cpu") -> ScoreRun:
-    """Run ``opts.tasks`` on an already loaded model (``cape_hpc.models.LoadedModel``)."""
+               revision: str = "", device: str = "cpu") -> ScoreRun:
+    """Run ``opts.tasks`` on an already loaded model (``cape_hpc.models.LoadedModel``); ``revision``: the
+    revision the job asked for (a checkpoint's ``step1000``; the loaded one is kept as ``model_sha``)."""
     from lm_eval.models.huggingface import HFLM
 
     t0 = time.perf_counter()
@@ -124,7 +125,8 @@ def run_scores(loaded: Any, opts: ScoresOptions, *, name: str, params: float, fa
                 doc[key] = value
     doc["model_name"] = str(loaded.source)
     doc["config"] = {"model": "hf", "model_args": f"pretrained={loaded.source}", "model_num_parameters": params,
-                     "model_revision": str(loaded.revision), "model_dtype": str(loaded.dtype),
+                     "model_revision": revision or str(loaded.revision), "model_sha": str(loaded.revision),
+                     "model_dtype": str(loaded.dtype),
                      "limit": opts.limit, "batch_size": opts.batch_size}
     return ScoreRun(model=name, source=str(loaded.source), revision=str(loaded.revision), dtype=str(loaded.dtype),
                     params=float(params), family=family, tasks=list(opts.tasks),

@@ -99,7 +99,7 @@ def process_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
         from cape_hpc.sweep.scores import run_scores
 
         out["scores"] = run_scores(loaded, job.scores, name=entry.name, params=entry.params or float("nan"),
-                                   family=entry.family or "", device=device)
+                                   family=entry.family or "", revision=entry.load.revision or "", device=device)
         out["info"]["scores_seconds"] = out["scores"].seconds
     out["info"]["seconds"] = round(time.perf_counter() - t0, 3)
     del loaded
