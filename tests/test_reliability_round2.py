@@ -398,3 +398,72 @@ def test_crossmodel_marks_an_estimate_outside_its_interval():
     note = outside_note([row])
     assert "tiny-gpt2 final_coupling" in note and "mean_coupling" not in note
     assert outside_note([]) == ""
+
+
+# ----------------------------------------------------------------------------------------------
+# item 11: the smaller ones
+
+
+def test_sweep_merge_refusal_names_merge_force(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: one\noutput_dir: {tmp_path / 'out'}\ndefaults: {{dtype: float32, batch_size: 8}}\n"
+                   "prompts: {max_prompts: 8}\nsteering: {enabled: false}\n"
+                   "models:\n  - {id: tiny-llama, params: 1.3e5, d_model: 64, n_layers: 3, vocab: 260}\n")
+    merged = _results_file(tmp_path / "merged.h5")
+    line = one_line_error(cape("sweep", job, "--merge", merged), str(merged), "--merge-force")
+    assert "pass --force" not in line
+
+
+def test_mixed_prompts_message_prints_each_files_count_beside_it(tmp_path):
+    from crossmodel_fixture import synthetic_internals
+
+    from cape_hpc.io.store import write_results
+
+    a, _ = synthetic_internals("A", [0.2, 0.5], n_r=12, seed=1)
+    b, _ = synthetic_internals("B", [0.2, 0.5], n_r=10, seed=2)
+    pa, pb = tmp_path / "a.h5", tmp_path / "b.h5"
+    write_results(pa, {"/internals/A": a})
+    write_results(pb, {"/internals/B": b})
+    line = one_line_error(cape("crossmodel", pa, pb, "--scores", "none"), "mixed prompt sets")
+    assert f"{pb}:/internals/B vs {pa}:/internals/A" in line and "prompts in R 10 != 12" in line
+
+
+def test_steer_layers_out_of_range_names_layers(tmp_path):
+    line = one_line_error(cape("steer", "--model", "tiny-gpt2", "--layers", 99, "--max-neutral", 0), "--layers 99")
+    assert "--probe-layer" not in line
+
+
+def test_job_taps_empty_is_an_error_like_taps_comma(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("name: t\noutput_dir: out\ninternals: {taps: []}\nmodels:\n  - {id: tiny-gpt2, name: a}\n")
+    one_line_error(cape("sweep", job, "--dry-run"), "--taps", "no tap")
+
+
+def test_the_same_set_twice_is_refused():
+    one_line_error(cape("internals", "--model", "tiny-gpt2", "--sets", "reasoning", "reasoning"), "--sets")
+
+
+def test_null_set_in_a_prompt_file_is_one_line(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"id": "a", "text": "x y", "set": "r", "domain": "d"}\n'
+                 '{"id": "b", "text": "x z", "set": null, "domain": "d"}\n')
+    one_line_error(cape("internals", "--model", "tiny-gpt2", "--prompts", p), str(p), "line 2", "'set'")
+
+
+def test_bench_threads_maximum_and_its_name_once():
+    one_line_error(cape("bench", "--threads", 100000), "--threads")
+    line = one_line_error(cape("bench", "--baselines", "nosuch", "--shapes", "layers", "--ops", "steer", "--quick"),
+                          "nosuch")
+    assert line.count("cape bench") == 1
+
+
+def test_nc_out_says_unchanged_when_the_file_is_left_as_it_is(tmp_path):
+    out = tmp_path / "nc.h5"
+    env = {"GIT_DIR": str(tmp_path / "no-git")}    # the same code version in both runs
+    first = cape("coupling", "--out", out, env=env)
+    assert first.returncode == 0 and f"wrote {out}" in first.stdout, first.stderr[-2000:]
+    stamp = os.stat(out).st_mtime_ns
+    again = cape("coupling", "--out", out, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "wrote" not in again.stdout and "unchanged" in again.stdout
+    assert os.stat(out).st_mtime_ns == stamp

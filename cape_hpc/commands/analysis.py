@@ -86,12 +86,12 @@ def _check_out(args) -> None:
 def _write(args, groups: dict[str, Any], tables: dict[str, Any]) -> None:
     if getattr(args, "out", None) is None:
         return
-    from cape_hpc.io.store import write_results
+    from cape_hpc.io.store import save_results
 
     groups = {**groups, **{f"/scores/{k}": _table_group(v) for k, v in tables.items()}}
-    write_results(args.out, groups, force=args.force)
+    outcome = save_results(args.out, groups, force=args.force)
     if not args.json:
-        print(f"\nwrote {args.out}")
+        print(f"\nwrote {args.out}" if outcome == "written" else f"\n{args.out}: unchanged (same content)")
 
 
 def _func(path: str) -> Callable:

@@ -35,7 +35,7 @@ class BenchOptions(Options):
     stat: str = option("min", help="statistic of the repeats reported (min resists a busy machine)",
                        choices=("min", "median"))
     threads: int | None = option(None, help="CPU threads for torch and numba during the run (none: as set)",
-                                 minimum=1)
+                                 minimum=1, maximum=1024)
     csv: str | None = option(None, help="append one row per op, shape and backend/baseline to this CSV file "
                                         "(keyed by device, library versions and commit)", metavar="FILE")
     dtype: str = option("float32", help="tensor dtype", choices=("float32", "float16", "bfloat16"))
@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
                               baselines=bench.BASELINES if opts.baselines is None else opts.baselines,
                               stat=opts.stat, threads=opts.threads,
                               progress=None if args.json else (lambda m: print(f"  timing {m}", file=sys.stderr)))
-    except RuntimeError as exc:
-        raise OptionError(str(exc)) from None
+    except RuntimeError as exc:  # cape_kernels.bench names itself; the CLI adds "cape bench: error:"
+        raise OptionError(str(exc).removeprefix("cape bench: ")) from None
     if opts.csv:
         try:
             n = bench.write_csv(res, opts.csv)

@@ -87,8 +87,13 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
     if args.merge and not res.interrupted:
         from cape_hpc.sweep.merge import merge_shards
 
-        mres = merge_shards(out_dir, args.merge, MergeOptions(force=args.merge_force),
-                            expect=[m.name for m in select_models(job, opts.only, opts.index)])
+        from cape_hpc.errors import StoreError
+
+        try:
+            mres = merge_shards(out_dir, args.merge, MergeOptions(force=args.merge_force),
+                                expect=[m.name for m in select_models(job, opts.only, opts.index)])
+        except StoreError as exc:  # the store names its own --force; here the flag is --merge-force
+            raise StoreError(str(exc).replace("pass --force", "pass --merge-force")) from None
         status = status or mres.exit_status()
     if args.json:
         emit_json(res)

@@ -153,7 +153,7 @@ def check_prompt_sets(inputs: list[ModelInput]) -> None:
     names = ("prompt-set sha256", "set R", "set T", "prompts in R", "prompts in T", "pooling")
     for mi in inputs[1:]:
         a, b = _identity(ref.result), _identity(mi.result)
-        diff = [f"{n} {x!r:.20} != {y!r:.20}" for n, x, y in zip(names, a, b) if x != y]
+        diff = [f"{n} {x!r:.20} != {y!r:.20}" for n, x, y in zip(names, b, a) if x != y]  # mi's, then ref's
         if diff:
             raise DataError(f"mixed prompt sets: {mi.where} vs {ref.where}: {'; '.join(diff)} (every model of a "
                             f"cross-model analysis must measure the same prompts)")

@@ -66,6 +66,8 @@ class ExtractOptions(Options):
     def check(self) -> None:
         if not self.taps:
             raise OptionError("option '--taps': no tap selected (choose from " + ", ".join(TAPS) + ")")
+        if self.sets is not None and len(set(self.sets)) < len(self.sets):
+            raise OptionError(f"option '--sets': the two prompt sets must differ, got {self.sets[0]!r} twice")
         for t in self.taps:
             if t not in TAPS:
                 raise OptionError(f"option '--taps': {t!r} is not one of {', '.join(TAPS)}")

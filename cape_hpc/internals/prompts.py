@@ -95,6 +95,8 @@ def load_prompts(path: str | Path | None = None, *, calibration: bool = False) -
             raise DataError(f"{p}: line {lineno}: duplicate id {pid!r}"
                             + ("" if first == pid else f" (same as {first!r} up to case)"))
         ids[pid.casefold()] = pid
+        if rec["set"] is None or not str(rec["set"]).strip():
+            raise DataError(f"{p}: line {lineno}: field 'set' must name a prompt set, got {rec['set']!r}")
         sname = str(rec["set"])
         if sname.casefold() in set_names and set_names[sname.casefold()] != sname:
             raise DataError(f"{p}: line {lineno}: set {sname!r} differs only in case from set "

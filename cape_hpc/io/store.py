@@ -71,10 +71,18 @@ def atomic_h5(path: str | os.PathLike, *, force: bool = False, root_attrs: dict 
 def write_results(path: str | os.PathLike, groups: dict[str, Any], *, force: bool = False,
                   root_attrs: dict | None = None) -> Path:
     """Write ``{'/analysis/nc': tree_or_dataclass, ...}`` atomically into ``path``."""
+    save_results(path, groups, force=force, root_attrs=root_attrs)
+    return Path(path)
+
+
+def save_results(path: str | os.PathLike, groups: dict[str, Any], *, force: bool = False,
+                 root_attrs: dict | None = None) -> str:
+    """``write_results`` returning what happened: 'written', or 'unchanged' (the file there already
+    holds the same content and was left as it is)."""
     with atomic_h5(path, force=force, root_attrs=root_attrs) as h5:
         for name, tree in groups.items():
             write_tree(h5.require_group(name.strip("/")), to_tree(tree))
-    return Path(path)
+    return h5.cape_outcome
 
 
 def is_cape_file(path: str | os.PathLike) -> bool:
