@@ -96,22 +96,33 @@ step() {  # step NAME CMD...: CMD under the smaller of NAME's limit and the time
   [ "$st" = ok ] || tail -5 "$RES/$name.log" | sed 's/^/    /'
 }
 
+make_venv() {  # $VENV over $PY's packages; without the venv module: a folder on PYTHONPATH and wrappers
+  if "$PY" -m pip --version >/dev/null 2>&1 && "$PY" -m venv --system-site-packages --without-pip "$VENV"; then
+    PIP=("$PY" -m pip --python "$VPY")
+  elif "$PY" -m venv --system-site-packages "$VENV"; then
+    PIP=("$VPY" -m pip)
+  else
+    echo "no venv module: installing into $VENV/site (PYTHONPATH) instead"
+    rm -rf "$VENV" && mkdir -p "$VENV/bin" "$VENV/site" || return 1
+    printf '#!/bin/sh\nPYTHONPATH="%s/site${PYTHONPATH:+:$PYTHONPATH}" exec "%s" "$@"\n' "$VENV" "$PY" >"$VPY"
+    printf '#!/bin/sh\nexec "%s" -P -m cape_hpc.cli "$@"\n' "$VPY" >"$VENV/bin/cape"
+    chmod +x "$VPY" "$VENV/bin/cape"
+    PIP=("$PY" -m pip install --target "$VENV/site")
+    return 0
+  fi
+  PIP+=(install)
+}
+
 install_wheels() {  # the venv, the wheels, and cape_hpc imported from the venv (not the checkout)
   ls "$WHEELS"/*.whl >/dev/null 2>&1 || { echo "no wheels in $WHEELS: run make gpu-wheels first"; return 2; }
-  local site parent pip
-  if "$PY" -m pip --version >/dev/null 2>&1; then
-    "$PY" -m venv --system-site-packages --without-pip "$VENV" || return 1
-    pip=("$PY" -m pip --python "$VPY")
-  else
-    "$PY" -m venv --system-site-packages "$VENV" || return 1
-    pip=("$VPY" -m pip)
-  fi
+  local site parent
+  make_venv || return 1
   parent=$("$PY" -c 'import sys, sysconfig; print(sysconfig.get_paths()["purelib"] if sys.prefix != sys.base_prefix else "")')
-  if [ -n "$parent" ]; then   # PYTHON is a venv's (the CPU test): its packages play the image's
+  if [ -n "$parent" ] && [ -f "$VENV/pyvenv.cfg" ]; then   # PYTHON is a venv's (the CPU test): its packages play the image's
     site=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     echo "$parent" >"$site/_gpu_check_image.pth"
   fi
-  "${pip[@]}" install -q --no-deps --no-index --find-links "$WHEELS" "$WHEELS"/*.whl || return 1
+  "${PIP[@]}" -q --no-deps --no-index --find-links "$WHEELS" "$WHEELS"/*.whl || return 1
   "$VPY" -P -c '
 import sys, cape_hpc, cape_kernels
 venv = sys.argv[1]
@@ -122,7 +133,7 @@ print("cape_hpc", cape_hpc.__file__)' "$VENV" || return 1
   "$VPY" -P "$REPO/scripts/gpu_check_steps.py" --help >/dev/null
 }
 
-export -f install_wheels
+export -f install_wheels make_venv
 export PY VENV VPY WHEELS REPO
 
 sanitizer() {  # compute-sanitizer: on PATH, in the CUDA toolkit, or in an nvidia-* wheel
