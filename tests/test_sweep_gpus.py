@@ -60,7 +60,12 @@ def test_max_memory_and_sizes():
 def test_paper_large_job_needs_what_its_header_says():
     from cape_hpc.sweep.spec import estimate_memory_bytes, load_job
 
+    from cape_hpc.sweep.gpus import plan_job
+
     job = load_job(ROOT / "jobs" / "paper_large.yaml")
+    assert [g.gpus for g in plan_job(job, gpu_bytes=40 * GIB)] == [4, 4, 4, 4, 3, 2]     # largest first
+    with pytest.raises(OptionError, match=r"paper_large.yaml: Qwen-72B: needs 4 GPUs .* more than the 3"):
+        plan_job(job, gpu_bytes=40 * GIB, max_gpus=3)
     want = {"OPT-30B": (1, 2), "OPT-66B": (2, 4), "Llama-2-70B": (2, 4), "Qwen-72B": (2, 4),
             "Llama-3.1-70B": (2, 4), "Mixtral-8x7B": (2, 3)}
     assert {m.name for m in job.models} == set(want) and {m.load.dtype for m in job.models} == {"bfloat16"}
@@ -84,3 +89,7 @@ def test_rank_placement():
     assert rank_placement("given", 10 * GIB, 3, 4, 80 * GIB)["max_memory"].keys() == {0, 1, 2}
     with pytest.raises(OptionError, match=r"big: needs 2 GPUs of 80 GiB, this rank sees 1 .*--gpus-per-task=2"):
         rank_placement("big", 130 * GIB, None, 1, 80 * GIB)
+    # ranks sharing a node's 8 GPUs: rank 1 takes GPUs 2-3, rank 5 wraps to GPUs 2-3 of 4 groups
+    assert rank_placement("big", 130 * GIB, None, 8, 80 * GIB, rank=1)["max_memory"].keys() == {2, 3}
+    assert rank_placement("big", 130 * GIB, None, 8, 80 * GIB, rank=5)["max_memory"].keys() == {2, 3}
+    assert rank_placement("big", 130 * GIB, None, 3, 80 * GIB, rank=1)["max_memory"].keys() == {0, 1}

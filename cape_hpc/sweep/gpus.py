@@ -19,7 +19,7 @@ from cape_hpc.errors import OptionError
 from cape_hpc.sweep.spec import DTYPE_BYTES
 
 __all__ = ["GIB", "USABLE", "DEFAULT_GPU_MEMORY", "GpuNeed", "weight_bytes", "gpus_needed",
-           "plan_gpus", "gpus_per_rank", "max_memory_map", "rank_placement"]
+           "plan_gpus", "gpus_per_rank", "max_memory_map", "rank_placement", "plan_job"]
 
 GIB = 2 ** 30
 #: the share of each GPU's memory a plan fills
@@ -90,21 +90,33 @@ def gpus_per_rank(plan: Sequence[GpuNeed]) -> int:
     return max((g.gpus for g in plan), default=1)
 
 
-def max_memory_map(n_gpus: int, gpu_bytes: float, usable: float = USABLE) -> dict[int, int]:
-    """accelerate's ``max_memory`` for a model spread over GPUs 0 .. n_gpus - 1 of the rank."""
-    return {i: int(gpu_bytes * usable) for i in range(int(n_gpus))}
+def max_memory_map(n_gpus: int, gpu_bytes: float, usable: float = USABLE, first: int = 0) -> dict[int, int]:
+    """accelerate's ``max_memory`` for a model spread over GPUs first .. first + n_gpus - 1 of the rank."""
+    return {first + i: int(gpu_bytes * usable) for i in range(int(n_gpus))}
 
 
 def rank_placement(name: str, need_bytes: float | None, given: int | None, visible: int,
-                   gpu_bytes: float) -> dict | None:
+                   gpu_bytes: float, rank: int = 0) -> dict | None:
     """How a rank that sees ``visible`` GPUs of ``gpu_bytes`` each loads one model: None when one GPU
-    holds it (the rank's own device), else ``load_model``'s placement over the first GPUs it needs
-    ({"device_map": "balanced", "max_memory": ...}).  OptionError naming the model when it needs more
-    GPUs than the rank sees."""
+    holds it (the rank's own device), else ``load_model``'s placement ({"device_map": "balanced",
+    "max_memory": ...}) over the GPUs it needs: the first ones when Slurm gives each rank its own
+    (``--gpus-per-task``), the ``rank``-th group of them when the ranks of a node share its GPUs.
+    OptionError naming the model when it needs more GPUs than the rank sees."""
     g = plan_gpus([(name, None, "bfloat16", given, need_bytes)], gpu_bytes)[0].gpus
     if g > visible:
         raise OptionError(f"{name}: needs {g} GPUs of {gpu_bytes / GIB:.0f} GiB, this rank sees {visible} "
                           f"(sbatch --gpus-per-task={g}; `cape sweep JOB --gpus-per-task` prints what a job needs)")
     if g == 1:
         return None
-    return {"device_map": "balanced", "max_memory": max_memory_map(g, gpu_bytes)}
+    first = (int(rank) % (visible // g)) * g
+    return {"device_map": "balanced", "max_memory": max_memory_map(g, gpu_bytes, first=first)}
+
+
+def plan_job(job, models=None, gpu_bytes: float = DEFAULT_GPU_MEMORY, max_gpus: int | None = None) -> list[GpuNeed]:
+    """:func:`plan_gpus` of a job's models (``models``: a selection of ``job.models``), largest first
+    (``spec.order_models``), each needing ``spec.estimate_memory_bytes`` (its ``gpus:`` when given)."""
+    from cape_hpc.sweep.spec import estimate_memory_bytes, order_models
+
+    rows = [(m.name, m.params, m.load.dtype, getattr(m.facts, "gpus", None), estimate_memory_bytes(m, job))
+            for m in order_models(list(job.models if models is None else models))]
+    return plan_gpus(rows, gpu_bytes, max_gpus, where=str(job.path))
