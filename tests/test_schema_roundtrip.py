@@ -83,19 +83,26 @@ def library_results(tmp_path: Path) -> list[Result]:
     if getattr(dyn, "term_stability", None) is not None:
         out.append(dyn.term_stability)
     out.append(_analyze_run())
-    out.append(_score_import(tmp_path))
+    out += _score_import(tmp_path)
     return out + sweep_results(tmp_path)
 
 
-def _score_import(tmp_path: Path) -> Result:
-    """`cape scores import` of files written as lm_eval 0.4 does (tests/test_scores_import.py)."""
+def _score_import(tmp_path: Path) -> list[Result]:
+    """`cape scores import` of files written as lm_eval 0.4 does (tests/test_scores_import.py), and a
+    sweep's ScoreRun holding such a document (lm-eval itself runs in tests/test_scores_import_sweep.py)."""
+    import json
+
     from cape_hpc.io.evalresults import import_results
+    from cape_hpc.schema import Provenance
+    from cape_hpc.sweep.scores import ScoreRun
     from test_scores_import import lmeval04, write_output_path
 
     pct = {"HS": 50.0, "TQA": 40.0, "ARC": 30.0, "WG": 55.0, "MMLU": 27.0}
     write_output_path(tmp_path / "evalres", lmeval04("org/M-1B", 1e9, pct, date=1.7e9), "2023-11-14T22-13-20")
     write_output_path(tmp_path / "evalres", lmeval04("org/M-1B", 1e9, pct, date=1.8e9), "2027-01-15T08-00-00")
-    return import_results([tmp_path / "evalres"])
+    run = ScoreRun("M-1B", "org/M-1B", "main", "float32", 1e9, "M", ["hellaswag:0"], "0.4.13", 1.5,
+                   json.dumps(lmeval04("org/M-1B", 1e9, pct)), Provenance("cape_hpc.sweep.scores.run_scores"))
+    return [import_results([tmp_path / "evalres"]), run]
 
 
 @pytest.fixture(scope="module")
