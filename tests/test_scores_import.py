@@ -8,6 +8,7 @@ Real files written by other groups are in the checkout's sibling folder shared/e
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -196,10 +197,11 @@ def lmeval04(model_id: str, params: float | None, pct: dict[str, float], *, date
 
 
 def _subjects() -> tuple[str, ...]:
-    path = ROOT / "cape_hpc" / "io" / "evalresults_map.py"   # the list is data; 57 names checked below
-    names = re.findall(r'"([a-z_]+)"', path.read_text().split("MMLU_SUBJECTS = (")[1].split(")")[0])
-    assert len(names) == 57
-    return tuple(names)
+    """The 57 subjects, as the real files name them (checked against them in the real-file tests)."""
+    from cape_hpc.io.evalresults_map import MMLU_SUBJECTS
+
+    assert len(set(MMLU_SUBJECTS)) == 57
+    return MMLU_SUBJECTS
 
 
 def write_output_path(root: Path, doc: dict, stamp: str = "2025-03-03T00-05-12.300060") -> Path:
@@ -282,7 +284,6 @@ def test_import_writes_the_table_and_its_provenance_and_keeps_existing_files(tmp
         assert prov["TQA"]["task_version"] == "3.0" and prov["HS"]["n_shot"] == 0
         assert prov["HS"]["stderr"] is None and prov["TQA"]["stderr"] == pytest.approx(1.4)   # "N/A" and 0.014
     side = json.loads(companion_path(table).read_text())
-    import hashlib
     digests = {c["file"]: c["sha256"] for c in side["cells"]}
     assert digests == {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
     assert side["metric_map"].startswith("HS = hellaswag acc_norm; TQA = truthfulqa mc2")
@@ -434,3 +435,12 @@ def test_the_import_round_trips_through_hdf5(tmp_path):
     imp = import_results([tmp_path / "res"])
     assert imp.superseded
     assert_roundtrip(imp, tmp_path)
+
+
+@needs_real
+def test_the_subject_list_is_the_one_the_real_files_use():
+    from cape_hpc.io.evalresults_map import MMLU_SUBJECTS
+
+    for name in ("lmeval03/facebook__opt-125m__lmeh.json", "lmeval04/Qwen__Qwen2.5-3B__lmeh.json"):
+        res = json.loads((EXTERNAL / name).read_text())["results"]
+        assert set(_subject_values(res, "acc,none" if "lmeval04" in name else "acc")) == set(MMLU_SUBJECTS)
