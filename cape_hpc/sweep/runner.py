@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cape_hpc.errors import OptionError, StoreError
+from cape_hpc.io.store import check_target
 from cape_hpc.schema import Provenance, Result
 from cape_hpc.sweep import shards
 from cape_hpc.sweep.options import SweepOptions
@@ -479,14 +480,11 @@ def share_plan(run: SweepRun, models: list[ModelEntry]) -> dict[str, Any]:
 
 
 def plan_run(job: JobSpec, out: Path, force: bool, models: list[ModelEntry]) -> dict[str, Any]:
-    """Create the results folder, check the prompt files, drop stale temporaries, classify every shard;
+    """Create the results folder (checked writable), check the prompt files, drop stale temporaries, classify every shard;
     StoreError when a shard of other provenance would be mixed in."""
     if out.exists() and not out.is_dir():
         raise StoreError(f"option '--out-dir': {out} is a file, not a results folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"option '--out-dir': cannot create the folder {out} ({exc.strerror or exc})") from None
+    check_target(out / "manifest.json", "--out-dir")      # the folder is created, and a file can be written in it
     check_prompt_files(job)
     shards.clean_stale_tmp(out)
     rows = plan(job, out, force=force, models=models)
