@@ -391,3 +391,28 @@ def test_axis_spread_statistic(shipped):
     claim = dataclasses.replace({c.id: c for c in load_claims()}["frontier-lolo"], paper=paper)
     res = audit_claim(AuditContext(shipped, frontier=load_frontier()), claim, mc_seeds=1)
     assert res.alternative == "half the range of the labs' errors", res.verdict
+
+
+# ------------------------------------------------------------------------------------------------
+# item 8: principal-component shares over all models; an empty width table says why
+
+def test_deff_prints_the_principal_component_shares_over_all_models(capsys, shipped):
+    from cape_hpc.cli import main
+    from cape_hpc.io.scores import SCORE_COLUMNS
+
+    assert main(["deff", "--n-resamples", "20"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("principal-component shares"))
+    X = shipped.dropna(subset=list(SCORE_COLUMNS))[list(SCORE_COLUMNS)].to_numpy(float)
+    lam = np.sort(np.linalg.eigvalsh(np.cov(X.T)))[::-1]
+    assert f"over all {len(X)} models" in line
+    for i, v in enumerate(lam / lam.sum()):
+        assert f"PC{i + 1} {100 * v:.1f}%" in line
+
+
+def test_an_empty_width_table_says_why(capsys, tmp_path):
+    from cape_hpc.cli import main
+
+    _table(tmp_path / "s.csv", _family("Pythia", [30, 40, 50, 60], [40, 38, 37, 41]))
+    assert main(["width", "--scores", str(tmp_path / "s.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "no family has a model with HS, TQA and d_model" in out and "4 model(s) left out" in out
