@@ -60,12 +60,15 @@ def test_max_memory_and_sizes():
 def test_paper_large_job_needs_what_its_header_says():
     from cape_hpc.sweep.spec import estimate_memory_bytes, load_job
 
-    from cape_hpc.sweep.gpus import plan_job
+    from cape_hpc.sweep.gpus import GpuPlanOptions, plan_job
 
     job = load_job(ROOT / "jobs" / "paper_large.yaml")
-    assert [g.gpus for g in plan_job(job, gpu_bytes=40 * GIB)] == [4, 4, 4, 4, 3, 2]     # largest first
+    assert [g.gpus for g in plan_job(job)] == [2, 2, 2, 2, 2, 1]                          # 80 GiB, largest first
+    assert [g.gpus for g in plan_job(job, opts=GpuPlanOptions(gpu_memory="40GiB"))] == [4, 4, 4, 4, 3, 2]
     with pytest.raises(OptionError, match=r"paper_large.yaml: Qwen-72B: needs 4 GPUs .* more than the 3"):
-        plan_job(job, gpu_bytes=40 * GIB, max_gpus=3)
+        plan_job(job, opts=GpuPlanOptions(gpu_memory="40GiB", max_gpus=3))
+    with pytest.raises(OptionError, match="--gpu-memory"):
+        GpuPlanOptions(gpu_memory="big")
     want = {"OPT-30B": (1, 2), "OPT-66B": (2, 4), "Llama-2-70B": (2, 4), "Qwen-72B": (2, 4),
             "Llama-3.1-70B": (2, 4), "Mixtral-8x7B": (2, 3)}
     assert {m.name for m in job.models} == set(want) and {m.load.dtype for m in job.models} == {"bfloat16"}
@@ -93,3 +96,27 @@ def test_rank_placement():
     assert rank_placement("big", 130 * GIB, None, 8, 80 * GIB, rank=1)["max_memory"].keys() == {2, 3}
     assert rank_placement("big", 130 * GIB, None, 8, 80 * GIB, rank=5)["max_memory"].keys() == {2, 3}
     assert rank_placement("big", 130 * GIB, None, 3, 80 * GIB, rank=1)["max_memory"].keys() == {0, 1}
+
+
+def test_sweep_dry_run_prints_gpus_per_model_and_refuses_what_cannot_fit(capsys, tmp_path):
+    import json
+
+    from cape_hpc.cli import main
+
+    job = str(ROOT / "jobs" / "paper_large.yaml")
+    out = ["--out-dir", str(tmp_path / "res")]
+    assert main(["sweep", job, "--dry-run", "--json", *out]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["gpus"] == {"Qwen-72B": 2, "Llama-3.1-70B": 2, "Llama-2-70B": 2, "OPT-66B": 2, "Mixtral-8x7B": 2,
+                            "OPT-30B": 1} and plan["gpus_per_rank"] == 2
+    assert main(["sweep", job, "--dry-run", "--gpu-memory", "40GiB", *out]) == 0
+    text = capsys.readouterr().out
+    row = next(s for s in text.splitlines() if "Mixtral-8x7B" in s)
+    assert row.split()[-3] == "3" and "sbatch --gpus-per-task=4" in text
+    for argv, want in ((["--gpus-per-task"], "2"), (["--gpus-per-task", "--gpu-memory", "40GiB"], "4"),
+                       (["--gpus-per-task", "--gpu-memory", "40GiB", "--only", "OPT-30B"], "2")):
+        assert main(["sweep", job, *argv]) == 0
+        assert capsys.readouterr().out.strip() == want
+    assert main(["sweep", job, "--dry-run", "--gpu-memory", "40GiB", "--max-gpus", "3", *out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Qwen-72B: needs 4 GPUs" in err[0] and "--max-gpus" in err[0]

@@ -5,6 +5,7 @@ import argparse
 import math
 import sys
 
+from cape_hpc.sweep.gpus import GpuPlanOptions
 from cape_hpc.sweep.options import MergeOptions, SweepOptions
 
 def register(sub) -> None:
@@ -19,6 +20,9 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (models, order, estimated memory, shard state); load nothing")
     p.add_argument("--count", action="store_true", help="print the number of models and exit")
+    GpuPlanOptions.add_arguments(p)
+    p.add_argument("--gpus-per-task", action="store_true",
+                   help="print the GPUs one rank needs (the largest selected model's, cape_hpc.sweep.gpus) and exit")
     p.add_argument("--merge", metavar="FILE.h5", help="after the sweep, merge the shards into this file (an "
                                                       "existing file with other content is kept unless --merge-force)")
     p.add_argument("--merge-force", action="store_true",
@@ -38,6 +42,17 @@ def register(sub) -> None:
     m.set_defaults(func=run_merge_cmd)
 
 
+def _gpu_plan(job, opts: SweepOptions, args: argparse.Namespace) -> dict:
+    """GPUs of each selected model and per rank (``cape_hpc.sweep.gpus.plan_job``), for the dry run."""
+    from cape_hpc.sweep.gpus import gpus_per_rank, plan_job
+    from cape_hpc.sweep.runner import select_models
+
+    gopts = GpuPlanOptions.from_args(args)
+    need = plan_job(job, select_models(job, opts.only, opts.index), gopts)
+    return {"gpus": {g.model: g.gpus for g in need}, "gpus_per_rank": gpus_per_rank(need),
+            "gpu_memory": gopts.gpu_memory}
+
+
 def _gb(b: float) -> float:
     return b if math.isnan(b) else round(b / 1e9, 2)
 
@@ -51,6 +66,11 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
     job = load_job(args.job)
     if args.count:
         print(len(select_models(job, opts.only, None)))
+        return 0
+    if args.gpus_per_task:
+        from cape_hpc.sweep.gpus import gpus_per_rank, plan_job
+
+        print(gpus_per_rank(plan_job(job, select_models(job, opts.only, opts.index), GpuPlanOptions.from_args(args))))
         return 0
     out_dir = opts.out_dir or job.output_dir
     if args.merge is not None:  # before any model runs: the merge target must be writable
@@ -67,13 +87,16 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
         if Path(out_dir).exists() and not Path(out_dir).is_dir():
             raise StoreError(f"option '--out-dir': {out_dir} is a file, not a results folder")
         rows = plan(job, out_dir, force=opts.force, models=select_models(job, opts.only, opts.index))
+        gpus = _gpu_plan(job, opts, args)            # refuses a model that cannot fit a rank
         if args.json:
-            emit_json({"job": job.name, "out_dir": out_dir, "work": job.work_target, "plan": rows})
+            emit_json({"job": job.name, "out_dir": out_dir, "work": job.work_target, "plan": rows, **gpus})
         else:
-            print_table([(r.order, r.model, r.id, r.params / 1e9, r.dtype, _gb(r.est_memory_bytes), r.shard, r.action)
-                         for r in rows],
-                        ["order", "model", "id", "params_B", "dtype", "est_mem_GB", "shard", "action"],
+            print_table([(r.order, r.model, r.id, r.params / 1e9, r.dtype, _gb(r.est_memory_bytes),
+                          gpus["gpus"][r.model], r.shard, r.action) for r in rows],
+                        ["order", "model", "id", "params_B", "dtype", "est_mem_GB", "gpus", "shard", "action"],
                         title=f"sweep plan: {job.name} ({len(rows)} models, largest first) -> {out_dir}")
+            print(f"\nGPUs per rank: {gpus['gpus_per_rank']} (the largest model's, GPUs of {gpus['gpu_memory']} filled "
+                  f"to 90 %): sbatch --gpus-per-task={gpus['gpus_per_rank']}")
             known = [r.est_memory_bytes for r in rows if not math.isnan(r.est_memory_bytes)]
             if known:
                 print(f"\nlargest estimated peak memory: {_gb(max(known))} GB per rank "

@@ -16,16 +16,35 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from cape_hpc.errors import OptionError
+from cape_hpc.models.options import parse_size
+from cape_hpc.options import Options, option
 from cape_hpc.sweep.spec import DTYPE_BYTES
 
-__all__ = ["GIB", "USABLE", "DEFAULT_GPU_MEMORY", "GpuNeed", "weight_bytes", "gpus_needed",
+__all__ = ["GIB", "USABLE", "GpuPlanOptions", "GpuNeed", "weight_bytes", "gpus_needed",
            "plan_gpus", "gpus_per_rank", "max_memory_map", "rank_placement", "plan_job"]
 
 GIB = 2 ** 30
 #: the share of each GPU's memory a plan fills
 USABLE = 0.9
-#: an H100 / A100-80GB
-DEFAULT_GPU_MEMORY = 80 * GIB
+
+
+@dataclass(frozen=True)
+class GpuPlanOptions(Options):
+    """What the plan assumes of the GPUs (``cape sweep --dry-run`` / ``--gpus-per-task``; a running
+    rank measures its own)."""
+
+    gpu_memory: str = option("80GiB", help="memory of one GPU for the plan of GPUs per model (an H100: 80GiB)",
+                             metavar="SIZE")
+    max_gpus: int | None = option(None, help="the most GPUs one rank may have: a model that needs more is refused",
+                                  minimum=1, metavar="N")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_size(self.gpu_memory, "--gpu-memory")
+
+    @property
+    def gpu_bytes(self) -> int:
+        return parse_size(self.gpu_memory, "--gpu-memory")
 
 
 @dataclass
@@ -112,11 +131,12 @@ def rank_placement(name: str, need_bytes: float | None, given: int | None, visib
     return {"device_map": "balanced", "max_memory": max_memory_map(g, gpu_bytes, first=first)}
 
 
-def plan_job(job, models=None, gpu_bytes: float = DEFAULT_GPU_MEMORY, max_gpus: int | None = None) -> list[GpuNeed]:
+def plan_job(job, models=None, opts: GpuPlanOptions | None = None) -> list[GpuNeed]:
     """:func:`plan_gpus` of a job's models (``models``: a selection of ``job.models``), largest first
     (``spec.order_models``), each needing ``spec.estimate_memory_bytes`` (its ``gpus:`` when given)."""
     from cape_hpc.sweep.spec import estimate_memory_bytes, order_models
 
+    opts = opts or GpuPlanOptions()
     rows = [(m.name, m.params, m.load.dtype, getattr(m.facts, "gpus", None), estimate_memory_bytes(m, job))
             for m in order_models(list(job.models if models is None else models))]
-    return plan_gpus(rows, gpu_bytes, max_gpus, where=str(job.path))
+    return plan_gpus(rows, opts.gpu_bytes, opts.max_gpus, where=str(job.path))
