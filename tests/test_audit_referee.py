@@ -416,3 +416,16 @@ def test_an_empty_width_table_says_why(capsys, tmp_path):
     assert main(["width", "--scores", str(tmp_path / "s.csv")]) == 0
     out = capsys.readouterr().out
     assert "no family has a model with HS, TQA and d_model" in out and "4 model(s) left out" in out
+
+
+def test_spec_curve_in_the_table_and_the_json(capsys):
+    import json
+
+    from cape_hpc.cli import main
+
+    assert main(["reproduce", "--claim", "pythia-r-hs-tqa", "-n", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "grade" in out and "matched" in out and "robust" in out
+    assert main(["reproduce", "--claim", "pythia-r-hs-tqa", "-n", "20", "--json"]) == 0
+    c = json.loads(capsys.readouterr().out)["claims"][0]
+    assert c["grade"] == "robust" and c["spec_curve"].startswith(f"{c['n_matches']}/{c['n_tried']} match")

@@ -106,6 +106,10 @@ def print_deff(r) -> None:
                       f"stratify={o.get('stratify', '-')}, seed={r.provenance.seed}")
     if r.dropped:
         print(f"left out for a blank score: {', '.join(r.dropped)}")
+    for g in r.groups:
+        if g.group == "all" and g.eigenvalues and sum(g.eigenvalues) > 0:
+            shares = ", ".join(f"PC{i + 1} {100 * v / sum(g.eigenvalues):.1f}%" for i, v in enumerate(g.eigenvalues))
+            print(f"principal-component shares over all {g.n_models} models ({r.matrix}): {shares}")
 
 
 def print_width(r) -> None:
@@ -116,6 +120,9 @@ def print_width(r) -> None:
                        "perms", "note"],
                 title=f"Width normalisation s / (d_model / {r.d_ref:g}): r({r.b1}, {r.b2}) with the "
                       f"permuted-width control (r does not depend on units)")
+    if not r.families:
+        print(f"no family has a model with {r.b1}, {r.b2} and d_model (the table is empty; "
+              f"{len(r.dropped)} model(s) left out for a blank d_model or score)")
 
 
 def print_hfield(r) -> None:

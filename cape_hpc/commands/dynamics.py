@@ -230,11 +230,16 @@ def print_audit(res, verbose: bool = False) -> None:
             why = "; ".join(x for x in (why, f"rests on uncertain rows: {', '.join(c.uncertain_rows)}") if x)
         if len(why) > 72 and not verbose:
             why = why[:69] + "..."
-        short = "reproduced only with" if c.alternative else c.verdict
+        short, _, vacuous = c.verdict.partition(": ")
+        short = "reproduced only with" if c.alternative else short
+        why = "; ".join(x for x in (vacuous, why, c.mc_tolerance) if x)
+        if len(why) > 72 and not verbose:
+            why = why[:69] + "..."
         tried = f"{c.n_tried}/{c.n_combinations}" if c.n_combinations else "-"
-        rows.append([c.id, c.paper, c.value, short, c.decided_by or "-", tried, why])
+        matched = f"{c.n_matches} ({c.n_degenerate} degen.)" if c.n_tried else "-"
+        rows.append([c.id, c.paper, c.value, short, c.decided_by or "-", tried, matched, c.grade or "-", why])
     print_table(rows, ["claim", "paper", "value (stated method)", "verdict", "decided by (combination)", "tried",
-                       "why / notes"],
+                       "matched", "grade", "why / notes"],
                 title=f"Reproduction audit ({len(res.claims)} claims, registry {res.registry}, budget "
                       f"{res.budget} combinations per claim)")
     if verbose:
@@ -248,7 +253,9 @@ def print_audit(res, verbose: bool = False) -> None:
                           f"{' ' + a.degenerate if a.degenerate else ''}")
                 if c.closest:
                     print(f"  closest: {c.closest} -> {c.closest_value}")
-    order = ["reproduced", "reproduced only with an alternative", "degenerate", "not reproduced",
+                print(f"  specification curve: {c.spec_curve}; grade {c.grade or '-'}")
+    order = ["reproduced", "reproduced only with an alternative", "holds but not informative", "degenerate",
+             "not reproduced",
              "needs model internals", "needs data not available", "not computable (method not stated)"]
     counts = {k: res.counts.get(k, 0) for k in order}
     counts.update({k: v for k, v in res.counts.items() if k not in counts})
