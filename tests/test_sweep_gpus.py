@@ -120,3 +120,24 @@ def test_sweep_dry_run_prints_gpus_per_model_and_refuses_what_cannot_fit(capsys,
     assert main(["sweep", job, "--dry-run", "--gpu-memory", "40GiB", "--max-gpus", "3", *out]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Qwen-72B: needs 4 GPUs" in err[0] and "--max-gpus" in err[0]
+
+
+@pytest.mark.parametrize("template, env, want", [
+    ("sweep.sbatch", {"SLURM_GPUS_PER_TASK": "1"}, "needs 2 GPUs per rank (its largest model); this job has "
+                                                   "--gpus-per-task=1"),
+    ("sweep.sbatch", {"SLURM_GPUS_PER_TASK": "h100:1"}, "--gpus-per-task=1"),
+    ("sweep_array.sbatch", {"SLURM_ARRAY_TASK_ID": "0", "SLURM_GPUS_ON_NODE": "1"},
+     "array task 0: its model needs 2 GPUs; this task has 1 (sbatch --gpus=2)"),
+])
+def test_slurm_templates_stop_a_rank_with_too_few_gpus(template, env, want):
+    """Both templates compare the GPUs Slurm gave against `cape sweep JOB --gpus-per-task` and stop
+    with exit 2 before any model loads (the CPU runs of scripts/ci_slurm.sh set no GPUs: no check)."""
+    import os
+    import subprocess
+    import sys
+
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    e.update(env, CAPE_VENV=str(Path(sys.executable).parent.parent), CAPE_REPO=str(ROOT))
+    r = subprocess.run(["bash", str(ROOT / "slurm" / template), str(ROOT / "jobs" / "paper_large.yaml")],
+                       capture_output=True, text=True, env=e, timeout=300)
+    assert r.returncode == 2 and want in r.stderr, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
