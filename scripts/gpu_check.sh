@@ -167,8 +167,9 @@ else
   step install install_wheels
   step env "$VPY" -P "$STEP_PY" env --json "$RES/env.json"
   mapfile -t GPU_TESTS < <(grep -l -E "mark\.gpu|kernel_backends" "$REPO"/tests/test_*.py)
+  # pytest-timeout's session limit ends the run itself (its report and XML kept) before the step's timeout
   step pytest_gpu "$VPY" -P -m pytest -c "$REPO/pytest.ini" --rootdir "$REPO" -p no:cacheprovider -m gpu -q -rs \
-       --junitxml "$RES/pytest_gpu.xml" "${GPU_TESTS[@]}"
+       --session-timeout $(($(limit_of pytest_gpu) - 15)) --junitxml "$RES/pytest_gpu.xml" "${GPU_TESTS[@]}"
   sanitize memcheck_extract memcheck extract-small
   sanitize memcheck_steer memcheck steer-small
   step bench "$VENV/bin/cape" bench --device cuda --repeats 3 --csv "$RES/bench.csv"
