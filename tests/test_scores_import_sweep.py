@@ -72,7 +72,7 @@ def test_scores_of_loaded_models_make_the_score_table(tasks):
 
 def test_mpiexec_sweep_with_scores_merges_a_table_that_analysis_reads(tasks, tmp_path):
     """`mpiexec -n 2 cape sweep` of a job with a scores: section: each rank scores the model it has
-    loaded, the merge builds the table, `cape coupling --scores merged.h5` reads it."""
+    loaded, the merge builds the table, `cape analyze --scores merged.h5` reads it."""
     import subprocess
     import sys
 
@@ -110,6 +110,8 @@ models:
     for name in ("tiny-llama", "tiny-gpt2"):
         with h5py.File(tmp_path / "out" / "shards" / f"{name}.h5", "r") as f:
             assert f.attrs["info_scores_seconds"] > 0 and f.attrs["info_internals_seconds"] > 0
-    r = subprocess.run([sys.executable, "-m", "cape_hpc.cli", "coupling", "--scores", str(merged), "--json"],
+    r = subprocess.run([sys.executable, "-m", "cape_hpc.cli", "analyze", "--scores", str(merged), "--json", "-n", "100"],
                        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["inputs"]["base"]["n_rows"] == 2 and "coupling" in out["analysis"]
