@@ -69,6 +69,12 @@ def test_paper_large_job_needs_what_its_header_says():
         plan_job(job, opts=GpuPlanOptions(gpu_memory="40GiB", max_gpus=3))
     with pytest.raises(OptionError, match="--gpu-memory"):
         GpuPlanOptions(gpu_memory="big")
+    from cape_hpc.sweep.gpus import model_placement
+
+    qwen, opt30 = job.model("Qwen-72B"), job.model("OPT-30B")
+    assert model_placement(opt30, job, 1, 80 * GIB) is None
+    assert model_placement(qwen, job, 2, 80 * GIB)["max_memory"] == {0: int(72 * GIB), 1: int(72 * GIB)}
+    assert model_placement(qwen, job, 8, 40 * GIB, rank=1)["max_memory"].keys() == {4, 5, 6, 7}
     want = {"OPT-30B": (1, 2), "OPT-66B": (2, 4), "Llama-2-70B": (2, 4), "Qwen-72B": (2, 4),
             "Llama-3.1-70B": (2, 4), "Mixtral-8x7B": (2, 3)}
     assert {m.name for m in job.models} == set(want) and {m.load.dtype for m in job.models} == {"bfloat16"}

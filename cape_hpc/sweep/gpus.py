@@ -21,7 +21,7 @@ from cape_hpc.options import Options, option
 from cape_hpc.sweep.spec import DTYPE_BYTES
 
 __all__ = ["GIB", "USABLE", "GpuPlanOptions", "GpuNeed", "weight_bytes", "gpus_needed",
-           "plan_gpus", "gpus_per_rank", "max_memory_map", "rank_placement", "plan_job"]
+           "plan_gpus", "gpus_per_rank", "max_memory_map", "rank_placement", "plan_job", "model_placement"]
 
 GIB = 2 ** 30
 #: the share of each GPU's memory a plan fills
@@ -140,3 +140,12 @@ def plan_job(job, models=None, opts: GpuPlanOptions | None = None) -> list[GpuNe
     rows = [(m.name, m.params, m.load.dtype, getattr(m.facts, "gpus", None), estimate_memory_bytes(m, job))
             for m in order_models(list(job.models if models is None else models))]
     return plan_gpus(rows, opts.gpu_bytes, opts.max_gpus, where=str(job.path))
+
+
+def model_placement(entry, job, visible: int, gpu_bytes: float, rank: int = 0) -> dict | None:
+    """:func:`rank_placement` of one model of a job (``spec.estimate_memory_bytes``, its ``gpus:``)
+    on a rank that sees ``visible`` GPUs of ``gpu_bytes`` (the sweep's work function measures both)."""
+    from cape_hpc.sweep.spec import estimate_memory_bytes
+
+    return rank_placement(entry.name, estimate_memory_bytes(entry, job), getattr(entry.facts, "gpus", None),
+                          visible, gpu_bytes, rank)
