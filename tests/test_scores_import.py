@@ -163,7 +163,7 @@ def test_real_mmlu_subject_mean_and_aggregate_differ_as_documented():
     assert m_agg.value == pytest.approx(100 * weighted, rel=1e-9)      # the group value is size-weighted
     assert m_agg.value == pytest.approx(100 * doc["results"]["mmlu"]["acc,none"], rel=1e-15)
     assert m_mean.value == pytest.approx(100 * np.mean(list(subjects.values())), rel=1e-12)
-    assert abs(m_mean.value - m_agg.value) > 0.3
+    assert 1.5 < m_mean.value - m_agg.value < 2.6     # as the docs say (1.7 here)
     assert m_agg.n_shot == 0 and m_mean.n_shot == 0                     # the group's n-shot from its subjects
 
 

@@ -13,7 +13,7 @@ _MAP_HELP = """metric map (one rule per benchmark; the file's fractions x 100 = 
   WG   = winogrande acc
   MMLU = unweighted mean of the 57 subjects' acc (mmlu_<subject>, hendrycksTest-<subject>; the Open LLM
          Leaderboard v1 convention); --mmlu aggregate takes lm-eval 0.4's 'mmlu' group instead, which
-         weights subjects by their number of questions (they differ, by about 1 point on Qwen2.5)
+         weights subjects by their number of questions (they differ: 1.7 to 2.5 points on Qwen2.5-1.5B/7B)
   override one with --metric BENCH=TASK:METRIC (e.g. TQA=truthfulqa:mc1 makes tqa_variant mc1).
 
 Per model and benchmark the newest file per n-shot wins (the others are listed). Parameter counts:

@@ -10,7 +10,7 @@ WG   ``winogrande`` ``acc``
 MMLU ``mmlu`` ``acc``: the **unweighted mean of the 57 subjects** (``--mmlu subtasks``, the
      Open LLM Leaderboard v1 convention and the shipped table's), or lm-eval 0.4's ``mmlu``
      group value (``--mmlu aggregate``), which weights each subject by its number of questions:
-     the two differ (by about 1 point on the Qwen2.5 files).
+     the two differ (by 1.7 to 2.5 points on the Qwen2.5 and gemma-2 files of lm-eval 0.4).
 ==== =========================== ===============================================================
 
 Task names are first made canonical across formats: lm-eval 0.4 ``truthfulqa_mc2``/``truthfulqa_mc1``
