@@ -5,6 +5,7 @@ or on synthetic tables whose answers are known by construction."""
 
 import numpy as np
 import pytest
+from test_audit_search import _table
 
 from cape_hpc.audit.computations import AuditContext, evaluate
 from cape_hpc.audit.degeneracy import reasons
@@ -47,23 +48,7 @@ def test_ode_ratio_uses_anchored_baselines(shipped):
 
 
 # ------------------------------------------------------------------------------------------------
-# synthetic tables (the same schema as the shipped one)
-
-FIELDS = ["model", "family", "params", "d_model", "n_layers", "n_heads", "HS", "TQA", "ARC", "WG", "MMLU",
-          "tqa_variant", "source"]
-
-
-def _table(path, rows):
-    import csv
-
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({"d_model": "", "n_layers": "", "n_heads": "", "ARC": 30, "WG": 55, "MMLU": 30,
-                        "tqa_variant": "mc2", "source": "synthetic", **r})
-    return load_scores(path)
-
+# synthetic tables (the same schema as the shipped one; rows written by the search tests' _table)
 
 def _family(name, hs, tqa, base=1e8, **extra):
     return [{"model": f"{name}-{i}", "family": name, "params": int(base * 2 ** i), "HS": h, "TQA": t, **extra}
@@ -180,24 +165,17 @@ def test_spec_curve_counts_and_grades(tmp_path):
 
     rho_b = stats.spearmanr(hs, tb)[0]
     r_a = np.corrcoef(hs, ta)[0, 1]
-    res = _audit(tmp_path, df, f"""claims:
-  - id: stated
+    claim = """
+  - id: {id}
     gist: g
-    paper: "{r_a:.3f}"
+    paper: "{paper:.3f}"
     method: m
     compute: {{fn: pearson, args: {{families: [A]}}}}
     axes:
       subset: [{{name: "family B", args: {{families: [B]}}}}]
       statistic: [{{name: "Spearman", args: {{stat: rho}}}}]
-  - id: two
-    gist: g
-    paper: "{rho_b:.3f}"
-    method: m
-    compute: {{fn: pearson, args: {{families: [A]}}}}
-    axes:
-      subset: [{{name: "family B", args: {{families: [B]}}}}]
-      statistic: [{{name: "Spearman", args: {{stat: rho}}}}]
-""")
+"""
+    res = _audit(tmp_path, df, "claims:" + claim.format(id="stated", paper=r_a) + claim.format(id="two", paper=rho_b))
     assert res["stated"].grade == "robust" and res["stated"].n_matches == 1 and res["stated"].n_tried == 4
     two = res["two"]
     assert two.grade == "fragile" and two.n_matches == 1 and two.n_degenerate == 0
