@@ -81,12 +81,7 @@ def load_prompts(path: str | Path | None = None, *, calibration: bool = False) -
             raise DataError(f"{p}: line {lineno}: field 'text' must be a non-empty string")
         for key in ("id", "text", "set", "domain"):
             v = rec.get(key)
-            if isinstance(v, str):
-                try:
-                    v.encode("utf-8")
-                except UnicodeEncodeError as exc:
-                    raise DataError(f"{p}: line {lineno}: field {key!r} holds a lone surrogate "
-                                    f"({v[exc.start]!r} at character {exc.start}): not valid Unicode text") from None
+            if isinstance(v, str):  # lone surrogates: refused by jsonl_records for every field
                 if "\0" in v:
                     raise DataError(f"{p}: line {lineno}: field {key!r} contains a NUL character")
         pid = str(rec["id"])
