@@ -37,7 +37,7 @@ def _lines(ax, prefix=""):
 
 
 def test_phase_diagram_points_are_the_table_scores(sample, scores):
-    fig = F.fig_phase_diagram(sample)
+    fig = F.draw("phase_diagram", sample)
     (ax,) = fig.axes
     assert ax.get_xlabel().startswith("HS") and ax.get_ylabel().startswith("TQA")
     traj = _lines(ax, "traj:")
@@ -57,7 +57,7 @@ def test_phase_diagram_points_are_the_table_scores(sample, scores):
 
 
 def test_running_gamma_series_and_nc_lines(sample, scores):
-    fig = F.fig_running_gamma(sample)
+    fig = F.draw("running_gamma", sample)
     lines = [ln for ax in fig.axes for ln in ax.get_lines()]
     gam = {ln.get_gid()[6:]: ln for ln in lines if (ln.get_gid() or "").startswith("gamma:")}
     assert set(gam) == set(scores["family"])
@@ -81,7 +81,7 @@ def test_running_gamma_series_and_nc_lines(sample, scores):
 
 
 def test_deff_bars_and_intervals(sample):
-    fig = F.fig_deff(sample)
+    fig = F.draw("deff", sample)
     (ax,) = fig.axes
     assert ax.get_ylabel().startswith("d_eff") and ax.get_xlabel() == "phase"
     groups = read_results(sample.path, "/analysis/deff")["groups"]
@@ -100,7 +100,7 @@ def test_deff_bars_and_intervals(sample):
 
 
 def test_width_before_after_and_control(sample, scores):
-    fig = F.fig_width(sample)
+    fig = F.draw("width", sample)
     (ax,) = fig.axes
     assert ax.get_ylabel() == "Pearson r"
     labels = [c.get_label() for c in ax.containers]
@@ -116,7 +116,7 @@ def test_width_before_after_and_control(sample, scores):
 
 
 def test_frontier_scatter_fit_and_h(sample):
-    fig = F.fig_frontier(sample)
+    fig = F.draw("frontier", sample)
     ax = fig.axes[0]
     assert ax.get_xlabel().startswith("SWE") and ax.get_ylabel().startswith("GPQA")
     fr = load_frontier()
@@ -133,7 +133,7 @@ def test_frontier_scatter_fit_and_h(sample):
 
 def test_internals_layer_curve_and_head_map(sample):
     for model in STEER_ALPHAS:
-        fig = F.fig_internals(sample, model)
+        fig = dict(F.draw("internals", sample))[f"internals_{model}"]
         ax, ax2 = fig.axes[:2]
         g = read_results(sample.path, f"/internals/{model}")
         assert ax.get_xlabel() == "layer" and ax2.get_ylabel() == "head"
@@ -159,7 +159,7 @@ def _wilson(k, n, z=1.959963984540054):
 
 
 def test_steering_rates_with_intervals(sample):
-    fig = F.fig_steering(sample)
+    fig = F.draw("steering", sample)
     (ax,) = fig.axes
     assert ax.get_xlabel() == "alpha" and "intervention rate" in ax.get_ylabel()
     assert len(ax.containers) == len(STEER_ALPHAS)  # one errorbar series per model
@@ -182,7 +182,7 @@ def test_steering_rates_with_intervals(sample):
 
 
 def test_dynamics_holdout_and_baselines(sample):
-    fig = F.fig_dynamics(sample)
+    fig = F.draw("dynamics", sample)
     ax, ax2 = fig.axes
     assert ax.get_xlabel() == "log10 N" and "holdout" in ax.get_title()
     opt = load_scores().query("family == 'OPT'").sort_values("params")
@@ -214,7 +214,7 @@ def test_dynamics_holdout_and_baselines(sample):
 
 
 def test_isocline_points_and_curve(sample):
-    fig = F.fig_isocline(sample)
+    fig = F.draw("isocline", sample)
     (ax,) = fig.axes
     g = read_results(sample.path, "/analysis/isocline")
     (curve,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("isocline")]
@@ -229,7 +229,7 @@ def test_isocline_points_and_curve(sample):
 
 
 def test_hfield_bars_are_family_mean_residuals(sample):
-    fig = F.fig_hfield(sample)
+    fig = F.draw("hfield", sample)
     (ax,) = fig.axes
     d = load_scores().dropna(subset=["HS", "TQA"])  # cape analyze fits h on the whole table
     slope, intercept = np.polyfit(d["HS"], d["TQA"], 1)
@@ -243,12 +243,12 @@ def test_hfield_bars_are_family_mean_residuals(sample):
 def test_loss_and_eigen_figures(sample):
     from cape_hpc.io.scores import load_loss
 
-    ax = F.fig_loss(sample).axes[0]
+    ax = F.draw("loss", sample).axes[0]
     assert ax.get_xscale() == "log" and ax.get_ylabel() == "validation loss"
     loss = load_loss()
     pts = ax.get_lines()[0]
     np.testing.assert_allclose(sorted(pts.get_xdata()), sorted(loss["params"].to_numpy(float)))
-    ax = F.fig_eigen(sample).axes[0]
+    ax = F.draw("eigen", sample).axes[0]
     g = read_results(sample.path, "/analysis/eigen")
     lam1 = ax.get_lines()[0].get_ydata()
     assert len(lam1) == len(g["windows"])
@@ -259,7 +259,7 @@ def test_loss_and_eigen_figures(sample):
 
 
 def test_predict_bars_band_and_baselines(sample):
-    fig = F.fig_predict(sample)
+    fig = F.draw("predict", sample)
     (ax,) = fig.axes
     g = read_results(sample.path, PREDICT_GROUP)
     assert [t.get_text() for t in ax.get_xticklabels()] == g["benchmarks"]
@@ -319,7 +319,7 @@ def test_cli_report_json(sample, tmp_path, capsys):
     assert info["path"] == str(out.resolve()) and out.stat().st_size == info["bytes"]
     assert info["skipped"] == [] and info["diagnose"] == "/analysis/diagnose_model"
     assert "Phase diagram" in info["charts"] and "Steering intervention rate" in info["charts"]
-    assert main(["report", sample.path, "-o", str(out)]) == 0
+    assert main(["report", sample.path, "-o", str(out), "--force"]) == 0   # the same file again
     assert capsys.readouterr().out.strip().endswith(f"report: {out.resolve()}")
 
 
@@ -341,10 +341,8 @@ def test_demo_like_commands_draw_every_chart(tmp_path):
     figs = json.loads(cape("figures", h5, "-o", str(tmp_path / "figs"), "--format", "png", "--json"))
     assert figs["skipped"] == []
     names = {Path(p).stem for p in figs["written"]}
-    assert names >= set(F.FIGURES) | {"internals_tiny-llama"}
-    from cape_hpc.report.crossmodel_figures import FIGURES as CM
-
-    assert names >= set(CM) and "Cross-model: internal coupling ladder per family" in info["charts"]
+    assert names >= (set(F.FIGURES) - {"internals"}) | {"internals_tiny-llama", "crossmodel_ladders"}
+    assert "Cross-model: internal coupling ladder per family" in info["charts"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -363,9 +361,7 @@ def _internals_groups(sample):
 
 
 def test_crossmodel_ladder_per_family_with_intervals(sample, crossmodel):
-    from cape_hpc.report import crossmodel_figures as CF
-
-    fig = CF.fig_ladders(sample)
+    fig = F.draw("crossmodel_ladders", sample)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "log10 N (parameters)" and "final" in ax.get_ylabel()
     df = load_scores().set_index("model")
@@ -399,11 +395,9 @@ def test_crossmodel_ladder_per_family_with_intervals(sample, crossmodel):
 
 
 def test_crossmodel_layer_curves_on_relative_depth_and_drep(sample):
-    from cape_hpc.report import crossmodel_figures as CF
-
     groups = _internals_groups(sample)
     assert len(groups) >= 2
-    for fig, key in ((CF.fig_depth(sample), "coupling"), (CF.fig_drep(sample), "d_rep")):
+    for fig, key in ((F.draw("crossmodel_depth", sample), "coupling"), (F.draw("crossmodel_drep", sample), "d_rep")):
         ax = fig.axes[0]
         assert ax.get_xlabel().startswith("relative depth")
         lines = {ln.get_label(): ln for ln in ax.get_lines()}
@@ -416,11 +410,9 @@ def test_crossmodel_layer_curves_on_relative_depth_and_drep(sample):
 
 
 def test_crossmodel_bottleneck_curves(sample):
-    from cape_hpc.report import crossmodel_figures as CF
-
     groups = {m: g for m, g in _internals_groups(sample).items() if g["bottleneck"]["measured"]}
     assert groups
-    ax = CF.fig_bottleneck(sample).axes[0]
+    ax = F.draw("crossmodel_bottleneck", sample).axes[0]
     assert ax.get_xscale() == "log"
     curves = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
     assert len(curves) == len(groups)
@@ -432,11 +424,11 @@ def test_crossmodel_bottleneck_curves(sample):
 
 
 def test_crossmodel_charts_and_phase_table(sample, crossmodel):
-    from cape_hpc.report import crossmodel_figures as CF
+    from cape_hpc.report.html import build_charts
 
-    charts, skipped = CF.build_charts(sample)
+    charts, skipped = build_charts(sample)
     assert skipped == []
-    by = {title: (spec, data) for title, spec, data in charts}
+    by = {c["title"]: (c["spec"], c["table"]) for c in charts if c["title"].startswith("Cross-model")}
     assert set(by) == {"Cross-model: internal coupling ladder per family",
                        "Cross-model: per-layer coupling on a relative depth axis", "Cross-model: d_rep profiles",
                        "Cross-model: projection bottleneck curves", "Cross-model: internal vs benchmark phase"}

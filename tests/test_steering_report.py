@@ -28,7 +28,7 @@ def sample():
 
 
 def test_dose_response_figure_draws_stored_rates_and_wilson_intervals(sample):
-    fig = F.fig_steering_dose(sample)
+    fig = F.draw("steering_dose", sample)
     (ax,) = fig.axes
     assert ax.get_xlabel() == "alpha" and "held-out" in ax.get_ylabel()
     for model in STEER_ALPHAS:

@@ -32,40 +32,35 @@ from cape_hpc.steering.results import SteeringOutcomeResult, SteeringResult
 
 _SEG = r"[^/]+"
 
-#: (group path pattern, class); the first full match decides
-LAYOUT: tuple[tuple[re.Pattern, type], ...] = tuple((re.compile(p), c) for p, c in (
-    ("/analysis/coupling", CouplingResult),
-    ("/analysis/phases", PhaseResult),
-    ("/analysis/population(_phase|_all)?", PopulationResult),
-    (f"/analysis/nc/{_SEG}", NcResult),
-    ("/analysis/deff", DeffResult),
-    ("/analysis/width", WidthResult),
-    ("/analysis/(frontier_)?hfield", HFieldResult),
-    ("/analysis/isocline", IsoclineResult),
-    ("/analysis/loss", LossLawResult),
-    ("/analysis/fixedpoint", FixedPointResult),
-    ("/analysis/eigen", EigenResult),
-    ("/analysis/frontier", FrontierResult),
-    ("/analysis/diagnose_model", DiagnoseModel),
-    ("/analysis/diagnose", Diagnosis),
-    (f"/dynamics/predict/{_SEG}/{_SEG}", PredictResult),
-    (f"/dynamics/(?!predict/){_SEG}/{_SEG}", DynamicsResult),
-    ("/reproduce", AuditResult),
-    (f"/internals/{_SEG}", InternalsResult),
-    (f"/steering/{_SEG}/outcome(_{_SEG})?", SteeringOutcomeResult),
-    (f"/steering/{_SEG}/{_SEG}", SteeringResult),
-    (f"/scores/{_SEG}", InputTable),
-    ("/crossmodel", CrossModelResult),
-))
+#: (group path pattern, class, the pattern as the docs and skip notes write it: "" = the pattern);
+#: the first full match decides
+GROUP_LAYOUT: tuple[tuple[str, type, str], ...] = (
+    ("/analysis/coupling", CouplingResult, ""),
+    ("/analysis/phases", PhaseResult, ""),
+    ("/analysis/population(_phase|_all)?", PopulationResult, "/analysis/population[_all|_phase]"),
+    (f"/analysis/nc/{_SEG}", NcResult, "/analysis/nc/<estimator>"),
+    ("/analysis/deff", DeffResult, ""),
+    ("/analysis/width", WidthResult, ""),
+    ("/analysis/(frontier_)?hfield", HFieldResult, "/analysis/hfield"),
+    ("/analysis/isocline", IsoclineResult, ""),
+    ("/analysis/loss", LossLawResult, ""),
+    ("/analysis/fixedpoint", FixedPointResult, ""),
+    ("/analysis/eigen", EigenResult, ""),
+    ("/analysis/frontier", FrontierResult, ""),
+    ("/analysis/diagnose_model", DiagnoseModel, ""),
+    ("/analysis/diagnose", Diagnosis, ""),
+    (f"/dynamics/predict/{_SEG}/{_SEG}", PredictResult, "/dynamics/predict/<family>/<size>"),
+    (f"/dynamics/(?!predict/){_SEG}/{_SEG}", DynamicsResult, "/dynamics/<model>/<train>--<holdout>"),
+    ("/reproduce", AuditResult, ""),
+    (f"/internals/{_SEG}", InternalsResult, "/internals/<model>"),
+    (f"/steering/{_SEG}/outcome(_{_SEG})?", SteeringOutcomeResult, "/steering/<model>/outcome_<items>"),
+    (f"/steering/{_SEG}/{_SEG}", SteeringResult, "/steering/<model>/<run>"),
+    (f"/scores/{_SEG}", InputTable, "/scores/<name>"),
+    ("/crossmodel", CrossModelResult, ""),
+)
 
-#: group patterns as written in the docs (README table, skip notes)
-GROUPS = {
-    CouplingResult: "/analysis/coupling", PhaseResult: "/analysis/phases", NcResult: "/analysis/nc/<estimator>",
-    DeffResult: "/analysis/deff", WidthResult: "/analysis/width", HFieldResult: "/analysis/hfield",
-    IsoclineResult: "/analysis/isocline", LossLawResult: "/analysis/loss", EigenResult: "/analysis/eigen",
-    FrontierResult: "/analysis/frontier", DiagnoseModel: "/analysis/diagnose_model",
-    DynamicsResult: "/dynamics/<model>/<train>--<holdout>", PredictResult: "/dynamics/predict/<family>/<size>",
-    AuditResult: "/reproduce", InternalsResult: "/internals/<model>", SteeringResult: "/steering/<model>/<run>",
-    SteeringOutcomeResult: "/steering/<model>/outcome_<items>",
-    CrossModelResult: "/crossmodel",
-}
+#: (compiled pattern, class), for the readers
+LAYOUT: tuple[tuple[re.Pattern, type], ...] = tuple((re.compile(p), c) for p, c, _ in GROUP_LAYOUT)
+
+#: class -> its group as the docs write it (README table, skip notes)
+GROUPS: dict[type, str] = {c: shown or p for p, c, shown in GROUP_LAYOUT}
