@@ -8,8 +8,9 @@ last point a tap needs.  The callbacks reduce each tap into the device-resident 
 pairs below -0.5, per block pair); nothing in the pass synchronises with the host.  The state does
 not depend on the number of prompts (the exact pair count's resident unit vectors are bounded by
 ``pair_budget_mb``; beyond it a seeded reservoir per set).  One transfer to the host at the end;
-then every statistic, its block-bootstrap interval (§3.8, ``cape_hpc.internals.blocks``) and the
-:class:`~cape_hpc.internals.results.BlockStats` are computed from the sums.
+then every statistic and its block-bootstrap interval (§3.8) are computed from the sums, the
+:class:`~cape_hpc.internals.results.BlockStats`, by the pure functions of
+``cape_hpc.internals.statistics``.
 
 Prompts are tokenised and batched in windows of ``WINDOW`` prompts (length buckets within a window),
 so host memory does not grow with the prompt count either.  ``keep_pooled`` (opt-in) writes every
@@ -17,7 +18,6 @@ pooled vector to an HDF5 file batch by batch (``cape_hpc.internals.pooled_store`
 """
 from __future__ import annotations
 
-import math
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -28,16 +28,17 @@ import numpy as np
 import torch
 
 from cape_hpc.errors import DataError
-from cape_hpc.internals.accumulators import (PairState, StreamState, covariance, sketch_matrix, sketch_participation_ratio,
-                                             streaming_ops, unit_rows, update_moments)
-from cape_hpc.internals.blocks import BlockBootstrap, assign_blocks, weighted_cosine
+from cape_hpc.internals.accumulators import (PairState, StreamState, covariance, sketch_matrix, streaming_ops,
+                                             unit_rows, update_moments)
+from cape_hpc.internals.blocks import assign_blocks
 from cape_hpc.internals.options import ExtractOptions
 from cape_hpc.internals.prompts import PromptSet
-from cape_hpc.internals.results import (BOTTLENECK_CAVEAT, COMPETING_THRESHOLD, TAPS, BlockStats, Bottleneck,
-                                        HeadRow, HeadSummary, InternalsResult, LayerRow, PcaRow, store_name)
+from cape_hpc.internals.results import COMPETING_THRESHOLD, TAPS, BlockStats, Bottleneck, InternalsResult, store_name
+from cape_hpc.internals.statistics import (bottleneck, d_rep_per_layer, empty_head_rows, empty_layer_rows,
+                                           head_rows, layer_rows, pca_curve)
 from cape_hpc.models.batching import forward_kwargs, left_pad, pad_id, token_limit, tokenize
 from cape_hpc.models.tracing import Trace, on_device
-from cape_hpc.schema import ConfidenceInterval, Provenance
+from cape_hpc.schema import Provenance
 
 __all__ = ["extract_internals", "extract_internals_pooled", "PooledStates", "participation_ratio",
            "pca_curve", "choose_sets", "InternalsResult", "TAPS", "store_name", "tokenize",
@@ -75,25 +76,6 @@ def participation_ratio(X: torch.Tensor) -> float:
     return ck.participation_ratio(G.numpy())
 
 
-def pca_curve(C: np.ndarray, n: int, m_r: np.ndarray, m_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """cos(P_k m_R, P_k m_T), k = 1 .. rank, with P_k the projection on the top-k eigenvectors of
-    the centred scatter C [D, D] of n stacked vectors (rank <= n - 1; eigenvalues below 1e-12 of
-    the largest are dropped).  docs/METHODS.md §3.5."""
-    lam, V = np.linalg.eigh(C)
-    lam, V = lam[::-1], V[:, ::-1]
-    cap = max(0, min(int(n) - 1, C.shape[0]))
-    keep = np.zeros(lam.shape, dtype=bool)
-    if lam.size and lam[0] > 0:
-        keep[:cap] = lam[:cap] > lam[0] * 1e-12
-    V = V[:, keep]
-    a, b = V.T @ m_r, V.T @ m_t
-    num = np.cumsum(a * b)
-    den = np.sqrt(np.cumsum(a * a) * np.cumsum(b * b))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-    return np.arange(1, V.shape[1] + 1), np.clip(cos, -1, 1)
-
-
 def choose_sets(prompts: PromptSet) -> tuple[str, str]:
     sets = list(prompts.sets)
     if "reasoning" in sets and "truthfulness" in sets:
@@ -102,10 +84,6 @@ def choose_sets(prompts: PromptSet) -> tuple[str, str]:
         raise DataError(f"{prompts.path}: coupling needs two prompt sets (field 'set'), found "
                         f"{sets or 'none'}")
     return sets[0], sets[1]
-
-
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    return float(weighted_cosine(np.asarray(a, np.float64), np.asarray(b, np.float64)))
 
 
 # ----------------------------------------------------------------------------------- extraction
@@ -318,105 +296,52 @@ class _Extraction:
         return self._finish(n_trunc)
 
     # ------------------------------------------------------------------ statistics
-    def _finish(self, n_trunc: int) -> InternalsResult:
-        st, opts, G, L, H, dh, D = self.state, self.opts, self.G, self.L, self.H, self.dh, self.D
-        n_r, n_t, N = self.n_r, self.n_t, self.N
-        nan = math.nan
-        state_bytes = st.nbytes
-        cpu = lambda t: None if t is None else t.to("cpu").numpy()   # noqa: E731 - the one transfer
-        layer_sums, layer_units, head_sums = cpu(st.layer_sums), cpu(st.layer_units), cpu(st.head_sums)
-        final_sums = cpu(st.final_sums)
-        boot = BlockBootstrap(self.counts, int(opts.block_resamples), int(opts.block_seed), float(opts.ci_level))
-        undefined = ConfidenceInterval.undefined(float(opts.ci_level))
-
-        def cis(samples, k):
-            if boot.n_resamples == 0:
-                return [undefined] * k, np.zeros(k, dtype=np.int64)
-            return boot.intervals(samples)
-
+    def _block_stats(self) -> tuple[BlockStats, np.ndarray, str, int]:
+        """The streaming state on the host (the one transfer) as :class:`BlockStats`, with the pair
+        count's SE per layer [L], its mode and reservoir size."""
+        st, opts, G, L = self.state, self.opts, self.G, self.L
         blocks = BlockStats(n_blocks=G, seed=int(opts.block_seed), n_nonempty=int((self.counts.sum(0) > 0).sum()),
-                            counts=self.counts.copy(), n_resamples=boot.n_resamples, level=float(opts.ci_level))
-        layers = []
-        pairs_mode, res_size = "exact", 0
+                            counts=self.counts.copy(), n_resamples=int(opts.block_resamples),
+                            level=float(opts.ci_level))
+        pairs_se, pairs_mode, reservoir = np.zeros(L), "exact", 0
         if self.want_res:
-            ls = layer_sums.reshape(L, 2, G, D)
-            us = layer_units.reshape(L, 2, G, D)
-            ps = st.pairs
-            got = [ps.finish(l, self.ops.count_pairs_below, n_r, n_t) for l in range(L)]
-            below = np.stack([g[0] for g in got])
-            se = np.array([g[1] for g in got])
-            pair_counts = got[0][2]
-            if ps.mode == "reservoir":
-                pairs_mode, res_size = "reservoir", int(max(ps.capacity))
-            blocks.layer_sums, blocks.layer_unit_sums = ls, us
-            blocks.pairs_below, blocks.pair_counts = below.astype(np.int64), pair_counts
-            SR, ST = ls[:, 0].sum(1), ls[:, 1].sum(1)
-            UR, UT = us[:, 0].sum(1), us[:, 1].sum(1)
-            coupling = weighted_cosine(SR, ST)
-            pmean = np.einsum("ld,ld->l", UR, UT) / (n_r * n_t)
-            npairs = float(pair_counts[0].sum() * pair_counts[1].sum())
-            frac = below.reshape(L, -1).sum(1) / npairs
-            m1, m2 = cpu(st.m1), cpu(st.m2)
-            d_rep, d_se = np.full(L, nan), np.full(L, nan)
-            import cape_kernels as ck
-
-            for l in range(L):
-                if N < 2:
-                    continue
-                C = covariance(torch.as_tensor(m1[l]), torch.as_tensor(m2[l]), N).numpy()
-                if opts.d_rep_mode == "exact":
-                    d_rep[l], d_se[l] = ck.participation_ratio(C), 0.0
-                else:
-                    d_rep[l], d_se[l] = sketch_participation_ratio(C)
-            if boot.n_resamples:
-                c_ci, c_n = cis(boot.coupling(ls), L)
-                p_ci, _ = cis(boot.pairwise_mean(us), L)
-                f_ci, _ = cis(boot.fraction_below(below, pair_counts), L)
-            else:
-                c_ci, c_n = cis(None, L)
-                p_ci = f_ci = c_ci
-            for l in range(L):
-                layers.append(LayerRow(layer=l, coupling=float(coupling[l]), pairwise_mean=float(pmean[l]),
-                                       competing_fraction=float(frac[l]), competes=bool(frac[l] > 0.5),
-                                       d_rep=float(d_rep[l]), coupling_ci=c_ci[l], pairwise_mean_ci=p_ci[l],
-                                       competing_fraction_ci=f_ci[l], ci_n_valid=int(c_n[l]),
-                                       competing_fraction_se=float(se[l]), d_rep_se=float(d_se[l])))
-        else:
-            layers = [LayerRow(layer=l, coupling=nan, pairwise_mean=nan, competing_fraction=nan, competes=False,
-                               d_rep=nan) for l in range(L)]
+            blocks.layer_sums = _host(st.layer_sums).reshape(L, 2, G, self.D)
+            blocks.layer_unit_sums = _host(st.layer_units).reshape(L, 2, G, self.D)
+            got = [st.pairs.finish(i, self.ops.count_pairs_below, self.n_r, self.n_t) for i in range(L)]
+            blocks.pairs_below = np.stack([g[0] for g in got]).astype(np.int64)
+            blocks.pair_counts = got[0][2]
+            pairs_se = np.array([g[1] for g in got])
+            if st.pairs.mode == "reservoir":
+                pairs_mode, reservoir = "reservoir", int(max(st.pairs.capacity))
         if self.want_heads:
-            hs = head_sums.reshape(L, 2, G, H * dh)
-            blocks.head_sums = hs
-            per = hs.reshape(L, 2, G, H, dh)
-            head_c = weighted_cosine(per[:, 0].sum(1), per[:, 1].sum(1))            # [L, H]
-            hsum = HeadSummary.of(head_c)
-            stacked = per.transpose(0, 3, 1, 2, 4).reshape(L * H, 2, G, dh)
-            h_ci, h_n = cis(boot.coupling(stacked) if boot.n_resamples else None, L * H)
-            heads = [HeadRow(layer=l, head=h, coupling=float(head_c[l, h]), coupling_ci=h_ci[l * H + h],
-                             ci_n_valid=int(h_n[l * H + h])) for l in range(L) for h in range(H)]
-        else:
-            hsum = HeadSummary()
-            heads = [HeadRow(layer=l, head=h, coupling=nan) for l in range(L) for h in range(H)]
-        bottleneck = Bottleneck()
+            blocks.head_sums = _host(st.head_sums).reshape(L, 2, G, self.H * self.dh)
         if self.want_final:
-            fs = final_sums.reshape(2, G, D)
-            blocks.final_sums = fs
-            m_r, m_t = fs[0].sum(0) / n_r, fs[1].sum(0) / n_t
-            logits = nan
-            if "logits" in opts.taps:
-                with torch.inference_mode():
-                    mm = torch.as_tensor(np.stack([m_r, m_t]), device=self.device)
-                    lg = self.loaded.adapter.unembed(mm).to("cpu", torch.float64).numpy()
-                logits = _cos(lg[0], lg[1])
-            C = covariance(st.final_m1, st.final_m2, N).numpy()
-            k, kc = pca_curve(C, N, m_r, m_t)
-            ad = self.loaded.adapter
-            note = ("logit softcapping is non-linear: with mean pooling the logits coupling is of the mean state"
-                    if opts.pooling == "mean" and ad.softcap and "logits" in opts.taps else "")
-            bottleneck = Bottleneck(measured=True, hidden=_cos(m_r, m_t), logits=logits,
-                                    pca=[PcaRow(int(a), float(b)) for a, b in zip(k, kc)],
-                                    caveat=BOTTLENECK_CAVEAT, note=note)
+            blocks.final_sums = _host(st.final_sums).reshape(2, G, self.D)
+        return blocks, pairs_se, pairs_mode, reservoir
 
+    def _unembed(self, means: np.ndarray) -> np.ndarray:
+        """The model's unembedding of [2, D] mean final states -> [2, V] float64."""
+        with torch.inference_mode():
+            mm = torch.as_tensor(means, device=self.device)
+            return self.loaded.adapter.unembed(mm).to("cpu", torch.float64).numpy()
+
+    def _finish(self, n_trunc: int) -> InternalsResult:
+        """Every statistic from the block statistics (``cape_hpc.internals.statistics``), and the result."""
+        st, opts, L, H = self.state, self.opts, self.L, self.H
+        state_bytes = st.nbytes
+        blocks, pairs_se, pairs_mode, reservoir = self._block_stats()
+        layers = empty_layer_rows(L)
+        if self.want_res:
+            d_rep, d_se = d_rep_per_layer(_host(st.m1), _host(st.m2), self.N, opts.d_rep_mode)
+            layers = layer_rows(blocks, d_rep, d_se, pairs_se)
+        heads, hsum = head_rows(blocks, H) if self.want_heads else empty_head_rows(L, H)
+        neck = Bottleneck()
+        if self.want_final:
+            logits = "logits" in opts.taps
+            note = ("logit softcapping is non-linear: with mean pooling the logits coupling is of the mean state"
+                    if opts.pooling == "mean" and self.loaded.adapter.softcap and logits else "")
+            neck = bottleneck(blocks, covariance(st.final_m1, st.final_m2, self.N).numpy(),
+                              self._unembed if logits else None, note)
         prov = Provenance(method="cape_hpc.internals.extract_internals", options=opts.to_dict(),
                           inputs={"prompts": self.prompts.sha256}, seed=int(opts.block_seed),
                           n_resamples=int(opts.block_resamples))
@@ -424,8 +349,13 @@ class _Extraction:
         return InternalsResult(
             model=lm.name, source=str(lm.source), revision=str(lm.revision), dtype=lm.dtype,
             backend=self.backend, pooling=opts.pooling, taps=list(opts.taps), set_r=self.set_r, set_t=self.set_t,
-            n_prompts=N, n_r=n_r, n_t=n_t, n_truncated=n_trunc, prompt_set_sha256=self.prompts.sha256,
-            n_layers=L, n_heads=H, head_dim=dh, d_model=D, layers=layers, heads=heads, head_summary=hsum,
-            bottleneck=bottleneck, provenance=prov, complete=True, blocks=blocks, pairs_mode=pairs_mode,
-            reservoir_size=res_size, d_rep_mode=opts.d_rep_mode,
+            n_prompts=self.N, n_r=self.n_r, n_t=self.n_t, n_truncated=n_trunc, prompt_set_sha256=self.prompts.sha256,
+            n_layers=L, n_heads=H, head_dim=self.dh, d_model=self.D, layers=layers, heads=heads, head_summary=hsum,
+            bottleneck=neck, provenance=prov, complete=True, blocks=blocks, pairs_mode=pairs_mode,
+            reservoir_size=reservoir, d_rep_mode=opts.d_rep_mode,
             d_rep_sketch=int(opts.d_rep_sketch) if opts.d_rep_mode == "sketch" else 0, state_bytes=state_bytes)
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """A state tensor on the host (numpy, its dtype)."""
+    return t.to("cpu").numpy()
