@@ -50,6 +50,7 @@ from cape_kernels.resample import ATTACH_CODES, GAMMA_NC_ESTIMATORS
 
 from cape_hpc.analysis._common import check_pair, complete_rows, family_order, provenance, select_families
 from cape_hpc.analysis.options import CouplingOptions
+from cape_hpc.analysis.scale import SCALE, axis_of, on_scale
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.options import option
 from cape_hpc.schema import BootstrapSummary, Provenance, Result
@@ -199,16 +200,18 @@ class GammaNcStatistic(BatchStatistic):
         return out
 
 
-def _scope_arrays(sub: pd.DataFrame, fams: list[str], b1: str, b2: str, scale: float):
+def _scope_arrays(sub: pd.DataFrame, fams: list[str], b1: str, b2: str, scale: float, column: str = "params"):
     """(rows, family codes, log10 N, B1, B2) of the scope's models sorted by (family in ``fams``
-    order, N, name); one stable sort (the order of ``sort_by_n`` within each family)."""
+    order, N, name); one stable sort (the order of ``sort_by_n`` within each family); N is the
+    ``column`` (``SCALE``: N or the step, ``cape_hpc.analysis.scale``)."""
     fam = sub["family"].to_numpy()
     code = {f: i for i, f in enumerate(fams)}
-    keep = np.flatnonzero(np.isin(fam, list(fams)))
-    codes = np.array([code[f] for f in fam[keep]], dtype=np.int64)
-    perm = np.lexsort((sub["model"].astype(str).to_numpy()[keep], sub["params"].to_numpy(float)[keep], codes))
+    all_codes = np.fromiter((code.get(f, -1) for f in fam), dtype=np.int64, count=len(fam))  # one dict lookup
+    keep = np.flatnonzero(all_codes >= 0)  # per row (np.isin on text loops over the families: rows x families)
+    codes = all_codes[keep]
+    perm = np.lexsort((sub["model"].astype(str).to_numpy()[keep], sub[column].to_numpy(float)[keep], codes))
     order = keep[perm]
-    return (sub.iloc[order], codes[perm], np.log10(sub["params"].to_numpy(float)[order]),
+    return (sub.iloc[order], codes[perm], np.log10(sub[column].to_numpy(float)[order]),
             sub[b1].to_numpy(float)[order] * scale, sub[b2].to_numpy(float)[order] * scale)
 
 
@@ -259,7 +262,7 @@ def _estimate(scope: str, opts: NcOptions, fam, logn, v1, v2, min_delta: float, 
                 value = stat.full()
                 if math.isnan(value):
                     reason = (f"a = {ka:.4g} <= 0 (no minimum)" if not ka > 0 else
-                              f"vertex log10 N = {xv:.3f} outside window [{lo:.3f}, {hi:.3f}]")
+                              f"vertex log10 {axis_of(opts).symbol} = {xv:.3f} outside window [{lo:.3f}, {hi:.3f}]")
         else:
             value = stat.full()
             if estimator == "gamma-fit":
@@ -278,19 +281,21 @@ def _estimate(scope: str, opts: NcOptions, fam, logn, v1, v2, min_delta: float, 
     else:
         rlo, rhi = (float(logn.min()), float(logn.max())) if n else (nan, nan)
     extrap = bool(not math.isnan(value) and not rlo <= value <= rhi)
-    summary = note_fit_range(summary, rlo, rhi, estimator)
+    summary = note_fit_range(summary, rlo, rhi, estimator, opts.scale_axis)
     return NcEstimate(scope, estimator, n, len(xs), float(value), _pow10(value),
                       reason, float(g0), float(a), float(b), float(c), [float(lo), float(hi)], extrap, summary,
                       [rlo, rhi])
 
 
-def note_fit_range(summary: BootstrapSummary, rlo: float, rhi: float, estimator: str) -> BootstrapSummary:
+def note_fit_range(summary: BootstrapSummary, rlo: float, rhi: float, estimator: str,
+                   scale_axis: str = "params") -> BootstrapSummary:
     """``summary`` of a log10 N_c bootstrap with the ``extrapolated`` note (``cape_hpc.stats.note_extrapolation``)
     when its point or a 95% bound lies outside the fit range [rlo, rhi] (log10 N of the gamma midpoints
-    for the gamma-fit, of the models otherwise)."""
+    for the gamma-fit, of the models otherwise; N the training step under ``scale_axis='step'``)."""
     what = "the gamma midpoints" if estimator == "gamma-fit" else "the models"
-    where = (f"log10 N [{rlo:.3f}, {rhi:.3f}] of {what} "
-             f"(N {_pow10(rlo) / 1e9:.3g}B to {_pow10(rhi) / 1e9:.3g}B)")
+    ax = axis_of(scale_axis)
+    where = (f"log10 {ax.symbol} [{rlo:.3f}, {rhi:.3f}] of {what} "
+             f"({ax.symbol} {ax.text(_pow10(rlo))} to {ax.text(_pow10(rhi))})")
     return note_extrapolation(summary, rlo, rhi, where)
 
 
@@ -306,11 +311,11 @@ def estimate_nc(df: pd.DataFrame, opts: NcOptions | None = None, *, progress: bo
     b1, b2 = opts.b1, opts.b2
     check_pair(df, b1, b2)
     min_delta = opts.min_delta_resolved
-    sub = select_families(df, opts.families)
+    sub = on_scale(select_families(df, opts.families), opts)   # N, or the step under --scale step
     sub, dropped = complete_rows(sub, (b1, b2))
     fams = family_order(sub)
     # the table is grouped once (one sort by family, N, name); each family is a slice of it
-    _, codes, logn_all, v1_all, v2_all = _scope_arrays(sub, fams, b1, b2, opts.scale)
+    _, codes, logn_all, v1_all, v2_all = _scope_arrays(sub, fams, b1, b2, opts.scale, SCALE)
     bounds = np.searchsorted(codes, np.arange(len(fams) + 1))
     scopes = [("pooled", slice(None))] if opts.pooled else [(f, slice(bounds[i], bounds[i + 1]))
                                                             for i, f in enumerate(fams)]
