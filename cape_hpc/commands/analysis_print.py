@@ -148,9 +148,10 @@ def print_loss(r) -> None:
 
 
 def print_fixedpoint(r) -> None:
+    fit = (f"a = {fmt(r.a)}", f"b = {fmt(r.b)}",
+           f"gamma* = {fmt(r.gamma_star)} ({r.stability}; {r.n_points} derivative points) {r.reason}")
     print(f"\nFixed point of gamma ({r.family}, min_delta {fmt(r.min_delta)} {r.units}): dgamma/dlogN = a gamma + b, "
-          f"a = {fmt(r.a)}, b = {fmt(r.b)}, gamma* = {fmt(r.gamma_star)} ({r.stability}; {r.n_points} derivative "
-          f"points) {r.reason}")
+          + ", ".join(fit))
 
 
 def print_eigen(r) -> None:

@@ -8,13 +8,14 @@ from cape_hpc.commands.common import add_output_args, emit_json, fmt, print_tabl
 from cape_hpc.crossmodel.options import CrossModelOptions
 
 
+SUMMARY = "cross-model internals table and per-family ladders (internal gamma, N_c, fixed point, heads, phases)"
+DESCRIPTION = ("Read the /internals groups of merged sweep files (`cape merge`) and/or `cape internals --out` files, "
+               "print one row per model with block-bootstrap intervals and the per-family analyses of the internal "
+               "coupling ladders (docs/METHODS.md §3.10).")
+
+
 def register(sub) -> None:
-    p = sub.add_parser("crossmodel", help="cross-model internals table and per-family ladders (internal gamma, N_c, "
-                                          "fixed point, heads, phases)",
-                       description="Read the /internals groups of merged sweep files (`cape merge`) and/or "
-                                   "`cape internals --out` files, print one row per model with block-bootstrap "
-                                   "intervals and the per-family analyses of the internal coupling ladders "
-                                   "(docs/METHODS.md §3.10).")
+    p = sub.add_parser("crossmodel", help=SUMMARY, description=DESCRIPTION)
     p.add_argument("files", nargs="+", metavar="FILE.h5", help="results files with /internals/<model> groups")
     p.add_argument("--scores", metavar="CSV", default=None,
                    help="score table for families, parameter counts and benchmark phases (default: the shipped "

@@ -110,20 +110,31 @@ def _add_internals_arg(p) -> None:
                         "file, `cape internals --out` or `cape crossmodel --out`), joined by model name")
 
 
-def run_dynamics(args) -> int:
-    from cape_hpc.dynamics.discovery import discover
-    from cape_hpc.io.scores import load_scores
-
-    opts = DynamicsOptions.from_args(args)
-    check_out_first(args, update=True)
-    scores = load_scores(args.scores)
-    res = discover(scores, opts, internals=_internals(args, opts, scores))
+def _emit(args, res, printer, groups: dict) -> int:
+    """Print ``res`` (or --json), then --out merges ``groups`` into the results file."""
     if args.json:
         emit_json(res)
     else:
-        print_dynamics(res)
-    _write(args, {dynamics_group(res): res})
+        printer(res)
+    _write(args, groups)
     return 0
+
+
+def _run_ode(args, opts, fit, printer, group) -> int:
+    """`cape dynamics` / `cape predict`: --out checked first, the score table and the --internals
+    table, ``fit(scores, opts, internals=)``, then the printed (or --json) and stored result."""
+    from cape_hpc.io.scores import load_scores
+
+    check_out_first(args, update=True)
+    scores = load_scores(args.scores)
+    res = fit(scores, opts, internals=_internals(args, opts, scores))
+    return _emit(args, res, printer, {group(res): res})
+
+
+def run_dynamics(args) -> int:
+    from cape_hpc.dynamics.discovery import discover
+
+    return _run_ode(args, DynamicsOptions.from_args(args), discover, print_dynamics, dynamics_group)
 
 
 def print_dynamics(res) -> None:
@@ -174,18 +185,9 @@ def print_dynamics(res) -> None:
 
 def run_predict(args) -> int:
     from cape_hpc.dynamics.discovery import predict_size
-    from cape_hpc.io.scores import load_scores
 
     opts = PredictOptions.from_args(args, size=parse_size(args.size_text))
-    check_out_first(args, update=True)
-    scores = load_scores(args.scores)
-    res = predict_size(scores, opts, internals=_internals(args, opts, scores))
-    if args.json:
-        emit_json(res)
-    else:
-        print_prediction(res)
-    _write(args, {predict_group(res): res})
-    return 0
+    return _run_ode(args, opts, predict_size, print_prediction, predict_group)
 
 
 def print_prediction(res) -> None:
@@ -210,12 +212,7 @@ def run_reproduce(args) -> int:
     check_out_first(args, update=True)
     check_internals_file(opts.internals)
     res = run_audit(load_scores(args.scores), opts, frontier=load_frontier(args.frontier), loss=load_loss(args.loss))
-    if args.json:
-        emit_json(res)
-    else:
-        print_audit(res, verbose=args.verbose_alternatives)
-    _write(args, {"/reproduce": res})
-    return 0
+    return _emit(args, res, lambda r: print_audit(r, verbose=args.verbose_alternatives), {"/reproduce": res})
 
 
 def print_audit(res, verbose: bool = False) -> None:
@@ -271,39 +268,42 @@ def print_audit(res, verbose: bool = False) -> None:
 
 # ------------------------------------------------------------------------------------------------
 
-def register(sub) -> None:
-    p = sub.add_parser("dynamics", help="SINDy / linear ODE in benchmark space: fit, holdout, baselines",
-                       description="Fit dB/dlog10N on training families, integrate each held-out family from "
-                                   "its smallest model, compare with polynomial baselines; equations, term "
-                                   "inclusion probabilities (bootstrap over intervals), per-phase fits "
-                                   "(docs/METHODS.md §2.13).")
-    add_scores_arg(p)
-    _add_internals_arg(p)
-    DynamicsOptions.add_arguments(p)
-    add_output_args(p)
-    p.set_defaults(func=run_dynamics)
-
-    q = sub.add_parser("predict", help="integrate the fitted ODE from a family's largest model to a size",
-                       description="Predict a family's scores at N: the ODE (with a bootstrap band) and each "
-                                   "polynomial baseline (docs/METHODS.md §2.13).")
-    add_scores_arg(q)
-    q.add_argument("--size", dest="size_text", required=True, metavar="N",
+def _add_size_arg(p) -> None:
+    p.add_argument("--size", dest="size_text", required=True, metavar="N",
                    help="target parameter count, e.g. 70B, 350M, 7e9")
-    _add_internals_arg(q)
-    PredictOptions.add_arguments(q)
-    add_output_args(q)
-    q.set_defaults(func=run_predict)
 
-    r = sub.add_parser("reproduce", help="audit every quantitative claim of the paper against the data",
-                       description="Recompute each claim of data/claims.yaml with the stated method, then with "
-                                   "the product of its method axes' alternatives up to --budget combinations; "
-                                   "degenerate fits are flagged; verdict per claim and the combination that "
-                                   "decided it (docs/METHODS.md §2.15).")
-    add_scores_arg(r)
-    r.add_argument("--frontier", metavar="CSV", default=None, help="frontier table (default data/frontier.csv)")
-    r.add_argument("--loss", metavar="CSV", default=None, help="loss table (default data/pythia_loss.csv)")
-    AuditOptions.add_arguments(r)
-    r.add_argument("--alternatives", dest="verbose_alternatives", action="store_true",
+
+def _add_audit_tables(p) -> None:
+    p.add_argument("--frontier", metavar="CSV", default=None, help="frontier table (default data/frontier.csv)")
+    p.add_argument("--loss", metavar="CSV", default=None, help="loss table (default data/pythia_loss.csv)")
+
+
+def _add_alternatives_arg(p) -> None:
+    p.add_argument("--alternatives", dest="verbose_alternatives", action="store_true",
                    help="also list every combination tried, its value, and the claim's sentence of the paper")
-    add_output_args(r)
-    r.set_defaults(func=run_reproduce)
+
+
+#: (name, summary, description, runner, options class, flags before the options, flags after them)
+COMMANDS = (
+    ("dynamics", "SINDy / linear ODE in benchmark space: fit, holdout, baselines",
+     "Fit dB/dlog10N on training families, integrate each held-out family from its smallest model, compare "
+     "with polynomial baselines; equations, term inclusion probabilities (bootstrap over intervals), per-phase "
+     "fits (docs/METHODS.md §2.13).", run_dynamics, DynamicsOptions, (_add_internals_arg,), ()),
+    ("predict", "integrate the fitted ODE from a family's largest model to a size",
+     "Predict a family's scores at N: the ODE (with a bootstrap band) and each polynomial baseline "
+     "(docs/METHODS.md §2.13).", run_predict, PredictOptions, (_add_size_arg, _add_internals_arg), ()),
+    ("reproduce", "audit every quantitative claim of the paper against the data",
+     "Recompute each claim of data/claims.yaml with the stated method, then with the product of its method "
+     "axes' alternatives up to --budget combinations; degenerate fits are flagged; verdict per claim and the "
+     "combination that decided it (docs/METHODS.md §2.15).", run_reproduce, AuditOptions, (_add_audit_tables,),
+     (_add_alternatives_arg,)),
+)
+
+
+def register(sub) -> None:
+    for name, summary, description, func, options, before, after in COMMANDS:
+        p = sub.add_parser(name, help=summary, description=description)
+        add_scores_arg(p)
+        for add in (*before, options.add_arguments, *after, add_output_args):
+            add(p)
+        p.set_defaults(func=func)

@@ -9,29 +9,35 @@ from cape_hpc.commands.common import check_out_first
 from cape_hpc.errors import OptionError
 
 
-def register(sub) -> None:
-    p = sub.add_parser("figures", help="write the figures of a results file (PNG and SVG)",
-                       description="Draw every figure a results file has data for; the others are "
-                                   "skipped with a note naming the missing group.")
+def _command(sub, name: str, summary: str, description: str, func, json_help: str, force_help: str):
+    """A command reading RESULTS.h5, with --json and --force (its own flags added by the caller)."""
+    p = sub.add_parser(name, help=summary, description=description)
     p.add_argument("results", metavar="RESULTS.h5")
+    p.set_defaults(func=func)
+    return p, (("--json", json_help), ("--force", force_help))
+
+
+def register(sub) -> None:
+    p, common = _command(sub, "figures", "write the figures of a results file (PNG and SVG)",
+                         "Draw every figure a results file has data for; the others are skipped with a note "
+                         "naming the missing group.", run_figures, "print written files and skip notes as JSON",
+                         "overwrite figure files that exist in the folder")
     p.add_argument("-o", "--outdir", default="figs", metavar="DIR", help="output folder (default: figs/)")
     p.add_argument("--format", action="append", choices=("png", "svg", "pdf"), dest="formats",
                    help="file format(s) (default: png and svg)")
     p.add_argument("--dpi", type=int, default=150)
-    p.add_argument("--json", action="store_true", help="print written files and skip notes as JSON")
-    p.add_argument("--force", action="store_true", help="overwrite figure files that exist in the folder")
-    p.set_defaults(func=run_figures)
+    for flag, help_ in common:
+        p.add_argument(flag, action="store_true", help=help_)
 
-    r = sub.add_parser("report", help="write one self-contained interactive HTML report",
-                       description="One HTML file with the charts (plotly, inlined), the tables behind "
-                                   "them, the reproduction audit, the provenance of every group, and "
-                                   "an in-page diagnose panel.  Opens without network access.")
-    r.add_argument("results", metavar="RESULTS.h5")
+    r, common = _command(sub, "report", "write one self-contained interactive HTML report",
+                         "One HTML file with the charts (plotly, inlined), the tables behind them, the reproduction "
+                         "audit, the provenance of every group, and an in-page diagnose panel.  Opens without "
+                         "network access.", run_report, "print the path, charts and skip notes as JSON",
+                         "overwrite an existing report file")
     r.add_argument("-o", "--out", default="report.html", metavar="FILE.html")
     r.add_argument("--title", default=None)
-    r.add_argument("--json", action="store_true", help="print the path, charts and skip notes as JSON")
-    r.add_argument("--force", action="store_true", help="overwrite an existing report file")
-    r.set_defaults(func=run_report)
+    for flag, help_ in common:
+        r.add_argument(flag, action="store_true", help=help_)
 
 
 def run_figures(args: argparse.Namespace) -> int:
