@@ -2,7 +2,8 @@
 
 Conventions used by every analysis module (docs/METHODS.md §1):
 
-- ``x = log10(N)`` with N the parameter count.
+- ``x = log10(N)`` with N the parameter count, or the training step under ``--scale step``
+  (``cape_hpc.analysis.scale``: the one place the scale column is chosen).
 - Scores in the tables are percent; ``units`` (``cape_hpc.analysis.options.UnitsOptions``) scales
   them, and thresholds are given in the same units.
 - A model whose score is blank (not reported) in a column an analysis needs is left out of that
@@ -107,9 +108,10 @@ def split_by(codes_of: Sequence, values: np.ndarray) -> list[tuple[str, np.ndarr
     return list(zip(uniq, parts))
 
 
-def sort_by_n(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows sorted by N, ties by model name."""
-    return df.sort_values(["params", "model"], kind="mergesort")
+def sort_by_n(df: pd.DataFrame, column: str = "params") -> pd.DataFrame:
+    """Rows sorted by N (``column``: the scale column of ``cape_hpc.analysis.scale.on_scale``), ties by
+    model name."""
+    return df.sort_values([column, "model"], kind="mergesort")
 
 
 def complete_rows(df: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:

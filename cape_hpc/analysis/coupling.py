@@ -1,6 +1,7 @@
 """Local coupling gamma between consecutive sizes of one family (docs/METHODS.md §2.1).
 
-Within a family, models sorted by N (ties by name): for each model i after the first,
+Within a family, models sorted by N (ties by name; N is the training step under ``--scale step``,
+``cape_hpc.analysis.scale``): for each model i after the first,
 gamma_i = (B2_i - B2_{i-1}) / (B1_i - B1_{i-1}), attached to the larger model i, with the midpoint
 x_i = (log10 N_{i-1} + log10 N_i) / 2.  Never across families.  The rule itself is
 ``cape_kernels.gamma_rule``, the one the N_c estimators apply to every resample.
@@ -30,6 +31,7 @@ from cape_hpc.analysis._common import (check_pair, complete_rows, family_groups,
                                        select_families, sort_by_n)
 from cape_hpc.analysis.options import CouplingOptions
 from cape_hpc.analysis.phases import classify_phase
+from cape_hpc.analysis.scale import SCALE, on_scale
 from cape_hpc.schema import Provenance, Result
 
 
@@ -38,7 +40,7 @@ class Interval:
     family: str
     model: str            # the larger model; gamma is attached to it
     prev_model: str
-    n: float              # parameters of `model`
+    n: float              # parameters of `model` (its training step under --scale step)
     prev_n: float
     x_mid: float          # (log10 N_prev + log10 N) / 2
     d_b1: float
@@ -66,7 +68,7 @@ class CouplingResult(Result):
     bonus_above: float
     intervals: list[Interval]
     sequences: dict[str, list[str]]   # family -> model names sorted by N (models used)
-    params: dict[str, float]          # model -> N
+    params: dict[str, float]          # model -> N (the training step under --scale step)
     dropped: list[str]                # models left out for a blank score
     provenance: Provenance
 
@@ -134,17 +136,17 @@ def local_coupling(df: pd.DataFrame, opts: CouplingOptions | None = None) -> Cou
     check_pair(df, b1, b2)
     scale = opts.scale
     min_delta = opts.min_delta_resolved
-    sub = select_families(df, opts.families)
+    sub = on_scale(select_families(df, opts.families), opts)   # N, or the step under --scale step
     sub, dropped = complete_rows(sub, (b1, b2))
     intervals: list[Interval] = []
     sequences: dict[str, list[str]] = {}
     for fam, g in family_groups(sub):  # one pass over the table (docs/METHODS.md §1: per-family work is O(rows))
-        g = sort_by_n(g)
+        g = sort_by_n(g, SCALE)
         names = g["model"].astype(str).to_numpy()
         sequences[str(fam)] = list(names)
-        intervals += family_intervals(str(fam), names, g["params"].to_numpy(float),
+        intervals += family_intervals(str(fam), names, g[SCALE].to_numpy(float),
                                       g[b1].to_numpy(float) * scale, g[b2].to_numpy(float) * scale,
                                       min_delta, opts.tax_below, opts.bonus_above)
-    params = dict(zip(sub["model"].astype(str), sub["params"].astype(float)))
+    params = dict(zip(sub["model"].astype(str), sub[SCALE].astype(float)))
     return CouplingResult(b1, b2, opts.units, min_delta, opts.tax_below, opts.bonus_above, intervals, sequences,
                           params, dropped, provenance("local_coupling", opts, {"scores": df}))

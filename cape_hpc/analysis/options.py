@@ -10,6 +10,7 @@ every reported score is expressed; each result stores ``units``.
 
 | class | used by | docs/METHODS.md |
 | --- | --- | --- |
+| AxisOptions (``--scale``) | every class below that orders models by size | §1 |
 | CouplingOptions | ``local_coupling``, ``phases`` (PhasesOptions) | §2.1, §2.2 |
 | PopulationOptions | ``population_coupling`` | §2.3 |
 | WidthOptions | ``width_normalisation`` | §2.6 |
@@ -32,7 +33,8 @@ from cape_hpc.errors import OptionError
 from cape_hpc.io.scores import SCORE_COLUMNS
 from cape_hpc.options import UNITS, Options, option, units_factor
 
-__all__ = ["ColumnPair", "PairOptions", "UnitsOptions", "DeltaOptions", "PhaseThresholds", "CouplingOptions",
+__all__ = ["ColumnPair", "PairOptions", "AxisOptions", "SCALE_AXIS_NAMES",
+           "UnitsOptions", "DeltaOptions", "PhaseThresholds", "CouplingOptions",
            "PhasesOptions", "PermutationOptions", "PopulationOptions", "WidthRef", "WidthOptions",
            "HFieldOptions", "IsoclineRule", "IsoclineOptions", "LossOptions", "FixedPointOptions",
            "EigenOptions", "FrontierOptions", "DiagnoseOptions", "DEFAULT_MIN_DELTA_POINTS",
@@ -43,6 +45,7 @@ PHASES = ("tax", "transition", "bonus")
 P_METHODS = ("analytic", "permutation", "exact")
 RULES = ("above-positive", "above-negative")
 PANELS = ("base", "frontier")
+SCALE_AXIS_NAMES = ("params", "step")   # the scale axes of cape_hpc.analysis.scale
 
 
 # ----------------------------------------------------------------------------------------------
@@ -77,6 +80,16 @@ class PairOptions(ColumnPair):
     """A pair of score columns (B1, B2) and an optional family subset."""
 
     families: tuple[str, ...] | None = option(None, help="only these families", metavar="FAMILY")
+
+
+@dataclass(frozen=True)
+class AxisOptions(Options):
+    """The scale axis models are ordered and fitted along: log10 of the parameter count N or of the
+    training step of a checkpoint table (``cape_hpc.analysis.scale``; docs/METHODS.md §1)."""
+
+    scale_axis: str = option("params", flag="--scale", choices=SCALE_AXIS_NAMES,
+                             help="order and fit models along log10 N (params) or log10 of the training "
+                                  "step (step: a table of checkpoints with a 'step' column; N_c is then a step)")
 
 
 @dataclass(frozen=True)
@@ -164,7 +177,7 @@ class IsoclineRule(Options):
 # one class per method
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class CouplingOptions(PhaseThresholds, DeltaOptions, PairOptions):
+class CouplingOptions(PhaseThresholds, DeltaOptions, PairOptions, AxisOptions):
     """The local-coupling rule (docs/METHODS.md §2.1-2.2): gamma = dB2/dB1 and its phase thresholds."""
 
 
@@ -225,7 +238,7 @@ class HFieldOptions(UnitsOptions, ColumnPair):
 
 
 @dataclass(frozen=True)
-class IsoclineOptions(IsoclineRule, DeltaOptions, PairOptions):
+class IsoclineOptions(IsoclineRule, DeltaOptions, PairOptions, AxisOptions):
     """Isocline side and sign agreement (docs/METHODS.md §2.8); min_delta in --units like everywhere."""
 
     exclude_calibration: bool = option(False, help="leave the calibration models' intervals out of the counts")
@@ -241,7 +254,7 @@ class LossOptions(Options):
 
 
 @dataclass(frozen=True)
-class FixedPointOptions(DeltaOptions, ColumnPair):
+class FixedPointOptions(DeltaOptions, ColumnPair, AxisOptions):
     """Coupling fixed point of one family's gamma sequence (docs/METHODS.md §2.10)."""
 
     family: str = option("OPT", help="the family whose gamma sequence is fitted")
@@ -250,7 +263,7 @@ class FixedPointOptions(DeltaOptions, ColumnPair):
 
 
 @dataclass(frozen=True)
-class EigenOptions(UnitsOptions):
+class EigenOptions(UnitsOptions, AxisOptions):
     """Eigen-geometry of the score space in one family (docs/METHODS.md §2.11)."""
 
     family: str = option("Pythia", help="the family whose windows are analysed")
@@ -264,7 +277,7 @@ class EigenOptions(UnitsOptions):
 
 
 @dataclass(frozen=True)
-class DiagnoseOptions(WidthRef, IsoclineRule, PhaseThresholds, DeltaOptions, ColumnPair):
+class DiagnoseOptions(WidthRef, IsoclineRule, PhaseThresholds, DeltaOptions, ColumnPair, AxisOptions):
     """The coefficients of a diagnosis (docs/METHODS.md §2.14)."""
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+from cape_hpc.analysis.scale import axis_of
 from cape_hpc.commands.common import fmt, print_table
 
 
-def _ci(summary, level=0.95, log=True, fit_range=None) -> str:
+def _ci(summary, level=0.95, log=True, fit_range=None, per=1e9) -> str:
     """An interval as the tables print it; a bound of a log10 N interval beyond ``fit_range`` (the
     data's log10 N range) is printed as that edge ('>9.09': beyond the largest model), never as the
     extrapolated number (docs/METHODS.md §2.4, "Interval notes")."""
@@ -15,7 +16,7 @@ def _ci(summary, level=0.95, log=True, fit_range=None) -> str:
     if not ci.defined:
         return "-"
     if log:
-        return f"[{_log_b(ci.low, fit_range)}, {_log_b(ci.high, fit_range)}]"
+        return f"[{_log_b(ci.low, fit_range, per)}, {_log_b(ci.high, fit_range, per)}]"
     return f"[{ci.low:.4g}, {ci.high:.4g}]"
 
 
@@ -26,37 +27,46 @@ def _notes(summary, *extra: str) -> str:
     return "; ".join(x for x in (*extra, *tags) if x)
 
 
-def _log_b(v: float, fit_range) -> str:
-    """A log10 N value in billions; beyond ``fit_range`` the data's edge ('>9.1') instead."""
+def _log_b(v: float, fit_range, per: float = 1e9) -> str:
+    """A log10 N value in billions (``per``: 1 for a training step); beyond ``fit_range`` the data's
+    edge ('>9.1') instead."""
     if not math.isfinite(v):
         return "-"
     if fit_range is not None and all(math.isfinite(x) for x in fit_range):
         if v < fit_range[0]:
-            return f"<{_b(fit_range[0]):.3g}"
+            return f"<{_b(fit_range[0], per):.3g}"
         if v > fit_range[1]:
-            return f">{_b(fit_range[1]):.3g}"
-    return f"{_b(v):.4g}"
+            return f">{_b(fit_range[1], per):.3g}"
+    return f"{_b(v, per):.4g}"
 
 
-def _b(log10_n: float) -> float:
-    """10 ** log10_n in billions (inf beyond the largest float: a huge-N table prints, never overflows)."""
-    return 10.0 ** log10_n / 1e9 if log10_n < 308.0 else math.inf
+def _b(log10_n: float, per: float = 1e9) -> float:
+    """10 ** log10_n in billions (``per``; inf beyond the largest float: a huge-N table prints, never
+    overflows)."""
+    return 10.0 ** log10_n / per if log10_n < 308.0 else math.inf
+
+
+def _along(r) -> str:
+    """'' on the default axis (N), else ' along log10 step (training steps)' for a title."""
+    ax = axis_of(r.provenance.options)
+    return "" if ax.column == "params" else f" along log10 {ax.symbol} ({ax.unit})"
 
 
 def print_coupling(r) -> None:
     rows = [(iv.family, iv.prev_model, iv.model, iv.x_mid, iv.d_b1, iv.d_b2, iv.gamma, iv.phase or "-",
              iv.reason or "") for iv in r.intervals]
     print_table(rows, ["family", "from", "to", "x_mid", f"d{r.b1}", f"d{r.b2}", "gamma", "phase", "reason"],
-                title=f"Local coupling gamma = d{r.b2}/d{r.b1} (min_delta {r.min_delta:g} {r.units})")
+                title=f"Local coupling gamma = d{r.b2}/d{r.b1} (min_delta {r.min_delta:g} {r.units}){_along(r)}")
     if r.dropped:
         print(f"left out for a blank score: {', '.join(r.dropped)}")
 
 
 def print_phases(r) -> None:
-    rows = [(m.family, m.model, m.params / 1e9, m.gamma, m.phase or "-", m.reason) for m in r.models]
-    print_table(rows, ["family", "model", "N (B)", "gamma", "phase", "note"],
+    ax = axis_of(r.provenance.options)
+    rows = [(m.family, m.model, ax.printed(m.params), m.gamma, m.phase or "-", m.reason) for m in r.models]
+    print_table(rows, ["family", "model", ax.label(), "gamma", "phase", "note"],
                 title=f"Phases ({r.b1}, {r.b2}): tax < {r.tax_below:g} <= transition <= {r.bonus_above:g} < bonus "
-                      f"(min_delta {r.min_delta:g} {r.units})")
+                      f"(min_delta {r.min_delta:g} {r.units}){_along(r)}")
     print_table([(p, r.counts[p], r.families_per_phase.get(p, "-")) for p in r.counts],
                 ["phase", "models", "families"], title="Counts")
 
@@ -76,20 +86,24 @@ def print_nc(results: dict) -> None:
     for r in results.values():
         rows = []
         small = [e.scope for e in r.estimates if e.n_models < MIN_MODELS]
+        ax = axis_of(r.provenance.options)
         for e in r.estimates:
             if e.n_models < MIN_MODELS:
                 continue
             b = e.bootstrap
             # an extrapolated point is not printed as a number (it can be 3e15 B): the data's edge instead
-            point = e.nc / 1e9 if not e.extrapolated else f"{_log_b(e.log10_nc, e.fit_range)} (extrapolated)"
-            rows.append((e.scope, e.n_models, point, _ci(b, 0.95, fit_range=e.fit_range),
-                         _ci(b, 0.68, fit_range=e.fit_range), _log_b(b.median, e.fit_range),
+            point = (ax.printed(e.nc) if not e.extrapolated else
+                     f"{_log_b(e.log10_nc, e.fit_range, ax.per)} (extrapolated)")
+            rows.append((e.scope, e.n_models, point, _ci(b, 0.95, fit_range=e.fit_range, per=ax.per),
+                         _ci(b, 0.68, fit_range=e.fit_range, per=ax.per), _log_b(b.median, e.fit_range, ax.per),
                          f"{b.n_valid}/{b.n_resamples}" if b.n_resamples else "-",
                          _notes(b, e.reason, "extrapolated" if e.extrapolated and not b.extrapolated else "")))
         opts = r.provenance.options
-        print_table(rows, ["scope", "models", "N_c (B)", "95% CI (B)", "68% CI (B)", "boot median (B)", "valid",
-                           "note"],
-                    title=f"N_c [{r.estimator}] pair ({r.b1}, {r.b2}), min_delta in {opts.get('units', '-')}; "
+        unit = f" ({ax.suffix})" if ax.suffix else ""
+        critical = "" if ax.column == "params" else f"; critical {ax.symbol} in {ax.unit} (--scale {ax.column})"
+        print_table(rows, ["scope", "models", ax.label("_c"), f"95% CI{unit}", f"68% CI{unit}", f"boot median{unit}",
+                           "valid", "note"],
+                    title=f"N_c [{r.estimator}] pair ({r.b1}, {r.b2}){critical}, min_delta in {opts.get('units', '-')}; "
                           f"bootstrap: {opts.get('ci_method', 'none')}, stratify={opts.get('stratify', '-')}, "
                           f"seed={r.provenance.seed}")
         if small:
