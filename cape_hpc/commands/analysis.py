@@ -128,8 +128,7 @@ class Analysis:
     summary: str
     section: str
     options: type
-    func: str | Callable              # 'module:function' of cape_hpc.analysis, func(table, opts); or a
-                                      # callable (table, opts, args)
+    func: str                         # 'module:function' of cape_hpc.analysis: the method's function
     printer: Callable
     table: str = "base"               # input table: base | frontier | loss
     inputs: tuple[str, ...] = ()      # the command's table flags (default: its table)
@@ -138,6 +137,7 @@ class Analysis:
     stored: Callable[[Any], dict[str, Any]] | None = None  # groups written (default /analysis/<name>)
     shown: Callable[[Any], Any] | None = None     # what is printed and emitted (default: the result)
     runs: tuple[Run, ...] | None = None           # rows of `cape analyze` (default: one, its name)
+    compute: Callable | None = None   # (table, opts, args) -> result, when more than func(table, opts) runs
 
 
 def _compute(func: str | Callable, df, opts, args):
@@ -215,11 +215,12 @@ def _diagnose_flags(p: argparse.ArgumentParser) -> None:
 def _diagnose(df, opts, args) -> dict[str, Any]:
     """{'/analysis/diagnose': Diagnosis, '/analysis/diagnose_model': DiagnoseModel} of the query."""
     from cape_hpc.analysis.diagnose import diagnose_point, fit_diagnose_model
+    from cape_hpc.analysis.scale import scale_values
 
     params = args.params
     if params is None:
         if args.name and args.name in set(df["model"]):
-            params = float(df.loc[df["model"] == args.name, "params"].iloc[0])
+            params = float(scale_values(df.loc[df["model"] == args.name], opts)[0])   # N, or the step (--scale)
         else:
             raise OptionError("option '--params': required unless --name is a model of the score table")
     model = fit_diagnose_model(df, opts)
@@ -239,10 +240,10 @@ ANALYSES = (
              runs=(Run("population", fixed={"group_by": "family"}, printed=False),
                    Run("population_all", fixed={"group_by": "all"}),
                    Run("population_phase", fixed={"group_by": "phase"}))),
-    Analysis("nc", "critical scale N_c by the named estimators, with a bootstrap", "§2.4", NcOptions, _nc,
-             P.print_nc, flags=_nc_flags, runs=(Run("nc", own=("estimator", "pooled")),)),
+    Analysis("nc", "critical scale N_c by the named estimators, with a bootstrap", "§2.4", NcOptions,
+             "nc:estimate_nc", P.print_nc, flags=_nc_flags, compute=_nc, runs=(Run("nc", own=("estimator", "pooled")),)),
     Analysis("deff", "effective dimensionality d_eff per phase with a family-stratified bootstrap", "§2.5",
-             DeffOptions, _deff, P.print_deff),
+             DeffOptions, "deff:effective_dimension", P.print_deff, compute=_deff),
     Analysis("width", "width-normalised r per family with the permuted-width control", "§2.6", WidthOptions,
              "width:width_normalisation", P.print_width),
     Analysis("hfield", "residual field h against the population line, by family or lab", "§2.7", HFieldOptions,
@@ -263,7 +264,8 @@ ANALYSES = (
              FrontierOptions, "frontier:frontier_fit", P.print_frontier, table="frontier",
              runs=(Run("frontier", own=("pair",)),)),
     Analysis("diagnose", "where one model sits: gamma, phase, isocline side, h, levers", "§2.14", DiagnoseOptions,
-             _diagnose, P.print_diagnosis, flags=_diagnose_flags, stored=lambda groups: groups,
+             "diagnose:diagnose_point", P.print_diagnosis, flags=_diagnose_flags, compute=_diagnose,
+             stored=lambda groups: groups,
              shown=lambda groups: groups["/analysis/diagnose"],
              runs=(Run("diagnose_model", func="diagnose:fit_diagnose_model", printer=P.print_diagnose_model),)),
 )
@@ -276,7 +278,7 @@ def run_command(a: Analysis, args) -> int:
     _check_out(args)
     table = a.panel(opts) if a.panel else a.table
     df = _load(table, args)
-    result = _compute(a.func, df, opts, args)
+    result = _compute(a.compute or a.func, df, opts, args)
     shown = a.shown(result) if a.shown else result
     if args.json:
         emit_json(shown)
@@ -326,7 +328,7 @@ class AnalyzeRow:
 def analyses() -> tuple[AnalyzeRow, ...]:
     """The rows of `cape analyze` (every ``Run`` of every analysis of ``ANALYSES``), in the order
     they run and print."""
-    return tuple(AnalyzeRow(r.name, a.options, r.func or a.func, r.table or a.table,
+    return tuple(AnalyzeRow(r.name, a.options, r.func or a.compute or a.func, r.table or a.table,
                             (r.printer or a.printer) if r.printed else None, r.fixed, r.own, r.from_flags, r.family)
                  for a in ANALYSES for r in (a.runs or (Run(a.name),)))
 
@@ -403,7 +405,7 @@ def run_analyze(args) -> int:
             continue
         df = tables[a.table]
         try:
-            res[a.name] = a.func(df, opts, args) if callable(a.func) else _func(a.func)(df, opts)
+            res[a.name] = _compute(a.func, df, opts, args)
         except CapeError as exc:
             skipped.append(SkippedAnalysis(a.name, str(exc)))
             continue
