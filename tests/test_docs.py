@@ -5,9 +5,12 @@
   section the contracts name (§1, §2.1-§2.15, §3, §4);
 - no file there points outside the repository (the first wave's method text lived in a sibling
   folder) or cites that text's sections instead of METHODS.md;
-- every relative markdown link in the documents points to an existing file.
+- every relative markdown link in the documents points to an existing file;
+- the code maps ("where is it computed": docs/METHODS.md section -> module:function) name code that
+  exists, and every `cape <analysis>` record (``cape_hpc.commands.analysis.ANALYSES``) has its
+  section in METHODS.md and its row in the §2 map.
 
-The files are read as text: nothing here is imported.
+The files are read as text; only the code-map tests import the code they name.
 """
 from __future__ import annotations
 
@@ -148,3 +151,80 @@ def test_relative_links_point_to_files(md):
         elif ROOT not in resolved.resolve().parents and resolved.resolve() != ROOT:
             bad.append(f"{target} (outside the repository)")
     assert not bad, f"{rel(md)}: broken relative links: {', '.join(bad)}"
+
+
+# ------------------------------------------------------------------------------------ code maps
+# The "where is it computed" tables (docs/METHODS.md section -> module:function): the one of §2 in
+# cape_hpc/analysis/__init__.py's docstring, those of §3, §4 and the sweep in docs/METHODS.md.  These
+# tests import the named code: a map that names a function that moved or was renamed fails here.
+
+CODE_REF = re.compile(r"`((?:cape_hpc|cape_kernels)(?:\.\w+)*):(\w+)`")
+
+
+def analysis_map() -> list[tuple[str, list[str], str, str]]:
+    """(module, [functions], options class, section) rows of cape_hpc/analysis/__init__.py's table."""
+    import cape_hpc.analysis
+
+    rows = []
+    for line in cape_hpc.analysis.__doc__.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 4 and cells[3].startswith("§"):
+            rows.append((cells[0], [f.strip() for f in cells[1].split(",")], cells[2], cells[3]))
+    return rows
+
+
+def methods_code_refs() -> list[tuple[int, str, str]]:
+    """(line, module, name) of every `module:function` that docs/METHODS.md names."""
+    text = read(METHODS)
+    return [(text.count("\n", 0, m.start()) + 1, m.group(1), m.group(2)) for m in CODE_REF.finditer(text)]
+
+
+def test_code_ref_parser_on_known_text():
+    text = "| §3.4 | coupling | `cape_hpc.internals.blocks:layer_coupling` |\n`cape_kernels.ops:pooled_tap`, `x:y`"
+    assert [m.groups() for m in CODE_REF.finditer(text)] == [("cape_hpc.internals.blocks", "layer_coupling"),
+                                                              ("cape_kernels.ops", "pooled_tap")]
+
+
+def test_analysis_map_names_functions_that_exist():
+    import importlib
+
+    rows = analysis_map()
+    assert len(rows) >= 13, "the §2 table of cape_hpc/analysis/__init__.py was not found"
+    missing = [f"cape_hpc.analysis.{mod}:{fn}" for mod, fns, _, _ in rows for fn in fns
+               if not hasattr(importlib.import_module(f"cape_hpc.analysis.{mod}"), fn)]
+    assert not missing, "the §2 map of cape_hpc/analysis/__init__.py names what does not exist: " + ", ".join(missing)
+
+
+def test_every_analysis_command_is_in_the_map_and_in_methods():
+    """Derived from the records of `cape <analysis>` (cape_hpc.commands.analysis.ANALYSES): each
+    record's section is a METHODS.md heading, and the §2 map has its function under that section."""
+    from cape_hpc.commands.analysis import ANALYSES
+
+    have = methods_sections()
+    rows = {(mod, fn): (opts, sec) for mod, fns, opts, sec in analysis_map() for fn in fns}
+    bad = []
+    for a in ANALYSES:
+        mod, fn = a.func.split(":")
+        if a.section.lstrip("§") not in have:
+            bad.append(f"{a.name}: {a.section} is not a heading of docs/METHODS.md")
+        if rows.get((mod, fn)) != (a.options.__name__, a.section):
+            bad.append(f"{a.name}: the §2 map has no row '{mod} | {fn} | {a.options.__name__} | {a.section}'")
+    assert not bad, "\n".join(bad)
+
+
+def test_methods_names_code_that_exists():
+    import importlib
+
+    refs = methods_code_refs()
+    sections = {sec for _, mod, _ in refs for sec in (mod.split(".")[1],)}
+    assert {"internals", "steering", "sweep"} <= sections, \
+        f"docs/METHODS.md maps too little code (packages named: {sorted(sections)})"
+    bad = []
+    for line, mod, name in refs:
+        try:
+            ok = hasattr(importlib.import_module(mod), name)
+        except ImportError as exc:
+            ok, name = False, f"{name} ({exc})"
+        if not ok:
+            bad.append(f"docs/METHODS.md:{line}: {mod}:{name}")
+    assert not bad, "docs/METHODS.md names code that does not exist:\n" + "\n".join(bad)
