@@ -57,8 +57,9 @@ def _pool_block(h_row, m_row, offs_d, dmask, li, cnt, S, D, HAS_MASK: tl.constex
 
 
 @triton.jit
-def _inv_sum(n2, SUM: tl.constexpr):
-    """1/sqrt(n2) correctly rounded (0 for 0, NaN for NaN) in fp32 or fp64."""
+def _inv_norm(n2, SUM: tl.constexpr):
+    """1/sqrt(n2), the inverse norm from a sum of squares, correctly rounded (0 for 0, NaN for NaN) in
+    fp32 or fp64 (SUM); the pooling and the pair count share it."""
     if SUM == tl.float64:
         nrm = tl.sqrt(n2)  # fp64 sqrt and division are IEEE
         inv = tl.where(nrm > 0, 1.0 / tl.where(nrm > 0, nrm, 1.0), 0.0)
@@ -101,7 +102,7 @@ def _pool_acc_kernel(h_ptr, m_ptr, slot_ptr, sums_ptr, units_ptr, out_ptr, S, D,
         ps = p.to(SUM)
         tl.atomic_add(sums_ptr + srow + offs_d, ps, mask=dmask & ok)
         if UNITS:
-            inv = _inv_sum(tl.sum(ps * ps, axis=0), SUM)
+            inv = _inv_norm(tl.sum(ps * ps, axis=0), SUM)
             tl.atomic_add(units_ptr + srow + offs_d, ps * inv, mask=dmask & ok)
     else:
         for d0 in range(0, D, BLOCK_D):
@@ -113,7 +114,7 @@ def _pool_acc_kernel(h_ptr, m_ptr, slot_ptr, sums_ptr, units_ptr, out_ptr, S, D,
             tl.atomic_add(sums_ptr + srow + offs_d, ps, mask=dmask & ok)
             ss += ps * ps
         if UNITS:
-            inv = _inv_sum(tl.sum(ss, axis=0), SUM)
+            inv = _inv_norm(tl.sum(ss, axis=0), SUM)
             tl.debug_barrier()  # pooled[b] written by every thread of this program is visible
             for d0 in range(0, D, BLOCK_D):
                 offs_d = d0 + tl.arange(0, BLOCK_D)
@@ -160,13 +161,6 @@ def pool_accumulate_(hidden, mask, mode, slot, sums, unit_sums):
 
 # ------------------------------------------------------------------ pairs below a threshold
 @triton.jit
-def _inv_norm(ss):
-    nrm = tl.sqrt_rn(ss)
-    inv = tl.where(nrm > 0, tl.div_rn(tl.full(ss.shape, 1.0, tl.float32), tl.where(nrm > 0, nrm, 1.0)), 0.0)
-    return tl.where(nrm != nrm, nrm, inv)
-
-
-@triton.jit
 def _count_kernel(a_ptr, b_ptr, ga_ptr, gb_ptr, cnt_ptr, n, m, D, G, thr,
                   GROUPED: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GC: tl.constexpr,
@@ -200,7 +194,7 @@ def _count_kernel(a_ptr, b_ptr, ga_ptr, gb_ptr, cnt_ptr, n, m, D, G, thr,
             acc = tl.dot(a, bt, acc)
         a_ptrs += BK
         b_ptrs += BK
-    c = acc * _inv_norm(ssa)[:, None] * _inv_norm(ssb)[None, :]
+    c = acc * _inv_norm(ssa, tl.float32)[:, None] * _inv_norm(ssb, tl.float32)[None, :]
     c = tl.where(c > 1.0, 1.0, tl.where(c < -1.0, -1.0, c))  # NaN stays NaN
     below = (c < thr) & mm[:, None] & nm[None, :]  # NaN < thr is False
     if GROUPED:
