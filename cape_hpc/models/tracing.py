@@ -18,8 +18,8 @@ a sync-free pass (no ``.item()``, ``.cpu()``, Python ``if`` on tensor values).
         for batch in tr.batches(ids, batch_size=16, token_budget=8192):
             tr.forward(batch)      # stops after block 3 (StopForward), hooks see `batch`
 
-``stop=False`` keeps the full forward pass (generation with a KV cache calls the model itself
-while the trace is open; ``tr.batch`` is then whatever the caller set, possibly None).
+``stop=False`` keeps the full forward pass (generation with a KV cache: ``tr.forward(batch,
+use_cache=True, ...)`` once per step, each step's state in its own ``batch``).
 """
 from __future__ import annotations
 
