@@ -41,6 +41,7 @@ from cape_hpc.analysis.hfield import h_field
 from cape_hpc.analysis.isocline import calibrate_k, predicted_sign
 from cape_hpc.analysis.options import DiagnoseOptions, HFieldOptions
 from cape_hpc.analysis.phases import classify_phase
+from cape_hpc.analysis.scale import SCALE, on_scale
 from cape_hpc.errors import OptionError
 from cape_hpc.schema import Provenance, Result
 
@@ -114,11 +115,12 @@ def fit_diagnose_model(df: pd.DataFrame, opts: DiagnoseOptions | None = None) ->
     hf = h_field(df, HFieldOptions(pair=opts.pair, group_by="family", units=opts.units))
     k, _, _, desc = calibrate_k(df, b1, b2, opts.calibration_value)
     panel, _ = complete_rows(df, (b1, b2))
+    panel = on_scale(panel, opts)   # log10 N, or log10 step under --scale step (the query's size too)
     scale = opts.scale
     return DiagnoseModel(b1, b2, opts.units, opts.min_delta_resolved, opts.tax_below, opts.bonus_above, hf.beta1,
                          hf.beta0, k, opts.rule, desc, opts.d_ref,
                          panel["model"].astype(str).tolist(), panel["family"].astype(str).tolist(),
-                         np.log10(panel["params"].to_numpy(float)).tolist(),
+                         np.log10(panel[SCALE].to_numpy(float)).tolist(),
                          (panel[b1].to_numpy(float) * scale).tolist(), (panel[b2].to_numpy(float) * scale).tolist(),
                          provenance("diagnose_model", opts, {"scores": df}))
 

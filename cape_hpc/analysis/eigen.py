@@ -27,6 +27,7 @@ import pandas as pd
 from cape_hpc.analysis._common import (check_columns, complete_rows, ols_line, provenance, r_squared,
                                        select_families, sort_by_n)
 from cape_hpc.analysis.options import EigenOptions
+from cape_hpc.analysis.scale import SCALE, on_scale
 from cape_hpc.errors import OptionError
 from cape_hpc.schema import Provenance, Result
 
@@ -72,11 +73,11 @@ def eigen_geometry(df: pd.DataFrame, opts: EigenOptions | None = None) -> EigenR
     family, columns, matrix, mode, width = opts.family, list(opts.columns), opts.matrix, opts.mode, opts.width
     check_columns(df, columns, "--columns")
     scale = opts.scale
-    g = sort_by_n(select_families(df, family, option="--family"))
+    g = sort_by_n(on_scale(select_families(df, family, option="--family"), opts), SCALE)  # N, or the step
     g, dropped = complete_rows(g, columns)
     X = g[columns].to_numpy(float) * scale
     names = g["model"].astype(str).tolist()
-    logn = np.log10(g["params"].to_numpy(float))
+    logn = np.log10(g[SCALE].to_numpy(float))
     n = len(g)
     if mode == "cumulative":
         spans = [(0, k) for k in range(opts.min_window, n + 1)]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -67,9 +68,10 @@ def axis_of(opts_or_name) -> Axis:
     return SCALE_AXES[name]
 
 
-def scale_values(df: pd.DataFrame, opts) -> np.ndarray:
+def scale_values(df: pd.DataFrame, opts, families: Sequence[str] | None = None) -> np.ndarray:
     """[rows] float64: N or the training step of every row of ``df`` (``opts.scale_axis``), checked
-    (module doc); DataError naming the file and the column or the row."""
+    (module doc) on the rows of ``families`` (all rows when None); DataError naming the file and the
+    column or the row."""
     axis = axis_of(opts)
     if axis.column == "params":
         return df["params"].to_numpy(float)
@@ -78,7 +80,8 @@ def scale_values(df: pd.DataFrame, opts) -> np.ndarray:
         raise DataError(f"{path}: no column 'step' (--scale step orders models by training step; "
                         f"columns: {', '.join(str(c) for c in df.columns if not str(c).startswith('_'))})")
     values = pd.to_numeric(df["step"], errors="coerce").to_numpy(float)
-    bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
+    used = np.ones(len(df), bool) if families is None else df["family"].isin(list(families)).to_numpy()
+    bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)) & used)
     if len(bad):
         i = bad[0]
         row = df["_row"].iloc[i] if "_row" in df.columns else df.index[i]
@@ -91,8 +94,9 @@ def scale_values(df: pd.DataFrame, opts) -> np.ndarray:
     return values
 
 
-def on_scale(df: pd.DataFrame, opts) -> pd.DataFrame:
-    """``df`` with the column ``SCALE`` (N or the step, ``scale_values``) added; attrs kept."""
-    out = df.assign(**{SCALE: scale_values(df, opts)})
+def on_scale(df: pd.DataFrame, opts, families: Sequence[str] | None = None) -> pd.DataFrame:
+    """``df`` with the column ``SCALE`` (N or the step, ``scale_values``, checked on the rows of
+    ``families``) added; attrs kept."""
+    out = df.assign(**{SCALE: scale_values(df, opts, families)})
     out.attrs = dict(df.attrs)
     return out

@@ -165,7 +165,7 @@ def print_fixedpoint(r) -> None:
     fit = (f"a = {fmt(r.a)}", f"b = {fmt(r.b)}",
            f"gamma* = {fmt(r.gamma_star)} ({r.stability}; {r.n_points} derivative points) {r.reason}")
     print(f"\nFixed point of gamma ({r.family}, min_delta {fmt(r.min_delta)} {r.units}): dgamma/dlogN = a gamma + b, "
-          + ", ".join(fit))
+          + ", ".join(fit) + _along(r))
 
 
 def print_eigen(r) -> None:
@@ -173,7 +173,7 @@ def print_eigen(r) -> None:
              " ".join(f"{v:+.2f}" for v in w.e2), w.e2_angle_deg, w.e2_step_deg) for w in r.windows]
     print_table(rows, ["from", "to", "n", "lambda1", "lambda2", f"e2 ({' '.join(r.columns)})", "angle", "step"],
                 title=f"Eigen-geometry {r.family} ({r.matrix}, {r.mode} windows, scores in {r.units})")
-    print(f"lambda2 ~ N^{fmt(r.power_exponent)} (R^2 = {fmt(r.power_r2)}, {r.n_power_points} windows)")
+    print(f"lambda2 ~ {axis_of(r.provenance.options).symbol}^{fmt(r.power_exponent)} (R^2 = {fmt(r.power_r2)}, {r.n_power_points} windows)")
 
 
 def print_frontier(r) -> None:
@@ -194,7 +194,8 @@ def print_diagnose_model(m) -> None:
 
 
 def print_diagnosis(d) -> None:
-    rows = [("model", d.name or "-"), ("family", d.family or "-"), ("N", f"{d.params:.4g}"),
+    ax = axis_of(d.provenance.options.get("model", {}))
+    rows = [("model", d.name or "-"), ("family", d.family or "-"), (ax.symbol, f"{d.params:.4g}"),
             ("scores", f"{fmt(d.b1)}, {fmt(d.b2)} ({d.units})"),
             ("gamma (own interval)", f"{fmt(d.gamma_prev)} from {d.prev_model or '-'}"),
             ("gamma (next interval)", f"{fmt(d.gamma_next)} to {d.next_model or '-'}"),

@@ -34,6 +34,7 @@ import pandas as pd
 
 from cape_hpc.analysis import table_sha256
 from cape_hpc.analysis.options import CouplingOptions, narrow
+from cape_hpc.analysis.scale import SCALE, on_scale
 from cape_hpc.dynamics.baselines import PolyBaseline
 from cape_hpc.dynamics.estimators import make_model
 from cape_hpc.dynamics.internals import join_internals
@@ -270,10 +271,11 @@ def discover(df: pd.DataFrame, opts: DynamicsOptions | None = None, *,
     internal = opts.internal_state
     inputs = _inputs(df, internals, internal)
     df = join_internals(df, internals, opts.columns, train_l + hold_l)
+    df = on_scale(df, opts, families=train_l + hold_l)   # N, or the step under --scale step
     benchmarks = check_benchmarks(df, opts.columns)
     est = make_model(opts.ode())
-    tr = trajectories(df, train_l, benchmarks, option="--train")
-    ho = trajectories(df, hold_l, benchmarks, option="--holdout") if hold_l else []
+    tr = trajectories(df, train_l, benchmarks, option="--train", column=SCALE)
+    ho = trajectories(df, hold_l, benchmarks, option="--holdout", column=SCALE) if hold_l else []
     est.fit(tr)
 
     skip = not opts.include_start
@@ -379,11 +381,12 @@ def predict_size(df: pd.DataFrame, opts: PredictOptions, *, internals: pd.DataFr
     train_l = list(opts.train_families)
     inputs = _inputs(df, internals, opts.internal_state)
     df = join_internals(df, internals, opts.columns, list(dict.fromkeys([opts.family, *train_l])))
+    df = on_scale(df, opts, families=[opts.family, *train_l])   # N, or the step under --scale step
     benchmarks = check_benchmarks(df, opts.columns)
-    target = family_trajectory(df, opts.family, benchmarks, option="--family")
+    target = family_trajectory(df, opts.family, benchmarks, option="--family", column=SCALE)
     if target.n < 1:
         raise DataError(f"family {opts.family!r} has no model with all of {', '.join(benchmarks)}")
-    tr = trajectories(df, train_l, benchmarks, option="--train")
+    tr = trajectories(df, train_l, benchmarks, option="--train", column=SCALE)
     est = make_model(opts.ode()).fit(tr)
     x0, y0 = float(target.x[-1]), target.Y[-1]
     xt = math.log10(opts.size)

@@ -22,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from cape_hpc.analysis.options import CouplingOptions
+from cape_hpc.analysis.options import AxisOptions, CouplingOptions
 from cape_hpc.dynamics.internals import internal_quantity, is_internal
 from cape_hpc.errors import OptionError
 from cape_hpc.io.scores import SCORE_COLUMNS
@@ -97,7 +97,7 @@ class PhaseFitOptions(CouplingOptions):
 
 
 @dataclass(frozen=True)
-class _ModelRun(FamilyResampling, ODEOptions):
+class _ModelRun(FamilyResampling, ODEOptions, AxisOptions):
     """What ``discover`` and ``predict_size`` share: the estimator, the columns, the baselines, the seed."""
 
     benchmarks: tuple[str, ...] = option(SCORE_COLUMNS, help="score columns of the state (space- or "
@@ -178,7 +178,8 @@ class DynamicsOptions(_ModelRun):
     def phase_fit(self) -> PhaseFitOptions | None:
         if self.phase_pair is None:
             return None
-        return PhaseFitOptions(pair=self.phase_pair, families=self.phase_families, units=self.units)
+        return PhaseFitOptions(pair=self.phase_pair, families=self.phase_families, units=self.units,
+                               scale_axis=self.scale_axis)
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,8 @@ class PredictOptions(_ModelRun):
     """``predict_size``: integrate from a family's largest known model to a size N (docs/METHODS.md §2.13)."""
 
     family: str = option("", help="the family to extend (required)")
-    size: float = option(0.0, help="target parameter count", minimum=0.0, cli=False)
+    size: float = option(0.0, help="target parameter count (training step under --scale step)", minimum=0.0,
+                         cli=False)
     train: tuple[str, ...] | None = option(None, help="families to fit the ODE on (none: --family itself)",
                                            metavar="FAMILY")
     n_resamples: int = option(200, help="bootstrap refits of the band (0: no band)", minimum=0, aliases=("-n",))

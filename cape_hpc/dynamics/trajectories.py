@@ -60,9 +60,10 @@ def check_benchmarks(df: pd.DataFrame, benchmarks: Sequence[str]) -> tuple[str, 
 
 
 def family_trajectory(df: pd.DataFrame, family: str, benchmarks: Sequence[str],
-                      option: str = "--train") -> Trajectory:
-    """One family's trajectory (models with every benchmark reported, sorted by N, ties by name)."""
-    for c in ("model", "family", "params"):
+                      option: str = "--train", column: str = "params") -> Trajectory:
+    """One family's trajectory (models with every benchmark reported, sorted by N, ties by name); N is
+    ``column`` (``cape_hpc.analysis.scale.SCALE`` after ``on_scale``: N or the training step)."""
+    for c in ("model", "family", column):
         if c not in df.columns:
             raise DataError(f"{df.attrs.get('path', '<DataFrame>')}: scores table lacks column {c!r}")
     benchmarks = check_benchmarks(df, benchmarks)
@@ -70,24 +71,24 @@ def family_trajectory(df: pd.DataFrame, family: str, benchmarks: Sequence[str],
     if g.empty:
         raise OptionError(f"option '{option}': unknown family {family!r} "
                           f"(known: {', '.join(sorted(map(str, df['family'].unique())))})")
-    g = g.sort_values(["params", "model"], kind="mergesort")
+    g = g.sort_values([column, "model"], kind="mergesort")
     mask = g[list(benchmarks)].notna().all(axis=1).to_numpy()
     dropped = [str(m) for m in g.loc[~mask, "model"]]
     g = g.loc[mask]
-    keep = ~g["params"].duplicated(keep="first").to_numpy()
+    keep = ~g[column].duplicated(keep="first").to_numpy()
     dropped += [f"{m} (same N as a smaller-named model)" for m in g.loc[~keep, "model"]]
     g = g.loc[keep]
-    return Trajectory(str(family), [str(m) for m in g["model"]], np.log10(g["params"].to_numpy(float)),
+    return Trajectory(str(family), [str(m) for m in g["model"]], np.log10(g[column].to_numpy(float)),
                       g[list(benchmarks)].to_numpy(float), benchmarks, dropped)
 
 
 def trajectories(df: pd.DataFrame, families: Sequence[str] | str, benchmarks: Sequence[str],
-                 option: str = "--train", min_models: int = 2) -> list[Trajectory]:
+                 option: str = "--train", min_models: int = 2, column: str = "params") -> list[Trajectory]:
     if isinstance(families, str):
         families = [families]
     out = []
     for f in families:
-        t = family_trajectory(df, f, benchmarks, option)
+        t = family_trajectory(df, f, benchmarks, option, column)
         if t.n < min_models:
             raise DataError(f"{df.attrs.get('path', '<DataFrame>')}: family {f!r} (option '{option}') has "
                             f"{t.n} model(s) with all of {', '.join(benchmarks)}; need >= {min_models}"
