@@ -385,6 +385,7 @@ def run_analyze(args) -> int:
     ``/analyze``); the others still run and are stored."""
     import logging
 
+    from cape_hpc.analysis.scale import scale_values
     from cape_hpc.errors import CapeError, DataError
     from cape_hpc.io.runs import AnalyzeRun, SkippedAnalysis
 
@@ -394,6 +395,7 @@ def run_analyze(args) -> int:
     rows = [(a, analysis_options(a, args, sets)) for a in analyses()]   # bad flags fail before any work
     _check_out(args)
     tables = {t: _load(t, args) for t in ("base", "frontier", "loss")}
+    scale_values(tables["base"], args.scale_axis, args.families)   # --scale step: no step column -> one line, exit 2
     families = set(tables["base"]["family"]) if args.families is None else set(args.families)
     res: dict[str, Any] = {}
     skipped: list[SkippedAnalysis] = []
