@@ -147,3 +147,27 @@ def test_slurm_templates_stop_a_rank_with_too_few_gpus(template, env, want):
     r = subprocess.run(["bash", str(ROOT / "slurm" / template), str(ROOT / "jobs" / "paper_large.yaml")],
                        capture_output=True, text=True, env=e, timeout=300)
     assert r.returncode == 2 and want in r.stderr, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+
+
+def test_job_gpus_key(tmp_path, capsys):
+    """A model entry's gpus: is read (a positive integer, refused otherwise naming file, entry and key),
+    kept when it is at least the plan's count and refused by --dry-run when below it."""
+    from cape_hpc.cli import main
+    from cape_hpc.errors import DataError
+    from cape_hpc.sweep.gpus import plan_job
+    from cape_hpc.sweep.spec import load_job
+
+    def job(gpus) -> Path:
+        p = tmp_path / "j.yaml"
+        p.write_text("name: j\ndefaults: {dtype: bfloat16}\nmodels:\n"
+                     f"  - {{id: x/big, name: big, params: 70e9, gpus: {gpus}}}\n"
+                     "  - {id: x/small, name: small, params: 1e9}\n")
+        return p
+
+    assert [g.gpus for g in plan_job(load_job(job(3)))] == [3, 1]
+    for bad in (0, "two"):
+        with pytest.raises(DataError, match=r"j.yaml: models\[0\]\.gpus"):
+            load_job(job(bad))
+    assert main(["sweep", str(job(1)), "--dry-run", "--out-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "j.yaml: big: gpus: 1, but its" in err and "GiB (bfloat16) need 2 GPUs of 80 GiB" in err

@@ -53,13 +53,14 @@ class ModelOptions(Options):
     trust_remote_code: bool = option(False, help="allow a HuggingFace model's own Python code to run")
     allow_pickle: bool = option(False, help="load pickled weights (pytorch_model.bin, *.pt): unpickling runs "
                                             "code, so only for files you trust (default: safetensors only)")
-    def load(self, placement: "PlacementOptions | None" = None):
-        """``cape_hpc.models.load_model`` with these options (and where to put the model) -> LoadedModel."""
+    def load(self, placement: "PlacementOptions | dict | None" = None):
+        """``cape_hpc.models.load_model`` with these options and where to put the model (a
+        :class:`PlacementOptions`, or load_model's placement keywords) -> LoadedModel."""
         from cape_hpc.models.loading import load_model
 
+        place = placement if isinstance(placement, dict) else (placement or PlacementOptions()).load_kwargs()
         return load_model(self.model, revision=self.revision, dtype=self.dtype,
-                          trust_remote_code=self.trust_remote_code, allow_pickle=self.allow_pickle or None,
-                          **(placement or PlacementOptions()).load_kwargs())
+                          trust_remote_code=self.trust_remote_code, allow_pickle=self.allow_pickle or None, **place)
 
 
 @dataclass(frozen=True)

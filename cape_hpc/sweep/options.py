@@ -89,3 +89,6 @@ class ModelFacts(Options):
     d_model: int | None = option(None, help="hidden size", minimum=1, cli=False)
     n_layers: int | None = option(None, help="decoder blocks", minimum=1, cli=False)
     vocab: int | None = option(None, help="vocabulary size", minimum=1, cli=False)
+    gpus: int | None = option(None, help="GPUs the model's rank uses (none: the memory plan's count, "
+                                         "cape_hpc.sweep.gpus; fewer than the plan needs is refused)",
+                              minimum=1, cli=False)

@@ -66,7 +66,7 @@ MODEL_KEYS: dict[str, OptionField] = {
     "id": (ModelOptions, "model"),
     **{k: (ModelOptions, k) for k in ("revision", "dtype", "trust_remote_code", "allow_pickle")},
     "batch_size": (ExtractOptions, "batch_size"),
-    **{k: (ModelFacts, k) for k in ("name", "family", "params", "d_model", "n_layers", "vocab")},
+    **{k: (ModelFacts, k) for k in ("name", "family", "params", "d_model", "n_layers", "vocab", "gpus")},
 }
 #: the model keys ``defaults:`` may set for every model
 DEFAULT_KEYS = ("revision", "dtype", "trust_remote_code", "allow_pickle", "batch_size")

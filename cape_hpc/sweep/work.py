@@ -76,9 +76,17 @@ def process_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
     from cape_hpc.internals import extract_internals, load_prompts
 
     t0 = time.perf_counter()
-    loaded = entry.load.load()
     device = _device(job)
-    if device != "cpu":
+    place = None
+    if device.startswith("cuda"):                 # a model larger than one GPU: over the rank's GPUs
+        import torch
+
+        from cape_hpc.sweep.gpus import model_placement
+
+        place = model_placement(entry, job, torch.cuda.device_count(),
+                                torch.cuda.get_device_properties(0).total_memory, rank=local_rank())
+    loaded = entry.load.load(place)
+    if device != "cpu" and place is None:
         loaded.model.to(device)
     t_load = time.perf_counter() - t0
     prompts = load_prompts(job.prompts.contrastive)
