@@ -35,7 +35,8 @@ dotted identifiers (no paths), and the function must be callable.
 Every error names the file and the key path (``jobs/x.yaml: models[3].dtype: ...``): a wrong
 shape is a ``DataError``, a refused value a ``JobValueError`` (a DataError and an OptionError).
 ``params`` (and optionally ``d_model``, ``n_layers``, ``vocab``) describe the model without
-downloading it: they order the models (largest first) and estimate memory for ``--dry-run``.
+downloading it: they order the models (largest first) and estimate memory for ``--dry-run``;
+``gpus`` (optional) the GPUs its rank uses, else the memory plan's count (``cape_hpc.sweep.gpus``).
 """
 from __future__ import annotations
 
