@@ -12,8 +12,7 @@ import logging
 import sys
 
 COMMAND_MODULES = (
-    "cape_hpc.commands.analysis",   # coupling, phases, population, nc, deff, width, hfield, isocline,
-                                    # loss, fixedpoint, eigen, frontier, diagnose, analyze
+    "cape_hpc.commands.analysis",   # one per record of its ANALYSES (coupling ... diagnose), analyze
     "cape_hpc.commands.dynamics",   # dynamics, predict, reproduce
     "cape_hpc.commands.internals",  # internals
     "cape_hpc.commands.steer",      # steer
