@@ -467,3 +467,16 @@ def test_nc_out_says_unchanged_when_the_file_is_left_as_it_is(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "wrote" not in again.stdout and "unchanged" in again.stdout
     assert os.stat(out).st_mtime_ns == stamp
+
+
+def test_a_third_prompt_set_does_not_use_up_max_prompts(tmp_path):
+    import json
+
+    p = tmp_path / "three.jsonl"
+    p.write_text("".join(json.dumps({"id": f"{s}-{i}", "text": f"{s} prompt number {i}", "set": s, "domain": "d"})
+                         + "\n" for s in ("reasoning", "truthfulness", "other") for i in range(4)))
+    r = cape("internals", "--model", "tiny-gpt2", "--prompts", p, "--max-prompts", 4, "--block-resamples", 0,
+             "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert (doc["set_r"], doc["set_t"], doc["n_r"], doc["n_t"]) == ("reasoning", "truthfulness", 2, 2)

@@ -124,11 +124,14 @@ def extract_internals_pooled(loaded, prompts: PromptSet, opts: ExtractOptions | 
 class _Extraction:
     def __init__(self, loaded, prompts: PromptSet, opts: ExtractOptions, overwrite: bool):
         self.loaded, self.opts, self.overwrite = loaded, opts, overwrite
-        prompts = prompts.subset(opts.max_prompts)
         if len(prompts) == 0:
             raise DataError(f"{prompts.path}: no prompts")
-        self.prompts = prompts
         set_r, set_t = opts.sets or choose_sets(prompts)
+        if opts.max_prompts is not None and len(prompts.sets) > 2:  # the budget goes to the two sets measured
+            prompts = PromptSet([p for p in prompts.prompts if p.set in (set_r, set_t)], path=prompts.path,
+                                sha256=prompts.sha256)
+        prompts = prompts.subset(opts.max_prompts)
+        self.prompts = prompts
         for s in (set_r, set_t):
             if not prompts.select(s):
                 raise DataError(f"{prompts.path}: no prompt has set {s!r}")
