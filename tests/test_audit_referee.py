@@ -407,3 +407,18 @@ def test_spec_curve_in_the_table_and_the_json(capsys):
     assert main(["reproduce", "--claim", "pythia-r-hs-tqa", "-n", "20", "--json"]) == 0
     c = json.loads(capsys.readouterr().out)["claims"][0]
     assert c["grade"] == "robust" and c["spec_curve"].startswith(f"{c['n_matches']}/{c['n_tried']} match")
+
+
+def test_spec_curve_in_the_report_audit_section(shipped):
+    from cape_hpc.audit import AuditOptions, run_audit
+    from cape_hpc.report.html import audit_table
+
+    res = run_audit(shipped, AuditOptions(only=("pythia-r-hs-tqa",), n_resamples=20))
+
+    class Stored:
+        def optional(self, group, cls):
+            return res
+
+    t = audit_table(Stored())
+    row = dict(zip(t["columns"], t["rows"][0]))
+    assert row["grade"] == "robust" and row["specification curve (matches, clean values, coverage)"].startswith("1/")

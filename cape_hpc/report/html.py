@@ -134,7 +134,9 @@ def group_tables(res: Results) -> list[dict]:
 
 AUDIT_COLUMNS = (("id", "claim"), ("section", "section"), ("gist", "gist"), ("paper", "paper"),
                  ("method", "stated method"), ("value", "computed (stated method)"), ("verdict", "verdict"),
-                 ("alternative", "reproducing alternative"))
+                 ("alternative", "reproducing alternative"), ("grade", "grade"),
+                 ("spec_curve", "specification curve (matches, clean values, coverage)"),
+                 ("mc_tolerance", "Monte Carlo tolerance"))
 
 
 def _alts(claim: Any) -> str:
