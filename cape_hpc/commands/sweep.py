@@ -59,7 +59,7 @@ def _gb(b: float) -> float:
 
 def run_sweep_cmd(args: argparse.Namespace) -> int:
     from cape_hpc.commands.common import emit_json, print_table
-    from cape_hpc.sweep.runner import plan, run_sweep, select_models
+    from cape_hpc.sweep.runner import job_work, plan, run_sweep, select_models
     from cape_hpc.sweep.spec import load_job
 
     opts = SweepOptions.from_args(args)
@@ -84,6 +84,7 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
         from cape_hpc.sweep.spec import check_prompt_files
 
         check_prompt_files(job)
+        job_work(job)                                # the work function imports (a typo is one line now)
         if Path(out_dir).exists() and not Path(out_dir).is_dir():
             raise StoreError(f"option '--out-dir': {out_dir} is a file, not a results folder")
         rows = plan(job, out_dir, force=opts.force, models=select_models(job, opts.only, opts.index))

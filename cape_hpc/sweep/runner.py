@@ -288,16 +288,39 @@ def limit_numba_threads(n: int) -> None:
 # one model
 
 
-def resolve_work(target: str) -> Callable[[ModelEntry, JobSpec], dict]:
-    """The work function ``module:function`` (imported: a job file is a program, see ``spec``)."""
+def resolve_work(target: str, folder: str | os.PathLike | None = None) -> Callable[[ModelEntry, JobSpec], dict]:
+    """The work function ``module:function`` (imported: a job file is a program, see ``spec``).
+    A module not found on the Python path is looked for in ``folder`` (the job file's): it is on
+    ``sys.path`` only during the import, after every other entry (it never shadows an installed module)."""
     mod, _, fn = target.partition(":")
     try:
-        func = getattr(importlib.import_module(mod), fn)
+        with _searching(folder):
+            func = getattr(importlib.import_module(mod), fn)
     except (ImportError, AttributeError) as exc:
         raise OptionError(f"work function {target!r} cannot be imported: {exc}") from None
     if not callable(func):
         raise OptionError(f"work function {target!r} is not callable")
     return func
+
+
+def job_work(job: JobSpec) -> Callable[[ModelEntry, JobSpec], dict]:
+    """The job's work function; ``module:function`` also searches the job file's folder (``resolve_work``)."""
+    return resolve_work(job.work_target, Path(job.path).parent if os.path.isfile(job.path) else None)
+
+
+@contextlib.contextmanager
+def _searching(folder: str | os.PathLike | None):
+    """``folder`` at the end of ``sys.path`` inside the block (only when it is not there already)."""
+    entry = os.path.abspath(folder) if folder is not None else None
+    added = entry is not None and entry not in sys.path
+    if added:
+        sys.path.append(entry)
+        importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        if added and entry in sys.path:
+            sys.path.remove(entry)
 
 
 def thread_counts() -> dict[str, int]:
@@ -448,7 +471,7 @@ def run_sweep(job: JobSpec, opts: SweepOptions | None = None, *, comm=None, **ch
     header = share_plan(run, models)
     run.run_id, run.prompts_sha = header["run_id"], header["prompts_sha"]
     set_thread_budget(_local_ranks(comm))
-    run.work = resolve_work(job.work_target)
+    run.work = job_work(job)
     with signals_handled_by(run.term):
         try:
             if rank == 0:

@@ -28,9 +28,10 @@ key is a row there and a field of its options class.  ``defaults:`` sets any mod
 it (``device: auto|cpu|cuda|cuda:N``; auto = one GPU per rank when there are GPUs), and a model's
 ``options:`` mapping goes to it for that model (free-form: the work function reads it).
 ``module:function`` imports that module when the sweep runs, as Python code: a job file is a
-program, run only job files you trust (like a Makefile).  Only modules of cape_hpc or of a
-package importable from the job file's folder or the Python path are found; the name must be
-dotted identifiers (no paths), and the function must be callable.
+program, run only job files you trust (like a Makefile).  The module is looked up on the Python
+path first, then in the job file's folder (a ``mywork.py`` or package beside the job file), which
+is on ``sys.path`` only while the module is imported (``runner.resolve_work``); ``--dry-run`` imports
+it too.  The name must be dotted identifiers (no paths), and the function must be callable.
 
 Every error names the file and the key path (``jobs/x.yaml: models[3].dtype: ...``): a wrong
 shape is a ``DataError``, a refused value a ``JobValueError`` (a DataError and an OptionError).

@@ -1,0 +1,71 @@
+"""Issue 26 item 11, second round: a job file's ``work: module:function`` is found beside the job
+file; the sweep's prompt budget is the extraction's (a third set does not use it up); thread counts
+are recorded in ``cape internals`` outputs and merged files, not only in shards; a steering item too
+long for the model is one line naming its file and line.
+
+Error cases run the real CLI in a subprocess and assert exit 2 and one line on stderr.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+from test_reliability_cli import cape, one_line_error
+
+WORK_MODULE = """
+from cape_hpc.sweep.work import synthetic_model
+
+
+def beside(entry, job):
+    out = synthetic_model(entry, job)
+    out["info"]["from"] = "beside"
+    return out
+"""
+
+
+def _job_beside_its_module(folder: Path, module: str) -> Path:
+    """A job file in ``folder`` whose work function lives in ``folder/<module>.py``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{module}.py").write_text(WORK_MODULE)
+    job = folder / "job.yaml"
+    job.write_text(textwrap.dedent(f"""
+        name: beside
+        work: {module}:beside
+        output_dir: {folder / 'out'}
+        models:
+          - {{id: org/one, name: one, params: 1e8}}
+    """))
+    return job
+
+
+# ------------------------------------------------------------------ work: module:function
+
+
+def test_work_module_beside_the_job_file_is_found_by_dry_run_and_run(tmp_path):
+    job = _job_beside_its_module(tmp_path / "jobs", "cape_test_work_beside_cli")
+    r = cape("sweep", job, "--dry-run", "--json", cwd=tmp_path)     # cwd is not the job's folder
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["work"] == "cape_test_work_beside_cli:beside"
+    r = cape("sweep", job, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "jobs" / "out" / "shards" / "one.h5").is_file()
+
+
+def test_work_module_beside_the_job_file_leaves_sys_path_as_it_was(tmp_path):
+    from cape_hpc.sweep.runner import run_sweep
+    from cape_hpc.sweep.spec import load_job
+
+    job = load_job(_job_beside_its_module(tmp_path / "jobs", "cape_test_work_beside_lib"))
+    before = list(sys.path)
+    res = run_sweep(job, use_mpi=False)
+    assert res.exit_status() == 0 and [m.status for m in res.models] == ["done"], res.models
+    assert sys.path == before
+    assert sys.modules["cape_test_work_beside_lib"].__file__ == str(tmp_path / "jobs" / "cape_test_work_beside_lib.py")
+
+
+def test_a_work_module_that_is_nowhere_is_one_line_in_dry_run(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("work: cape_test_no_such_module:f\nmodels: [{id: org/one, params: 1e8}]\n")
+    one_line_error(cape("sweep", job, "--dry-run", cwd=tmp_path), "cape_test_no_such_module:f", "cannot be imported")
