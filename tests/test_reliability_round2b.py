@@ -69,3 +69,33 @@ def test_a_work_module_that_is_nowhere_is_one_line_in_dry_run(tmp_path):
     job = tmp_path / "job.yaml"
     job.write_text("work: cape_test_no_such_module:f\nmodels: [{id: org/one, params: 1e8}]\n")
     one_line_error(cape("sweep", job, "--dry-run", cwd=tmp_path), "cape_test_no_such_module:f", "cannot be imported")
+
+
+# ------------------------------------------------------------------ the sweep's prompt budget
+
+
+def _three_sets(path: Path, per: int = 4) -> Path:
+    path.write_text("".join(json.dumps({"id": f"{s}-{i}", "text": f"{s} prompt number {i}", "set": s, "domain": "d"})
+                            + "\n" for s in ("reasoning", "truthfulness", "other") for i in range(per)))
+    return path
+
+
+def test_a_third_prompt_set_does_not_use_up_the_sweeps_max_prompts(tmp_path):
+    """The sweep steers from the prompts the extraction measures: 4 prompts = 2 per measured set."""
+    from cape_hpc.sweep.spec import load_job
+    from cape_hpc.sweep.work import process_model
+
+    job = tmp_path / "job.yaml"
+    job.write_text(textwrap.dedent(f"""
+        output_dir: {tmp_path / 'out'}
+        prompts: {{contrastive: {_three_sets(tmp_path / 'three.jsonl')}, max_prompts: 4}}
+        internals: {{block_resamples: 0}}
+        steering: {{enabled: true, max_new_tokens: 2}}
+        models: [{{id: tiny-gpt2, params: 1e5}}]
+    """))
+    spec = load_job(job)
+    out = process_model(spec.models[0], spec)
+    res = out["internals"]
+    assert (res.set_r, res.set_t, res.n_r, res.n_t) == ("reasoning", "truthfulness", 2, 2)
+    (steered,) = out["steering"].values()
+    assert steered.n_prompts == 2          # the truthfulness prompts measured (1 when 'other' took a share)

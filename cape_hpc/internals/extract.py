@@ -127,10 +127,7 @@ class _Extraction:
         if len(prompts) == 0:
             raise DataError(f"{prompts.path}: no prompts")
         set_r, set_t = opts.sets or choose_sets(prompts)
-        if opts.max_prompts is not None and len(prompts.sets) > 2:  # the budget goes to the two sets measured
-            prompts = PromptSet([p for p in prompts.prompts if p.set in (set_r, set_t)], path=prompts.path,
-                                sha256=prompts.sha256)
-        prompts = prompts.subset(opts.max_prompts)
+        prompts = prompts.measured((set_r, set_t), opts.max_prompts)   # the budget goes to the two sets measured
         self.prompts = prompts
         for s in (set_r, set_t):
             if not prompts.select(s):

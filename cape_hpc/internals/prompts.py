@@ -60,6 +60,16 @@ class PromptSet:
                 per[p.set] += 1
         return PromptSet(keep, path=self.path, sha256=self.sha256, sets=self.sets)
 
+    def measured(self, sets: tuple[str, str], n: int | None) -> "PromptSet":
+        """The prompts of the two ``sets`` a coupling measures, at most ``n`` (``n // 2`` of each):
+        with a budget, a third set in the file is dropped first so it cannot use the budget up."""
+        if n is None:
+            return self
+        if len(self.sets) > 2:
+            kept = [p for p in self.prompts if p.set in sets]
+            return PromptSet(kept, path=self.path, sha256=self.sha256).subset(n)
+        return self.subset(n)
+
     def select(self, name: str) -> list[Prompt]:
         return [p for p in self.prompts if p.set == name]
 

@@ -40,6 +40,15 @@ def _subset_prompts(prompts: Any, n: int | None) -> Any:
     return prompts
 
 
+def measured_prompts(prompts: Any, entry: ModelEntry) -> Any:
+    """The prompts the extraction measures under the entry's ``max_prompts`` (``PromptSet.measured``:
+    a third set does not use the budget up); steering generates from these same prompts."""
+    from cape_hpc.internals.extract import choose_sets
+
+    sets = entry.extract.sets or (choose_sets(prompts) if len(prompts.sets) > 2 else prompts.sets)
+    return prompts.measured(tuple(sets), entry.extract.max_prompts)
+
+
 def local_rank() -> int:
     """This process's rank among the ranks on its node (0 without MPI/Slurm)."""
     import os
@@ -101,7 +110,7 @@ def process_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
 
         n = entry.extract.max_prompts
         calib = _subset_prompts(load_prompts(job.prompts.calibration, calibration=True), n)
-        res = run_steering(loaded, calib, _subset_prompts(prompts, n), job.steer)
+        res = run_steering(loaded, calib, measured_prompts(prompts, entry), job.steer)
         out["steering"] = {res.run_name: res}
     if getattr(job, "scores", None) is not None:   # lm-eval on the model loaded above (cape_hpc.sweep.scores)
         from cape_hpc.sweep.scores import run_scores
