@@ -99,3 +99,41 @@ def test_a_third_prompt_set_does_not_use_up_the_sweeps_max_prompts(tmp_path):
     assert (res.set_r, res.set_t, res.n_r, res.n_t) == ("reasoning", "truthfulness", 2, 2)
     (steered,) = out["steering"].values()
     assert steered.n_prompts == 2          # the truthfulness prompts measured (1 when 'other' took a share)
+
+
+# ------------------------------------------------------------------ thread counts
+
+
+def test_internals_output_records_the_thread_counts(tmp_path):
+    import h5py
+
+    from cape_hpc.io.store import read_results
+    from cape_hpc.internals.results import InternalsResult
+
+    out = tmp_path / "i.h5"
+    r = cape("internals", "--model", "tiny-gpt2", "--max-prompts", 8, "--block-resamples", 0, "--out", out, "--json",
+             env={"OMP_NUM_THREADS": "3"}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    inputs = json.loads(r.stdout)["provenance"]["inputs"]
+    assert inputs["threads_omp"] == "3" and int(inputs["threads_torch"]) >= 1 and "threads_numba" in inputs
+    with h5py.File(out, "r") as f:
+        (name,) = list(f["internals"])
+    stored = InternalsResult.from_tree(read_results(out)["internals"][name], where=name)
+    assert stored.provenance.inputs == inputs
+
+
+def test_merged_file_records_each_shards_thread_counts(tmp_path):
+    import h5py
+
+    from cape_hpc.io.store import read_results
+    from cape_hpc.sweep.merge import SweepIndex, merge_shards
+    from cape_hpc.sweep.runner import run_sweep
+    from cape_hpc.sweep.spec import load_job
+
+    job = load_job(_job_beside_its_module(tmp_path / "jobs", "cape_test_work_beside_threads"))
+    assert run_sweep(job, use_mpi=False).exit_status() == 0
+    merge_shards(job.output_dir, tmp_path / "merged.h5")
+    with h5py.File(Path(job.output_dir) / "shards" / "one.h5", "r") as f:
+        shard_threads = f.attrs["info_threads"]
+    index = SweepIndex.from_tree(read_results(tmp_path / "merged.h5")["sweep"], where="/sweep")
+    assert index.provenance.inputs["one.threads"] == shard_threads and "omp=" in shard_threads

@@ -36,6 +36,7 @@ from cape_hpc.internals.prompts import PromptSet
 from cape_hpc.internals.results import COMPETING_THRESHOLD, TAPS, BlockStats, Bottleneck, InternalsResult, store_name
 from cape_hpc.internals.statistics import (bottleneck, d_rep_per_layer, empty_head_rows, empty_layer_rows,
                                            head_rows, layer_rows, pca_curve)
+from cape_hpc.io.provenance import thread_inputs
 from cape_hpc.models.batching import forward_kwargs, left_pad, pad_id, token_limit, tokenize
 from cape_hpc.models.tracing import Trace, on_device
 from cape_hpc.schema import Provenance
@@ -343,7 +344,7 @@ class _Extraction:
             neck = bottleneck(blocks, covariance(st.final_m1, st.final_m2, self.N).numpy(),
                               self._unembed if logits else None, note)
         prov = Provenance(method="cape_hpc.internals.extract_internals", options=opts.to_dict(),
-                          inputs={"prompts": self.prompts.sha256}, seed=int(opts.block_seed),
+                          inputs={"prompts": self.prompts.sha256, **thread_inputs()}, seed=int(opts.block_seed),
                           n_resamples=int(opts.block_resamples))
         lm = self.loaded
         return InternalsResult(

@@ -8,7 +8,9 @@ Output::
     /score_table                  ScoreImport built from them (``--scores merged.h5``; sweep/scores.py)
     /sweep                        SweepIndex: job provenance shared by all shards (options, prompt
                                   hashes, code version) and one row per model (content hash of its
-                                  internals, provenance hash, source, resolved revision)
+                                  internals, provenance hash, source, resolved revision); its
+                                  provenance inputs hold each internals hash and, as "<model>.threads",
+                                  the threads the shard was computed with (torch=,numba=,omp=)
 
 Every result is read from its shard with its class's ``from_tree`` (a shard whose results do not
 match the schema is reported, not merged) and written with the schema's ``to_tree``.  Only
@@ -90,6 +92,12 @@ class SweepIndex(Result):
     provenance: Provenance
 
 
+def _threads_of(good: list, names: list[str]) -> dict[str, str]:
+    """``{"<model>.threads": "torch=8,numba=8,omp=8"}``: the threads each shard was computed with (its
+    ``info_threads``; shards written before it was recorded have none)."""
+    return {f"{name}.threads": str(info["threads"]) for (_, _, _, info), name in zip(good, names) if "threads" in info}
+
+
 def read_shard_results(path: str | os.PathLike, name: str) -> tuple[InternalsResult | None, dict[str, SteeringResult], dict]:
     """The results of one shard, decoded by the schema: (internals or None, {run: steering}, info attrs).
 
@@ -167,7 +175,7 @@ def merge_shards(results_dir: str | os.PathLike, output: str | os.PathLike, opts
                                     str(info.get("resolved_revision", "")), str(info.get("family", "")),
                                     float(info.get("params", math.nan))))
         prov = Provenance("cape_hpc.sweep.merge_shards", opts.to_dict(),
-                          inputs={r.model: r.internals_sha256 for r in rows})
+                          inputs={**{r.model: r.internals_sha256 for r in rows}, **_threads_of(good, names)})
         index = SweepIndex(job_options=json.dumps(ref["job_options"], sort_keys=True, default=str),
                            prompt_sha256={str(k): str(v) for k, v in (ref["prompt_sha256"] or {}).items()},
                            code_version=str(ref["code_version"]), format=int(ref["format"] or 0),

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cape_hpc.errors import OptionError, StoreError
+from cape_hpc.io.provenance import thread_counts, thread_inputs
 from cape_hpc.io.store import check_target
 from cape_hpc.schema import Provenance, Result
 from cape_hpc.sweep import shards
@@ -321,18 +322,6 @@ def _searching(folder: str | os.PathLike | None):
     finally:
         if added and entry in sys.path:
             sys.path.remove(entry)
-
-
-def thread_counts() -> dict[str, int]:
-    """The threads this rank computes with: torch (intra-op), numba, OpenMP (0: not loaded / unset).
-    Recorded in the provenance: a float sum's order, so its last digits, can depend on them."""
-    out = {"torch": 0, "numba": 0, "omp": int(os.environ.get("OMP_NUM_THREADS", "0") or 0)}
-    if "torch" in sys.modules:
-        out["torch"] = int(sys.modules["torch"].get_num_threads())
-    if "numba" in sys.modules:
-        with contextlib.suppress(Exception):
-            out["numba"] = int(sys.modules["numba"].get_num_threads())
-    return out
 
 
 class _TermState:
@@ -628,10 +617,9 @@ def sweep_result(run: SweepRun, runs: list[ModelRun], stats: tuple, wall: float)
 
 
 def _provenance(job: JobSpec, opts: SweepOptions, prompts_sha: dict) -> Provenance:
-    threads = thread_counts()
     return Provenance("cape_hpc.sweep.run_sweep", opts.to_dict(),
                       inputs={"job": job.sha256, **{f"prompts_{k}": v for k, v in prompts_sha.items()},
-                              **{f"threads_{k}": str(v) for k, v in threads.items()}})
+                              **thread_inputs()})
 
 
 def _run_id() -> str:
