@@ -62,12 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    import warnings
+
     if not args.verbose:
         # floating-point RuntimeWarnings (0/0 on a constant column, ...) are the methods' NaN rules at
         # work, documented per method; they are shown with -v only (docs/METHODS.md §1)
-        import warnings
-
         warnings.filterwarnings("ignore", category=RuntimeWarning)
+    # a warning is one line naming the command (the message names the file/line), not Python's two
+    warnings.formatwarning = lambda message, *_a, **_k: f"cape {args.command}: warning: {message}\n"
     bad = _empty_path_option(args)
     if bad:
         print(f"cape {args.command}: error: option '{bad}': an empty path", file=sys.stderr)

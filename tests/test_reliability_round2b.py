@@ -137,3 +137,35 @@ def test_merged_file_records_each_shards_thread_counts(tmp_path):
         shard_threads = f.attrs["info_threads"]
     index = SweepIndex.from_tree(read_results(tmp_path / "merged.h5")["sweep"], where="/sweep")
     assert index.provenance.inputs["one.threads"] == shard_threads and "omp=" in shard_threads
+
+
+# ------------------------------------------------------------------ huge steering items
+
+
+def _items(path: Path, huge_question: int | None = None, huge_answer: bool = False) -> Path:
+    rows = [{"id": f"i{k}", "domain": "d", "question": f"What is {k}?", "answers": ["yes", "no"], "correct": [k % 2]}
+            for k in range(8)]
+    if huge_question is not None:
+        rows[huge_question]["question"] = "word " * 3000         # far past tiny-gpt2's 256-token context
+    if huge_answer:
+        rows.append({"id": "big-answer", "domain": "d", "question": "q?", "answers": ["yes", "no " * 3000],
+                     "correct": [0]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_huge_item_is_one_warning_line_naming_its_file_and_line(tmp_path):
+    items = _items(tmp_path / "huge.jsonl", huge_question=3)
+    r = cape("steer", "--model", "tiny-gpt2", "--items", items, "--max-neutral", 0, "--folds", 2, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr                       # no tokenizer log line, no Python source line
+    assert lines[0].startswith("cape steer: warning: 1 item(s) longer than the model's context of 256 tokens")
+    assert lines[0].endswith(f"(first: {items}: line 4)"), lines[0]
+
+
+def test_an_answer_that_can_never_fit_is_one_line_naming_its_file_and_line(tmp_path):
+    items = _items(tmp_path / "ans.jsonl", huge_answer=True)
+    line = one_line_error(cape("steer", "--model", "tiny-gpt2", "--items", items, "--max-neutral", 0, "--folds", 2,
+                               cwd=tmp_path), f"{items}: line 9: answer 1 alone has")
+    assert "can never be scored" in line

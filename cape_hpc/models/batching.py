@@ -38,24 +38,26 @@ def token_limit(loaded, max_tokens: int | None = None) -> TokenLimit:
     return TokenLimit(int(ctx) if ctx else None, "the model's context")
 
 
-def tokenize(loaded, texts: Sequence[str], *, what: str = "prompt",
-             add_special_tokens: bool = True, max_tokens: int | None = None) -> tuple[list[list[int]], list[int]]:
+def tokenize(loaded, texts: Sequence[str], *, what: str = "prompt", add_special_tokens: bool = True,
+             max_tokens: int | None = None, labels: Sequence[str] | None = None) -> tuple[list[list[int]], list[int]]:
     """Token ids of each text (special tokens as the tokenizer adds them), truncated from the left to
-    the effective token limit (``token_limit``) with a warning.  Returns (ids, indices of truncated
-    texts)."""
+    the effective token limit (``token_limit``) with one warning for all of them, naming the first by
+    its label (``labels[i]``, e.g. ``items.jsonl: line 7``; else ``#i``).  The tokenizer's own
+    "sequence length is longer" log line is not printed.  Returns (ids, indices of truncated texts)."""
     tok = loaded.tokenizer
     limit = token_limit(loaded, max_tokens)
     ctx = limit.tokens
-    ids = [list(tok(t, add_special_tokens=add_special_tokens)["input_ids"]) for t in texts]
+    ids = [list(tok(t, add_special_tokens=add_special_tokens, verbose=False)["input_ids"]) for t in texts]
+    name = (lambda i: labels[i]) if labels is not None else (lambda i: f"{what} #{i}")
     truncated = []
     for i, row in enumerate(ids):
         if not row:
-            raise DataError(f"{what} {i}: tokenises to nothing")
+            raise DataError(f"{name(i)}: the {what} tokenises to nothing")
         if ctx and len(row) > ctx:
             truncated.append(i)
             ids[i] = row[-ctx:]
     if truncated:
-        warnings.warn(f"{limit.message(len(truncated), what)} (first: #{truncated[0]})", stacklevel=3)
+        warnings.warn(f"{limit.message(len(truncated), what)} (first: {name(truncated[0])})", stacklevel=3)
     return ids, truncated
 
 

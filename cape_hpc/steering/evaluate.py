@@ -96,7 +96,8 @@ class _Rows:
     @classmethod
     def of(cls, loaded, its: Sequence, max_tokens: int | None) -> "_Rows":
         ids, n_ans, where = tokenize_rows(loaded, [it.context for it in its], [it.scored_answers for it in its],
-                                          max_tokens=max_tokens)
+                                          max_tokens=max_tokens,
+                                          labels=[it.where or f"item {it.id!r}" for it in its])
         return cls(ids, n_ans, np.array([w[0] for w in where], dtype=np.int64),
                    np.array([w[1] for w in where], dtype=np.int64),
                    np.array([j in its[i].correct for i, j in where], dtype=bool), [it.correct for it in its])

@@ -15,7 +15,7 @@ line raises :class:`~cape_hpc.errors.DataError` naming the file, the line and th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ class Item:
     text: str                     # the question or the statement, as written in the file
     answers: tuple[str, ...]      # as written (a true/false statement: ('True', 'False'))
     correct: tuple[int, ...]      # indices of the true answers
+    where: str = field(default="", compare=False)   # "<file>: line <n>" (messages only)
 
     @property
     def context(self) -> str:
@@ -166,7 +167,7 @@ def load_items(path: str | Path | None = None) -> ItemSet:
     items: list[Item] = []
     seen: dict[str, int] = {}
     for lineno, rec in jsonl_records(p, text):
-        it = _parse(rec, p, lineno)
+        it = replace(_parse(rec, p, lineno), where=f"{p}: line {lineno}")
         if it.id in seen:
             raise _fail(p, lineno, f"duplicate id {it.id!r} (first on line {seen[it.id]})")
         seen[it.id] = lineno

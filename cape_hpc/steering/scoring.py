@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from cape_hpc.errors import OptionError
+from cape_hpc.errors import DataError, OptionError
 from cape_hpc.models.batching import token_limit, tokenize
 from cape_hpc.models.tracing import Batch, Trace, on_device
 from cape_hpc.steering.hooks import INJECT, InjectionHook, RowInjection, pooled_capture
@@ -61,26 +61,31 @@ class ScoreOutput:
 
 
 def tokenize_rows(loaded, contexts: Sequence[str], answers: Sequence[Sequence[str]], *,
-                  max_tokens: int | None = None) -> tuple[list[list[int]], list[int], list[tuple[int, int]]]:
+                  max_tokens: int | None = None,
+                  labels: Sequence[str] | None = None) -> tuple[list[list[int]], list[int], list[tuple[int, int]]]:
     """Token ids of every (context, answer) row: the context tokenised as a prompt (special tokens
     as the tokenizer adds them) followed by the answer tokenised alone, so the answer positions are
-    exact.  ``max_tokens``: the context is cut from the left so a row has at most that many tokens.
-    Returns (ids, n_answer, (context index, answer index) of each row)."""
+    exact.  ``max_tokens``: the context is cut from the left so a row has at most that many tokens
+    (one warning, as for prompts); an answer that alone exceeds the limit is a DataError.  ``labels``
+    name each item in messages (``items.jsonl: line 7``).  Returns (ids, n_answer, (context index,
+    answer index) of each row)."""
     tok = loaded.tokenizer
-    ctx_ids, _ = tokenize(loaded, list(contexts), what="item")
-    limit = token_limit(loaded, max_tokens).tokens
+    labels = list(labels) if labels is not None else [f"item #{i}" for i in range(len(contexts))]
+    ctx_ids, _ = tokenize(loaded, list(contexts), what="item", labels=labels)
+    lim = token_limit(loaded, max_tokens)
+    limit = lim.tokens
     ids, n_ans, where = [], [], []
     for i, (c, alist) in enumerate(zip(ctx_ids, answers)):
         for j, a in enumerate(alist):
-            a_ids = list(tok(a, add_special_tokens=False)["input_ids"])
+            a_ids = list(tok(a, add_special_tokens=False, verbose=False)["input_ids"])
             if not a_ids:
-                raise OptionError(f"item {i}, answer {j}: {a!r} tokenises to nothing")
+                raise DataError(f"{labels[i]}: answer {j}: {a!r:.60} tokenises to nothing")
             row = c + a_ids
             if limit and len(row) > limit:
                 keep = limit - len(a_ids)
                 if keep < 1:
-                    raise OptionError(f"item {i}, answer {j}: the answer alone has {len(a_ids)} tokens, more "
-                                      f"than the limit of {limit}")
+                    raise DataError(f"{labels[i]}: answer {j} alone has {len(a_ids)} tokens, more than "
+                                    f"{lim.source} of {limit} (it can never be scored)")
                 row = c[-keep:] + a_ids
             ids.append(row)
             n_ans.append(len(a_ids))
