@@ -114,10 +114,6 @@ def _fail(where: str, msg: str) -> SchemaError:
     return SchemaError(f"{where}: {msg}")
 
 
-def _is_nan(v: Any) -> bool:
-    return isinstance(v, (float, np.floating)) and math.isnan(v)
-
-
 def _decode(tp: Any, value: Any, where: str) -> Any:
     """Check ``value`` (from a tree) against the annotation ``tp`` and convert it."""
     origin = typing.get_origin(tp)

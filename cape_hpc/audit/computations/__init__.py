@@ -1,4 +1,4 @@
-"""One function per claim kind (``compute.fn`` of ``data/claims.yaml``), calling the analyses (docs/METHODS.md §2.15).
+"""One function per claim kind, named ``claim_<kind>`` (``compute.fn`` of ``data/claims.yaml``), calling the analyses (docs/METHODS.md §2.15).
 
 Each function takes the :class:`AuditContext` (the tables, the bootstrap settings, a cache of
 expensive results) and the claim's ``args``, and returns the value in the unit of the paper's number
@@ -31,21 +31,21 @@ from cape_hpc.audit.computations.context import AuditContext, Unavailable
 __all__ = ["AuditContext", "Unavailable", "COMPUTE", "evaluate"]
 
 COMPUTE: dict[str, Callable] = {
-    "pearson": correlation.c_pearson, "gamma_logn_r": correlation.c_gamma_logn_r,
-    "nc": nc.c_nc, "nc_ratio": nc.c_nc_ratio,
-    "count_models": table.c_count_models, "count_families": table.c_count_families, "score": table.c_score,
-    "score_delta": table.c_score_delta, "tqa_variant": table.c_tqa_variant, "n_layers": table.c_n_layers,
-    "sign_flip_count": gamma.c_sign_flip_count, "all_positive": gamma.c_all_positive,
-    "fraction_positive": gamma.c_fraction_positive, "gamma_at": gamma.c_gamma_at,
-    "max_gamma_at": gamma.c_max_gamma_at, "above_nc_positive": gamma.c_above_nc_positive,
-    "exchange_rate": gamma.c_exchange_rate,
-    "deff": geometry.c_deff, "width": geometry.c_width, "width_flip_count": geometry.c_width_flip_count,
-    "isocline": geometry.c_isocline, "isocline_above": geometry.c_isocline_above, "eigen": geometry.c_eigen,
-    "fixed_point": geometry.c_fixed_point,
-    "dynamics": dynamics.c_dynamics, "sindy_terms": dynamics.c_sindy_terms, "holdout_max": dynamics.c_holdout_max,
-    "phase_coef": phases.c_phase_coef,
-    "loss": external.c_loss, "frontier": external.c_frontier, "wilson": external.c_wilson,
-    "internals": external.c_internals, "external": external.c_external, "not_stated": external.c_not_stated,
+    "pearson": correlation.claim_pearson, "gamma_logn_r": correlation.claim_gamma_logn_r,
+    "nc": nc.claim_nc, "nc_ratio": nc.claim_nc_ratio,
+    "count_models": table.claim_count_models, "count_families": table.claim_count_families, "score": table.claim_score,
+    "score_delta": table.claim_score_delta, "tqa_variant": table.claim_tqa_variant, "n_layers": table.claim_n_layers,
+    "sign_flip_count": gamma.claim_sign_flip_count, "all_positive": gamma.claim_all_positive,
+    "fraction_positive": gamma.claim_fraction_positive, "gamma_at": gamma.claim_gamma_at,
+    "max_gamma_at": gamma.claim_max_gamma_at, "above_nc_positive": gamma.claim_above_nc_positive,
+    "exchange_rate": gamma.claim_exchange_rate,
+    "deff": geometry.claim_deff, "width": geometry.claim_width, "width_flip_count": geometry.claim_width_flip_count,
+    "isocline": geometry.claim_isocline, "isocline_above": geometry.claim_isocline_above, "eigen": geometry.claim_eigen,
+    "fixed_point": geometry.claim_fixed_point,
+    "dynamics": dynamics.claim_dynamics, "sindy_terms": dynamics.claim_sindy_terms, "holdout_max": dynamics.claim_holdout_max,
+    "phase_coef": phases.claim_phase_coef,
+    "loss": external.claim_loss, "frontier": external.claim_frontier, "wilson": external.claim_wilson,
+    "internals": external.claim_internals, "external": external.claim_external, "not_stated": external.claim_not_stated,
 }
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from cape_hpc.audit.computations.context import AuditContext, Unavailable, coupling, need_families
 
 
-def c_pearson(ctx: AuditContext, b1="HS", b2="TQA", families=None, min_params=None, strict=False,
+def claim_pearson(ctx: AuditContext, b1="HS", b2="TQA", families=None, min_params=None, strict=False,
               phase=None, stat="r", p_method="analytic", max_params=None):
     """Pearson r (stat='r'), its p-value ('p'), Spearman rho ('rho') or n ('n') over a set of models:
     the named families pooled (all when None), with params >= ``min_params`` (> when ``strict``) and
@@ -39,7 +39,7 @@ def c_pearson(ctx: AuditContext, b1="HS", b2="TQA", families=None, min_params=No
             "rho": g.spearman_rho, "n": g.n}[stat]
 
 
-def c_gamma_logn_r(ctx: AuditContext, b1="HS", b2="TQA", stat="r"):
+def claim_gamma_logn_r(ctx: AuditContext, b1="HS", b2="TQA", stat="r"):
     """Pearson r of every defined local gamma against its midpoint log10 N (all families pooled)."""
     from cape_hpc.analysis.population import correlate
 

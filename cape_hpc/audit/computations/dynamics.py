@@ -23,7 +23,7 @@ def _dyn(ctx, train, holdout, model, units, threshold, degree, benchmarks, deriv
     return ctx.cached(("dyn", opts), lambda: discover(ctx.scores, opts))
 
 
-def c_dynamics(ctx: AuditContext, train=("Pythia",), holdout=("Llama-2",), model="sindy", units="fraction",
+def claim_dynamics(ctx: AuditContext, train=("Pythia",), holdout=("Llama-2",), model="sindy", units="fraction",
                threshold=0.1, degree=3, benchmarks=None, derivative="gradient", quantity="holdout",
                include_start=False, anchor=False, metric="rel_mae"):
     """Errors in percent: 'fit', 'holdout', 'poly<d>' (a baseline on the holdout), 'best_poly',
@@ -88,7 +88,7 @@ def coupling_terms(terms: list[str], benchmarks: list[str], coefficients: np.nda
                    if coefficients[j, k] != 0 and term_variables(t) - {b}))
 
 
-def c_sindy_terms(ctx: AuditContext, family="Pythia", units="fraction", threshold=0.1, degree=3,
+def claim_sindy_terms(ctx: AuditContext, family="Pythia", units="fraction", threshold=0.1, degree=3,
                   quantity="range", factor=10.0, derivative="gradient"):
     """Active terms of the SINDy fit on one family: 'range' -> [min, max] per equation,
     'nonlinear' -> count of active terms of degree >= 2, 'stable' -> True when the support and
@@ -130,7 +130,7 @@ def _term_degree(term: str) -> int:
     return d
 
 
-def c_holdout_max(ctx: AuditContext, train=("Pythia",), min_models=3, model="sindy", units="fraction",
+def claim_holdout_max(ctx: AuditContext, train=("Pythia",), min_models=3, model="sindy", units="fraction",
                   threshold=0.1, degree=3, derivative="gradient"):
     """The largest ODE holdout error (percent) over every family (not trained on) with at least
     ``min_models`` complete models: the ODE fitted on ``train`` integrated from each family's
@@ -144,7 +144,7 @@ def c_holdout_max(ctx: AuditContext, train=("Pythia",), min_models=3, model="sin
     errs = []
     for f in fams:
         try:
-            errs.append(c_dynamics(ctx, tuple(train), (f,), model, units, threshold, degree, None, derivative,
+            errs.append(claim_dynamics(ctx, tuple(train), (f,), model, units, threshold, degree, None, derivative,
                                    "holdout"))
         except DataError:
             continue

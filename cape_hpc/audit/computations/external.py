@@ -10,7 +10,7 @@ import numpy as np
 from cape_hpc.audit.computations.context import AuditContext, Unavailable
 
 
-def c_loss(ctx: AuditContext, quantity="r2", n_scale=1e9, cv_ddof=0):
+def claim_loss(ctx: AuditContext, quantity="r2", n_scale=1e9, cv_ddof=0):
     from cape_hpc.analysis.losslaw import loss_law
     from cape_hpc.analysis.options import LossOptions
 
@@ -23,7 +23,7 @@ def c_loss(ctx: AuditContext, quantity="r2", n_scale=1e9, cv_ddof=0):
             "invariant_std": float(inv.std(ddof=cv_ddof)), "n": len(inv), "alpha": r.alpha}[quantity]
 
 
-def c_frontier(ctx: AuditContext, quantity="r", cohort="main", subset=None, min_lab_size=3):
+def claim_frontier(ctx: AuditContext, quantity="r", cohort="main", subset=None, min_lab_size=3):
     from cape_hpc.analysis.frontier import frontier_fit
     from cape_hpc.analysis.options import FrontierOptions
 
@@ -46,7 +46,7 @@ def c_frontier(ctx: AuditContext, quantity="r", cohort="main", subset=None, min_
             "n_lolo_labs": r.n_lolo_labs}[quantity]
 
 
-def c_wilson(ctx: AuditContext, k=38, n=40, level=0.95):
+def claim_wilson(ctx: AuditContext, k=38, n=40, level=0.95):
     """Wilson score interval (percent) for k successes of n -- inputs are the paper's own counts
     (``cape_hpc.stats.wilson_interval``, the steering intervention-rate interval, docs/METHODS.md §4)."""
     from cape_hpc.stats.intervals import wilson_interval
@@ -55,7 +55,7 @@ def c_wilson(ctx: AuditContext, k=38, n=40, level=0.95):
     return [100 * ci.low, 100 * ci.high]
 
 
-def c_internals(ctx: AuditContext, models=(), quantity=""):
+def claim_internals(ctx: AuditContext, models=(), quantity=""):
     """Claims about hidden states / heads / projections, computed from the cross-model table of the
     ``--internals`` file (``cape_hpc.crossmodel.claims``, docs/METHODS.md §3.10).  A claim with a named
     model missing stays unavailable and lists the missing models: never computed from fewer models
@@ -79,7 +79,7 @@ def c_internals(ctx: AuditContext, models=(), quantity=""):
     return v.value
 
 
-def c_external(ctx: AuditContext, what="", table=None):
+def claim_external(ctx: AuditContext, what="", table=None):
     """Claims from data the project does not ship (gradients, checkpoints): a table must exist."""
     from cape_hpc.io.data import data_dir
     if table and (data_dir() / table).exists():
@@ -87,5 +87,5 @@ def c_external(ctx: AuditContext, what="", table=None):
     raise Unavailable("data", f"needs {what}" + (f" (no {table} in {data_dir()})" if table else ""))
 
 
-def c_not_stated(ctx: AuditContext, what=""):
+def claim_not_stated(ctx: AuditContext, what=""):
     raise Unavailable("method", what)

@@ -12,7 +12,7 @@ from cape_hpc.audit.computations.nc import nc_log10
 from cape_hpc.audit.targets import Partial
 
 
-def c_sign_flip_count(ctx: AuditContext, families=()):
+def claim_sign_flip_count(ctx: AuditContext, families=()):
     """How many of the named families have gamma negative at small N and positive at large N
     (a negative interval followed later by a positive one).  Partial when families are missing."""
     from cape_hpc.analysis.options import PhasesOptions
@@ -33,7 +33,7 @@ def c_sign_flip_count(ctx: AuditContext, families=()):
     return k
 
 
-def c_all_positive(ctx: AuditContext, families=(), b1="HS", b2="TQA"):
+def claim_all_positive(ctx: AuditContext, families=(), b1="HS", b2="TQA"):
     """True when every defined gamma of every named family is > 0 (cooperative at all sizes)."""
     present, missing = families_present(ctx.scores, families, min_models=2)
     ok = all(all(v > 0 for v in gammas(ctx, f, b1, b2)) and gammas(ctx, f, b1, b2) for f in present)
@@ -44,13 +44,13 @@ def c_all_positive(ctx: AuditContext, families=(), b1="HS", b2="TQA"):
     return True
 
 
-def c_fraction_positive(ctx: AuditContext, b1="HS", b2="ARC"):
+def claim_fraction_positive(ctx: AuditContext, b1="HS", b2="ARC"):
     """Fraction of all defined intervals (every family) with gamma > 0."""
     g = [iv.gamma for iv in coupling(ctx, b1, b2).intervals if math.isfinite(iv.gamma)]
     return float(np.mean(np.array(g) > 0)) if g else math.nan
 
 
-def c_gamma_at(ctx: AuditContext, model, b1="HS", b2="TQA", attach="larger"):
+def claim_gamma_at(ctx: AuditContext, model, b1="HS", b2="TQA", attach="larger"):
     """gamma of the interval ending at ``model`` (attach='larger') or starting at it ('smaller')."""
     need_models(ctx.scores, [model])
     fam = ctx.scores.loc[ctx.scores["model"] == model, "family"].iloc[0]
@@ -60,12 +60,12 @@ def c_gamma_at(ctx: AuditContext, model, b1="HS", b2="TQA", attach="larger"):
     return math.nan
 
 
-def c_max_gamma_at(ctx: AuditContext, models=(), attach="larger"):
-    vals = [c_gamma_at(ctx, m, attach=attach) for m in models]
+def claim_max_gamma_at(ctx: AuditContext, models=(), attach="larger"):
+    vals = [claim_gamma_at(ctx, m, attach=attach) for m in models]
     return max(vals) if all(math.isfinite(v) for v in vals) else math.nan
 
 
-def c_above_nc_positive(ctx: AuditContext, pairs=(("HS", "TQA"), ("WG", "TQA"), ("MMLU", "TQA")), split="scale"):
+def claim_above_nc_positive(ctx: AuditContext, pairs=(("HS", "TQA"), ("WG", "TQA"), ("MMLU", "TQA")), split="scale"):
     """For each pair: the fraction of intervals with gamma > 0 among the intervals above their
     family's N_c (split 'scale': midpoint above the (HS, TQA) sign-change N_c; 'gamma': the
     intervals in the bonus phase of (HS, TQA)); the smallest fraction over the pairs."""
@@ -91,7 +91,7 @@ def c_above_nc_positive(ctx: AuditContext, pairs=(("HS", "TQA"), ("WG", "TQA"), 
     return min(fracs)
 
 
-def c_exchange_rate(ctx: AuditContext, b1="HS", b2="TQA", subset="bonus", stat="ols"):
+def claim_exchange_rate(ctx: AuditContext, b1="HS", b2="TQA", subset="bonus", stat="ols"):
     """Points of ``b2`` per point of ``b1`` above N_c: 'ols' = least-squares slope of B2 on B1 over
     the models of the subset (pooled); 'mean_gamma' / 'median_gamma' over its intervals.  subset
     'bonus': intervals (and their larger models) in the bonus phase; 'above_nc': intervals whose

@@ -11,7 +11,7 @@ from cape_hpc.audit.computations.context import AuditContext, Unavailable, famil
 from cape_hpc.errors import OptionError
 
 
-def c_deff(ctx: AuditContext, group="tax", matrix="covariance", quantity="d_eff", units="percent",
+def claim_deff(ctx: AuditContext, group="tax", matrix="covariance", quantity="d_eff", units="percent",
            width_normalised=False, d_ref=512.0):
     """d_eff (docs/METHODS.md §2.5) of one phase group, or its model / family count; quantity
     'decreasing' -> True when d_eff(tax) > d_eff(bonus) (the phases' order of the paper).
@@ -20,7 +20,7 @@ def c_deff(ctx: AuditContext, group="tax", matrix="covariance", quantity="d_eff"
     from cape_hpc.analysis.deff import DeffOptions, effective_dimension
 
     if quantity == "decreasing":
-        vals = [c_deff(ctx, g, matrix, "d_eff", units, width_normalised, d_ref) for g in ("tax", "bonus")]
+        vals = [claim_deff(ctx, g, matrix, "d_eff", units, width_normalised, d_ref) for g in ("tax", "bonus")]
         _deff_difference(ctx, matrix, units, width_normalised, d_ref)
         return bool(all(math.isfinite(v) for v in vals) and vals[0] > vals[1])
     opts = DeffOptions(matrix=matrix, units=units, bootstrap=False)
@@ -73,7 +73,7 @@ def _width_normalised(ctx: AuditContext, d_ref: float) -> pd.DataFrame:
     return ctx.cached(("widthnorm", d_ref), make)
 
 
-def c_width(ctx: AuditContext, family="Pythia", d_ref=512.0):
+def claim_width(ctx: AuditContext, family="Pythia", d_ref=512.0):
     """[r before, r after] width normalisation of HS, TQA within one family."""
     from cape_hpc.analysis.options import WidthOptions
     from cape_hpc.analysis.width import width_normalisation
@@ -93,16 +93,16 @@ def c_width(ctx: AuditContext, family="Pythia", d_ref=512.0):
     return [f.r_before, f.r_after]
 
 
-def c_width_flip_count(ctx: AuditContext, families=(), d_ref=512.0):
+def claim_width_flip_count(ctx: AuditContext, families=(), d_ref=512.0):
     """(families whose r(HS, TQA) is negative before and positive after width normalisation, families)."""
     k = 0
     for f in families:
-        before, after = c_width(ctx, f, d_ref)
+        before, after = claim_width(ctx, f, d_ref)
         k += int(before < 0 < after)
     return (k, len(families))
 
 
-def c_isocline(ctx: AuditContext, family="OPT", rule="above-positive", calibration="OLMo",
+def claim_isocline(ctx: AuditContext, family="OPT", rule="above-positive", calibration="OLMo",
                exclude_calibration=False):
     """(intervals whose sign the isocline predicts, intervals) for one family."""
     from cape_hpc.analysis.isocline import isocline
@@ -117,7 +117,7 @@ def c_isocline(ctx: AuditContext, family="OPT", rule="above-positive", calibrati
     return (0, 0) if f is None else (int(f.n_agree), int(f.n_intervals))
 
 
-def c_isocline_above(ctx: AuditContext, families=(), calibration="OLMo", b1="HS", b2="TQA"):
+def claim_isocline_above(ctx: AuditContext, families=(), calibration="OLMo", b1="HS", b2="TQA"):
     """True when every model of the named families lies above B2_c = sqrt(k B1) (docs/METHODS.md §2.8,
     in fractions): each model's side by ``cape_hpc.analysis.isocline.predicted_sign`` (single-model
     families have no interval, so the per-interval sides of ``isocline`` cannot answer)."""
@@ -140,7 +140,7 @@ def c_isocline_above(ctx: AuditContext, families=(), calibration="OLMo", b1="HS"
     return True
 
 
-def c_eigen(ctx: AuditContext, family="Pythia", mode="cumulative", matrix="correlation", width=4,
+def claim_eigen(ctx: AuditContext, family="Pythia", mode="cumulative", matrix="correlation", width=4,
             quantity="lambda2", model=None, column="TQA", side=None, split_params=1e9):
     """'lambda2' at the window ending at ``model``; 'exponent' / 'r2' of the lambda2 power law;
     'e2_loading' of ``column`` averaged over windows ending below / above ``split_params`` (side)."""
@@ -166,7 +166,7 @@ def c_eigen(ctx: AuditContext, family="Pythia", mode="cumulative", matrix="corre
     raise OptionError(f"claims registry: unknown eigen quantity {quantity!r}")
 
 
-def c_fixed_point(ctx: AuditContext, family="OPT", at="mid"):
+def claim_fixed_point(ctx: AuditContext, family="OPT", at="mid"):
     from cape_hpc.analysis.fixedpoint import coupling_fixed_point
     from cape_hpc.analysis.options import FixedPointOptions
 

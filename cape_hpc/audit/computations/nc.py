@@ -15,7 +15,7 @@ def nc_result(ctx, families, estimator, pooled, stratify, units, bootstrap, atta
     return ctx.cached(("nc", opts), lambda: estimate_nc(ctx.scores, opts))
 
 
-def c_nc(ctx: AuditContext, family="Pythia", estimator="gamma-fit", pooled=False, stratify=True,
+def claim_nc(ctx: AuditContext, family="Pythia", estimator="gamma-fit", pooled=False, stratify=True,
          units="percent", quantity="nc", level=0.95, attach="larger", window=None):
     """N_c in billions: quantity 'nc' (point), 'median', 'ci_lo', 'ci_hi', 'none' (True when no
     crossing because gamma is positive everywhere), or a list of these.  ``family``: one family, a
@@ -23,7 +23,7 @@ def c_nc(ctx: AuditContext, family="Pythia", estimator="gamma-fit", pooled=False
     ('smaller' | 'midpoint') moves the sign-change N to the interval's smaller model or geometric
     midpoint; ``window`` [lo, hi] in log10 N bounds the vertex (``estimate_nc``'s options)."""
     if isinstance(quantity, (list, tuple)):
-        return [c_nc(ctx, family, estimator, pooled, stratify, units, q, level, attach, window) for q in quantity]
+        return [claim_nc(ctx, family, estimator, pooled, stratify, units, q, level, attach, window) for q in quantity]
     fams = None if family in (None, "all") else ([family] if isinstance(family, str) else list(family))
     if fams is not None:
         need_families(ctx.scores, fams, min_models=3, what=" (N_c needs >= 3 models)")
@@ -60,9 +60,9 @@ def _billions(log10_n: float) -> float:
         return math.inf
 
 
-def c_nc_ratio(ctx: AuditContext, families=(), estimator="sign-change", attach="larger"):
+def claim_nc_ratio(ctx: AuditContext, families=(), estimator="sign-change", attach="larger"):
     """max / min of the per-family N_c."""
-    vals = [c_nc(ctx, f, estimator, attach=attach) for f in families]
+    vals = [claim_nc(ctx, f, estimator, attach=attach) for f in families]
     vals = [v for v in vals if isinstance(v, float) and math.isfinite(v) and v > 0]
     if len(vals) < 2:
         return math.nan
@@ -75,7 +75,7 @@ def nc_log10(ctx: AuditContext, family: str) -> float:
     gs = gammas(ctx, family)
     if len(gs) < 2:
         return math.nan
-    v = c_nc(ctx, family, "sign-change")
+    v = claim_nc(ctx, family, "sign-change")
     if isinstance(v, float) and math.isfinite(v):
         return math.log10(v * 1e9)
     signed = [g for g in gs if g != 0]   # gamma == 0 has no sign: skipped, as the sign-change N_c skips it

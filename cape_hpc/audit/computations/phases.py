@@ -12,7 +12,7 @@ from cape_hpc.audit.computations.nc import nc_log10
 from cape_hpc.errors import OptionError
 
 
-def c_phase_coef(ctx: AuditContext, phase="tax", families=None, units="fraction", method="phase_fit",
+def claim_phase_coef(ctx: AuditContext, phase="tax", families=None, units="fraction", method="phase_fit",
                  quantity="b", split="gamma"):
     """HS -> TQA coupling coefficient per phase: 'phase_fit' = b of dTQA/dlogN = a + b HS_mid over
     the phase's intervals (docs/METHODS.md §2.13); 'linear_ode' = the TQA<-HS entry of a dense linear ODE fitted
@@ -22,8 +22,8 @@ def c_phase_coef(ctx: AuditContext, phase="tax", families=None, units="fraction"
     if families is not None:
         need_families(ctx.scores, families, min_models=2)
     if quantity == "ratio":
-        t = c_phase_coef(ctx, "tax", families, units, method, split=split)
-        b = c_phase_coef(ctx, "bonus", families, units, method, split=split)
+        t = claim_phase_coef(ctx, "tax", families, units, method, split=split)
+        b = claim_phase_coef(ctx, "bonus", families, units, method, split=split)
         return abs(b) / abs(t) if t else math.nan
     if split == "scale":
         return _phase_by_scale(ctx, phase, families, units, method)
