@@ -1,4 +1,5 @@
-"""The sweep runner: master-worker over models, one HDF5 shard per model, resumable.
+"""The sweep runner: master-worker over models, one HDF5 shard per model, resumable (MPI in
+``sweep.mpi``, the model queue in ``sweep.scheduler``).
 
 Under MPI (mpi4py, launched by mpiexec/srun), rank 0 plans the run and hands models out one at a
 time, largest first, to whichever rank asks; rank 0 computes too (its dispatcher runs in a thread
@@ -29,7 +30,6 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -39,13 +39,14 @@ from cape_hpc.io.provenance import thread_counts, thread_inputs
 from cape_hpc.io.store import check_target
 from cape_hpc.schema import Provenance, Result
 from cape_hpc.sweep import shards
+from cape_hpc.sweep.mpi import (TAG_ASSIGN, TAG_BYE, TAG_REQ, dispatch, gather_stats, get_comm, local_ranks,
+                                recv_polling, set_thread_budget)
 from cape_hpc.sweep.options import SweepOptions
+from cape_hpc.sweep.scheduler import Scheduler
 from cape_hpc.sweep.spec import JobSpec, ModelEntry, check_prompt_files, estimate_memory_bytes, order_models
 
 log = logging.getLogger(__name__)
 
-TAG_REQ, TAG_ASSIGN, TAG_BYE = 11, 12, 13
-POLL_S = 0.005
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 143
 
 
@@ -154,135 +155,6 @@ def select_models(job: JobSpec, only: tuple[str, ...] | list[str] | None = None,
             raise OptionError(f"--index {index} is out of range: the job has {len(ordered)} models (0..{len(ordered) - 1})")
         models = [ordered[index]]
     return models
-
-
-# ---------------------------------------------------------------------------------------------
-# scheduler (thread-safe; used by rank 0's dispatcher thread and its local worker)
-
-
-class Scheduler:
-    def __init__(self, names: list[str], retry_s: float = 1.0):
-        self.queue = deque(names)
-        self.deferred: list[tuple[float, str]] = []
-        self.lock = threading.Lock()
-        self.results: dict[str, ModelRun] = {}
-        self.stopping = False
-        self.retry_s = retry_s
-        self.defer_count: dict[str, int] = {}
-        self.max_defer = int(os.environ.get("CAPE_SWEEP_MAX_WAIT_S", 24 * 3600) / retry_s)
-
-    def next(self) -> str | tuple[str, float] | None:
-        with self.lock:
-            if self.stopping:
-                return None
-            if self.queue:
-                return self.queue.popleft()
-            if self.deferred:
-                now = time.monotonic()
-                self.deferred.sort()
-                t, name = self.deferred[0]
-                if t <= now:
-                    self.deferred.pop(0)
-                    return name
-                return ("wait", t - now)
-            return None
-
-    def done(self, run: ModelRun) -> None:
-        with self.lock:
-            if run.status == "busy" and not self.stopping:
-                n = self.defer_count[run.model] = self.defer_count.get(run.model, 0) + 1
-                if n <= self.max_defer:
-                    self.deferred.append((time.monotonic() + self.retry_s, run.model))
-                    return
-            self.results[run.model] = run
-
-    def stop(self) -> None:
-        with self.lock:
-            self.stopping = True
-
-
-# ---------------------------------------------------------------------------------------------
-# MPI
-
-
-def _launched_by_mpi() -> bool:
-    keys = ("PMI_RANK", "PMI_SIZE", "PMI_FD", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
-            "HYDI_CONTROL_FD")
-    return any(k in os.environ for k in keys)
-
-
-def get_comm(use_mpi: bool | None = None):
-    """COMM_WORLD when launched under MPI and mpi4py imports; None otherwise (single process)."""
-    if use_mpi is False or (use_mpi is None and not _launched_by_mpi()):
-        return None
-    try:
-        from mpi4py import MPI
-    except ImportError:
-        if use_mpi:
-            raise OptionError("--mpi: mpi4py is not installed (pip install mpi4py mpich)") from None
-        log.warning("launched under MPI but mpi4py is missing: running as a single process")
-        return None
-    return MPI.COMM_WORLD
-
-
-def _recv_polling(comm, source: int, tag: int, stop: threading.Event | None = None):
-    """Receive without spinning a core (MPICH's blocking receive busy-polls)."""
-    req = comm.irecv(source=source, tag=tag)
-    delay = POLL_S
-    while True:
-        ok, msg = req.test()
-        if ok:
-            return msg
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.05)
-
-
-def _local_ranks(comm) -> int:
-    if comm is None:
-        return 1
-    for k in ("MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE", "OMPI_COMM_WORLD_LOCAL_SIZE"):
-        if os.environ.get(k, "").isdigit():
-            return int(os.environ[k])
-    try:
-        from mpi4py import MPI
-
-        return comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
-    except Exception:
-        return comm.Get_size()
-
-
-def set_thread_budget(local_ranks: int) -> int:
-    """Split this node's cores between the ranks on it (unless OMP_NUM_THREADS is set)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    n = max(1, cpus // max(1, local_ranks))
-    if "OMP_NUM_THREADS" in os.environ:
-        n = int(os.environ["OMP_NUM_THREADS"])
-    else:
-        os.environ["OMP_NUM_THREADS"] = str(n)
-    # every thread pool a rank may use: torch/OpenMP, BLAS, and numba (the kernels' CPU backend).
-    # Without the numba limit two ranks on two cores run four spinning numba workers (seen: 2-17x slower).
-    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, str(n))
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(n)
-    limit_numba_threads(n)
-    return n
-
-
-def limit_numba_threads(n: int) -> None:
-    """Numba's thread count for this process, through numba's API only.
-
-    ``NUMBA_NUM_THREADS`` must never change once numba is imported: numba re-reads it at every
-    compile, and from 0.68 a value other than the one its pool was launched with makes that compile
-    raise "Cannot set NUMBA_NUM_THREADS to a different value once the threads have been launched"
-    (whether the pool was up depended on numba's cache, so the failure was intermittent).
-    ``numba.set_num_threads`` only masks the launched pool, which is all a rank needs."""
-    import numba
-
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,7 +331,7 @@ def run_sweep(job: JobSpec, opts: SweepOptions | None = None, *, comm=None, **ch
                    _TermState(opts.on_term))
     header = share_plan(run, models)
     run.run_id, run.prompts_sha = header["run_id"], header["prompts_sha"]
-    set_thread_budget(_local_ranks(comm))
+    set_thread_budget(local_ranks(comm))
     run.work = job_work(job)
     with signals_handled_by(run.term):
         try:
@@ -543,7 +415,7 @@ def run_master(run: SweepRun, rows: list[tuple[str, str]]) -> tuple[list[ModelRu
 
     dispatcher = None
     if run.size > 1:
-        dispatcher = threading.Thread(target=_dispatch, args=(run.comm, sched, on_result, run.size), daemon=True)
+        dispatcher = threading.Thread(target=dispatch, args=(run.comm, sched, on_result, run.size), daemon=True)
         dispatcher.start()
     busy, wait = compute_locally(run, sched, on_result)
     if dispatcher is not None:
@@ -551,7 +423,7 @@ def run_master(run: SweepRun, rows: list[tuple[str, str]]) -> tuple[list[ModelRu
     runs += list(sched.results.values())
     runs += [ModelRun(name, "interrupted", note="not started (stopped by a signal)")
              for name in todo if name not in sched.results]
-    stats = _gather_stats(run.comm, busy, wait)
+    stats = gather_stats(run.comm, busy, wait)
     for d in range(1, run.size):
         run.comm.send(stats, dest=d, tag=TAG_BYE)
     return runs, stats
@@ -583,7 +455,7 @@ def run_worker(run: SweepRun) -> tuple:
         t0 = time.perf_counter()
         req = run.comm.isend({"rank": run.rank, "result": result, "stopping": run.term.requested.is_set()},
                              dest=0, tag=TAG_REQ)
-        task = _recv_polling(run.comm, 0, TAG_ASSIGN)
+        task = recv_polling(run.comm, 0, TAG_ASSIGN)
         req.wait()
         wait += time.perf_counter() - t0
         result = None
@@ -594,8 +466,8 @@ def run_worker(run: SweepRun) -> tuple:
             continue
         result = run.run_model(task)
         busy += result.seconds
-    _gather_stats(run.comm, busy, wait)
-    return _recv_polling(run.comm, 0, TAG_BYE)
+    gather_stats(run.comm, busy, wait)
+    return recv_polling(run.comm, 0, TAG_BYE)
 
 
 def sweep_result(run: SweepRun, runs: list[ModelRun], stats: tuple, wall: float) -> SweepResult:
@@ -629,46 +501,3 @@ def _run_id() -> str:
     if os.environ.get("SLURM_JOB_ID"):
         return f"slurm{os.environ['SLURM_JOB_ID']}-{base}"
     return base
-
-
-def _gather_stats(comm, busy: float, wait: float):
-    """Per-rank busy and wait seconds on rank 0 (point-to-point, polled: no spinning collective)."""
-    if comm is None or comm.Get_size() == 1:
-        return [busy], [wait], None
-    rank = comm.Get_rank()
-    if rank != 0:
-        comm.send((rank, busy, wait), dest=0, tag=TAG_BYE + 1)
-        return None
-    b, w = [busy] + [0.0] * (comm.Get_size() - 1), [wait] + [0.0] * (comm.Get_size() - 1)
-    for _ in range(comm.Get_size() - 1):
-        r, bb, ww = _recv_polling(comm, _any_source(), TAG_BYE + 1)
-        b[r], w[r] = bb, ww
-    return b, w, None
-
-
-def _any_source() -> int:
-    from mpi4py import MPI
-
-    return MPI.ANY_SOURCE
-
-
-def _dispatch(comm, sched: Scheduler, on_result: Callable[[ModelRun], None], size: int) -> None:
-    """Rank 0's dispatcher thread: answer workers' requests until each has been told to stop."""
-    from mpi4py import MPI
-
-    active = size - 1
-    status = MPI.Status()
-    while active > 0:
-        if not comm.Iprobe(source=MPI.ANY_SOURCE, tag=TAG_REQ, status=status):
-            time.sleep(POLL_S)
-            continue
-        src = status.Get_source()
-        msg = comm.recv(source=src, tag=TAG_REQ)
-        if msg["result"] is not None:
-            on_result(msg["result"])
-        if msg.get("stopping"):
-            sched.stop()
-        task = sched.next()
-        comm.send(task, dest=src, tag=TAG_ASSIGN)
-        if task is None:
-            active -= 1
