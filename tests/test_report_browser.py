@@ -110,7 +110,7 @@ def test_every_chart_renders(page, report):
     assert all(c > 0 for c in drawn), drawn
     # the tables behind the charts, the audit note, the provenance table are there
     assert page.locator("#provenance-table tbody tr").count() >= 10
-    assert page.locator("#chart-list details").count() == len(info["charts"])
+    assert page.locator(".chart-card details").count() == len(info["charts"])
     assert page.locator("#skipped").count() == 1 and page.locator("#skipped li").count() == 0
 
 

@@ -9,10 +9,12 @@ from cape_hpc.commands.common import check_out_first
 from cape_hpc.errors import OptionError
 
 
-def _command(sub, name: str, summary: str, description: str, func, json_help: str, force_help: str):
-    """A command reading RESULTS.h5, with --json and --force (its own flags added by the caller)."""
+def _command(sub, name: str, summary: str, description: str, func, json_help: str, force_help: str,
+             nargs: str | None = None):
+    """A command reading RESULTS.h5 (``nargs`` "+": one or more), with --json and --force (its own
+    flags added by the caller)."""
     p = sub.add_parser(name, help=summary, description=description)
-    p.add_argument("results", metavar="RESULTS.h5")
+    p.add_argument("results", metavar="RESULTS.h5", nargs=nargs)
     p.set_defaults(func=func)
     return p, (("--json", json_help), ("--force", force_help))
 
@@ -30,10 +32,14 @@ def register(sub) -> None:
         p.add_argument(flag, action="store_true", help=help_)
 
     r, common = _command(sub, "report", "write one self-contained interactive HTML report",
-                         "One HTML file with the charts (plotly, inlined), the tables behind them, the reproduction "
-                         "audit, the provenance of every group, and an in-page diagnose panel.  Opens without "
-                         "network access.", run_report, "print the path, charts and skip notes as JSON",
-                         "overwrite an existing report file")
+                         "One HTML file of one study from one or more results files (an analysis file, a merged "
+                         "sweep, a steering run): the study's answers first (ladders and N_c with intervals, the "
+                         "phase tables, the audit's verdict counts), one collapsed line for what was not computed, "
+                         "the other charts (plotly, inlined) with the tables behind them, the per-model charts "
+                         "behind a model picker, an in-page diagnose panel, the reproduction audit and the "
+                         "provenance of every group.  A group stored in two files is the first file's.  Opens "
+                         "without network access.", run_report, "print the path, charts and skip notes as JSON",
+                         "overwrite an existing report file", nargs="+")
     r.add_argument("-o", "--out", default="report.html", metavar="FILE.html")
     r.add_argument("--title", default=None)
     for flag, help_ in common:

@@ -65,6 +65,10 @@ class Results:
     stored: dict[str, Any] = field(default_factory=dict)
     #: stored results of classes the report does not know (e.g. written by a newer version): path -> class
     unknown: dict[str, str] = field(default_factory=dict)
+    #: the files read (one, or several for ``load_many``)
+    files: list[str] = field(default_factory=list)
+    #: groups stored in more than one file of ``load_many``: group -> the later file not shown
+    shadowed: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> "Results":
@@ -85,8 +89,28 @@ class Results:
         return cls.from_tree(str(p), tree)
 
     @classmethod
+    def load_many(cls, paths: list[str | Path]) -> "Results":
+        """One Results over several files (an analysis file, a merged sweep, a steering run), each
+        read and verified by ``load``.  ``path`` joins the file names; the root attributes are the
+        first file's; a group stored in two files is the first file's, the later copy is listed in
+        ``shadowed`` (group -> file)."""
+        parts = [cls.load(p) for p in paths]
+        if len(parts) == 1:
+            return parts[0]
+        out = cls(", ".join(r.path for r in parts), {k: v for k, v in parts[0].tree.items() if not isinstance(v, dict)})
+        for r in parts:
+            out.files.append(r.path)
+            for group, obj in r.stored.items():
+                if group in out.stored:
+                    out.shadowed[group] = r.path
+                else:
+                    out.stored[group] = obj
+            out.unknown.update({g: n for g, n in r.unknown.items() if g not in out.unknown})
+        return out
+
+    @classmethod
     def from_tree(cls, path: str, tree: dict[str, Any]) -> "Results":
-        res = cls(path, tree)
+        res = cls(path, tree, files=[path])
         res.stored, res.unknown = _decode_all(tree)
         return res
 

@@ -5,9 +5,12 @@ Everything is inlined: the CSS, plotly.js (the copy the ``plotly`` pip package s
 report's own script (``assets/report.js``: renders the charts and the diagnose panel).  The page
 makes no network request.
 
-Sections: overview (file, version, commit), one card per chart with the table behind it (skipped
-charts listed with the missing group), the reproduction-audit table, every stored group's scalars
-and tables, the provenance of every group, and the diagnose panel (``assets/report.js`` mirrors
+Sections: overview (file(s), version, commit); the study's answers (the records marked ``answer``:
+ladders, N_c, phases; the N_c table with intervals and the audit's verdict counts,
+``report/answers.py``); one collapsed line listing what was not computed (each skipped chart with the
+missing group); the other charts, one card each with the table behind it; the per-model cards behind
+a model picker (one model shown at a time); the diagnose panel, the reproduction-audit table, every stored group's scalars
+and tables, the provenance of every group (the diagnose panel: ``assets/report.js`` mirrors
 ``cape_hpc.analysis.diagnose``'s pure function on the ``DiagnoseModel`` stored in the file).
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from cape_hpc.report.answers import answers
 from cape_hpc.report.data import Results, Skip, jsonable
 from cape_hpc.report.layout import AuditResult, DiagnoseModel, InputTable
 from cape_hpc.report.registry import Extracted, figure_specs
@@ -54,9 +58,10 @@ def _json(obj: Any) -> str:
 # --------------------------------------------------------------------------- charts (plotly)
 
 def build_charts(res: Results) -> tuple[list[dict], list[dict]]:
-    """(charts [{id, title, source, spec, table, note}], skipped [{chart, note}]): the cards of every
-    record of ``report/registry.py`` with a chart; a record whose data is missing is one skip note
-    (records sharing ``skip_as`` share it)."""
+    """(charts [{id, title, source, spec, table, note, model, section}], skipped [{chart, note}]): the
+    cards of every record of ``report/registry.py`` with a chart, ``section`` "answers" (a record
+    marked ``answer``), "models" (a card of one model) or "detail"; a record whose data is missing is
+    one skip note (records sharing ``skip_as`` share it)."""
     extracted = Extracted(res)
     charts: list[dict] = []
     skipped: list[dict] = []
@@ -71,7 +76,9 @@ def build_charts(res: Results) -> tuple[list[dict], list[dict]]:
                 skipped.append(note)
             continue
         charts += [{"id": f"chart{len(charts) + i}", "title": c.title, "source": c.source, "spec": c.spec,
-                    "table": table(c.rows), "note": c.note} for i, c in enumerate(cards)]
+                    "table": table(c.rows), "note": c.note, "model": c.model,
+                    "section": "answers" if s.answer else ("models" if c.model else "detail")}
+                   for i, c in enumerate(cards)]
     return charts, skipped
 
 
@@ -176,10 +183,13 @@ def build_html(res: Results, title: str | None = None) -> tuple[str, dict]:
     dmodel, dpath = diagnose_model(res)
     if dmodel is None:
         skipped.append({"chart": "Diagnose panel", "note": f"no /analysis/diagnose_model group (a DiagnoseModel) in {res.path}"})
+    skipped += [{"chart": f"{group} of {path}", "note": "also stored in an earlier file: the report shows that one"}
+                for group, path in res.shadowed.items()]
     payload = {
-        "file": os.path.basename(res.path),
+        "file": ", ".join(os.path.basename(f) for f in res.files or [res.path]),
+        "answers": answers(res),
         "root": {k: _cell(v) for k, v in res.root_attrs.items()},
-        "charts": [{k: c[k] for k in ("id", "title", "source", "spec", "table", "note")} for c in charts],
+        "charts": charts,
         "skipped": skipped,
         "audit": audit_table(res),
         "groups": group_tables(res),
@@ -204,8 +214,11 @@ def build_html(res: Results, title: str | None = None) -> tuple[str, dict]:
 <header><h1>{html.escape(title)}</h1><div id="meta"></div></header>
 <nav id="toc"></nav>
 <main>
+<section id="answers"><h2>The study's answers</h2><div id="answer-list"></div></section>
+<details id="skipped"></details>
+<section id="charts"><h2>Charts</h2><div id="chart-list"></div></section>
+<section id="models"><h2>Per model</h2><div id="model-list"></div></section>
 <section id="diagnose"><h2>Diagnose a model</h2><div id="diagnose-panel"></div></section>
-<section id="charts"><h2>Charts</h2><div id="skipped"></div><div id="chart-list"></div></section>
 <section id="audit"><h2>Reproduction audit</h2><div id="audit-table"></div></section>
 <section id="provenance"><h2>Provenance of every group</h2><div id="provenance-table"></div></section>
 <section id="groups"><h2>Stored results (scalars and tables)</h2><div id="group-list"></div></section>
@@ -223,9 +236,11 @@ def build_html(res: Results, title: str | None = None) -> tuple[str, dict]:
     return page, info
 
 
-def write_report(results_path: str | os.PathLike, out: str | os.PathLike, title: str | None = None, *,
+def write_report(results_path: str | os.PathLike | list, out: str | os.PathLike, title: str | None = None, *,
                  force: bool = True) -> dict:
-    res = Results.load(results_path)
+    """One report of one results file or of several (a list: ``Results.load_many``)."""
+    paths = list(results_path) if isinstance(results_path, (list, tuple)) else [results_path]
+    res = Results.load_many(paths)
     page, info = build_html(res, title)
     from cape_hpc.io.publication import publish_bytes
 

@@ -4,7 +4,8 @@ A ``FigureSpec`` names a figure (the file stem of `cape figures`), its report ti
 it reads, and its four functions: ``extract(Results) -> dict`` (plain lists, JSON-ready; ``Skip``
 naming the missing group), ``figure(data)`` (a matplotlib Figure, or [(name, Figure)] for one per
 part), ``chart(data)`` (a plotly spec, or a list of ``Card``s) and ``table(data)`` (the rows behind
-a one-card chart).  The PNGs and the report draw the same extracted data, so they never disagree.
+a one-card chart); ``answer`` marks the study's answers (ladders, N_c, phases: the report's first
+section), a ``Card`` naming one ``model`` goes behind the report's model picker.  The PNGs and the report draw the same extracted data, so they never disagree.
 
 The records live in one module per figure family (``report/families/*.py``, each a ``FIGURES``
 tuple); adding a figure is adding one record there.  ``FAMILIES`` lists the modules, in the order
@@ -36,6 +37,7 @@ class Card:
     rows: list[dict]
     source: str
     note: str = ""
+    model: str = ""         # the one model the card shows ("" = several): behind the report's model picker
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class FigureSpec:
     chart: Callable[[dict], Any] | None = None   # plotly spec (one card titled ``title``) or [Card]
     table: Callable[[dict], list[dict]] = rows_of  # rows behind the one card
     skip_as: str = ""                           # a shared skip note's name (one note for a family)
+    answer: bool = False                        # one of the study's answers: the report shows it first
 
     def cards(self, data: dict) -> list[Card]:
         """The report's cards of this figure (none without a chart)."""

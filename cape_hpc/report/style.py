@@ -87,6 +87,16 @@ def layout(title: str, xlab: str, ylab: str, **kw) -> dict:
     return lay
 
 
+def axis_dtick(n: int, most: int = 12) -> int:
+    """Tick spacing of an integer axis of ``n`` positions (layers, heads): 1, 2, 5, 10, 20, 50, ...,
+    the smallest giving at most ``most`` ticks (a 30-layer model: every 5th layer)."""
+    step, k = 1, 0
+    while n > most * step:
+        k += 1
+        step = (1, 2, 5)[k % 3] * 10 ** (k // 3)
+    return step
+
+
 def plotly_error(y, lo, hi) -> dict:
     """A plotly ``error_y`` / ``error_x`` of an interval (the bars of ``error_bars``)."""
     e = error_bars(y, lo, hi)

@@ -59,43 +59,100 @@
     if (kv[1]) { meta.appendChild(document.createTextNode(kv[0] + ": ")); meta.appendChild(el("code", { text: kv[1] })); meta.appendChild(document.createTextNode("   ")); }
   });
   var toc = document.getElementById("toc");
-  [["#diagnose", "Diagnose"], ["#charts", "Charts (" + DATA.charts.length + ")"], ["#audit", "Reproduction audit"],
+  [["#answers", "Answers"], ["#charts", "Charts (" + DATA.charts.length + ")"], ["#models", "Per model"],
+   ["#diagnose", "Diagnose"], ["#audit", "Reproduction audit"],
    ["#provenance", "Provenance"], ["#groups", "Stored results"]].forEach(function (a) {
     toc.appendChild(el("a", { href: a[0], text: a[1] }));
   });
 
-  /* charts */
+  /* what was not computed: one collapsed line */
   var skipped = document.getElementById("skipped");
+  skipped.appendChild(el("summary", { text: DATA.skipped.length
+    ? "Not computed (" + DATA.skipped.length + "): " + DATA.skipped.map(function (s) { return s.chart; }).join(", ")
+    : "Not computed: nothing (every chart drawn)" }));
   if (DATA.skipped.length) {
-    skipped.appendChild(el("div", { class: "card" }, [
-      el("h3", { text: "Not drawn (" + DATA.skipped.length + ")" }),
-      el("ul", { class: "skips" }, DATA.skipped.map(function (s) { return el("li", { text: s.chart + ": " + s.note }); }))]));
+    skipped.appendChild(el("ul", { class: "skips" }, DATA.skipped.map(function (s) { return el("li", { text: s.chart + ": " + s.note }); })));
   }
-  var list = el("div", { class: "chart-grid" });
-  document.getElementById("chart-list").appendChild(list);
-  DATA.charts.forEach(function (c) {
+
+  /* the title sits below plotly's toolbar (shown on hover) */
+  function clearTitle(layout) {
+    if (!layout || !layout.title) return;
+    if (typeof layout.title === "string") layout.title = { text: layout.title };
+    layout.title.yref = "container"; layout.title.y = 1; layout.title.yanchor = "top";
+    layout.title.pad = { t: 34, b: 0, l: 0, r: 0 };
+    layout.margin = layout.margin || {};
+    layout.margin.t = Math.max(layout.margin.t || 0, 76);
+  }
+
+  /* one card per chart, in its section: answers, other charts, or one model's (behind the picker) */
+  function chartCard(c) {
     var plot = el("div", { class: "plot", id: c.id, "data-title": c.title });
     if (c.spec.layout && c.spec.layout.height) plot.style.height = c.spec.layout.height + "px";
     var wide = c.spec.layout && (c.spec.layout.height > 500 || c.spec.layout.wide);
     if (c.spec.layout) delete c.spec.layout.wide;
-    var card = el("div", { class: "card chart-card" + (wide ? " wide" : "") }, [
+    clearTitle(c.spec.layout);
+    var card = el("div", { class: "card chart-card" + (wide ? " wide" : ""), "data-model": c.model || "" }, [
       el("h3", { text: c.title }),
       el("div", { class: "src", text: "from " + c.source }),
       c.note ? el("div", { class: "note", text: c.note }) : null,
       plot,
       (c.table && c.table.rows.length) ? el("details", null, [el("summary", { text: "table behind the chart (" + c.table.rows.length + " rows)" }),
                                                           table(c.table.columns, c.table.rows)]) : null]);
-    list.appendChild(card);
+    return { card: card, plot: plot };
+  }
+  function draw(c, plot) {
     try {
       Plotly.newPlot(plot, c.spec.data, c.spec.layout, { responsive: true, displaylogo: false,
-        modeBarButtonsToRemove: ["sendDataToCloud"] }).then(function () {
+        displayModeBar: "hover", modeBarButtonsToRemove: ["sendDataToCloud"] }).then(function () {
         state.rendered += 1; plot.setAttribute("data-rendered", "1");
       }, function (e) { state.errors.push(c.title + ": " + e); });
     } catch (e) {
       state.errors.push(c.title + ": " + e);
       plot.appendChild(el("div", { class: "err", text: "chart failed: " + e }));
     }
+  }
+  var grids = {};
+  ["answers", "detail", "models"].forEach(function (k) { grids[k] = el("div", { class: "chart-grid" }); });
+  var ans = DATA.answers || {};
+  var alist = document.getElementById("answer-list");
+  if (ans.verdicts) {
+    alist.appendChild(el("div", { class: "card", id: "verdict-counts" }, [el("h3", { text: "Reproduction audit: verdicts" }),
+      table(["verdict", "claims"], Object.keys(ans.verdicts).map(function (k) { return [k, ans.verdicts[k]]; }))]));
+  }
+  if (ans.nc && ans.nc.rows.length) {
+    alist.appendChild(el("div", { class: "card", id: "nc-table" }, [el("h3", { text: "N_c per family (log10 parameters, 95% bootstrap interval)" }),
+      table(ans.nc.columns, ans.nc.rows)]));
+  }
+  alist.appendChild(grids.answers);
+  document.getElementById("chart-list").appendChild(grids.detail);
+  DATA.charts.forEach(function (c) {
+    var made = chartCard(c);
+    grids[c.section || "detail"].appendChild(made.card);
+    draw(c, made.plot);
   });
+
+  /* the model picker: one model's charts at a time */
+  var models = [];
+  DATA.charts.forEach(function (c) { if (c.section === "models" && models.indexOf(c.model) < 0) models.push(c.model); });
+  var mlist = document.getElementById("model-list");
+  function showModel(name) {
+    Array.prototype.forEach.call(grids.models.children, function (card) {
+      var on = card.getAttribute("data-model") === name;
+      card.style.display = on ? "" : "none";
+      var p = card.querySelector(".plot");
+      if (on && p && p.getAttribute("data-rendered") === "1") Plotly.Plots.resize(p);
+    });
+  }
+  if (models.length) {
+    var pick = el("select", { id: "model-picker" }, models.map(function (m) { return el("option", { value: m, text: m }); }));
+    pick.addEventListener("change", function () { showModel(pick.value); });
+    mlist.appendChild(el("label", { class: "picker" }, [document.createTextNode("model (" + models.length + "): "), pick]));
+    mlist.appendChild(grids.models);
+    showModel(models[0]);
+  } else {
+    document.getElementById("models").style.display = "none";
+  }
+  window.capeShowModel = showModel;
 
   /* reproduction audit */
   var audit = document.getElementById("audit-table");

@@ -316,7 +316,7 @@ def table_running_gamma(d: dict) -> list[dict]:
 
 FIGURES = (
     FigureSpec("phase_diagram", "Phase diagram", "/analysis/coupling (+ /analysis/phases)", model_points,
-               fig_phase_diagram, chart_phase_diagram, table_phase_diagram),
+               fig_phase_diagram, chart_phase_diagram, table_phase_diagram, answer=True),
     FigureSpec("running_gamma", "Running coupling and N_c", "/analysis/coupling, /analysis/nc/<estimator>",
-               running_gamma, fig_running_gamma, chart_running_gamma, table_running_gamma),
+               running_gamma, fig_running_gamma, chart_running_gamma, table_running_gamma, answer=True),
 )

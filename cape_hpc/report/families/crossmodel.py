@@ -194,7 +194,7 @@ def chart_phases(d: dict) -> list[Card]:
 _SKIP_AS = "Cross-model internals"
 FIGURES = (
     FigureSpec("crossmodel_ladders", "Cross-model: internal coupling ladder per family", GROUP, crossmodel_data,
-               fig_ladders, chart_ladders, skip_as=_SKIP_AS),
+               fig_ladders, chart_ladders, skip_as=_SKIP_AS, answer=True),
     FigureSpec("crossmodel_depth", "Cross-model: per-layer coupling on a relative depth axis", "/internals/<model>",
                crossmodel_data, fig_depth, chart_depth, skip_as=_SKIP_AS),
     FigureSpec("crossmodel_drep", "Cross-model: d_rep profiles", "/internals/<model>", crossmodel_data, fig_drep,
@@ -202,5 +202,5 @@ FIGURES = (
     FigureSpec("crossmodel_bottleneck", "Cross-model: projection bottleneck curves", "/internals/<model>",
                crossmodel_data, fig_bottleneck, chart_bottleneck, skip_as=_SKIP_AS),
     FigureSpec("crossmodel_phases", "Cross-model: internal vs benchmark phase", f"{GROUP} (phases)",
-               crossmodel_data, None, chart_phases, skip_as=_SKIP_AS),
+               crossmodel_data, None, chart_phases, skip_as=_SKIP_AS, answer=True),
 )

@@ -10,7 +10,7 @@ import numpy as np
 from cape_hpc.report.data import Results, Skip
 from cape_hpc.report.layout import InternalsResult
 from cape_hpc.report.registry import Card, FigureSpec
-from cape_hpc.report.style import found, label_axes, layout, new_figure
+from cape_hpc.report.style import axis_dtick, found, label_axes, layout, new_figure
 
 
 def internals(res: Results) -> dict[str, Any]:
@@ -98,8 +98,9 @@ def _model_cards(m: dict) -> list[Card]:
     traces = [{"type": "scatter", "mode": "lines" if dash else "lines+markers", "name": label, "x": L, "y": y,
                **({"line": {"dash": dash}} if dash else {})} for label, y, _, dash in _curves(m)]
     lay = layout(f"{m['model']}: per-layer coupling", "layer", "coupling")
-    lay["xaxis"]["dtick"] = 1 if len(L) <= 40 else None
-    cards = [Card(f"internals: {m['model']} layers", {"data": traces, "layout": lay}, _layer_rows(m), source)]
+    lay["xaxis"]["dtick"] = axis_dtick(len(L))
+    cards = [Card(f"internals: {m['model']} layers", {"data": traces, "layout": lay}, _layer_rows(m), source,
+                  model=m["model"])]
     if m["head_coupling"] is not None:
         H = np.asarray(m["head_coupling"], float)
         lim = float(np.nanmax(np.abs(H))) if np.isfinite(H).any() else 1.0
@@ -108,11 +109,11 @@ def _model_cards(m: dict) -> list[Card]:
             "zmin": -lim, "zmax": lim, "colorbar": {"title": {"text": "cos"}},
             "hovertemplate": "layer %{x}, head %{y}: %{z:.3f}<extra></extra>"}],
             "layout": layout(f"{m['model']}: per-head coupling", "layer", "head",
-                             xaxis={"title": {"text": "layer"}, "dtick": 1 if len(L) <= 40 else None},
-                             yaxis={"title": {"text": "head"}, "dtick": 1 if H.shape[1] <= 40 else None})}
+                             xaxis={"title": {"text": "layer"}, "dtick": axis_dtick(len(L))},
+                             yaxis={"title": {"text": "head"}, "dtick": axis_dtick(H.shape[1])})}
         rows = [{"model": m["model"], "layer": i, **{f"head {j}": v for j, v in enumerate(row)}}
                 for i, row in enumerate(m["head_coupling"])]
-        cards.append(Card(f"internals: {m['model']} heads", spec, rows, source))
+        cards.append(Card(f"internals: {m['model']} heads", spec, rows, source, model=m["model"]))
     return cards
 
 
