@@ -155,3 +155,22 @@ def cached_sample(n_resamples: int = 100) -> str:
     d = tempfile.mkdtemp(prefix="cape-report-sample-")
     atexit.register(shutil.rmtree, d, True)
     return str(write_sample(Path(d) / "sample.h5", n_resamples=n_resamples))
+
+
+#: the groups of the sample that `cape merge` + `cape crossmodel` write (the rest: `cape analyze`,
+#: `cape steer`, `cape dynamics`, `cape reproduce`)
+CROSSMODEL_PREFIXES = ("/internals/", "/crossmodel")
+
+
+def split_sample(folder: str | Path) -> tuple[Path, Path]:
+    """The sample written as two files of one study: (analysis file, cross-model file), each group in one
+    of them (the decoded results of ``cached_sample`` written again with ``write_results``)."""
+    from cape_hpc.io.store import write_results
+    from cape_hpc.report.data import Results
+
+    stored = Results.load(cached_sample()).stored
+    folder = Path(folder)
+    parts = ({k: v for k, v in stored.items() if not k.startswith(CROSSMODEL_PREFIXES)},
+             {k: v for k, v in stored.items() if k.startswith(CROSSMODEL_PREFIXES)})
+    return tuple(Path(write_results(folder / name, groups, force=True))
+                 for name, groups in zip(("analysis.h5", "sweep.h5"), parts))

@@ -457,3 +457,79 @@ def test_crossmodel_charts_and_phase_table(sample, crossmodel):
         assert p["benchmark_gamma"] == pytest.approx(g)
         assert p["benchmark_phase"] == ("tax" if g < -0.1 else "bonus" if g > 0.1 else "transition")
         assert p["agree"] == (p["internal_phase"] == p["benchmark_phase"] != "")
+
+
+# --------------------------------------------------------------------------- one report of one study
+
+@pytest.mark.parametrize("n, dtick", [(1, 1), (12, 1), (13, 2), (24, 2), (25, 5), (30, 5), (60, 5), (61, 10),
+                                      (120, 10), (121, 20)])
+def test_axis_dtick_gives_at_most_twelve_ticks(n, dtick):
+    from cape_hpc.report.style import axis_dtick
+
+    assert axis_dtick(n) == dtick           # hand computation: the first of 1, 2, 5, 10, 20 with n / step <= 12
+
+
+def test_thirty_layer_model_axis_is_readable():
+    """A 30-layer model's layer chart and head map tick every 5th layer (6 ticks), not all 30."""
+    from crossmodel_fixture import synthetic_internals
+
+    from cape_hpc.report.registry import spec
+
+    res, _ = synthetic_internals("deep-30", np.linspace(0.9, -0.2, 30), head_coupling=np.zeros((30, 2)), seed=3)
+    cards = spec("internals").cards(spec("internals").extract(Results("deep.h5", {}, stored={res.group: res})))
+    assert [c.model for c in cards] == ["deep-30", "deep-30"]
+    assert [c.spec["layout"]["xaxis"]["dtick"] for c in cards] == [5, 5]
+    assert len(cards[0].spec["data"][0]["x"]) == 30
+
+
+def test_report_of_several_files_is_one_report(tmp_path):
+    """`cape report ANALYSIS.h5 SWEEP.h5`: one page with every chart of both files (the same charts as
+    the one-file sample), the answers marked, the per-model cards named; a group stored twice is the
+    first file's and listed; a missing file is one line naming it (exit 2)."""
+    from report_fixture import split_sample
+
+    from cape_hpc.cli import main
+    from cape_hpc.io.store import write_results
+    from cape_hpc.report.html import build_charts
+
+    a, b = split_sample(tmp_path)
+    one, _ = build_charts(Results.load(cached_sample()))
+    info = json.loads(cape("report", str(a), str(b), "-o", str(tmp_path / "study.html"), "--json"))
+    assert info["charts"] == [c["title"] for c in one] and info["skipped"] == []
+    both = Results.load_many([a, b])
+    assert set(both.stored) == set(Results.load(a).stored) | set(Results.load(b).stored)
+    charts, _ = build_charts(both)
+    answers = {c["title"] for c in charts if c["section"] == "answers"}
+    assert answers == {"Phase diagram", "Running coupling and N_c", "Cross-model: internal coupling ladder per family",
+                       "Cross-model: internal vs benchmark phase"}
+    assert {c["model"] for c in charts if c["section"] == "models"} == set(STEER_ALPHAS)
+    # a third file with a second /analysis/coupling: the first file's is shown, the copy listed
+    c = write_results(tmp_path / "again.h5", {"/analysis/coupling": both.stored["/analysis/coupling"]}, force=True)
+    info = json.loads(cape("report", str(a), str(b), str(c), "-o", str(tmp_path / "s2.html"), "--json"))
+    assert [s["chart"] for s in info["skipped"]] == [f"/analysis/coupling of {c}"]
+    assert main(["report", str(a), str(tmp_path / "missing.h5"), "-o", str(tmp_path / "s3.html")]) == 2
+    assert not (tmp_path / "s3.html").exists()
+
+
+def test_answers_nc_rows_and_verdicts_are_the_stored_values(sample):
+    """The answers' N_c table: one row per stored estimate (benchmark-level and internal) with the
+    stored log10 N_c and its 95% bootstrap interval (raw file values); the verdict counts are the audit's."""
+    from cape_hpc.report.answers import answers
+
+    out = answers(sample)
+    rows = [dict(zip(out["nc"]["columns"], r)) for r in out["nc"]["rows"]]
+    raw = read_results(sample.path, "/analysis/nc")
+    cm = read_results(sample.path, CROSSMODEL_GROUP)
+    want = [(f"/analysis/nc/{k}", e) for k, g in raw.items() for e in g["estimates"]]
+    want += [(CROSSMODEL_GROUP, e) for e in cm["nc"]]
+    assert len(rows) == len(want) > 0
+    for r, (src, e) in zip(sorted(rows, key=lambda r: (r["source"], r["family"], r["estimator"])),
+                           sorted(want, key=lambda w: (w[0], w[1].get("scope", w[1].get("family")), w[1]["estimator"]))):
+        assert r["source"] == src and r["estimator"] == e["estimator"] and r["models"] == e["n_models"]
+        v = e["log10_nc"]
+        assert (r["log10 N_c"] is None) if not math.isfinite(v) else r["log10 N_c"] == pytest.approx(v)
+        ci = [c for c in e["bootstrap"]["intervals"] if abs(c["level"] - 0.95) < 1e-12]
+        if ci and math.isfinite(ci[0]["low"]):
+            assert r["95% low"] == pytest.approx(ci[0]["low"]) and r["95% high"] == pytest.approx(ci[0]["high"])
+    audit = read_results(sample.path, "/reproduce")
+    assert out["verdicts"] == {k: v for k, v in audit["counts"].items()}

@@ -334,3 +334,100 @@ def test_crossmodel_charts_are_drawn(page, report):
     for p in cm["phases"]:
         assert p["model"] in text
     assert phase.locator(".table .y-column").count() >= 8   # the eight columns of the phase rows
+
+
+# --------------------------------------------------------------------------- one report of one study
+
+@pytest.fixture(scope="module")
+def study(browser, tmp_path_factory):
+    """The report of an analysis file plus a merged cross-model file (`cape report A.h5 B.h5`), open."""
+    from report_fixture import split_sample
+
+    d = tmp_path_factory.mktemp("study")
+    a, b = split_sample(d)
+    info = json.loads(cape("report", str(a), str(b), "-o", str(d / "study.html"), "--json"))
+    ctx = browser.new_context(viewport={"width": 1366, "height": 900}, service_workers="block")
+    pg = ctx.new_page()
+    errors = []
+    pg.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    ctx.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("file:", "data:")) else r.abort())
+    pg.goto(Path(info["path"]).as_uri())
+    pg.wait_for_function("window.capeReport && window.capeReport.rendered + window.capeReport.errors.length"
+                         " >= window.capeReport.charts", timeout=60_000)
+    pg.errors, pg.info, pg.folder, pg.files = errors, info, d, (a, b)
+    yield pg
+    ctx.close()
+
+
+def _visible(pg, selector):
+    return pg.evaluate(f"Array.from(document.querySelectorAll({selector!r})).filter(e => e.offsetParent !== null)"
+                       ".map(e => e.getAttribute('data-model'))")
+
+
+def test_study_report_leads_with_the_answers(study):
+    """The answers come first (ladders, N_c, phases, the verdict counts), then ONE collapsed line for what
+    was not computed, then the other charts, then the per-model detail."""
+    assert study.errors == [] and study.evaluate("window.capeReport.errors") == []
+    order = study.evaluate("Array.from(document.querySelectorAll('main > *')).map(e => e.id)")
+    assert order[:4] == ["answers", "skipped", "charts", "models"]
+    titles = study.locator("#answers .plot").evaluate_all("ps => ps.map(p => p.getAttribute('data-title'))")
+    assert set(titles) == {"Phase diagram", "Running coupling and N_c", "Cross-model: internal coupling ladder per family",
+                           "Cross-model: internal vs benchmark phase"}
+    audit = read_results(study.files[0], "/reproduce")
+    cells = study.locator("#verdict-counts tbody tr").evaluate_all(
+        "rs => rs.map(r => Array.from(r.cells).map(c => c.textContent))")
+    assert {k: int(v) for k, v in cells} == {k: int(v) for k, v in audit["counts"].items()}
+    n_nc = sum(len(g["estimates"]) for g in read_results(study.files[0], "/analysis/nc").values())
+    n_nc += len(read_results(study.files[1], "/crossmodel")["nc"])
+    assert study.locator("#nc-table tbody tr").count() == n_nc
+    # the not-computed line: one <details>, closed, one summary line (here: nothing is missing)
+    nc = study.locator("details#skipped")
+    assert nc.count() == 1 and nc.get_attribute("open") is None
+    assert nc.locator("summary").count() == 1 and nc.locator("summary").bounding_box()["height"] < 30
+    assert study.locator("#skipped li").count() == len(study.info["skipped"]) == 0
+    # the first chart on the page is an answer, above every other chart
+    first = study.evaluate("document.querySelector('.plot').getAttribute('data-title')")
+    assert first in titles
+
+
+def test_study_model_picker_shows_one_model_at_a_time(study):
+    """A <select> of the per-model detail: one model's charts visible, switching shows the other's, drawn."""
+    models = study.locator("#model-picker option").evaluate_all("os => os.map(o => o.value)")
+    assert sorted(models) == sorted(read_results(study.files[1], "/internals"))
+    for m in models + models[:1]:
+        study.select_option("#model-picker", m)
+        study.wait_for_timeout(150)
+        shown = _visible(study, "#models .chart-card")
+        assert shown and set(shown) == {m}, (m, shown)
+        assert len(shown) == 2                    # its layer chart and its head map
+        for p in study.locator("#models .chart-card").all():
+            if p.is_visible():
+                box = p.locator(".plot .main-svg").first.bounding_box()
+                assert p.locator(".plot").get_attribute("data-rendered") == "1" and box["width"] > 300
+
+
+def _overlap(a, b):
+    return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
+                or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+
+
+def test_study_toolbar_does_not_cover_titles_screenshot(study):
+    """Hovering a chart shows plotly's toolbar; it never overlaps the chart's title (bounding boxes), for
+    every visible chart with a title; a screenshot of the top of the page is written to the test folder."""
+    study.evaluate("window.scrollTo(0, 0)")
+    shot = study.folder / "study_top.png"
+    study.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    checked = 0
+    for p in study.locator(".plot").all():
+        if not p.is_visible() or p.locator(".gtitle").count() == 0:
+            continue
+        p.scroll_into_view_if_needed()
+        p.hover(position={"x": 200, "y": 200})
+        bar = p.locator(".modebar")
+        bar.wait_for(state="visible")
+        assert not _overlap(bar.bounding_box(), p.locator(".gtitle").first.bounding_box()), p.get_attribute("data-title")
+        checked += 1
+    assert checked >= len(study.info["charts"]) - 2       # every chart but the hidden model's two
+    study.screenshot(path=str(study.folder / "study_hover.png"))
