@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded defaults: the whole benchmark-level analysis of the shipped data,
 # a short internals and steering run on SmolLM2-135M, the dynamics fit, the reproduction audit,
-# and the HTML report.  Every step writes into one results file in a fresh run directory.
+# and one HTML report of it all.  Every step writes into one results file (the sweep: its merged file) in a
+# fresh run directory.
 set -euo pipefail
 BIN=${1:-.venv/bin}
 RUN=${CAPE_RUN_DIR:-runs/demo-$(date +%Y%m%d-%H%M%S)}
@@ -20,16 +21,16 @@ step dynamics --train Pythia --holdout OPT --model linear --out "$H5"
 step predict --family Pythia --size 70B --out "$H5"
 # the cross-model chain (docs/METHODS.md §3.10): the embedded real models and tiny models (jobs/smoke.yaml)
 # and a tiny family of three sizes (jobs/family_tiny.yaml) swept into one folder (same prompts), merged,
-# the cross-model table and ladders, the internal claims, and their own report
+# the cross-model table and ladders, and the internal claims
 SWEEP="$RUN/sweep"
 step sweep jobs/smoke.yaml --out-dir "$SWEEP"
 step sweep jobs/family_tiny.yaml --out-dir "$SWEEP"
 step merge "$SWEEP" -o "$RUN/sweep.h5"
 step crossmodel "$RUN/sweep.h5" -n 1000 --out "$RUN/sweep.h5"
 step figures "$RUN/sweep.h5" -o "$RUN/crossmodel_figs"
-step report "$RUN/sweep.h5" -o "$RUN/crossmodel.html"
 step figures "$H5" -o "$RUN/figs"
 step reproduce --internals "$RUN/sweep.h5" --out "$H5"
-step report "$H5" -o "$RUN/report.html"
+# one report of the whole study: the analysis file (with the steering run and the audit) and the merged sweep
+step report "$H5" "$RUN/sweep.h5" -o "$RUN/report.html"
 echo
-echo "results: $H5  figures: $RUN/figs"
+echo "results: $H5 $RUN/sweep.h5  figures: $RUN/figs $RUN/crossmodel_figs  report: $RUN/report.html"

@@ -266,6 +266,19 @@ def test_reproduction_audit_table(page, report):
     assert page.locator("#audit-table .verdict-not").count() >= 1
 
 
+def _open_offline(browser, html_path, **context):
+    """(context, page, console errors and warnings): the report opened with every request but
+    file:/data: aborted."""
+    ctx = browser.new_context(**context)
+    pg = ctx.new_page()
+    errors = []
+    pg.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    ctx.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("file:", "data:")) else r.abort())
+    pg.goto(Path(html_path).as_uri())
+    return ctx, pg, errors
+
+
 def test_sparse_file_report_opens_and_says_what_is_missing(browser, tmp_path):
     """A file with the loss law only: the page still loads cleanly; every other chart is listed as
     skipped with the missing group named."""
@@ -277,13 +290,7 @@ def test_sparse_file_report_opens_and_says_what_is_missing(browser, tmp_path):
     for group in ("/analysis/coupling", "/analysis/deff", "/analysis/width", "/analysis/frontier", "/dynamics",
                   "/internals", "/steering", "/analysis/diagnose_model"):
         assert group in notes, group
-    ctx = browser.new_context()
-    pg = ctx.new_page()
-    errors = []
-    pg.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    ctx.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("file:", "data:")) else r.abort())
-    pg.goto(Path(info["path"]).as_uri())
+    ctx, pg, errors = _open_offline(browser, info["path"])
     pg.wait_for_function("window.capeReport !== undefined")
     assert errors == []
     assert pg.locator("#skipped li").count() == len(info["skipped"])
@@ -346,13 +353,8 @@ def study(browser, tmp_path_factory):
     d = tmp_path_factory.mktemp("study")
     a, b = split_sample(d)
     info = json.loads(cape("report", str(a), str(b), "-o", str(d / "study.html"), "--json"))
-    ctx = browser.new_context(viewport={"width": 1366, "height": 900}, service_workers="block")
-    pg = ctx.new_page()
-    errors = []
-    pg.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    ctx.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("file:", "data:")) else r.abort())
-    pg.goto(Path(info["path"]).as_uri())
+    ctx, pg, errors = _open_offline(browser, info["path"], viewport={"width": 1366, "height": 900},
+                                    service_workers="block")
     pg.wait_for_function("window.capeReport && window.capeReport.rendered + window.capeReport.errors.length"
                          " >= window.capeReport.charts", timeout=60_000)
     pg.errors, pg.info, pg.folder, pg.files = errors, info, d, (a, b)

@@ -1,4 +1,4 @@
-"""One self-contained HTML report from a results file.
+"""One self-contained HTML report of one study, from one results file or several (``Results.load_many``).
 
 Everything is inlined: the CSS, plotly.js (the copy the ``plotly`` pip package ships in
 ``plotly/package_data/plotly.min.js``; no CDN), the chart specs and tables as JSON, and the
@@ -9,9 +9,9 @@ Sections: overview (file(s), version, commit); the study's answers (the records 
 ladders, N_c, phases; the N_c table with intervals and the audit's verdict counts,
 ``report/answers.py``); one collapsed line listing what was not computed (each skipped chart with the
 missing group); the other charts, one card each with the table behind it; the per-model cards behind
-a model picker (one model shown at a time); the diagnose panel, the reproduction-audit table, every stored group's scalars
-and tables, the provenance of every group (the diagnose panel: ``assets/report.js`` mirrors
-``cape_hpc.analysis.diagnose``'s pure function on the ``DiagnoseModel`` stored in the file).
+a model picker (one model shown at a time); the diagnose panel (``assets/diagnose.js`` mirrors
+``cape_hpc.analysis.diagnose``'s pure function on the ``DiagnoseModel`` stored in the file), the
+reproduction-audit table, the provenance of every group, every stored group's scalars and tables.
 """
 from __future__ import annotations
 
