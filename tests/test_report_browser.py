@@ -294,6 +294,7 @@ def test_sparse_file_report_opens_and_says_what_is_missing(browser, tmp_path):
     pg.wait_for_function("window.capeReport !== undefined")
     assert errors == []
     assert pg.locator("#skipped li").count() == len(info["skipped"])
+    assert pg.locator("#no-answers").count() == 1 and pg.locator("#models").is_hidden()
     assert "no /reproduce group" in pg.inner_text("#audit-table")
     assert "No diagnose model" in pg.inner_text("#diagnose-panel")
     assert pg.locator("#provenance-table tbody tr").count() == 2  # /analysis/loss and its input /scores/loss
@@ -372,7 +373,7 @@ def test_study_report_leads_with_the_answers(study):
     was not computed, then the other charts, then the per-model detail."""
     assert study.errors == [] and study.evaluate("window.capeReport.errors") == []
     order = study.evaluate("Array.from(document.querySelectorAll('main > *')).map(e => e.id)")
-    assert order[:4] == ["answers", "skipped", "charts", "models"]
+    assert order[:4] == ["answers", "skipped", "charts", "models"] and study.locator("#no-answers").count() == 0
     titles = study.locator("#answers .plot").evaluate_all("ps => ps.map(p => p.getAttribute('data-title'))")
     assert set(titles) == {"Phase diagram", "Running coupling and N_c", "Cross-model: internal coupling ladder per family",
                            "Cross-model: internal vs benchmark phase"}

@@ -131,6 +131,11 @@
     draw(c, made.plot);
   });
 
+  if (!alist.querySelector(".card")) {
+    alist.appendChild(el("p", { class: "skips", id: "no-answers", text: "None of the study's answers (ladders, N_c, "
+      + "phase tables, audit verdicts) is in these files: see what was not computed below." }));
+  }
+
   /* the model picker: one model's charts at a time */
   var models = [];
   DATA.charts.forEach(function (c) { if (c.section === "models" && models.indexOf(c.model) < 0) models.push(c.model); });
