@@ -114,15 +114,18 @@ class PairState:
 
     @classmethod
     def create(cls, n_layers: int, d: int, n_r: int, n_t: int, n_groups: int, budget_bytes: int, seed: int,
-               device, threshold: float = -0.5) -> "PairState":
+               device, threshold: float = -0.5, budget_layers: Optional[int] = None) -> "PairState":
         """Exact when both sets' unit vectors fit in ``budget_bytes``, else a reservoir of
-        max(2, budget / (2 L D 4 bytes)) rows per set."""
+        max(2, budget / (2 L D 4 bytes)) rows per set.  ``budget_layers``: the L of that rule when
+        this state holds only some of the model's layers (one state per device: every device makes
+        the same choice, and the same reservoir draws from the same seed)."""
         L, G = int(n_layers), int(n_groups)
+        L_all = L if budget_layers is None else int(budget_layers)
         below = torch.zeros((L, G, G), dtype=torch.int64, device=device)
-        if cls.bytes_needed(L, n_r + n_t, d) <= budget_bytes:
+        if cls.bytes_needed(L_all, n_r + n_t, d) <= budget_bytes:
             cap, mode, rng = (n_r, n_t), "exact", None
         else:
-            M = max(2, int(budget_bytes) // (2 * cls.bytes_needed(L, 1, d)))
+            M = max(2, int(budget_bytes) // (2 * cls.bytes_needed(L_all, 1, d)))
             cap, mode = (min(M, n_r), min(M, n_t)), "reservoir"
             rng = np.random.default_rng([int(seed), 0x7E5E])
         return cls(mode, cap, [torch.zeros((L, c, d), dtype=torch.float32, device=device) for c in cap],

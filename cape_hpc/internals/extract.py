@@ -38,7 +38,7 @@ from cape_hpc.internals.statistics import (bottleneck, d_rep_per_layer, empty_he
                                            head_rows, layer_rows, pca_curve)
 from cape_hpc.io.provenance import thread_inputs
 from cape_hpc.models.batching import forward_kwargs, left_pad, pad_id, token_limit, tokenize
-from cape_hpc.models.tracing import Trace, on_device
+from cape_hpc.models.tracing import Trace, layer_devices, on_device, on_its_device
 from cape_hpc.schema import Provenance
 
 __all__ = ["extract_internals", "extract_internals_pooled", "PooledStates", "participation_ratio",
@@ -159,8 +159,35 @@ class _Extraction:
         self.want_final = "final" in taps or "logits" in taps
         self.ops = streaming_ops(opts.backend or None, self.device)
         self.backend = self.ops.name
+        self._place_state()
 
-        L, D, dev, f64 = self.L, self.D, self.device, torch.float64
+        self.writer = None
+        if opts.keep_pooled:
+            from cape_hpc.internals.pooled_store import PooledWriter
+
+            P = self.prompts.prompts
+            self.writer = PooledWriter(
+                opts.keep_pooled, n_rows=self.N, n_layers=self.L, d_model=self.D, residual=self.want_res,
+                final=self.want_final, order=self.order, ids=[P[i].id for i in self.order],
+                sets=[P[i].set for i in self.order], blocks=self.block, force=self.overwrite,
+                attrs={"model": str(self.loaded.name), "pooling": opts.pooling, "set_r": self.set_r,
+                       "set_t": self.set_t, "n_r": self.n_r, "n_t": self.n_t})
+
+    def _place_state(self) -> None:
+        """One :class:`StreamState` per device the blocks run on (``layer_devices``: the model's
+        device map), holding its blocks' rows (``local[i]``: block i's row there); the final state
+        with the last block's.  One device (no device map): one state, as before."""
+        self.layer_dev = layer_devices(self.loaded, self.device)
+        self.final_dev = self.layer_dev[-1] if self.layer_dev else self.device
+        devs = list(dict.fromkeys(self.layer_dev + [self.final_dev]))
+        self.local = [self.layer_dev[:i].count(d) for i, d in enumerate(self.layer_dev)]
+        self.states = {d: self._new_state(d, self.layer_dev.count(d), d == self.final_dev) for d in devs}
+        self.dev_ops = {d: self.ops if d == self.device else streaming_ops(self.opts.backend or None, d)
+                        for d in devs}
+
+    def _new_state(self, dev, L: int, final: bool) -> StreamState:
+        """The streaming state of ``L`` blocks (and of the final point when ``final``) on ``dev``."""
+        opts, G, D, f64 = self.opts, self.G, self.D, torch.float64
         st = StreamState(G=G)
         if self.want_res:
             st.layer_sums = torch.zeros((L, 2 * G, D), dtype=f64, device=dev)
@@ -173,90 +200,99 @@ class _Extraction:
             st.m1 = torch.zeros((L, k), dtype=f64, device=dev)
             st.m2 = torch.zeros((L, k, k), dtype=f64, device=dev)
             st.pairs = PairState.create(L, D, self.n_r, self.n_t, G, int(opts.pair_budget_mb * 2 ** 20),
-                                        opts.block_seed, dev, COMPETING_THRESHOLD)
+                                        opts.block_seed, dev, COMPETING_THRESHOLD, budget_layers=self.L)
         if self.want_heads:
             st.head_sums = torch.zeros((L, 2 * G, self.H * self.dh), dtype=f64, device=dev)
-        if self.want_final:
+        if self.want_final and final:
             st.final_sums = torch.zeros((2 * G, D), dtype=f64, device=dev)
             st.final_shift = torch.zeros(D, dtype=f64, device=dev)
             st.final_m1 = torch.zeros(D, dtype=f64, device=dev)
             st.final_m2 = torch.zeros((D, D), dtype=f64, device=dev)
-        self.state = st
+        return st
 
-        self.writer = None
-        if opts.keep_pooled:
-            from cape_hpc.internals.pooled_store import PooledWriter
-
-            P = self.prompts.prompts
-            self.writer = PooledWriter(
-                opts.keep_pooled, n_rows=self.N, n_layers=L, d_model=D, residual=self.want_res,
-                final=self.want_final, order=self.order, ids=[P[i].id for i in self.order],
-                sets=[P[i].set for i in self.order], blocks=self.block, force=self.overwrite,
-                attrs={"model": str(self.loaded.name), "pooling": opts.pooling, "set_r": self.set_r,
-                       "set_t": self.set_t, "n_r": self.n_r, "n_t": self.n_t})
-
-    def _to_dev(self, a) -> torch.Tensor:
+    def _to_dev(self, a, dev) -> torch.Tensor:
         t = torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int64)
-        if self.device.type == "cuda":
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t.to(self.device)
+        if dev.type == "cuda":
+            return t.pin_memory().to(dev, non_blocking=True)
+        return t.to(dev)
 
     # ------------------------------------------------------------------ callbacks
     def _callbacks(self):
-        st, opts = self.state, self.opts
-        pooling, ops = opts.pooling, self.ops
-        cbs = {}
+        """Trace callbacks: block i reduces into the state on its own device (``batch.extra["dev"]``:
+        that device's batch indices and mask); a tensor elsewhere is copied there (``on_device``)."""
+        pooling = self.opts.pooling
+        cbs, devs = {}, {}
 
         def block_cb(i):
+            dev, j = self.layer_dev[i], self.local[i]
+            st, ops = self.states[dev], self.dev_ops[dev]
+
             def fn(x, batch):
-                e = batch.extra
-                pooled = ops.pool_accumulate_(x, batch.attention_mask, pooling, e["slot"], st.layer_sums[i], st.layer_units[i])
+                e, d = batch.extra, batch.extra["dev"][dev]
+                pooled = ops.pool_accumulate_(x, d["mask"], pooling, d["slot"], st.layer_sums[j], st.layer_units[j])
                 y = pooled if st.omega is None else pooled.to(torch.float64) @ st.omega
-                update_moments(y, st.shift[i], st.m1[i], st.m2[i], e["first"])
+                update_moments(y, st.shift[j], st.m1[j], st.m2[j], e["first"])
                 u = unit_rows(pooled)
-                st.pairs.update(i, u.index_select(0, e["r_pos"]), u.index_select(0, e["t_pos"]), e["pairs"], ops.count_pairs_below)
+                st.pairs.update(j, u.index_select(0, d["r_pos"]), u.index_select(0, d["t_pos"]), d["pairs"],
+                                ops.count_pairs_below)
                 if "keep" in e:
                     e["keep"]["residual"][i] = pooled
                 return None
             return fn
 
         def head_cb(i):
+            dev, j = self.layer_dev[i], self.local[i]
+            st, ops = self.states[dev], self.dev_ops[dev]
+
             def fn(x, batch):
-                ops.pool_accumulate_(x, batch.attention_mask, pooling, batch.extra["slot"], st.head_sums[i], None)
+                d = batch.extra["dev"][dev]
+                ops.pool_accumulate_(x, d["mask"], pooling, d["slot"], st.head_sums[j], None)
                 return None
             return fn
 
+        dev_f = self.final_dev
+        st_f, ops_f = self.states[dev_f], self.dev_ops[dev_f]
+
         def final_cb(x, batch):
-            e = batch.extra
-            pooled = ops.pool_accumulate_(x, batch.attention_mask, pooling, e["slot"], st.final_sums, None)
-            update_moments(pooled, st.final_shift, st.final_m1, st.final_m2, e["first"])
+            e, d = batch.extra, batch.extra["dev"][dev_f]
+            pooled = ops_f.pool_accumulate_(x, d["mask"], pooling, d["slot"], st_f.final_sums, None)
+            update_moments(pooled, st_f.final_shift, st_f.final_m1, st_f.final_m2, e["first"])
             if "keep" in e:
                 e["keep"]["final"] = pooled
             return None
 
         for i in range(self.L):
             if self.want_heads:
-                cbs[f"heads.{i}"] = head_cb(i)
+                cbs[f"heads.{i}"], devs[f"heads.{i}"] = head_cb(i), self.layer_dev[i]
             if self.want_res:
-                cbs[f"block.{i}"] = block_cb(i)
+                cbs[f"block.{i}"], devs[f"block.{i}"] = block_cb(i), self.layer_dev[i]
         if self.want_final:
-            cbs["final"] = final_cb
-        # a block of a device_map'd model may run elsewhere: its tensor comes to the state's device
-        return {name: on_device(fn, self.device) for name, fn in cbs.items()}
+            cbs["final"], devs["final"] = final_cb, dev_f
+        return {name: on_device(fn, devs[name]) for name, fn in cbs.items()}
 
     def _prepare(self, batch, rows: np.ndarray, first: bool) -> None:
-        """Host-side integers of one batch (all known before the pass), moved to the device."""
-        st, e = self.state, batch.extra
+        """Host-side integers of one batch (all known before the pass), moved to each state's
+        device (``batch.extra["dev"][device]``)."""
+        e = batch.extra
         e["first"] = first
-        e["slot"] = self._to_dev(self.slot[rows])
         if self.writer is not None:
             e["keep"] = {"residual": [None] * self.L, "final": None}
-        if not self.want_res:
-            return
         is_r = rows < self.n_r
         r_pos, t_pos = np.flatnonzero(is_r), np.flatnonzero(~is_r)
-        e["r_pos"], e["t_pos"] = self._to_dev(r_pos), self._to_dev(t_pos)
-        e["pairs"] = st.pairs.prepare(self.block[rows[r_pos]], self.block[rows[t_pos]], self._to_dev)
+        e["dev"] = {dev: self._prepare_on(dev, st, batch.attention_mask, rows, r_pos, t_pos)
+                    for dev, st in self.states.items()}
+
+    def _prepare_on(self, dev, st: StreamState, mask: torch.Tensor, rows, r_pos, t_pos) -> dict:
+        """One batch's slots, R / T positions, pair indices and attention mask on ``dev``."""
+        def to_dev(a):
+            return self._to_dev(a, dev)
+
+        d = {"slot": to_dev(self.slot[rows]),
+             "mask": mask if mask.device == dev else mask.to(dev, non_blocking=dev.type == "cuda")}
+        if self.want_res:
+            d["r_pos"], d["t_pos"] = to_dev(r_pos), to_dev(t_pos)
+            d["pairs"] = st.pairs.prepare(self.block[rows[r_pos]], self.block[rows[t_pos]], to_dev)
+        return d
 
     # ------------------------------------------------------------------ the pass
     def run(self) -> InternalsResult:
@@ -284,7 +320,7 @@ class _Extraction:
                         tr.forward(batch)
                         if self.writer is not None:
                             k = batch.extra["keep"]
-                            res = torch.stack(k["residual"]).cpu().numpy() if self.want_res else None
+                            res = _stack_host(k["residual"]) if self.want_res else None
                             fin = k["final"].cpu().numpy() if k["final"] is not None else None
                             self.writer.write(rows, res, fin)
             ok = True
@@ -300,25 +336,38 @@ class _Extraction:
     def _block_stats(self) -> tuple[BlockStats, np.ndarray, str, int]:
         """The streaming state on the host (the one transfer) as :class:`BlockStats`, with the pair
         count's SE per layer [L], its mode and reservoir size."""
-        st, opts, G, L = self.state, self.opts, self.G, self.L
+        opts, G, L = self.opts, self.G, self.L
         blocks = BlockStats(n_blocks=G, seed=int(opts.block_seed), n_nonempty=int((self.counts.sum(0) > 0).sum()),
                             counts=self.counts.copy(), n_resamples=int(opts.block_resamples),
                             level=float(opts.ci_level))
         pairs_se, pairs_mode, reservoir = np.zeros(L), "exact", 0
         if self.want_res:
-            blocks.layer_sums = _host(st.layer_sums).reshape(L, 2, G, self.D)
-            blocks.layer_unit_sums = _host(st.layer_units).reshape(L, 2, G, self.D)
-            got = [st.pairs.finish(i, self.ops.count_pairs_below, self.n_r, self.n_t) for i in range(L)]
+            blocks.layer_sums = self._gathered("layer_sums").reshape(L, 2, G, self.D)
+            blocks.layer_unit_sums = self._gathered("layer_units").reshape(L, 2, G, self.D)
+            got = []
+            for dev, j in zip(self.layer_dev, self.local):
+                with on_its_device(dev):
+                    got.append(self.states[dev].pairs.finish(j, self.dev_ops[dev].count_pairs_below,
+                                                             self.n_r, self.n_t))
             blocks.pairs_below = np.stack([g[0] for g in got]).astype(np.int64)
             blocks.pair_counts = got[0][2]
             pairs_se = np.array([g[1] for g in got])
-            if st.pairs.mode == "reservoir":
-                pairs_mode, reservoir = "reservoir", int(max(st.pairs.capacity))
+            pairs = self.states[self.final_dev].pairs
+            if pairs.mode == "reservoir":
+                pairs_mode, reservoir = "reservoir", int(max(pairs.capacity))
         if self.want_heads:
-            blocks.head_sums = _host(st.head_sums).reshape(L, 2, G, self.H * self.dh)
+            blocks.head_sums = self._gathered("head_sums").reshape(L, 2, G, self.H * self.dh)
         if self.want_final:
-            blocks.final_sums = _host(st.final_sums).reshape(2, G, self.D)
+            blocks.final_sums = _host(self.states[self.final_dev].final_sums).reshape(2, G, self.D)
         return blocks, pairs_se, pairs_mode, reservoir
+
+    def _gathered(self, name: str) -> np.ndarray:
+        """The per-block state tensor ``name`` of every device on the host, blocks in model order
+        [L, ...] (the one reduction of the per-device state; one device: its tensor as is)."""
+        parts = {dev: _host(getattr(st, name)) for dev, st in self.states.items()}
+        if len(parts) == 1:
+            return next(iter(parts.values()))
+        return np.stack([parts[dev][j] for dev, j in zip(self.layer_dev, self.local)])
 
     def _unembed(self, means: np.ndarray) -> np.ndarray:
         """The model's unembedding of [2, D] mean final states -> [2, V] float64."""
@@ -328,12 +377,13 @@ class _Extraction:
 
     def _finish(self, n_trunc: int) -> InternalsResult:
         """Every statistic from the block statistics (``cape_hpc.internals.statistics``), and the result."""
-        st, opts, L, H = self.state, self.opts, self.L, self.H
-        state_bytes = st.nbytes
+        opts, L, H = self.opts, self.L, self.H
+        st = self.states[self.final_dev]
+        state_bytes = sum(s.nbytes for s in self.states.values())
         blocks, pairs_se, pairs_mode, reservoir = self._block_stats()
         layers = empty_layer_rows(L)
         if self.want_res:
-            d_rep, d_se = d_rep_per_layer(_host(st.m1), _host(st.m2), self.N, opts.d_rep_mode)
+            d_rep, d_se = d_rep_per_layer(self._gathered("m1"), self._gathered("m2"), self.N, opts.d_rep_mode)
             layers = layer_rows(blocks, d_rep, d_se, pairs_se)
         heads, hsum = head_rows(blocks, H) if self.want_heads else empty_head_rows(L, H)
         neck = Bottleneck()
@@ -360,3 +410,10 @@ class _Extraction:
 def _host(t: torch.Tensor) -> np.ndarray:
     """A state tensor on the host (numpy, its dtype)."""
     return t.to("cpu").numpy()
+
+
+def _stack_host(rows: list[torch.Tensor]) -> np.ndarray:
+    """Per-block tensors (on one device or several) stacked on the host [L, ...]."""
+    if len({t.device for t in rows}) == 1:
+        return torch.stack(rows).cpu().numpy()
+    return torch.stack([t.cpu() for t in rows]).numpy()

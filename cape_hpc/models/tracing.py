@@ -33,7 +33,8 @@ import torch
 from cape_hpc.errors import OptionError
 from cape_hpc.models.batching import StopForward, forward_kwargs, left_pad, pad_id, plan_batches
 
-__all__ = ["Batch", "Trace", "point_names", "make_batch", "on_device", "sync_debug"]
+__all__ = ["Batch", "Trace", "point_names", "make_batch", "on_device", "on_its_device", "sync_debug",
+           "execution_devices", "layer_devices"]
 
 _POINT = re.compile(r"^(block|heads)\.(\d+)$|^final$")
 
@@ -81,8 +82,64 @@ def on_device(fn: Callable[[torch.Tensor, Batch], Any], device) -> Callable[[tor
         dev = torch.device("cuda", torch.cuda.current_device())
 
     def run(x: torch.Tensor, batch: Batch) -> None:
-        fn(x if x.device == dev else x.to(dev, non_blocking=dev.type == "cuda"), batch)
+        with on_its_device(dev):
+            fn(x if x.device == dev else x.to(dev, non_blocking=dev.type == "cuda"), batch)
     return run
+
+
+def on_its_device(device) -> contextlib.AbstractContextManager:
+    """``torch.cuda.device(device)`` for a CUDA device (kernels launched inside run on it), else
+    nothing."""
+    dev = torch.device(device)
+    return torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
+
+
+def _map_device(value) -> torch.device:
+    """A ``device_map`` value as a device (an int is a CUDA index)."""
+    return torch.device("cuda", value) if isinstance(value, int) else torch.device(str(value))
+
+
+def _map_entry(device_map: Mapping[str, Any], name: str):
+    """The ``device_map`` value that places module ``name``: its own key, else the longest key
+    that contains it (``""`` is the whole model), else the first key inside it (a split block), else
+    None."""
+    if name in device_map:
+        return device_map[name]
+    outer = [k for k in device_map if k == "" or name.startswith(k + ".")]
+    if outer:
+        return device_map[max(outer, key=len)]
+    return next((v for k, v in device_map.items() if k.startswith(name + ".")), None)
+
+
+def execution_devices(device_map: Mapping[str, Any], names: Sequence[str]) -> list[torch.device]:
+    """The device each module of ``names`` runs on under accelerate's ``dispatch_model`` with
+    ``device_map`` ({module: int | "cuda:i" | "cpu" | "disk"}): a GPU entry runs where it is; a
+    "cpu" or "disk" entry is offloaded and runs on the main device -- the lowest GPU index of the
+    map (accelerate takes the first of its set of non-offloaded devices), or the CPU when the map
+    has no GPU (then "cpu" entries run in place and "disk" ones on the CPU)."""
+    placed = [v for v in device_map.values() if str(v) not in ("cpu", "disk")]
+    if not placed:
+        main = torch.device("cpu")
+    elif all(isinstance(v, int) for v in placed):
+        main = _map_device(min(placed))
+    else:
+        main = min((_map_device(v) for v in placed), key=lambda d: (d.type, d.index or 0))
+    out = []
+    for name in names:
+        v = _map_entry(device_map, name)
+        out.append(main if v is None or str(v) in ("cpu", "disk") else _map_device(v))
+    return out
+
+
+def layer_devices(loaded, default) -> list[torch.device]:
+    """The device each block of ``loaded`` runs on: from its ``hf_device_map`` when it was loaded
+    with a ``device_map`` (:func:`execution_devices`), else ``default`` for every block."""
+    dm = getattr(loaded.model, "hf_device_map", None)
+    L = loaded.adapter.n_layers
+    if not dm:
+        return [torch.device(default)] * L
+    layers = loaded.adapter.spec.layers
+    return execution_devices(dm, [f"{layers}.{i}" for i in range(L)])
 
 
 @contextlib.contextmanager
