@@ -7,7 +7,8 @@ last point a tap needs.  The callbacks reduce each tap into the device-resident 
 (pool + normalise + accumulate per (set, block) slot) and ``cape_kernels.count_pairs_below`` (the
 pairs below -0.5, per block pair); nothing in the pass synchronises with the host.  The state does
 not depend on the number of prompts (the exact pair count's resident unit vectors are bounded by
-``pair_budget_mb``; beyond it a seeded reservoir per set).  One transfer to the host at the end;
+``pair_budget_mb``; beyond it a seeded reservoir per set).  Under a ``device_map`` each device its
+blocks run on holds its blocks' state (``layer_devices``).  One transfer to the host at the end;
 then every statistic and its block-bootstrap interval (§3.8) are computed from the sums, the
 :class:`~cape_hpc.internals.results.BlockStats`, by the pure functions of
 ``cape_hpc.internals.statistics``.
