@@ -139,7 +139,9 @@ def layer_devices(loaded, default) -> list[torch.device]:
     if not dm:
         return [torch.device(default)] * L
     layers = loaded.adapter.spec.layers
-    return execution_devices(dm, [f"{layers}.{i}" for i in range(L)])
+    devs = execution_devices(dm, [f"{layers}.{i}" for i in range(L)])
+    return [torch.device("cuda", torch.cuda.current_device()) if d.type == "cuda" and d.index is None else d
+            for d in devs]                                  # "cuda": the current GPU, as torch places it
 
 
 @contextlib.contextmanager
