@@ -29,7 +29,6 @@ TAG_REQ, TAG_ASSIGN, TAG_BYE = 11, 12, 13
 POLL_S = 0.005
 
 
-
 def launched_by_mpi() -> bool:
     keys = ("PMI_RANK", "PMI_SIZE", "PMI_FD", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
             "HYDI_CONTROL_FD")
