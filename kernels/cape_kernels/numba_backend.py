@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import math
 
-import numba as nb
 import numpy as np
 import torch
-from numba import prange
 
+from cape_kernels.numba_jit import njit, prange, twins
 from cape_kernels.reference import acc_dtype
 
 _NATIVE = (torch.float32, torch.float64)
@@ -34,13 +33,6 @@ def _np(x: torch.Tensor) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ kernels
-def _twins(fn, **kw):
-    """The kernel compiled twice: parallel (``prange`` over work items) and serial (for small
-    calls, where waking the thread pool costs more than the work).  Both do the same arithmetic in
-    the same order per output, so results never depend on which ran or on the thread count."""
-    return (nb.njit(parallel=True, cache=True, **kw)(fn), nb.njit(parallel=False, cache=True, **kw)(fn))
-
-
 SERIAL_ELEMS = 1 << 16  # calls that read fewer elements run on one thread
 # rows up to this many features are added one at a time (the accumulator stays in L1 and the loop
 # vectorises); longer rows four at a time (a quarter of the accumulator traffic).  Measured on
@@ -57,7 +49,7 @@ def _d_chunks(rows: int, D: int, min_chunk: int = 256, want_jobs: int = 64) -> i
     return max(1, min((D + min_chunk - 1) // min_chunk, (want_jobs + rows - 1) // rows))
 
 
-@nb.njit(cache=True, inline="always")
+@njit(inline="always")
 def _add4(acc, a, b, c, e):
     """acc += (a + b) + (c + e) in float64, elementwise: four rows per pass over the accumulator
     (a quarter of its load/store traffic; the order of the additions is fixed)."""
@@ -65,7 +57,7 @@ def _add4(acc, a, b, c, e):
         acc[d] += (np.float64(a[d]) + b[d]) + (np.float64(c[d]) + e[d])
 
 
-@nb.njit(cache=True, inline="always")
+@njit(inline="always")
 def _add1(acc, a):
     for d in range(acc.shape[0]):
         acc[d] += a[d]
@@ -125,8 +117,8 @@ def _pool_mean_fn(h, m, nchunk, out):
                 o[d] = 0.0
 
 
-_pool_last, _pool_last_serial = _twins(_pool_last_fn)
-_pool_mean, _pool_mean_serial = _twins(_pool_mean_fn)
+_pool_last, _pool_last_serial = twins(_pool_last_fn)
+_pool_mean, _pool_mean_serial = twins(_pool_mean_fn)
 
 
 def _row_blocks(B: int, P: int, min_rows: int = 64, want_jobs: int = 64) -> int:
@@ -185,11 +177,11 @@ def _set_finish_fn(part, out):
         out[b] = _cos(dot, nr, nt)
 
 
-_set_rows, _set_rows_serial = _twins(_set_rows_fn)
-_set_finish, _set_finish_serial = _twins(_set_finish_fn, fastmath=_FM)
+_set_rows, _set_rows_serial = twins(_set_rows_fn)
+_set_finish, _set_finish_serial = twins(_set_finish_fn, fastmath=_FM)
 
 
-@nb.njit(cache=True)
+@njit
 def _cos(dot, n2a, n2b):
     den = math.sqrt(n2a) * math.sqrt(n2b)
     if math.isnan(den) or math.isnan(dot):
@@ -200,7 +192,7 @@ def _cos(dot, n2a, n2b):
     return 0.0
 
 
-@nb.njit(parallel=True, cache=True, fastmath=_FM)
+@njit(parallel=True, fastmath=_FM)
 def _inv_norms(X, out):
     """out[r] = 1 / |X[r]| (float64 sum of squares) over the rows of a 2-D view; 0 for a zero
     row (its cosines are 0), NaN for a row with a NaN."""
@@ -213,7 +205,7 @@ def _inv_norms(X, out):
         out[r] = 1.0 / n if n > 0.0 else (math.nan if math.isnan(n) else 0.0)
 
 
-@nb.njit(cache=True, fastmath=_FM)
+@njit(fastmath=_FM)
 def _scale_count(C, ir, it, thr):
     """C [nb, M, N] holds raw dot products; in one pass turn them into clamped cosines (in place:
     C may be the caller's full matrix), count those below thr and sum them (float64) per b.
@@ -245,7 +237,7 @@ def _scale_count(C, ir, it, thr):
     return counts, sums
 
 
-@nb.njit(parallel=True, cache=True, fastmath=_FM)
+@njit(parallel=True, fastmath=_FM)
 def _steer(h, v, per_row, alpha, relative, gate, tau, proj):
     T, D = h.shape
     vv0 = 0.0

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import math
 
-import numba as nb
 import numpy as np
 import torch
-from numba import prange
 
+from cape_kernels.numba_jit import njit, numba, prange, serial_copy
 from cape_kernels.reference import acc_dtype
 
 _CHUNK = 256  # columns per parallel work item of the adds
@@ -28,7 +27,7 @@ _FM = {"reassoc", "contract"}  # reassociation lets LLVM vectorise the dot produ
 
 
 # ------------------------------------------------------------------ pool + accumulate
-@nb.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _pool_acc(h, m, last_mode, slot, sums, units, has_units, pooled, inv):
     B, S, D = h.shape
     G = sums.shape[0]
@@ -76,7 +75,7 @@ def _pool_acc(h, m, last_mode, slot, sums, units, has_units, pooled, inv):
 
 # Serial twins for small calls: waking the thread pool costs more than the work itself (and, on a
 # busy node, far more).  Same loops, same order of additions: bit-identical results.
-_pool_acc_serial = nb.njit(parallel=False, cache=True)(_pool_acc.py_func)
+_pool_acc_serial = njit(serial_copy(_pool_acc.py_func))
 SERIAL_BELOW = 1 << 18   # elements of hidden read (B*D for "last", B*S*D for "mean")
 COUNT_SERIAL_BELOW = 1 << 22   # n*m*D multiply-adds of count_pairs_below
 
@@ -111,7 +110,7 @@ def pool_accumulate_(hidden, mask, mode, slot, sums, unit_sums):
 
 
 # ------------------------------------------------------------------ pairs below a threshold
-@nb.njit(cache=True)
+@njit
 def _inv_norms(X, out):
     """Serial: (n + m) D work next to the count's n m D, and no second wake-up of the threads."""
     n, D = X.shape
@@ -124,7 +123,7 @@ def _inv_norms(X, out):
         out[i] = 1.0 / nrm if nrm > 0.0 else (nrm if math.isnan(nrm) else 0.0)
 
 
-@nb.njit(cache=True, inline="always")
+@njit(inline="always")
 def _emit(s, ai, bj, gi, gj, thr, part):
     """Count the pair if both groups count and cos = s * ai * bj (clamped) is below thr."""
     if gi >= 0 and gj >= 0:
@@ -137,7 +136,7 @@ def _emit(s, ai, bj, gi, gj, thr, part):
             part[gi + gj] += 1
 
 
-@nb.njit(cache=True, fastmath=_FM)
+@njit(fastmath=_FM)
 def _tile(A, Bm, ia, ib, ka, kb, thr, zero, i0, i1, j0, j1, part):
     """Rows i0:i1 of A against rows j0:j1 of B: 2 x 4 dot products at a time (8 accumulators,
     each vectorised over D), then 2 x 1 and 1 x 1 for the edges."""
@@ -197,7 +196,7 @@ def _tile(A, Bm, ia, ib, ka, kb, thr, zero, i0, i1, j0, j1, part):
         i += 2
 
 
-@nb.njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _count(A, Bm, ia, ib, ka, kb, thr, zero, ncell, nchunks):
     n = A.shape[0]
     m = Bm.shape[0]
@@ -215,7 +214,7 @@ def _count(A, Bm, ia, ib, ka, kb, thr, zero, ncell, nchunks):
     return part.sum(axis=0)
 
 
-_count_serial = nb.njit(parallel=False, cache=True)(_count.py_func)
+_count_serial = njit(serial_copy(_count.py_func))
 
 
 def _keys(g, rows, G, scale):
@@ -239,7 +238,7 @@ def count_pairs_below(A, B, threshold, a_groups, b_groups, n_groups):
     _inv_norms(b, ib64)
     ka, kb = _keys(a_groups, n, G, G), _keys(b_groups, m, G, 1)
     # one chunk below ~4M multiply-adds (integer partials: any chunking gives the same counts)
-    nchunks = 1 if n * m * max(1, A.shape[1]) < COUNT_SERIAL_BELOW else max(1, nb.get_num_threads())
+    nchunks = 1 if n * m * max(1, A.shape[1]) < COUNT_SERIAL_BELOW else max(1, numba.get_num_threads())
     cells = (_count_serial if nchunks == 1 else _count)(a, b, ia64.astype(npdt), ib64.astype(npdt), ka, kb, npdt(threshold), npdt(0.0),
                    G * G, nchunks)
     return torch.from_numpy(cells).view(G, G)

@@ -45,11 +45,9 @@ no per-resample allocation): every row's features are precomputed once, and a re
 """
 from __future__ import annotations
 
-import types
-
-import numba
 import numpy as np
-from numba import njit, prange
+
+from cape_kernels.numba_jit import njit, numba, prange, serial_copy
 
 __all__ = [
     "resample_indices",
@@ -158,7 +156,7 @@ def _draw_rows(kr, members, start, size, rows):
         rows[j] = members[start[j] + _pick(_mix64(kr + np.uint64(j + 1) * GOLDEN), size[j])]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _indices_kernel(key, start_r, n_resamples, members, start, size, out):
     for rr in prange(n_resamples):
         _draw_rows(_stream_state(key, np.uint64(start_r) + np.uint64(rr)), members, start, size,
@@ -206,16 +204,7 @@ def _serial_twin(kernel):
     bit with the parallel kernel."""
     twin = _SERIAL.get(kernel)
     if twin is None:
-        f = kernel.py_func
-        name = f.__name__ + "_serial"
-        try:
-            code = f.__code__.replace(co_name=name, co_qualname=name)
-        except TypeError:  # Python < 3.11 has no co_qualname
-            code = f.__code__.replace(co_name=name)
-        g = types.FunctionType(code, f.__globals__, name, f.__defaults__, f.__closure__)
-        g.__qualname__ = name
-        g.__module__ = f.__module__
-        twin = _SERIAL[kernel] = njit(cache=True)(g)
+        twin = _SERIAL[kernel] = njit(serial_copy(kernel.py_func))
     return twin
 
 
@@ -322,7 +311,7 @@ def _pr_finish(s, var, m, p, iu, ku, corr, rtol):
     return _pr_ratio(tr, tr2)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _pr_kernel(F, p, iu, ku, idx, corr, rtol, out):
     R, m = idx.shape
     nb = (R + BLOCK - 1) // BLOCK
@@ -336,7 +325,7 @@ def _pr_kernel(F, p, iu, ku, idx, corr, rtol, out):
             out[r] = _pr_finish(s, var, m, p, iu, ku, corr, rtol)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _pr_stream_kernel(F, p, iu, ku, key, start_r, R, members, gstart, gsize, corr, rtol, out):
     m = members.shape[0]
     nb = (R + BLOCK - 1) // BLOCK
@@ -466,7 +455,7 @@ def _quad_sums(F, rows, s):
     s[7] = a7
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _quad_kernel(F, xm, idx, lo, hi, rtol, out):
     R, m = idx.shape
     nb = (R + BLOCK - 1) // BLOCK
@@ -477,7 +466,7 @@ def _quad_kernel(F, xm, idx, lo, hi, rtol, out):
             out[r] = _quad_vertex(m, s, xm, lo, hi, rtol)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _quad_stream_kernel(F, xm, key, start_r, R, members, gstart, gsize, lo, hi, rtol, out):
     m = members.shape[0]
     nb = (R + BLOCK - 1) // BLOCK
@@ -521,7 +510,7 @@ def quadratic_nc_boot(x, y, strata, n_resamples: int, seed: int, lo: float = -np
     return out
 
 
-@njit(cache=True)
+@njit
 def _pr_matrix(C):
     tr = 0.0
     tr2 = 0.0
@@ -571,7 +560,7 @@ def quadratic_fit(x, y) -> tuple[float, float, float, float]:
     return float(v), float(a), float(b), float(c)
 
 
-@njit(cache=True)
+@njit
 def _quad_full(F):
     rows = np.arange(F.shape[0])
     s = np.empty(F.shape[1])
@@ -603,7 +592,7 @@ def _gamma_step(fa, fb, na, nb, b1a, b1b, b2a, b2b, min_delta):
     return GAMMA_DEFINED, (b2b - b2a) / d1
 
 
-@njit(cache=True)
+@njit
 def _gamma_rule_kernel(fam, size, b1, b2, min_delta, gamma, code):
     for j in range(1, fam.shape[0]):
         c, g = _gamma_step(fam[j - 1], fam[j], size[j - 1], size[j], b1[j - 1], b1[j], b2[j - 1], b2[j],
@@ -723,7 +712,7 @@ def _gamma_scratch(m):
     return np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m, dtype=np.int64)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _gamma_nc_kernel(kind, idx, fam, logn, b1, b2, min_delta, lo, hi, attach, out):
     R, m = idx.shape
     nb = (R + BLOCK - 1) // BLOCK
@@ -735,7 +724,7 @@ def _gamma_nc_kernel(kind, idx, fam, logn, b1, b2, min_delta, lo, hi, attach, ou
             out[r] = _gamma_nc(kind, pos, fam, logn, b1, b2, min_delta, lo, hi, attach, xs, gs, ln, lp)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _gamma_nc_stream_kernel(kind, key, start_r, R, members, gstart, gsize, fam, logn, b1, b2, min_delta,
                             lo, hi, attach, out):
     m = members.shape[0]
@@ -798,7 +787,7 @@ def gamma_nc_boot(estimator: str, fam, logn, b1, b2, strata, n_resamples: int, s
     return out
 
 
-@njit(cache=True)
+@njit
 def _nc_intervals_kernel(fam, logn, b1, b2, min_delta, xs, gs, ln, lp):
     pos = np.arange(fam.shape[0])
     return _defined_intervals(pos, fam, logn, b1, b2, min_delta, xs, gs, ln, lp)
@@ -814,7 +803,7 @@ def nc_intervals(fam, logn, b1, b2, min_delta: float) -> tuple[np.ndarray, np.nd
     return xs[:k].copy(), gs[:k].copy()
 
 
-@njit(cache=True)
+@njit
 def _gamma_line_nb(xs, gs):
     return _gamma_line(xs.shape[0], xs, gs)
 

@@ -1,0 +1,84 @@
+"""numba for the CPU kernels: the on-disk cache of compiled kernels, and the jit decorators.
+
+Imported only by the numba kernel modules (``numba_backend``, ``numba_streaming``, ``resample``),
+so ``import cape_kernels`` and ``cape_kernels.backends`` never import numba: it loads when a numba
+kernel is first used.
+
+The cache: compiled kernels are written to ``NUMBA_CACHE_DIR`` when the user set it, else to
+``$XDG_CACHE_HOME/cape_kernels/numba`` (``~/.cache/cape_kernels/numba``), never next to the
+installed sources; a second process loads them instead of compiling.  The variable is set here
+before numba is imported.  When that folder cannot be written, the kernels are compiled in every
+process, silently (no cache, and nothing written to the install folder).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import types
+from pathlib import Path
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/cape_kernels/numba``, or ``~/.cache/cape_kernels/numba``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cape_kernels" / "numba"
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def _cache_folder() -> str | None:
+    """The folder numba caches into (``NUMBA_CACHE_DIR``, set to the default when unset), or None
+    when it is not writable (then nothing is cached)."""
+    folder = os.environ.get("NUMBA_CACHE_DIR") or str(default_cache_dir())
+    if not _writable(Path(folder)):
+        return None
+    os.environ["NUMBA_CACHE_DIR"] = folder
+    return folder
+
+
+CACHE_DIR = _cache_folder()
+CACHE = CACHE_DIR is not None
+
+import numba  # noqa: E402  (after NUMBA_CACHE_DIR is set)
+
+if CACHE and numba.config.CACHE_DIR != CACHE_DIR:  # numba was imported before us: re-read the env
+    numba.core.config.reload_config()
+
+prange = numba.prange
+
+
+def njit(fn=None, **kw):
+    """``numba.njit`` with the cache on when the cache folder is writable (``cache=`` in ``kw``
+    is ignored: caching follows the folder)."""
+    kw["cache"] = CACHE
+    if fn is None:
+        return numba.njit(**kw)
+    return numba.njit(**kw)(fn)
+
+
+def serial_copy(fn):
+    """``fn`` under the name ``<name>_serial``: numba's cache keys a kernel by its name, line and
+    bytecode, not by its ``parallel`` flag, so a serial twin compiled from the same function must
+    be cached under its own name (else one twin would load the other's machine code)."""
+    name = fn.__name__ + "_serial"
+    code = fn.__code__.replace(co_name=name, co_qualname=name)
+    g = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    g.__qualname__ = name
+    g.__module__ = fn.__module__
+    return g
+
+
+def twins(fn, **kw):
+    """The kernel compiled twice: parallel (``prange`` over work items) and serial (for small
+    calls, where waking the thread pool costs more than the work), each cached under its own name.
+    Both do the same arithmetic in the same order per output, so results never depend on which ran
+    or on the thread count."""
+    return njit(fn, parallel=True, **kw), njit(serial_copy(fn), parallel=False, **kw)
