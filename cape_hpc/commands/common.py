@@ -1,10 +1,11 @@
-"""Shared CLI helpers: common options, printing tables, --json output, writing results."""
+"""Shared CLI helpers: common options, printing tables, --json output, writing results, progress."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from cape_hpc.schema import to_jsonable
 
@@ -15,6 +16,26 @@ def add_output_args(p: argparse.ArgumentParser, *, out: bool = True) -> None:
     if out:
         p.add_argument("--out", metavar="FILE.h5", help="also write the result to this HDF5 file (atomically)")
         p.add_argument("--force", action="store_true", help="overwrite an existing --out file with different content")
+
+
+def add_progress_arg(p: argparse.ArgumentParser) -> None:
+    """--progress {auto,on,off} (``cape_hpc.progress.ProgressOptions``) for a command that shows progress."""
+    from cape_hpc.progress import ProgressOptions
+
+    ProgressOptions.add_arguments(p)
+
+
+@contextlib.contextmanager
+def progress_shown(args: argparse.Namespace, *, prefix: str = "") -> Iterator[None]:
+    """Inside: the library's progress tasks are shown on stderr as ``--progress`` asks (auto: a terminal
+    and not ``--json``; ``cape_hpc.progress.wanted``), each bar described with ``prefix`` first.  A
+    command without ``--progress`` shows nothing."""
+    from cape_hpc import progress
+
+    display = progress.display_for(getattr(args, "progress", "off"), quiet=bool(getattr(args, "json", False)),
+                                   prefix=prefix)
+    with progress.shown(display):
+        yield
 
 
 def add_scores_arg(p: argparse.ArgumentParser) -> None:

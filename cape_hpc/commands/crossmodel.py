@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from cape_hpc.commands.common import add_output_args, emit_json, fmt, print_table
+from cape_hpc.commands.common import add_output_args, add_progress_arg, emit_json, fmt, print_table, progress_shown
 from cape_hpc.crossmodel.options import CrossModelOptions
 
 
@@ -26,6 +26,7 @@ def register(sub) -> None:
                    help="load each model whose parameter count is still unknown and count its parameters")
     CrossModelOptions.add_arguments(p)
     add_output_args(p)
+    add_progress_arg(p)
     p.set_defaults(func=run)
 
 
@@ -76,13 +77,14 @@ def run(args: argparse.Namespace) -> int:
         from cape_hpc.io.scores import load_scores
 
         scores = load_scores(args.scores)
-    inputs = read_inputs(args.files, scores, spec=_spec_from_jobs(args.job))
-    if args.count_params:
-        counted = _count(inputs)
-        for mi in inputs:
-            if mi.name in counted:
-                mi.params, mi.params_source = counted[mi.name], "counted"
-    res = cross_model_analysis(inputs, opts, scores)
+    with progress_shown(args):
+        inputs = read_inputs(args.files, scores, spec=_spec_from_jobs(args.job))
+        if args.count_params:
+            counted = _count(inputs)
+            for mi in inputs:
+                if mi.name in counted:
+                    mi.params, mi.params_source = counted[mi.name], "counted"
+        res = cross_model_analysis(inputs, opts, scores)
     status = None
     if args.out:
         from cape_hpc.io.store import update_results

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from cape_hpc.commands.common import add_output_args, check_out_first, emit_json, print_table
+from cape_hpc.commands.common import (add_output_args, add_progress_arg, check_out_first, emit_json, print_table,
+                                     progress_shown)
 from cape_hpc.internals.options import ExtractOptions
 from cape_hpc.models.options import ModelOptions, PlacementOptions
 
@@ -19,6 +20,7 @@ def register(sub) -> None:
                    help="prompt set (default: data/prompts/contrastive.jsonl)")
     ExtractOptions.add_arguments(p)
     add_output_args(p)
+    add_progress_arg(p)
     p.set_defaults(func=run)
 
 
@@ -34,10 +36,11 @@ def run(args: argparse.Namespace) -> int:
     mopts, opts = ModelOptions.from_args(args), ExtractOptions.from_args(args)
     check_out_first(args, update=True)
     prompts = load_prompts(args.prompts)
-    loaded = mopts.load(PlacementOptions.from_args(args))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        res = extract_internals(loaded, prompts, opts, overwrite=bool(getattr(args, "force", False)))
+    with progress_shown(args):
+        loaded = mopts.load(PlacementOptions.from_args(args))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = extract_internals(loaded, prompts, opts, overwrite=bool(getattr(args, "force", False)))
     status = None
     if args.out:
         status = store_status(update_results(args.out, {res.group: res}, force=args.force), res.group)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from cape_hpc.commands.common import add_output_args, check_out_first, emit_json, print_table
+from cape_hpc.commands.common import (add_output_args, add_progress_arg, check_out_first, emit_json, print_table,
+                                     progress_shown)
 from cape_hpc.commands.internals import store_status
 from cape_hpc.models.options import ModelOptions, PlacementOptions
 from cape_hpc.steering.options import OutcomeOptions
@@ -34,6 +35,7 @@ def register(sub) -> None:
                    help="prompts of the generation view (default: data/prompts/contrastive.jsonl, see --set)")
     OutcomeOptions.add_arguments(p)
     add_output_args(p)
+    add_progress_arg(p)
     p.set_defaults(func=run)
 
 
@@ -91,19 +93,20 @@ def run(args: argparse.Namespace) -> int:
     items = load_items(args.items)
     neutral = load_neutral(args.neutral) if opts.max_neutral != 0 else None
     ps = load_prompts(args.prompts) if opts.generate else None
-    loaded = mopts.load(PlacementOptions.from_args(args))
-    res = evaluate_steering(loaded, items, opts, neutral=neutral)
-    groups = {res.group: res}
-    gen = None
-    if opts.generate:
-        best = res.chosen
-        layer = best.layer if best else res.layers[0]
-        alpha = best.alpha if best else opts.alpha
-        li = res.layers.index(layer)
-        direction = Direction(vector=np.asarray(res.directions[li]), probe_layer=layer, method=res.method,
-                              n_true=0, n_false=0, calibration_sha256=res.items_sha256)
-        gen = run_steering(loaded, None, ps, opts, direction=direction, alpha=alpha)
-        groups[gen.group] = gen
+    with progress_shown(args):
+        loaded = mopts.load(PlacementOptions.from_args(args))
+        res = evaluate_steering(loaded, items, opts, neutral=neutral)
+        groups = {res.group: res}
+        gen = None
+        if opts.generate:
+            best = res.chosen
+            layer = best.layer if best else res.layers[0]
+            alpha = best.alpha if best else opts.alpha
+            li = res.layers.index(layer)
+            direction = Direction(vector=np.asarray(res.directions[li]), probe_layer=layer, method=res.method,
+                                  n_true=0, n_false=0, calibration_sha256=res.items_sha256)
+            gen = run_steering(loaded, None, ps, opts, direction=direction, alpha=alpha)
+            groups[gen.group] = gen
     status = None
     if args.out:
         status = update_results(args.out, groups, force=args.force)

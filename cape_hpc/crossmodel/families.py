@@ -22,7 +22,12 @@ slope), with the reason.
 ``seed + 1``, the same blocks in every model: the prompts are shared); the estimator is refitted on
 the drawn models' resampled couplings.  Invalid fits are dropped and the interval is summarised by
 ``cape_hpc.stats.summarize``.  Without block statistics a family falls back to resampling models
-only, and says so.
+only, and says so.  N_c runs on the fused statistics of ``cape nc`` (:class:`TwoLevelNcStatistic`: one
+kernel call per chunk of resamples); the slope and the fixed point are evaluated one resample at a
+time (:class:`TwoLevelStatistic`).
+
+Progress (``cape_hpc.progress``): the block bootstrap of the models (models per second), the families
+and every bootstrap are tasks, shown when the CLI installed a display.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ import pandas as pd
 from cape_hpc.analysis import ols_line
 from cape_hpc.analysis.coupling import family_intervals, interval_rows
 from cape_hpc.analysis.fixedpoint import fixed_point_xy
-from cape_hpc.analysis.nc import NcOptions, estimate_nc, note_fit_range
+from cape_hpc.analysis.nc import GammaNcStatistic, NcOptions, QuadraticNcStatistic, estimate_nc, note_fit_range
 from cape_hpc.analysis.options import FixedPointOptions, PhasesOptions, narrow
 from cape_hpc.analysis.phases import classify_phase, phases
 from cape_hpc.crossmodel.options import CrossModelOptions
@@ -45,11 +50,13 @@ from cape_hpc.crossmodel.results import (CompetingHeads, CrossModelResult, Famil
                                          PhaseRow)
 from cape_hpc.crossmodel.table import (ModelInput, check_prompt_sets, model_replicates, model_row,
                                        quantity_value)
+from cape_hpc import progress
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.schema import BootstrapSummary, ConfidenceInterval, Provenance
 from cape_hpc.stats import BatchStatistic, bootstrap, percentile_interval, summarize, wilson_interval
 
-__all__ = ["cross_model_analysis", "analyse_family", "TwoLevelStatistic", "lineage", "LADDER_X", "LADDER_Y"]
+__all__ = ["cross_model_analysis", "analyse_family", "TwoLevelStatistic", "TwoLevelNcStatistic", "lineage",
+           "LADDER_X", "LADDER_Y"]
 
 LADDER_X = "log10_params"
 LADDER_Y = "internal_coupling"
@@ -100,7 +107,69 @@ class TwoLevelStatistic(BatchStatistic):
         return {"statistic": self.name, "levels": "models" if self.reps is None else "models x prompt blocks"}
 
 
-def _two_level_summary(stat: TwoLevelStatistic, opts: CrossModelOptions) -> BootstrapSummary:
+class TwoLevelNcStatistic(BatchStatistic):
+    """log10 N_c of a family's ladder (x = log10 N sorted, ``point`` y) by ``estimator``, bootstrapped
+    over models and prompt blocks exactly as :class:`TwoLevelStatistic` (same streams: resample r fits
+    the models drawn by stream r with every model's value in block resample r, ``reps[r]``; ``reps``
+    None: the point values; a drawn NaN makes the resample invalid), but a whole chunk of resamples in
+    one call of the fused N_c statistics of ``cape nc`` (``analysis.nc.QuadraticNcStatistic`` /
+    ``GammaNcStatistic`` over ``cape_kernels.quadratic_nc_batch`` / ``gamma_nc_batch``): the chunk's c
+    ladders are laid end to end (resample j's model k at row j * n + k) and resample j's drawn models
+    are shifted by j * n.  ``lo``/``hi``: the quadratic vertex window (the gamma-fit zero unbounded:
+    -inf/inf).  The gamma estimators equal the per-resample path bit for bit; the quadratic centres x
+    at the mean of the laid-out rows, so it may differ in the last bits (a relative 1e-15)."""
+
+    def __init__(self, estimator: str, x: np.ndarray, point: np.ndarray, reps: np.ndarray | None, lo: float,
+                 hi: float, attach: str):
+        self.estimator, self.attach = estimator, attach
+        self.x = np.ascontiguousarray(x, dtype=np.float64)
+        self.point = np.asarray(point, dtype=np.float64)
+        self.reps = None if reps is None else np.asarray(reps, dtype=np.float64)
+        self.lo, self.hi = float(lo), float(hi)
+        self.n = int(self.point.size)
+        self.name = f"internal_nc_{estimator}"
+        self.discrete = estimator == "sign-change"
+        self.fused = False
+
+    def _fit(self, vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """float64[c]: N_c of resample j = the models ``idx[j]`` with the values ``vals[j]`` ([c, n])."""
+        c, n = idx.shape[0], self.n
+        out = np.full(c, np.nan)
+        if c == 0 or (self.estimator == "quadratic" and n < 3):   # a quadratic needs 3 distinct N
+            return out
+        ok = np.isfinite(np.take_along_axis(vals, idx, axis=1)).all(axis=1)
+        y = np.where(np.isfinite(vals), vals, 0.0).reshape(-1)    # an undrawn NaN: any finite stand-in
+        x = np.tile(self.x, c)
+        rows = idx + (n * np.arange(c, dtype=np.int64))[:, None]
+        if self.estimator == "quadratic":
+            stat = QuadraticNcStatistic(x, y, self.lo, self.hi)
+        else:
+            stat = GammaNcStatistic(self.estimator, np.zeros(c * n, dtype=np.int64), x, x, y, 0.0, -math.inf,
+                                    math.inf, self.attach)
+        out[ok] = stat.batch(rows[ok])
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+    def full(self) -> float:
+        return float(self._fit(self.point[None, :], np.arange(self.n, dtype=np.int64)[None, :])[0])
+
+    def batch(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        return self._fit(np.broadcast_to(self.point, (idx.shape[0], self.n)), idx)
+
+    def stream(self, strata, count: int, seed: int, start: int) -> np.ndarray:
+        from cape_kernels.resample import resample_indices
+
+        idx = resample_indices(strata, count, seed, n=self.n, start=start)
+        if self.reps is None:
+            return self.batch(idx)
+        return self._fit(self.reps[start:start + count], idx)
+
+    def options(self):
+        return {"statistic": self.name, "levels": "models" if self.reps is None else "models x prompt blocks"}
+
+
+def _two_level_summary(stat: BatchStatistic, opts: CrossModelOptions) -> BootstrapSummary:
     """The summary of ``stat``'s two-level bootstrap (models x prompt blocks) with ``opts``."""
     return summarize(bootstrap(stat, opts))
 
@@ -108,16 +177,6 @@ def _two_level_summary(stat: TwoLevelStatistic, opts: CrossModelOptions) -> Boot
 def _ladder_slope_fn(x: np.ndarray) -> Callable:
     """f(values, idx): least-squares slope per decade of the drawn models (NaN with < 2 distinct N)."""
     return lambda vals, idx: ols_line(x[idx], vals[idx])[0]
-
-
-def _ladder_nc_fn(estimator: str, x: np.ndarray, lo: float, hi: float, attach: str) -> Callable:
-    """f(values, idx): log10 N_c of the drawn models by ``estimator`` (the kernels' batch form, one row)."""
-    from cape_kernels import gamma_nc_batch, quadratic_nc_batch
-
-    fam = np.zeros(x.size, dtype=np.int64)
-    if estimator == "quadratic":
-        return lambda vals, idx: quadratic_nc_batch(x, vals, idx[None, :], lo, hi)[0]
-    return lambda vals, idx: gamma_nc_batch(estimator, fam, x, x, vals, idx[None, :], 0.0, lo, hi, attach)[0]
 
 
 def _no_bootstrap(opts: CrossModelOptions, note: str) -> BootstrapSummary:
@@ -172,8 +231,7 @@ def analyse_family(family: str, names: list[str], params: np.ndarray, y: np.ndar
                           n_resamples=opts.n_resamples, seed=opts.seed, levels=opts.levels, ci_method=opts.ci_method)
         e = estimate_nc(table, nopts).estimates[0]
         lo, hi = (float(x.min()), float(x.max())) if est == "quadratic" else (-math.inf, math.inf)
-        stat = TwoLevelStatistic(_ladder_nc_fn(est, x, lo, hi, opts.attach), y, reps, f"internal_nc_{est}",
-                                 discrete=est == "sign-change")
+        stat = TwoLevelNcStatistic(est, x, y, reps, lo, hi, opts.attach)
         boot = note_fit_range(_two_level_summary(stat, opts), *e.fit_range, est)
         ncs.append(InternalNc(family, est, n, e.log10_nc, e.nc, e.reason, e.extrapolated, boot, list(e.fit_range)))
     # fixed point of the internal ladder
