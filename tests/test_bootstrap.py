@@ -172,7 +172,7 @@ def test_options_are_checked_by_bootstrap_options_and_data_by_data_error():
 
 def test_result_round_trips_with_provenance(tmp_path):
     res = bootstrap(ParticipationRatioStatistic(X40), BootstrapOptions(n_resamples=100, seed=7),
-                    strata=np.repeat(np.arange(10), 4), progress=True)
+                    strata=np.repeat(np.arange(10), 4))
     assert [ci.level for ci in res.intervals] == [0.95, 0.68]
     assert all(isinstance(ci, ConfidenceInterval) for ci in res.intervals)
     j = to_jsonable(res)

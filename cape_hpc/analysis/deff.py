@@ -77,7 +77,7 @@ class DeffResult(Result):
         return {g.group: g for g in self.groups}
 
 
-def effective_dimension(df: pd.DataFrame, opts: DeffOptions | None = None, *, progress: bool = False) -> DeffResult:
+def effective_dimension(df: pd.DataFrame, opts: DeffOptions | None = None) -> DeffResult:
     """d_eff per phase (and over all models), each with a (family-stratified) bootstrap interval."""
     opts = DeffOptions() if opts is None else opts
     if not isinstance(opts, DeffOptions):
@@ -108,7 +108,7 @@ def effective_dimension(df: pd.DataFrame, opts: DeffOptions | None = None, *, pr
         value = float(stat.full())
         if opts.bootstrap:
             strata = pd.factorize(g["family"])[0].astype(np.int64)
-            summary = summarize(bootstrap(stat, opts, n=n, strata=strata, progress=progress))
+            summary = summarize(bootstrap(stat, opts, n=n, strata=strata))
         out.append(DeffGroup(gname, n, int(g["family"].nunique()), value, [float(v) for v in lam],
                              "" if not math.isnan(value) else "degenerate covariance", summary))
     return DeffResult(columns, opts.matrix, opts.b1, opts.b2, out, dropped,

@@ -238,8 +238,7 @@ def _statistic(opts: NcOptions, fam, logn, v1, v2, min_delta, lo, hi):
     return GammaNcStatistic(opts.estimator, fam, logn, v1, v2, min_delta, glo, ghi, opts.attach)
 
 
-def _estimate(scope: str, opts: NcOptions, fam, logn, v1, v2, min_delta: float, lo: float, hi: float,
-              progress: bool) -> NcEstimate:
+def _estimate(scope: str, opts: NcOptions, fam, logn, v1, v2, min_delta: float, lo: float, hi: float) -> NcEstimate:
     nan = math.nan
     n = len(logn)
     estimator = opts.estimator
@@ -275,7 +274,7 @@ def _estimate(scope: str, opts: NcOptions, fam, logn, v1, v2, min_delta: float, 
                 reason = _no_change_reason(gs)
     summary = BootstrapSummary.empty(opts.levels if opts.bootstrap else BootstrapOptions().levels)
     if opts.bootstrap and stat is not None:
-        summary = summarize(bootstrap(stat, opts, n=n, strata=fam if opts.pooled else None, progress=progress))
+        summary = summarize(bootstrap(stat, opts, n=n, strata=fam if opts.pooled else None))
     if estimator == "gamma-fit":
         rlo, rhi = (float(np.min(xs)), float(np.max(xs))) if len(xs) else (nan, nan)
     else:
@@ -299,7 +298,7 @@ def note_fit_range(summary: BootstrapSummary, rlo: float, rhi: float, estimator:
     return note_extrapolation(summary, rlo, rhi, where)
 
 
-def estimate_nc(df: pd.DataFrame, opts: NcOptions | None = None, *, progress: bool = False) -> NcResult:
+def estimate_nc(df: pd.DataFrame, opts: NcOptions | None = None) -> NcResult:
     """N_c by ``opts.estimator``, per family (default) or over the pooled families (``opts.pooled``).
 
     ``opts.window`` (log10 N lo, hi) bounds the quadratic vertex (default: the fitted models' log N
@@ -327,7 +326,7 @@ def estimate_nc(df: pd.DataFrame, opts: NcOptions | None = None, *, progress: bo
             lo, hi = opts.window
         else:
             lo, hi = (logn.min(), logn.max()) if len(logn) else (math.nan, math.nan)
-        estimates.append(_estimate(scope, opts, fam, logn, v1, v2, min_delta, float(lo), float(hi), progress))
+        estimates.append(_estimate(scope, opts, fam, logn, v1, v2, min_delta, float(lo), float(hi)))
     boot = opts.bootstrap
     return NcResult(opts.estimator, b1, b2, bool(opts.pooled), opts.units, min_delta, estimates, dropped,
                     provenance("estimate_nc", opts, {"scores": df}, seed=opts.seed if boot else None,

@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import importlib
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -30,7 +29,7 @@ from cape_hpc.analysis.options import (CouplingOptions, DiagnoseOptions, EigenOp
                                        FrontierOptions, HFieldOptions, IsoclineOptions, IsoclineRule, LossOptions,
                                        PermutationOptions, PhasesOptions, PopulationOptions, WidthOptions)
 from cape_hpc.commands import analysis_print as P
-from cape_hpc.commands.common import add_output_args, add_scores_arg, emit_json
+from cape_hpc.commands.common import add_output_args, add_progress_arg, add_scores_arg, emit_json, progress_shown
 from cape_hpc.errors import OptionError
 from cape_hpc.options import Options, option
 from cape_hpc.schema import Provenance
@@ -68,10 +67,6 @@ def _table_group(df):
 def _input_summary(df) -> dict[str, Any]:
     t = _table_group(df)
     return {"file": t.file, "sha256": t.sha256, "n_rows": t.n_rows}
-
-
-def _progress(args) -> bool:
-    return not getattr(args, "json", False) and sys.stderr.isatty()
 
 
 def _check_out(args) -> None:
@@ -158,26 +153,27 @@ class NcRunOptions(Options):
     scope: str = option("both", help="per family, over the pooled families, or both", choices=tuple(SCOPES))
 
 
-def nc_results(df, opts: NcOptions, run: NcRunOptions, progress: bool) -> dict[str, Any]:
+def nc_results(df, opts: NcOptions, run: NcRunOptions) -> dict[str, Any]:
     """{'<estimator>[_pooled]': NcResult}: every estimator of ``run`` in every scope of ``run``."""
     estimate = _func("nc:estimate_nc")
-    return {est + ("_pooled" if pooled else ""): estimate(df, opts.replace(estimator=est, pooled=pooled),
-                                                          progress=progress)
+    return {est + ("_pooled" if pooled else ""): estimate(df, opts.replace(estimator=est, pooled=pooled))
             for est in run.estimators for pooled in SCOPES[run.scope]}
 
 
 def _nc(df, opts, args):
     """`cape nc`: the estimators and scopes of its flags; `cape analyze` (no such flags): all six."""
-    return nc_results(df, opts, NcRunOptions.from_args(args), _progress(args))
+    return nc_results(df, opts, NcRunOptions.from_args(args))
 
 
 def _nc_flags(p: argparse.ArgumentParser) -> None:
     NcRunOptions.add_arguments(p)
     NcOptions.add_arguments(p, skip=("estimator", "pooled"))
+    add_progress_arg(p)
 
 
-def _deff(df, opts, args):
-    return _func("deff:effective_dimension")(df, opts, progress=_progress(args))
+def _deff_flags(p: argparse.ArgumentParser) -> None:
+    DeffOptions.add_arguments(p)
+    add_progress_arg(p)
 
 
 # diagnose: the method's options (generated flags) and the query (the model asked about: an input) --
@@ -243,7 +239,7 @@ ANALYSES = (
     Analysis("nc", "critical scale N_c by the named estimators, with a bootstrap", "§2.4", NcOptions,
              "nc:estimate_nc", P.print_nc, flags=_nc_flags, compute=_nc, runs=(Run("nc", own=("estimator", "pooled")),)),
     Analysis("deff", "effective dimensionality d_eff per phase with a family-stratified bootstrap", "§2.5",
-             DeffOptions, "deff:effective_dimension", P.print_deff, compute=_deff),
+             DeffOptions, "deff:effective_dimension", P.print_deff, flags=_deff_flags),
     Analysis("width", "width-normalised r per family with the permuted-width control", "§2.6", WidthOptions,
              "width:width_normalisation", P.print_width),
     Analysis("hfield", "residual field h against the population line, by family or lab", "§2.7", HFieldOptions,
@@ -278,7 +274,8 @@ def run_command(a: Analysis, args) -> int:
     _check_out(args)
     table = a.panel(opts) if a.panel else a.table
     df = _load(table, args)
-    result = _compute(a.compute or a.func, df, opts, args)
+    with progress_shown(args):       # the bootstrap bars of nc and deff (--progress)
+        result = _compute(a.compute or a.func, df, opts, args)
     shown = a.shown(result) if a.shown else result
     if args.json:
         emit_json(shown)
@@ -407,7 +404,8 @@ def run_analyze(args) -> int:
             continue
         df = tables[a.table]
         try:
-            res[a.name] = _compute(a.func, df, opts, args)
+            with progress_shown(args):    # the bootstrap bars of nc and deff (--progress)
+                res[a.name] = _compute(a.func, df, opts, args)
         except CapeError as exc:
             skipped.append(SkippedAnalysis(a.name, str(exc)))
             continue
@@ -459,3 +457,4 @@ def register(sub) -> None:
                    help=AnalyzeOptions.__dataclass_fields__["set"].metadata["cape"]["help"])
     for cls in ANALYZE_FLAGS:
         cls.add_arguments(p)
+    add_progress_arg(p)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cape_hpc import progress
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.schema import ConfidenceInterval, Provenance, Result
 from cape_hpc.stats.intervals import bca_interval, bca_parameters, percentile_interval
@@ -102,23 +103,15 @@ def _strata_labels(strata, n: int) -> np.ndarray:
     return strata
 
 
-def _draw(stat: BatchStatistic, strata, n_resamples: int, seed: int, chunk: int, progress: bool) -> np.ndarray:
-    """float64[n_resamples]: the statistic on resamples 0 .. n_resamples-1 (NaN where invalid)."""
+def _draw(stat: BatchStatistic, strata, n_resamples: int, seed: int, chunk: int) -> np.ndarray:
+    """float64[n_resamples]: the statistic on resamples 0 .. n_resamples-1 (NaN where invalid); the
+    chunks advance a ``cape_hpc.progress`` task (shown when the CLI installed a display)."""
     samples = np.empty(n_resamples, dtype=np.float64)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_resamples, desc=f"bootstrap {stat.name}", unit="resample", leave=False)
-    try:
+    with progress.task(f"bootstrap {stat.name}", total=n_resamples, unit="resample") as advance:
         for r0 in range(0, n_resamples, chunk):
             c = min(chunk, n_resamples - r0)
             samples[r0:r0 + c] = stat.stream(strata, c, seed, r0)
-            if bar is not None:
-                bar.update(c)
-    finally:
-        if bar is not None:
-            bar.close()
+            advance(c)
     samples[~np.isfinite(samples)] = np.nan
     return samples
 
@@ -139,13 +132,13 @@ def _intervals(stat: BatchStatistic, valid: np.ndarray, estimate: float, opts: B
 
 
 def bootstrap(statistic, opts: BootstrapOptions | None = None, *, n: int | None = None, strata=None,
-              progress: bool = False, chunk: int | None = None) -> BootstrapResult:
+              chunk: int | None = None) -> BootstrapResult:
     """Bootstrap ``statistic`` over ``n`` units (models) with ``opts``; see the module docstring.
 
     statistic: a callable f(idx int64[n]) -> float, or a BatchStatistic (then n defaults to its n).
     strata: one label per unit (e.g. family names), used when ``opts.stratify``; None: unstratified.
     chunk: resamples per kernel call (default DEFAULT_CHUNK, FUSED_CHUNK for fused statistics);
-    it bounds memory and sets the progress bar's step, never the result.
+    it bounds memory and sets the progress task's step (``cape_hpc.progress``), never the result.
     """
     opts = BootstrapOptions() if opts is None else opts
     if not isinstance(opts, BootstrapOptions):
@@ -156,7 +149,7 @@ def bootstrap(statistic, opts: BootstrapOptions | None = None, *, n: int | None 
         raise OptionError(f"bootstrap: chunk must be >= 1, got {chunk}")
     strata = _strata_labels(strata, stat.n) if strata is not None and opts.stratify else None
     R, seed = opts.n_resamples, opts.seed
-    samples = _draw(stat, strata, R, seed, chunk, progress)
+    samples = _draw(stat, strata, R, seed, chunk)
     valid = samples[np.isfinite(samples)]
     estimate = float(stat.full())
     estimate = estimate if math.isfinite(estimate) else math.nan
