@@ -278,6 +278,10 @@ def load_result(tree: Any, *, where: str = "") -> Any:
 # ----------------------------------------------------------------------------------------------
 # shared value types
 # ----------------------------------------------------------------------------------------------
+#: relative tolerance under which an interval's bounds count as equal (``ConfidenceInterval.zero_width``)
+ZERO_WIDTH_RTOL = 1e-9
+
+
 @dataclass(frozen=True)
 class ConfidenceInterval:
     """One interval at one confidence level (``level`` in (0, 1)); NaN bounds when undefined."""
@@ -292,6 +296,12 @@ class ConfidenceInterval:
 
     def contains(self, x: float) -> bool:
         return self.defined and self.low <= x <= self.high
+
+    @property
+    def zero_width(self) -> bool:
+        """Defined, with bounds that agree to ``ZERO_WIDTH_RTOL`` (relative; absolute 1e-12 near 0):
+        the one rule of "every valid value inside it equal" (summaries and the audit)."""
+        return self.defined and math.isclose(self.low, self.high, rel_tol=ZERO_WIDTH_RTOL, abs_tol=1e-12)
 
     @classmethod
     def undefined(cls, level: float) -> "ConfidenceInterval":

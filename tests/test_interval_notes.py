@@ -53,6 +53,22 @@ def test_zero_width():
     assert not ok.zero_width and ok.tags() == []
 
 
+def test_zero_width_within_rounding_is_the_audits_rule():
+    """Bounds that differ only by rounding (1e-15 relative) are zero width in the summary, by the
+    same rule the audit applies (``ConfidenceInterval.zero_width``); 1e-6 apart they are not."""
+    from cape_hpc.audit.degeneracy import reasons
+
+    def near(eps):
+        return lambda i: 2.5 * (1 + eps * float(np.sum(i) % 7))
+
+    s = summarize(bootstrap(near(1e-15), BootstrapOptions(n_resamples=300), n=10))
+    assert s.intervals[0].high != s.intervals[0].low            # not equal as floats
+    assert s.zero_width and s.degenerate
+    assert any("degenerate" in r for r in reasons([("interval", ("x", s))]))
+    wide = summarize(bootstrap(near(1e-6), BootstrapOptions(n_resamples=300), n=10))
+    assert not wide.zero_width and not wide.degenerate
+
+
 def test_point_estimate_missing():
     """NaN on the full sample (every unit once) but finite on resamples with a repeat."""
     def f(idx):

@@ -28,7 +28,6 @@ A check set to ``false`` (or 0) is off for the claim.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 __all__ = ["CHECKS", "reasons"]
@@ -68,7 +67,7 @@ def reasons(facts: list[tuple[str, Any]], checks: dict[str, Any] | None = None) 
             widths = [ci for ci in summary.intervals if ci.defined]
             if summary.degenerate:
                 out.append(f"{what}: degenerate interval ({summary.note})")
-            elif any(math.isclose(ci.low, ci.high, rel_tol=1e-9, abs_tol=1e-12) for ci in widths):
+            elif any(ci.zero_width for ci in widths):
                 out.append(f"{what}: degenerate interval (zero width: the bounds agree to 1e-9)")
             elif share == share and share < need:
                 out.append(f"{what}: interval from {summary.n_valid}/{summary.n_resamples} valid resamples "

@@ -47,7 +47,7 @@ def summarize(res: BootstrapResult, *, discrete: bool | None = None) -> Bootstra
     few = res.n_valid < need
     if few:
         reasons.append(f"{res.n_valid} valid resamples < minimum {need}")
-    zero = any(ci.high == ci.low for ci in defined)
+    zero = any(ci.zero_width for ci in defined)
     if zero:
         reasons.append("zero-width interval")
     extra = []
