@@ -45,20 +45,22 @@ def _spec_from_jobs(paths) -> dict[str, dict]:
 
 def _count(inputs) -> dict[str, float]:
     """Parameter counts of the models whose count is unknown, by loading them (``--count-params``)."""
+    from cape_hpc import progress
     from cape_hpc.models import load_model
 
     out = {}
-    for mi in inputs:
-        if math.isfinite(mi.params):
-            continue
-        for spec in (mi.name, mi.result.source.replace("tiny:", "tiny-")):
-            try:
-                loaded = load_model(spec)
-            except Exception:  # noqa: BLE001 - try the next spelling; unknown stays unknown
-                continue
-            out[mi.name] = float(sum(p.numel() for p in loaded.model.parameters()))
-            del loaded
-            break
+    todo = [mi for mi in inputs if not math.isfinite(mi.params)]
+    with progress.task("counting parameters", total=len(todo), unit="model") as advance:
+        for mi in todo:
+            for spec in (mi.name, mi.result.source.replace("tiny:", "tiny-")):
+                try:
+                    loaded = load_model(spec)
+                except Exception:  # noqa: BLE001 - try the next spelling; unknown stays unknown
+                    continue
+                out[mi.name] = float(sum(p.numel() for p in loaded.model.parameters()))
+                del loaded
+                break
+            advance(1)
     return out
 
 

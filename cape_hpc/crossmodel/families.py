@@ -369,6 +369,28 @@ def phase_agreement(rows: list[ModelRow], gammas: list[InternalGamma], scores: p
 # everything
 
 
+def _family_of(fam: str, members: list[ModelRow], reps: dict[str, np.ndarray | None], opts: CrossModelOptions):
+    """``analyse_family`` of one family's rows: the usable models sorted by N, their block replicates
+    stacked [R, n] (None when a model has none: models only), and the notes on what was left out."""
+    usable = [r for r in members if math.isfinite(r.params) and r.params > 0
+              and math.isfinite(quantity_value(r, opts.quantity))]
+    left = [r.model for r in members if r not in usable]
+    usable.sort(key=lambda r: (r.params, r.model))
+    names = [r.model for r in usable]
+    notes = []
+    if left:
+        notes.append(f"left out (no parameter count or no {opts.quantity} coupling): {', '.join(left)}")
+    R = None
+    if names and all(reps.get(m) is not None for m in names):
+        R = np.stack([reps[m] for m in names], axis=1)
+    elif names:
+        notes.append("models only: no block statistics for " + ", ".join(m for m in names if reps.get(m) is None))
+    y_ci = [getattr(r, f"{opts.quantity}_coupling_ci" if opts.quantity != "head_net" else "head_net_ci")
+            for r in usable]
+    return analyse_family(fam, names, np.array([r.params for r in usable]),
+                          np.array([quantity_value(r, opts.quantity) for r in usable]), y_ci, R, opts, "; ".join(notes))
+
+
 def cross_model_analysis(inputs: list[ModelInput], opts: CrossModelOptions | None = None,
                          scores: pd.DataFrame | None = None) -> CrossModelResult:
     """The cross-model table and every per-family analysis of ``inputs`` (``table.read_inputs``)."""
@@ -383,40 +405,26 @@ def cross_model_analysis(inputs: list[ModelInput], opts: CrossModelOptions | Non
     level = opts.level
     rows: list[ModelRow] = []
     reps: dict[str, np.ndarray | None] = {}
-    for mi in inputs:
-        rep = model_replicates(mi.result, opts.n_resamples, opts.seed, level)
-        rows.append(model_row(mi, rep, level))
-        reps[mi.name] = None if rep is None or opts.quantity not in rep else rep[opts.quantity]
-        del rep
+    with progress.task("block bootstrap", total=len(inputs), unit="model") as advance:
+        for mi in inputs:
+            rep = model_replicates(mi.result, opts.n_resamples, opts.seed, level)
+            rows.append(model_row(mi, rep, level))
+            reps[mi.name] = None if rep is None or opts.quantity not in rep else rep[opts.quantity]
+            del rep
+            advance(1)
     ladders, gammas, ncs, fixed = [], [], [], []
     fams: dict[str, list[ModelRow]] = {}
     for r in rows:
         if r.family and (opts.families is None or r.family in opts.families):
             fams.setdefault(r.family, []).append(r)
-    for fam, members in fams.items():
-        usable = [r for r in members if math.isfinite(r.params) and r.params > 0
-                  and math.isfinite(quantity_value(r, opts.quantity))]
-        left = [r.model for r in members if r not in usable]
-        usable.sort(key=lambda r: (r.params, r.model))
-        names = [r.model for r in usable]
-        notes = []
-        if left:
-            notes.append(f"left out (no parameter count or no {opts.quantity} coupling): {', '.join(left)}")
-        R = None
-        if names and all(reps.get(m) is not None for m in names):
-            R = np.stack([reps[m] for m in names], axis=1)
-        elif names:
-            notes.append("models only: no block statistics for " +
-                         ", ".join(m for m in names if reps.get(m) is None))
-        y_ci = [getattr(r, f"{opts.quantity}_coupling_ci" if opts.quantity != "head_net" else "head_net_ci")
-                for r in usable]
-        lad, gam, nc, fp = analyse_family(fam, names, np.array([r.params for r in usable]),
-                                          np.array([quantity_value(r, opts.quantity) for r in usable]), y_ci, R, opts,
-                                          "; ".join(notes))
-        ladders.append(lad)
-        gammas += gam
-        ncs += nc
-        fixed.append(fp)
+    with progress.task("families", total=len(fams), unit="family") as advance:
+        for fam, members in fams.items():
+            lad, gam, nc, fp = _family_of(fam, members, reps, opts)
+            ladders.append(lad)
+            gammas += gam
+            ncs += nc
+            fixed.append(fp)
+            advance(1)
     heads = competing_heads(rows, level)
     prow, agree = phase_agreement(rows, gammas, scores, opts)
     gens = _generations(rows, reps, opts)

@@ -78,8 +78,9 @@ def read_inputs(paths, scores: pd.DataFrame | None = None, counted: dict[str, fl
                 models: list[str] | None = None, spec: dict[str, dict] | None = None) -> list[ModelInput]:
     """Every ``/internals/<model>`` group of the files, with family and parameters resolved
     (spec: a merged file's /sweep index, else ``spec`` {model: {family, params}} from job files;
-    then scores; then counted).  ``models``: only these (by name)."""
-    from cape_hpc.io.store import read_tree
+    then scores; then counted).  ``models``: only these (by name).  Each file is a progress task
+    (models read per second)."""
+    from cape_hpc import progress
     from cape_hpc.io.verify import open_results
 
     out: list[ModelInput] = []
@@ -92,24 +93,9 @@ def read_inputs(paths, scores: pd.DataFrame | None = None, counted: dict[str, fl
             if "internals" not in f or not len(f["internals"]):
                 raise DataError(f"{path}: no /internals group (run `cape internals --out` or `cape sweep` + "
                                 f"`cape merge` first)")
-            for key in sorted(f["internals"]):
-                where = f"{path}:/internals/{key}"
-                res = InternalsResult.from_tree(read_tree(f[f"internals/{key}"]), where=where)
-                # a sweep stores each model under its job name (which may differ from the id it loaded)
-                label = key.replace("|", "/")
-                if models is not None and label not in models and res.model not in models:
-                    continue
-                if label in seen:
-                    raise DataError(f"{where}: model {label!r} is also in {seen[label]} (one result "
-                                    f"per model)")
-                seen[label] = where
-                mi = ModelInput(res, where, label=label)
-                s = index.get(key) or index.get(res.model) or {}
-                if s.get("family"):
-                    mi.family = s["family"]
-                if math.isfinite(s.get("params", math.nan)):
-                    mi.params, mi.params_source = float(s["params"]), "spec"
-                out.append(mi)
+            keys = sorted(f["internals"])
+            with progress.task(f"reading {path}", total=len(keys), unit="model") as advance:
+                out += _read_models(f, path, keys, index, models, seen, advance)
     if models is not None:
         missing = [m for m in models if m not in seen]
         if missing:
@@ -118,6 +104,33 @@ def read_inputs(paths, scores: pd.DataFrame | None = None, counted: dict[str, fl
     for mi in out:
         if not math.isfinite(mi.params) and counted and math.isfinite(counted.get(mi.name, math.nan)):
             mi.params, mi.params_source = float(counted[mi.name]), "counted"
+    return out
+
+
+def _read_models(f, path: str, keys: list[str], index: dict, models: list[str] | None, seen: dict[str, str],
+                 advance) -> list[ModelInput]:
+    """The ``/internals/<key>`` groups of one open file as ModelInputs (``seen``: label -> where, updated)."""
+    from cape_hpc.io.store import read_tree
+
+    out: list[ModelInput] = []
+    for key in keys:
+        where = f"{path}:/internals/{key}"
+        res = InternalsResult.from_tree(read_tree(f[f"internals/{key}"]), where=where)
+        advance(1)
+        # a sweep stores each model under its job name (which may differ from the id it loaded)
+        label = key.replace("|", "/")
+        if models is not None and label not in models and res.model not in models:
+            continue
+        if label in seen:
+            raise DataError(f"{where}: model {label!r} is also in {seen[label]} (one result per model)")
+        seen[label] = where
+        mi = ModelInput(res, where, label=label)
+        s = index.get(key) or index.get(res.model) or {}
+        if s.get("family"):
+            mi.family = s["family"]
+        if math.isfinite(s.get("params", math.nan)):
+            mi.params, mi.params_source = float(s["params"]), "spec"
+        out.append(mi)
     return out
 
 
