@@ -1,9 +1,9 @@
 """cape_hpc.analysis: benchmark-level CAPE (docs/METHODS.md §2.1-§2.12 and §2.14).
 
 One module per method; every public function takes the score table(s) (``cape_hpc.io.scores``)
-and one options object (``cape_hpc.analysis.options``, or the module's own ``NcOptions`` /
-``DeffOptions``; ``None`` means the defaults) and returns a ``cape_hpc.schema.Result`` whose
-``provenance.options`` is ``opts.to_dict()``.  Names are loaded lazily.  The functions named like
+and one options object (``cape_hpc.analysis.options``, which needs no pandas, scipy or numba: the
+``cape`` command parses its flags without them; ``None`` means the defaults) and returns a
+``cape_hpc.schema.Result`` whose ``provenance.options`` is ``opts.to_dict()``.  Names are loaded lazily.  The functions named like
 their module (``phases``, ``isocline``, ``diagnose``) are imported from the module (``from
 cape_hpc.analysis.isocline import isocline``): a package attribute of that name is the submodule.
 
@@ -31,7 +31,7 @@ _EXPORTS = {
     "local_coupling": "coupling", "CouplingResult": "coupling", "Interval": "coupling",
     "classify_phase": "phases", "PhaseResult": "phases",
     "population_coupling": "population", "PopulationResult": "population",
-    "estimate_nc": "nc", "NcResult": "nc", "NcEstimate": "nc", "ESTIMATORS": "nc",
+    "estimate_nc": "nc", "NcResult": "nc", "NcEstimate": "nc", "ESTIMATORS": "options",
     "effective_dimension": "deff", "DeffResult": "deff",
     "width_normalisation": "width", "WidthResult": "width",
     "h_field": "hfield", "HFieldResult": "hfield",
@@ -42,11 +42,11 @@ _EXPORTS = {
     "frontier_fit": "frontier", "FrontierResult": "frontier",
     "fit_diagnose_model": "diagnose", "diagnose_point": "diagnose",
     "DiagnoseModel": "diagnose", "Diagnosis": "diagnose",
-    "NcOptions": "nc", "DeffOptions": "deff",
     "ols_line": "_common", "table_sha256": "_common", "check_columns": "_common",
     **{name: "options" for name in ("CouplingOptions", "PhasesOptions", "PopulationOptions", "WidthOptions",
                                     "HFieldOptions", "IsoclineOptions", "LossOptions", "FixedPointOptions",
-                                    "EigenOptions", "FrontierOptions", "DiagnoseOptions")},
+                                    "EigenOptions", "FrontierOptions", "DiagnoseOptions",
+                                    "NcOptions", "DeffOptions")},
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,33 +23,12 @@ import numpy as np
 import pandas as pd
 
 from cape_hpc.analysis._common import check_columns, complete_rows, provenance, select_families
-from cape_hpc.analysis.options import PHASES, CouplingOptions, PhasesOptions, narrow
+from cape_hpc.analysis.options import GROUPS, MATRICES, DeffOptions, PhasesOptions, narrow  # noqa: F401 (re-exported)
 from cape_hpc.errors import OptionError
-from cape_hpc.io.scores import SCORE_COLUMNS
-from cape_hpc.options import option
 from cape_hpc.schema import BootstrapSummary, Provenance, Result
 from cape_hpc.stats import BootstrapOptions, ParticipationRatioStatistic, bootstrap, summarize
 
-GROUPS = (*PHASES, "all")
-MATRICES = ("covariance", "correlation")
 MIN_MODELS = 3
-
-
-@dataclass(frozen=True)
-class DeffOptions(CouplingOptions, BootstrapOptions):
-    """Options of ``effective_dimension`` (docs/METHODS.md §2.5); the coupling options define the phases."""
-
-    columns: tuple[str, ...] = option(SCORE_COLUMNS, help="score columns whose covariance is analysed",
-                                      metavar="COLUMN")
-    matrix: str = option("covariance", help="eigenvalues of the covariance or the correlation", choices=MATRICES)
-    groups: tuple[str, ...] = option(GROUPS, help="groups of models (phases and/or all)", choices=GROUPS,
-                                     metavar="GROUP")
-    bootstrap: bool = option(True, help="bootstrap interval of d_eff")
-
-    def check(self) -> None:
-        super().check()
-        if len(self.columns) < 2:
-            raise OptionError(f"option '--columns': needs at least two columns, got {list(self.columns)}")
 
 
 @dataclass

@@ -46,40 +46,15 @@ import numpy as np
 import pandas as pd
 
 from cape_kernels import gamma_line, nc_intervals, quadratic_fit
-from cape_kernels.resample import ATTACH_CODES, GAMMA_NC_ESTIMATORS
 
 from cape_hpc.analysis._common import check_pair, complete_rows, family_order, provenance, select_families
-from cape_hpc.analysis.options import CouplingOptions
+from cape_hpc.analysis.options import ATTACH, ESTIMATORS, NcOptions  # noqa: F401 (declared with the options)
 from cape_hpc.analysis.scale import SCALE, axis_of, on_scale
 from cape_hpc.errors import DataError, OptionError
-from cape_hpc.options import option
 from cape_hpc.schema import BootstrapSummary, Provenance, Result
 from cape_hpc.stats import BatchStatistic, BootstrapOptions, bootstrap, note_extrapolation, summarize
 
-ESTIMATORS = (*GAMMA_NC_ESTIMATORS, "quadratic")   # ("sign-change", "gamma-fit", "quadratic")
-ATTACH = tuple(ATTACH_CODES)  # ("larger", "smaller", "midpoint"): where a sign change places N_c in its interval
 MIN_MODELS = 3
-
-
-@dataclass(frozen=True)
-class NcOptions(CouplingOptions, BootstrapOptions):
-    """Options of ``estimate_nc`` (docs/METHODS.md §2.4); ``min_delta`` in ``units``; ``stratify``
-    applies to the pooled bootstrap (a per-family bootstrap resamples within its family)."""
-
-    estimator: str = option("quadratic", help="N_c estimator", choices=ESTIMATORS)
-    pooled: bool = option(False, help="one estimate over the pooled families instead of one per family")
-    window: tuple[float, float] | None = option(None, help="window in log10 N that bounds the quadratic "
-                                                "vertex and (when given) the gamma-fit zero (none: the data's "
-                                                "log10 N range for the quadratic, unbounded for gamma-fit)",
-                                                metavar=("LO", "HI"))
-    bootstrap: bool = option(True, help="bootstrap interval of log10 N_c")
-    attach: str = option("larger", help="sign-change: N_c at the larger model of the interval, the smaller, "
-                                        "or the midpoint", choices=ATTACH)
-
-    def check(self) -> None:
-        super().check()
-        if self.window is not None and not self.window[0] < self.window[1]:
-            raise OptionError(f"option '--window': lo {self.window[0]:g} must be below hi {self.window[1]:g}")
 
 
 @dataclass

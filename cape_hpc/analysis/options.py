@@ -21,6 +21,8 @@ every reported score is expressed; each result stores ``units``.
 | EigenOptions | ``eigen_geometry`` | §2.11 |
 | FrontierOptions | ``frontier_fit`` | §2.12 |
 | DiagnoseOptions | ``fit_diagnose_model`` | §2.14 |
+| NcOptions | ``estimate_nc`` | §2.4 |
+| DeffOptions | ``effective_dimension`` | §2.5 |
 """
 from __future__ import annotations
 
@@ -32,13 +34,15 @@ from typing import Any
 from cape_hpc.errors import OptionError
 from cape_hpc.io.scores import SCORE_COLUMNS
 from cape_hpc.options import UNITS, Options, option, units_factor
+from cape_hpc.stats.options import BootstrapOptions
 
 __all__ = ["ColumnPair", "PairOptions", "AxisOptions", "SCALE_AXIS_NAMES",
            "UnitsOptions", "DeltaOptions", "PhaseThresholds", "CouplingOptions",
            "PhasesOptions", "PermutationOptions", "PopulationOptions", "WidthRef", "WidthOptions",
            "HFieldOptions", "IsoclineRule", "IsoclineOptions", "LossOptions", "FixedPointOptions",
            "EigenOptions", "FrontierOptions", "DiagnoseOptions", "DEFAULT_MIN_DELTA_POINTS",
-           "PHASES", "P_METHODS", "RULES", "PANELS", "narrow"]
+           "PHASES", "P_METHODS", "RULES", "PANELS", "narrow", "NcOptions", "ESTIMATORS", "ATTACH",
+           "DeffOptions", "GROUPS", "MATRICES"]
 
 DEFAULT_MIN_DELTA_POINTS = 0.5  # percentage points (docs/METHODS.md §2.1)
 PHASES = ("tax", "transition", "bonus")
@@ -46,6 +50,13 @@ P_METHODS = ("analytic", "permutation", "exact")
 RULES = ("above-positive", "above-negative")
 PANELS = ("base", "frontier")
 SCALE_AXIS_NAMES = ("params", "step")   # the scale axes of cape_hpc.analysis.scale
+# N_c (§2.4): the estimators of cape_kernels.resample (GAMMA_NC_ESTIMATORS) and the quadratic, and where a
+# sign change places N_c in its interval (the keys of its ATTACH_CODES); written here so that the options
+# need no numba (tests/test_cli_startup.py checks that they equal the kernels')
+ESTIMATORS = ("sign-change", "gamma-fit", "quadratic")
+ATTACH = ("larger", "smaller", "midpoint")
+GROUPS = (*PHASES, "all")               # d_eff's groups of models (§2.5)
+MATRICES = ("covariance", "correlation")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,6 +290,44 @@ class EigenOptions(UnitsOptions, AxisOptions):
 @dataclass(frozen=True)
 class DiagnoseOptions(WidthRef, IsoclineRule, PhaseThresholds, DeltaOptions, ColumnPair, AxisOptions):
     """The coefficients of a diagnosis (docs/METHODS.md §2.14)."""
+
+
+@dataclass(frozen=True)
+class NcOptions(CouplingOptions, BootstrapOptions):
+    """Options of ``estimate_nc`` (docs/METHODS.md §2.4); ``min_delta`` in ``units``; ``stratify``
+    applies to the pooled bootstrap (a per-family bootstrap resamples within its family)."""
+
+    estimator: str = option("quadratic", help="N_c estimator", choices=ESTIMATORS)
+    pooled: bool = option(False, help="one estimate over the pooled families instead of one per family")
+    window: tuple[float, float] | None = option(None, help="window in log10 N that bounds the quadratic "
+                                                "vertex and (when given) the gamma-fit zero (none: the data's "
+                                                "log10 N range for the quadratic, unbounded for gamma-fit)",
+                                                metavar=("LO", "HI"))
+    bootstrap: bool = option(True, help="bootstrap interval of log10 N_c")
+    attach: str = option("larger", help="sign-change: N_c at the larger model of the interval, the smaller, "
+                                        "or the midpoint", choices=ATTACH)
+
+    def check(self) -> None:
+        super().check()
+        if self.window is not None and not self.window[0] < self.window[1]:
+            raise OptionError(f"option '--window': lo {self.window[0]:g} must be below hi {self.window[1]:g}")
+
+
+@dataclass(frozen=True)
+class DeffOptions(CouplingOptions, BootstrapOptions):
+    """Options of ``effective_dimension`` (docs/METHODS.md §2.5); the coupling options define the phases."""
+
+    columns: tuple[str, ...] = option(SCORE_COLUMNS, help="score columns whose covariance is analysed",
+                                      metavar="COLUMN")
+    matrix: str = option("covariance", help="eigenvalues of the covariance or the correlation", choices=MATRICES)
+    groups: tuple[str, ...] = option(GROUPS, help="groups of models (phases and/or all)", choices=GROUPS,
+                                     metavar="GROUP")
+    bootstrap: bool = option(True, help="bootstrap interval of d_eff")
+
+    def check(self) -> None:
+        super().check()
+        if len(self.columns) < 2:
+            raise OptionError(f"option '--columns': needs at least two columns, got {list(self.columns)}")
 
 
 def narrow(opts: Options, cls: type, **changes: Any):

@@ -18,9 +18,6 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
-import pandas as pd
-
 from cape_hpc.errors import DataError
 
 __all__ = ["SCALE", "Axis", "SCALE_AXES", "axis_of", "on_scale", "scale_values"]
@@ -79,6 +76,9 @@ def scale_values(df: pd.DataFrame, opts, families: Sequence[str] | None = None) 
     if "step" not in df.columns:
         raise DataError(f"{path}: no column 'step' (--scale step orders models by training step; "
                         f"columns: {', '.join(str(c) for c in df.columns if not str(c).startswith('_'))})")
+    import numpy as np
+    import pandas as pd
+
     values = pd.to_numeric(df["step"], errors="coerce").to_numpy(float)
     used = np.ones(len(df), bool) if families is None else df["family"].isin(list(families)).to_numpy()
     bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)) & used)

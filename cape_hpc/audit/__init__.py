@@ -9,19 +9,26 @@
   multiplicity of each claim and its grade; ``sources``: the provenance status of each curated row;
 - ``audit``: :func:`run_audit` (``cape reproduce``) -> :class:`AuditResult` (stored as ``/reproduce``).
 
+Names are loaded lazily (``cape_hpc.audit.options`` needs no numpy or pandas).
+
 Layering: the audit imports ``analysis``, ``dynamics``, ``stats``, ``io`` and the core; nothing of
 the analyses imports it.
 """
-from cape_hpc.audit.audit import AlternativeResult, AuditOptions, AuditResult, ClaimResult, audit_claim, run_audit
-from cape_hpc.audit.computations import COMPUTE, AuditContext, Unavailable
-from cape_hpc.audit.registry import Alternative, Claim, default_registry, load_claims
-from cape_hpc.audit.search import Choice, Combination, combinations
-from cape_hpc.audit.targets import (VERDICT_ALT, VERDICT_DATA, VERDICT_DEGENERATE, VERDICT_INTERNALS, VERDICT_METHOD,
-                                    VERDICT_NO, VERDICT_OK, VERDICT_UNINFORMATIVE, VERDICTS, Partial, Target, distance, fmt_value, half_unit,
-                                    match, parse_target, verdict_key)
+from __future__ import annotations
 
-__all__ = ["run_audit", "audit_claim", "AuditOptions", "AuditResult", "ClaimResult", "AlternativeResult",
-           "load_claims", "default_registry", "Claim", "Alternative", "COMPUTE", "AuditContext", "Unavailable",
-           "VERDICTS", "VERDICT_OK", "VERDICT_ALT", "VERDICT_NO", "VERDICT_INTERNALS", "VERDICT_DATA",
-           "VERDICT_METHOD", "VERDICT_DEGENERATE", "VERDICT_UNINFORMATIVE", "Partial", "Target", "parse_target", "match", "distance",
-           "fmt_value", "half_unit", "verdict_key", "Choice", "Combination", "combinations"]
+from cape_hpc.lazy import lazy_exports
+
+_EXPORTS = {
+    **{name: "audit" for name in ("AlternativeResult", "AuditResult", "ClaimResult", "audit_claim", "run_audit")},
+    "AuditOptions": "options",
+    "COMPUTE": "computations", "AuditContext": "computations", "Unavailable": "computations",
+    "Alternative": "registry", "Claim": "registry", "default_registry": "registry", "load_claims": "registry",
+    "Choice": "search", "Combination": "search", "combinations": "search",
+    **{name: "targets" for name in ("VERDICT_ALT", "VERDICT_DATA", "VERDICT_DEGENERATE", "VERDICT_INTERNALS",
+                                    "VERDICT_METHOD", "VERDICT_NO", "VERDICT_OK", "VERDICT_UNINFORMATIVE", "VERDICTS",
+                                    "Partial", "Target", "distance", "fmt_value", "half_unit", "match",
+                                    "parse_target", "verdict_key")},
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

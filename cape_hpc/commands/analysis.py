@@ -23,19 +23,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from cape_hpc.analysis.deff import DeffOptions
-from cape_hpc.analysis.nc import ESTIMATORS, NcOptions
-from cape_hpc.analysis.options import (CouplingOptions, DiagnoseOptions, EigenOptions, FixedPointOptions,
-                                       FrontierOptions, HFieldOptions, IsoclineOptions, IsoclineRule, LossOptions,
-                                       PermutationOptions, PhasesOptions, PopulationOptions, WidthOptions)
+from cape_hpc.analysis.options import (ESTIMATORS, CouplingOptions, DeffOptions, DiagnoseOptions, EigenOptions,
+                                       FixedPointOptions, FrontierOptions, HFieldOptions, IsoclineOptions,
+                                       IsoclineRule, LossOptions, NcOptions, PermutationOptions, PhasesOptions,
+                                       PopulationOptions, WidthOptions)
 from cape_hpc.commands import analysis_print as P
 from cape_hpc.commands.common import add_output_args, add_progress_arg, add_scores_arg, emit_json, progress_shown
 from cape_hpc.errors import OptionError
 from cape_hpc.options import Options, option
 from cape_hpc.schema import Provenance
 from cape_hpc.stats.options import BootstrapOptions
-
-from numpy.linalg import LinAlgError  # a singular fit on degenerate data
 
 
 # ----------------------------------------------------------------------------------------------
@@ -381,6 +378,8 @@ def run_analyze(args) -> int:
     cannot run on this table is skipped with its reason (printed, in --json, and stored under
     ``/analyze``); the others still run and are stored."""
     import logging
+
+    from numpy.linalg import LinAlgError  # a singular fit on degenerate data
 
     from cape_hpc.analysis.scale import scale_values
     from cape_hpc.errors import CapeError, DataError

@@ -13,9 +13,7 @@ from __future__ import annotations
 import math
 import re
 
-import numpy as np
-
-from cape_hpc.audit import AuditOptions
+from cape_hpc.audit.options import AuditOptions
 from cape_hpc.commands.common import (add_output_args, add_scores_arg, check_internals_file, check_out_first, emit_json,
                                      fmt, print_table)
 from cape_hpc.dynamics.options import DynamicsOptions, PredictOptions, parse_size
@@ -137,6 +135,13 @@ def run_dynamics(args) -> int:
     return _run_ode(args, DynamicsOptions.from_args(args), discover, print_dynamics, dynamics_group)
 
 
+def _axis_symbol(res) -> str:
+    """'N' or 'step': the scale axis the result was fitted on (its provenance's ``scale_axis``)."""
+    from cape_hpc.analysis.scale import axis_of
+
+    return axis_of(res.provenance.options).symbol
+
+
 def print_dynamics(res) -> None:
     o = res.provenance.options
     print(f"ODE ({res.model}) trained on {', '.join(res.train)}; fitted in {res.units} units (threshold and "
@@ -156,11 +161,14 @@ def print_dynamics(res) -> None:
     if res.holdout_error is not None:
         per.append(["holdout"] + [_pct(res.holdout_error.per_benchmark[b]) for b in res.benchmarks])
     print_table(per, [""] + res.benchmarks, title="Per benchmark (rel. MAE)")
-    print(f"\nEquations (x = log10 N, scores in {res.units}):")
+    N = _axis_symbol(res)
+    print(f"\nEquations (x = log10 {N}, scores in {res.units}):")
     for eq in res.equations:
         print("  " + eq)
     ts = res.term_stability
     if ts is not None:
+        import numpy as np
+
         what = "inclusion probability" if res.model == "sindy" else "sign agreement with the full fit (dense model)"
         mat = ts.inclusion if res.model == "sindy" else ts.sign_agreement
         used = np.where(np.any(ts.full_active, axis=0) | np.any(ts.inclusion >= 0.05, axis=0))[0] \
@@ -179,7 +187,7 @@ def print_dynamics(res) -> None:
         pf = res.phase_fits
         rows = [[f.phase, f.n_intervals, fmt(f.a), fmt(f.b), fmt(f.b_se), ", ".join(f.families)] for f in pf.fits]
         print_table(rows, ["phase", "intervals", "a", "b", "se(b)", "families"],
-                    title=f"Per-phase fits d{pf.b2}/dlog10N = a + b * {pf.b1}_mid ({pf.units})")
+                    title=f"Per-phase fits d{pf.b2}/dlog10{N} = a + b * {pf.b1}_mid ({pf.units})")
         print(f"  |b_bonus| / |b_tax| = {fmt(pf.ratio_bonus_over_tax)}")
 
 
@@ -191,9 +199,10 @@ def run_predict(args) -> int:
 
 
 def print_prediction(res) -> None:
+    N = _axis_symbol(res)
     print(f"{res.family}: integrate the {res.model} ODE (trained on {', '.join(res.train)}, fitted in "
-          f"{res.units} units) from {res.start_model} (log10 N = {res.start_log10_n:.3f}) to N = {res.size:.4g} "
-          f"(log10 N = {res.log10_n:.3f})")
+          f"{res.units} units) from {res.start_model} (log10 {N} = {res.start_log10_n:.3f}) to {N} = {res.size:.4g} "
+          f"(log10 {N} = {res.log10_n:.3f})")
     rows = []
     for j, b in enumerate(res.benchmarks):
         ci = res.interval(b, 0.95)

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cape_hpc.analysis.nc import ATTACH, ESTIMATORS
-from cape_hpc.analysis.options import ColumnPair, DeltaOptions, PhaseThresholds
+from cape_hpc.analysis.options import ATTACH, ESTIMATORS, ColumnPair, DeltaOptions, PhaseThresholds
 from cape_hpc.crossmodel.results import QUANTITIES
 from cape_hpc.errors import OptionError
 from cape_hpc.options import option

@@ -11,19 +11,24 @@
   (``PhaseFitResult``), term stability (``TermStability``), ``predict_size`` (``PredictResult``).
 
 Layering: dynamics imports ``analysis`` (one direction only), ``stats``, ``io`` and the core.
+Names are loaded lazily: ``cape_hpc.dynamics.options`` needs no pandas, scipy or numba.
 """
-from cape_hpc.dynamics.baselines import PolyBaseline
-from cape_hpc.dynamics.discovery import (BaselineScore, DynamicsResult, PhaseFit, PhaseFitResult, PredictionRow,
-                                         PredictResult, TermStability, discover, phase_fits, predict_size,
-                                         term_stability)
-from cape_hpc.dynamics.estimators import LinearODE, SindyODE, make_model
-from cape_hpc.dynamics.metrics import ErrorSummary, trajectory_errors
-from cape_hpc.dynamics.options import (DynamicsOptions, ODEOptions, PhaseFitOptions, PredictOptions,
-                                       TermStabilityOptions, parse_size)
-from cape_hpc.dynamics.trajectories import Trajectory, derivative_rows, family_trajectory, trajectories
+from __future__ import annotations
 
-__all__ = ["LinearODE", "SindyODE", "PolyBaseline", "Trajectory", "ErrorSummary", "discover", "phase_fits",
-           "predict_size", "term_stability", "make_model", "trajectory_errors", "derivative_rows",
-           "family_trajectory", "trajectories", "DynamicsResult", "PredictResult", "PhaseFitResult", "PhaseFit",
-           "TermStability", "BaselineScore", "PredictionRow", "ODEOptions", "DynamicsOptions", "PredictOptions",
-           "TermStabilityOptions", "PhaseFitOptions", "parse_size"]
+from cape_hpc.lazy import lazy_exports
+
+_EXPORTS = {
+    "PolyBaseline": "baselines",
+    **{name: "discovery" for name in ("BaselineScore", "DynamicsResult", "PhaseFit", "PhaseFitResult", "PredictionRow",
+                                      "PredictResult", "TermStability", "discover", "phase_fits", "predict_size",
+                                      "term_stability")},
+    "LinearODE": "estimators", "SindyODE": "estimators", "make_model": "estimators",
+    "ErrorSummary": "metrics", "trajectory_errors": "metrics",
+    **{name: "options" for name in ("DynamicsOptions", "ODEOptions", "PhaseFitOptions", "PredictOptions",
+                                    "TermStabilityOptions", "parse_size")},
+    "Trajectory": "trajectories", "derivative_rows": "trajectories", "family_trajectory": "trajectories",
+    "trajectories": "trajectories",
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

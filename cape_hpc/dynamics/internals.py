@@ -23,9 +23,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
-import pandas as pd
-
 from cape_hpc.errors import DataError, OptionError
 
 __all__ = ["INTERNAL_PREFIX", "INTERNAL_QUANTITIES", "INTERNAL_SCALE", "is_internal", "internal_quantity",
@@ -62,6 +59,9 @@ def join_internals(df: pd.DataFrame, internals: pd.DataFrame | None, state: Sequ
     joined by model name for the models of ``families`` (other rows get NaN and are not used).
 
     DataError naming the models of those families that have no internals (or a NaN value)."""
+    import numpy as np  # here: dynamics.options imports this module's name rules (the CLI starts without pandas)
+    import pandas as pd
+
     wanted = [s for s in state if is_internal(s)]
     if not wanted:
         return df

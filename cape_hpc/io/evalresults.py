@@ -23,8 +23,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from cape_hpc.errors import DataError
 from cape_hpc.io.evalresults_cells import (CellSource, cells_of_file, check_comparable, choose_cells,
                                            model_name)
@@ -88,6 +86,8 @@ class ScoreImport(Result):
                    "provenance": json.dumps({col: _cell_provenance(c) for col, c in cells.items()}, sort_keys=True)}
             rec.update({col: cells[col].value if col in cells else math.nan for col in SCORE_COLUMNS})
             records.append(rec)
+        import pandas as pd  # here: a sweep job's options import this module (the CLI starts without pandas)
+
         df = pd.DataFrame.from_records(records, columns=list(TABLE_COLUMNS))
         df["_row"] = range(2, len(df) + 2)
         df.attrs["path"] = ", ".join(self.paths)

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from cape_hpc.errors import DataError
 from cape_hpc.io.data import data_file
 from cape_hpc.io.text import read_text
@@ -93,6 +91,8 @@ def _parse_number(path: Path, line: int, col: str, cell: str, required: bool) ->
 
 
 def _load(path: str | os.PathLike, schema: dict) -> pd.DataFrame:
+    import pandas as pd  # here, not at the top: the options import SCORE_COLUMNS (the CLI starts without pandas)
+
     path = Path(path)
     header, rows, digest = _read_csv(path)
     text_cols = schema["text"] + schema.get("optional_text", ())

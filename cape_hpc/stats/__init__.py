@@ -1,18 +1,20 @@
 """cape_hpc.stats: generic statistics, as scipy's resampling module -- confidence intervals (Wilson,
 percentile, BCa), the bootstrap engine (plain or stratified, on cape_kernels' counter-based
-resampling) with its summary and interval notes, and permutation p-values; docs/METHODS.md §2.4."""
-from cape_hpc.stats.bootstrap import BootstrapResult, bootstrap  # noqa: F401
-from cape_hpc.stats.intervals import (  # noqa: F401
-    bca_interval,
-    bca_parameters,
-    percentile_interval,
-    wilson_interval,
-)
-from cape_hpc.stats.options import BootstrapOptions  # noqa: F401
-from cape_hpc.stats.permutation import all_permutations, permutation_pvalue  # noqa: F401
-from cape_hpc.stats.statistics import BatchStatistic, ParticipationRatioStatistic  # noqa: F401
-from cape_hpc.stats.summary import min_valid, note_extrapolation, summarize  # noqa: F401
+resampling) with its summary and interval notes, and permutation p-values; docs/METHODS.md §2.4.
+Imported lazily: ``cape_hpc.stats.options`` (``BootstrapOptions``) needs no scipy and no numba."""
+from __future__ import annotations
 
-__all__ = ["BatchStatistic", "BootstrapResult", "ParticipationRatioStatistic", "bootstrap", "min_valid",
-           "summarize", "note_extrapolation", "bca_interval", "bca_parameters", "percentile_interval",
-           "wilson_interval", "BootstrapOptions", "permutation_pvalue", "all_permutations"]
+from cape_hpc.lazy import lazy_exports
+
+_EXPORTS = {
+    "BootstrapResult": "bootstrap", "bootstrap": "bootstrap",
+    "bca_interval": "intervals", "bca_parameters": "intervals", "percentile_interval": "intervals",
+    "wilson_interval": "intervals",
+    "BootstrapOptions": "options",
+    "all_permutations": "permutation", "permutation_pvalue": "permutation",
+    "BatchStatistic": "statistics", "ParticipationRatioStatistic": "statistics",
+    "min_valid": "summary", "note_extrapolation": "summary", "summarize": "summary",
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

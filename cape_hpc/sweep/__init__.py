@@ -6,11 +6,19 @@ resume, and merge into one results file.
     merge_shards(job.output_dir, "results.h5")     # /internals/<model>, /steering/<model>/<run>
 
 See runner.py (scheduling, SIGTERM), shards.py (provenance, validation, locks, manifest) and
-slurm/README.md (submitting, watching, resuming).
+slurm/README.md (submitting, watching, resuming).  Names are loaded lazily: ``cape_hpc.sweep.options``
+and ``.gpus`` need no h5py, pandas or torch.
 """
-from cape_hpc.sweep.merge import MergeResult, merge_shards
-from cape_hpc.sweep.runner import PlanRow, SweepResult, plan, run_sweep
-from cape_hpc.sweep.spec import JobSpec, ModelEntry, load_job, parse_job
+from __future__ import annotations
 
+from cape_hpc.lazy import lazy_exports
+
+_EXPORTS = {
+    "MergeResult": "merge", "merge_shards": "merge",
+    "PlanRow": "runner", "SweepResult": "runner", "plan": "runner", "run_sweep": "runner",
+    "JobSpec": "spec", "ModelEntry": "spec", "load_job": "spec", "parse_job": "spec",
+}
 __all__ = ["JobSpec", "ModelEntry", "load_job", "parse_job", "plan", "run_sweep", "PlanRow", "SweepResult",
            "merge_shards", "MergeResult"]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
