@@ -58,5 +58,11 @@ GPU_CHECK_ARGS ?=
 gpu-check:
 	bash scripts/gpu_check.sh $(GPU_CHECK_ARGS)
 
+# the peers' venv (.venv-peers: nnsight, TransformerLens 4, repeng, steering-vectors next to cape_hpc)
+# for the side-by-side benchmarks (benchmarks/bench_internals.py --peers, bench_steering.py)
+.PHONY: peers
+peers:
+	bash scripts/install_peers.sh $(PY) .venv-peers $(LOCK)
+
 clean:
 	rm -rf $(VENV) .venv-latest .venv-min build dist *.egg-info kernels/*.egg-info kernels/build .pytest_cache .benchmarks
