@@ -192,3 +192,18 @@ def test_default_scale_ignores_the_step_column(tables):
     df.to_csv(blank, index=False)
     a, b = _json("coupling", "--scores", str(blank)), _json("coupling", "--scores", str(ck))
     assert _without_provenance(a) == _without_provenance(b)
+
+
+def test_dynamics_equations_name_the_step_axis(tables):
+    """`cape dynamics --scale step` prints its equations along log10 step, never log10 N (two
+    checkpoint ladders: one trains, one is held out)."""
+    d, ck, _ = tables
+    a = pd.read_csv(ck)
+    b = a.assign(family="other-ckpt", model=a["model"] + "-b", HS=a["HS"] * 0.97, TQA=a["TQA"] * 1.02)
+    two = d / "two_ladders.csv"
+    pd.concat([a, b]).to_csv(two, index=False)
+    out = _cli("dynamics", "--scores", str(two), "--scale", "step", "--model", "linear", "--n-resamples", "20",
+               "--train", "pythia-410m-ckpt", "--holdout", "other-ckpt", "--benchmarks", "HS", "TQA")
+    text = " ".join(out.stdout.split())
+    assert out.returncode == 0, out.stderr
+    assert "x = log10 step" in text and "log10 N" not in text and "dlog10N" not in text

@@ -34,7 +34,7 @@ import pandas as pd
 
 from cape_hpc.analysis import table_sha256
 from cape_hpc.analysis.options import CouplingOptions, narrow
-from cape_hpc.analysis.scale import SCALE, on_scale
+from cape_hpc.analysis.scale import SCALE, axis_of, on_scale
 from cape_hpc.dynamics.baselines import PolyBaseline
 from cape_hpc.dynamics.estimators import make_model
 from cape_hpc.dynamics.internals import join_internals
@@ -313,7 +313,8 @@ def discover(df: pd.DataFrame, opts: DynamicsOptions | None = None, *,
     prov = Provenance(f"dynamics/{opts.model}", opts.to_dict(), seed=opts.seed, n_resamples=opts.n_resamples,
                       inputs=inputs)
     return DynamicsResult(opts.model, train_l, hold_l, list(benchmarks), opts.units, list(est.terms_),
-                          est.coef_.copy(), est.equations(), [int(k) for k in est.active_terms_.sum(axis=1)],
+                          est.coef_.copy(), est.equations(x=axis_of(opts).symbol),
+                          [int(k) for k in est.active_terms_.sum(axis=1)],
                           fit_err, fit_by, ho_err, ho_by, base_scores, rows, fit_rows, ts, pf, INTEGRATOR,
                           _error_definition(opts.include_start, internal), prov)
 
@@ -401,5 +402,6 @@ def predict_size(df: pd.DataFrame, opts: PredictOptions, *, internals: pd.DataFr
     prov = Provenance("dynamics/predict", opts.to_dict(), seed=opts.seed, n_resamples=opts.n_resamples,
                       inputs=inputs)
     return PredictResult(opts.family, target.models[-1], x0, opts.size, xt, list(benchmarks), opts.units,
-                         [float(v) for v in y0], [float(v) for v in ode], band, n_valid, baselines, est.equations(),
+                         [float(v) for v in y0], [float(v) for v in ode], band, n_valid, baselines,
+                         est.equations(x=axis_of(opts).symbol),
                          train_l, opts.model, prov)

@@ -51,8 +51,9 @@ def _check_trajs(trajs) -> list[Trajectory]:
     return trajs
 
 
-def format_equation(lhs: str, coefs: np.ndarray, terms: Sequence[str], precision: int = 3) -> str:
-    """'d(TQA)/dlog10N = 0.12 + -0.34 HS' style, zero terms left out."""
+def format_equation(lhs: str, coefs: np.ndarray, terms: Sequence[str], precision: int = 3, x: str = "N") -> str:
+    """'d(TQA)/dlog10N = 0.12 + -0.34 HS' style, zero terms left out; ``x``: the scale axis's symbol
+    ('N', or 'step' under ``--scale step``)."""
     parts = []
     for c, name in zip(coefs, terms):
         if c == 0.0:
@@ -62,12 +63,12 @@ def format_equation(lhs: str, coefs: np.ndarray, terms: Sequence[str], precision
         body = v if name == "1" else f"{v} {name}"
         parts.append((sign, body))
     if not parts:
-        return f"d({lhs})/dlog10N = 0"
+        return f"d({lhs})/dlog10{x} = 0"
     first_sign, first = parts[0]
     text = ("-" if first_sign == "-" else "") + first
     for sign, body in parts[1:]:
         text += f" {sign} {body}"
-    return f"d({lhs})/dlog10N = {text}"
+    return f"d({lhs})/dlog10{x} = {text}"
 
 
 class _ODEBase:
@@ -144,9 +145,10 @@ class _ODEBase:
         self._check_fitted()
         return self._library(np.atleast_2d(states)) @ self.coef_.T
 
-    def equations(self, precision: int = 3) -> list[str]:
+    def equations(self, precision: int = 3, x: str = "N") -> list[str]:
+        """One fitted equation per benchmark (:func:`format_equation`; ``x``: the scale axis's symbol)."""
         self._check_fitted()
-        return [format_equation(b, self.coef_[i], self.terms_, precision) for i, b in enumerate(self.benchmarks_)]
+        return [format_equation(b, self.coef_[i], self.terms_, precision, x) for i, b in enumerate(self.benchmarks_)]
 
     @property
     def active_terms_(self) -> np.ndarray:
