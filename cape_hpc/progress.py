@@ -137,11 +137,13 @@ def _is_terminal(stream) -> bool:
 
 
 _CONTROL = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_TIMES = re.compile(r"\s*\[[^\]]*\]$")   # tqdm's trailing "[elapsed<left, rate]"
 
 
 class _Lines:
     """A stream for tqdm that turns each in-place redraw (``\\r`` + status) into one line; blank
-    redraws (a cleared bar) and a repeat of the previous line are dropped."""
+    redraws (a cleared bar) and a repeat of the previous line (the same count: a bar's closing redraw)
+    are dropped."""
 
     def __init__(self, out: TextIO):
         self.out = out
@@ -150,9 +152,10 @@ class _Lines:
     def write(self, s: str) -> int:
         for part in _CONTROL.sub("", s).replace("\n", "\r").split("\r"):
             line = part.rstrip()
-            if line and line != self.last:
+            key = _TIMES.sub("", line)
+            if line and key != self.last:
                 self.out.write(line + "\n")
-                self.last = line
+                self.last = key
         return len(s)
 
     def flush(self) -> None:

@@ -5,6 +5,7 @@ import argparse
 import math
 import sys
 
+from cape_hpc.commands.common import add_progress_arg, progress_shown
 from cape_hpc.sweep.gpus import GpuPlanOptions
 from cape_hpc.sweep.options import MergeOptions, SweepOptions
 
@@ -28,6 +29,7 @@ def register(sub) -> None:
     p.add_argument("--merge-force", action="store_true",
                    help="let --merge overwrite an existing file with different content")
     p.add_argument("--json", action="store_true", help="print the summary (or plan) as JSON")
+    add_progress_arg(p)
     p.set_defaults(func=run_sweep_cmd)
 
     m = sub.add_parser("merge", help="merge a sweep's shards into one results file",
@@ -59,7 +61,7 @@ def _gb(b: float) -> float:
 
 def run_sweep_cmd(args: argparse.Namespace) -> int:
     from cape_hpc.commands.common import emit_json, print_table
-    from cape_hpc.sweep.runner import job_work, plan, run_sweep, select_models
+    from cape_hpc.sweep.runner import job_work, plan, select_models
     from cape_hpc.sweep.spec import load_job
 
     opts = SweepOptions.from_args(args)
@@ -104,7 +106,7 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
                       f"(weights + one batch of activations + runtime); nothing was downloaded")
         return 0
 
-    res = run_sweep(job, opts)
+    res = _run_shown(job, opts, args)
     if res.ranks > 1 and not res.models:  # worker ranks: rank 0 prints
         return res.exit_status() if res.interrupted else 0
     status = res.exit_status()
@@ -131,6 +133,18 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
             print(f"{len(res.failed)} model(s) failed: {', '.join(m.model for m in res.failed)} "
                   f"(see {res.out_dir}/manifest.json)", file=sys.stderr)
     return status
+
+
+def _run_shown(job, opts: SweepOptions, args: argparse.Namespace):
+    """``run_sweep`` with the progress ``--progress`` asks for on this rank's stderr: rank 0 the whole
+    job (models done, models per second, time left), every rank its models' steps, each bar led by
+    ``rank R:`` under MPI (docs: README "Progress")."""
+    from cape_hpc.sweep.mpi import rank_and_size
+    from cape_hpc.sweep.runner import run_sweep
+
+    rank, size = rank_and_size(opts.use_mpi)
+    with progress_shown(args, prefix=f"rank {rank}: " if size > 1 else ""):
+        return run_sweep(job, opts)
 
 
 def run_merge_cmd(args: argparse.Namespace) -> int:

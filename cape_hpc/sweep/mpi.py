@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TAG_REQ", "TAG_ASSIGN", "TAG_BYE", "POLL_S", "launched_by_mpi", "get_comm", "recv_polling",
+__all__ = ["TAG_REQ", "TAG_ASSIGN", "TAG_BYE", "POLL_S", "launched_by_mpi", "get_comm", "rank_and_size", "recv_polling",
            "local_ranks", "set_thread_budget", "limit_numba_threads", "gather_stats", "any_source", "dispatch"]
 
 TAG_REQ, TAG_ASSIGN, TAG_BYE = 11, 12, 13
@@ -47,6 +47,12 @@ def get_comm(use_mpi: bool | None = None):
         log.warning("launched under MPI but mpi4py is missing: running as a single process")
         return None
     return MPI.COMM_WORLD
+
+
+def rank_and_size(use_mpi: bool | None = None) -> tuple[int, int]:
+    """(rank, number of ranks) of this process in the sweep (``get_comm``); (0, 1) without MPI."""
+    comm = get_comm(use_mpi)
+    return (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
 
 
 def recv_polling(comm, source: int, tag: int, stop: threading.Event | None = None):

@@ -17,6 +17,10 @@ in one process.  Each model:
 A failure is recorded in the manifest with its error and the sweep goes on.  SIGTERM stops handing
 out models; the model being computed is dropped cleanly (``on_term='drop'``, the default: its
 temporary file is removed, its lock released) or finished (``on_term='finish'``).
+
+Progress (``cape_hpc.progress``): rank 0, which hands the models out, reports the whole job as one
+task (models done of the models to compute, models per second, time left); each model's work
+reports its own steps on the rank that computes it (``sweep.work``).
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from cape_hpc import progress
 from cape_hpc.errors import OptionError, StoreError
 from cape_hpc.io.provenance import thread_counts, thread_inputs
 from cape_hpc.io.store import check_target
@@ -408,18 +413,23 @@ def run_master(run: SweepRun, rows: list[tuple[str, str]]) -> tuple[list[ModelRu
     if run.term.requested.is_set():
         sched.stop()
 
-    def on_result(r: ModelRun) -> None:
-        sched.done(r)
-        if r.status != "busy":
-            record_in_manifest(run.out, r, run.run_id)
+    counted = threading.Lock()   # results arrive on the dispatcher thread and on this one
 
-    dispatcher = None
-    if run.size > 1:
-        dispatcher = threading.Thread(target=dispatch, args=(run.comm, sched, on_result, run.size), daemon=True)
-        dispatcher.start()
-    busy, wait = compute_locally(run, sched, on_result)
-    if dispatcher is not None:
-        dispatcher.join()
+    with progress.task(f"sweep {run.job.name}", total=len(todo), unit="model") as advance:
+        def on_result(r: ModelRun) -> None:
+            sched.done(r)
+            if r.status != "busy":
+                record_in_manifest(run.out, r, run.run_id)
+                with counted:
+                    advance(1)
+
+        dispatcher = None
+        if run.size > 1:
+            dispatcher = threading.Thread(target=dispatch, args=(run.comm, sched, on_result, run.size), daemon=True)
+            dispatcher.start()
+        busy, wait = compute_locally(run, sched, on_result)
+        if dispatcher is not None:
+            dispatcher.join()
     runs += list(sched.results.values())
     runs += [ModelRun(name, "interrupted", note="not started (stopped by a signal)")
              for name in todo if name not in sched.results]

@@ -81,7 +81,17 @@ def _device(job: JobSpec) -> str:
 
 
 def process_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
-    """Load one model, extract its internals and (if the job asks) run steering on it."""
+    """Load one model, extract its internals and (if the job asks) run steering on it; the steps are a
+    progress task (``model <name>``: load, internals, steering, scores), each step's own work (prompts,
+    items) a task inside it."""
+    from cape_hpc import progress
+
+    steps = 1 + bool(job.options.extract) + (job.steer is not None) + (getattr(job, "scores", None) is not None)
+    with progress.task(f"model {entry.name}", total=steps, unit="step") as step:
+        return _process_model(entry, job, step)
+
+
+def _process_model(entry: ModelEntry, job: JobSpec, step) -> dict[str, Any]:
     from cape_hpc.internals import extract_internals, load_prompts
 
     t0 = time.perf_counter()
@@ -98,6 +108,7 @@ def process_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
     if device != "cpu" and place is None:
         loaded.model.to(device)
     t_load = time.perf_counter() - t0
+    step(1)
     prompts = load_prompts(job.prompts.contrastive)
     out: dict[str, Any] = {"info": {"source": str(loaded.source), "resolved_revision": str(loaded.revision),
                                     "device": device, "load_seconds": round(t_load, 3)}}
@@ -105,6 +116,7 @@ def process_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
         t1 = time.perf_counter()
         out["internals"] = extract_internals(loaded, prompts, entry.extract)
         out["info"]["internals_seconds"] = round(time.perf_counter() - t1, 3)
+        step(1)
     if job.steer is not None:
         from cape_hpc.steering import run_steering
 
@@ -112,12 +124,14 @@ def process_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
         calib = _subset_prompts(load_prompts(job.prompts.calibration, calibration=True), n)
         res = run_steering(loaded, calib, measured_prompts(prompts, entry), job.steer)
         out["steering"] = {res.run_name: res}
+        step(1)
     if getattr(job, "scores", None) is not None:   # lm-eval on the model loaded above (cape_hpc.sweep.scores)
         from cape_hpc.sweep.scores import run_scores
 
         out["scores"] = run_scores(loaded, job.scores, name=entry.name, params=entry.params or float("nan"),
                                    family=entry.family or "", revision=entry.load.revision or "", device=device)
         out["info"]["scores_seconds"] = out["scores"].seconds
+        step(1)
     out["info"]["seconds"] = round(time.perf_counter() - t0, 3)
     del loaded
     return out
@@ -135,18 +149,11 @@ def synthetic_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
         raise OSError(f"{entry.id} is not a local folder and cannot be found offline")
     if entry.work_options.get("fail"):
         raise RuntimeError(str(entry.work_options["fail"]))
-    seconds = float(entry.work_options.get("sleep", 0.0)) + float(job.work_options.get("sleep_per_gparam", 0.0)) * (entry.params or 0) / 1e9
-    if seconds:
-        time.sleep(seconds)
-    if entry.work_options.get("burn"):  # seconds of CPU work (wall-clock bound)
-        t_end = time.perf_counter() + float(entry.work_options["burn"])
-        a = np.ones((200, 200))
-        while time.perf_counter() < t_end:
-            a = np.tanh(a @ a / 200.0)
-    if entry.work_options.get("iters"):  # a fixed amount of CPU work (for scaling benchmarks)
-        a = np.full((128, 128), 0.5)
-        for _ in range(int(entry.work_options["iters"])):
-            a = np.tanh(a @ a / 128.0)
+    from cape_hpc import progress
+
+    with progress.task(f"model {entry.name}", total=1, unit="step") as step:   # as process_model reports
+        _synthetic_work(entry, job)
+        step(1)
     seed = int.from_bytes(hashlib.sha256(f"{entry.name}|{entry.id}|{entry.load.revision}|{entry.load.dtype}|"
                                          f"{job.prompts}|{job.extract}".encode()).digest()[:8], "little")
     rng = np.random.default_rng(seed)
@@ -183,3 +190,20 @@ def synthetic_model(entry: ModelEntry, job: JobSpec) -> dict[str, Any]:
             per_prompt=rows, provenance=Provenance("cape_hpc.sweep.work.synthetic_model", sopts.to_dict(), seed=seed))
         out["steering"] = {st.run_name: st}
     return out
+
+
+def _synthetic_work(entry: ModelEntry, job: JobSpec) -> None:
+    """The stand-in's cost: ``sleep`` seconds (and ``sleep_per_gparam``), ``burn`` seconds of CPU work,
+    ``iters`` fixed matmul steps (``synthetic_model``)."""
+    seconds = float(entry.work_options.get("sleep", 0.0)) + float(job.work_options.get("sleep_per_gparam", 0.0)) * (entry.params or 0) / 1e9
+    if seconds:
+        time.sleep(seconds)
+    if entry.work_options.get("burn"):  # seconds of CPU work (wall-clock bound)
+        t_end = time.perf_counter() + float(entry.work_options["burn"])
+        a = np.ones((200, 200))
+        while time.perf_counter() < t_end:
+            a = np.tanh(a @ a / 200.0)
+    if entry.work_options.get("iters"):  # a fixed amount of CPU work (for scaling benchmarks)
+        a = np.full((128, 128), 0.5)
+        for _ in range(int(entry.work_options["iters"])):
+            a = np.tanh(a @ a / 128.0)
