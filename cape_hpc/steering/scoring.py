@@ -11,16 +11,20 @@ which needs every position.  Results stay on the device until one transfer at th
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from cape_hpc import progress
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.models.batching import token_limit, tokenize
 from cape_hpc.models.tracing import Batch, Trace, on_device
 from cape_hpc.steering.hooks import INJECT, InjectionHook, RowInjection, pooled_capture
+from cape_hpc.steering.prefix import (LAST, PREFIX, SELECT, SharedRows, cache_kwargs, expand_cache, iter_shared,
+                                      new_cache, split_rows)
 
 __all__ = ["Injection", "ScoreOutput", "tokenize_rows", "score_rows", "fluency_pass", "FluencyOutput"]
 
@@ -94,7 +98,9 @@ def tokenize_rows(loaded, contexts: Sequence[str], answers: Sequence[Sequence[st
 
 
 def _selection(batch: Batch, n_ans: torch.Tensor, positions: str) -> torch.Tensor:
-    """[B, S] bool: the positions a row is steered at."""
+    """[B, S] bool: the positions a row is steered at (a continuation batch: its suffix, ``SELECT``)."""
+    if SELECT in batch.extra:
+        return batch.extra[SELECT]
     S = batch.input_ids.shape[1]
     if positions == "all":
         return batch.attention_mask.to(torch.bool)
@@ -125,13 +131,24 @@ def _prepare(batch: Batch, inj: Injection | None, n_ans_all: torch.Tensor) -> No
         for k in active}
 
 
+def _scored_only(fn: Callable) -> Callable:
+    """A read-only callback that skips prefix passes and sees a continuation batch's suffix mask as
+    its attention mask (what pooling reads)."""
+    def run(x: torch.Tensor, batch: Batch) -> None:
+        if batch.extra.get(PREFIX):
+            return None
+        sel = batch.extra.get(SELECT)
+        fn(x, batch if sel is None else dataclasses.replace(batch, attention_mask=sel))
+    return run
+
+
 def _callbacks(inj: Injection | None, capture: Sequence[int], pooling: str, backend: str | None,
                states: dict[int, torch.Tensor]) -> tuple[dict[str, list[Callable]], list[InjectionHook]]:
     """The trace callbacks of a scoring pass (the captures before the injection at the same point)
     and the injection hooks (their counts)."""
     cbs: dict[str, list[Callable]] = {}
     for L in capture:
-        cbs.setdefault(f"block.{L}", []).append(pooled_capture(states[L], pooling, backend))
+        cbs.setdefault(f"block.{L}", []).append(_scored_only(pooled_capture(states[L], pooling, backend)))
     hooks = []
     if inj is not None:
         for li, L in enumerate(inj.layers):
@@ -141,20 +158,9 @@ def _callbacks(inj: Injection | None, capture: Sequence[int], pooling: str, back
     return cbs, hooks
 
 
-def score_rows(loaded, ids: Sequence[Sequence[int]], n_answer: Sequence[int], injection: Injection | None = None,
-               *, capture: Sequence[int] = (), pooling: str = "last", batch_size: int = 16,
-               token_budget: int | None = None, backend: str | None = None) -> ScoreOutput:
-    """Mean log-probability of each row's answer tokens given what precedes them (length-normalised),
-    with the per-row injection of ``injection``; ``capture``: layers whose pooled block output (before
-    any injection) is returned per row (calibration states).  One forward pass per batch."""
-    device = next(loaded.model.parameters()).device
-    R = len(ids)
-    D = loaded.adapter.d_model
-    n_ans_all = torch.as_tensor(list(n_answer), dtype=torch.long, device=device)
-    lp = torch.zeros(R, dtype=torch.float64, device=device)
-    states = {L: torch.zeros(R, D, dtype=torch.float32, device=device) for L in capture}
-    if injection is not None:
-        injection.directions = injection.directions.to(device=device, dtype=torch.float32)
+def _answer_logprob(loaded, lp: torch.Tensor, n_answer: Sequence[int]) -> Callable:
+    """The ``final`` callback: the mean log-prob of each row's answer tokens into ``lp[batch.rows]``.
+    A row's last token is at S - 1 (left-padded rows) or at ``batch.extra[LAST]`` (continuations)."""
     ad = loaded.adapter
 
     def final(h, batch):
@@ -163,20 +169,81 @@ def score_rows(loaded, ids: Sequence[Sequence[int]], n_answer: Sequence[int], in
         A = int(max(n_answer[r] for r in batch.rows.tolist()))
         j = torch.arange(A, device=h.device)
         valid = j[None, :] < n_ans[:, None]                          # [B, A]
-        pos = (S - 1 - n_ans)[:, None] + j[None, :]                  # predicting positions
-        pos = torch.where(valid, pos, torch.full_like(pos, S - 2)).clamp_min(0)
+        first = batch.extra[LAST] - n_ans if LAST in batch.extra else S - 1 - n_ans
+        pos = first[:, None] + j[None, :]                            # predicting positions
+        pos = torch.where(valid, pos, first[:, None]).clamp_min(0)
         hs = h.gather(1, pos[..., None].expand(B, A, h.shape[-1]))
         logp = torch.log_softmax(ad.unembed(hs).to(h.device, torch.float32), dim=-1)
         tgt = batch.input_ids.gather(1, (pos + 1).clamp_max(S - 1))
         got = logp.gather(-1, tgt[..., None])[..., 0].to(torch.float64) * valid
         lp.index_copy_(0, batch.rows_device, got.sum(1) / n_ans.to(torch.float64))
+    return final
 
+
+def _steer_keys(inj: Injection | None, R: int) -> list | None:
+    """What a row's prefix depends on besides its tokens: nothing when the prefix is never steered
+    (``answer`` positions, or no injection), else the row's (layer, alpha, direction) (None: unsteered)."""
+    if inj is None or inj.positions != "all":
+        return None
+    return [(int(li), float(a), int(d)) if (a != 0 and li >= 0) else None
+            for li, a, d in zip(inj.layer_index, inj.alpha, inj.dir_index)]
+
+
+def _run_shared(tr: Trace, shared: SharedRows, inj: Injection | None, n_ans_all: torch.Tensor, batch_size: int,
+                token_budget: int | None, advance: Callable) -> None:
+    """The prefix passes (steered like the row that has the prefix, in ``all`` mode) and the
+    continuations of every row from the expanded cache (``steering.prefix``)."""
+    loaded = tr.loaded
+    pinj = None
+    if inj is not None and inj.positions == "all":
+        k = shared.prefix_row
+        pinj = dataclasses.replace(inj, alpha=inj.alpha[k], layer_index=inj.layer_index[k],
+                                   dir_index=inj.dir_index[k])
+    no_answers = torch.zeros(len(shared.prefixes), dtype=torch.long, device=n_ans_all.device)
+    for pb, continuations in iter_shared(loaded, shared, batch_size=batch_size, token_budget=token_budget):
+        cache = new_cache(loaded)
+        _prepare(pb, pinj, no_answers)
+        tr.forward(pb, **cache_kwargs(loaded, cache))
+        for sb, index in continuations:
+            _prepare(sb, inj, n_ans_all)
+            with torch.inference_mode():
+                grown = expand_cache(cache, index)
+            tr.forward(sb, **cache_kwargs(loaded, grown))
+            advance(sb.size)
+
+
+def score_rows(loaded, ids: Sequence[Sequence[int]], n_answer: Sequence[int], injection: Injection | None = None,
+               *, capture: Sequence[int] = (), pooling: str = "last", batch_size: int = 16,
+               token_budget: int | None = None, backend: str | None = None, shared_prefix: bool = True,
+               desc: str = "scoring") -> ScoreOutput:
+    """Mean log-probability of each row's answer tokens given what precedes them (length-normalised),
+    with the per-row injection of ``injection``; ``capture``: layers whose pooled block output (before
+    any injection) is returned per row (calibration states).  ``shared_prefix``: each distinct
+    question prefix runs once and its rows continue from its KV cache (``steering.prefix``; the same
+    numbers to dtype tolerance; ``mean`` pooling captures need whole rows and run whole); False:
+    one forward pass per batch of whole rows (the reference).  Progress: ``desc``, in rows."""
+    device = next(loaded.model.parameters()).device
+    R = len(ids)
+    D = loaded.adapter.d_model
+    n_ans_all = torch.as_tensor(list(n_answer), dtype=torch.long, device=device)
+    lp = torch.zeros(R, dtype=torch.float64, device=device)
+    states = {L: torch.zeros(R, D, dtype=torch.float32, device=device) for L in capture}
+    if injection is not None:
+        injection.directions = injection.directions.to(device=device, dtype=torch.float32)
     cbs, hooks = _callbacks(injection, capture, pooling, backend, states)
-    cbs["final"] = [on_device(final, device)]          # the final norm may run on another device
-    with Trace(loaded, cbs) as tr:
-        for batch in tr.batches(ids, batch_size=batch_size, token_budget=token_budget):
+    # the final norm may run on another device
+    cbs["final"] = [on_device(_scored_only(_answer_logprob(loaded, lp, n_answer)), device)]
+    shared = None
+    if shared_prefix and (not capture or pooling == "last"):
+        shared = split_rows(ids, n_answer, _steer_keys(injection, R))
+    with progress.task(desc, total=R, unit="row") as advance, Trace(loaded, cbs) as tr:
+        whole = range(R) if shared is None else shared.full_rows
+        for batch in tr.batches(ids, batch_size=batch_size, token_budget=token_budget, order=whole):
             _prepare(batch, injection, n_ans_all)
             tr.forward(batch)
+            advance(batch.size)
+        if shared is not None:
+            _run_shared(tr, shared, injection, n_ans_all, batch_size, token_budget, advance)
     return ScoreOutput(logprob=lp.cpu().numpy(), states={L: s.cpu().numpy() for L, s in states.items()},
                        n_injected=sum(h.n_injected for h in hooks))
 
