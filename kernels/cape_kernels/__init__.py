@@ -1,7 +1,7 @@
 """cape_kernels: coupling, steering and resampling kernels with one API and several backends.
 
 Imported lazily: ``import cape_kernels`` is cheap, and each name loads its module on first use.
-Backends: ``torch`` (reference, any device), ``numba`` (CPU), ``triton`` and ``cupy`` (CUDA).
+Backends: ``torch`` (plain torch, any device), ``numba`` (CPU), ``triton`` and ``cupy`` (CUDA).
 This package imports nothing from ``cape_hpc``.
 """
 from __future__ import annotations

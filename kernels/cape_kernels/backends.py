@@ -1,6 +1,6 @@
 """Backend detection and choice.
 
-Four backends: ``torch`` (reference, any device), ``numba`` (CPU), ``triton`` (CUDA tensors; CPU
+Four backends: ``torch`` (plain torch, any device), ``numba`` (CPU), ``triton`` (CUDA tensors; CPU
 tensors too when ``TRITON_INTERPRET=1`` is set before the first import of the Triton kernels) and
 ``cupy`` (CUDA tensors, kernels compiled from ``cuda/*.cu`` with NVRTC).
 

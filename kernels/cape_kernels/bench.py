@@ -346,7 +346,7 @@ def _run_bench(device, shapes, ops, backends, repeats, dtype, graphs, progress, 
     missing = [b for b in backends if b not in available_backends(dev.type)]
     if missing:
         raise RuntimeError(f"cape bench: backend(s) {', '.join(missing)} unavailable on {dev.type}")
-    if "torch" in backends:  # the reference first: every ratio needs it
+    if "torch" in backends:  # the torch backend first: every x torch ratio needs it
         backends = ["torch"] + [b for b in backends if b != "torch"]
     plan = [(b, "kernel") for b in backends[:1] if b == "torch"] + [(b, "baseline") for b in baselines] + \
         [(b, "kernel") for b in backends if b != "torch"]

@@ -1,4 +1,4 @@
-"""The ``torch`` backend: the reference functions, on whatever device the tensors live.
+"""The ``torch`` backend: the plain-torch functions of ``reference``, on whatever device the tensors live.
 
 Steering here is the plain, unfused torch sequence (norms, cosine, update, copy back); the other
 backends fuse it into one pass over h.
