@@ -1,0 +1,126 @@
+"""`cape crossmodel`'s N_c bootstrap: the fused N_c statistics (``TwoLevelNcStatistic``, one kernel
+call per chunk of resamples) against the per-resample path it replaced (``TwoLevelStatistic``, one
+kernel call per resample), measured in the same run on the same synthetic ladders.
+
+Run:  .venv/bin/python -m pytest benchmarks/bench_crossmodel.py --benchmark-only -s
+      .venv/bin/python benchmarks/bench_crossmodel.py          (the same table as a script)
+
+Sizes (``CAPE_BENCH_CROSSMODEL=families,models,resamples``, default 5,8,2000 -- the default
+``-n`` of `cape crossmodel`): families x models synthetic internals results (tests/crossmodel_fixture.py,
+12 layers, 16 prompt blocks), every family with block statistics (the two-level bootstrap).
+
+Rows: the three N_c estimators' bootstraps alone (what item 7 of issue 22 changes) and the whole
+``cross_model_analysis`` (block bootstraps, slopes and fixed points included, unchanged), each fused
+vs per resample; both paths give the same numbers (tests/test_crossmodel_fused.py).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from crossmodel_fixture import synthetic_internals  # noqa: E402
+
+from cape_hpc.crossmodel import families  # noqa: E402
+from cape_hpc.crossmodel.families import TwoLevelStatistic, cross_model_analysis  # noqa: E402
+from cape_hpc.crossmodel.options import CrossModelOptions  # noqa: E402
+from cape_hpc.crossmodel.table import ModelInput, model_replicates  # noqa: E402
+from cape_hpc.stats import bootstrap  # noqa: E402
+
+SUITE = "crossmodel N_c: fused vs per resample"
+
+
+def sizes() -> tuple[int, int, int]:
+    f, m, r = (int(v) for v in os.environ.get("CAPE_BENCH_CROSSMODEL", "5,8,2000").split(","))
+    return f, m, r
+
+
+def inputs(n_families: int, n_models: int) -> list[ModelInput]:
+    out = []
+    for f in range(n_families):
+        for m in range(n_models):
+            c = np.clip(0.5 + 0.3 * np.sin(np.linspace(0, 3, 12) + f + m), -0.9, 0.9)
+            res, _ = synthetic_internals(f"F{f}-M{m}", c, seed=100 * f + m, D=32, n_r=32, n_t=32, n_blocks=16)
+            out.append(ModelInput(res, f"mem:/internals/F{f}-M{m}", f"Fam{f}", 10 ** (8 + 0.3 * m), "spec"))
+    return out
+
+
+def per_resample(estimator, x, point, reps, lo, hi, attach):
+    """The path before the fused statistics (as tests/test_crossmodel_fused.py's reference)."""
+    from cape_kernels import gamma_nc_batch, quadratic_nc_batch
+
+    fam = np.zeros(x.size, dtype=np.int64)
+    if estimator == "quadratic":
+        def fn(vals, idx):
+            return quadratic_nc_batch(x, np.nan_to_num(vals, nan=0.0), idx[None, :], lo, hi)[0]
+    else:
+        def fn(vals, idx):
+            return gamma_nc_batch(estimator, fam, x, x, vals, idx[None, :], 0.0, lo, hi, attach)[0]
+    return TwoLevelStatistic(fn, point, reps, f"internal_nc_{estimator}", discrete=estimator == "sign-change")
+
+
+def nc_statistics(ins: list[ModelInput], opts: CrossModelOptions, make) -> list:
+    """Every family's three N_c statistics built by ``make`` (the fused class or ``per_resample``)."""
+    stats = []
+    for f in sorted({mi.family for mi in ins}):
+        members = sorted((mi for mi in ins if mi.family == f), key=lambda mi: mi.params)
+        x = np.log10([mi.params for mi in members])
+        reps = np.stack([model_replicates(mi.result, opts.n_resamples, opts.seed, opts.level)["final"]
+                         for mi in members], axis=1)
+        y = np.array([mi.result.layers[-1].coupling for mi in members])
+        for est in opts.estimators:
+            lo, hi = (x.min(), x.max()) if est == "quadratic" else (-np.inf, np.inf)
+            stats.append(make(est, x, y, reps, lo, hi, opts.attach))
+    return stats
+
+
+def best_of(fn, rounds: int = 3) -> float:
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def measure() -> list[str]:
+    n_f, n_m, R = sizes()
+    ins = inputs(n_f, n_m)
+    opts = CrossModelOptions(n_resamples=R)
+    fused = nc_statistics(ins, opts, families.TwoLevelNcStatistic)
+    old = nc_statistics(ins, opts, per_resample)
+    run_all = lambda stats: [bootstrap(s, opts) for s in stats]  # noqa: E731
+    run_all(fused[:3]), run_all(old[:3])                              # compile the kernels first
+    t_nc_new, t_nc_old = best_of(lambda: run_all(fused)), best_of(lambda: run_all(old), 2)
+
+    def analysis(make):
+        families.TwoLevelNcStatistic, saved = make, families.TwoLevelNcStatistic
+        try:
+            return cross_model_analysis(ins, opts)
+        finally:
+            families.TwoLevelNcStatistic = saved
+    fused_cls = families.TwoLevelNcStatistic
+    t_all_new, t_all_old = best_of(lambda: analysis(fused_cls), 2), best_of(lambda: analysis(per_resample), 2)
+    n_boot = len(fused)
+    return [f"{n_f} families x {n_m} models, {R} resamples, {n_boot} N_c bootstraps (numba threads: "
+            f"{__import__('numba').get_num_threads()})",
+            f"{'':34}{'fused':>10}{'per resample':>14}{'ratio':>8}",
+            f"{'N_c bootstraps (3 estimators)':34}{t_nc_new:>9.3f}s{t_nc_old:>13.3f}s{t_nc_old / t_nc_new:>7.1f}x",
+            f"{'cross_model_analysis (all)':34}{t_all_new:>9.3f}s{t_all_old:>13.3f}s{t_all_old / t_all_new:>7.1f}x"]
+
+
+def test_crossmodel_fused_nc(benchmark, request):
+    lines = benchmark.pedantic(measure, rounds=1, iterations=1)
+    for line in lines:
+        request.config.cape_bench_lines.append((SUITE, line))
+
+
+if __name__ == "__main__":
+    print(SUITE)
+    for line in measure():
+        print(line)
