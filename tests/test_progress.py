@@ -167,6 +167,24 @@ def test_on_shows_bars_on_stderr_and_stdout_is_unchanged(name, internals_file, c
         assert "reading" in err_on and "model/s" in err_on and "family" in err_on
 
 
+MODEL_COMMANDS = {
+    "steer": ["steer", "--model", "tiny-llama", "--max-items", "6", "--alphas", "0.1", "--max-neutral", "2",
+              "--max-prompts", "2", "--max-new-tokens", "4", "--folds", "2"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_COMMANDS))
+def test_a_tiny_model_shows_bars_with_on_and_the_same_stdout(name, capsys, monkeypatch):
+    """`cape steer` (scoring rows, generation) on a tiny random model."""
+    monkeypatch.setenv("CAPE_PROGRESS_INTERVAL", "0")
+    rc_off, out_off, err_off = run(capsys, *MODEL_COMMANDS[name], "--progress", "off")
+    rc_on, out_on, err_on = run(capsys, *MODEL_COMMANDS[name], "--progress", "on")
+    assert rc_off == rc_on == 0
+    assert out_on == out_off and not BAR.search(out_on)
+    assert BAR.search(err_on) and "\r" not in err_on and "/s]" in err_on
+    assert not BAR.search(err_off)
+
+
 @pytest.mark.parametrize("name", ["crossmodel", "nc"])
 def test_json_is_the_same_and_stderr_empty_unless_asked(name, internals_file, capsys, monkeypatch):
     monkeypatch.setenv("CAPE_PROGRESS_INTERVAL", "0")
