@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_commands import best  # noqa: E402
 from crossmodel_fixture import synthetic_internals  # noqa: E402
 
 from cape_hpc.crossmodel import families  # noqa: E402
@@ -79,15 +80,6 @@ def nc_statistics(ins: list[ModelInput], opts: CrossModelOptions, make) -> list:
     return stats
 
 
-def best_of(fn, rounds: int = 3) -> float:
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def measure() -> list[str]:
     n_f, n_m, R = sizes()
     ins = inputs(n_f, n_m)
@@ -96,7 +88,7 @@ def measure() -> list[str]:
     old = nc_statistics(ins, opts, per_resample)
     run_all = lambda stats: [bootstrap(s, opts) for s in stats]  # noqa: E731
     run_all(fused[:3]), run_all(old[:3])                              # compile the kernels first
-    t_nc_new, t_nc_old = best_of(lambda: run_all(fused)), best_of(lambda: run_all(old), 2)
+    t_nc_new, t_nc_old = best(lambda: run_all(fused), 3), best(lambda: run_all(old), 2)
 
     def analysis(make):
         families.TwoLevelNcStatistic, saved = make, families.TwoLevelNcStatistic
@@ -105,7 +97,7 @@ def measure() -> list[str]:
         finally:
             families.TwoLevelNcStatistic = saved
     fused_cls = families.TwoLevelNcStatistic
-    t_all_new, t_all_old = best_of(lambda: analysis(fused_cls), 2), best_of(lambda: analysis(per_resample), 2)
+    t_all_new, t_all_old = best(lambda: analysis(fused_cls), 2), best(lambda: analysis(per_resample), 2)
     n_boot = len(fused)
     return [f"{n_f} families x {n_m} models, {R} resamples, {n_boot} N_c bootstraps (numba threads: "
             f"{__import__('numba').get_num_threads()})",
