@@ -24,14 +24,32 @@ What is timed
 
 The work per resample is tiny (a row gather and a handful of sums, docs/METHODS.md §2.4-2.5), so the
 ratios measure interpreter and per-call overhead that the fused kernels remove.
+
+Start-up (issue 22 item 5; ``--startup-only`` runs this part alone), in the same run:
+
+* ``cape --help`` in a new process (best of ``--repeats``) against a bare ``python -c pass``: goal
+  <= 0.3 s.
+* ``cape nc --estimator quadratic -n R`` in a new process against the numpy loop (the table above,
+  ``x np/proc``): goal >= 50x at R = 100,000 (the engine alone is ``x numpy``).
+* The resident memory (``VmRSS``) of a new ``cape internals`` / ``cape steer`` process *before it
+  computes*, against ``python -c "import torch, transformers"``: goal within 50 MB.  "Before
+  computing" is the moment the command asks for its model: the probe replaces
+  ``ModelOptions.load`` (the commands' first computation) by a function that reads ``VmRSS`` and
+  stops the command, so every import the command made up to then is counted and nothing else.
+
+Every new process runs as a user's does: Python's bytecode cache on (this repository's CI and helper
+machines may set ``PYTHONDONTWRITEBYTECODE=1``, which recompiles every module at every start; the
+variable is removed for these processes), after one warm-up run.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import io
+import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -68,13 +86,35 @@ def run_command(argv: list[str]) -> None:
         raise RuntimeError(f"cape {' '.join(argv)} exited {rc}")
 
 
+def user_env() -> dict[str, str]:
+    """The environment of a user's process: bytecode cached (no ``PYTHONDONTWRITEBYTECODE``)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def cape_exe() -> list[str]:
+    exe = Path(sys.executable).with_name("cape")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "cape_hpc.cli"]
+
+
+def process_times(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system) of ``cmd`` in a new process (output discarded); the
+    CPU time varies less than the wall time on a loaded machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=ROOT, env=user_env())
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def process_seconds(cmd: list[str]) -> float:
+    """Wall seconds of ``cmd`` in a new process (output discarded)."""
+    return process_times(cmd)[0]
+
+
 def run_command_process(argv: list[str]) -> float:
     """Wall seconds of ``cape <argv> --json`` in a new process."""
-    exe = Path(sys.executable).with_name("cape")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "cape_hpc.cli"]
-    t = time.perf_counter()
-    subprocess.run([*cmd, *argv, "--json"], check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
-    return time.perf_counter() - t
+    return process_seconds([*cape_exe(), *argv, "--json"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,20 +251,102 @@ def table(rows: list[dict]) -> list[str]:
     return out
 
 
+# ----------------------------------------------------------------------------------------------
+# start-up: `cape --help`, the resident memory before computing (issue 22 item 5)
+# ----------------------------------------------------------------------------------------------
+#: `python -c RSS_PROBE ref` imports torch and transformers; `python -c RSS_PROBE <cape argv>` runs the
+#: command until it asks for its model (ModelOptions.load), then prints VmRSS (MB) and the modules loaded
+RSS_PROBE = """
+import json, sys
+def rss_mb():
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith('VmRSS:'))
+if sys.argv[1:] == ['ref']:
+    import torch, transformers
+else:
+    from cape_hpc.models.options import ModelOptions
+    class Stop(Exception):
+        pass
+    def stop(self, *args, **kwargs):
+        raise Stop
+    ModelOptions.load = stop
+    from cape_hpc import cli
+    try:
+        cli.main(sys.argv[1:])
+        sys.exit('the command finished without asking for its model')
+    except Stop:
+        pass
+heavy = ('torch', 'transformers', 'numba', 'pandas', 'scipy', 'h5py', 'matplotlib')
+print(json.dumps({'rss_mb': rss_mb(), 'modules': len(sys.modules), 'heavy': [m for m in heavy if m in sys.modules]}))
+"""
+RSS_COMMANDS = {"cape internals": ["internals", "--model", "tiny-llama"],
+                "cape steer": ["steer", "--model", "tiny-llama"]}
+
+
+def rss_before_computing(argv: list[str]) -> dict:
+    """{'rss_mb', 'modules', 'heavy'} of a new process: ``ref`` or a cape command up to its model load."""
+    out = subprocess.run([sys.executable, "-c", RSS_PROBE, *argv], check=True, capture_output=True, text=True,
+                         cwd=ROOT, env=user_env()).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def startup(repeats: int = 5) -> dict:
+    """{'help_s', 'python_s', 'rss': {name: probe}, 'rss_ref': probe} measured now, interleaved."""
+    process_seconds([*cape_exe(), "--help"])                    # warm-up: bytecode cached
+    bare, helps = [], []
+    for _ in range(repeats):
+        bare.append(process_times([sys.executable, "-c", "pass"]))
+        helps.append(process_times([*cape_exe(), "--help"]))
+    ref = rss_before_computing(["ref"])
+    rss = {name: rss_before_computing(argv) for name, argv in RSS_COMMANDS.items()}
+    return {"help_s": min(w for w, _ in helps), "python_s": min(w for w, _ in bare),
+            "help_cpu_s": min(c for _, c in helps), "python_cpu_s": min(c for _, c in bare), "rss_ref": ref, "rss": rss}
+
+
+def startup_table(s: dict, rows: list[dict]) -> list[str]:
+    """The three start-up goals, each as measured in this run against its reference."""
+    w = 46
+    out = [f"{'start-up goal':<{w}} {'measured':>9} {'reference':>10} {'ratio/diff':>10} {'goal':>10}",
+           f"{'cape --help (s) vs python -c pass':<{w}} {s['help_s']:>9.3f} {s['python_s']:>10.3f} "
+           f"{s['help_s'] / s['python_s']:>9.1f}x {'<= 0.3 s':>10}",
+           f"{'  the same in CPU seconds (user + system)':<{w}} {s['help_cpu_s']:>9.3f} {s['python_cpu_s']:>10.3f}"]
+    nc = [r for r in rows if r["command"].startswith("cape nc")]
+    if nc:
+        r = max(nc, key=lambda r: r["R"])
+        out.append(f"{'cape nc -n %d (s), new process vs numpy loop' % r['R']:<{w}} {r['cape_process_s']:>9.2f} "
+                   f"{r['numpy_loop_s']:>10.1f} {r['x_numpy_process']:>9.0f}x {'>= 50x':>10}")
+        out.append(f"{'  the engine alone (in process)':<{w}} {r['cape_s']:>9.3f} {r['numpy_loop_s']:>10.1f} "
+                   f"{r['x_numpy']:>9.0f}x")
+    ref = s["rss_ref"]["rss_mb"]
+    for name, probe in s["rss"].items():
+        out.append(f"{name + ' RSS (MB) vs torch+transformers':<{w}} {probe['rss_mb']:>9.0f} {ref:>10.0f} "
+                   f"{probe['rss_mb'] - ref:>+8.0f}MB {'<= +50 MB':>10}")
+    for name, probe in s["rss"].items():
+        out.append(f"  {name} had imported, before computing: {', '.join(probe['heavy']) or 'no heavy module'}")
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-n", "--n-resamples", type=int, nargs="+", default=[10_000, 100_000])
     p.add_argument("--baseline-r", type=int, default=int(os.environ.get("CAPE_BENCH_BASELINE_R", "500")))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-process", action="store_true", help="skip the new-process timing")
+    p.add_argument("--startup-only", action="store_true", help="only the start-up goals (--help, RSS)")
     a = p.parse_args(argv)
     rows = []
-    for name in COMMANDS:
-        rows += measure(name, tuple(a.n_resamples), a.baseline_r, a.repeats, not a.no_process)
-    print(f"numba threads: {numba.get_num_threads()}; baselines timed on {a.baseline_r} resamples per "
-          f"bootstrap (best of {a.repeats}) and scaled linearly; cape in process: best of {a.repeats}, warm; "
-          f"new process: one run, start-up included")
-    print("\n".join(table(rows)))
+    if not a.startup_only:
+        for name in COMMANDS:
+            rows += measure(name, tuple(a.n_resamples), a.baseline_r, a.repeats, not a.no_process)
+        print(f"numba threads: {numba.get_num_threads()}; baselines timed on {a.baseline_r} resamples per "
+              f"bootstrap (best of {a.repeats}) and scaled linearly; cape in process: best of {a.repeats}, warm; "
+              f"new process: one run, start-up included")
+        print("\n".join(table(rows)))
+        print()
+    s = startup(max(a.repeats, 5))
+    print(f"start-up: new processes with the bytecode cache on, best of {max(a.repeats, 5)} (--help); "
+          f"RSS = VmRSS when the command asks for its model")
+    print("\n".join(startup_table(s, [r for r in rows if not math.isnan(r["cape_process_s"])])))
     return 0
 
 

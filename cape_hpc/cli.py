@@ -3,6 +3,10 @@
 Each module in COMMAND_MODULES exposes ``register(subparsers)``, which adds its sub-commands and
 sets ``func`` on each parser.  ``func(args) -> int`` is the exit status.  A module whose optional
 dependencies are missing still registers; the error comes when its command runs.
+
+Start-up: parsing imports only the options classes (declarations); each command imports what it
+computes with when it runs, and `cape COMMAND ...` registers only the module of COMMAND.  `cape`,
+`cape --help` and an unknown command register every module (tests/test_cli_startup.py).
 """
 from __future__ import annotations
 
@@ -11,20 +15,41 @@ import importlib
 import logging
 import sys
 
-COMMAND_MODULES = (
-    "cape_hpc.commands.analysis",   # one per record of its ANALYSES (coupling ... diagnose), analyze
-    "cape_hpc.commands.dynamics",   # dynamics, predict, reproduce
-    "cape_hpc.commands.internals",  # internals
-    "cape_hpc.commands.steer",      # steer
-    "cape_hpc.commands.sweep",      # sweep, merge
-    "cape_hpc.commands.crossmodel",  # crossmodel
-    "cape_hpc.commands.report",     # figures, report
-    "cape_hpc.commands.bench",      # bench
-    "cape_hpc.commands.scores",     # scores import
-)
+#: the command modules, in the order `cape --help` lists them, with the commands each registers
+#: (tests/test_cli_startup.py checks the names against ``register``; a command missing here still
+#: works, parsed after registering every module)
+COMMAND_MODULES = {
+    "cape_hpc.commands.analysis": ("coupling", "phases", "population", "nc", "deff", "width", "hfield", "isocline",
+                                   "loss", "fixedpoint", "eigen", "frontier", "diagnose",  # one per ANALYSES record
+                                   "analyze"),
+    "cape_hpc.commands.dynamics": ("dynamics", "predict", "reproduce"),
+    "cape_hpc.commands.internals": ("internals",),
+    "cape_hpc.commands.steer": ("steer",),
+    "cape_hpc.commands.sweep": ("sweep", "merge"),
+    "cape_hpc.commands.crossmodel": ("crossmodel",),
+    "cape_hpc.commands.report": ("figures", "report"),
+    "cape_hpc.commands.bench": ("bench",),
+    "cape_hpc.commands.scores": ("scores",),   # scores import
+}
+
+#: top-level flags that may come before the command without changing which modules are needed
+_PASSING_FLAGS = ("-v", "--verbose")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_module(argv: list[str]) -> str | None:
+    """The module that registers the command of ``argv`` (None: every module is needed -- no command,
+    ``--help`` or ``--version`` before it, or a command not in ``COMMAND_MODULES``)."""
+    for token in argv:
+        if token in _PASSING_FLAGS:
+            continue
+        if token.startswith("-"):
+            return None
+        return next((module for module, names in COMMAND_MODULES.items() if token in names), None)
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or (given ``argv`` naming a command) of that command's module only."""
     from cape_hpc import __version__
 
     parser = argparse.ArgumentParser(
@@ -34,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cape_hpc {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    only = command_module(argv) if argv is not None else None
+    for name in (only,) if only else COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -58,7 +84,8 @@ def _empty_path_option(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

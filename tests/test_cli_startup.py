@@ -22,7 +22,8 @@ try:
 except SystemExit as exc:
     rc = exc.code
 with open(os.environ["CAPE_PROBE_OUT"], "w") as f:
-    json.dump({{"rc": rc, "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules)}}, f)
+    json.dump({{"rc": rc, "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules),
+               "commands": sorted(m for m in sys.modules if m.startswith("cape_hpc.commands."))}}, f)
 """
 
 
@@ -102,3 +103,30 @@ def test_lazy_packages_export_every_name(package):
         value = getattr(pkg, name)
         module = importlib.import_module(f"{package}.{pkg._EXPORTS[name]}")
         assert value is getattr(module, name), (package, name)
+
+
+def test_command_index_names_what_each_module_registers():
+    """cli.COMMAND_MODULES (which module `cape COMMAND` imports) lists exactly the commands each module
+    registers, in the order `cape --help` shows them."""
+    import argparse
+    import importlib
+
+    from cape_hpc.cli import COMMAND_MODULES, build_parser, command_module
+
+    for module, names in COMMAND_MODULES.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(sub)
+        assert tuple(sub.choices) == names, module
+    full = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert tuple(full.choices) == tuple(n for names in COMMAND_MODULES.values() for n in names)
+    assert command_module(["-v", "steer", "--help"]) == "cape_hpc.commands.steer"
+    assert command_module(["--help", "steer"]) is None and command_module([]) is None
+    assert command_module(["no-such-command"]) is None
+
+
+def test_a_command_registers_only_its_module(tmp_path):
+    probe, proc = _cape(tmp_path, "nc", "--help")
+    assert probe["commands"] == ["cape_hpc.commands.analysis", "cape_hpc.commands.analysis_print",
+                                 "cape_hpc.commands.common"], probe["commands"]
+    probe, proc = _cape(tmp_path, "--help")
+    assert "cape_hpc.commands.steer" in probe["commands"] and "cape_hpc.commands.scores" in probe["commands"]

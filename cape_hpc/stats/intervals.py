@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import ndtr, ndtri
 
 from cape_hpc.errors import OptionError
 from cape_hpc.schema import ConfidenceInterval
@@ -43,6 +42,8 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> ConfidenceInterval:
         raise OptionError(f"wilson_interval: need 0 <= k <= n, got k={k}, n={n}")
     if n == 0:
         return ConfidenceInterval.undefined(level)
+    from scipy.special import ndtri  # scipy.special where it is used: a new `cape` process starts without it
+
     z = float(ndtri((1.0 + level) / 2.0))
     p = k / n
     den = 1.0 + z * z / n
@@ -80,6 +81,8 @@ def bca_parameters(valid: np.ndarray, estimate: float, jack: np.ndarray) -> tupl
     valid = np.asarray(valid, dtype=np.float64)
     if valid.size == 0 or not math.isfinite(estimate):
         return math.nan, math.nan
+    from scipy.special import ndtri
+
     frac = (np.count_nonzero(valid < estimate) + np.count_nonzero(valid <= estimate)) / (2.0 * valid.size)
     return float(ndtri(frac)), _acceleration(np.asarray(jack, dtype=np.float64))
 
@@ -91,6 +94,8 @@ def bca_interval(valid: np.ndarray, estimate: float, jack: np.ndarray, level: fl
     z0, a = bca_parameters(valid, estimate, jack)
     if not (math.isfinite(z0) and math.isfinite(a)):
         return ConfidenceInterval.undefined(level)
+    from scipy.special import ndtr, ndtri
+
     qs = []
     for z in (float(ndtri((1.0 - level) / 2.0)), float(ndtri((1.0 + level) / 2.0))):
         num = z0 + z

@@ -18,7 +18,6 @@ from typing import Sequence
 from cape_hpc.errors import OptionError
 from cape_hpc.models.options import parse_size
 from cape_hpc.options import Options, option
-from cape_hpc.sweep.spec import DTYPE_BYTES
 
 __all__ = ["GIB", "USABLE", "GpuPlanOptions", "GpuNeed", "weight_bytes", "gpus_needed",
            "plan_gpus", "gpus_per_rank", "max_memory_map", "rank_placement", "plan_job", "model_placement"]
@@ -63,6 +62,8 @@ class GpuNeed:
 
 def weight_bytes(params: float, dtype: str = "bfloat16") -> int:
     """Bytes of ``params`` weights in ``dtype`` (bfloat16: 2 per weight)."""
+    from cape_hpc.sweep.spec import DTYPE_BYTES  # here: the options below need no job reader (the CLI starts fast)
+
     if dtype not in DTYPE_BYTES:
         raise OptionError(f"dtype {dtype!r}: not one of {', '.join(DTYPE_BYTES)}")
     return int(math.ceil(float(params) * DTYPE_BYTES[dtype]))
