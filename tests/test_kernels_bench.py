@@ -109,3 +109,13 @@ def test_cape_bench_cli(capsys, tmp_path):
     assert main(["bench", "--device", "cpu", "--backends", "cupy", "--ops", "steer", "--shapes", "layers"]) == 2
     assert main(["bench", "--device", "cpu", "--baselines", "jax", "--ops", "steer", "--shapes", "layers"]) == 2
     assert "unknown baseline" in capsys.readouterr().err
+
+
+def test_implementations_are_timed_in_interleaved_rounds():
+    calls = []
+    plans = [[lambda: calls.append("a0"), lambda: calls.append("a1")], [lambda: calls.append("b0")]]
+    timed = bench._time_interleaved(plans, torch.device("cpu"), repeats=3, graphs=False, stat="min")
+    assert len(timed) == 2 and all(t > 0 and how == "wall" for t, how in timed)
+    # warm-up (each copy once, then the first again), then one call of each per round, in turn,
+    # each plan cycling through its copies of the inputs
+    assert calls == ["a0", "a1", "a0", "b0", "b0"] + ["a0", "b0", "a1", "b0", "a0", "b0"]

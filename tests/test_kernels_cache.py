@@ -58,6 +58,13 @@ def test_second_process_loads_the_cache_from_the_user_folder(tmp_path):
     assert second["hits"] == 3 and second["misses"] == 0  # loaded, not compiled
 
 
+def test_numba_imported_first_still_caches_in_the_user_folder(tmp_path):
+    before = _install_cache_files()
+    got = json.loads(_run("import numba\n" + RUN, {"XDG_CACHE_HOME": str(tmp_path)}))
+    assert got["cache"] and list((tmp_path / "cape_kernels" / "numba").rglob("*.nbi"))
+    assert _install_cache_files() == before
+
+
 def test_a_user_numba_cache_dir_wins(tmp_path):
     mine = tmp_path / "mine"
     got = json.loads(_run(RUN, {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "NUMBA_CACHE_DIR": str(mine)}, drop=()))

@@ -75,3 +75,37 @@ def test_set_mean_cosine_mixed_dtypes_and_nan():
     R[1, 7, 3] = float("nan")
     got = ck.set_mean_cosine(R, T, backend="numba")
     assert np.isfinite(f64(got)[0]) and np.isnan(f64(got)[1])
+
+
+@pytest.mark.parametrize("B,P,Q,D", [(70, 9, 11, 3), (64, 33, 20, 700)])
+def test_set_mean_cosine_one_launch_equals_the_block_sums(B, P, Q, D):
+    """Many sets (one block each) take the fused kernel: the same float64 sums as the row-block
+    kernels with one block, the cosine in the same launch; serial and parallel twins agree."""
+    assert nbk._row_blocks(B, max(P, Q)) == 1
+    r = rand((B, P, D), torch.float32, "cpu", seed=B).numpy()
+    t = rand((B, Q, D), torch.float32, "cpu", seed=D).numpy()
+    part, blocks = np.empty((B, 2, 1, D)), np.empty(B)
+    nbk._set_rows(r, t, 1, part)
+    nbk._set_finish(part, blocks)
+    fused = [np.empty(B) for _ in range(2)]
+    nbk._set_cos(r, t, fused[0])
+    nbk._set_cos_serial(r, t, fused[1])
+    assert np.array_equal(fused[0], fused[1])
+    np.testing.assert_allclose(fused[0], blocks, rtol=0, atol=1e-14)
+    want = np.array([np_cos(r[b].astype(np.float64).sum(0), t[b].astype(np.float64).sum(0)) for b in range(B)])
+    np.testing.assert_allclose(fused[0], want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("T,D,per_row", [(3, 5, 0), (40, 300, 1)])
+def test_steer_serial_twin_is_bit_identical(T, D, per_row):
+    """Small steering calls (a decoding step's rows) run the serial twin: the same bits."""
+    h = rand((T, D), torch.float32, "cpu", seed=T).numpy()
+    v = rand((T if per_row else 1, D), torch.float32, "cpu", seed=D).numpy()
+    alpha = np.linspace(-0.5, 0.5, T)
+    outs = []
+    for kern in (nbk._steer, nbk._steer_serial):
+        hh, proj = h.copy(), np.empty(T)
+        kern(hh, v, per_row, alpha, True, True, 0.3, proj)
+        outs.append((hh, proj))
+    assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1])
+    assert not np.array_equal(outs[0][0], h)  # some rows were steered

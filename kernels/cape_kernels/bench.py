@@ -19,7 +19,10 @@ activations of one batch across layers) and pooled tap (masked mean) on hidden [
 On CUDA, each op is timed by replaying a CUDA graph of at least 10 calls (so Python dispatch does
 not hide the kernels; falls back to back-to-back eager calls where capture fails).  Calls cycle
 through enough copies of the inputs to overflow the last-level cache three times (the GPU's L2,
-the CPU's L3), so the bandwidth is that of HBM / DRAM, not of a cache.
+the CPU's L3), so the bandwidth is that of HBM / DRAM, not of a cache.  The implementations of
+one (op, shape) share those inputs and are timed in interleaved rounds (each round times every one
+of them once, in turn), so that a change in a shared machine's load falls on all of them alike:
+their ratios hold even where the absolute times do not.
 
 ``write_csv`` appends one row per (op, shape, implementation), keyed by the device, the library
 versions (torch, numba, triton, cupy, cape_kernels) and the commit, so that runs on different
@@ -139,11 +142,11 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _time(fns, device, repeats: int, graphs: bool = True, stat: str = "min") -> tuple[float, str]:
-    """Seconds per call (min or median of the repeats) of the callables ``fns`` (called in turn:
-    each works on its own copy of the inputs, so that together they overflow the GPU's L2) and how
-    it was timed."""
-    agg = min if stat == "min" else statistics.median
+def _prepare(fns, device, graphs: bool = True):
+    """Warm the callables ``fns`` up (compile, autotune, allocator) and return ``(run, inner, how)``:
+    ``run()`` makes ``inner`` calls, cycling through ``fns`` (each works on its own copy of the
+    inputs, so that together they overflow the last-level cache); on CUDA a CUDA graph of them is
+    replayed when it can be captured (``how``: "cuda-graph", "eager" or "wall")."""
     if callable(fns):
         fns = [fns]
     for f in fns:
@@ -156,46 +159,66 @@ def _time(fns, device, repeats: int, graphs: bool = True, stat: str = "min") -> 
         fns[i[0] % k]()
         i[0] += 1
 
-    if device.type == "cuda":
-        inner = k * max(1, math.ceil(10 / k))
-        if graphs:
-            try:
-                s = torch.cuda.Stream(device)
-                s.wait_stream(torch.cuda.current_stream(device))
-                with torch.cuda.stream(s):
-                    fn()
-                torch.cuda.current_stream(device).wait_stream(s)
-                g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g):
-                    for _ in range(inner):
-                        fn()
-                g.replay()
-                torch.cuda.synchronize(device)
-                run, how = g.replay, "cuda-graph"
-            except Exception:
-                torch.cuda.synchronize(device)
-                run, how = None, "eager"
-        else:
-            run, how = None, "eager"
-        if run is None:
-            def run():
+    if device.type != "cuda":
+        return fn, 1, "wall"
+    inner = k * max(1, math.ceil(10 / k))
+    if graphs:
+        try:
+            s = torch.cuda.Stream(device)
+            s.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(s):
+                fn()
+            torch.cuda.current_stream(device).wait_stream(s)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
                 for _ in range(inner):
                     fn()
-        times = []
-        for _ in range(repeats):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            run()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b) / 1e3 / inner)
-        return agg(times), how
-    times = []
+            g.replay()
+            torch.cuda.synchronize(device)
+            return g.replay, inner, "cuda-graph"
+        except Exception:
+            torch.cuda.synchronize(device)
+
+    def run():
+        for _ in range(inner):
+            fn()
+    return run, inner, "eager"
+
+
+def _once(run, inner: int, device) -> float:
+    """Seconds per call of one timed ``run()`` (CUDA events on a GPU, the wall clock on a CPU)."""
+    if device.type == "cuda":
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        run()
+        b.record()
+        b.synchronize()
+        return a.elapsed_time(b) / 1e3 / inner
+    t0 = time.perf_counter()
+    run()
+    return (time.perf_counter() - t0) / inner
+
+
+def _agg(stat: str):
+    return min if stat == "min" else statistics.median
+
+
+def _time(fns, device, repeats: int, graphs: bool = True, stat: str = "min") -> tuple[float, str]:
+    """Seconds per call (min or median of the repeats) of the callables ``fns`` and how it was timed."""
+    run, inner, how = _prepare(fns, device, graphs)
+    return _agg(stat)([_once(run, inner, device) for _ in range(repeats)]), how
+
+
+def _time_interleaved(plans: list, device, repeats: int, graphs: bool, stat: str) -> list:
+    """(seconds per call, how) of each list of callables in ``plans``, timed in interleaved rounds:
+    each round times every plan once, in turn, so that a change in the machine's load (a shared
+    node) falls on all of them alike and their ratios hold; min (or median) over the rounds."""
+    prepared = [_prepare(fns, device, graphs) for fns in plans]
+    times = [[] for _ in prepared]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return agg(times), "wall"
+        for i, (run, inner, _) in enumerate(prepared):
+            times[i].append(_once(run, inner, device))
+    return [(_agg(stat)(t), how) for t, (_, _, how) in zip(times, prepared)]
 
 
 def measure_copy_gbps(device, repeats: int = 5, stat: str = "min") -> float:
@@ -358,40 +381,39 @@ def _run_bench(device, shapes, ops, backends, repeats, dtype, graphs, progress, 
                       copy_gbps=copy, matmul_gflops=mm, repeats=repeats, stat=stat,
                       threads=torch.get_num_threads(), versions=library_versions(), commit=source_commit())
     for shape in shapes:
-        shp = SHAPES[shape]
         for op in ops:
-            ref_t = None
-            base_t = []
-            for be, kind in plan:
-                args, nbytes, flops = _inputs(op, shp, dtype, dev)
-                sets = [args]  # copies of the inputs until they overflow the cache three times
-                n = min(16, max(1, math.ceil(3 * llc / nbytes)))
-                sets += [tuple(a.clone() for a in args) for _ in range(n - 1)]
-                if progress:
-                    progress(f"{op} {shape} {be}")
-                calls = [(_call(op, a, be) if kind == "kernel" else _baseline_call(op, a, be)) for a in sets]
-                t, how = _time(calls, dev, repeats, graphs, stat)
-                gbps = nbytes / t / 1e9
-                row = BenchRow(op=op, shape=shape, backend=be, dtype=res.dtype, time_ms=t * 1e3,
-                               bytes=int(nbytes), gbps=gbps, frac_copy=gbps / copy, timing=how, kind=kind)
-                if flops:
-                    row.gflops = flops / t / 1e9
-                    row.frac_matmul = row.gflops / mm
-                if be == "torch" and kind == "kernel":
-                    ref_t = t
-                if kind == "baseline":
-                    base_t.append(t)
-                row.vs_torch = (ref_t / t) if ref_t else float("nan")
-                res.rows.append(row)
-                del args, sets, calls
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
-            if base_t:
-                best = min(base_t)
-                for r in res.rows:
-                    if r.op == op and r.shape == shape:
-                        r.vs_baseline = best / (r.time_ms / 1e3)
+            res.rows += _time_cell(op, shape, plan, dev, dtype, res, llc, repeats, graphs, progress, stat)
     return res
+
+
+def _time_cell(op, shape, plan, dev, dtype, res, llc, repeats, graphs, progress, stat) -> list:
+    """The rows of one (op, shape): every implementation of ``plan`` on the same inputs (copies
+    until they overflow the last-level cache three times), timed in interleaved rounds."""
+    args, nbytes, flops = _inputs(op, SHAPES[shape], dtype, dev)
+    n = min(16, max(1, math.ceil(3 * llc / nbytes)))
+    sets = [args] + [tuple(a.clone() for a in args) for _ in range(n - 1)]
+    if progress:
+        progress(f"{op} {shape} " + " ".join(be for be, _ in plan))
+    plans = [[(_call(op, a, be) if kind == "kernel" else _baseline_call(op, a, be)) for a in sets]
+             for be, kind in plan]
+    timed = _time_interleaved(plans, dev, repeats, graphs, stat)
+    del args, sets, plans
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    ref_t = next((t for (be, kind), (t, _) in zip(plan, timed) if be == "torch" and kind == "kernel"), None)
+    base = [t for (_, kind), (t, _) in zip(plan, timed) if kind == "baseline"]
+    rows = []
+    for (be, kind), (t, how) in zip(plan, timed):
+        gbps = nbytes / t / 1e9
+        row = BenchRow(op=op, shape=shape, backend=be, dtype=res.dtype, time_ms=t * 1e3,
+                       bytes=int(nbytes), gbps=gbps, frac_copy=gbps / res.copy_gbps, timing=how, kind=kind)
+        if flops:
+            row.gflops = flops / t / 1e9
+            row.frac_matmul = row.gflops / res.matmul_gflops
+        row.vs_torch = (ref_t / t) if ref_t else float("nan")
+        row.vs_baseline = (min(base) / t) if base else float("nan")
+        rows.append(row)
+    return rows
 
 
 @dataclass

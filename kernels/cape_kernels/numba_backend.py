@@ -129,6 +129,22 @@ def _row_blocks(B: int, P: int, min_rows: int = 64, want_jobs: int = 64) -> int:
     return max(1, min((P + min_rows - 1) // min_rows, (want_jobs + 2 * B - 1) // (2 * B)))
 
 
+@njit(inline="always")
+def _sum_rows(Xb, p0, p1, acc):
+    """acc = float64 sum of the rows p0..p1-1 of Xb [P, D], in row order (one contiguous pass)."""
+    D = acc.shape[0]
+    for d in range(D):
+        acc[d] = 0.0
+    p = p0
+    if D > _SHORT_ROW:  # long rows: four per pass over the accumulator
+        while p + 4 <= p1:
+            _add4(acc, Xb[p], Xb[p + 1], Xb[p + 2], Xb[p + 3])
+            p += 4
+    while p < p1:
+        _add1(acc, Xb[p])
+        p += 1
+
+
 def _set_rows_fn(R, T, nblk, part):
     """part[b, k, j, :] = float64 sum of the rows of block j of set k (0: R[b], 1: T[b]); one work
     item per (b, set, block), each a contiguous pass over whole rows."""
@@ -139,23 +155,24 @@ def _set_rows_fn(R, T, nblk, part):
         j = job % nblk
         X = R if k == 0 else T
         n = X.shape[1]
-        D = X.shape[2]
         per = (n + nblk - 1) // nblk
         p0 = min(n, j * per)
-        p1 = min(n, p0 + per)
-        Xb = X[b]
-        acc = np.zeros(D, dtype=np.float64)
-        p = p0
-        if D > _SHORT_ROW:  # long rows: four per pass over the accumulator
-            while p + 4 <= p1:
-                _add4(acc, Xb[p], Xb[p + 1], Xb[p + 2], Xb[p + 3])
-                p += 4
-        while p < p1:
-            _add1(acc, Xb[p])
-            p += 1
-        o = part[b, k, j]
-        for d in range(D):
-            o[d] = acc[d]
+        _sum_rows(X[b], p0, min(n, p0 + per), part[b, k, j])
+
+
+def _set_cos_fn(R, T, out):
+    """out[b] = cos(sum R[b], sum T[b]) in one parallel pass when there are sets enough to spread
+    over the threads (one block per set): one work item per b sums both sets (float64 scratch in
+    cache) and takes the cosine, so no partial sums are written and no second launch is needed.
+    Same sums, in the same order, as ``_set_rows`` with one block."""
+    B = R.shape[0]
+    D = R.shape[2]
+    for b in prange(B):
+        sr = np.empty(D, dtype=np.float64)
+        st = np.empty(D, dtype=np.float64)
+        _sum_rows(R[b], 0, R.shape[1], sr)
+        _sum_rows(T[b], 0, T.shape[1], st)
+        out[b] = _cos_of(sr, st)
 
 
 def _set_finish_fn(part, out):
@@ -177,10 +194,6 @@ def _set_finish_fn(part, out):
         out[b] = _cos(dot, nr, nt)
 
 
-_set_rows, _set_rows_serial = twins(_set_rows_fn)
-_set_finish, _set_finish_serial = twins(_set_finish_fn, fastmath=_FM)
-
-
 @njit
 def _cos(dot, n2a, n2b):
     den = math.sqrt(n2a) * math.sqrt(n2b)
@@ -192,8 +205,20 @@ def _cos(dot, n2a, n2b):
     return 0.0
 
 
-@njit(parallel=True, fastmath=_FM)
-def _inv_norms(X, out):
+@njit(fastmath=_FM)
+def _cos_of(a, b):
+    """cos(a, b) of two float64 vectors (the three sums vectorised)."""
+    dot = 0.0
+    na = 0.0
+    nb_ = 0.0
+    for d in range(a.shape[0]):
+        dot += a[d] * b[d]
+        na += a[d] * a[d]
+        nb_ += b[d] * b[d]
+    return _cos(dot, na, nb_)
+
+
+def _inv_norms_fn(X, out):
     """out[r] = 1 / |X[r]| (float64 sum of squares) over the rows of a 2-D view; 0 for a zero
     row (its cosines are 0), NaN for a row with a NaN."""
     R, D = X.shape
@@ -237,8 +262,7 @@ def _scale_count(C, ir, it, thr):
     return counts, sums
 
 
-@njit(parallel=True, fastmath=_FM)
-def _steer(h, v, per_row, alpha, relative, gate, tau, proj):
+def _steer_fn(h, v, per_row, alpha, relative, gate, tau, proj):
     T, D = h.shape
     vv0 = 0.0
     if not per_row:
@@ -269,6 +293,13 @@ def _steer(h, v, per_row, alpha, relative, gate, tau, proj):
             coef *= math.sqrt(hh)
         for d in range(D):
             h[t, d] = h[t, d] + coef * v[vr, d]
+
+
+_set_rows, _set_rows_serial = twins(_set_rows_fn)
+_set_finish, _set_finish_serial = twins(_set_finish_fn, fastmath=_FM)
+_set_cos, _set_cos_serial = twins(_set_cos_fn)
+_inv_norms, _inv_norms_serial = twins(_inv_norms_fn, fastmath=_FM)
+_steer, _steer_serial = twins(_steer_fn, fastmath=_FM)
 
 
 # ------------------------------------------------------------------ torch-facing wrappers
@@ -304,10 +335,13 @@ def set_mean_cosine(R, T):
         if r.dtype != t.dtype:  # one kernel signature for mixed inputs
             r, t = r.astype(np.float64), t.astype(np.float64)
         nblk = _row_blocks(B, max(P, Q))
-        part = np.empty((B, 2, nblk, D), dtype=np.float64)
         serial = r.size + t.size < SERIAL_ELEMS
-        (_set_rows_serial if serial else _set_rows)(r, t, nblk, part)
-        (_set_finish_serial if part.size < SERIAL_ELEMS else _set_finish)(part, out)
+        if nblk == 1:  # sets enough for the threads: sums and cosine in one launch
+            (_set_cos_serial if serial else _set_cos)(r, t, out)
+        else:  # few long sets: row blocks in parallel, then the cosines from the block sums
+            part = np.empty((B, 2, nblk, D), dtype=np.float64)
+            (_set_rows_serial if serial else _set_rows)(r, t, nblk, part)
+            (_set_finish_serial if part.size < SERIAL_ELEMS else _set_finish)(part, out)
     return torch.from_numpy(out).to(adt)
 
 
@@ -330,8 +364,9 @@ def pairwise(R, T, threshold, return_full):
     t = _np(T).astype(npdt, copy=False)
     ir = np.empty(B * P, dtype=np.float64)
     it = np.empty(B * Q, dtype=np.float64)
-    _inv_norms(r.reshape(B * P, D), ir)
-    _inv_norms(t.reshape(B * Q, D), it)
+    norms = _inv_norms_serial if r.size + t.size < SERIAL_ELEMS else _inv_norms
+    norms(r.reshape(B * P, D), ir)
+    norms(t.reshape(B * Q, D), it)
     ir, it = ir.reshape(B, P), it.reshape(B, Q)
     Rt = torch.from_numpy(r)
     Tt = torch.from_numpy(t).transpose(1, 2)
@@ -375,9 +410,10 @@ def steer_(h, v, alpha, relative, tau):
         vw = vw.astype(hw.dtype)
     proj = np.empty(Tn, dtype=np.float64)
     a = alpha.detach().to(torch.float64).contiguous().numpy()
-    if Tn and D:
-        _steer(hw, vw, int(v.dim() == 2), a, bool(relative), tau is not None,
-               0.0 if tau is None else float(tau), proj)
+    if Tn and D:  # small calls (a decoding step's rows) on one thread
+        kern = _steer_serial if hw.size < SERIAL_ELEMS else _steer
+        kern(hw, vw, int(v.dim() == 2), a, bool(relative), tau is not None,
+             0.0 if tau is None else float(tau), proj)
     elif Tn:
         proj[:] = 0.0
     if not native:
