@@ -39,15 +39,24 @@ COEF = 4.0          # absolute coefficient of the direction in the generation co
 
 
 def _best(fn, repeats: int) -> float:
+    """Best wall time of ``fn`` over ``repeats`` (on CUDA the device is synchronised around each call)."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     best = float("inf")
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - t)
     return best
 
 
-def bench_scoring(lm, n_items: int, repeats: int = 2) -> dict:
+def bench_scoring(lm, n_items: int, repeats: int = 2, whole: bool = True) -> dict:
+    """The outcome pass with the nine-point grid vs one alpha (``evaluate_steering`` on the model's
+    device, shared-prefix scoring), steered vs unsteered ``score_rows`` of the same rows, and (``whole``)
+    the nine-point grid's steered rows scored whole (the reference path) vs with the shared prefix."""
     import numpy as np
     import torch
 
@@ -64,14 +73,28 @@ def bench_scoring(lm, n_items: int, repeats: int = 2) -> dict:
     R = len(ids)
     D = lm.adapter.d_model
     v = torch.nn.functional.normalize(torch.randn(D, generator=torch.Generator().manual_seed(0)), dim=0)
-    inj = Injection(layers=[lm.adapter.n_layers // 4], directions=v[None, None, :], alpha=np.full(R, 0.05),
-                    layer_index=np.zeros(R, dtype=np.int64), dir_index=np.zeros(R, dtype=np.int64))
+
+    def inj(alphas):
+        n = len(alphas) * R
+        return Injection(layers=[lm.adapter.n_layers // 4], directions=v[None, None, :],
+                         alpha=np.repeat(alphas, R), layer_index=np.zeros(n, dtype=np.int64),
+                         dir_index=np.zeros(n, dtype=np.int64))
     ts, tu = [], []
     for _ in range(max(3, repeats)):              # interleaved
-        ts.append(_best(lambda: score_rows(lm, ids, n_ans, inj, batch_size=32), 1))
+        ts.append(_best(lambda: score_rows(lm, ids, n_ans, inj([0.05]), batch_size=32), 1))
         tu.append(_best(lambda: score_rows(lm, ids, n_ans, None, batch_size=32), 1))
-    return {"items": len(its), "rows": R, "grid9_s": t9, "grid1_s": t1, "grid_ratio": t9 / t1,
-            "steered_score_s": min(ts), "unsteered_score_s": min(tu), "scoring_overhead": min(ts) / min(tu) - 1}
+    out = {"device": str(next(lm.model.parameters()).device), "items": len(its), "rows": R, "grid9_s": t9,
+           "grid1_s": t1, "grid_ratio": t9 / t1, "steered_score_s": min(ts), "unsteered_score_s": min(tu),
+           "scoring_overhead": min(ts) / min(tu) - 1}
+    if whole:
+        grid = [a for a in DEFAULT_ALPHAS if a != 0]
+        gids, gn = [r for _ in grid for r in ids], list(n_ans) * len(grid)
+        out["grid_rows_shared_s"] = _best(lambda: score_rows(lm, gids, gn, inj(grid), batch_size=32), 1)
+        out["grid_rows_whole_s"] = _best(lambda: score_rows(lm, gids, gn, inj(grid), batch_size=32,
+                                                            shared_prefix=False), 1)
+        out["shared_prefix_speedup"] = out["grid_rows_whole_s"] / out["grid_rows_shared_s"]
+        out["grid_rows"] = len(gids)
+    return out
 
 
 WORKER = r"""
@@ -187,6 +210,9 @@ def summary(res: dict) -> list[str]:
                   f"one alpha {s['grid1_s']:.2f} s -> {s['grid_ratio']:.2f}x (goal <= 1.3x)",
                   f"scoring, steered vs unsteered: {s['steered_score_s']:.2f} s vs {s['unsteered_score_s']:.2f} s -> "
                   f"overhead {100 * s['scoring_overhead']:+.1f} % (goal <= 5 %)"]
+        if "shared_prefix_speedup" in s:
+            lines.append(f"the grid's {s['grid_rows']} steered rows: whole rows {s['grid_rows_whole_s']:.2f} s vs shared "
+                         f"prefix {s['grid_rows_shared_s']:.2f} s -> {s['shared_prefix_speedup']:.2f}x ({s['device']})")
     g = res.get("generation")
     if g:
         lines.append(f"generation, {g['prompts']} prompts x {g['new_tokens']} greedy tokens (same direction, "

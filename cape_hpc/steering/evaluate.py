@@ -132,7 +132,8 @@ def _steered_logprobs(loaded, rows: _Rows, grid: list[tuple[int, float]], layers
                     dir_index=np.tile(folds[rows.item], len(grid)), scale=opts.scale, tau=opts.tau,
                     positions=opts.score_positions, backend=opts.backend)
     out = score_rows(loaded, [rows.ids[r] for _ in grid for r in range(R)], list(rows.n_ans) * len(grid), inj,
-                     batch_size=opts.batch_size, token_budget=opts.token_budget, backend=opts.backend)
+                     batch_size=opts.batch_size, token_budget=opts.token_budget, backend=opts.backend,
+                     desc=f"steered scoring ({len(grid)} grid points)")
     return out.logprob.reshape(len(grid), R)
 
 
@@ -245,7 +246,7 @@ def evaluate_steering(loaded, items: ItemSet, opts: OutcomeOptions | None = None
     rows = _Rows.of(loaded, its, opts.max_prompt_tokens)
     # 1. baseline scores and the calibration states at every candidate layer (one pass), directions
     base = score_rows(loaded, rows.ids, rows.n_ans, capture=layers, pooling=opts.pooling, batch_size=opts.batch_size,
-                      token_budget=opts.token_budget, backend=opts.backend)
+                      token_budget=opts.token_budget, backend=opts.backend, desc="baseline scoring")
     folds = assign_folds([it.domain for it in its], opts.folds, opts.fold_seed)
     dirs, full = _calibrate(base.states, layers, rows, folds, opts.folds, opts.method)
     # 2. every (layer, alpha != 0) x row; 3. the fluency cost; 4. the dose-response table

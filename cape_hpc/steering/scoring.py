@@ -256,6 +256,16 @@ class FluencyOutput:
     n_tokens: int           # predicted positions averaged over
 
 
+def _next_token_logp(loaded, device) -> Callable:
+    """``logp_of(h, batch)``: the next-token log-probabilities [B, S-1, V] (float32, on ``device``) of
+    every position but the last from the final norm's output."""
+    ad = loaded.adapter
+
+    def logp_of(h, batch):
+        return torch.log_softmax(ad.unembed(h[:, :-1]).to(device, torch.float32), dim=-1)
+    return logp_of
+
+
 def fluency_pass(loaded, ids: Sequence[Sequence[int]], grid: Sequence[tuple[int, float]], layers: list[int],
                  directions: torch.Tensor, *, scale: str = "relative", tau: float | None = None,
                  batch_size: int = 16, token_budget: int | None = None,
@@ -264,7 +274,6 @@ def fluency_pass(loaded, ids: Sequence[Sequence[int]], grid: Sequence[tuple[int,
     the unsteered next-token distributions first (kept on the device), then every (text, point) row
     steered at every token with ``directions[layer index]`` [len(layers), D]."""
     device = next(loaded.model.parameters()).device
-    ad = loaded.adapter
     N = len(ids)
     G = len(grid)
     base: dict[int, torch.Tensor] = {}
@@ -272,9 +281,7 @@ def fluency_pass(loaded, ids: Sequence[Sequence[int]], grid: Sequence[tuple[int,
     nll = torch.zeros(G, dtype=torch.float64, device=device)
     n_tok = sum(len(r) - 1 for r in ids)
 
-    def logp_of(h, batch):
-        return torch.log_softmax(ad.unembed(h[:, :-1]).to(device, torch.float32), dim=-1)     # [B, S-1, V]
-
+    logp_of = _next_token_logp(loaded, device)
     base_nll = torch.zeros((), dtype=torch.float64, device=device)
 
     def final_base(h, batch):
@@ -285,9 +292,25 @@ def fluency_pass(loaded, ids: Sequence[Sequence[int]], grid: Sequence[tuple[int,
             base[r] = lp[k, S - n:]                    # its own non-pad positions [len-1, V]
             base_nll.sub_(base[r].gather(-1, batch.input_ids[k, S - n + 1:, None]).sum().to(torch.float64))
 
-    with Trace(loaded, {"final": final_base}) as tr:
-        for batch in tr.batches(ids, batch_size=batch_size, token_budget=token_budget):
-            tr.forward(batch)
+    with progress.task("fluency", total=N * (G + 1), unit="row") as advance:
+        with Trace(loaded, {"final": final_base}) as tr:
+            for batch in tr.batches(ids, batch_size=batch_size, token_budget=token_budget):
+                tr.forward(batch)
+                advance(batch.size)
+        _fluency_steered(loaded, ids, grid, layers, directions, base, kl, nll, scale=scale, tau=tau,
+                         batch_size=batch_size, token_budget=token_budget, backend=backend, advance=advance)
+    n = max(n_tok, 1)
+    return FluencyOutput(kl=(kl / n).cpu().numpy(), nll=(nll / n).cpu().numpy(), base_nll=float(base_nll) / n,
+                         n_tokens=int(n_tok))
+
+
+def _fluency_steered(loaded, ids, grid, layers, directions, base, kl, nll, *, scale, tau, batch_size,
+                     token_budget, backend, advance) -> None:
+    """The steered (text, grid point) rows of :func:`fluency_pass`: KL against ``base`` [len-1, V] per
+    text and the next-token NLL, summed into ``kl`` and ``nll`` [G] on the device."""
+    device = next(loaded.model.parameters()).device
+    N, G = len(ids), len(grid)
+    logp_of = _next_token_logp(loaded, device)
     # steered rows: (text, grid point)
     rows = [(t, g) for g in range(G) for t in range(N)]
     rids = [ids[t] for t, _ in rows]
@@ -317,6 +340,4 @@ def fluency_pass(loaded, ids: Sequence[Sequence[int]], grid: Sequence[tuple[int,
             for batch in tr.batches(rids, batch_size=batch_size, token_budget=token_budget):
                 _prepare(batch, inj, n_ans_all)
                 tr.forward(batch)
-    n = max(n_tok, 1)
-    return FluencyOutput(kl=(kl / n).cpu().numpy(), nll=(nll / n).cpu().numpy(), base_nll=float(base_nll) / n,
-                         n_tokens=int(n_tok))
+                advance(batch.size)
