@@ -16,7 +16,7 @@ import cape_kernels
 
 PKG = Path(cape_kernels.__file__).parent
 
-# a set-mean cosine (parallel and serial kernels), a resample draw and a pair count; prints the
+# a set-mean cosine, a resample draw and a steering call (serial kernels); prints the
 # dispatchers' cache hits and misses
 RUN = r"""
 import json, torch, numpy as np, cape_kernels as ck
@@ -26,7 +26,8 @@ got = ck.set_mean_cosine(R, T, backend="numba")
 want = torch.nn.functional.cosine_similarity(R.mean(1), T.mean(1), dim=-1)
 assert torch.allclose(got, want, atol=1e-6), (got, want)
 assert ck.resample_indices(None, 3, seed=1, n=4).shape == (3, 4)
-kern = [nbk._set_rows_serial, nbk._set_finish_serial, resample._serial_twin(resample._indices_kernel)]
+ck.steer_inject_(torch.randn(2, 5), torch.randn(5), 0.5, backend="numba")
+kern = [nbk._set_cos_serial, nbk._steer_serial, resample._serial_twin(resample._indices_kernel)]
 print(json.dumps(dict(cache=numba_jit.CACHE, dir=numba_jit.CACHE_DIR,
                       hits=sum(sum(k.stats.cache_hits.values()) for k in kern),
                       misses=sum(sum(k.stats.cache_misses.values()) for k in kern))))
