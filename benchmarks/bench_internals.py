@@ -69,11 +69,16 @@ def _prompts(n: int):
 def _interleaved(fns: dict, repeats: int = 3) -> dict:
     """Best wall time of each callable, the variants run in turn (A, B, C, A, B, C, ...) so that
     load from other jobs on this shared machine hits every variant alike."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else (lambda: None)
     best = {k: float("inf") for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
+            sync()
             t0 = time.perf_counter()
             fn()
+            sync()                                  # on a GPU: the work done, not only launched
             best[k] = min(best[k], time.perf_counter() - t0)
     return best
 
@@ -204,20 +209,11 @@ import json, sys, torch
 from pathlib import Path
 sys.path.insert(0, %(here)r)
 import bench_internals as B
-from cape_hpc.models import load_model
 from cape_hpc.internals import extract_internals
-from cape_hpc.internals.prompts import Prompt, PromptSet
-if %(model)r == "tiny":
-    from cape_hpc.models.tiny import build_tiny
-    from cape_hpc.models.loading import LoadedModel
-    from cape_hpc.models.adapters import Adapter
-    m, tok = build_tiny("llama", hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                        num_key_value_heads=2, intermediate_size=256)
-    lm = LoadedModel(m, tok, Adapter(m), "tiny", "seed=0", "float32", "tiny-llama")
-else:
-    lm = load_model(%(model)r)
+lm = B.ladder_model(%(model)r)
 ps = B._prompts(%(n)d)
-kw = dict(batch_size=32, pair_budget_mb=%(budget)r, block_resamples=200)
+kw = dict(batch_size=32, pair_budget_mb=%(budget)r, block_resamples=200, taps=%(taps)r,
+          max_prompt_tokens=%(max_tokens)r)
 extract_internals(lm, B._prompts(64), **kw)          # touch the weights, load the kernels
 base = B._status("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")
@@ -225,6 +221,32 @@ res = extract_internals(lm, ps, **kw)
 print(json.dumps({"peak_above_model_mb": (B._status("VmHWM") - base) / 1024, "pairs_mode": res.pairs_mode,
                   "state_mb": res.state_bytes / 2 ** 20, "backend": res.backend}))
 """
+
+#: the memory ladders of issue 22: (model, prompt counts, pair budget MiB, taps, max prompt tokens).  The
+#: pair budget is the one state that may grow with the prompts (exact pair count up to the budget, then a
+#: reservoir); it is set so both ends hold the same pair state, so the ratio measures everything else
+LADDERS = {
+    "llama-6x1024": ((500, 8000), 12.0, ("residual",), 32),
+    "tiny": ((256, 65536), 1.0, None, None),
+}
+
+
+def ladder_model(name: str):
+    """The ladder's model: ``llama-6x1024`` (6 blocks, 1024 wide, random weights from a llama config, the
+    byte tokenizer), ``tiny`` (4 x 256) or a ``load_model`` spec."""
+    from cape_hpc.models import load_model
+    from cape_hpc.models.adapters import Adapter
+    from cape_hpc.models.loading import LoadedModel
+    from cape_hpc.models.tiny import build_tiny
+
+    sizes = {"llama-6x1024": dict(hidden_size=1024, num_hidden_layers=6, num_attention_heads=16, num_key_value_heads=4,
+                                  intermediate_size=2816),
+             "tiny": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                          intermediate_size=256)}
+    if name not in sizes:
+        return load_model(name)
+    m, tok = build_tiny("llama", **sizes[name])
+    return LoadedModel(m, tok, Adapter(m), "tiny", "seed=0", "float32", name)
 
 
 def _status(key: str) -> int:
@@ -234,16 +256,21 @@ def _status(key: str) -> int:
     return 0
 
 
-def bench_stream_memory(sizes: list[tuple[str, int]], budget_mb: float = 64.0) -> list[dict]:
+def bench_stream_memory(sizes: list[tuple[str, int]], budget_mb: float | None = None) -> list[dict]:
+    """Peak RSS above the loaded model of ``extract_internals`` for each (model, prompts), each in a fresh
+    process (``_status``: VmHWM after resetting it through /proc/self/clear_refs)."""
     out = []
     for model, n in sizes:
-        p = subprocess.run([sys.executable, "-c", _STREAM_MEM % {"here": str(Path(__file__).parent), "n": n,
-                                                                 "model": model, "budget": budget_mb}],
-                           capture_output=True, text=True, cwd=REPO, timeout=7200)
+        _, budget, taps, max_tokens = LADDERS.get(model, ((), 64.0, None, None))
+        budget = budget if budget_mb is None else budget_mb
+        from cape_hpc.internals.results import TAPS
+
+        code = _STREAM_MEM % {"here": str(Path(__file__).parent), "n": n, "model": model, "budget": budget,
+                              "taps": list(taps or TAPS), "max_tokens": max_tokens}
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=7200)
         if p.returncode:
             raise RuntimeError(p.stderr[-2000:])
-        out.append({"model": model, "prompts": n, "budget_mb": budget_mb,
-                    **json.loads(p.stdout.strip().splitlines()[-1])})
+        out.append({"model": model, "prompts": n, "budget_mb": budget, **json.loads(p.stdout.strip().splitlines()[-1])})
     return out
 
 
@@ -264,6 +291,9 @@ def coupling_from(sums):
     a, b = sums[:, 0], sums[:, 1]
     return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
 
+def accumulate(sums, l, rows, h):           # the last token of each row (left padding) into its set's sum
+    np.add.at(sums[l], (~is_r[rows]).astype(int), h[:, -1].double().numpy())
+
 if who == "cape":
     from cape_hpc.internals import extract_internals
     run = lambda: extract_internals(lm, ps, batch_size=32, taps=["residual"], block_resamples=0).layer_coupling
@@ -272,10 +302,9 @@ elif who == "transformers":
         sums = np.zeros((L, 2, lm.adapter.d_model))
         with torch.inference_mode():
             for rows, kw in batches:
-                hs = lm.model(**kw, output_hidden_states=True).hidden_states
-                for l in range(L):       # hidden_states[L] is after the final norm: the last block by hand is
-                    h = hs[l + 1][:, -1].double().numpy()    # not needed for the timing comparison
-                    np.add.at(sums[l], (~is_r[rows]).astype(int), h)
+                hs = lm.model(**kw, output_hidden_states=True, logits_to_keep=1).hidden_states
+                for l in range(L):       # hidden_states[L] is after the final norm (not block L-1's output)
+                    accumulate(sums, l, rows, hs[l + 1])
         return coupling_from(sums)
 elif who == "nnsight":
     from nnsight import LanguageModel
@@ -285,124 +314,171 @@ elif who == "nnsight":
         sums = np.zeros((L, 2, lm.adapter.d_model))
         for rows, kw in batches:
             saved = {}
-            with nm.trace({"input_ids": kw["input_ids"], "attention_mask": kw["attention_mask"]}):
+            with nm.trace({k: kw[k] for k in ("input_ids", "attention_mask", "position_ids") if k in kw}):
                 for l in range(L):           # no comprehension: nnsight traces this block's own frame
                     out = layers[l].output
-                    saved[l] = (out[0] if isinstance(out, tuple) else out)[:, -1].save()
+                    saved[l] = (out[0] if isinstance(out, tuple) else out)[:, -1:].save()
             for l in range(L):
-                np.add.at(sums[l], (~is_r[rows]).astype(int), saved[l].detach().double().numpy())
+                accumulate(sums, l, rows, saved[l].detach())
         return coupling_from(sums)
 elif who == "transformer_lens":
-    # TransformerLens 4 removed HookedTransformer (TransformerBridge boots from a hub name): then skipped
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-    from transformer_lens.pretrained.weight_conversions import convert_llama_weights
-    c = lm.model.config
-    cfg = HookedTransformerConfig(n_layers=c.num_hidden_layers, d_model=c.hidden_size, d_head=c.hidden_size // c.num_attention_heads,
-                                  n_heads=c.num_attention_heads, n_key_value_heads=c.num_key_value_heads, d_mlp=c.intermediate_size,
-                                  d_vocab=c.vocab_size, n_ctx=2048, act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary",
-                                  rotary_base=int(getattr(c, "rope_theta", 10000)), eps=c.rms_norm_eps, gated_mlp=True, final_rms=True,
-                                  original_architecture="LlamaForCausalLM", default_prepend_bos=False, tokenizer_prepends_bos=False)
-    tl = HookedTransformer(cfg)
-    tl.load_state_dict(convert_llama_weights(lm.model, cfg), strict=False)
-    tl.eval()
-    names = [f"blocks.{l}.hook_resid_post" for l in range(L)]
+    # TransformerLens 4 (HookedTransformer is gone): the TransformerBridge booted from SmolLM2's local
+    # folder (the embedded weights converted once by cape_hpc; no download); it forces eager attention
+    from transformer_lens.model_bridge import TransformerBridge
+    from cape_hpc.models.loading import _embedded_dir
+    br = TransformerBridge.boot_transformers(str(_embedded_dir("smollm2-135m")[0]), device="cpu",
+                                            tokenizer=lm.tokenizer)
+    names = [f"blocks.{l}.hook_out" for l in range(L)]
     def run():
         sums = np.zeros((L, 2, lm.adapter.d_model))
         with torch.inference_mode():
             for rows, kw in batches:
-                _, cache = tl.run_with_cache(kw["input_ids"], attention_mask=kw["attention_mask"], names_filter=names)
+                _, cache = br.run_with_cache(kw["input_ids"], attention_mask=kw["attention_mask"], names_filter=names)
                 for l in range(L):
-                    np.add.at(sums[l], (~is_r[rows]).astype(int), cache[names[l]][:, -1].double().numpy())
+                    accumulate(sums, l, rows, cache[names[l]])
         return coupling_from(sums)
 run()                                              # warm-up (weights touched, kernels loaded)
 base = B._status("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")
-t0 = time.perf_counter(); c = run(); t = time.perf_counter() - t0
-print(json.dumps({"seconds": t, "peak_above_model_mb": (B._status("VmHWM") - base) / 1024,
-                  "coupling_l10": float(np.asarray(c)[10])}))
+best = float("inf")
+for _ in range(%(repeats)d):
+    t0 = time.perf_counter(); c = run(); best = min(best, time.perf_counter() - t0)
+print(json.dumps({"seconds": best, "peak_above_model_mb": (B._status("VmHWM") - base) / 1024,
+                  "coupling": [float(x) for x in np.asarray(c)]}))
 """
 
+PEERS = ("cape", "transformers", "nnsight", "transformer_lens")
 
-def bench_peers(n: int = 256) -> dict:
-    out = {}
-    for who in ("cape", "transformers", "nnsight", "transformer_lens"):
-        p = subprocess.run([sys.executable, "-c", _PEER % {"here": str(Path(__file__).parent), "n": n, "who": who}],
+
+def peers_python(explicit: str | None = None) -> str:
+    """The Python that runs the peers: ``explicit``, else ``CAPE_PEERS_PYTHON``, else the peers' venv
+    (``make peers``: .venv-peers/bin/python) when present, else this interpreter."""
+    venv = REPO / ".venv-peers" / "bin" / "python"
+    return explicit or os.environ.get("CAPE_PEERS_PYTHON") or (str(venv) if venv.exists() else sys.executable)
+
+
+def bench_peers(n: int = 256, python: str | None = None, repeats: int = 1) -> dict:
+    """The side by side: each tool in a fresh process of the peers' Python; a tool that fails is
+    reported as skipped with its last error line.  ``couplings_equal``: every peer's per-layer
+    coupling (the last block's excepted: the transformers loop's last hidden state is after the
+    final norm) within 1e-4 of cape's."""
+    py = peers_python(python)
+    out: dict = {"python": py}
+    for who in PEERS:
+        p = subprocess.run([py, "-c", _PEER % {"here": str(Path(__file__).parent), "n": n, "who": who,
+                                               "repeats": repeats}],
                            capture_output=True, text=True, cwd=REPO, timeout=3600)
         if p.returncode:
             last = [x for x in p.stderr.strip().splitlines() if x.strip()][-1:] or ["?"]
             out[who] = {"skipped": last[0][:200]}
         else:
             out[who] = json.loads(p.stdout.strip().splitlines()[-1])
+    ref = out["cape"].get("coupling")
+    for who in PEERS[1:]:
+        got = out[who].get("coupling")
+        if ref is not None and got is not None:
+            out[who]["max_coupling_diff"] = float(max(abs(a - b) for a, b in zip(ref[:-1], got[:-1])))
+    done = [w for w in PEERS[1:] if "seconds" in out[w]]
+    out["couplings_equal"] = all(out[w]["max_coupling_diff"] < 1e-4 for w in done) if ref else False
+    if "seconds" in out["cape"] and done:
+        fastest = min(done, key=lambda w: out[w]["seconds"])
+        out["fastest_peer"] = fastest
+        out["speedup_vs_fastest_peer"] = out[fastest]["seconds"] / out["cape"]["seconds"]
     return out
 
 
 def summary_full(res: dict) -> list[str]:
     lines = []
-    if res.get("stream_memory"):
-        ms = res["stream_memory"]
-        lo = ms[0]["peak_above_model_mb"]
+    by_model: dict = {}
+    for m in res.get("stream_memory") or []:
+        by_model.setdefault(m["model"], []).append(m)
+    for model, ms in by_model.items():
+        lo = ms[0]
         for m in ms:
-            lines.append(f"streaming memory, {m['model']}, {m['prompts']} prompts (pair budget {m['budget_mb']:g} MiB, "
+            growth = m["peak_above_model_mb"] - lo["peak_above_model_mb"]
+            lines.append(f"streaming memory, {model}, {m['prompts']} prompts (pair budget {m['budget_mb']:g} MiB, "
                          f"pairs {m['pairs_mode']}, state {m['state_mb']:.1f} MiB): peak above the model "
-                         f"{m['peak_above_model_mb']:.0f} MB ({m['peak_above_model_mb'] / max(lo, 1e-9):.2f}x the smallest)")
+                         f"{m['peak_above_model_mb']:.0f} MB ({m['peak_above_model_mb'] / max(lo['peak_above_model_mb'], 1e-9):.2f}x "
+                         f"the smallest, growth {growth:+.0f} MB; goals: 6x1024 growth < 46 MB, tiny <= 1.1x)")
     if res.get("peers"):
         pe = res["peers"]
         ref = pe.get("cape", {}).get("seconds")
-        for who, r in pe.items():
+        for who in PEERS:
+            r = pe.get(who, {})
             if "skipped" in r:
                 lines.append(f"side by side, {who}: skipped ({r['skipped']})")
-            else:
+            elif r:
+                diff = f", max coupling diff vs cape {r['max_coupling_diff']:.1e}" if "max_coupling_diff" in r else ""
                 lines.append(f"side by side, {who}: {r['seconds']:.2f} s ({r['seconds'] / ref:.2f}x cape), peak above "
-                             f"the model {r['peak_above_model_mb']:.0f} MB, coupling at layer 10 {r['coupling_l10']:.6f}")
+                             f"the model {r['peak_above_model_mb']:.0f} MB{diff}")
+        if "speedup_vs_fastest_peer" in pe:
+            lines.append(f"side by side: cape {pe['speedup_vs_fastest_peer']:.2f}x the fastest peer ({pe['fastest_peer']}; "
+                         f"goal >= 1.2x), couplings equal: {pe['couplings_equal']} (peers' python: {pe['python']})")
     return lines
 
 
 def summary(res: dict) -> list[str]:
-    e, g, m = res["extraction"], res["generation"], res["memory"]
-    if "error" in g:
+    e, g, m = res.get("extraction"), res.get("generation"), res.get("memory")
+    if g is not None and "error" in g:
         g = None
-    return [
+    return ([] if e is None else [
         f"extraction, {e['prompts']} prompts ({e['tokens']} tokens), batch {e['batch_size']}: "
-        f"{e['extract_s']:.2f} s vs bare forward {e['bare_s']:.2f} s -> overhead {100 * e['overhead_vs_bare']:+.1f} % "
-        f"(goal <= 10 %); vs bare forward with last-position logits only {e['bare_last_logits_s']:.2f} s -> "
-        f"{100 * e['overhead_vs_bare_last_logits']:+.1f} %; bare forward at {e['bare_gflops']:.0f} GFLOP/s "
+        f"{e['extract_s']:.2f} s vs bare forward {e['bare_s']:.2f} s -> overhead {100 * e['overhead_vs_bare']:+.1f} %; "
+        f"vs bare forward with last-position logits only {e['bare_last_logits_s']:.2f} s -> "
+        f"{100 * e['overhead_vs_bare_last_logits']:+.1f} % (goal <= 5 %); bare forward at {e['bare_gflops']:.0f} GFLOP/s "
         f"({100 * e['bare_gflops'] / MACHINE_GFLOPS:.0f} % of ~{MACHINE_GFLOPS:.0f})",
-    ] + ([
+    ]) + ([
         f"generation, {g['prompts']} prompts x {g['new_tokens']} tokens, batch {g['prompts']}: steered "
         f"{g['steered_s']:.2f} s vs unsteered {g['unsteered_s']:.2f} s -> overhead {100 * g['steering_overhead']:+.1f} % "
         f"(goal <= 5 %)",
         f"run_steering batch 32: {g['run_steering_batch32_s']:.2f} s vs one prompt per forward "
         f"{g['run_steering_batch1_s']:.2f} s -> {g['batched_speedup']:.1f}x (goal >= 5x)"] if g else
-        ["generation: not measured (" + res["generation"]["error"] + ")"]) + [
+        ["generation: not measured (" + res["generation"]["error"] + ")"] if "generation" in res else []) + ([] if m is None else [
         f"peak memory above the loaded model, {m['prompts']} prompts: extraction {m['extract_peak_mb']:.0f} MB vs "
         f"output_hidden_states=True {m['output_hidden_states_peak_mb']:.0f} MB"
         + ("" if m["hwm_reset"] else " (high-water mark not resettable: includes load)"),
-    ] + summary_full(res)
+    ]) + summary_full(res)
 
 
-def run_all(n: int, memory_sizes=(), peers: bool = False) -> dict:
+PARTS = ("extraction", "generation", "memory", "ladders", "peers")
+
+
+def run_all(n: int, memory_sizes=(), peers: bool = False, *, parts=PARTS, device: str = "cpu",
+            peers_python_: str | None = None) -> dict:
+    """The parts of the benchmark asked for (``parts``), the model on ``device`` (memory, ladders and
+    peers are CPU figures: peak RSS)."""
     from cape_hpc.models import load_model
 
-    lm = load_model("smollm2-135m")
-    ps = _prompts(n)
-    out = {"extraction": bench_extraction(lm, ps)}
-    try:
-        out["generation"] = bench_generation(lm)
-    except Exception as exc:  # noqa: BLE001 - the steering API may move; the internals figures still count
-        out["generation"] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
-    out["memory"] = bench_memory(n)
-    if memory_sizes:
-        out["stream_memory"] = bench_stream_memory(list(memory_sizes))
-    if peers:
-        out["peers"] = bench_peers(n)
+    out: dict = {}
+    if "extraction" in parts or "generation" in parts:
+        lm = load_model("smollm2-135m", device_map=None if device == "cpu" else device)
+        if "extraction" in parts:
+            out["extraction"] = bench_extraction(lm, _prompts(n))
+        if "generation" in parts:
+            try:
+                out["generation"] = bench_generation(lm)
+            except Exception as exc:  # noqa: BLE001 - the steering API may move; the internals figures still count
+                out["generation"] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+    if device == "cpu":
+        if "memory" in parts:
+            out["memory"] = bench_memory(n)
+        if "ladders" in parts and memory_sizes:
+            out["stream_memory"] = bench_stream_memory(list(memory_sizes))
+        if "peers" in parts and peers:
+            out["peers"] = bench_peers(n, peers_python_)
     return out
+
+
+def ladder_sizes() -> list[tuple[str, int]]:
+    """Every (model, prompts) of the issue's memory ladders (``LADDERS``)."""
+    return [(model, k) for model, (counts, *_rest) in LADDERS.items() for k in counts]
 
 
 @pytest.mark.realmodel
 def test_bench_internals(benchmark, request):
     n = int(os.environ.get("CAPE_BENCH_PROMPTS", "256"))
     full = os.environ.get("CAPE_BENCH_FULL") == "1"
-    sizes = [("smollm2-135m", 256), ("smollm2-135m", 4096), ("tiny", 65536)] if full else []
+    sizes = ladder_sizes() if full else []
     holder = {}
     benchmark.pedantic(lambda: holder.__setitem__("r", run_all(n, sizes, full)), rounds=1, iterations=1)
     for line in summary(holder["r"]):
@@ -414,14 +490,24 @@ def test_bench_internals(benchmark, request):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=256)
-    ap.add_argument("--memory", default="", help="SmolLM2 prompt counts of the streaming-memory ladder, e.g. 256,4096")
+    ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of " + ", ".join(PARTS))
+    ap.add_argument("--device", default="cpu", help="where SmolLM2 runs for extraction/generation (cuda: the GPU)")
+    ap.add_argument("--ladders", action="store_true", help="the issue's memory ladders (6x1024 llama 500 -> 8,000, "
+                                                           "tiny 256 -> 65,536), a fresh process each")
+    ap.add_argument("--memory", default="", help="SmolLM2 prompt counts of a streaming-memory ladder, e.g. 256,4096")
     ap.add_argument("--memory-tiny", default="", help="tiny-model prompt counts of the ladder, e.g. 65536")
+    ap.add_argument("--memory-wide", default="", help="6x1024 llama prompt counts of the ladder, e.g. 500,8000")
     ap.add_argument("--peers", action="store_true", help="also the side by side with transformers, nnsight, TransformerLens")
+    ap.add_argument("--peers-python", help="the Python that has the peers (default: $CAPE_PEERS_PYTHON, else "
+                                           ".venv-peers/bin/python when present)")
     ap.add_argument("--json", help="also write the raw results here")
     a = ap.parse_args()
-    sizes = [("smollm2-135m", int(x)) for x in a.memory.split(",") if x] + \
-        [("tiny", int(x)) for x in a.memory_tiny.split(",") if x]
-    res = run_all(a.prompts, sizes, a.peers)
+    sizes = ladder_sizes() if a.ladders else []
+    sizes += [("smollm2-135m", int(x)) for x in a.memory.split(",") if x] + \
+        [("tiny", int(x)) for x in a.memory_tiny.split(",") if x] + \
+        [("llama-6x1024", int(x)) for x in a.memory_wide.split(",") if x]
+    res = run_all(a.prompts, sizes, a.peers, parts=tuple(a.parts.split(",")), device=a.device,
+                  peers_python_=a.peers_python)
     print("\n".join(summary(res)))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))

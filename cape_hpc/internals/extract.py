@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cape_hpc import progress
 from cape_hpc.errors import DataError
 from cape_hpc.internals.accumulators import (PairState, StreamState, covariance, sketch_matrix, streaming_ops,
                                              unit_rows, update_moments)
@@ -46,7 +47,8 @@ __all__ = ["extract_internals", "extract_internals_pooled", "PooledStates", "par
            "pca_curve", "choose_sets", "InternalsResult", "TAPS", "store_name", "tokenize",
            "left_pad", "forward_kwargs", "pad_id", "WINDOW"]
 
-#: prompts tokenised and length-bucketed together (bounds the host's token lists)
+#: prompts tokenised and length-bucketed together (bounds the host's token lists; the batches, hence the
+#: reservoir's draws, depend on it: changing it changes reservoir-mode numbers)
 WINDOW = 4096
 
 
@@ -298,32 +300,14 @@ class _Extraction:
     # ------------------------------------------------------------------ the pass
     def run(self) -> InternalsResult:
         self._setup()
-        opts, P = self.opts, self.prompts.prompts
         n_trunc = 0
         ok = False
         try:
-            with Trace(self.loaded, self._callbacks()) as tr:
-                first = True
+            with Trace(self.loaded, self._callbacks()) as tr, \
+                    progress.task("extracting internals", total=self.N, unit="prompt") as advance:
+                self._first = True
                 for w0 in range(0, self.N, WINDOW):
-                    w1 = min(self.N, w0 + WINDOW)
-                    texts = [P[i].text for i in self.order[w0:w1]]
-                    with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always")
-                        ids, truncated = tokenize(self.loaded, texts, max_tokens=opts.max_prompt_tokens)
-                    n_trunc += len(truncated)
-                    for w in caught:          # re-issued once for all windows below
-                        if not issubclass(w.category, UserWarning) or "truncated" not in str(w.message):
-                            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-                    for batch in tr.batches(ids, batch_size=opts.batch_size, token_budget=opts.token_budget):
-                        rows = w0 + batch.rows.numpy()
-                        self._prepare(batch, rows, first)
-                        first = False
-                        tr.forward(batch)
-                        if self.writer is not None:
-                            k = batch.extra["keep"]
-                            res = _stack_host(k["residual"]) if self.want_res else None
-                            fin = k["final"].cpu().numpy() if k["final"] is not None else None
-                            self.writer.write(rows, res, fin)
+                    n_trunc += self._window(tr, w0, min(self.N, w0 + WINDOW), advance)
             ok = True
         finally:
             if self.writer is not None:
@@ -332,6 +316,33 @@ class _Extraction:
             limit = token_limit(self.loaded, self.opts.max_prompt_tokens)
             warnings.warn(limit.message(n_trunc, "prompt"), UserWarning, stacklevel=3)
         return self._finish(n_trunc)
+
+    def _window(self, tr: Trace, w0: int, w1: int, advance) -> int:
+        """Tokenise prompts ``order[w0:w1]`` and run their length-bucketed batches; returns how many
+        were truncated.  Nothing of the window outlives it (token lists, batches), and ``advance``
+        gets each batch's size, a host-known count (no device synchronisation)."""
+        P, opts = self.prompts.prompts, self.opts
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ids, truncated = tokenize(self.loaded, [P[i].text for i in self.order[w0:w1]],
+                                      max_tokens=opts.max_prompt_tokens)
+        for w in caught:          # the truncation warning is re-issued once for all windows by run()
+            if not issubclass(w.category, UserWarning) or "truncated" not in str(w.message):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        for batch in tr.batches(ids, batch_size=opts.batch_size, token_budget=opts.token_budget):
+            rows = w0 + batch.rows.numpy()
+            self._prepare(batch, rows, self._first)
+            self._first = False
+            tr.forward(batch)
+            if self.writer is not None:
+                k = batch.extra["keep"]
+                res = _stack_host(k["residual"]) if self.want_res else None
+                fin = k["final"].cpu().numpy() if k["final"] is not None else None
+                self.writer.write(rows, res, fin)
+            advance(batch.size)
+            batch.extra.clear()           # the batch's device indices and kept tensors go now
+        tr.batch = None
+        return len(truncated)
 
     # ------------------------------------------------------------------ statistics
     def _block_stats(self) -> tuple[BlockStats, np.ndarray, str, int]:

@@ -47,7 +47,7 @@ def tokenize(loaded, texts: Sequence[str], *, what: str = "prompt", add_special_
     tok = loaded.tokenizer
     limit = token_limit(loaded, max_tokens)
     ctx = limit.tokens
-    ids = [list(tok(t, add_special_tokens=add_special_tokens, verbose=False)["input_ids"]) for t in texts]
+    ids = _token_ids(tok, texts, add_special_tokens)
     name = (lambda i: labels[i]) if labels is not None else (lambda i: f"{what} #{i}")
     truncated = []
     for i, row in enumerate(ids):
@@ -59,6 +59,22 @@ def tokenize(loaded, texts: Sequence[str], *, what: str = "prompt", add_special_
     if truncated:
         warnings.warn(f"{limit.message(len(truncated), what)} (first: {name(truncated[0])})", stacklevel=3)
     return ids, truncated
+
+
+def _token_ids(tok, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
+    """Token ids of each text through one batched call (a fast tokenizer encodes the list in Rust, not
+    one Python call per text; the same ids), chunked so the tokenizer's per-text encodings held by
+    one call stay small; nothing of the tokenizer's output is kept but the id lists."""
+    out: list[list[int]] = []
+    for i in range(0, len(texts), _TOKENIZE_CHUNK):
+        enc = tok(list(texts[i:i + _TOKENIZE_CHUNK]), add_special_tokens=add_special_tokens, verbose=False)
+        out += [list(r) for r in enc["input_ids"]]
+        del enc
+    return out
+
+
+#: texts per call of the tokenizer in ``tokenize``
+_TOKENIZE_CHUNK = 256
 
 
 def plan_batches(lengths: Sequence[int], *, batch_size: int, token_budget: int | None = None) -> list[list[int]]:
