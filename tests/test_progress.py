@@ -168,6 +168,7 @@ def test_on_shows_bars_on_stderr_and_stdout_is_unchanged(name, internals_file, c
 
 
 MODEL_COMMANDS = {
+    "internals": ["internals", "--model", "tiny-llama", "--max-prompts", "16", "--batch-size", "8"],
     "steer": ["steer", "--model", "tiny-llama", "--max-items", "6", "--alphas", "0.1", "--max-neutral", "2",
               "--max-prompts", "2", "--max-new-tokens", "4", "--folds", "2"],
 }
@@ -175,7 +176,7 @@ MODEL_COMMANDS = {
 
 @pytest.mark.parametrize("name", sorted(MODEL_COMMANDS))
 def test_a_tiny_model_shows_bars_with_on_and_the_same_stdout(name, capsys, monkeypatch):
-    """`cape steer` (scoring rows, generation) on a tiny random model."""
+    """`cape internals` (prompts) and `cape steer` (scoring rows, generation) on a tiny random model."""
     monkeypatch.setenv("CAPE_PROGRESS_INTERVAL", "0")
     rc_off, out_off, err_off = run(capsys, *MODEL_COMMANDS[name], "--progress", "off")
     rc_on, out_on, err_on = run(capsys, *MODEL_COMMANDS[name], "--progress", "on")
