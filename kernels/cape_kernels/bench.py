@@ -2,9 +2,10 @@
 
 For each op, shape and implementation: the time (the minimum, or median, of the repeats), the bytes
 the op must move (inputs read once, outputs written once; derived from the shapes, not measured),
-the achieved GB/s, its fraction of this machine's copy bandwidth measured in the same run (a
-``copy_`` of a large buffer, counting bytes read + written), for the pairwise statistics the
-GFLOP/s (2*B*P*Q*D) and their fraction of a float matrix product measured in the same run, and two
+the achieved GB/s, its fraction of this machine's copy bandwidth (a ``copy_`` of a large buffer,
+counting bytes read + written, timed in the same interleaved rounds as the op), for the pairwise
+statistics the GFLOP/s (2*B*P*Q*D) and their fraction of a float matrix product timed in the same
+rounds, and two
 speed ratios: against the torch reference backend (``x torch``) and against the faster of the two
 baselines a user would otherwise pick (``x best``):
 
@@ -76,6 +77,8 @@ class BenchRow:
     vs_baseline: float = float("nan")  # time of the faster baseline / this time
     timing: str = "wall"
     kind: str = "kernel"  # "kernel" (a cape_kernels backend) or "baseline"
+    copy_gbps: float = float("nan")      # the copy probe, timed in the same rounds as this row
+    matmul_gflops: float = float("nan")  # the matmul probe (pairwise), in the same rounds
 
 
 @dataclass
@@ -209,11 +212,13 @@ def _time(fns, device, repeats: int, graphs: bool = True, stat: str = "min") -> 
     return _agg(stat)([_once(run, inner, device) for _ in range(repeats)]), how
 
 
-def _time_interleaved(plans: list, device, repeats: int, graphs: bool, stat: str) -> list:
+def _time_interleaved(plans: list, device, repeats: int, graphs, stat: str) -> list:
     """(seconds per call, how) of each list of callables in ``plans``, timed in interleaved rounds:
     each round times every plan once, in turn, so that a change in the machine's load (a shared
-    node) falls on all of them alike and their ratios hold; min (or median) over the rounds."""
-    prepared = [_prepare(fns, device, graphs) for fns in plans]
+    node) falls on all of them alike and their ratios hold; min (or median) over the rounds.
+    ``graphs``: one flag for all plans, or one per plan."""
+    flags = graphs if isinstance(graphs, (list, tuple)) else [graphs] * len(plans)
+    prepared = [_prepare(fns, device, g) for fns, g in zip(plans, flags)]
     times = [[] for _ in prepared]
     for _ in range(repeats):
         for i, (run, inner, _) in enumerate(prepared):
@@ -221,20 +226,32 @@ def _time_interleaved(plans: list, device, repeats: int, graphs: bool, stat: str
     return [(_agg(stat)(t), how) for t, (_, _, how) in zip(times, prepared)]
 
 
-def measure_copy_gbps(device, repeats: int = 5, stat: str = "min") -> float:
-    n = (1 << 28 if device.type == "cuda" else 1 << 26)  # 1 GiB / 256 MiB of float32
+def copy_probe(device):
+    """(call, bytes): a ``copy_`` of a large buffer (1 GiB / 256 MiB of float32), bytes read + written."""
+    n = (1 << 28 if device.type == "cuda" else 1 << 26)
     src = torch.ones(n, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    t, _ = _time(lambda: dst.copy_(src), device, repeats, graphs=False, stat=stat)
-    return 2 * n * 4 / t / 1e9
+    return (lambda: dst.copy_(src)), 2 * n * 4
 
 
-def measure_matmul_gflops(device, dtype, repeats: int = 5, stat: str = "min") -> float:
+def matmul_probe(device, dtype):
+    """(call, flops): a float matrix product of the benchmark's dtype."""
     M, K, N = (8192, 1024, 8192) if device.type == "cuda" else (2048, 1024, 2048)
     a = torch.randn(M, K, device=device).to(dtype)
     b = torch.randn(K, N, device=device).to(dtype)
-    t, _ = _time(lambda: a @ b, device, repeats, graphs=False, stat=stat)
-    return 2 * M * K * N / t / 1e9
+    return (lambda: a @ b), 2 * M * K * N
+
+
+def measure_copy_gbps(device, repeats: int = 5, stat: str = "min") -> float:
+    call, nbytes = copy_probe(device)
+    t, _ = _time(call, device, repeats, graphs=False, stat=stat)
+    return nbytes / t / 1e9
+
+
+def measure_matmul_gflops(device, dtype, repeats: int = 5, stat: str = "min") -> float:
+    call, flops = matmul_probe(device, dtype)
+    t, _ = _time(call, device, repeats, graphs=False, stat=stat)
+    return flops / t / 1e9
 
 
 # ------------------------------------------------------------------ inputs and calls
@@ -375,20 +392,23 @@ def _run_bench(device, shapes, ops, backends, repeats, dtype, graphs, progress, 
         [(b, "kernel") for b in backends if b != "torch"]
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     llc = cache_bytes(dev)
-    copy = measure_copy_gbps(dev, repeats, stat)
-    mm = measure_matmul_gflops(dev, dtype, repeats, stat)
+    probes = (copy_probe(dev), matmul_probe(dev, dtype))
+    copy = probes[0][1] / _time(probes[0][0], dev, repeats, graphs=False, stat=stat)[0] / 1e9
+    mm = probes[1][1] / _time(probes[1][0], dev, repeats, graphs=False, stat=stat)[0] / 1e9
     res = BenchResult(device=str(dev), device_name=name, dtype=str(dtype).replace("torch.", ""),
                       copy_gbps=copy, matmul_gflops=mm, repeats=repeats, stat=stat,
                       threads=torch.get_num_threads(), versions=library_versions(), commit=source_commit())
     for shape in shapes:
         for op in ops:
-            res.rows += _time_cell(op, shape, plan, dev, dtype, res, llc, repeats, graphs, progress, stat)
+            res.rows += _time_cell(op, shape, plan, dev, dtype, res, llc, probes, repeats, graphs, progress, stat)
     return res
 
 
-def _time_cell(op, shape, plan, dev, dtype, res, llc, repeats, graphs, progress, stat) -> list:
+def _time_cell(op, shape, plan, dev, dtype, res, llc, probes, repeats, graphs, progress, stat) -> list:
     """The rows of one (op, shape): every implementation of ``plan`` on the same inputs (copies
-    until they overflow the last-level cache three times), timed in interleaved rounds."""
+    until they overflow the last-level cache three times), timed in interleaved rounds together
+    with the copy (and, for pairwise, the matmul) probe, so that % copy and % matmul compare
+    times taken under the same load."""
     args, nbytes, flops = _inputs(op, SHAPES[shape], dtype, dev)
     n = min(16, max(1, math.ceil(3 * llc / nbytes)))
     sets = [args] + [tuple(a.clone() for a in args) for _ in range(n - 1)]
@@ -396,7 +416,11 @@ def _time_cell(op, shape, plan, dev, dtype, res, llc, repeats, graphs, progress,
         progress(f"{op} {shape} " + " ".join(be for be, _ in plan))
     plans = [[(_call(op, a, be) if kind == "kernel" else _baseline_call(op, a, be)) for a in sets]
              for be, kind in plan]
-    timed = _time_interleaved(plans, dev, repeats, graphs, stat)
+    refs = [[probes[0][0]]] + ([[probes[1][0]]] if flops else [])
+    timed = _time_interleaved(plans + refs, dev, repeats, [graphs] * len(plans) + [False] * len(refs), stat)
+    copy_gbps = probes[0][1] / timed[len(plans)][0] / 1e9
+    mm_gflops = probes[1][1] / timed[-1][0] / 1e9 if flops else float("nan")
+    timed = timed[:len(plans)]
     del args, sets, plans
     if dev.type == "cuda":
         torch.cuda.empty_cache()
@@ -406,10 +430,11 @@ def _time_cell(op, shape, plan, dev, dtype, res, llc, repeats, graphs, progress,
     for (be, kind), (t, how) in zip(plan, timed):
         gbps = nbytes / t / 1e9
         row = BenchRow(op=op, shape=shape, backend=be, dtype=res.dtype, time_ms=t * 1e3,
-                       bytes=int(nbytes), gbps=gbps, frac_copy=gbps / res.copy_gbps, timing=how, kind=kind)
+                       bytes=int(nbytes), gbps=gbps, frac_copy=gbps / copy_gbps, timing=how, kind=kind,
+                       copy_gbps=copy_gbps, matmul_gflops=mm_gflops)
         if flops:
             row.gflops = flops / t / 1e9
-            row.frac_matmul = row.gflops / res.matmul_gflops
+            row.frac_matmul = row.gflops / mm_gflops
         row.vs_torch = (ref_t / t) if ref_t else float("nan")
         row.vs_baseline = (min(base) / t) if base else float("nan")
         rows.append(row)
@@ -454,8 +479,8 @@ def format_table(res: BenchResult) -> str:
             f"{res.stat} of {res.repeats}; torch {res.versions.get('torch', '?')}, "
             f"numba {res.versions.get('numba') or '-'}, triton {res.versions.get('triton') or '-'}, "
             f"commit {res.commit[:12]}\n"
-            f"measured copy bandwidth {res.copy_gbps:.1f} GB/s (read + write); "
-            f"matmul {res.matmul_gflops:.1f} GFLOP/s ({res.dtype})\n")
+            f"copy bandwidth {res.copy_gbps:.1f} GB/s (read + write), matmul {res.matmul_gflops:.1f} GFLOP/s "
+            f"({res.dtype}) at the start; % copy and % matmul use the probes timed in each op's rounds\n")
     cols = ["op", "shape", "backend", "time ms", "MB moved", "GB/s", "% copy", "GFLOP/s", "% matmul",
             "x torch", "x best", "timing"]
     rows = []
