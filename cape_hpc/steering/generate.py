@@ -1,11 +1,17 @@
 """Greedy generation with and without the injection (docs/METHODS.md §4.7): batched, left-padded,
-with a KV cache, through ``Trace`` (``stop=False``).  The steering state of each model call (which
-positions of which rows are injected) travels in the call's :class:`~cape_hpc.models.tracing.Batch`
-(``steering.hooks.RowInjection``).  The generated tokens and the finished mask stay on the device;
-the host reads them once, at the end (no per-token synchronisation)."""
+with a preallocated KV cache, through ``Trace`` (``stop=False``).  The steering state of each model
+call (which positions of which rows are injected) travels in the call's
+:class:`~cape_hpc.models.tracing.Batch` (``steering.hooks.RowInjection``).
+
+Nothing grows per step: the KV cache is transformers' ``StaticCache`` sized to prompt + new tokens
+(where the model supports it, else its dynamic cache), the attention mask and the positions of
+every step are written once before the loop and each step reads a view of them.  The generated
+tokens and the finished mask stay on the device; the loop stops once every row has finished (on a
+GPU the finished flag is copied to the host without blocking and read when it has arrived, so no
+step waits for the device) and the host reads the tokens once, at the end.  Without steering (or
+with alpha 0 for every row) no hook runs during decoding: the plain model."""
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -51,6 +57,12 @@ class Steering:
     def n_injected(self) -> int:
         return self.hook.n_injected
 
+    @property
+    def steers(self) -> bool:
+        """Whether any row has a nonzero alpha (one host read of a tensor alpha, before any model call)."""
+        a = self.alpha
+        return bool(a.ne(0).any()) if isinstance(a, torch.Tensor) else float(a) != 0.0
+
     def _alpha(self, n: int, device) -> torch.Tensor:
         a = self.alpha
         return (a.to(device, torch.float32) if isinstance(a, torch.Tensor)
@@ -66,20 +78,13 @@ class Steering:
         return RowInjection(self._alpha(batch.size, sel.device), sel, record_last_cos=True)
 
     def step(self, batch: Batch) -> RowInjection | None:
-        """A decoding step's injection: the new token (all, generated) or none (last)."""
+        """A decoding step's injection: the new token (all, generated) or none (last).  The same for
+        every step: built once per generation."""
         if self.positions == "last":
             return None
         n = batch.size
         return RowInjection(self._alpha(n, batch.input_ids.device),
                             torch.ones((n, 1), dtype=torch.bool, device=batch.input_ids.device))
-
-
-def _cache_of(res):
-    for name in ("cache", "past_key_values"):
-        c = getattr(res, name, None)
-        if c is not None:
-            return c
-    raise RuntimeError("the model returned no KV cache")
 
 
 def eos_ids(loaded) -> list[int]:
@@ -92,53 +97,136 @@ def eos_ids(loaded) -> list[int]:
     return sorted(int(x) for x in out)
 
 
+def _cache_of(res):
+    for name in ("cache", "past_key_values"):
+        c = getattr(res, name, None)
+        if c is not None:
+            return c
+    raise RuntimeError("the model returned no KV cache")
+
+
+def _static_cache(model, slots: int):
+    """transformers' ``StaticCache`` of ``slots`` positions for ``model`` (allocated on the first
+    update, on each layer's device and in its dtype), or None where the model cannot take one."""
+    if not getattr(model, "_can_compile_fullgraph", False):
+        return None
+    from transformers import StaticCache
+
+    try:
+        return StaticCache(config=model.config, max_cache_len=slots)
+    except (TypeError, ValueError, KeyError):           # a config the static layers do not describe
+        return None
+
+
+class _Steps:
+    """What the decoding steps read, allocated once: the attention mask [N, S0 + T - 1] (the prompt's
+    padding, then ones: causality hides the columns not written yet), the positions [T - 1, N], the
+    KV cache (``StaticCache`` of S0 + T - 1 slots where the model takes position ids and a static
+    cache; else None: the model's own dynamic cache, each step's mask the view of the columns seen so
+    far, as ``generate`` passes it) and the steps' ``Batch.extra`` (the injection, the same each step)."""
+
+    def __init__(self, loaded, batch: Batch, max_new_tokens: int, extra: dict):
+        N, S0 = batch.input_ids.shape
+        slots = S0 + max_new_tokens - 1
+        dev = batch.input_ids.device
+        self.batch, self.S0, self.extra = batch, S0, extra
+        self.mask = torch.ones((N, slots), dtype=batch.attention_mask.dtype, device=dev)
+        self.mask[:, :S0] = batch.attention_mask
+        ahead = torch.arange(1, max_new_tokens, dtype=batch.position_ids.dtype, device=dev)
+        self.positions = (batch.position_ids[:, -1][None, :] + ahead[:, None]).contiguous()      # [T - 1, N]
+        self.cache = _static_cache(loaded.model, slots) if loaded.adapter.accepts_position_ids else None
+
+    def batch_of(self, k: int, nxt: torch.Tensor) -> Batch:
+        """The Batch of decoding step k: the token ``nxt`` [N] chosen after step k - 1 (0: the prefill)."""
+        b = self.batch
+        mask = self.mask if self.cache is not None else self.mask[:, :self.S0 + k + 1]
+        return Batch(rows=b.rows, rows_device=b.rows_device, input_ids=nxt[:, None], attention_mask=mask,
+                     position_ids=self.positions[k][:, None], lengths=b.lengths, extra=self.extra)
+
+
+class _StopCheck:
+    """Whether every row has finished, read without making a step wait: on the CPU the flag the step
+    just wrote is read at once (no device to wait for, and no step is wasted); on a GPU every
+    ``every`` steps ``finished.all()`` is copied to pinned host memory without blocking and read once
+    its event has completed (a later step), so decoding goes on a few masked steps past the end."""
+
+    def __init__(self, device: torch.device, every: int = 8):
+        self.cuda, self.every = device.type == "cuda", every
+        self.flag = torch.zeros((), dtype=torch.bool, pin_memory=self.cuda)
+        self.event = None
+
+    def done(self, finished: torch.Tensor, k: int) -> bool:
+        if not self.cuda:
+            return bool(finished.all())
+        if self.event is not None and self.event.query():
+            self.event = None
+            if bool(self.flag):
+                return True
+        if self.event is None and k % self.every == self.every - 1:
+            with torch.cuda.device(finished.device):
+                self.flag.copy_(finished.all(), non_blocking=True)
+                self.event = torch.cuda.Event()
+                self.event.record()
+        return False
+
+
+def _record(tokens: torch.Tensor, finished: torch.Tensor, k: int, nxt: torch.Tensor, eos: torch.Tensor | None):
+    """Column k of ``tokens`` <- ``nxt``, -1 where the row has produced EOS (now or before; ``eos``
+    None: no stop); updates ``finished`` in place."""
+    col = tokens[:, k]
+    col.copy_(nxt)
+    if eos is not None:
+        finished |= torch.isin(nxt, eos)
+        col.masked_fill_(finished, -1)
+
+
 def greedy_generate(loaded, rows: Sequence[Sequence[int]], max_new_tokens: int, steering: Steering | None = None,
                     stop_at_eos: bool = True, *, return_device: bool = False):
-    """Batched greedy decoding of left-padded prompts with a KV cache, with ``steering`` (None: the
-    plain model).  Tokens [N, max_new_tokens] and the finished mask [N] live on the device for the
-    whole loop (``max_new_tokens`` steps; a row that produced EOS keeps decoding but its later tokens
-    are masked); one transfer at the end.  Returns each row's tokens before its first EOS
-    (``stop_at_eos=False``: every token), or with ``return_device=True`` the device tensors (tokens
-    with -1 after EOS, finished mask)."""
+    """Batched greedy decoding of left-padded prompts with a preallocated KV cache, with ``steering``
+    (None: the plain model).  Tokens [N, max_new_tokens] and the finished mask [N] live on the device
+    for the whole loop; it stops once every row has produced EOS (``stop_at_eos=False``: always
+    ``max_new_tokens`` steps) and a row that finished before the others keeps decoding, its later
+    tokens masked; one transfer at the end.  With steering the hook runs in the prefill (it records
+    ``steering.last_cos``) and, where some row has a nonzero alpha, at each step on the new token only.
+    Returns each row's tokens before its first EOS (``stop_at_eos=False``: every token), or with
+    ``return_device=True`` the device tensors (tokens with -1 after EOS, finished mask)."""
     model = loaded.model
     device = next(model.parameters()).device
-    eos = torch.as_tensor(eos_ids(loaded) or [-2], dtype=torch.long, device=device)
+    eos = torch.as_tensor(eos_ids(loaded) or [-2], dtype=torch.long, device=device) if stop_at_eos else None
     params = inspect.signature(model.forward).parameters
     call = {"use_cache": True, **({"logits_to_keep": 1} if "logits_to_keep" in params else {})}
     cache_arg = "cache" if "cache" in params else "past_key_values"
     N = len(rows)
     tokens = torch.full((N, max_new_tokens), -1, dtype=torch.long, device=device)
     finished = torch.zeros(N, dtype=torch.bool, device=device)
-    callbacks = {} if steering is None else {steering.point: steering.hook}
-    with Trace(loaded, callbacks, stop=False) as tr, torch.inference_mode():
-        batch = make_batch(loaded, rows, range(N))
-        if steering is not None:
-            batch.extra[INJECT] = {steering.point: steering.prefill(batch)}
-        res = tr.forward(batch, **call)
-        if steering is not None:
-            steering.last_cos = batch.extra[INJECT][steering.point].last_cos
-        for step in range(max_new_tokens):
-            nxt = res.logits[:, -1, :].argmax(-1)
-            if stop_at_eos:
-                finished = finished | torch.isin(nxt, eos)
-                tokens[:, step] = torch.where(finished, -1, nxt)
-            else:
-                tokens[:, step] = nxt
-            if step == max_new_tokens - 1:
-                break
-            batch = _next_batch(batch, nxt)
-            if steering is not None:
-                batch.extra[INJECT] = {steering.point: steering.step(batch)}
-            res = tr.forward(batch, **call, **{cache_arg: _cache_of(res)})
+    batch = make_batch(loaded, rows, range(N))
+    step_inj = steering.step(batch) if steering is not None and steering.steers else None
+    steps = _Steps(loaded, batch, max_new_tokens, {} if step_inj is None else {INJECT: {steering.point: step_inj}})
+    stop = _StopCheck(device) if stop_at_eos else None
+    with torch.inference_mode():
+        nxt, cache = _prefill(loaded, batch, steering, {**call, **({cache_arg: steps.cache} if steps.cache else {})})
+        with Trace(loaded, {} if step_inj is None else {steering.point: steering.hook}, stop=False) as tr:
+            for k in range(max_new_tokens):
+                _record(tokens, finished, k, nxt, eos)
+                if k == max_new_tokens - 1 or (stop is not None and stop.done(finished, k)):
+                    break
+                res = tr.forward(steps.batch_of(k, nxt), **call, **{cache_arg: cache})
+                nxt = res.logits[:, -1].argmax(-1)
+                del res
     if return_device:
         return tokens, finished
     host = tokens.cpu().tolist()                     # the one transfer
     return [[t for t in row[:row.index(-1)]] if -1 in row else row for row in host]
 
 
-def _next_batch(batch: Batch, nxt: torch.Tensor) -> Batch:
-    """The decoding step after ``batch``: the new token [N, 1], the mask one column longer, the next
-    positions (all on the device)."""
-    ones = torch.ones(batch.size, 1, dtype=batch.attention_mask.dtype, device=batch.attention_mask.device)
-    return dataclasses.replace(batch, input_ids=nxt[:, None], attention_mask=torch.cat([batch.attention_mask, ones], 1),
-                               position_ids=batch.position_ids[:, -1:] + 1, extra={})
+def _prefill(loaded, batch: Batch, steering: Steering | None, call: dict):
+    """The prompt pass (with the injection of ``steering.prefill`` where steering is given): the
+    first generated token [N] and the KV cache."""
+    callbacks = {} if steering is None else {steering.point: steering.hook}
+    with Trace(loaded, callbacks, stop=False) as tr:
+        if steering is not None:
+            batch.extra[INJECT] = {steering.point: steering.prefill(batch)}
+        res = tr.forward(batch, **call)
+    if steering is not None:
+        steering.last_cos = batch.extra[INJECT][steering.point].last_cos
+    return res.logits[:, -1].argmax(-1), _cache_of(res)

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from cape_hpc import progress
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.internals.prompts import PromptSet
 from cape_hpc.models.batching import plan_batches, tokenize
@@ -133,21 +134,24 @@ def run_steering(loaded, calibration: PromptSet, prompts: PromptSet, opts: Steer
     ids, truncated = tokenize(loaded, chat_texts(loaded, texts) if chat else texts, add_special_tokens=not chat)
     n_injected = 0
     results: dict[int, PromptOutcome] = {}
-    for rows in plan_batches([len(r) for r in ids], batch_size=batch_size):
-        batch = [ids[j] for j in rows]
-        n = len(rows)
-        # baseline and steered rows in one batch: alpha 0 for the first n rows (docs/METHODS.md §4.7)
-        steering = Steering(layer, v, torch.cat([torch.zeros(n), torch.full((n,), float(opts.alpha))]),
-                            scale=opts.scale, positions=opts.positions, tau=opts.tau, backend=backend)
-        both = greedy_generate(loaded, batch + batch, max_new_tokens, steering)
-        base, steered = both[:n], both[n:]
-        n_injected += steering.n_injected
-        cos = steering.last_cos.to("cpu", torch.float64)[n:]
-        for k, j in enumerate(rows):
-            results[j] = PromptOutcome(
-                id=str(prompts.prompts[j].id), prompt=texts[j], baseline=tok.decode(base[k], skip_special_tokens=True),
-                steered=tok.decode(steered[k], skip_special_tokens=True), changed=bool(base[k] != steered[k]),
-                cos=float(cos[k]), n_baseline_tokens=len(base[k]), n_steered_tokens=len(steered[k]))
+    with progress.task("generating", total=len(ids), unit="prompt") as advance:
+        for rows in plan_batches([len(r) for r in ids], batch_size=batch_size):
+            batch = [ids[j] for j in rows]
+            n = len(rows)
+            # baseline and steered rows in one batch: alpha 0 for the first n rows (docs/METHODS.md §4.7)
+            steering = Steering(layer, v, torch.cat([torch.zeros(n), torch.full((n,), float(opts.alpha))]),
+                                scale=opts.scale, positions=opts.positions, tau=opts.tau, backend=backend)
+            both = greedy_generate(loaded, batch + batch, max_new_tokens, steering)
+            base, steered = both[:n], both[n:]
+            n_injected += steering.n_injected
+            cos = steering.last_cos.to("cpu", torch.float64)[n:]
+            for k, j in enumerate(rows):
+                results[j] = PromptOutcome(
+                    id=str(prompts.prompts[j].id), prompt=texts[j],
+                    baseline=tok.decode(base[k], skip_special_tokens=True),
+                    steered=tok.decode(steered[k], skip_special_tokens=True), changed=bool(base[k] != steered[k]),
+                    cos=float(cos[k]), n_baseline_tokens=len(base[k]), n_steered_tokens=len(steered[k]))
+            advance(n)
     per_prompt = [results[j] for j in range(len(ids))]
     n_changed = sum(r.changed for r in per_prompt)
     resolved = kbackends.resolve(backend or None, device.type)
