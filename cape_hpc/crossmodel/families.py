@@ -22,7 +22,7 @@ slope), with the reason.
 ``seed + 1``, the same blocks in every model: the prompts are shared); the estimator is refitted on
 the drawn models' resampled couplings.  Invalid fits are dropped and the interval is summarised by
 ``cape_hpc.stats.summarize``.  Without block statistics a family falls back to resampling models
-only, and says so.  N_c runs on the fused statistics of ``cape nc`` (:class:`TwoLevelNcStatistic`: one
+only, and says so.  N_c runs on the fused kernels of ``cape nc`` (:class:`TwoLevelNcStatistic`: one
 kernel call per chunk of resamples); the slope and the fixed point are evaluated one resample at a
 time (:class:`TwoLevelStatistic`).
 
@@ -41,7 +41,7 @@ import pandas as pd
 from cape_hpc.analysis import ols_line
 from cape_hpc.analysis.coupling import family_intervals, interval_rows
 from cape_hpc.analysis.fixedpoint import fixed_point_xy
-from cape_hpc.analysis.nc import GammaNcStatistic, NcOptions, QuadraticNcStatistic, estimate_nc, note_fit_range
+from cape_hpc.analysis.nc import GammaNcStatistic, NcOptions, estimate_nc, note_fit_range
 from cape_hpc.analysis.options import FixedPointOptions, PhasesOptions, narrow
 from cape_hpc.analysis.phases import classify_phase, phases
 from cape_hpc.crossmodel.options import CrossModelOptions
@@ -112,12 +112,11 @@ class TwoLevelNcStatistic(BatchStatistic):
     over models and prompt blocks exactly as :class:`TwoLevelStatistic` (same streams: resample r fits
     the models drawn by stream r with every model's value in block resample r, ``reps[r]``; ``reps``
     None: the point values; a drawn NaN makes the resample invalid), but a whole chunk of resamples in
-    one call of the fused N_c statistics of ``cape nc`` (``analysis.nc.QuadraticNcStatistic`` /
-    ``GammaNcStatistic`` over ``cape_kernels.quadratic_nc_batch`` / ``gamma_nc_batch``): the chunk's c
-    ladders are laid end to end (resample j's model k at row j * n + k) and resample j's drawn models
-    are shifted by j * n.  ``lo``/``hi``: the quadratic vertex window (the gamma-fit zero unbounded:
-    -inf/inf).  The gamma estimators equal the per-resample path bit for bit; the quadratic centres x
-    at the mean of the laid-out rows, so it may differ in the last bits (a relative 1e-15)."""
+    one call of the fused N_c kernels of ``cape nc`` (``cape_kernels.quadratic_nc_batch``, centred at
+    the ladder's mean x as for one ladder, and ``analysis.nc.GammaNcStatistic`` over ``gamma_nc_batch``):
+    the chunk's c ladders are laid end to end (resample j's model k at row j * n + k) and resample j's
+    drawn models are shifted by j * n.  ``lo``/``hi``: the quadratic vertex window (the gamma-fit zero
+    unbounded: -inf/inf).  Every value equals the per-resample path's bit for bit."""
 
     def __init__(self, estimator: str, x: np.ndarray, point: np.ndarray, reps: np.ndarray | None, lo: float,
                  hi: float, attach: str):
@@ -142,11 +141,13 @@ class TwoLevelNcStatistic(BatchStatistic):
         x = np.tile(self.x, c)
         rows = idx + (n * np.arange(c, dtype=np.int64))[:, None]
         if self.estimator == "quadratic":
-            stat = QuadraticNcStatistic(x, y, self.lo, self.hi)
+            from cape_kernels import quadratic_nc_batch
+
+            out[ok] = quadratic_nc_batch(x, y, rows[ok], self.lo, self.hi, center=float(self.x.mean()))
         else:
             stat = GammaNcStatistic(self.estimator, np.zeros(c * n, dtype=np.int64), x, x, y, 0.0, -math.inf,
                                     math.inf, self.attach)
-        out[ok] = stat.batch(rows[ok])
+            out[ok] = stat.batch(rows[ok])
         out[~np.isfinite(out)] = np.nan
         return out
 

@@ -378,7 +378,7 @@ def participation_ratio_boot(X, strata, n_resamples: int, seed: int, *, corr: bo
 # ----------------------------------------------------------------------------------------------
 # quadratic N_c
 # ----------------------------------------------------------------------------------------------
-def _quad_features(x, y):
+def _quad_features(x, y, center=None):
     x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
     y = np.ascontiguousarray(y, dtype=np.float64).reshape(-1)
     if x.shape != y.shape or x.size < 1:
@@ -386,7 +386,7 @@ def _quad_features(x, y):
                          f"{x.shape} and {y.shape}")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise ValueError("quadratic_nc: x and y must be finite")
-    xm = float(x.mean())
+    xm = float(x.mean()) if center is None else float(center)   # the fit's centre (rounding only)
     t = x - xm
     t2 = t * t
     F = np.ascontiguousarray(np.stack([t, t2, t2 * t, t2 * t2, y, t * y, t2 * y,
@@ -482,13 +482,16 @@ def _quad_stream_kernel(F, xm, key, start_r, R, members, gstart, gsize, lo, hi, 
             out[r] = _quad_vertex(m, s, xm, lo, hi, rtol)
 
 
-def quadratic_nc_batch(x, y, idx, lo: float = -np.inf, hi: float = np.inf) -> np.ndarray:
+def quadratic_nc_batch(x, y, idx, lo: float = -np.inf, hi: float = np.inf, *, center: float | None = None
+                       ) -> np.ndarray:
     """log10 N_c = -b / (2a) of the least-squares fit y = a x^2 + b x + c on each resample -> [R].
 
     NaN (an invalid fit) unless a > 0 and lo <= vertex <= hi; NaN also when a resample has fewer
     than three distinct x (det of the centred normal equations <= SINGULAR_RTOL * Stt * Suu).
+    ``center``: the x the sums are centred at (default: the mean of ``x``); it changes the result
+    only by rounding (``cape crossmodel`` passes the mean of one ladder when ``x`` holds many copies).
     """
-    F, xm = _quad_features(x, y)
+    F, xm = _quad_features(x, y, center)
     lo, hi = _window(lo, hi)
     idx = _check_idx(idx, F.shape[0], "quadratic_nc_batch")
     out = np.empty(idx.shape[0], dtype=np.float64)
