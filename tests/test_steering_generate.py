@@ -4,6 +4,8 @@ forward hook with ``generate``, with mixed prompt lengths (left padding) and row
 EOS; the loop stops once every row has ended, and the injection hook does not run during decoding
 when no row is steered."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -77,16 +79,32 @@ def test_unsteered_and_steered_equal_generate_with_early_eos(arch, monkeypatch):
     assert steered[0] == ours[0] and steered[2] == ours[2]             # alpha 0 rows: the unsteered tokens
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3_text", "bloom"])
+def _staggered_eos(free, new):
+    """One to three tokens of the free runs ``free`` such that every row ends (at its first token in
+    the set) before the last step, at two or more different steps; the most different steps win."""
+    best, key = None, None
+    cands = sorted({t for r in free for t in r})
+    for size in (1, 2, 3):
+        for eos in itertools.combinations(cands, size):
+            ends = [next((i for i, t in enumerate(r) if t in eos), new) for r in free]
+            k = (len(set(ends)), -max(ends))
+            if max(ends) < new - 1 and len(set(ends)) > 1 and (key is None or k > key):
+                best, key = eos, k
+    assert best is not None, "no EOS set makes the rows end at different steps"
+    return list(best)
+
+
+@pytest.mark.parametrize("arch", ["gptj", "gpt_neox", "gemma3_text", "gpt_neo"])
 def test_loop_stops_once_every_row_has_ended(arch, monkeypatch):
-    """EOS = a token each row emits at some step: the loop makes exactly one forward pass per
-    token up to the last row's EOS (not ``max_new_tokens``), and the tokens are ``generate``'s.
+    """EOS = tokens the rows emit at different steps: the loop makes exactly one forward pass per
+    token up to the last row's EOS (not ``max_new_tokens``), and the tokens are ``generate``'s (the
+    rows that ended first are not cut short by the others, nor the others by them).
     ``stop_at_eos=False`` still runs every step (fixed work)."""
     lm = load_model(f"tiny-{arch}")
     ids, _ = tokenize(lm, TEXTS)
     new = 16
     free = greedy_generate(lm, ids, new, stop_at_eos=False)
-    eos = _with_eos(lm, monkeypatch, [row[3 + i] for i, row in enumerate(free)])   # row i ends by step 3 + i
+    eos = _with_eos(lm, monkeypatch, _staggered_eos(free, new))
     calls, handle = _decoding_calls(lm)
     try:
         ours = greedy_generate(lm, ids, new)
@@ -96,9 +114,9 @@ def test_loop_stops_once_every_row_has_ended(arch, monkeypatch):
     finally:
         handle.remove()
     assert ours == _reference(lm, ids, new, eos)
+    assert len({len(r) for r in ours}) > 1            # the rows ended at different steps
     last = max(len(r) for r in ours)                  # the step at which the last row produced EOS
-    assert last <= 3 + len(TEXTS) - 1 < new - 1
-    assert n_stop == last + 1                         # prefill + one pass per step up to it, no more
+    assert n_stop == last + 1 < new                   # prefill + one pass per step up to it, no more
     assert len(calls) == new and fixed == free        # fixed work: every step, EOS ignored
 
 
