@@ -439,7 +439,7 @@ def test_numba_serial_and_parallel_paths_agree_bit_for_bit(monkeypatch):
     for serial_below, count_chunks in ((1 << 30, 1), (0, 2)):
         monkeypatch.setattr(nbs, "SERIAL_BELOW", serial_below)
         monkeypatch.setattr(nbs, "COUNT_SERIAL_BELOW", serial_below)
-        monkeypatch.setattr(nbs.nb, "get_num_threads", lambda: count_chunks)
+        monkeypatch.setattr(nbs.numba, "get_num_threads", lambda: count_chunks)
         res = []
         for mode in ("last", "mean"):
             s, u = torch.zeros(3, 70, dtype=torch.float64), torch.zeros(3, 70, dtype=torch.float64)
