@@ -16,9 +16,10 @@ Run:  .venv/bin/python benchmarks/bench_steering.py [--items 48] [--prompts 32] 
    number of greedy tokens (EOS ignored): tokens/s and peak RSS above the loaded model of
    cape (``greedy_generate`` with a ``Steering`` through ``Trace``), a plain forward hook with
    transformers' ``generate``, repeng's ``ControlModel`` and steering-vectors' ``SteeringVector``
-   (the ``peers`` extra; a peer that is not installed or fails is reported as skipped with the
+   (run by the peers' Python: ``--peers-python``, else $CAPE_PEERS_PYTHON, else ``.venv-peers/bin/python``,
+   a venv with the ``peers`` extra; a peer that is missing or fails is reported as skipped with the
    reason), and unsteered: cape vs transformers' ``generate`` (goal: cape fastest steered and
-   unsteered, memory no higher than the peers').
+   unsteered, peak memory above the model within 20 MB of ``generate``'s).
 Timings on a shared machine are noisy: take the ratios, not the seconds.
 """
 from __future__ import annotations
@@ -185,20 +186,39 @@ RUNNERS = ("cape", "forward-hook", "steering-vectors", "repeng", "cape-unsteered
 PEERS = {"steering-vectors": "steering_vectors", "repeng": "repeng"}
 
 
-def bench_generation(n: int, new: int, peers: bool = True, repeats: int = 2) -> dict:
-    import importlib.util
+def peers_python(path: str | None = None) -> tuple[str | None, str]:
+    """The Python that runs the peers (repeng, steering-vectors): ``path``, else $CAPE_PEERS_PYTHON,
+    else the checkout's ``.venv-peers/bin/python`` when it exists; (None, the reason) otherwise."""
+    path = path or os.environ.get("CAPE_PEERS_PYTHON")
+    if path:
+        return (path, "") if Path(path).exists() else (None, f"{path} does not exist")
+    default = REPO / ".venv-peers" / "bin" / "python"
+    if default.exists():
+        return str(default), ""
+    return None, "no peers Python (.venv-peers/bin/python or $CAPE_PEERS_PYTHON; make the venv with the 'peers' extra)"
 
+
+def _run_worker(python: str, name: str, n: int, new: int, repeats: int) -> dict:
+    code = WORKER % dict(repo=str(REPO), name=name, n=n, new=new, coef=COEF, repeats=repeats)
+    p = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+    if p.returncode == 0 and line:
+        return {**json.loads(line[-1][7:]), "python": python}
+    err = (p.stderr.strip().splitlines() or ["?"])[-1][:160]
+    return {"skipped": f"not installed in {python}" if "ModuleNotFoundError" in err else f"failed: {err}"}
+
+
+def bench_generation(n: int, new: int, peers: bool = True, repeats: int = 2, peer_python: str | None = None) -> dict:
+    """Each runner in a fresh process: cape and transformers with this Python, repeng and
+    steering-vectors with the peers' Python (``peers_python``; skipped with the reason without one)."""
+    py, why = peers_python(peer_python) if peers else (None, "--no-peers")
     out = {}
     for name in RUNNERS:
-        if name in PEERS and (not peers or importlib.util.find_spec(PEERS[name]) is None):
-            out[name] = {"skipped": "not installed (pip install -e '.[peers]')" if peers else "--no-peers"}
+        if name in PEERS and py is None:
+            out[name] = {"skipped": why}
             continue
-        code = WORKER % dict(repo=str(REPO), name=name, n=n, new=new, coef=COEF, repeats=repeats)
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                           env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-        line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
-        out[name] = json.loads(line[-1][7:]) if p.returncode == 0 and line else \
-            {"skipped": f"failed: {(p.stderr.strip().splitlines() or ['?'])[-1][:160]}"}
+        out[name] = _run_worker(py if name in PEERS else sys.executable, name, n, new, repeats)
     return {"prompts": n, "new_tokens": new, "runners": out}
 
 
@@ -227,11 +247,12 @@ def summary(res: dict) -> list[str]:
     return lines
 
 
-def run_all(n_items: int, n_prompts: int, new: int, peers: bool = True) -> dict:
+def run_all(n_items: int, n_prompts: int, new: int, peers: bool = True, peer_python: str | None = None) -> dict:
     from cape_hpc.models import load_model
 
     lm = load_model("smollm2-135m")
-    return {"scoring": bench_scoring(lm, n_items), "generation": bench_generation(n_prompts, new, peers)}
+    return {"scoring": bench_scoring(lm, n_items), "generation": bench_generation(n_prompts, new, peers,
+                                                                                   peer_python=peer_python)}
 
 
 @pytest.mark.realmodel
@@ -251,9 +272,11 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--peers-python", help="the Python with repeng and steering-vectors (default: $CAPE_PEERS_PYTHON, "
+                    "else .venv-peers/bin/python)")
     ap.add_argument("--json", help="also write the raw results here")
     a = ap.parse_args()
-    res = run_all(a.items, a.prompts, a.tokens, not a.no_peers)
+    res = run_all(a.items, a.prompts, a.tokens, not a.no_peers, a.peers_python)
     print("\n".join(summary(res)))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
