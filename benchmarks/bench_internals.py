@@ -122,7 +122,7 @@ def bench_generation(lm, n=32, new_tokens=16) -> dict:
     import torch
 
     from cape_hpc.internals import load_prompts
-    from cape_hpc.models.batching import tokenize
+    from cape_hpc.models.batching import left_pad, pad_id, tokenize
     from cape_hpc.steering import calibrate_direction, greedy_generate, run_steering
     from cape_hpc.steering import Steering, SteerOptions
 
@@ -132,20 +132,29 @@ def bench_generation(lm, n=32, new_tokens=16) -> dict:
     ids, _ = tokenize(lm, ps.texts)
     v = torch.as_tensor(d.vector, dtype=torch.float32)
 
+    input_ids, mask, _ = left_pad(ids, pad_id(lm))
+
     def plain():
         greedy_generate(lm, ids, new_tokens, stop_at_eos=False)
 
     def steered():
         greedy_generate(lm, ids, new_tokens, Steering(d.probe_layer, v, 0.5), stop_at_eos=False)
 
+    def generate():                                   # transformers' own greedy loop, the same fixed work
+        with torch.inference_mode():
+            lm.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=new_tokens,
+                              min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad_id(lm))
+
     steered()
-    t = _interleaved({"plain": plain, "steered": steered}, 4)
+    generate()
+    t = _interleaved({"plain": plain, "steered": steered, "generate": generate}, 4)
     t_plain, t_steer = t["plain"], t["steered"]
     opts = SteerOptions(alpha=0.5, max_new_tokens=new_tokens, prompt_set="all")
     t = _interleaved({"b32": lambda: run_steering(lm, cal, ps, opts, batch_size=32, direction=d),
                       "b1": lambda: run_steering(lm, cal, ps, opts, batch_size=1, direction=d)}, 1)
     t_b, t_1 = t["b32"], t["b1"]
     return {"prompts": n, "new_tokens": new_tokens, "unsteered_s": t_plain, "steered_s": t_steer,
+            "generate_s": t["generate"], "unsteered_speed_vs_generate": t["generate"] / t_plain,
             "steering_overhead": t_steer / t_plain - 1, "run_steering_batch32_s": t_b,
             "run_steering_batch1_s": t_1, "batched_speedup": t_1 / t_b}
 
