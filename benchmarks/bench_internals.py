@@ -1,23 +1,34 @@
 """Internals and steering benchmark on SmolLM2-135M (CPU): the issues' figures.
 
-Run:  .venv/bin/python benchmarks/bench_internals.py [--prompts 256] [--memory 256,4096]
-          [--memory-tiny 65536] [--peers] [--json out.json]
+Run:  .venv/bin/python benchmarks/bench_internals.py [--prompts 256] [--parts extraction,memory,...]
+          [--ladders] [--memory 256,4096] [--memory-tiny 65536] [--memory-wide 500,8000]
+          [--peers [--peers-python PY]] [--device cuda] [--json out.json]
       .venv/bin/python -m pytest benchmarks/bench_internals.py --benchmark-only -s   (``make bench``;
       CAPE_BENCH_PROMPTS sets the prompt count, default 256; CAPE_BENCH_FULL=1 adds the memory
-      ladder 256 / 4,096 (SmolLM2) / 65,536 (tiny model) and the peers side by side)
+      ladders and the peers side by side)
+      On a GPU: ``--device cuda --parts extraction`` (the model on the GPU, every timing synchronised;
+      the memory parts and the peers are CPU figures and are left out there).
 
-5. Streaming memory: peak RSS above the loaded model of ``extract_internals`` (all taps, a fixed
-   ``--pair-budget-mb``) at 256, 4,096 prompts (SmolLM2) and 65,536 (a tiny llama), each in a fresh
-   process (goal: at most 1.1x from the smallest to the largest).
-6. Side by side, the same work (every layer, last-token pooling, 256 prompts, batch 32, per-layer
-   coupling), each in a fresh process, time and peak RSS above the model: ``extract_internals``
-   (residual tap), a plain transformers loop with ``output_hidden_states=True``, nnsight and
-   TransformerLens (the ``peers`` extra; a peer that is not installed or cannot load the model is
-   reported as skipped with the reason).  TransformerLens gets SmolLM2's own weights converted
-   in memory (``convert_llama_weights``) -- no download.
+5. Streaming memory (``--ladders``, issue 22): peak RSS above the loaded model of ``extract_internals``,
+   each size in a fresh process (``_STREAM_MEM``): a 6-block x 1024-wide llama (random weights, byte
+   tokenizer, residual tap, prompts cut to 32 tokens) at 500 and 8,000 prompts (goal: growth < 46 MB)
+   and a tiny 4 x 256 llama (all taps) at 256 and 65,536 prompts (goal: <= 1.1x).  The pair budget
+   (``LADDERS``) is set so both ends hold the same state: the exact pair count keeps every prompt's
+   unit vectors up to ``--pair-budget-mb`` (the default 256 MiB would be 188 MiB of them at 8,000
+   prompts on 6 x 1024), and that state is the user's choice; the ladder measures everything else.
+6. Side by side (``--peers``), the same work (every layer, last-token pooling, batch 32, per-layer
+   coupling), each tool in a fresh process of the peers' Python (``--peers-python``, else
+   ``$CAPE_PEERS_PYTHON``, else ``.venv-peers/bin/python`` from ``make peers``), best of the repeats
+   and peak RSS above the model: ``extract_internals`` (residual tap), a plain transformers loop with
+   ``output_hidden_states=True`` (and ``logits_to_keep=1``), nnsight 0.8 (``LanguageModel`` over the
+   loaded model, ``.save()`` of each block's last token) and TransformerLens 4 (``TransformerBridge``
+   booted from SmolLM2's local folder, ``run_with_cache`` of ``blocks.{l}.hook_out``; no download).  A
+   peer that fails is reported as skipped with its last error line; every peer's couplings are
+   compared with cape's (``couplings_equal``: within 1e-4) and the speed-up is over the fastest peer
+   (goal >= 1.2x).
 
 1. Extraction (all taps, all statistics) vs a bare forward pass over the same left-padded batches
-   (goal: overhead <= 10 %).  Two bare baselines: the plain ``model(**batch)`` (which also computes
+   (goal, issue 22: <= 5 % over the last-position baseline).  Two bare baselines: the plain ``model(**batch)`` (which also computes
    the [S, vocab] logits of every position) and one with ``logits_to_keep=1`` (last position only),
    since extraction stops the pass after the final norm and never forms per-position logits.
 2. Steered vs unsteered batched greedy generation, the same fixed number of steps (EOS ignored so
