@@ -98,3 +98,12 @@ def test_numba_loads_with_the_first_numba_kernel(tmp_path):
             "ck.pooled_tap(torch.ones(1, 2, 3), backend='numba')\n"
             "print(json.dumps([before, mid, 'numba' in sys.modules]))")
     assert json.loads(_run(code, {"XDG_CACHE_HOME": str(tmp_path)})) == [False, False, True]
+
+
+def test_the_backend_check_imports_numba_with_the_user_cache(tmp_path):
+    code = ("import json\n"
+            "from cape_kernels.backends import available_backends\n"
+            "assert 'numba' in available_backends('cpu')\n"
+            "import numba\n"
+            "print(json.dumps(numba.config.CACHE_DIR))")
+    assert json.loads(_run(code, {"XDG_CACHE_HOME": str(tmp_path)})) == str(tmp_path / "cape_kernels" / "numba")

@@ -45,8 +45,8 @@ def _installed(name: str) -> str | None:
     """None if the backend's package imports, else the reason it does not."""
     if name == "torch":
         return None
-    try:
-        importlib.import_module(name)
+    try:  # numba through numba_jit, which points numba's cache at the user folder first
+        importlib.import_module("cape_kernels.numba_jit" if name == "numba" else name)
     except Exception as exc:  # ImportError, or a broken install
         return f"{name} is not importable ({type(exc).__name__}: {exc})"
     if importlib.util.find_spec(_MODULES[name]) is None:
