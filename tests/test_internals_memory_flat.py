@@ -1,7 +1,8 @@
 """Extraction's host side stays flat and reports its progress (issue 22 items 3, 4, 6): one progress
 task in prompts advanced once per batch by the batch's size (a count the host knows, so no device
 synchronisation); nothing of a batch outlives it (its device indices, kept tensors); the tokenizer is
-called on lists of texts and gives the ids of one call per text.  The memory figures themselves are
+called on lists of texts and gives the ids of one call per text; torch's thread count survives the
+numba kernels.  The memory figures themselves are
 the benchmark's (benchmarks/bench_internals.py --ladders: fresh processes, peak RSS)."""
 from __future__ import annotations
 
@@ -86,3 +87,21 @@ def test_tokenize_equals_one_tokenizer_call_per_text(spec):
         got, truncated = tokenize(lm, texts, add_special_tokens=special)
         ref = [list(lm.tokenizer(t, add_special_tokens=special)["input_ids"]) for t in texts]
         assert got == ref and truncated == []
+
+
+def test_extraction_keeps_torchs_thread_count():
+    """numba's omp layer shares torch's OpenMP runtime: a parallel numba kernel (the statistics'
+    participation ratio, large pooling calls) set torch's count to numba's, so a process that gave
+    torch fewer threads than numba ran its next forward passes on a spinning OpenMP team."""
+    import numba
+    import torch
+
+    lm = load_model("tiny-llama")
+    before = torch.get_num_threads()
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    torch.set_num_threads(1)
+    try:
+        extract_internals(lm, load_prompts().subset(16), batch_size=8, block_resamples=0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
