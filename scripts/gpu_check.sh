@@ -61,7 +61,7 @@ memcheck_extract 45  compute-sanitizer --tool memcheck: tiny extraction on CUDA
 memcheck_steer   45  compute-sanitizer --tool memcheck: tiny steered scoring + generation on CUDA
 bench            80  cape bench --device cuda --csv bench.csv (roofline vs copy bandwidth and matmul rate)
 throughput       50  extraction vs bare forward, batch 64, Pythia-1.4B config, random bf16 weights
-steering_grid    35  nine-point alpha grid vs one alpha (benchmarks/bench_steering.py), same model
+steering_grid    50  nine-point alpha grid vs one alpha, shared prefix vs whole rows (benchmarks/bench_steering.py), same model
 split            25  tiny models split GPU + CPU offload vs one GPU: extraction and steered scores
 racecheck        60  compute-sanitizer --tool racecheck: tiny extraction (only if time is left)"
 
