@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from cape_hpc.errors import DataError
+
+if TYPE_CHECKING:  # annotations only: pandas is imported where it is used (CLI start-up)
+    import numpy as np
+    import pandas as pd
 
 __all__ = ["SCALE", "Axis", "SCALE_AXES", "axis_of", "on_scale", "scale_values"]
 

@@ -21,9 +21,12 @@ baselines; the per-column errors list the internal variables too.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from cape_hpc.errors import DataError, OptionError
+
+if TYPE_CHECKING:  # annotations only: pandas is imported where it is used (CLI start-up)
+    import pandas as pd
 
 __all__ = ["INTERNAL_PREFIX", "INTERNAL_QUANTITIES", "INTERNAL_SCALE", "is_internal", "internal_quantity",
            "score_columns", "join_internals"]

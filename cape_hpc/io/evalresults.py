@@ -22,6 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cape_hpc.errors import DataError
 from cape_hpc.io.evalresults_cells import (CellSource, cells_of_file, check_comparable, choose_cells,
@@ -30,6 +31,9 @@ from cape_hpc.io.evalresults_map import REQUIRED, ImportOptions, map_text
 from cape_hpc.io.evalresults_readers import RunFile, read_run_file
 from cape_hpc.io.text import read_text
 from cape_hpc.schema import Provenance, Result
+
+if TYPE_CHECKING:  # annotations only: pandas is imported where it is used (CLI start-up)
+    import pandas as pd
 
 __all__ = ["ImportOptions", "ModelRow", "ScoreImport", "import_results", "import_runs", "is_results_path", "load_results_table",
            "write_import", "companion_path", "load_store_table"]

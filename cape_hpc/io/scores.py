@@ -24,12 +24,15 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cape_hpc.errors import DataError
 from cape_hpc.io.data import data_file
 from cape_hpc.io.text import read_text
 from cape_hpc.schema import Result
+
+if TYPE_CHECKING:  # annotations only: pandas is imported where it is used (CLI start-up)
+    import pandas as pd
 
 SCORE_COLUMNS = ("HS", "TQA", "ARC", "WG", "MMLU")
 TQA_VARIANTS = ("mc1", "mc2")

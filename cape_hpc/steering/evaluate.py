@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from cape_hpc.errors import DataError, OptionError
+from cape_hpc.errors import OptionError
 from cape_hpc.schema import Provenance
 from cape_hpc.stats.intervals import wilson_interval
 from cape_hpc.stats.mcnemar import mcnemar_exact
