@@ -159,13 +159,13 @@ def bench_generation(lm, n=32, new_tokens=16) -> dict:
     steered()
     generate()
     t = _interleaved({"plain": plain, "steered": steered, "generate": generate}, 4)
-    t_plain, t_steer = t["plain"], t["steered"]
+    t_plain, t_steer, t_gen = t["plain"], t["steered"], t["generate"]
     opts = SteerOptions(alpha=0.5, max_new_tokens=new_tokens, prompt_set="all")
     t = _interleaved({"b32": lambda: run_steering(lm, cal, ps, opts, batch_size=32, direction=d),
                       "b1": lambda: run_steering(lm, cal, ps, opts, batch_size=1, direction=d)}, 1)
     t_b, t_1 = t["b32"], t["b1"]
     return {"prompts": n, "new_tokens": new_tokens, "unsteered_s": t_plain, "steered_s": t_steer,
-            "generate_s": t["generate"], "unsteered_speed_vs_generate": t["generate"] / t_plain,
+            "generate_s": t_gen, "unsteered_speed_vs_generate": t_gen / t_plain,
             "steering_overhead": t_steer / t_plain - 1, "run_steering_batch32_s": t_b,
             "run_steering_batch1_s": t_1, "batched_speedup": t_1 / t_b}
 
