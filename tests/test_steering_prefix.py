@@ -111,6 +111,21 @@ def test_truncated_rows_and_rows_without_prefix(model, positions):
     np.testing.assert_allclose(sh.logprob, whole.logprob, rtol=0, atol=TOL[dtype])
 
 
+def test_rows_at_the_full_context_of_absolute_positions():
+    """GPT-2 (absolute position table of 256): an item truncated to exactly 256 tokens with a short
+    answer shares a batch with an item whose answer is long; the short row's right-padding slots must
+    not step past position 255 (they repeat the row's last position), and the scores equal the whole
+    rows'."""
+    lm = load_model("tiny-gpt2", dtype="float64")
+    n_ctx = lm.model.config.n_positions
+    ids = [list(range(3, 3 + n_ctx - 1)) + [7], list(range(3, 30)) + [8, 9, 10, 11, 12, 13, 14, 15]]
+    n_ans = [1, 8]
+    assert len(ids[0]) == n_ctx
+    whole, sh = _both(lm, ids, n_ans, lambda: None, batch_size=2, backend="torch")
+    assert np.isfinite(sh.logprob).all()
+    np.testing.assert_allclose(sh.logprob, whole.logprob, rtol=0, atol=TOL["float64"])
+
+
 def test_calibration_states_and_unsteered_scores(model):
     """The baseline pass: scores and the pooled states at every candidate layer (last token: from the
     continuations; mean: the rows run whole) equal the whole-row pass."""

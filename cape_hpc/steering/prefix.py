@@ -117,7 +117,10 @@ def suffix_batch(loaded, shared: SharedRows, pb: Batch, rows: Sequence[int]) -> 
         ids[i, :ls[i]] = torch.as_tensor(shared.suffix[r], dtype=torch.long)
         smask[i, :ls[i]] = 1
         pmask[i, P - lp[i]:] = 1
-    pos = torch.as_tensor(lp, dtype=torch.long)[:, None] + torch.arange(S)[None, :]
+    # a pad slot repeats its row's last position (masked, after every real token): positions never pass
+    # the row's own end, so a row at the model's full context stays inside absolute position tables
+    last = torch.as_tensor(ls, dtype=torch.long)[:, None] - 1
+    pos = torch.as_tensor(lp, dtype=torch.long)[:, None] + torch.minimum(torch.arange(S)[None, :], last)
     rows_t = torch.as_tensor(list(rows), dtype=torch.long)
     nb = device.type != "cpu"
 
