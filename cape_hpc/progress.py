@@ -138,12 +138,13 @@ def _is_terminal(stream) -> bool:
 
 _CONTROL = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _TIMES = re.compile(r"\s*\[[^\]]*\]$")   # tqdm's trailing "[elapsed<left, rate]"
+_BAR = re.compile(r"\|[^|]*\|")           # tqdm's "|####  |": its width follows the rate's text length
 
 
 class _Lines:
     """A stream for tqdm that turns each in-place redraw (``\\r`` + status) into one line; blank
-    redraws (a cleared bar) and a repeat of the previous line (the same count: a bar's closing redraw)
-    are dropped."""
+    redraws (a cleared bar) and a repeat of the previous line (the same count: a bar's closing redraw,
+    whatever its times, rate and bar width) are dropped."""
 
     def __init__(self, out: TextIO):
         self.out = out
@@ -152,7 +153,7 @@ class _Lines:
     def write(self, s: str) -> int:
         for part in _CONTROL.sub("", s).replace("\n", "\r").split("\r"):
             line = part.rstrip()
-            key = _TIMES.sub("", line)
+            key = _BAR.sub("", _TIMES.sub("", line))
             if line and key != self.last:
                 self.out.write(line + "\n")
                 self.last = key

@@ -92,6 +92,18 @@ def test_a_log_gets_plain_lines_with_the_prefix():
     assert "prompt/s" in text and lines[-1].startswith("rank 2: unknown: 3item")
 
 
+def test_a_log_drops_a_closing_redraw_whose_bar_width_changed():
+    # tqdm narrows the bar when the rate's text grows (ncols fixed): the closing redraw of the same
+    # count is still a repeat (a fast CI run printed 4/4 twice)
+    out = io.StringIO()
+    lines = progress._Lines(out)
+    lines.write("\rtask: 100%|##########| 4/4 [00:00<00:00, 3.20prompt/s]")
+    lines.write("\rtask: 100%|#######| 4/4 [00:00<00:00, 123456.78prompt/s]\n")
+    lines.write("\rtask:  50%|###   | 2/4 [00:01<00:01, 2.00prompt/s]")
+    assert out.getvalue().splitlines() == ["task: 100%|##########| 4/4 [00:00<00:00, 3.20prompt/s]",
+                                           "task:  50%|###   | 2/4 [00:01<00:01, 2.00prompt/s]"]
+
+
 def test_a_log_drops_a_task_shorter_than_the_interval(monkeypatch):
     out = io.StringIO()
     monkeypatch.setenv("CAPE_PROGRESS_INTERVAL", "60")
