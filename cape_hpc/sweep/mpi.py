@@ -109,8 +109,10 @@ def limit_numba_threads(n: int) -> None:
     compile, and from 0.68 a value other than the one its pool was launched with makes that compile
     raise "Cannot set NUMBA_NUM_THREADS to a different value once the threads have been launched"
     (whether the pool was up depended on numba's cache, so the failure was intermittent).
-    ``numba.set_num_threads`` only masks the launched pool, which is all a rank needs."""
-    import numba
+    ``numba.set_num_threads`` only masks the launched pool, which is all a rank needs.  numba comes
+    through ``cape_kernels.numba_jit`` (its kernels' cache folder, and its pool started with torch's
+    thread count kept: starting it here would otherwise undo the budget just given to torch)."""
+    from cape_kernels.numba_jit import numba
 
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
 

@@ -353,7 +353,7 @@ def run_bench(device: str = "cpu", shapes=None, ops=None, backends=None, repeats
     other backends.  ``threads``: CPU threads for torch and numba during the run (None: as set)."""
     if threads is None:
         return _run_bench(device, shapes, ops, backends, repeats, dtype, graphs, progress, baselines, stat)
-    import numba
+    from cape_kernels.numba_jit import numba
 
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")

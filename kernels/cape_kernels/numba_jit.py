@@ -9,10 +9,14 @@ The cache: compiled kernels are written to ``NUMBA_CACHE_DIR`` when the user set
 installed sources; a second process loads them instead of compiling.  The variable is set here
 before numba is imported.  When that folder cannot be written, the kernels are compiled in every
 process, silently (no cache, and nothing written to the install folder).
+
+The thread pool: numba's is started here, once per process, with torch's CPU thread count kept
+(``start_thread_pool``), so no parallel kernel changes the number of threads torch runs with.
 """
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import types
 from pathlib import Path
@@ -53,6 +57,30 @@ if CACHE and numba.config.CACHE_DIR != CACHE_DIR:  # numba was imported before u
     numba.core.config.reload_config()
 
 prange = numba.prange
+
+
+def start_thread_pool() -> None:
+    """Start numba's thread pool (once per process; later calls do nothing) with torch's CPU
+    thread count as it was.
+
+    numba's ``omp`` threading layer starts its pool with ``omp_set_num_threads(NUMBA_NUM_THREADS)``,
+    and torch (which loads its libgomp globally) reads its count from that same setting, so a
+    process that had given torch fewer threads than numba ran every later torch op on numba's count
+    (a bare forward 10x slower on a loaded 2-core machine, torch at 1 thread).  Only the start does
+    this: each parallel launch passes its count to its own parallel region.  So the pool is started
+    here, when the first numba kernel module is imported and before any kernel runs, and torch's
+    count is put back: every parallel kernel (pooling, set-mean, pairwise, steering, the resampling
+    and streaming kernels) is covered, at no cost per call.  torch is not imported for this: when
+    it is not loaded there is no count to keep (it reads ``OMP_NUM_THREADS`` when it starts, unless
+    numba's pool started first, which then wins)."""
+    torch = sys.modules.get("torch")
+    n = torch.get_num_threads() if torch is not None else 0
+    numba.get_num_threads()              # starts the pool, selecting the threading layer
+    if n and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+start_thread_pool()
 
 
 def njit(fn=None, **kw):
