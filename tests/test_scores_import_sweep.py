@@ -115,3 +115,24 @@ models:
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["inputs"]["base"]["n_rows"] == 2 and "coupling" in out["analysis"]
+
+
+def test_lm_eval_request_bars_follow_progress_and_stdout_stays_clean(tasks, capfd):
+    """Without a progress display (--progress off, or not a terminal) lm-eval's request bars are off;
+    with one they show; lm-eval never writes to stdout (a --json output stays parseable)."""
+    import io
+
+    from cape_hpc import progress
+    from cape_hpc.models import load_model
+
+    opts = ScoresOptions(tasks=("cape_mc:0",), include_path=str(tasks), limit=3, metric=MAP)
+    loaded = load_model("tiny-llama")
+    capfd.readouterr()
+    quiet = run_scores(loaded, opts, name="tiny-llama", params=1.3e5)
+    out, err = capfd.readouterr()
+    assert out == "" and "Running loglikelihood requests" not in err
+    with progress.shown(progress.tqdm_display(io.StringIO())):
+        shown = run_scores(loaded, opts, name="tiny-llama", params=1.3e5)
+    out, err = capfd.readouterr()
+    assert out == "" and "Running loglikelihood requests" in err
+    assert json.loads(quiet.results_json)["results"] == json.loads(shown.results_json)["results"]

@@ -19,13 +19,17 @@ turns the runs of a merged sweep into the score table through the same metric ma
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cape_hpc import progress
 from cape_hpc.errors import OptionError
 from cape_hpc.io.evalresults import ImportOptions, ScoreImport, import_runs
 from cape_hpc.io.evalresults_readers import read_run_document
@@ -97,13 +101,30 @@ class ScoreRun(Result):
     provenance: Provenance
 
 
+#: the HFLM methods that draw lm-eval's request bars (the long ones: minutes per task)
+_REQUEST_METHODS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
+
+
+def _request_bars_follow_progress(lm: Any) -> Any:
+    """lm-eval's request bars show only where cape shows progress (``--progress``, a display installed:
+    ``cape_hpc.progress``); otherwise its request methods get ``disable_tqdm=True``.  Its short bars
+    (building contexts, the stderr bootstrap) are not reachable this way and still print."""
+    if not progress.is_shown():
+        for name in _REQUEST_METHODS:
+            setattr(lm, name, functools.partial(getattr(lm, name), disable_tqdm=True))
+    return lm
+
+
 def _evaluate(lm: Any, tasks: list[str], shots: int | None, opts: ScoresOptions) -> dict:
+    """One ``simple_evaluate``; what lm-eval prints (``bootstrapping for stddev``) goes to stderr, so a
+    command's stdout (``--json``) stays machine-readable."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=opts.include_path) if opts.include_path else TaskManager()
-    return lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=shots, limit=opts.limit,
-                                   task_manager=manager, log_samples=False, bootstrap_iters=1000)
+    with contextlib.redirect_stdout(sys.stderr):
+        return lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=shots, limit=opts.limit,
+                                       task_manager=manager, log_samples=False, bootstrap_iters=1000)
 
 
 def run_scores(loaded: Any, opts: ScoresOptions, *, name: str, params: float, family: str = "",
@@ -113,7 +134,8 @@ def run_scores(loaded: Any, opts: ScoresOptions, *, name: str, params: float, fa
     from lm_eval.models.huggingface import HFLM
 
     t0 = time.perf_counter()
-    lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=opts.batch_size, device=device)
+    lm = _request_bars_follow_progress(
+        HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=opts.batch_size, device=device))
     doc: dict[str, Any] = {}
     for shots, tasks in opts.by_shots().items():
         part = _evaluate(lm, tasks, shots, opts) or {}
