@@ -1,6 +1,7 @@
 """N_c estimators and their bootstrap: hand sequences, numpy.polyfit, an independent pure-Python
 re-implementation of the resampled estimators, and scipy.stats.bootstrap (unstratified percentile)."""
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -288,3 +289,20 @@ def test_min_delta_is_in_the_chosen_units():
     half = nc(df, "gamma-fit", pooled=True, bootstrap=False, min_delta=0.5).estimates[0]
     assert default.n_intervals == half.n_intervals   # the 0.5-point default, converted
     assert nc(df, "gamma-fit", pooled=True, bootstrap=False, units="fraction").min_delta == 0.005
+
+
+@pytest.mark.parametrize("ci_method", ["percentile", "bca"])
+def test_quadratic_estimate_is_the_same_on_the_numpy_and_numba_backends(monkeypatch, ci_method):
+    """The quadratic's kernels (fit, intervals, bootstrap stream, jackknife) on either backend give one
+    result, every number equal (cape_kernels.numpy_resample.resample_kernels picks by the work)."""
+    import cape_hpc.analysis.nc as nc_module
+    from cape_kernels import numpy_resample, resample
+
+    df = load_scores()
+    results = []
+    for module in (numpy_resample, resample):
+        monkeypatch.setattr(nc_module, "resample_kernels", lambda draws, module=module: module)
+        results.append([estimate_nc(df, NcOptions(estimator="quadratic", pooled=pooled, n_resamples=3001, seed=7,
+                                                  ci_method=ci_method)).to_json() for pooled in (False, True)])
+    assert results[0] == results[1]
+    assert json.loads(results[0][1])["estimates"][0]["bootstrap"]["n_valid"] > 0

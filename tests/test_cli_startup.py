@@ -60,19 +60,30 @@ def test_bad_option_is_one_line_exit_2_without_heavy_modules(tmp_path, argv, fla
 
 
 def test_nc_imports_what_it_computes_with_and_no_torch(tmp_path):
-    """A command that needs the heavy modules still gets them (imported when it runs), and `cape nc`
-    needs no torch and no transformers."""
-    probe, proc = _cape(tmp_path, "nc", "--estimator", "quadratic", "-n", "200", "--scope", "pooled", "--json")
+    """A command that needs the heavy modules still gets them (imported when it runs: the gamma
+    estimators' numba), and `cape nc` needs no torch and no transformers."""
+    probe, proc = _cape(tmp_path, "nc", "--estimator", "sign-change", "-n", "200", "--scope", "pooled", "--json")
     assert probe["rc"] == 0, proc.stderr
-    result = json.loads(proc.stdout)["quadratic_pooled"]
-    assert result["estimator"] == "quadratic" and result["estimates"][0]["bootstrap"]["n_resamples"] == 200
-    assert {"pandas", "numba"} <= set(probe["heavy"])
+    result = json.loads(proc.stdout)["sign-change_pooled"]
+    assert result["estimator"] == "sign-change" and result["estimates"][0]["bootstrap"]["n_resamples"] == 200
+    assert "numba" in probe["heavy"]
     assert not {"torch", "transformers", "matplotlib"} & set(probe["heavy"]), probe["heavy"]
 
 
+def test_quadratic_nc_runs_without_numba_scipy_or_pandas(tmp_path):
+    """`cape nc --estimator quadratic -n 100000` (the start-up goal's command) runs on the numpy
+    backend (cape_kernels.numpy_resample.resample_backend) and reads its table as ScoreColumns: no
+    numba, llvmlite, scipy or pandas in the process."""
+    probe, proc = _cape(tmp_path, "nc", "--estimator", "quadratic", "-n", "100000", "--json")
+    assert probe["rc"] == 0, proc.stderr
+    result = json.loads(proc.stdout)["quadratic_pooled"]
+    assert result["estimates"][0]["bootstrap"]["n_resamples"] == 100000
+    assert probe["heavy"] == [], probe["heavy"]
+
+
 def test_options_constants_equal_the_kernels():
-    """The N_c estimators and attach rules are written beside the options (no numba to parse flags);
-    they are the kernels' (cape_kernels.resample) plus the quadratic."""
+    """The N_c estimators and attach rules of the options (taken from the numba-free
+    cape_kernels.numpy_resample) are the numba kernels' (cape_kernels.resample) plus the quadratic."""
     from cape_kernels.resample import ATTACH_CODES, GAMMA_NC_ESTIMATORS
 
     from cape_hpc.analysis.options import ATTACH, ESTIMATORS

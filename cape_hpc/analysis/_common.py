@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
 
 from cape_hpc.analysis.options import PHASES
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.options import Options
 from cape_hpc.schema import Provenance
+
+if TYPE_CHECKING:  # annotations only: pandas is imported where it is used (`cape nc` runs without it)
+    import pandas as pd
 
 __all__ = ["PHASES", "check_columns", "check_pair", "require_table_columns", "table_sha256", "provenance",
            "select_families", "family_order", "family_groups", "split_by", "sort_by_n", "complete_rows",
@@ -40,8 +42,17 @@ def check_columns(df: pd.DataFrame, columns: Sequence[str], option: str = "--pai
         if c not in df.columns:
             raise OptionError(f"option '{option}': unknown column {c!r} "
                               f"(table {_table_name(df)} has: {', '.join(str(c) for c in df.columns if not str(c).startswith('_'))})")
-        if not pd.api.types.is_numeric_dtype(df[c]):
+        if not _numeric(df[c]):
             raise OptionError(f"option '{option}': column {c!r} of {_table_name(df)} is not numeric")
+
+
+def _numeric(column) -> bool:
+    """A numeric column: a numpy array of numbers or bools, else pandas' rule for a Series."""
+    if isinstance(column, np.ndarray):
+        return column.dtype.kind in "biuf"
+    import pandas as pd
+
+    return pd.api.types.is_numeric_dtype(column)
 
 
 def check_pair(df: pd.DataFrame, b1: str, b2: str, option: str = "--pair") -> None:
@@ -72,7 +83,8 @@ def provenance(method: str, opts: Options, inputs: dict[str, pd.DataFrame] | Non
 
 def select_families(df: pd.DataFrame, families: Sequence[str] | str | None,
                     option: str = "--families") -> pd.DataFrame:
-    """Rows of the named families (all when None); unknown names raise OptionError."""
+    """Rows of the named families (all when None); unknown names raise OptionError.  ``df``: a
+    DataFrame or a ``cape_hpc.io.scores.ScoreColumns``."""
     require_table_columns(df, ("family",), "scores")
     if families is None:
         return df
@@ -83,7 +95,7 @@ def select_families(df: pd.DataFrame, families: Sequence[str] | str | None,
     if unknown:
         raise OptionError(f"option '{option}': unknown famil{'y' if len(unknown) == 1 else 'ies'} "
                           f"{', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})")
-    return df.loc[df["family"].isin(list(families))]
+    return df.take(np.flatnonzero(np.isin(np.asarray(df["family"], dtype=object), list(families))))
 
 
 def family_order(df: pd.DataFrame) -> list[str]:
@@ -102,6 +114,8 @@ def family_groups(df: pd.DataFrame, column: str = "family") -> list[tuple[str, p
 def split_by(codes_of: Sequence, values: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """(group, values of its rows) for each distinct label of ``codes_of`` in order of first
     appearance: one sort, not a mask per group."""
+    import pandas as pd
+
     codes, uniq = pd.factorize(pd.Series(list(codes_of)), sort=False)
     order = np.argsort(codes, kind="stable")
     parts = np.split(np.asarray(values)[order], np.cumsum(np.bincount(codes, minlength=len(uniq)))[:-1])
@@ -114,10 +128,21 @@ def sort_by_n(df: pd.DataFrame, column: str = "params") -> pd.DataFrame:
     return df.sort_values([column, "model"], kind="mergesort")
 
 
+def _present(column) -> np.ndarray:
+    """bool[rows]: the cells that are not blank (NaN or None) of a Series or a numpy column."""
+    if hasattr(column, "notna"):
+        return column.notna().to_numpy()
+    column = np.asarray(column)
+    if column.dtype.kind == "f":
+        return ~np.isnan(column)
+    return np.array([v is not None and v == v for v in column], dtype=bool)
+
+
 def complete_rows(df: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
-    """(rows with every column present, names of the models dropped for a blank cell)."""
-    mask = df[list(columns)].notna().all(axis=1)
-    return df.loc[mask], [str(m) for m in df.loc[~mask, "model"]]
+    """(rows with every column present, names of the models dropped for a blank cell); ``df`` a
+    DataFrame or a ``cape_hpc.io.scores.ScoreColumns``."""
+    mask = np.logical_and.reduce([_present(df[c]) for c in columns]) if len(columns) else np.ones(len(df), bool)
+    return df.take(np.flatnonzero(mask)), [str(m) for m in np.asarray(df["model"], dtype=object)[~mask]]
 
 
 def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cape_hpc.analysis._common import check_columns, complete_rows, provenance, select_families
-from cape_hpc.analysis.options import GROUPS, MATRICES, DeffOptions, PhasesOptions, narrow  # noqa: F401 (re-exported)
+from cape_hpc.analysis.options import DeffOptions, PhasesOptions, narrow
 from cape_hpc.errors import OptionError
 from cape_hpc.schema import BootstrapSummary, Provenance, Result
 from cape_hpc.stats import BootstrapOptions, ParticipationRatioStatistic, bootstrap, summarize

@@ -35,24 +35,35 @@ the models' log N range otherwise).  Resampled duplicates of a model have equal 
 interval between them is undefined and skipped.  Every estimator runs on the fused kernels of
 ``cape_kernels.resample`` (``gamma_nc_boot``, ``quadratic_nc_boot``: indices drawn while the fit
 accumulates, no index matrix), the same code for the full-sample value; each resample depends only on
-(seed, resample number), so results do not depend on the thread count.
+(seed, resample number), so results do not depend on the thread count.  The quadratic's kernels
+have two backends with the same bits, numba and numpy (``cape_kernels.numpy_resample``):
+``resample_kernels`` picks numpy when this process has not imported numba and the bootstrap draws
+at most ``NUMPY_MAX_DRAWS`` rows (a new `cape nc` process is then done before numba would have
+loaded), numba otherwise.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-import numpy as np
-import pandas as pd
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-from cape_kernels import gamma_line, nc_intervals, quadratic_fit
+import numpy as np
+
+from cape_kernels.numpy_resample import resample_kernels
 
 from cape_hpc.analysis._common import check_pair, complete_rows, family_order, provenance, select_families
-from cape_hpc.analysis.options import ATTACH, ESTIMATORS, NcOptions  # noqa: F401 (declared with the options)
+from cape_hpc.analysis.options import NcOptions
 from cape_hpc.analysis.scale import SCALE, axis_of, on_scale
 from cape_hpc.errors import DataError, OptionError
 from cape_hpc.schema import BootstrapSummary, Provenance, Result
 from cape_hpc.stats import BatchStatistic, BootstrapOptions, bootstrap, note_extrapolation, summarize
+
+if TYPE_CHECKING:  # annotations only: the table may be a pandas DataFrame
+    import pandas as pd
+
+    from cape_hpc.io.scores import ScoreColumns
 
 MIN_MODELS = 3
 
@@ -96,10 +107,11 @@ class QuadraticNcStatistic(BatchStatistic):
     """log10 N_c = -b / (2a) of the least-squares quadratic y = a x^2 + b x + c (x = log10 N).
 
     Valid only when a > 0 and lo <= vertex <= hi; the default window is the data's x range.  Fused
-    kernels ``cape_kernels.quadratic_nc_boot`` / ``quadratic_nc_batch``.
+    kernels ``quadratic_nc_boot`` / ``quadratic_nc_batch`` of ``kernels`` (a backend module,
+    ``cape_kernels.numpy_resample.resample_kernels``; default numba's ``cape_kernels.resample``).
     """
 
-    def __init__(self, x, y, lo: float | None = None, hi: float | None = None):
+    def __init__(self, x, y, lo: float | None = None, hi: float | None = None, kernels: ModuleType | None = None):
         x = np.asarray(x, dtype=np.float64).reshape(-1)
         y = np.asarray(y, dtype=np.float64).reshape(-1)
         if x.shape != y.shape or x.size < 3:
@@ -114,16 +126,13 @@ class QuadraticNcStatistic(BatchStatistic):
         self.n = x.size
         self.name = "quadratic_log10_nc"
         self.fused = True
+        self.kernels = resample_kernels(math.inf) if kernels is None else kernels
 
     def batch(self, idx):
-        from cape_kernels import quadratic_nc_batch
-
-        return quadratic_nc_batch(self.x, self.y, idx, self.lo, self.hi)
+        return self.kernels.quadratic_nc_batch(self.x, self.y, idx, self.lo, self.hi)
 
     def stream(self, strata, count, seed, start):
-        from cape_kernels import quadratic_nc_boot
-
-        return quadratic_nc_boot(self.x, self.y, strata, count, seed, self.lo, self.hi, start=start)
+        return self.kernels.quadratic_nc_boot(self.x, self.y, strata, count, seed, self.lo, self.hi, start=start)
 
     def options(self):
         return {"statistic": "quadratic_log10_nc", "window": [self.lo, self.hi], "n": self.n}
@@ -176,18 +185,20 @@ class GammaNcStatistic(BatchStatistic):
 
 
 def _scope_arrays(sub: pd.DataFrame, fams: list[str], b1: str, b2: str, scale: float, column: str = "params"):
-    """(rows, family codes, log10 N, B1, B2) of the scope's models sorted by (family in ``fams``
-    order, N, name); one stable sort (the order of ``sort_by_n`` within each family); N is the
+    """(rows, family codes, log10 N, B1, B2) of the scope's models (``sub``: a DataFrame or a
+    ``cape_hpc.io.scores.ScoreColumns``) sorted by (family in ``fams`` order, N, name); one stable sort (the order of ``sort_by_n`` within each family); N is the
     ``column`` (``SCALE``: N or the step, ``cape_hpc.analysis.scale``)."""
-    fam = sub["family"].to_numpy()
+    fam = np.asarray(sub["family"], dtype=object)
     code = {f: i for i, f in enumerate(fams)}
     all_codes = np.fromiter((code.get(f, -1) for f in fam), dtype=np.int64, count=len(fam))  # one dict lookup
     keep = np.flatnonzero(all_codes >= 0)  # per row (np.isin on text loops over the families: rows x families)
     codes = all_codes[keep]
-    perm = np.lexsort((sub["model"].astype(str).to_numpy()[keep], sub[column].to_numpy(float)[keep], codes))
+    n = np.asarray(sub[column], dtype=float)
+    names = np.array([str(m) for m in sub["model"]], dtype=object)
+    perm = np.lexsort((names[keep], n[keep], codes))
     order = keep[perm]
-    return (sub.iloc[order], codes[perm], np.log10(sub[column].to_numpy(float)[order]),
-            sub[b1].to_numpy(float)[order] * scale, sub[b2].to_numpy(float)[order] * scale)
+    return (sub.take(order), codes[perm], np.log10(n[order]),
+            np.asarray(sub[b1], dtype=float)[order] * scale, np.asarray(sub[b2], dtype=float)[order] * scale)
 
 
 def _pow10(x: float) -> float:
@@ -206,9 +217,16 @@ def _no_change_reason(gs: np.ndarray) -> str:
     return "no negative-to-positive change of gamma"
 
 
-def _statistic(opts: NcOptions, fam, logn, v1, v2, min_delta, lo, hi):
+def _kernels(opts: NcOptions, n: int) -> ModuleType:
+    """The resampling backend of one estimate (same bits either way): by the rows its bootstrap
+    draws for the quadratic (``resample_kernels``); numba for the gamma estimators."""
+    draws = opts.n_resamples * n if opts.bootstrap else 0
+    return resample_kernels(draws if opts.estimator == "quadratic" else math.inf)
+
+
+def _statistic(opts: NcOptions, fam, logn, v1, v2, min_delta, lo, hi, kernels: ModuleType | None = None):
     if opts.estimator == "quadratic":
-        return QuadraticNcStatistic(logn, v2, lo, hi)
+        return QuadraticNcStatistic(logn, v2, lo, hi, kernels)
     glo, ghi = (lo, hi) if opts.window is not None else (-math.inf, math.inf)  # gamma-fit: window only if given
     return GammaNcStatistic(opts.estimator, fam, logn, v1, v2, min_delta, glo, ghi, opts.attach)
 
@@ -217,21 +235,22 @@ def _estimate(scope: str, opts: NcOptions, fam, logn, v1, v2, min_delta: float, 
     nan = math.nan
     n = len(logn)
     estimator = opts.estimator
-    xs, gs = nc_intervals(fam, logn, v1, v2, min_delta)
+    K = _kernels(opts, n)
+    xs, gs = K.nc_intervals(fam, logn, v1, v2, min_delta)
     g0 = a = b = c = nan
     reason = ""
     stat = None
     if n < MIN_MODELS:
         value, reason = nan, f"{n} model(s) < {MIN_MODELS}"
     else:
-        stat = _statistic(opts, fam, logn, v1, v2, min_delta, lo, hi)
+        stat = _statistic(opts, fam, logn, v1, v2, min_delta, lo, hi, K)
         if estimator == "quadratic":
             if len(np.unique(logn)) < 3:
                 value, reason = nan, "fewer than 3 distinct N"
             else:
                 # the vertex and its validity: the kernel's solve (as for every resample); the reported
                 # coefficients in x: numpy's least squares (polyfit), which they have always been
-                xv, ka, _, _ = quadratic_fit(logn, v2)
+                xv, ka, _, _ = K.quadratic_fit(logn, v2)
                 a, b, c = (float(v) for v in np.polyfit(logn, v2, 2))
                 value = stat.full()
                 if math.isnan(value):
@@ -240,7 +259,7 @@ def _estimate(scope: str, opts: NcOptions, fam, logn, v1, v2, min_delta: float, 
         else:
             value = stat.full()
             if estimator == "gamma-fit":
-                g0 = gamma_line(xs, gs)[0]
+                g0 = K.gamma_line(xs, gs)[0]
                 if math.isnan(value):
                     reason = (f"{len(xs)} defined interval(s) < 2" if len(xs) < 2 else
                               f"g0 = {g0:.4g} <= 0 (gamma does not rise through zero)" if not g0 > 0 else
@@ -273,8 +292,9 @@ def note_fit_range(summary: BootstrapSummary, rlo: float, rhi: float, estimator:
     return note_extrapolation(summary, rlo, rhi, where)
 
 
-def estimate_nc(df: pd.DataFrame, opts: NcOptions | None = None) -> NcResult:
+def estimate_nc(df: pd.DataFrame | ScoreColumns, opts: NcOptions | None = None) -> NcResult:
     """N_c by ``opts.estimator``, per family (default) or over the pooled families (``opts.pooled``).
+    ``df``: the score table, a DataFrame or (pandas-free) ``cape_hpc.io.scores.ScoreColumns``.
 
     ``opts.window`` (log10 N lo, hi) bounds the quadratic vertex (default: the fitted models' log N
     range) and, when given, the gamma-fit zero crossing too.  See the module doc.

@@ -31,6 +31,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from cape_kernels.numpy_resample import ATTACH_CODES, GAMMA_NC_ESTIMATORS
+
 from cape_hpc.errors import OptionError
 from cape_hpc.io.scores import SCORE_COLUMNS
 from cape_hpc.options import UNITS, Options, option, units_factor
@@ -50,11 +52,10 @@ P_METHODS = ("analytic", "permutation", "exact")
 RULES = ("above-positive", "above-negative")
 PANELS = ("base", "frontier")
 SCALE_AXIS_NAMES = ("params", "step")   # the scale axes of cape_hpc.analysis.scale
-# N_c (§2.4): the estimators of cape_kernels.resample (GAMMA_NC_ESTIMATORS) and the quadratic, and where a
-# sign change places N_c in its interval (the keys of its ATTACH_CODES); written here so that the options
-# need no numba (tests/test_cli_startup.py checks that they equal the kernels')
-ESTIMATORS = ("sign-change", "gamma-fit", "quadratic")
-ATTACH = ("larger", "smaller", "midpoint")
+# N_c (§2.4): the kernels' gamma estimators and the quadratic, and where a sign change places N_c in its
+# interval (from cape_kernels.numpy_resample, which imports no numba)
+ESTIMATORS = (*GAMMA_NC_ESTIMATORS, "quadratic")
+ATTACH = tuple(ATTACH_CODES)
 GROUPS = (*PHASES, "all")               # d_eff's groups of models (§2.5)
 MATRICES = ("covariance", "correlation")
 

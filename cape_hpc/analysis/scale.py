@@ -74,8 +74,10 @@ def scale_values(df: pd.DataFrame, opts, families: Sequence[str] | None = None) 
     (module doc) on the rows of ``families`` (all rows when None); DataError naming the file and the
     column or the row."""
     axis = axis_of(opts)
-    if axis.column == "params":
-        return df["params"].to_numpy(float)
+    if axis.column == "params":   # a DataFrame's Series, or a numpy column (cape_hpc.io.scores.ScoreColumns)
+        import numpy as np
+
+        return np.asarray(df["params"], dtype=float)
     path = df.attrs.get("path", "<DataFrame>")
     if "step" not in df.columns:
         raise DataError(f"{path}: no column 'step' (--scale step orders models by training step; "

@@ -38,9 +38,12 @@ from cape_hpc.stats.options import BootstrapOptions
 # ----------------------------------------------------------------------------------------------
 # inputs
 
-def _load(table: str, args) -> Any:
+def _load(table: str, args, frame: bool = True) -> Any:
+    """The input table of ``args``; ``frame=False``: a base CSV as ``ScoreColumns`` (no pandas)."""
     from cape_hpc.io import scores
 
+    if not frame and table == "base":
+        return scores.load_scores(getattr(args, "scores", None), frame=False)
     loader, flag = {"base": (scores.load_scores, "scores"), "frontier": (scores.load_frontier, "frontier"),
                     "loss": (scores.load_loss, "loss")}[table]
     return loader(getattr(args, flag, None))
@@ -130,6 +133,8 @@ class Analysis:
     shown: Callable[[Any], Any] | None = None     # what is printed and emitted (default: the result)
     runs: tuple[Run, ...] | None = None           # rows of `cape analyze` (default: one, its name)
     compute: Callable | None = None   # (table, opts, args) -> result, when more than func(table, opts) runs
+    # (opts, args) -> True when the function reads its table without pandas (ScoreColumns) for these options
+    columns: Callable[[Any, Any], bool] | None = None
 
 
 def _compute(func: str | Callable, df, opts, args):
@@ -160,6 +165,13 @@ def nc_results(df, opts: NcOptions, run: NcRunOptions) -> dict[str, Any]:
 def _nc(df, opts, args):
     """`cape nc`: the estimators and scopes of its flags; `cape analyze` (no such flags): all six."""
     return nc_results(df, opts, NcRunOptions.from_args(args))
+
+
+def _nc_columns(opts: NcOptions, args) -> bool:
+    """`cape nc` reads its table without pandas (a new process is done before pandas would have
+    loaded) on the parameter axis and when nothing is stored (``--out`` stores the table itself,
+    ``InputTable.of`` a DataFrame)."""
+    return opts.scale_axis == "params" and getattr(args, "out", None) is None
 
 
 def _nc_flags(p: argparse.ArgumentParser) -> None:
@@ -234,7 +246,8 @@ ANALYSES = (
                    Run("population_all", fixed={"group_by": "all"}),
                    Run("population_phase", fixed={"group_by": "phase"}))),
     Analysis("nc", "critical scale N_c by the named estimators, with a bootstrap", "§2.4", NcOptions,
-             "nc:estimate_nc", P.print_nc, flags=_nc_flags, compute=_nc, runs=(Run("nc", own=("estimator", "pooled")),)),
+             "nc:estimate_nc", P.print_nc, flags=_nc_flags, compute=_nc, runs=(Run("nc", own=("estimator", "pooled")),),
+             columns=_nc_columns),
     Analysis("deff", "effective dimensionality d_eff per phase with a family-stratified bootstrap", "§2.5",
              DeffOptions, "deff:effective_dimension", P.print_deff, flags=_deff_flags),
     Analysis("width", "width-normalised r per family with the permuted-width control", "§2.6", WidthOptions,
@@ -270,7 +283,7 @@ def run_command(a: Analysis, args) -> int:
     opts = a.options.from_args(args)
     _check_out(args)
     table = a.panel(opts) if a.panel else a.table
-    df = _load(table, args)
+    df = _load(table, args, frame=not (a.columns and a.columns(opts, args)))
     with progress_shown(args):       # the bootstrap bars of nc and deff (--progress)
         result = _compute(a.compute or a.func, df, opts, args)
     shown = a.shown(result) if a.shown else result

@@ -22,6 +22,7 @@ import csv
 import io
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,10 +94,9 @@ def _parse_number(path: Path, line: int, col: str, cell: str, required: bool) ->
     return value
 
 
-def _load(path: str | os.PathLike, schema: dict) -> pd.DataFrame:
-    import pandas as pd  # here, not at the top: the options import SCORE_COLUMNS (the CLI starts without pandas)
-
-    path = Path(path)
+def _records(path: Path, schema: dict) -> tuple[list[str], list[dict], str]:
+    """(header, one dict per data row with its numbers parsed and ``_row`` set, sha256 of the file):
+    the schema's checks, each error naming the file, the row and the column."""
     header, rows, digest = _read_csv(path)
     text_cols = schema["text"] + schema.get("optional_text", ())
     numeric = schema["required_numbers"] + schema["optional_numbers"]
@@ -136,21 +136,101 @@ def _load(path: str | os.PathLike, schema: dict) -> pd.DataFrame:
         records.append(rec)
     if not records:
         raise DataError(f"{path}: no data rows")
+    return header, records, digest
+
+
+def _load(path: str | os.PathLike, schema: dict) -> pd.DataFrame:
+    import pandas as pd  # here, not at the top: the options import SCORE_COLUMNS (the CLI starts without pandas)
+
+    path = Path(path)
+    header, records, digest = _records(path, schema)
     df = pd.DataFrame.from_records(records, columns=header + ["_row"])
-    for c in numeric:
+    for c in schema["required_numbers"] + schema["optional_numbers"]:
         df[c] = df[c].astype(float)
     df.attrs["path"] = str(path)
     df.attrs["sha256"] = digest
     return df
 
 
-def load_scores(path: str | os.PathLike | None = None) -> pd.DataFrame:
+class ScoreColumns:
+    """A validated table as numpy columns, without pandas (a new `cape nc` process reads its table
+    this way: importing pandas costs more than its whole computation).
+
+    The part of a DataFrame's interface the N_c path reads: ``columns``, ``attrs`` (``path``,
+    ``sha256``), ``len()``, ``table[name]`` -> the column as a numpy array (numbers float64, text
+    object arrays of str, ``_row`` int64: what ``DataFrame[name].to_numpy()`` gives for the same
+    file), ``take(rows)`` and ``assign(name=values)`` (new tables, attrs kept)."""
+
+    def __init__(self, data: dict[str, Any], attrs: dict[str, Any]):
+        self._data = data
+        self.columns = list(data)
+        self.attrs = attrs
+
+    @classmethod
+    def read(cls, path: Path, schema: dict) -> "ScoreColumns":
+        import numpy as np
+
+        header, records, digest = _records(path, schema)
+        numeric = set(schema["required_numbers"] + schema["optional_numbers"])
+        data = {c: np.array([r[c] for r in records], dtype=float if c in numeric else object)
+                for c in header}
+        data["_row"] = np.array([r["_row"] for r in records], dtype=np.int64)
+        return cls(data, {"path": str(path), "sha256": digest})
+
+    def __len__(self) -> int:
+        return len(self._data["_row"])
+
+    def __getitem__(self, name: str):
+        return self._data[name]
+
+    def __setitem__(self, name: str, values) -> None:
+        if name not in self._data:
+            self.columns.append(name)
+        self._data[name] = values
+
+    def take(self, rows) -> "ScoreColumns":
+        return ScoreColumns({k: v[rows] for k, v in self._data.items()}, dict(self.attrs))
+
+    def assign(self, **columns) -> "ScoreColumns":
+        return ScoreColumns({**self._data, **columns}, dict(self.attrs))
+
+
+def _check_base(path: Path, table) -> None:
+    """The checks of a base table that span rows (one TruthfulQA variant, a known one), over its
+    columns: ``tqa_variant`` lower-cased in place and ``attrs['same_n_in_family']`` set; ``table`` is
+    a DataFrame or a ScoreColumns."""
+    import numpy as np
+
+    variant = np.asarray(table["tqa_variant"], dtype=object)
+    rows = np.asarray(table["_row"])
+    lowered = np.array([v.lower() if isinstance(v, str) else v for v in variant], dtype=object)
+    bad = [i for i, v in enumerate(lowered) if v not in TQA_VARIANTS]
+    if bad:
+        raise DataError(f"{path}: row {rows[bad[0]]}, column 'tqa_variant': {variant[bad[0]]!r} is not one of "
+                        f"{', '.join(TQA_VARIANTS)}")
+    table["tqa_variant"] = lowered
+    variants = list(dict.fromkeys(lowered))
+    if len(variants) > 1:
+        first = next(i for i, v in enumerate(lowered) if v != lowered[0])
+        raise DataError(f"{path}: row {rows[first]}, column 'tqa_variant': mixes TruthfulQA variants "
+                        f"{sorted(variants)}; MC1 and MC2 scores are not comparable - split the table")
+    keys = [(f, p if p == p else "nan") for f, p in zip(table["family"], np.asarray(table["params"], dtype=float))]
+    count = Counter(keys)
+    same = [str(m) for m, k in zip(table["model"], keys) if count[k] > 1]
+    if same:
+        # same N twice in one family is allowed (coupling marks that interval undefined), but say so
+        table.attrs["same_n_in_family"] = sorted(same)
+
+
+def load_scores(path: str | os.PathLike | None = None, *, frame: bool = True) -> pd.DataFrame | ScoreColumns:
     """Load and validate a base-model score table (default: the shipped curated cohort).
 
     Returns a DataFrame with the schema's columns plus ``_row`` (CSV line), attrs ``path`` and
-    ``sha256``.  Raises DataError naming file/row/column for any schema violation, including a
-    table that mixes TruthfulQA MC1 and MC2.  A folder or a ``.json`` file is read as evaluation
-    results (lm-eval, Open LLM Leaderboard v1, Every Eval Ever: ``cape_hpc.io.evalresults``).
+    ``sha256``; with ``frame=False``, a CSV file is returned as ``ScoreColumns`` (the same columns
+    and checks, no pandas).  Raises DataError naming file/row/column for any schema violation,
+    including a table that mixes TruthfulQA MC1 and MC2.  A folder or a ``.json`` file is read as
+    evaluation results (lm-eval, Open LLM Leaderboard v1, Every Eval Ever:
+    ``cape_hpc.io.evalresults``).
     """
     path = Path(path) if path is not None else data_file("base_models.csv")
     if path.is_dir() or path.suffix.lower() == ".json":
@@ -161,23 +241,13 @@ def load_scores(path: str | os.PathLike | None = None) -> pd.DataFrame:
         from cape_hpc.io.evalresults import load_store_table
 
         df = load_store_table(path)
+    elif not frame:
+        table = ScoreColumns.read(path, _BASE)
+        _check_base(path, table)
+        return table
     else:
         df = _load(path, _BASE)
-    bad = df.loc[~df["tqa_variant"].str.lower().isin(TQA_VARIANTS)]
-    if len(bad):
-        r = bad.iloc[0]
-        raise DataError(f"{path}: row {r['_row']}, column 'tqa_variant': {r['tqa_variant']!r} is not one of "
-                        f"{', '.join(TQA_VARIANTS)}")
-    df["tqa_variant"] = df["tqa_variant"].str.lower()
-    variants = df["tqa_variant"].unique()
-    if len(variants) > 1:
-        first = df.loc[df["tqa_variant"] != df["tqa_variant"].iloc[0]].iloc[0]
-        raise DataError(f"{path}: row {first['_row']}, column 'tqa_variant': mixes TruthfulQA variants "
-                        f"{sorted(variants)}; MC1 and MC2 scores are not comparable - split the table")
-    dup = df.duplicated(subset=["family", "params"], keep=False)
-    if dup.any():
-        # same N twice in one family is allowed (coupling marks that interval undefined), but say so
-        df.attrs["same_n_in_family"] = sorted(df.loc[dup, "model"])
+    _check_base(path, df)
     return df.reset_index(drop=True)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cape_kernels.resample import GOLDEN, seed_key, strata_layout
+from cape_kernels.numpy_resample import GOLDEN, seed_key, strata_layout
 
 __all__ = [
     "resample_indices_ref",
@@ -70,7 +70,7 @@ def participation_ratio_eig(Xs, corr=False):
     return float(lam.sum() ** 2 / np.sum(lam ** 2))
 
 
-#: curvature below rounding (docs/METHODS.md §2.4): the same rule as cape_kernels.resample
+#: curvature below rounding (docs/METHODS.md §2.4): the same rule as cape_kernels.resample (its value written here)
 CURVATURE_RTOL = 1e-9
 
 

@@ -66,19 +66,12 @@ __all__ = [
     "gamma_line",
 ]
 
-_MASK64 = (1 << 64) - 1
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_SEED_SALT = 0xD1B54A32D192ED03
-# relative threshold on det(normal equations) below which a quadratic fit is singular
-SINGULAR_RTOL = 1e-10
-# a quadratic whose curvature is rounding noise is not a minimum: valid only when a * var(x) (the
-# curvature's size over the resample's spread of x) exceeds CURVATURE_RTOL * rms(y) (the size of
-# the fitted scores); identical scores give a ~ 1e-15 from rounding, which `a > 0` alone accepted
-CURVATURE_RTOL = 1e-9
-# a resample whose spread (sum of squared deviations) is below this fraction of its sum of squares
-# about the full-sample mean counts as zero spread: C == 0 (covariance) or a constant column
-# (correlation) -> d_eff is NaN
-ZERO_SPREAD_RTOL = 1e-10
+# the numba-free half (seed key, strata layout, constants, input checks, the quadratic's features):
+# defined once in the numpy backend, which must not import numba
+from cape_kernels.numpy_resample import (  # noqa: E402,F401  (re-exported: the API of both backends)
+    ATTACH_CODES, CURVATURE_RTOL, GAMMA_DEFINED, GAMMA_EQUAL_N, GAMMA_NC_ESTIMATORS, GAMMA_OTHER_FAMILY,
+    GAMMA_SMALL_STEP, GOLDEN, SINGULAR_RTOL, ZERO_SPREAD_RTOL, _check_idx, _check_stream, _gamma_inputs,
+    _quad_features, _window, fit_in_x, seed_key, strata_layout)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,50 +83,6 @@ def _mix64(z):
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
-
-
-def seed_key(seed: int) -> np.uint64:
-    """The 64-bit key of a user seed (an int in [0, 2**64)); resample r's stream is seeded by
-    mix64(key + (r + 1) * GOLDEN)."""
-    try:
-        s = int(seed)
-    except (TypeError, ValueError):
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}") from None
-    if s != seed or s < 0 or s > _MASK64:
-        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-    z = (s * 0x9E3779B97F4A7C15 + _SEED_SALT) & _MASK64
-    # finalise in Python ints (same function as _mix64)
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return np.uint64(z ^ (z >> 31))
-
-
-def strata_layout(strata, n: int | None = None):
-    """(members, start, size) arrays for the index kernel.
-
-    ``strata`` None -> one stratum of ``n`` positions.  Otherwise any 1-D array of labels (ints,
-    strings): position j's group is {i : strata[i] == strata[j]}; ``members`` lists each group's
-    positions in increasing order, ``start[j]``/``size[j]`` locate position j's group in it.
-    """
-    if strata is None:
-        if n is None:
-            raise ValueError("resample_indices: pass n= when strata is None (unstratified)")
-        n = int(n)
-        if n < 1:
-            raise ValueError(f"resample_indices: n must be >= 1, got {n}")
-        return (np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
-                np.full(n, n, dtype=np.int64))
-    strata = np.asarray(strata)
-    if strata.ndim != 1 or strata.size < 1:
-        raise ValueError(f"strata must be a non-empty 1-D array, got shape {strata.shape}")
-    if n is not None and int(n) != strata.size:
-        raise ValueError(f"n={n} does not match len(strata)={strata.size}")
-    _, codes = np.unique(strata, return_inverse=True)
-    codes = codes.reshape(-1).astype(np.int64)
-    members = np.argsort(codes, kind="stable").astype(np.int64)
-    counts = np.bincount(codes).astype(np.int64)
-    offsets = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
-    return members, offsets[codes], counts[codes]
 
 
 @njit(inline="always")
@@ -217,24 +166,6 @@ def _launch(kernel, work, *args):
     else:
         with numba.parallel_chunksize(PARALLEL_CHUNKSIZE):
             kernel(*args)
-
-
-def _check_idx(idx, n_rows, name):
-    idx = np.ascontiguousarray(idx, dtype=np.int64)
-    if idx.ndim == 1:
-        idx = idx[None, :]
-    if idx.ndim != 2:
-        raise ValueError(f"{name}: idx must be int64[R, m], got shape {idx.shape}")
-    if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
-        raise ValueError(f"{name}: idx values must lie in [0, {n_rows})")
-    return idx
-
-
-def _check_stream(n_resamples, start):
-    R = int(n_resamples)
-    if R < 0 or int(start) < 0:
-        raise ValueError(f"n_resamples and start must be >= 0, got {n_resamples}, {start}")
-    return R, int(start)
 
 
 @njit(inline="always")
@@ -378,28 +309,6 @@ def participation_ratio_boot(X, strata, n_resamples: int, seed: int, *, corr: bo
 # ----------------------------------------------------------------------------------------------
 # quadratic N_c
 # ----------------------------------------------------------------------------------------------
-def _quad_features(x, y, center=None):
-    x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
-    y = np.ascontiguousarray(y, dtype=np.float64).reshape(-1)
-    if x.shape != y.shape or x.size < 1:
-        raise ValueError(f"quadratic_nc: x and y must be float64[n] of one length, got "
-                         f"{x.shape} and {y.shape}")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ValueError("quadratic_nc: x and y must be finite")
-    xm = float(x.mean()) if center is None else float(center)   # the fit's centre (rounding only)
-    t = x - xm
-    t2 = t * t
-    F = np.ascontiguousarray(np.stack([t, t2, t2 * t, t2 * t2, y, t * y, t2 * y,
-                                       y * y], axis=1))  # 8th column: y^2 (the data's scale)
-    return F, xm
-
-
-def _window(lo, hi):
-    lo = -np.inf if lo is None else float(lo)
-    hi = np.inf if hi is None else float(hi)
-    return lo, hi
-
-
 @njit(inline="always")
 def _quad_coef(m, s, rtol):
     # the one quadratic least-squares solve: s = sums of [t, t^2, t^3, t^4, y, ty, t^2 y] over the
@@ -553,16 +462,7 @@ def quadratic_fit(x, y) -> tuple[float, float, float, float]:
     reported as a = 0 with a NaN vertex."""
     F, xm = _quad_features(x, y)
     a, bt, s = _quad_full(F)
-    if not np.isfinite(a):
-        return (np.nan,) * 4
-    m = F.shape[0]
-    if not abs(a) * (s[1] - s[0] * s[0] / m) > CURVATURE_RTOL * np.sqrt(m * s[7]):
-        a = 0.0
-    ct = (s[4] - a * s[1] - bt * s[0]) / m
-    b = bt - 2.0 * a * xm
-    c = ct - bt * xm + a * xm * xm
-    v = xm - bt / (2.0 * a) if a != 0.0 else np.nan
-    return float(v), float(a), float(b), float(c)
+    return fit_in_x(F.shape[0], s, a, bt, xm)
 
 
 @njit
@@ -577,11 +477,7 @@ def _quad_full(F):
 # ----------------------------------------------------------------------------------------------
 # the gamma rule and the gamma-based N_c estimators (sign change, gamma fit)
 # ----------------------------------------------------------------------------------------------
-GAMMA_DEFINED = 0        # codes of gamma_rule
-GAMMA_OTHER_FAMILY = 1
-GAMMA_EQUAL_N = 2
-GAMMA_SMALL_STEP = 3     # |dB1| < min_delta
-ATTACH_CODES = {"larger": 0, "smaller": 1, "midpoint": 2}
+# the gamma rule's codes (GAMMA_DEFINED, ...) and ATTACH_CODES: cape_kernels.numpy_resample
 
 
 @njit(inline="always")
@@ -604,17 +500,6 @@ def _gamma_rule_kernel(fam, size, b1, b2, min_delta, gamma, code):
                            min_delta)
         code[j - 1] = c
         gamma[j - 1] = g
-
-
-def _gamma_inputs(fam, size, b1, b2):
-    fam = np.ascontiguousarray(fam, dtype=np.int64).reshape(-1)
-    size = np.ascontiguousarray(size, dtype=np.float64).reshape(-1)
-    b1 = np.ascontiguousarray(b1, dtype=np.float64).reshape(-1)
-    b2 = np.ascontiguousarray(b2, dtype=np.float64).reshape(-1)
-    if not fam.shape == size.shape == b1.shape == b2.shape:
-        raise ValueError(f"gamma rule: family, size, b1 and b2 must be [n] of one length, got "
-                         f"{fam.shape}, {size.shape}, {b1.shape}, {b2.shape}")
-    return fam, size, b1, b2
 
 
 def gamma_rule(fam, size, b1, b2, min_delta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -742,7 +627,6 @@ def _gamma_nc_stream_kernel(kind, key, start_r, R, members, gstart, gsize, fam, 
             out[r] = _gamma_nc(kind, pos, fam, logn, b1, b2, min_delta, lo, hi, attach, xs, gs, ln, lp)
 
 
-GAMMA_NC_ESTIMATORS = ("sign-change", "gamma-fit")
 
 
 def _gamma_nc_args(estimator, fam, logn, b1, b2, min_delta, lo, hi, attach):
