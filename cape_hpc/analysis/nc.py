@@ -245,7 +245,7 @@ def _estimate(scope: str, opts: NcOptions, fam, logn, v1, v2, min_delta: float, 
     else:
         stat = _statistic(opts, fam, logn, v1, v2, min_delta, lo, hi, K)
         if estimator == "quadratic":
-            if len(np.unique(logn)) < 3:
+            if len(set(logn.tolist())) < 3:   # distinct N (finite here; np.unique of floats imports numpy.ma)
                 value, reason = nan, "fewer than 3 distinct N"
             else:
                 # the vertex and its validity: the kernel's solve (as for every resample); the reported

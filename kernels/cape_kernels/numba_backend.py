@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from cape_kernels.numba_jit import njit, prange, twins
+from cape_kernels.numba_jit import njit, numba, prange, twins
 from cape_kernels.reference import acc_dtype
 
 _NATIVE = (torch.float32, torch.float64)
@@ -29,11 +29,18 @@ _FM = {"reassoc"}
 def _np(x: torch.Tensor) -> np.ndarray:
     if x.dtype not in _NATIVE:
         x = x.to(torch.float32)
-    return x.detach().contiguous().numpy()
+    if x.requires_grad:
+        x = x.detach()
+    return (x if x.is_contiguous() else x.contiguous()).numpy()
 
 
 # ------------------------------------------------------------------ kernels
-SERIAL_ELEMS = 1 << 16  # calls that read fewer elements run on one thread
+# calls that read fewer elements (1 MiB of float32) run on one thread.  Measured on 2 cores (pooled
+# masked mean, 64 rows of 16 tokens, after torch ops as in a forward or the bench): serial 24 us vs
+# parallel 35 us at 0.5 MB, 37 vs 46 us at 1 MB, equal at 2 MB, parallel ahead at 4 MB.  Waking
+# numba's pool (a second OpenMP runtime beside torch's, whose workers may still be spinning on the
+# other core) costs more than the work below that.
+SERIAL_ELEMS = 1 << 18
 # rows up to this many features are added one at a time (the accumulator stays in L1 and the loop
 # vectorises); longer rows four at a time (a quarter of the accumulator traffic).  Measured on
 # AVX-512 (one thread): the better of the two on the heads (D=128) and layers (D=4096) shapes.
@@ -81,40 +88,47 @@ def _pool_last_fn(h, m, out):
                 o[d] = row[d]
 
 
-def _pool_mean_fn(h, m, nchunk, out):
+def _pool_mean_fn(h, m, nchunk, nlane, out):
     """Masked mean: one work item per (row n, feature chunk); float64 running sums over the
-    row's tokens (one pass over each token's features, contiguous), one division at the end."""
+    row's tokens (one pass over each token's features, contiguous), one division at the end.
+    The items are dealt to ``nlane`` lanes (item j to lane j % nlane), each with its scratch
+    allocated once (an allocation per item cost more than the sums on short rows); an item's
+    arithmetic does not depend on its lane."""
     N, S, D = h.shape
     csz = (D + nchunk - 1) // nchunk
-    for job in prange(N * nchunk):
-        n = job // nchunk
-        d0 = (job % nchunk) * csz
-        d1 = min(D, d0 + csz)
-        w = d1 - d0
-        acc = np.zeros(w, dtype=np.float64)
+    njob = N * nchunk
+    for lane in prange(nlane):
+        buf = np.empty(csz, dtype=np.float64)
         tok = np.empty(S, dtype=np.int64)
-        cnt = 0
-        for s in range(S):
-            if m[n, s]:
-                tok[cnt] = s
-                cnt += 1
-        hn = h[n]
-        i = 0
-        if w > _SHORT_ROW:  # long rows: four tokens per pass over the accumulator
-            while i + 4 <= cnt:
-                _add4(acc, hn[tok[i], d0:d1], hn[tok[i + 1], d0:d1], hn[tok[i + 2], d0:d1],
-                      hn[tok[i + 3], d0:d1])
-                i += 4
-        while i < cnt:
-            _add1(acc, hn[tok[i], d0:d1])
-            i += 1
-        o = out[n, d0:d1]
-        if cnt > 0:
-            for d in range(w):
-                o[d] = acc[d] / cnt
-        else:
-            for d in range(w):
-                o[d] = 0.0
+        for job in range(lane, njob, nlane):
+            n = job // nchunk
+            d0 = (job % nchunk) * csz
+            d1 = min(D, d0 + csz)
+            w = d1 - d0
+            acc = buf[:w]
+            acc[:] = 0.0
+            cnt = 0
+            for s in range(S):
+                if m[n, s]:
+                    tok[cnt] = s
+                    cnt += 1
+            hn = h[n]
+            i = 0
+            if w > _SHORT_ROW:  # long rows: four tokens per pass over the accumulator
+                while i + 4 <= cnt:
+                    _add4(acc, hn[tok[i], d0:d1], hn[tok[i + 1], d0:d1], hn[tok[i + 2], d0:d1],
+                          hn[tok[i + 3], d0:d1])
+                    i += 4
+            while i < cnt:
+                _add1(acc, hn[tok[i], d0:d1])
+                i += 1
+            o = out[n, d0:d1]
+            if cnt > 0:
+                for d in range(w):
+                    o[d] = acc[d] / cnt
+            else:
+                for d in range(w):
+                    o[d] = 0.0
 
 
 _pool_last, _pool_last_serial = twins(_pool_last_fn)
@@ -160,19 +174,21 @@ def _set_rows_fn(R, T, nblk, part):
         _sum_rows(X[b], p0, min(n, p0 + per), part[b, k, j])
 
 
-def _set_cos_fn(R, T, out):
+def _set_cos_fn(R, T, nlane, out):
     """out[b] = cos(sum R[b], sum T[b]) in one parallel pass when there are sets enough to spread
-    over the threads (one block per set): one work item per b sums both sets (float64 scratch in
-    cache) and takes the cosine, so no partial sums are written and no second launch is needed.
-    Same sums, in the same order, as ``_set_rows`` with one block."""
+    over the threads (one block per set): set b goes to lane b % nlane, which sums both sets into
+    its float64 scratch (allocated once per lane) and takes the cosine, so no partial sums are
+    written and no second launch is needed.  Same sums, in the same order, as ``_set_rows`` with
+    one block."""
     B = R.shape[0]
     D = R.shape[2]
-    for b in prange(B):
+    for lane in prange(nlane):
         sr = np.empty(D, dtype=np.float64)
         st = np.empty(D, dtype=np.float64)
-        _sum_rows(R[b], 0, R.shape[1], sr)
-        _sum_rows(T[b], 0, T.shape[1], st)
-        out[b] = _cos_of(sr, st)
+        for b in range(lane, B, nlane):
+            _sum_rows(R[b], 0, R.shape[1], sr)
+            _sum_rows(T[b], 0, T.shape[1], st)
+            out[b] = _cos_of(sr, st)
 
 
 def _set_finish_fn(part, out):
@@ -218,11 +234,12 @@ def _cos_of(a, b):
     return _cos(dot, na, nb_)
 
 
-def _inv_norms_fn(X, out):
+@njit(fastmath=_FM)
+def _inv_norms(X, out):
     """out[r] = 1 / |X[r]| (float64 sum of squares) over the rows of a 2-D view; 0 for a zero
-    row (its cosines are 0), NaN for a row with a NaN."""
+    row (its cosines are 0), NaN for a row with a NaN.  One thread (see ``pairwise``)."""
     R, D = X.shape
-    for r in prange(R):
+    for r in range(R):
         s = 0.0
         for d in range(D):
             s += np.float64(X[r, d]) * X[r, d]
@@ -298,11 +315,17 @@ def _steer_fn(h, v, per_row, alpha, relative, gate, tau, proj):
 _set_rows, _set_rows_serial = twins(_set_rows_fn)
 _set_finish, _set_finish_serial = twins(_set_finish_fn, fastmath=_FM)
 _set_cos, _set_cos_serial = twins(_set_cos_fn)
-_inv_norms, _inv_norms_serial = twins(_inv_norms_fn, fastmath=_FM)
 _steer, _steer_serial = twins(_steer_fn, fastmath=_FM)
 
 
 # ------------------------------------------------------------------ torch-facing wrappers
+def _lanes(n_items: int) -> int:
+    """Lanes for a parallel launch of ``n_items`` work items: one per numba thread (at most one per
+    item).  Passed in, not read inside the kernel (``numba.get_num_threads()`` in a kernel keeps
+    numba from caching it)."""
+    return max(1, min(numba.get_num_threads(), n_items))
+
+
 def pooled_tap(hidden, mask, mode):
     N, S, D = hidden.shape
     adt = acc_dtype(hidden.dtype)
@@ -319,7 +342,11 @@ def pooled_tap(hidden, mask, mode):
         if mode == "last":
             (_pool_last_serial if serial else _pool_last)(h, m, out)
         else:
-            (_pool_mean_serial if serial else _pool_mean)(h, m, _d_chunks(N, D), out)
+            nchunk = _d_chunks(N, D)
+            if serial:
+                _pool_mean_serial(h, m, nchunk, 1, out)
+            else:
+                _pool_mean(h, m, nchunk, _lanes(N * nchunk), out)
     return torch.from_numpy(out)
 
 
@@ -337,7 +364,10 @@ def set_mean_cosine(R, T):
         nblk = _row_blocks(B, max(P, Q))
         serial = r.size + t.size < SERIAL_ELEMS
         if nblk == 1:  # sets enough for the threads: sums and cosine in one launch
-            (_set_cos_serial if serial else _set_cos)(r, t, out)
+            if serial:
+                _set_cos_serial(r, t, 1, out)
+            else:
+                _set_cos(r, t, _lanes(B), out)
         else:  # few long sets: row blocks in parallel, then the cosines from the block sums
             part = np.empty((B, 2, nblk, D), dtype=np.float64)
             (_set_rows_serial if serial else _set_rows)(r, t, nblk, part)
@@ -364,9 +394,12 @@ def pairwise(R, T, threshold, return_full):
     t = _np(T).astype(npdt, copy=False)
     ir = np.empty(B * P, dtype=np.float64)
     it = np.empty(B * Q, dtype=np.float64)
-    norms = _inv_norms_serial if r.size + t.size < SERIAL_ELEMS else _inv_norms
-    norms(r.reshape(B * P, D), ir)
-    norms(t.reshape(B * Q, D), it)
+    # the norms on one thread, whatever the size: this op's time is torch's matrix products, and
+    # waking numba's pool beside torch's (two OpenMP runtimes on the same cores, each spinning a
+    # while after its work) slowed the whole op by a third on 2 cores (heads shape: 97-102 ms ->
+    # 70-75 ms); the single pass over R and T costs ~1/20 of the products
+    _inv_norms(r.reshape(B * P, D), ir)
+    _inv_norms(t.reshape(B * Q, D), it)
     ir, it = ir.reshape(B, P), it.reshape(B, Q)
     Rt = torch.from_numpy(r)
     Tt = torch.from_numpy(t).transpose(1, 2)

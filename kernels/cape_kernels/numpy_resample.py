@@ -10,7 +10,12 @@ have started.  ``resample_backend`` is the rule that picks one.
 
 What is shared (defined here, imported by ``cape_kernels.resample``): the random streams' seed key
 and strata layout, the quadratic's features, validity constants and its fit in x, the gamma rule's
-codes and the estimator names, and the input checks.
+codes and the estimator names, and the input checks.  The numba kernels compile GOLDEN,
+CURVATURE_RTOL and the gamma codes in, and numba's on-disk cache watches only ``resample.py``: after
+changing one of them here, touch ``resample.py`` (the bit-for-bit tests against numba fail until
+then).  The solve itself is written twice, once per backend (numba's scalar kernel returns early;
+here every lane runs the same expressions under a mask): a plain function shared by both would be
+inlined into cached numba kernels from another file, the same blind spot.
 
 How the numpy backend computes the same bits: the resamples of a chunk are the vector lanes.  Draw
 ``j`` of every resample's SplitMix64 stream is one uint64 array operation over the chunk
@@ -21,6 +26,7 @@ kernel's scalar loop (from 0.0), and the vertex rule is the same IEEE expression
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from types import ModuleType
 
@@ -137,6 +143,34 @@ def _mix64_(z: np.ndarray, t: np.ndarray) -> np.ndarray:
         np.multiply(z, np.uint64(mult), out=z)
     np.right_shift(z, np.uint64(31), out=t)
     return np.bitwise_xor(z, t, out=z)
+
+
+def _threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:      # not on Linux
+        return os.cpu_count() or 1
+
+
+#: threads that share a call's chunks (numpy releases the GIL inside each array operation); every
+#: chunk is computed by the same code whichever thread runs it, so the results never depend on it
+THREADS = min(4, _threads())
+_POOL: list = []
+
+
+def _run_chunks(work, starts) -> None:
+    """``work(r0)`` for every chunk start, on up to THREADS threads (one pool per process)."""
+    starts = list(starts)
+    if THREADS < 2 or len(starts) < 2:
+        for r0 in starts:
+            work(r0)
+        return
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(THREADS, thread_name_prefix="cape-numpy-resample"))
+    for f in [_POOL[0].submit(work, r0) for r0 in starts]:
+        f.result()
 
 
 def _check_idx(idx, n_rows, name):
@@ -268,10 +302,13 @@ def quadratic_nc_boot(x, y, strata, n_resamples: int, seed: int, lo: float = -np
     key = seed_key(seed)
     m = members.shape[0]
     out = np.empty(R, dtype=np.float64)
-    for r0 in range(0, R, CHUNK):
+
+    def chunk(r0):
         c = min(CHUNK, R - r0)
         s = _quad_sums(F, _stream_columns(key, start + r0, c, members, gstart, gsize), c)
         out[r0:r0 + c] = _quad_vertex_v(m, s, xm, lo, hi)
+
+    _run_chunks(chunk, range(0, R, CHUNK))
     return out
 
 

@@ -162,9 +162,11 @@ def pooled_tap(hidden: torch.Tensor, mask: Optional[torch.Tensor] = None, mode: 
     if mode not in ("last", "mean"):
         raise ValueError(f"pooled_tap: mode must be 'last' or 'mean', got {mode!r}")
     if mask is not None:
-        if tuple(mask.shape) != tuple(hidden.shape[:2]):
+        if mask.shape != hidden.shape[:2]:
             raise ValueError(f"pooled_tap: mask {tuple(mask.shape)} must be [N, S] = {tuple(hidden.shape[:2])}")
-        mask = mask.to(device=hidden.device).contiguous()
+        if mask.device != hidden.device:
+            mask = mask.to(device=hidden.device)
+        mask = mask.contiguous()
     hidden, be = hidden.contiguous(), _check_backend(backend)
     if _direct(hidden, mask):
         out = _impl("pooled_tap", hidden.device, be)(hidden, mask, mode)
