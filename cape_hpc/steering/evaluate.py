@@ -25,6 +25,11 @@ from cape_hpc.steering.scoring import Injection, fluency_pass, score_rows, token
 __all__ = ["evaluate_steering", "item_directions", "choose_point", "choices_of",
            "CALIBRATION"]
 
+#: most bytes of stored block outputs the baseline keeps for the steered pass to resume from (an upper
+#: bound: every row's tokens x kept layers x d_model x the model's element size); above it the steered
+#: pass computes every block (the same numbers).  The project's 186 items on SmolLM2 keep ~14 MB a layer.
+RESUME_STATE_BYTES = 256 << 20
+
 CALIBRATION = ("item-derived statements of the training folds: each (question, answer) text, true when the "
                "answer is marked correct (docs/METHODS.md §4.1)")
 
@@ -120,10 +125,21 @@ def _calibrate(states: dict[int, np.ndarray], layers: list[int], rows: _Rows, fo
     return dirs, full
 
 
+def _resume_layers(loaded, rows: _Rows, layers: list[int], opts: OutcomeOptions) -> list[int]:
+    """The candidate layers whose block outputs the baseline keeps (``steering.resume``): those below the
+    last block, when the baseline runs the shared-prefix path (``pooling last``) and their states fit in
+    ``RESUME_STATE_BYTES``; else none."""
+    keep = [L for L in layers if L < loaded.adapter.n_layers - 1]
+    dtype = next(loaded.model.parameters()).dtype
+    size = sum(len(r) for r in rows.ids) * len(keep) * loaded.adapter.d_model * dtype.itemsize
+    return keep if opts.pooling == "last" and size <= RESUME_STATE_BYTES else []
+
+
 def _steered_logprobs(loaded, rows: _Rows, grid: list[tuple[int, float]], layers: list[int], dirs: np.ndarray,
-                      folds: np.ndarray, opts: OutcomeOptions) -> np.ndarray:
+                      folds: np.ndarray, opts: OutcomeOptions, resume=None) -> np.ndarray:
     """[len(grid), R] scores of every (layer index, alpha != 0) x row in the same passes, each item
-    steered by its fold's direction (step 2)."""
+    steered by its fold's direction (step 2); ``resume``: the baseline's block states (the rows steered
+    at layer L skip blocks 0..L, ``steering.resume``)."""
     R = len(rows.ids)
     if not grid:
         return np.zeros((0, R))
@@ -133,7 +149,7 @@ def _steered_logprobs(loaded, rows: _Rows, grid: list[tuple[int, float]], layers
                     positions=opts.score_positions, backend=opts.backend)
     out = score_rows(loaded, [rows.ids[r] for _ in grid for r in range(R)], list(rows.n_ans) * len(grid), inj,
                      batch_size=opts.batch_size, token_budget=opts.token_budget, backend=opts.backend,
-                     desc=f"steered scoring ({len(grid)} grid points)")
+                     resume=resume, desc=f"steered scoring ({len(grid)} grid points)")
     return out.logprob.reshape(len(grid), R)
 
 
@@ -244,14 +260,17 @@ def evaluate_steering(loaded, items: ItemSet, opts: OutcomeOptions | None = None
         raise OptionError(f"--folds {opts.folds}: only {n} items (each fold needs at least one)")
     layers, alphas = _layers_and_alphas(loaded, opts)
     rows = _Rows.of(loaded, its, opts.max_prompt_tokens)
-    # 1. baseline scores and the calibration states at every candidate layer (one pass), directions
+    # 1. baseline scores, the calibration states at every candidate layer and every token's block output
+    #    there (the steered pass resumes from it), one pass; directions
     base = score_rows(loaded, rows.ids, rows.n_ans, capture=layers, pooling=opts.pooling, batch_size=opts.batch_size,
-                      token_budget=opts.token_budget, backend=opts.backend, desc="baseline scoring")
+                      token_budget=opts.token_budget, backend=opts.backend,
+                      keep_states=_resume_layers(loaded, rows, layers, opts), desc="baseline scoring")
     folds = assign_folds([it.domain for it in its], opts.folds, opts.fold_seed)
     dirs, full = _calibrate(base.states, layers, rows, folds, opts.folds, opts.method)
     # 2. every (layer, alpha != 0) x row; 3. the fluency cost; 4. the dose-response table
     grid = [(li, a) for li in range(len(layers)) for a in alphas if a != 0]
-    lp_steer = _steered_logprobs(loaded, rows, grid, layers, dirs, folds, opts)
+    lp_steer = _steered_logprobs(loaded, rows, grid, layers, dirs, folds, opts, base.block_states)
+    base.block_states.clear()                                      # the stored states are not needed again
     fl = _fluency(loaded, neutral, grid, layers, full, opts)
     points, choices, per_point, b = _dose_response(rows, base.logprob, lp_steer, layers, alphas, grid, fl, opts)
     best = choose_point(points, opts.max_damage, opts.max_kl)

@@ -143,15 +143,18 @@ def new_cache(loaded):
 
 def expand_cache(cache, index: torch.Tensor):
     """A copy of ``cache`` whose batch row i is ``cache``'s row ``index[i]`` (``index_select`` on each
-    layer's device); ``cache`` itself is unchanged (its per-layer lengths are kept)."""
+    layer's device); ``cache`` itself is unchanged (its per-layer lengths are kept, and a layer object
+    that stands for several layers stays one object)."""
     out = copy.copy(cache)
     out.layers = []
+    done: dict[int, object] = {}                     # a layer named twice (resume's aliases) is copied once
     for layer in cache.layers:
-        new = copy.copy(layer)
-        if getattr(layer, "is_initialized", False) and layer.keys is not None and layer.keys.numel():
-            new.keys = layer.keys.index_select(0, index.to(layer.keys.device))
-            new.values = layer.values.index_select(0, index.to(layer.values.device))
-        out.layers.append(new)
+        if id(layer) not in done:
+            new = done[id(layer)] = copy.copy(layer)
+            if getattr(layer, "is_initialized", False) and layer.keys is not None and layer.keys.numel():
+                new.keys = layer.keys.index_select(0, index.to(layer.keys.device))
+                new.values = layer.values.index_select(0, index.to(layer.values.device))
+        out.layers.append(done[id(layer)])
     return out
 
 

@@ -11,9 +11,10 @@ which needs every position.  Results stay on the device until one transfer at th
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from cape_hpc.models.tracing import Batch, Trace, on_device
 from cape_hpc.steering.hooks import INJECT, InjectionHook, RowInjection, pooled_capture
 from cape_hpc.steering.prefix import (LAST, PREFIX, SELECT, SharedRows, cache_kwargs, expand_cache, iter_shared,
                                       new_cache, split_rows)
+from cape_hpc.steering.resume import BlockStates, Span, StateCollector, alias_skipped_cache, resumed_at
 
 __all__ = ["Injection", "ScoreOutput", "tokenize_rows", "score_rows", "fluency_pass", "FluencyOutput"]
 
@@ -62,6 +64,8 @@ class ScoreOutput:
     logprob: np.ndarray                  # [R] mean log-prob of the answer tokens (float64)
     states: dict[int, np.ndarray] = field(default_factory=dict)   # layer -> [R, D] pooled, before injection
     n_injected: int = 0                  # (row, position) pairs steered (counted on the device)
+    block_states: dict[int, BlockStates] = field(default_factory=dict)  # layer -> every computed token's
+    #                                      block output before injection (``keep_states``; ``steering.resume``)
 
 
 def tokenize_rows(loaded, contexts: Sequence[str], answers: Sequence[Sequence[str]], *,
@@ -143,10 +147,13 @@ def _scored_only(fn: Callable) -> Callable:
 
 
 def _callbacks(inj: Injection | None, capture: Sequence[int], pooling: str, backend: str | None,
-               states: dict[int, torch.Tensor]) -> tuple[dict[str, list[Callable]], list[InjectionHook]]:
-    """The trace callbacks of a scoring pass (the captures before the injection at the same point)
-    and the injection hooks (their counts)."""
+               states: dict[int, torch.Tensor], keep: Sequence[StateCollector] = ()
+               ) -> tuple[dict[str, list[Callable]], list[InjectionHook]]:
+    """The trace callbacks of a scoring pass (the kept states, then the captures, then the injection at
+    the same point) and the injection hooks (their counts)."""
     cbs: dict[str, list[Callable]] = {}
+    for col in keep:
+        cbs.setdefault(f"block.{col.layer}", []).append(col)
     for L in capture:
         cbs.setdefault(f"block.{L}", []).append(_scored_only(pooled_capture(states[L], pooling, backend)))
     hooks = []
@@ -160,23 +167,31 @@ def _callbacks(inj: Injection | None, capture: Sequence[int], pooling: str, back
 
 def _answer_logprob(loaded, lp: torch.Tensor, n_answer: Sequence[int]) -> Callable:
     """The ``final`` callback: the mean log-prob of each row's answer tokens into ``lp[batch.rows]``.
-    A row's last token is at S - 1 (left-padded rows) or at ``batch.extra[LAST]`` (continuations)."""
+    A row's last token is at S - 1 (left-padded rows) or at ``batch.extra[LAST]`` (continuations).
+    Only the M answer positions of the batch are unembedded ([M, V] logits, not [B, max answer, V]:
+    half the work at the item set's answer lengths); their (row, answer token) index is built on the
+    host from ``n_answer`` and moved once (no device sync).  (torch's fused log-softmax over [M, V]
+    measured faster on a CPU than logit - logsumexp.)"""
     ad = loaded.adapter
 
     def final(h, batch):
         B, S, _ = h.shape
+        n_host = [int(n_answer[r]) for r in batch.rows.tolist()]
+        A = max(n_host)
+        b_host = np.repeat(np.arange(B), n_host)
+        j_host = np.concatenate([np.arange(n) for n in n_host])
+        nb = h.device.type != "cpu"
+        bj = torch.from_numpy(np.stack([b_host, j_host])).to(h.device, non_blocking=nb)
+        b, j = bj[0], bj[1]
         n_ans = batch.extra["n_ans"]
-        A = int(max(n_answer[r] for r in batch.rows.tolist()))
-        j = torch.arange(A, device=h.device)
-        valid = j[None, :] < n_ans[:, None]                          # [B, A]
         first = batch.extra[LAST] - n_ans if LAST in batch.extra else S - 1 - n_ans
-        pos = first[:, None] + j[None, :]                            # predicting positions
-        pos = torch.where(valid, pos, first[:, None]).clamp_min(0)
-        hs = h.gather(1, pos[..., None].expand(B, A, h.shape[-1]))
-        logp = torch.log_softmax(ad.unembed(hs).to(h.device, torch.float32), dim=-1)
-        tgt = batch.input_ids.gather(1, (pos + 1).clamp_max(S - 1))
-        got = logp.gather(-1, tgt[..., None])[..., 0].to(torch.float64) * valid
-        lp.index_copy_(0, batch.rows_device, got.sum(1) / n_ans.to(torch.float64))
+        pos = (first[b] + j).clamp_min(0)                            # [M] predicting positions
+        logits = ad.unembed(h[b, pos]).to(h.device, torch.float32)  # [M, V]
+        tgt = batch.input_ids[b, (pos + 1).clamp_max(S - 1)]
+        got = torch.log_softmax(logits, dim=-1).gather(-1, tgt[:, None])[:, 0].to(torch.float64)
+        per = torch.zeros(B, A, dtype=torch.float64, device=h.device)
+        per[b, j] = got                                              # summed in answer order, as one row
+        lp.index_copy_(0, batch.rows_device, per.sum(1) / n_ans.to(torch.float64))
     return final
 
 
@@ -189,10 +204,34 @@ def _steer_keys(inj: Injection | None, R: int) -> list | None:
             for li, a, d in zip(inj.layer_index, inj.alpha, inj.dir_index)]
 
 
+def _spans_of(ids: Sequence[Sequence[int]], shared: SharedRows | None) -> Callable[[Batch], list[Span]]:
+    """``spans_of(batch)`` (``steering.resume``): a prefix pass holds its prefixes (left-padded), a
+    continuation its rows' suffixes (from index 0), a whole-row batch its rows (left-padded)."""
+    rows = [tuple(r) for r in ids]
+    pre = [] if shared is None else [tuple(p) for p in shared.prefixes]
+    start = [0] * len(ids) if shared is None else [len(r) - len(x) for r, x in zip(ids, shared.suffix)]
+
+    def spans_of(batch: Batch) -> list[Span]:
+        S = batch.input_ids.shape[1]
+        if batch.extra.get(PREFIX):
+            return [((pre[p], 0), b, S - len(pre[p])) for b, p in enumerate(batch.rows.tolist())]
+        if SELECT in batch.extra:
+            return [((rows[r], start[r]), b, 0) for b, r in enumerate(batch.rows.tolist())]
+        return [((rows[r], 0), b, S - len(rows[r])) for b, r in enumerate(batch.rows.tolist())]
+    return spans_of
+
+
+def _span_keys(ids: Sequence[Sequence[int]], shared: SharedRows) -> list:
+    """Every span key a shared-prefix pass over ``ids`` reads (its prefixes, suffixes and whole rows)."""
+    return ([(tuple(p), 0) for p in shared.prefixes] +
+            [(tuple(r), len(r) - len(x) if p >= 0 else 0) for r, x, p in zip(ids, shared.suffix, shared.row_prefix)])
+
+
 def _run_shared(tr: Trace, shared: SharedRows, inj: Injection | None, n_ans_all: torch.Tensor, batch_size: int,
-                token_budget: int | None, advance: Callable) -> None:
+                token_budget: int | None, advance: Callable, start: int | None = None) -> None:
     """The prefix passes (steered like the row that has the prefix, in ``all`` mode) and the
-    continuations of every row from the expanded cache (``steering.prefix``)."""
+    continuations of every row from the expanded cache (``steering.prefix``); ``start``: the pass is
+    resumed after that block (``steering.resume``), whose cache layers then name the ones above."""
     loaded = tr.loaded
     pinj = None
     if inj is not None and inj.positions == "all":
@@ -204,6 +243,8 @@ def _run_shared(tr: Trace, shared: SharedRows, inj: Injection | None, n_ans_all:
         cache = new_cache(loaded)
         _prepare(pb, pinj, no_answers)
         tr.forward(pb, **cache_kwargs(loaded, cache))
+        if start is not None:
+            alias_skipped_cache(cache, start)
         for sb, index in continuations:
             _prepare(sb, inj, n_ans_all)
             with torch.inference_mode():
@@ -212,40 +253,102 @@ def _run_shared(tr: Trace, shared: SharedRows, inj: Injection | None, n_ans_all:
             advance(sb.size)
 
 
+@dataclass
+class _Pass:
+    """The options of one scoring pass (:func:`score_rows`' keywords)."""
+
+    capture: Sequence[int]
+    pooling: str
+    batch_size: int
+    token_budget: int | None
+    backend: str | None
+    shared_prefix: bool
+    keep_states: Sequence[int] = ()
+
+
+def _score(loaded, ids: Sequence[Sequence[int]], n_answer: Sequence[int], injection: Injection | None, o: _Pass,
+           advance: Callable, start: BlockStates | None = None) -> ScoreOutput:
+    """One scoring pass over ``ids`` (:func:`score_rows`); ``start``: resumed after block ``start.layer``
+    from its stored states (shared-prefix path, no captures)."""
+    device = next(loaded.model.parameters()).device
+    R = len(ids)
+    D = loaded.adapter.d_model
+    n_ans_all = torch.as_tensor(list(n_answer), dtype=torch.long, device=device)
+    lp = torch.zeros(R, dtype=torch.float64, device=device)
+    states = {L: torch.zeros(R, D, dtype=torch.float32, device=device) for L in o.capture}
+    if injection is not None:
+        injection.directions = injection.directions.to(device=device, dtype=torch.float32)
+    shared = None
+    if o.shared_prefix and (not o.capture or o.pooling == "last"):
+        shared = split_rows(ids, n_answer, _steer_keys(injection, R))
+    spans_of = _spans_of(ids, shared)
+    keep = [StateCollector(L, spans_of) for L in o.keep_states]
+    cbs, hooks = _callbacks(injection, o.capture, o.pooling, o.backend, states, keep)
+    # the final norm may run on another device
+    cbs["final"] = [on_device(_scored_only(_answer_logprob(loaded, lp, n_answer)), device)]
+    with Trace(loaded, cbs) as tr, (resumed_at(loaded, start, spans_of, lambda: tr.batch) if start is not None
+                                    else contextlib.nullcontext()):
+        whole = range(R) if shared is None else shared.full_rows
+        for batch in tr.batches(ids, batch_size=o.batch_size, token_budget=o.token_budget, order=whole):
+            _prepare(batch, injection, n_ans_all)
+            tr.forward(batch)
+            advance(batch.size)
+        if shared is not None:
+            _run_shared(tr, shared, injection, n_ans_all, o.batch_size, o.token_budget, advance,
+                        None if start is None else start.layer)
+    dtype = next(loaded.model.parameters()).dtype
+    return ScoreOutput(logprob=lp.cpu().numpy(), states={L: s.cpu().numpy() for L, s in states.items()},
+                       n_injected=sum(h.n_injected for h in hooks),
+                       block_states={c.layer: c.states(device, dtype, D) for c in keep})
+
+
+def _resume_groups(loaded, ids, n_answer, inj: Injection, resume: Mapping[int, BlockStates]
+                   ) -> list[tuple[np.ndarray, BlockStates | None]]:
+    """The rows of each steered layer with the stored states they resume from (None: the layer has no
+    states, or they lack a span of the rows, or it is the last block: those rows run whole).  Unsteered
+    rows ride with the highest stored layer."""
+    steered = (inj.alpha != 0) & (inj.layer_index >= 0)
+    layer = np.where(steered, np.asarray(inj.layers)[np.maximum(inj.layer_index, 0)], max(resume, default=-1))
+    out = []
+    for L in np.unique(layer).tolist():
+        rows = np.flatnonzero(layer == L)
+        st = resume.get(L)
+        if st is not None and L < loaded.adapter.n_layers - 1:
+            sub = [ids[r] for r in rows]
+            shared = split_rows(sub, [n_answer[r] for r in rows])
+            st = st if st.has(_span_keys(sub, shared)) else None
+        out.append((rows, st if L < loaded.adapter.n_layers - 1 else None))
+    return out
+
+
 def score_rows(loaded, ids: Sequence[Sequence[int]], n_answer: Sequence[int], injection: Injection | None = None,
                *, capture: Sequence[int] = (), pooling: str = "last", batch_size: int = 16,
                token_budget: int | None = None, backend: str | None = None, shared_prefix: bool = True,
+               keep_states: Sequence[int] = (), resume: Mapping[int, BlockStates] | None = None,
                desc: str = "scoring") -> ScoreOutput:
     """Mean log-probability of each row's answer tokens given what precedes them (length-normalised),
     with the per-row injection of ``injection``; ``capture``: layers whose pooled block output (before
     any injection) is returned per row (calibration states).  ``shared_prefix``: each distinct
     question prefix runs once and its rows continue from its KV cache (``steering.prefix``; the same
     numbers to dtype tolerance; ``mean`` pooling captures need whole rows and run whole); False:
-    one forward pass per batch of whole rows (the reference).  Progress: ``desc``, in rows."""
-    device = next(loaded.model.parameters()).device
-    R = len(ids)
-    D = loaded.adapter.d_model
-    n_ans_all = torch.as_tensor(list(n_answer), dtype=torch.long, device=device)
-    lp = torch.zeros(R, dtype=torch.float64, device=device)
-    states = {L: torch.zeros(R, D, dtype=torch.float32, device=device) for L in capture}
-    if injection is not None:
-        injection.directions = injection.directions.to(device=device, dtype=torch.float32)
-    cbs, hooks = _callbacks(injection, capture, pooling, backend, states)
-    # the final norm may run on another device
-    cbs["final"] = [on_device(_scored_only(_answer_logprob(loaded, lp, n_answer)), device)]
-    shared = None
-    if shared_prefix and (not capture or pooling == "last"):
-        shared = split_rows(ids, n_answer, _steer_keys(injection, R))
-    with progress.task(desc, total=R, unit="row") as advance, Trace(loaded, cbs) as tr:
-        whole = range(R) if shared is None else shared.full_rows
-        for batch in tr.batches(ids, batch_size=batch_size, token_budget=token_budget, order=whole):
-            _prepare(batch, injection, n_ans_all)
-            tr.forward(batch)
-            advance(batch.size)
-        if shared is not None:
-            _run_shared(tr, shared, injection, n_ans_all, batch_size, token_budget, advance)
-    return ScoreOutput(logprob=lp.cpu().numpy(), states={L: s.cpu().numpy() for L, s in states.items()},
-                       n_injected=sum(h.n_injected for h in hooks))
+    one forward pass per batch of whole rows (the reference).  ``keep_states``: layers whose block
+    output of every computed token is returned (``ScoreOutput.block_states``); ``resume``: such states
+    (of an unsteered pass over the same token sequences): the rows steered at layer L skip blocks 0..L
+    (``steering.resume``; the same numbers to dtype tolerance; shared-prefix path, no ``capture``).
+    Progress: ``desc``, in rows."""
+    o = _Pass(capture, pooling, batch_size, token_budget, backend, shared_prefix, keep_states)
+    with progress.task(desc, total=len(ids), unit="row") as advance:
+        if not (resume and injection is not None and shared_prefix and not capture and not keep_states):
+            return _score(loaded, ids, n_answer, injection, o, advance)
+        lp = np.zeros(len(ids))
+        n_inj = 0
+        for rows, start in _resume_groups(loaded, ids, n_answer, injection, resume):
+            sub = dataclasses.replace(injection, alpha=injection.alpha[rows], layer_index=injection.layer_index[rows],
+                                      dir_index=injection.dir_index[rows])
+            out = _score(loaded, [ids[r] for r in rows], [n_answer[r] for r in rows], sub, o, advance, start)
+            lp[rows] = out.logprob
+            n_inj += out.n_injected
+    return ScoreOutput(logprob=lp, n_injected=n_inj)
 
 
 @dataclass
