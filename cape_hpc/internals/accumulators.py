@@ -21,15 +21,14 @@ a batch are R / T, where they go in the resident buffers).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
-__all__ = ["StreamingOps", "streaming_ops", "torch_threads_kept", "StreamState", "PairState",
+__all__ = ["StreamingOps", "streaming_ops", "StreamState", "PairState",
            "reservoir_slots", "unit_rows", "update_moments", "covariance", "sketch_matrix",
            "sketch_participation_ratio"]
 
@@ -47,30 +46,13 @@ class StreamingOps:
         """``cape_kernels.pool_accumulate_``: pooled rows [B, D], accumulated into ``sums``."""
         from cape_kernels import streaming
 
-        with torch_threads_kept():
-            return streaming.pool_accumulate_(hidden, mask, mode, slot, sums, unit_sums, backend=self.requested)
+        return streaming.pool_accumulate_(hidden, mask, mode, slot, sums, unit_sums, backend=self.requested)
 
     def count_pairs_below(self, A, B, threshold, **groups) -> torch.Tensor:
         """``cape_kernels.count_pairs_below``: [G, G] int64 counts of pairs below ``threshold``."""
         from cape_kernels import streaming
 
-        with torch_threads_kept():
-            return streaming.count_pairs_below(A, B, threshold, backend=self.requested, **groups)
-
-
-@contextlib.contextmanager
-def torch_threads_kept() -> Iterator[None]:
-    """Inside: whatever runs, torch's CPU thread count is what it was on entry when it ends.  numba's
-    ``omp`` threading layer shares torch's OpenMP runtime, so a parallel numba kernel sets torch's
-    count to numba's: after one, a process that gave torch 1 thread ran every elementwise op of the
-    next forward passes on an OpenMP team (measured: a bare SmolLM2 forward 10x slower on a loaded
-    2-core machine).  Costs two ``get_num_threads`` calls (no device work)."""
-    n = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != n:
-            torch.set_num_threads(n)
+        return streaming.count_pairs_below(A, B, threshold, backend=self.requested, **groups)
 
 
 def streaming_ops(backend: Optional[str], device: torch.device) -> StreamingOps:

@@ -31,7 +31,7 @@ import torch
 from cape_hpc import progress
 from cape_hpc.errors import DataError
 from cape_hpc.internals.accumulators import (PairState, StreamState, covariance, sketch_matrix, streaming_ops,
-                                             torch_threads_kept, unit_rows, update_moments)
+                                             unit_rows, update_moments)
 from cape_hpc.internals.blocks import assign_blocks
 from cape_hpc.internals.options import ExtractOptions
 from cape_hpc.internals.prompts import PromptSet
@@ -299,10 +299,8 @@ class _Extraction:
 
     # ------------------------------------------------------------------ the pass
     def run(self) -> InternalsResult:
-        with torch_threads_kept():          # the statistics' numba kernels too (see torch_threads_kept)
-            return self._run()
-
-    def _run(self) -> InternalsResult:
+        """The extraction.  (numba's kernels keep torch's CPU thread count: ``cape_kernels.numba_jit``
+        starts numba's pool once per process and puts torch's count back.)"""
         self._setup()
         n_trunc = 0
         ok = False
