@@ -55,6 +55,11 @@ def test_resumed_rows_equal_every_block_computed(model, positions, batch_size, t
     assert sorted(base.block_states) == LAYERS[:2]
     plain = score_rows(lm, ids, n_ans, batch_size=5, backend="torch")
     assert np.array_equal(base.logprob, plain.logprob)               # keeping states changes nothing
+    kinds = []                                                       # the blocks' own output kind
+    hook = lm.adapter.layers[0].register_forward_hook(lambda m, a, out: kinds.append(isinstance(out, tuple)))
+    lm.model(torch.tensor([ids[0]]))
+    hook.remove()
+    assert all(st.tuple_out == kinds[0] for st in base.block_states.values())
     inj, G = _grid(lm, R, item, positions)
     rows, n = [ids[r] for _ in range(G) for r in range(R)], list(n_ans) * G
     kw = dict(batch_size=batch_size, token_budget=token_budget, backend="torch")

@@ -29,10 +29,6 @@ __all__ = ["Span", "BlockStates", "StateCollector", "resumed_at", "alias_skipped
 #: (key = (token tuple, start position), batch row, first batch index of the span)
 Span = tuple[tuple[tuple[int, ...], int], int, int]
 
-#: model types whose decoder blocks return a tuple (hidden, ...) rather than the hidden tensor
-_TUPLE_BLOCKS = frozenset({"bloom", "gpt_neo", "falcon"})
-
-
 def _span_len(key) -> int:
     return len(key[0]) - key[1]
 
@@ -41,11 +37,13 @@ def _span_len(key) -> int:
 class BlockStates:
     """Output of block ``layer`` (before any injection) of stored spans: ``buffer`` [1 + T, D] in the
     model's dtype on its device (row 0: zeros, read by pad slots) and ``where`` {key: buffer row of the
-    span's first position}."""
+    span's first position}; ``tuple_out``: the block returned a tuple (hidden, ...), as observed when
+    the states were kept (the skipped blocks return the same kind)."""
 
     layer: int
     buffer: torch.Tensor
     where: dict = field(default_factory=dict)
+    tuple_out: bool = False
 
     def has(self, keys) -> bool:
         return all(k in self.where for k in keys)
@@ -66,13 +64,26 @@ class BlockStates:
 class StateCollector:
     """``Trace`` callback at ``block.{layer}`` (placed before any injection there): stores the block's
     output at every span of every batch (prefix passes included; a key seen before is skipped).
-    ``spans_of(batch)``: the batch's spans.  :meth:`states` returns the :class:`BlockStates`."""
+    ``spans_of(batch)``: the batch's spans.  :meth:`states` returns the :class:`BlockStates`.
+    :meth:`watching` records, around the pass, whether the block returns a tuple."""
 
     def __init__(self, layer: int, spans_of: Callable[[object], list[Span]]):
         self.layer, self.spans_of = layer, spans_of
         self.parts: list[torch.Tensor] = []
         self.where: dict = {}
         self.total = 1
+        self.tuple_out = False
+
+    @contextlib.contextmanager
+    def watching(self, block: torch.nn.Module) -> Iterator[None]:
+        """Inside: a forward hook on ``block`` notes the kind of its output."""
+        def note(module, args, output):
+            self.tuple_out = isinstance(output, tuple)
+        handle = block.register_forward_hook(note)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def __call__(self, x: torch.Tensor, batch) -> None:
         bs, ss = [], []
@@ -93,7 +104,8 @@ class StateCollector:
 
     def states(self, device: torch.device, dtype: torch.dtype, D: int) -> BlockStates:
         zero = torch.zeros(1, D, dtype=dtype, device=device)
-        return BlockStates(self.layer, torch.cat([zero] + [p.to(device, dtype) for p in self.parts]), self.where)
+        return BlockStates(self.layer, torch.cat([zero] + [p.to(device, dtype) for p in self.parts]), self.where,
+                           self.tuple_out)
 
 
 def _hidden_arg(args, kwargs) -> torch.Tensor:
@@ -109,7 +121,7 @@ def resumed_at(loaded, states: BlockStates, spans_of: Callable[[object], list[Sp
     exit (an instance-level forward, e.g. accelerate's, is kept)."""
     ad = loaded.adapter
     blocks = ad.layers[:states.layer + 1]
-    tup = ad.model_type in _TUPLE_BLOCKS
+    tup = states.tuple_out
 
     def wrap(h):
         return (h,) if tup else h

@@ -286,8 +286,12 @@ def _score(loaded, ids: Sequence[Sequence[int]], n_answer: Sequence[int], inject
     cbs, hooks = _callbacks(injection, o.capture, o.pooling, o.backend, states, keep)
     # the final norm may run on another device
     cbs["final"] = [on_device(_scored_only(_answer_logprob(loaded, lp, n_answer)), device)]
-    with Trace(loaded, cbs) as tr, (resumed_at(loaded, start, spans_of, lambda: tr.batch) if start is not None
-                                    else contextlib.nullcontext()):
+    with contextlib.ExitStack() as stack:
+        tr = stack.enter_context(Trace(loaded, cbs))
+        for col in keep:
+            stack.enter_context(col.watching(loaded.adapter.layers[col.layer]))
+        if start is not None:
+            stack.enter_context(resumed_at(loaded, start, spans_of, lambda: tr.batch))
         whole = range(R) if shared is None else shared.full_rows
         for batch in tr.batches(ids, batch_size=o.batch_size, token_budget=o.token_budget, order=whole):
             _prepare(batch, injection, n_ans_all)
