@@ -384,6 +384,24 @@ def test_lock_is_exclusive_and_stale_lock_taken_over(tmp_path):
     assert not (tmp_path / "locks" / "m.lock").exists()
 
 
+def test_rerun_removes_a_stale_lock_beside_a_complete_shard(tmp_path):
+    """A rank killed after publishing a shard and before releasing its lock leaves the lock: the rerun
+    skips the model (complete shard) and removes that lock; a live lock is left alone."""
+    job = load_job(write_job(tmp_path))
+    run_sweep(job, use_mpi=False)
+    out = Path(job.output_dir)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    (out / "locks" / "big.lock").write_text(json.dumps({"host": shards.HOST, "pid": dead, "nonce": "x"}))
+    live = {"host": shards.HOST, "pid": os.getpid(), "start": shards._proc_start(os.getpid()), "nonce": "y"}
+    (out / "locks" / "mid.lock").write_text(json.dumps(live))
+    res = run_sweep(job, use_mpi=False)
+    runs = {m.model: m for m in res.models}
+    assert {n: m.status for n, m in runs.items()} == {"big": "skipped", "mid": "skipped", "small": "skipped"}
+    assert not (out / "locks" / "big.lock").exists() and f"removed the stale lock of {shards.HOST}:{dead}" in runs["big"].note
+    assert json.loads((out / "locks" / "mid.lock").read_text()) == live and "stale" not in runs["mid"].note
+
+
 def test_remote_lock_is_stale_only_after_heartbeat_timeout(tmp_path):
     p = tmp_path / "locks" / "m.lock"
     p.parent.mkdir()

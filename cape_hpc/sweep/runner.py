@@ -398,6 +398,17 @@ def signals_handled_by(term: _TermState):
             signal.signal(s, h)
 
 
+def _skipped(out: Path, name: str) -> ModelRun:
+    """A model whose complete shard has the same provenance; a stale lock left beside it (its rank was
+    killed between publishing and releasing) is removed."""
+    run = ModelRun(name, "skipped", note="complete shard with the same provenance",
+                   shard=str(shards.shard_path(out, name)))
+    stale = shards.clear_stale_lock(out, name)
+    if stale:
+        run.note += f"; removed the stale lock of {stale.get('host')}:{stale.get('pid')}"
+    return run
+
+
 def run_master(run: SweepRun, rows: list[tuple[str, str]]) -> tuple[list[ModelRun], tuple]:
     """Rank 0: record the run, hand the models out (a dispatcher thread serves the other ranks) and
     compute too; returns every model's outcome and the per-rank (busy, wait) seconds."""
@@ -406,8 +417,7 @@ def run_master(run: SweepRun, rows: list[tuple[str, str]]) -> tuple[list[ModelRu
         man["runs"][run.run_id] = {"started": _now(), "ranks": run.size, "host": shards.HOST, "pid": os.getpid(),
                                    "argv": " ".join(sys.argv)}
     todo = [name for name, action in rows if action != "skip"]
-    runs = [ModelRun(name, "skipped", note="complete shard with the same provenance",
-                     shard=str(shards.shard_path(run.out, name))) for name, action in rows if action == "skip"]
+    runs = [_skipped(run.out, name) for name, action in rows if action == "skip"]
     sched = Scheduler(todo)
     run.term.sched = sched
     if run.term.requested.is_set():

@@ -335,6 +335,21 @@ class ModelLock:
         self.release()
 
 
+def clear_stale_lock(out_dir: str | os.PathLike, name: str) -> dict | None:
+    """Remove model ``name``'s lock when it is stale (its holder died, e.g. a rank killed after it
+    published the shard and before it released the lock); a live lock is left alone.  Returns the
+    stale holder, or None when there was nothing stale to remove."""
+    lock = ModelLock(out_dir, name)
+    if not lock.path.exists():
+        return None
+    try:
+        lock.acquire()
+    except LockBusy:
+        return None
+    lock.release()
+    return lock.took_over
+
+
 # ---------------------------------------------------------------------------------------------
 # manifest
 
