@@ -316,12 +316,12 @@ def _resume_groups(loaded, ids, n_answer, inj: Injection, resume: Mapping[int, B
     out = []
     for L in np.unique(layer).tolist():
         rows = np.flatnonzero(layer == L)
-        st = resume.get(L)
-        if st is not None and L < loaded.adapter.n_layers - 1:
+        st = resume.get(L) if L < loaded.adapter.n_layers - 1 else None
+        if st is not None:
             sub = [ids[r] for r in rows]
-            shared = split_rows(sub, [n_answer[r] for r in rows])
-            st = st if st.has(_span_keys(sub, shared)) else None
-        out.append((rows, st if L < loaded.adapter.n_layers - 1 else None))
+            if not st.has(_span_keys(sub, split_rows(sub, [n_answer[r] for r in rows]))):
+                st = None
+        out.append((rows, st))
     return out
 
 
