@@ -122,3 +122,23 @@ def test_tiny_models_are_deterministic():
     c = load_model("tiny-qwen2", revision="1").model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_float64_left_padded_logits_equal_each_prompt_alone(arch):
+    """In float64 a left-padded batch's logits at the real positions equal a plain unpadded forward
+    of each prompt alone.  BLOOM's eager attention takes its softmax in float32, where float64's
+    mask minimum is -inf: its padding rows turned NaN and leaked into the real rows until the
+    adapter clamped the mask (``adapters._mask_within_float32``).  Mixtral's experts run eagerly in
+    float64 (``loading._experts_for_dtype``); GPT-Neo computes its attention scores in float32 by
+    design, hence its float32-sized tolerance."""
+    lm = load_model(f"tiny-{arch}", dtype="float64")
+    tol = 1e-6 if arch == "gpt_neo" else 1e-9
+    rows = [lm.tokenizer(t)["input_ids"] for t in TEXTS[:4]]
+    ids, mask, pos = left_pad(rows, pad_id=0)
+    with torch.inference_mode():
+        batched = lm.model(**forward_kwargs(lm, ids, mask, pos)).logits
+        for i, r in enumerate(rows):
+            alone = lm.model(input_ids=torch.tensor([r])).logits[0]
+            np.testing.assert_allclose(batched[i, ids.shape[1] - len(r):].numpy(), alone.numpy(),
+                                       rtol=0, atol=tol * max(alone.abs().max().item(), 1.0), err_msg=arch)

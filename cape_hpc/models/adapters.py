@@ -26,6 +26,7 @@ class ArchSpec:
     post_norm: str | None = None   # a projection between final norm and unembedding (OPT project_out)
     conv1d: bool = False           # GPT-2 Conv1D: weight is [in, out]
     attn_adds_residual: bool = False  # BLOOM's attention returns dense(x) + residual
+    float32_softmax: bool = False  # the eager attention casts its scores to float32 for the softmax (BLOOM)
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -34,7 +35,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "opt": ArchSpec("OPT", "model.decoder.layers", "self_attn", "self_attn.out_proj",
                     "model.decoder.final_layer_norm", post_norm="model.decoder.project_out"),
     "bloom": ArchSpec("BLOOM", "transformer.h", "self_attention", "self_attention.dense",
-                      "transformer.ln_f", attn_adds_residual=True),
+                      "transformer.ln_f", attn_adds_residual=True, float32_softmax=True),
     "gpt_neo": ArchSpec("GPT-Neo", "transformer.h", "attn.attention", "attn.attention.out_proj",
                         "transformer.ln_f"),
     "gptj": ArchSpec("GPT-J", "transformer.h", "attn", "attn.out_proj", "transformer.ln_f"),
@@ -64,6 +65,20 @@ def _cfg(config, *names, default=None):
         if v is not None:
             return v
     return default
+
+
+_FLOAT32_FLOOR = -1e30   # a masked score: exp() is 0 next to any real score, and finite in float32
+
+
+def _mask_within_float32(module, args, kwargs):
+    """Forward pre-hook of an attention that takes its softmax in float32: a float64 additive mask's
+    ``finfo(float64).min`` becomes -inf in float32, so a fully masked query row (a left-padding
+    position) turns NaN, and 0 x NaN then reaches every real row of the next layer through the values.
+    The mask is clamped to a floor that stays finite in float32; the real rows are unchanged."""
+    mask = kwargs.get("attention_mask")
+    if mask is None or mask.dtype != torch.float64:
+        return None
+    return args, {**kwargs, "attention_mask": mask.clamp(min=_FLOAT32_FLOOR)}
 
 
 def get_spec(model_type: str) -> ArchSpec:
@@ -100,6 +115,9 @@ class Adapter:
         self.softcap = _cfg(config, "final_logit_softcapping")
         params = inspect.signature(model.forward).parameters
         self.accepts_position_ids = "position_ids" in params
+        if self.spec.float32_softmax:
+            for i in range(self.n_layers):
+                self.attn(i).register_forward_pre_hook(_mask_within_float32, with_kwargs=True)
 
     # --- modules -----------------------------------------------------------------------------
     def attn(self, i: int) -> torch.nn.Module:

@@ -408,6 +408,16 @@ def _pretrained(spec: str, path: str, source: str, kwargs: dict[str, Any]):
         raise DataError(f"--model {spec}: cannot unpickle its weights ({str(exc).strip().splitlines()[0]})") from None
 
 
+def _experts_for_dtype(model, tdtype) -> None:
+    """Mixture-of-experts layers in float64 run transformers' eager experts: its default
+    ``grouped_mm`` takes float32, bfloat16 or float16 matrices only."""
+    import torch
+
+    if (tdtype == torch.float64 and getattr(model.config, "_experts_implementation", None) == "grouped_mm"
+            and hasattr(model, "set_experts_implementation")):
+        model.set_experts_implementation("eager")
+
+
 def load_model(spec: str, revision: str | None = None, dtype: str = "float32",
                trust_remote_code: bool = False, allow_pickle: bool | None = None, *,
                device_map: str | dict | None = None, max_memory: dict | None = None,
@@ -438,6 +448,7 @@ def load_model(spec: str, revision: str | None = None, dtype: str = "float32",
         model, tok = _pretrained(spec, path, source, kwargs)
         tok = _prepare_tokenizer(tok)
     model.eval()
+    _experts_for_dtype(model, tdtype)
     if getattr(model, "hf_device_map", None):
         info = {**info, "device_map": {k: str(v) for k, v in model.hf_device_map.items()}}
     return LoadedModel(model, tok, Adapter(model), source=source, revision=rev, dtype=dtype, name=spec, info=info)
