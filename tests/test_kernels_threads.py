@@ -38,9 +38,11 @@ print(json.dumps(dict(seen=seen, numba=numba.get_num_threads(), layer=numba.thre
 """
 
 
-def _run(code: str) -> dict:
-    env = dict(os.environ, NUMBA_NUM_THREADS="2")
+def _run(code: str, **env_set: str) -> dict:
+    env = dict(os.environ, NUMBA_NUM_THREADS="2", **env_set)
     env.pop("OMP_NUM_THREADS", None)
+    if "OMP_MAX_ACTIVE_LEVELS" not in env_set:
+        env.pop("OMP_MAX_ACTIVE_LEVELS", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -68,3 +70,26 @@ def test_a_sweep_ranks_thread_budget_holds_for_torch():
             "print(json.dumps(dict(n=n, torch=torch.get_num_threads(), numba=numba.get_num_threads())))")
     got = _run(code)
     assert got["torch"] == got["n"] and got["numba"] == min(got["n"], 2)
+
+
+_LEVELS = """
+import ctypes, json
+from cape_kernels import numba_backend
+import numba, torch
+x = torch.randn(4, 2, 300, 64)
+torch.nn.functional.scaled_dot_product_attention(x, x, x)        # torch's parallel regions have run
+gomp = sorted({line.split()[-1] for line in open("/proc/self/maps") if "libgomp" in line})
+print(json.dumps(dict(layer=numba.threading_layer(),
+                      levels={p: ctypes.CDLL(p).omp_get_max_active_levels() for p in gomp})))
+"""
+
+
+def test_numba_pool_leaves_openmp_unnested():
+    """numba's ``omp`` pool start enables every nesting level in its libgomp, which torch shares when
+    numba loaded it first: each BLAS call inside torch's parallel regions then started a nested
+    team (a 4-8x slower forward for the rest of the process).  After the kernels' module the level
+    is ``OMP_MAX_ACTIVE_LEVELS``, 1 when unset, in every libgomp of the process."""
+    got = _run(_LEVELS)
+    assert got["layer"] == "omp" and got["levels"]
+    assert set(got["levels"].values()) == {1}, got
+    assert set(_run(_LEVELS, OMP_MAX_ACTIVE_LEVELS="2")["levels"].values()) == {2}

@@ -11,7 +11,8 @@ before numba is imported.  When that folder cannot be written, the kernels are c
 process, silently (no cache, and nothing written to the install folder).
 
 The thread pool: numba's is started here, once per process, with torch's CPU thread count kept
-(``start_thread_pool``), so no parallel kernel changes the number of threads torch runs with.
+(``start_thread_pool``), so no parallel kernel changes the number of threads torch runs with, and
+OpenMP's nesting, which the pool's start turns on, turned back off (``_unnest_openmp``).
 """
 from __future__ import annotations
 
@@ -78,6 +79,43 @@ def start_thread_pool() -> None:
     numba.get_num_threads()              # starts the pool, selecting the threading layer
     if n and torch.get_num_threads() != n:
         torch.set_num_threads(n)
+    _unnest_openmp()
+
+
+def _unnest_openmp() -> None:
+    """Put OpenMP's nesting back after numba's ``omp`` pool has started.
+
+    The start also sets every supported nesting level (``omp_set_max_active_levels``) in the libgomp
+    its lookup finds first: torch's own copy when torch was loaded before, or the system's, which
+    torch then shares when numba loaded it first (the soname matches).  With nesting on, every BLAS
+    call inside one of torch's parallel regions (CPU flash attention runs its small GEMMs inside
+    ``parallel_for``) starts a nested team: on 2 cores a tiny model's forward ran 4-8x slower for the
+    rest of the process.  cape's numba kernels never nest, so every libgomp of the process goes back
+    to ``OMP_MAX_ACTIVE_LEVELS`` (1 when unset)."""
+    if numba.threading_layer() != "omp":
+        return
+    import ctypes
+
+    try:
+        levels = int(os.environ.get("OMP_MAX_ACTIVE_LEVELS", "1"))
+    except ValueError:
+        levels = 1
+    for path in _libgomp_paths():
+        try:
+            ctypes.CDLL(path).omp_set_max_active_levels(levels)
+        except (OSError, AttributeError):   # not an OpenMP runtime after all: nothing to undo there
+            continue
+
+
+def _libgomp_paths() -> list[str]:
+    """Every libgomp mapped into this process (Linux), else the file of numba's OpenMP pool (whose
+    symbol lookup reaches the libgomp it linked)."""
+    try:
+        with open("/proc/self/maps") as fh:
+            return sorted({line.split()[-1] for line in fh if "libgomp" in line.rsplit("/", 1)[-1]})
+    except OSError:
+        from numba.np.ufunc import omppool
+        return [omppool.__file__]
 
 
 start_thread_pool()
