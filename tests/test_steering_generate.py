@@ -153,3 +153,26 @@ def test_smollm2_equals_generate_and_plain_hook():
     v = _direction(lm)
     steered = greedy_generate(lm, ids, new, Steering(LAYER, v, 4.0, scale="absolute"))
     assert steered == _reference(lm, ids, new, eos, add=4.0 * v.expand(len(ids), -1))
+
+
+def test_preallocated_cache_layer_equals_the_dynamic_layer_and_never_reallocates():
+    """``models.kv_cache.PreallocatedLayer`` returns what transformers' ``DynamicLayer`` returns (a
+    prefill then single steps), from one backing tensor allocated at the first update, and refuses
+    to write past its slots."""
+    from transformers.cache_utils import DynamicLayer
+
+    from cape_hpc.models.kv_cache import PreallocatedLayer
+
+    g = torch.Generator().manual_seed(0)
+    ours, theirs = PreallocatedLayer(slots=7), DynamicLayer()
+    for n in (4, 1, 1, 1):
+        k, v = torch.randn(3, 2, n, 5, generator=g), torch.randn(3, 2, n, 6, generator=g)
+        got, want = ours.update(k, v), theirs.update(k, v)
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+        if n == 4:
+            backing = ours.keys.untyped_storage().data_ptr()
+        assert ours.keys.untyped_storage().data_ptr() == backing
+        assert ours.get_seq_length() == theirs.get_seq_length()
+    with pytest.raises(RuntimeError, match="8 positions written into 7 slots"):
+        ours.update(k, v)

@@ -3,9 +3,9 @@ with a preallocated KV cache, through ``Trace`` (``stop=False``).  The steering 
 call (which positions of which rows are injected) travels in the call's
 :class:`~cape_hpc.models.tracing.Batch` (``steering.hooks.RowInjection``).
 
-Nothing grows per step: the KV cache is transformers' ``StaticCache`` sized to prompt + new tokens
-(where the model supports it, else its dynamic cache), the attention mask and the positions of
-every step are written once before the loop and each step reads a view of them.  The generated
+Nothing grows per step: the KV cache is allocated once for prompt + new tokens and attention reads
+the positions written so far (``models.kv_cache``), the attention mask and the positions of every
+step are written once before the loop and each step reads a view of them.  The generated
 tokens and the finished mask stay on the device; the loop stops once every row has finished (on a
 GPU the finished flag is copied to the host without blocking and read when it has arrived, so no
 step waits for the device) and the host reads the tokens once, at the end.  Without steering (or
@@ -105,25 +105,22 @@ def _cache_of(res):
     raise RuntimeError("the model returned no KV cache")
 
 
-def _static_cache(model, slots: int):
-    """transformers' ``StaticCache`` of ``slots`` positions for ``model`` (allocated on the first
-    update, on each layer's device and in its dtype), or None where the model cannot take one."""
-    if not getattr(model, "_can_compile_fullgraph", False):
-        return None
-    from transformers import StaticCache
+def _decoding_cache(model, slots: int):
+    """The KV cache of one generation: ``models.kv_cache.preallocated_cache`` of ``slots`` positions
+    (the model's own dynamic cache where transformers cannot build one from the config: None)."""
+    from cape_hpc.models.kv_cache import preallocated_cache
 
     try:
-        return StaticCache(config=model.config, max_cache_len=slots)
-    except (TypeError, ValueError, KeyError):           # a config the static layers do not describe
+        return preallocated_cache(model.config, slots)
+    except (TypeError, ValueError, KeyError, AttributeError):      # a config the cache layers do not describe
         return None
 
 
 class _Steps:
     """What the decoding steps read, allocated once: the attention mask [N, S0 + T - 1] (the prompt's
-    padding, then ones: causality hides the columns not written yet), the positions [T - 1, N], the
-    KV cache (``StaticCache`` of S0 + T - 1 slots where the model takes position ids and a static
-    cache; else None: the model's own dynamic cache, each step's mask the view of the columns seen so
-    far, as ``generate`` passes it) and the steps' ``Batch.extra`` (the injection, the same each step)."""
+    padding, then ones), the positions [T - 1, N], the KV cache (preallocated, S0 + T - 1 slots; each
+    step's mask is the view of the columns seen so far, as ``generate`` passes it) and the steps'
+    ``Batch.extra`` (the injection, the same each step)."""
 
     def __init__(self, loaded, batch: Batch, max_new_tokens: int, extra: dict):
         N, S0 = batch.input_ids.shape
@@ -134,13 +131,13 @@ class _Steps:
         self.mask[:, :S0] = batch.attention_mask
         ahead = torch.arange(1, max_new_tokens, dtype=batch.position_ids.dtype, device=dev)
         self.positions = (batch.position_ids[:, -1][None, :] + ahead[:, None]).contiguous()      # [T - 1, N]
-        self.cache = _static_cache(loaded.model, slots) if loaded.adapter.accepts_position_ids else None
+        self.cache = _decoding_cache(loaded.model, slots)
 
     def batch_of(self, k: int, nxt: torch.Tensor) -> Batch:
         """The Batch of decoding step k: the token ``nxt`` [N] chosen after step k - 1 (0: the prefill)."""
         b = self.batch
-        mask = self.mask if self.cache is not None else self.mask[:, :self.S0 + k + 1]
-        return Batch(rows=b.rows, rows_device=b.rows_device, input_ids=nxt[:, None], attention_mask=mask,
+        return Batch(rows=b.rows, rows_device=b.rows_device, input_ids=nxt[:, None],
+                     attention_mask=self.mask[:, :self.S0 + k + 1],
                      position_ids=self.positions[k][:, None], lengths=b.lengths, extra=self.extra)
 
 
