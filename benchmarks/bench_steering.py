@@ -81,7 +81,7 @@ def bench_scoring(lm, n_items: int, repeats: int = 2, whole: bool = True) -> dic
                          alpha=np.repeat(alphas, R), layer_index=np.zeros(n, dtype=np.int64),
                          dir_index=np.zeros(n, dtype=np.int64))
     ts, tu = [], []
-    for _ in range(max(3, repeats)):              # interleaved
+    for _ in range(max(5, repeats)):              # interleaved (one round varies by +-15 % on 2 cores)
         ts.append(_best(lambda: score_rows(lm, ids, n_ans, inj([0.05]), batch_size=32), 1))
         tu.append(_best(lambda: score_rows(lm, ids, n_ans, None, batch_size=32), 1))
     out = {"device": str(next(lm.model.parameters()).device), "items": len(its), "rows": R, "grid9_s": t9,
