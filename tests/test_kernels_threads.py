@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 _SETUP = """
 import json, numpy as np, torch
 torch.set_num_threads(1)
@@ -90,6 +92,8 @@ def test_numba_pool_leaves_openmp_unnested():
     team (a 4-8x slower forward for the rest of the process).  After the kernels' module the level
     is ``OMP_MAX_ACTIVE_LEVELS``, 1 when unset, in every libgomp of the process."""
     got = _run(_LEVELS)
-    assert got["layer"] == "omp" and got["levels"]
+    if got["layer"] != "omp":
+        pytest.skip(f"numba chose its {got['layer']} threading layer here: no OpenMP pool to check")
+    assert got["levels"]
     assert set(got["levels"].values()) == {1}, got
     assert set(_run(_LEVELS, OMP_MAX_ACTIVE_LEVELS="2")["levels"].values()) == {2}
