@@ -211,6 +211,27 @@ def test_summarize_keeps_the_numbers_and_flags_degenerate_bootstraps():
     assert math.isnan(none.median) and none.n_valid == 0
 
 
+def test_percentile_intervals_of_columns_equal_numpy_quantiles_of_each_valid_column():
+    """Columns without NaN (one quantile call), with some NaN, all NaN, and no rows at all: each
+    equals numpy's quantiles (linear) of that column's finite values."""
+    from cape_hpc.stats.intervals import percentile_intervals
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(57, 6))
+    X[::3, 1] = np.nan
+    X[5, 2] = np.inf
+    X[:, 4] = np.nan
+    got = percentile_intervals(X, 0.8)
+    for j in range(6):
+        v = X[np.isfinite(X[:, j]), j]
+        if v.size == 0:
+            assert not got[j].defined
+            continue
+        lo, hi = np.quantile(v, [(1 - 0.8) / 2, (1 + 0.8) / 2])
+        assert (got[j].low, got[j].high, got[j].level) == (lo, hi, 0.8)
+    assert [ci.defined for ci in percentile_intervals(np.empty((0, 3)), 0.9)] == [False] * 3
+
+
 def test_interval_functions_return_confidence_intervals():
     v = np.arange(101.0)
     ci = percentile_interval(v, 0.9)

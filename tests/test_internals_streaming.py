@@ -189,14 +189,20 @@ def _direct_bootstrap(R, T, bR, bT, G, B, seed):
     return out
 
 
-def test_block_bootstrap_equals_a_direct_bootstrap_of_stacked_vectors():
+@pytest.mark.parametrize("D, gram_bytes", [(5, None), (16, None), (16, 0)],
+                         ids=["weighted-sums", "gram", "gram-over-budget"])
+def test_block_bootstrap_equals_a_direct_bootstrap_of_stacked_vectors(D, gram_bytes, monkeypatch):
     """Constructed vectors with many pairs below -0.5: the weighted-sum statistics of every
-    resample equal the statistics of the stacked vectors of the drawn blocks."""
+    resample equal the statistics of the stacked vectors of the drawn blocks -- through the weighted
+    sums (G > D, or Grams over ``GRAM_BYTES``) and through the [G, G] Gram matrices (G <= D)."""
+    from cape_hpc.internals import blocks as blocks_mod
     from cape_hpc.internals.blocks import BlockBootstrap
     from cape_hpc.stats import percentile_interval
 
+    if gram_bytes is not None:
+        monkeypatch.setattr(blocks_mod, "GRAM_BYTES", gram_bytes)
     rng = np.random.default_rng(5)
-    G, D, B, seed = 6, 5, 120, 11
+    G, B, seed = 6, 120, 11
     v = rng.normal(size=D)
     R = v + rng.normal(size=(40, D)) * 1.2
     T = -v + rng.normal(size=(33, D)) * 1.2

@@ -14,6 +14,11 @@ enters every sum with weight w_b.  Each statistic is then recomputed from the we
 - pairwise mean: (sum_b w_b U_R[b]) . (sum_b w_b U_T[b]) / (P* Q*), P* = sum_b w_b n_R[b];
 - fraction below: sum_{g,h} w_g w_h below[g, h] / ((sum_g w_g c_R[g]) (sum_h w_h c_T[h])).
 
+The dot products of the weighted sums are quadratic forms of each statistic's [G, G] Gram matrices,
+(sum_g w_g S_R[g]) . (sum_h w_h S_T[h]) = w^T (S_R S_T^T) w: the Grams are formed once and each
+resample costs G^2 instead of G D (used when G <= D and the Grams fit ``GRAM_BYTES``; else the
+weighted sums themselves, chunk by chunk).
+
 This is exactly the statistic of the stacked per-prompt vectors of the drawn blocks (a block drawn
 twice contributes its prompts twice, and pairs across its two copies), which the tests check.  A
 resample without prompts of both sets is invalid (NaN, not counted in ``n_valid``).  Intervals are
@@ -28,11 +33,12 @@ from typing import Sequence
 import numpy as np
 
 from cape_hpc.schema import ConfidenceInterval
-from cape_hpc.stats.intervals import percentile_interval
+from cape_hpc.stats.intervals import percentile_intervals
 
-__all__ = ["assign_blocks", "block_weights", "BlockBootstrap", "weighted_cosine", "CHUNK"]
+__all__ = ["assign_blocks", "block_weights", "BlockBootstrap", "weighted_cosine", "CHUNK", "GRAM_BYTES"]
 
 CHUNK = 128   # resamples per evaluation (bounds the [chunk, ..., D] weighted sums)
+GRAM_BYTES = 64 << 20   # the most bytes the [K, G, G] Gram matrices of one call may take
 
 
 def assign_blocks(ids: Sequence[str], n_blocks: int, seed: int = 0) -> np.ndarray:
@@ -60,11 +66,29 @@ def _weigh(W: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def weighted_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """cos of the last axis, 0 where a norm is 0 (as the kernels), clamped to [-1, 1]."""
-    dot = np.einsum("...d,...d->...", a, b)
-    den = np.sqrt(np.einsum("...d,...d->...", a, a) * np.einsum("...d,...d->...", b, b))
+    return _cosine(np.einsum("...d,...d->...", a, b), np.einsum("...d,...d->...", a, a),
+                   np.einsum("...d,...d->...", b, b))
+
+
+def _cosine(dot: np.ndarray, aa: np.ndarray, bb: np.ndarray) -> np.ndarray:
+    """dot / sqrt(aa bb) from a dot product and two squared norms (a squared norm that rounding made
+    negative counts as 0), 0 where a norm is 0, clamped to [-1, 1]."""
+    den = np.sqrt(np.maximum(aa, 0.0) * np.maximum(bb, 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         c = np.where(den > 0, dot / np.where(den > 0, den, 1.0), 0.0)
     return np.clip(c, -1.0, 1.0)
+
+
+def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[K, G, D] x [K, G, D] -> [K, G, G]: a_k b_k^T."""
+    return np.matmul(a, b.transpose(0, 2, 1))
+
+
+def _quadratic(W: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """W [c, G], M [K, G, G] -> [c, K]: w_c^T M_k w_c (one BLAS product, as ``_weigh``)."""
+    K, G, _ = M.shape
+    WM = (W @ M.transpose(1, 0, 2).reshape(G, K * G)).reshape(W.shape[0], K, G)
+    return np.einsum("ckh,ch->ck", WM, W)
 
 
 @dataclass
@@ -94,38 +118,46 @@ class BlockBootstrap:
         """Percentile intervals of each column of samples [n_resamples, k] (NaN = invalid) and the
         number of valid values per column."""
         samples = np.asarray(samples, dtype=np.float64).reshape(self.n_resamples, -1)
-        ok = np.isfinite(samples)
-        cis = [percentile_interval(samples[ok[:, j], j], self.level) for j in range(samples.shape[1])]
-        return cis, ok.sum(0).astype(np.int64)
+        return percentile_intervals(samples, self.level), np.isfinite(samples).sum(0).astype(np.int64)
 
     # ------------------------------------------------------------ the statistics, per chunk
+    def weighted_dots(self, sums: np.ndarray, norms: bool):
+        """Per chunk of resamples: (P* [c], Q* [c], valid [c], dots) with ``dots`` the [c, K] dot
+        products (w . S_R_k) . (w . S_T_k) of the weighted set sums of ``sums`` [K, 2, G, D], then
+        (``norms``) their squared norms |w . S_R_k|^2 and |w . S_T_k|^2."""
+        K, _, G, D = sums.shape
+        a, b = sums[:, 0], sums[:, 1]
+        pairs = [(a, b)] + ([(a, a), (b, b)] if norms else [])
+        if G <= D and len(pairs) * K * G * G * 8 <= GRAM_BYTES:
+            grams = [_gram(x, y) for x, y in pairs]
+            for W, P, Q, valid in self.chunks():
+                yield P, Q, valid, [_quadratic(W, M) for M in grams]
+            return
+        for W, P, Q, valid in self.chunks():
+            wa, wb = _weigh(W, a), _weigh(W, b)
+            yield P, Q, valid, [np.einsum("ckd,ckd->ck", x, y) for x, y in ((wa, wb), (wa, wa), (wb, wb))[:len(pairs)]]
+
     def coupling(self, sums: np.ndarray) -> np.ndarray:
         """sums [K, 2, G, D] (K statistics) -> float64[n_resamples, K]: cos of the weighted set sums."""
-        K = sums.shape[0]
-        out = np.empty((self.n_resamples, K))
+        out = np.empty((self.n_resamples, sums.shape[0]))
         r0 = 0
-        for W, _, _, valid in self.chunks():
-            sr = _weigh(W, sums[:, 0])
-            st = _weigh(W, sums[:, 1])
-            v = weighted_cosine(sr, st)
+        for _, _, valid, (dot, aa, bb) in self.weighted_dots(sums, norms=True):
+            v = _cosine(dot, aa, bb)
             v[~valid] = np.nan
-            out[r0:r0 + len(W)] = v
-            r0 += len(W)
+            out[r0:r0 + len(v)] = v
+            r0 += len(v)
         return out
 
     def pairwise_mean(self, unit_sums: np.ndarray) -> np.ndarray:
         """unit_sums [K, 2, G, D] -> float64[n_resamples, K]."""
-        K = unit_sums.shape[0]
-        out = np.empty((self.n_resamples, K))
+        out = np.empty((self.n_resamples, unit_sums.shape[0]))
         r0 = 0
-        for W, P, Q, valid in self.chunks():
-            ur = _weigh(W, unit_sums[:, 0])
-            ut = _weigh(W, unit_sums[:, 1])
+        for P, Q, valid, (dot,) in self.weighted_dots(unit_sums, norms=False):
             with np.errstate(invalid="ignore", divide="ignore"):
-                v = np.einsum("ckd,ckd->ck", ur, ut) / (P * Q)[:, None]
+                v = dot / (P * Q)[:, None]
             v[~valid] = np.nan
-            out[r0:r0 + len(W)] = v
-            r0 += len(W)
+            out[r0:r0 + len(v)] = v
+            r0 += len(v)
         return out
 
     def fraction_below(self, below: np.ndarray, pair_counts: np.ndarray) -> np.ndarray:

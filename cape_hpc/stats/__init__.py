@@ -9,7 +9,7 @@ from cape_hpc.lazy import lazy_exports
 _EXPORTS = {
     "BootstrapResult": "bootstrap", "bootstrap": "bootstrap",
     "bca_interval": "intervals", "bca_parameters": "intervals", "percentile_interval": "intervals",
-    "wilson_interval": "intervals",
+    "percentile_intervals": "intervals", "wilson_interval": "intervals",
     "BootstrapOptions": "options",
     "all_permutations": "permutation", "permutation_pvalue": "permutation",
     "BatchStatistic": "statistics", "ParticipationRatioStatistic": "statistics",

@@ -20,7 +20,7 @@ import numpy as np
 from cape_hpc.errors import OptionError
 from cape_hpc.schema import ConfidenceInterval
 
-__all__ = ["wilson_interval", "percentile_interval", "bca_interval", "bca_parameters"]
+__all__ = ["wilson_interval", "percentile_interval", "percentile_intervals", "bca_interval", "bca_parameters"]
 
 
 def _check_level(level: float) -> float:
@@ -63,6 +63,26 @@ def percentile_interval(valid: np.ndarray, level: float) -> ConfidenceInterval:
     a = (1.0 - level) / 2.0
     lo, hi = np.quantile(valid, [a, 1.0 - a])
     return ConfidenceInterval(float(lo), float(hi), level)
+
+
+def percentile_intervals(samples: np.ndarray, level: float) -> list[ConfidenceInterval]:
+    """:func:`percentile_interval` of each column of ``samples`` [R, k] (NaN / inf = invalid): the
+    columns without an invalid value through one quantile call, the others one by one."""
+    level = _check_level(level)
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 2:
+        raise ValueError(f"percentile_intervals: samples must be [R, k], got shape {samples.shape}")
+    ok = np.isfinite(samples)
+    whole = ok.all(axis=0) & (samples.shape[0] > 0)
+    out: list = [None] * samples.shape[1]
+    if whole.any():
+        a = (1.0 - level) / 2.0
+        q = np.quantile(samples[:, whole], [a, 1.0 - a], axis=0)
+        for j, lo, hi in zip(np.flatnonzero(whole), q[0], q[1]):
+            out[j] = ConfidenceInterval(float(lo), float(hi), level)
+    for j in np.flatnonzero(~whole):
+        out[j] = percentile_interval(samples[ok[:, j], j], level)
+    return out
 
 
 def _acceleration(jack: np.ndarray) -> float:
