@@ -36,8 +36,8 @@ __all__ = ["StreamingOps", "streaming_ops", "StreamState", "PairState",
 # ----------------------------------------------------------------------------------- kernels
 @dataclass(frozen=True)
 class StreamingOps:
-    """``cape_kernels.streaming``'s two ops bound to one requested backend (None: the default for
-    the device); ``name`` is the backend they resolve to."""
+    """``cape_kernels.streaming``'s two ops (and ``pooled_tap``) bound to one requested backend
+    (None: the default for the device); ``name`` is the backend they resolve to."""
 
     requested: Optional[str]
     name: str
@@ -47,6 +47,12 @@ class StreamingOps:
         from cape_kernels import streaming
 
         return streaming.pool_accumulate_(hidden, mask, mode, slot, sums, unit_sums, backend=self.requested)
+
+    def pool(self, hidden, mask, mode) -> torch.Tensor:
+        """``cape_kernels.pooled_tap``: pooled rows [B, D] (the pooling of ``pool_accumulate_``)."""
+        import cape_kernels
+
+        return cape_kernels.pooled_tap(hidden, mask, mode, backend=self.requested)
 
     def count_pairs_below(self, A, B, threshold, **groups) -> torch.Tensor:
         """``cape_kernels.count_pairs_below``: [G, G] int64 counts of pairs below ``threshold``."""
@@ -254,14 +260,18 @@ class StreamState:
 
 def update_moments(x: torch.Tensor, shift: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor,
                    first: bool) -> None:
-    """m1 += sum (x - c), m2 += (x - c)^T (x - c) for rows x [B, k] (c = shift, set from the first
-    batch's mean when ``first``); in the dtype of m1 (no host synchronisation)."""
+    """m1 += sum (x - c), m2 += (x - c)^T (x - c) for rows x [B, k] (c = shift [k], set from the
+    first batch's mean when ``first``); or for L layers at once: x [L, B, k], shift and m1 [L, k],
+    m2 [L, k, k] (one batched product).  In the dtype of m1, no host synchronisation."""
     x = x.to(m1.dtype)
     if first:
-        shift.copy_(x.mean(0))
-    xc = x - shift
-    m1.add_(xc.sum(0))
-    m2.addmm_(xc.T, xc)
+        shift.copy_(x.mean(-2))
+    xc = x - shift.unsqueeze(-2)
+    m1.add_(xc.sum(-2))
+    if xc.dim() == 2:
+        m2.addmm_(xc.T, xc)
+    else:
+        m2.baddbmm_(xc.transpose(1, 2), xc)
 
 
 def covariance(m1: torch.Tensor, m2: torch.Tensor, n: int) -> torch.Tensor:

@@ -39,8 +39,9 @@ from cape_hpc.internals.results import COMPETING_THRESHOLD, TAPS, BlockStats, Bo
 from cape_hpc.internals.statistics import (bottleneck, d_rep_per_layer, empty_head_rows, empty_layer_rows,
                                            head_rows, layer_rows, pca_curve)
 from cape_hpc.io.provenance import thread_inputs
+from cape_kernels.reference import acc_dtype
 from cape_hpc.models.batching import forward_kwargs, left_pad, pad_id, token_limit, tokenize
-from cape_hpc.models.tracing import Trace, layer_devices, on_device, on_its_device
+from cape_hpc.models.tracing import Trace, layer_devices, on_device, on_its_device, point_order
 from cape_hpc.schema import Provenance
 
 __all__ = ["extract_internals", "extract_internals_pooled", "PooledStates", "participation_ratio",
@@ -221,36 +222,18 @@ class _Extraction:
 
     # ------------------------------------------------------------------ callbacks
     def _callbacks(self):
-        """Trace callbacks: block i reduces into the state on its own device (``batch.extra["dev"]``:
-        that device's batch indices and mask); a tensor elsewhere is copied there (``on_device``)."""
-        pooling = self.opts.pooling
+        """Trace callbacks.  Block and head points only pool their tensor into the batch's buffer on
+        the device of their state (``batch.extra["dev"][device]``; a tensor elsewhere is copied
+        there, ``on_device``); the last point in forward order then reduces every layer's pooled
+        rows of the batch at once (:meth:`_reduce_batch`)."""
         cbs, devs = {}, {}
 
-        def block_cb(i):
+        def pool_cb(i, buffer):
             dev, j = self.layer_dev[i], self.local[i]
-            st, ops = self.states[dev], self.dev_ops[dev]
+            ops = self.dev_ops[dev]
 
             def fn(x, batch):
-                e, d = batch.extra, batch.extra["dev"][dev]
-                pooled = ops.pool_accumulate_(x, d["mask"], pooling, d["slot"], st.layer_sums[j], st.layer_units[j])
-                y = pooled if st.omega is None else pooled.to(torch.float64) @ st.omega
-                update_moments(y, st.shift[j], st.m1[j], st.m2[j], e["first"])
-                u = unit_rows(pooled)
-                st.pairs.update(j, u.index_select(0, d["r_pos"]), u.index_select(0, d["t_pos"]), d["pairs"],
-                                ops.count_pairs_below)
-                if "keep" in e:
-                    e["keep"]["residual"][i] = pooled
-                return None
-            return fn
-
-        def head_cb(i):
-            dev, j = self.layer_dev[i], self.local[i]
-            st, ops = self.states[dev], self.dev_ops[dev]
-
-            def fn(x, batch):
-                d = batch.extra["dev"][dev]
-                ops.pool_accumulate_(x, d["mask"], pooling, d["slot"], st.head_sums[j], None)
-                return None
+                self._pool_into(batch.extra["dev"][dev], buffer, j, x, ops)
             return fn
 
         dev_f = self.final_dev
@@ -258,7 +241,7 @@ class _Extraction:
 
         def final_cb(x, batch):
             e, d = batch.extra, batch.extra["dev"][dev_f]
-            pooled = ops_f.pool_accumulate_(x, d["mask"], pooling, d["slot"], st_f.final_sums, None)
+            pooled = ops_f.pool_accumulate_(x, d["mask"], self.opts.pooling, d["slot"], st_f.final_sums, None)
             update_moments(pooled, st_f.final_shift, st_f.final_m1, st_f.final_m2, e["first"])
             if "keep" in e:
                 e["keep"]["final"] = pooled
@@ -266,12 +249,61 @@ class _Extraction:
 
         for i in range(self.L):
             if self.want_heads:
-                cbs[f"heads.{i}"], devs[f"heads.{i}"] = head_cb(i), self.layer_dev[i]
+                cbs[f"heads.{i}"], devs[f"heads.{i}"] = pool_cb(i, "heads"), self.layer_dev[i]
             if self.want_res:
-                cbs[f"block.{i}"], devs[f"block.{i}"] = block_cb(i), self.layer_dev[i]
+                cbs[f"block.{i}"], devs[f"block.{i}"] = pool_cb(i, "residual"), self.layer_dev[i]
         if self.want_final:
             cbs["final"], devs["final"] = final_cb, dev_f
-        return {name: on_device(fn, devs[name]) for name, fn in cbs.items()}
+        out = {name: on_device(fn, devs[name]) for name, fn in cbs.items()}
+        last = max(out, key=lambda n: point_order(n, self.L))
+        reduce = self._reduce_batch
+        out[last] = [out[last], lambda x, batch: reduce(batch)]
+        return out
+
+    def _pool_into(self, d: dict, buffer: str, j: int, x: torch.Tensor, ops) -> None:
+        """Layer j's pooled rows [B, width] of tensor ``x`` [B, S, width] into the batch's buffer
+        ``d[buffer]`` [layers on this device, B, width] (allocated at the batch's first point, in the
+        accumulation dtype of x): the last position of the left-padded batch (every row's last
+        token), or the masked mean."""
+        out = d.get(buffer)
+        if out is None:
+            out = d[buffer] = torch.empty((d["n_layers"], x.shape[0], x.shape[-1]), dtype=acc_dtype(x.dtype),
+                                          device=x.device)
+        if self.opts.pooling == "last":
+            out[j].copy_(x[:, -1])
+        else:
+            out[j].copy_(ops.pool(x, d["mask"], "mean"))
+
+    def _reduce_batch(self, batch) -> None:
+        """The batch's pooled rows of every layer (the points' buffers [L_dev, B, width]) into the
+        state of each device: one ``pool_accumulate_`` per tap (each (layer, set, block) its own
+        slot), the moments of all layers in one batched product, the unit vectors at once, then the
+        pair counts layer by layer.  No host synchronisation."""
+        e = batch.extra
+        for dev, st in self.states.items():
+            d, ops = e["dev"][dev], self.dev_ops[dev]
+            with on_its_device(dev):
+                if "residual" in d:
+                    self._reduce_residual(dev, st, ops, d, e)
+                if "heads" in d:
+                    h = d["heads"]
+                    ops.pool_accumulate_(h.view(-1, 1, h.shape[-1]), None, "last", d["slots"],
+                                         st.head_sums.view(-1, h.shape[-1]), None)
+
+    def _reduce_residual(self, dev, st: StreamState, ops, d: dict, e: dict) -> None:
+        buf = d["residual"]
+        n_l, B, D = buf.shape
+        pooled = ops.pool_accumulate_(buf.view(n_l * B, 1, D), None, "last", d["slots"],
+                                      st.layer_sums.view(-1, D), st.layer_units.view(-1, D)).view(n_l, B, D)
+        y = pooled if st.omega is None else pooled.to(torch.float64) @ st.omega
+        update_moments(y, st.shift, st.m1, st.m2, e["first"])
+        u = unit_rows(pooled.view(n_l * B, D)).view(n_l, B, D)
+        u_r, u_t = u.index_select(1, d["r_pos"]), u.index_select(1, d["t_pos"])
+        for j in range(n_l):
+            st.pairs.update(j, u_r[j], u_t[j], d["pairs"], ops.count_pairs_below)
+        if "keep" in e:
+            for i in (i for i, ld in enumerate(self.layer_dev) if ld == dev):
+                e["keep"]["residual"][i] = pooled[self.local[i]]
 
     def _prepare(self, batch, rows: np.ndarray, first: bool) -> None:
         """Host-side integers of one batch (all known before the pass), moved to each state's
@@ -286,12 +318,18 @@ class _Extraction:
                     for dev, st in self.states.items()}
 
     def _prepare_on(self, dev, st: StreamState, mask: torch.Tensor, rows, r_pos, t_pos) -> dict:
-        """One batch's slots, R / T positions, pair indices and attention mask on ``dev``."""
+        """One batch's slots, R / T positions, pair indices and attention mask on ``dev``, and each
+        row's state slot in the points' buffers (``slots`` [layers on dev * B]: layer j's rows go to
+        j * 2G + slot)."""
         def to_dev(a):
             return self._to_dev(a, dev)
 
-        d = {"slot": to_dev(self.slot[rows]),
+        slot = self.slot[rows]
+        n_l = self.layer_dev.count(dev)
+        d = {"slot": to_dev(slot), "n_layers": n_l,
              "mask": mask if mask.device == dev else mask.to(dev, non_blocking=dev.type == "cuda")}
+        if n_l and (self.want_res or self.want_heads):
+            d["slots"] = to_dev((np.arange(n_l)[:, None] * (2 * self.G) + slot[None, :]).ravel())
         if self.want_res:
             d["r_pos"], d["t_pos"] = to_dev(r_pos), to_dev(t_pos)
             d["pairs"] = st.pairs.prepare(self.block[rows[r_pos]], self.block[rows[t_pos]], to_dev)

@@ -33,7 +33,7 @@ import torch
 from cape_hpc.errors import OptionError
 from cape_hpc.models.batching import StopForward, forward_kwargs, left_pad, pad_id, plan_batches
 
-__all__ = ["Batch", "Trace", "point_names", "make_batch", "on_device", "on_its_device", "sync_debug",
+__all__ = ["Batch", "Trace", "point_names", "point_order", "make_batch", "on_device", "on_its_device", "sync_debug",
            "execution_devices", "layer_devices"]
 
 _POINT = re.compile(r"^(block|heads)\.(\d+)$|^final$")
@@ -173,7 +173,8 @@ def point_names(loaded) -> list[str]:
     return names + ["final"]
 
 
-def _order(name: str, n_layers: int) -> int:
+def point_order(name: str, n_layers: int) -> int:
+    """The position of point ``name`` in forward order (heads.i, block.i, ..., final)."""
     if name == "final":
         return 2 * n_layers
     kind, i = name.split(".")
@@ -216,7 +217,7 @@ class Trace:
         self.callbacks = {name: _chain(list(fn)) if isinstance(fn, (list, tuple)) else fn
                           for name, fn in callbacks.items()}
         self.stop = stop
-        self.last = max(self.callbacks, key=lambda n: _order(n, L)) if self.callbacks else None
+        self.last = max(self.callbacks, key=lambda n: point_order(n, L)) if self.callbacks else None
         self.batch: Batch | None = None
         self.device = next(loaded.model.parameters()).device
         self._handles: list = []
