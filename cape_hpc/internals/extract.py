@@ -2,12 +2,14 @@
 
 One forward pass per length-bucketed, left-padded batch, through the one tracing primitive
 (``cape_hpc.models.tracing.Trace``; points ``block.i``, ``heads.i``, ``final``), stopped after the
-last point a tap needs.  The callbacks reduce each tap into the device-resident streaming state of
+last point a tap needs.  Each block and head point pools its tap into the batch's [layers, B, width]
+buffer; the last point then reduces every layer at once into the device-resident streaming state of
 ``cape_hpc.internals.accumulators`` (docs/METHODS.md §3.7) with ``cape_kernels.pool_accumulate_``
-(pool + normalise + accumulate per (set, block) slot) and ``cape_kernels.count_pairs_below`` (the
-pairs below -0.5, per block pair); nothing in the pass synchronises with the host.  The state does
-not depend on the number of prompts (the exact pair count's resident unit vectors are bounded by
-``pair_budget_mb``; beyond it a seeded reservoir per set).  Under a ``device_map`` each device its
+(normalise + accumulate per (layer, set, block) slot), one batched moment update and
+``cape_kernels.count_pairs_below`` (the pairs below -0.5, per block pair); nothing in the pass
+synchronises with the host.  The state does not depend on the number of prompts (the exact pair
+count's resident unit vectors are bounded by ``pair_budget_mb``; beyond it a seeded reservoir per
+set).  Under a ``device_map`` each device its
 blocks run on holds its blocks' state (``layer_devices``).  One transfer to the host at the end;
 then every statistic and its block-bootstrap interval (§3.8) are computed from the sums, the
 :class:`~cape_hpc.internals.results.BlockStats`, by the pure functions of
@@ -39,10 +41,10 @@ from cape_hpc.internals.results import COMPETING_THRESHOLD, TAPS, BlockStats, Bo
 from cape_hpc.internals.statistics import (bottleneck, d_rep_per_layer, empty_head_rows, empty_layer_rows,
                                            head_rows, layer_rows, pca_curve)
 from cape_hpc.io.provenance import thread_inputs
-from cape_kernels.reference import acc_dtype
 from cape_hpc.models.batching import forward_kwargs, left_pad, pad_id, token_limit, tokenize
 from cape_hpc.models.tracing import Trace, layer_devices, on_device, on_its_device, point_order
 from cape_hpc.schema import Provenance
+from cape_kernels.reference import acc_dtype
 
 __all__ = ["extract_internals", "extract_internals_pooled", "PooledStates", "participation_ratio",
            "pca_curve", "choose_sets", "InternalsResult", "TAPS", "store_name", "tokenize",
@@ -291,6 +293,8 @@ class _Extraction:
                                          st.head_sums.view(-1, h.shape[-1]), None)
 
     def _reduce_residual(self, dev, st: StreamState, ops, d: dict, e: dict) -> None:
+        """The residual buffer [L_dev, B, D] of one device into its state: sums and unit sums, the
+        moments (or their sketch), the resident unit vectors and pair counts, the kept rows."""
         buf = d["residual"]
         n_l, B, D = buf.shape
         pooled = ops.pool_accumulate_(buf.view(n_l * B, 1, D), None, "last", d["slots"],
