@@ -148,6 +148,31 @@ def test_token_budget_and_window_do_not_change_the_numbers(monkeypatch):
     np.testing.assert_array_equal(a.blocks.counts, b.blocks.counts)
 
 
+def test_moment_stage_equals_the_moments_of_all_rows():
+    """Batches of 3, 5, 7, 2, 11 and 4 rows through a 9-row stage (flushes mid-stream; the 11-row
+    batch goes straight in): after the flush m1 and m2 equal the float64 sums of every row shifted by
+    the first batch's mean, and before the first flush nothing has been added."""
+    from cape_hpc.internals.accumulators import MomentStage
+
+    rng = np.random.default_rng(4)
+    L, k = 2, 6
+    batches = [rng.normal(size=(L, n, k)).astype(np.float32) + 3.0 for n in (3, 5, 7, 2, 11, 4)]
+    stage = MomentStage(rows=9)
+    shift, m1, m2 = (torch.zeros(L, k, dtype=torch.float64), torch.zeros(L, k, dtype=torch.float64),
+                     torch.zeros(L, k, k, dtype=torch.float64))
+    for i, b in enumerate(batches):
+        stage.add(torch.from_numpy(b), shift, m1, m2, i == 0)
+        if i == 1:
+            assert stage.fill == 8 and not m2.any()
+    stage.flush(shift, m1, m2)
+    assert stage.fill == 0
+    c = batches[0].astype(np.float64).mean(axis=1)
+    Xc = np.concatenate(batches, axis=1).astype(np.float64) - c[:, None]
+    np.testing.assert_allclose(shift.numpy(), c, rtol=1e-15)
+    np.testing.assert_allclose(m1.numpy(), Xc.sum(axis=1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(m2.numpy(), np.einsum("lni,lnj->lij", Xc, Xc), rtol=1e-12, atol=1e-12)
+
+
 def test_max_prompt_tokens_truncates_from_the_left_with_a_warning():
     lm = load_model("tiny-llama")
     ps = PromptSet([Prompt(str(i), "word " * (5 + 3 * i), "ab"[i % 2]) for i in range(6)], path="<t>", sha256="0")

@@ -28,8 +28,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-__all__ = ["StreamingOps", "streaming_ops", "StreamState", "PairState",
-           "reservoir_slots", "unit_rows", "update_moments", "covariance", "sketch_matrix",
+__all__ = ["StreamingOps", "streaming_ops", "StreamState", "PairState", "MomentStage", "MOMENT_STAGE_ROWS",
+           "reservoir_slots", "unit_rows", "set_shift", "update_moments", "covariance", "sketch_matrix",
            "sketch_participation_ratio"]
 
 
@@ -225,6 +225,41 @@ def unit_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.where(n > 0, x / torch.where(n > 0, n, torch.ones_like(n)), torch.zeros_like(x)).to(torch.float32)
 
 
+#: pooled rows staged on the device before one update of the second moments: an update reads and
+#: writes the whole [L, k, k] m2, so B rows per update cost k^2 / B of that traffic per row
+MOMENT_STAGE_ROWS = 128
+
+
+@dataclass
+class MomentStage:
+    """Rows y [L, B, k] of the batches, staged until ``rows`` of them are there, then added into the
+    moments by one :func:`update_moments` (the shift still comes from the first batch alone).  The
+    moments are complete only after :meth:`flush`.  ``fill`` is a host count: no synchronisation."""
+
+    rows: int = MOMENT_STAGE_ROWS
+    buf: Optional[torch.Tensor] = None
+    fill: int = 0
+
+    def add(self, y: torch.Tensor, shift: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor, first: bool) -> None:
+        if first:
+            set_shift(y, shift)
+        n = y.shape[-2]
+        if n >= self.rows:
+            update_moments(y, shift, m1, m2, False)
+            return
+        if self.fill + n > self.rows:
+            self.flush(shift, m1, m2)
+        if self.buf is None:
+            self.buf = torch.empty(y.shape[:-2] + (self.rows, y.shape[-1]), dtype=y.dtype, device=y.device)
+        self.buf[..., self.fill:self.fill + n, :].copy_(y)
+        self.fill += n
+
+    def flush(self, shift: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor) -> None:
+        if self.fill:
+            update_moments(self.buf[..., :self.fill, :], shift, m1, m2, False)
+            self.fill = 0
+
+
 @dataclass
 class StreamState:
     """Every tensor of the streaming state (see the module docstring)."""
@@ -242,11 +277,12 @@ class StreamState:
     final_m1: Optional[torch.Tensor] = None
     final_m2: Optional[torch.Tensor] = None
     pairs: Optional[PairState] = None
+    stage: MomentStage = field(default_factory=MomentStage)
 
     def tensors(self) -> list[torch.Tensor]:
         out = [t for t in (self.layer_sums, self.layer_units, self.head_sums, self.final_sums, self.shift,
                            self.m1, self.m2, self.omega, self.final_shift, self.final_m1, self.final_m2,
-                           ) if t is not None]
+                           self.stage.buf) if t is not None]
         if self.pairs is not None:
             out += list(self.pairs.res) + list(self.pairs.groups) + [self.pairs.below]
         return out
@@ -258,6 +294,11 @@ class StreamState:
         return int(sum(t.numel() * t.element_size() for t in self.tensors()))
 
 
+def set_shift(x: torch.Tensor, shift: torch.Tensor) -> None:
+    """The moments' shift c: the mean of the first batch's rows x [..., B, k] (in shift's dtype)."""
+    shift.copy_(x.to(shift.dtype).mean(-2))
+
+
 def update_moments(x: torch.Tensor, shift: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor,
                    first: bool) -> None:
     """m1 += sum (x - c), m2 += (x - c)^T (x - c) for rows x [B, k] (c = shift [k], set from the
@@ -265,7 +306,7 @@ def update_moments(x: torch.Tensor, shift: torch.Tensor, m1: torch.Tensor, m2: t
     m2 [L, k, k] (one batched product).  In the dtype of m1, no host synchronisation."""
     x = x.to(m1.dtype)
     if first:
-        shift.copy_(x.mean(-2))
+        set_shift(x, shift)
     xc = x - shift.unsqueeze(-2)
     m1.add_(xc.sum(-2))
     if xc.dim() == 2:
@@ -275,10 +316,11 @@ def update_moments(x: torch.Tensor, shift: torch.Tensor, m1: torch.Tensor, m2: t
 
 
 def covariance(m1: torch.Tensor, m2: torch.Tensor, n: int) -> torch.Tensor:
-    """Centred scatter sum (x - mean)(x - mean)^T from shifted moments (float64 on the host)."""
+    """Centred scatter sum (x - mean)(x - mean)^T from shifted moments m1 [..., k], m2 [..., k, k]
+    (float64 on the host; leading axes, e.g. layers, at once)."""
     m1, m2 = m1.to("cpu", torch.float64), m2.to("cpu", torch.float64)
-    C = m2 - torch.outer(m1, m1) / max(n, 1)
-    return (C + C.T) / 2
+    C = m2 - m1.unsqueeze(-1) * m1.unsqueeze(-2) / max(n, 1)
+    return (C + C.transpose(-1, -2)) / 2
 
 
 def sketch_matrix(d: int, k: int, seed: int, device, dtype=torch.float64) -> torch.Tensor:

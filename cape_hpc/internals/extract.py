@@ -300,7 +300,7 @@ class _Extraction:
         pooled = ops.pool_accumulate_(buf.view(n_l * B, 1, D), None, "last", d["slots"],
                                       st.layer_sums.view(-1, D), st.layer_units.view(-1, D)).view(n_l, B, D)
         y = pooled if st.omega is None else pooled.to(torch.float64) @ st.omega
-        update_moments(y, st.shift, st.m1, st.m2, e["first"])
+        st.stage.add(y, st.shift, st.m1, st.m2, e["first"])
         u = unit_rows(pooled.view(n_l * B, D)).view(n_l, B, D)
         u_r, u_t = u.index_select(1, d["r_pos"]), u.index_select(1, d["t_pos"])
         for j in range(n_l):
@@ -352,6 +352,10 @@ class _Extraction:
                 self._first = True
                 for w0 in range(0, self.N, WINDOW):
                     n_trunc += self._window(tr, w0, min(self.N, w0 + WINDOW), advance)
+            for dev, st in self.states.items():
+                if st.m2 is not None:
+                    with on_its_device(dev):
+                        st.stage.flush(st.shift, st.m1, st.m2)
             ok = True
         finally:
             if self.writer is not None:

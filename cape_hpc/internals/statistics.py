@@ -50,8 +50,9 @@ def d_rep_per_layer(m1: np.ndarray, m2: np.ndarray, n: int, mode: str) -> tuple[
     d_rep, se = np.full(L, math.nan), np.full(L, math.nan)
     if n < 2:
         return d_rep, se
+    scatter = covariance(torch.as_tensor(m1), torch.as_tensor(m2), n).numpy()
     for layer in range(L):
-        C = covariance(torch.as_tensor(m1[layer]), torch.as_tensor(m2[layer]), n).numpy()
+        C = scatter[layer]
         if mode == "exact":
             d_rep[layer], se[layer] = ck.participation_ratio(C), 0.0
         else:
