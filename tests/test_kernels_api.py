@@ -197,3 +197,30 @@ def test_eager_fast_path_matches_the_dispatcher(monkeypatch):
     monkeypatch.setattr(ops, "_set_mean_cosine_op", lambda *a: calls.append(a) or torch.zeros(3))
     ck.set_mean_cosine(R, T, backend="torch")
     assert len(calls) == 1  # requires_grad: through the registered op
+
+
+def test_streaming_eager_fast_path_matches_the_dispatcher(monkeypatch):
+    """The streaming ops take the same fast path: equal numbers and sums to torch.ops.cape.*, and
+    fake tensors go through the registered op (its fake implementation)."""
+    from cape_kernels import streaming
+
+    g = torch.Generator().manual_seed(2)
+    h, m = torch.randn(5, 7, 12, generator=g), torch.rand(5, 7, generator=g) > 0.3
+    slot = torch.tensor([0, 2, 1, 2, -1])
+    A, B = torch.randn(6, 12, generator=g), torch.randn(9, 12, generator=g)
+    ga, gb = torch.tensor([0, 1, 1, 2, 0, 2]), torch.tensor([2, 2, 0, 1, 0, 1, 1, 0, 2])
+    for be in ("torch", "numba"):
+        got, want = [torch.zeros(3, 12, dtype=torch.float64) for _ in range(2)], \
+            [torch.zeros(3, 12, dtype=torch.float64) for _ in range(2)]
+        p1 = ck.pool_accumulate_(h, m, "mean", slot, got[0], got[1], backend=be)
+        p2 = torch.ops.cape.pool_accumulate_(h, m, "mean", slot, want[0], want[1], be)
+        assert torch.equal(p1, p2) and torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert torch.equal(ck.count_pairs_below(A, B, 0.1, a_groups=ga, b_groups=gb, n_groups=3, backend=be),
+                           torch.ops.cape.count_pairs_below(A, B, 0.1, ga, gb, 3, be))
+    calls = []
+    monkeypatch.setattr(streaming, "_count_op", lambda *a: calls.append(a) or torch.zeros(1, 1, dtype=torch.int64))
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        ck.count_pairs_below(torch.empty(4, 8), torch.empty(3, 8), -0.5, backend="numba")
+    assert len(calls) == 1

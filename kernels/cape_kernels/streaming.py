@@ -2,7 +2,8 @@
 
 Two ops, each a ``torch.library.custom_op`` in the ``cape`` namespace with a fake (meta)
 implementation, so they can sit inside ``torch.compile``d code; the Python functions below check
-their arguments and call them.  Backends as everywhere in ``cape_kernels``: ``torch`` (reference,
+their arguments and call them (plain eager tensors skip the dispatcher and call the backend at once,
+as ``cape_kernels.ops``' ``_direct``: the same numbers, ~15-20 us less per call on a CPU).  Backends as everywhere in ``cape_kernels``: ``torch`` (reference,
 any device), ``numba`` (CPU), ``triton`` and ``cupy`` (CUDA); ``backend=None`` chooses by device.
 Neither op synchronises with the host (no ``.item()``, no ``.cpu()``, no branch on tensor values).
 
@@ -55,6 +56,7 @@ from typing import Optional
 import torch
 
 from cape_kernels import backends as _bk
+from cape_kernels.ops import _direct  # the eager fast path past the dispatcher, as the core ops
 from cape_kernels.reference import acc_dtype
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -182,8 +184,10 @@ def pool_accumulate_(hidden: torch.Tensor, mask: Optional[torch.Tensor], mode: s
                              f"sums {tuple(sums.shape)} {sums.dtype}")
         if unit_sums is sums:
             raise ValueError(f"{op}: unit_sums and sums must be different tensors")
-    return _pool_acc_op(hidden.contiguous(), mask, mode, slot.to(torch.int64).contiguous(), sums,
-                        unit_sums, _check_backend(backend))
+    args = (hidden.contiguous(), mask, mode, slot.to(torch.int64).contiguous(), sums, unit_sums)
+    if _direct(hidden, mask, slot, sums, unit_sums):
+        return _impl("pool_accumulate_", dev, _check_backend(backend))(*args)
+    return _pool_acc_op(*args, _check_backend(backend))
 
 
 def count_pairs_below(A: torch.Tensor, B: torch.Tensor, threshold: float, *,
@@ -208,8 +212,10 @@ def count_pairs_below(A: torch.Tensor, B: torch.Tensor, threshold: float, *,
         raise ValueError(f"{op}: n_groups must be an int >= 1, got {n_groups!r}")
     ag = _groups(op, "a_groups", a_groups, A.shape[0], dev)
     bg = _groups(op, "b_groups", b_groups, B.shape[0], dev)
-    return _count_op(A.contiguous(), B.contiguous(), float(threshold), ag, bg, int(n_groups),
-                     _check_backend(backend))
+    args = (A.contiguous(), B.contiguous(), float(threshold), ag, bg, int(n_groups))
+    if _direct(A, B, ag, bg):
+        return _impl("count_pairs_below", dev, _check_backend(backend))(*args)
+    return _count_op(*args, _check_backend(backend))
 
 
 __all__ = ["pool_accumulate_", "count_pairs_below", "resolve_backend"]
