@@ -50,9 +50,8 @@ def d_rep_per_layer(m1: np.ndarray, m2: np.ndarray, n: int, mode: str) -> tuple[
     d_rep, se = np.full(L, math.nan), np.full(L, math.nan)
     if n < 2:
         return d_rep, se
-    scatter = covariance(torch.as_tensor(m1), torch.as_tensor(m2), n).numpy()
-    for layer in range(L):
-        C = scatter[layer]
+    for layer in range(L):       # one layer at a time: its [k, k] temporaries stay in cache
+        C = covariance(torch.as_tensor(m1[layer]), torch.as_tensor(m2[layer]), n).numpy()
         if mode == "exact":
             d_rep[layer], se[layer] = ck.participation_ratio(C), 0.0
         else:
