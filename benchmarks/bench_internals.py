@@ -460,7 +460,8 @@ def summary(res: dict) -> list[str]:
         f"{e['extract_s']:.2f} s vs bare forward {e['bare_s']:.2f} s -> overhead {100 * e['overhead_vs_bare']:+.1f} %; "
         f"vs bare forward with last-position logits only {e['bare_last_logits_s']:.2f} s -> "
         f"{100 * e['overhead_vs_bare_last_logits']:+.1f} % best of {e['rounds']}, "
-        f"{100 * e['overhead_vs_bare_last_logits_paired']:+.1f} % median of the rounds' paired ratios (goal <= 5 %); bare forward at {e['bare_gflops']:.0f} GFLOP/s "
+        f"{100 * e['overhead_vs_bare_last_logits_paired']:+.1f} % median of the rounds' paired ratios "
+        f"(goal <= 5 %); bare forward at {e['bare_gflops']:.0f} GFLOP/s "
         f"({100 * e['bare_gflops'] / MACHINE_GFLOPS:.0f} % of ~{MACHINE_GFLOPS:.0f})",
     ]) + ([
         f"generation, {g['prompts']} prompts x {g['new_tokens']} tokens, batch {g['prompts']}: steered "

@@ -135,7 +135,8 @@ class BlockBootstrap:
             return
         for W, P, Q, valid in self.chunks():
             wa, wb = _weigh(W, a), _weigh(W, b)
-            yield P, Q, valid, [np.einsum("ckd,ckd->ck", x, y) for x, y in ((wa, wb), (wa, wa), (wb, wb))[:len(pairs)]]
+            weighted = ((wa, wb), (wa, wa), (wb, wb))[:len(pairs)]
+            yield P, Q, valid, [np.einsum("ckd,ckd->ck", x, y) for x, y in weighted]
 
     def coupling(self, sums: np.ndarray) -> np.ndarray:
         """sums [K, 2, G, D] (K statistics) -> float64[n_resamples, K]: cos of the weighted set sums."""

@@ -3,8 +3,9 @@
 Two ops, each a ``torch.library.custom_op`` in the ``cape`` namespace with a fake (meta)
 implementation, so they can sit inside ``torch.compile``d code; the Python functions below check
 their arguments and call them (plain eager tensors skip the dispatcher and call the backend at once,
-as ``cape_kernels.ops``' ``_direct``: the same numbers, ~15-20 us less per call on a CPU).  Backends as everywhere in ``cape_kernels``: ``torch`` (reference,
-any device), ``numba`` (CPU), ``triton`` and ``cupy`` (CUDA); ``backend=None`` chooses by device.
+as ``cape_kernels.ops``' ``_direct``: the same numbers, ~15-20 us less per call on a CPU).  Backends
+as everywhere in ``cape_kernels``: ``torch`` (reference, any device), ``numba`` (CPU), ``triton`` and
+``cupy`` (CUDA); ``backend=None`` chooses by device.
 Neither op synchronises with the host (no ``.item()``, no ``.cpu()``, no branch on tensor values).
 
 pool_accumulate_(hidden, mask, mode, slot, sums, unit_sums) -> pooled
