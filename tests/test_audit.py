@@ -167,6 +167,23 @@ def test_targets_and_tolerance():
     assert not match([parse_target("1.0")], float("nan"))
 
 
+def test_seed_spread_of_values_near_the_float64_range_equals_the_exact_stdev():
+    import statistics
+    import warnings
+
+    from cape_hpc.audit.audit import seed_spread
+
+    # the five seeds of a claim whose extrapolated N_c runs away (np.std overflowed in its squares)
+    xs = np.array([5.41844452e169, 6.78742523e189, 3.55880530e44, 4.46904934e218, 3.56379935e15])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = seed_spread(xs)
+    assert got == pytest.approx(statistics.stdev(xs.tolist()), rel=1e-12)     # exact (fractions) reference
+    ys = np.array([0.25, -1.5, 3.0, 2.0])
+    assert seed_spread(ys) == pytest.approx(statistics.stdev(ys.tolist()), rel=1e-12)
+    assert seed_spread(np.zeros(3)) == 0.0
+
+
 def test_every_claim_of_the_registry_evaluates_on_the_shipped_data():
     res = run_audit(load_scores(), AuditOptions(n_resamples=50), frontier=load_frontier(), loss=load_loss())
     assert len(res.claims) == len(load_claims())

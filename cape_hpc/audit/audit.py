@@ -218,6 +218,16 @@ def _verdict(tried, stated_err, stated_unavail):
 MC_CAP = 0.25
 
 
+def seed_spread(xs: np.ndarray) -> float:
+    """Sample standard deviation (ddof 1) of finite values ``xs`` [n >= 2], computed on ``xs / max|xs|``
+    so that values near the float64 range (an extrapolated N_c of 1e218 under one seed) do not
+    overflow in the squares; inf only when the spread itself exceeds the float64 range."""
+    scale = float(np.max(np.abs(xs)))
+    if scale == 0.0:
+        return 0.0
+    return float(np.std(xs / scale, ddof=1)) * scale     # a Python float product: inf, no warning
+
+
 def _mc_targets(ctx: AuditContext, claim: Claim, targets, seeds: int):
     """(targets with Monte Carlo tolerances, note): when the stated value changes with the seed,
     each number's tolerance becomes at least 2 standard deviations over ``seeds`` seeds (at most
@@ -244,7 +254,7 @@ def _mc_targets(ctx: AuditContext, claim: Claim, targets, seeds: int):
         if t.kind != "num" or not np.all(np.isfinite(xs)) or np.ptp(xs) == 0:
             out.append(t)
             continue
-        sd = float(np.std(xs, ddof=1))
+        sd = seed_spread(xs)
         cap = max(t.tol, MC_CAP * abs(t.value))
         tol = min(max(t.tol, 2 * sd), cap)
         out.append(Target(t.kind, t.value, tol, t.op))
