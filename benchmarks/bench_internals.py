@@ -9,8 +9,10 @@ Run:  .venv/bin/python benchmarks/bench_internals.py [--prompts 256] [--parts ex
       On a GPU: ``--device cuda --parts extraction`` (the model on the GPU, every timing synchronised;
       the memory parts and the peers are CPU figures and are left out there).
 
-5. Streaming memory (``--ladders``, issue 22): peak RSS above the loaded model of ``extract_internals``,
-   each size in a fresh process (``_STREAM_MEM``): a 6-block x 1024-wide llama (random weights, byte
+5. Streaming memory (``--ladders``, issue 22): peak RSS above the loaded model (base after ``malloc_trim``;
+   median of 3 fresh processes, every sample printed) of ``extract_internals`` and of ``bare_stream`` (the
+   same windows and batches through a bare forward: what the model alone costs), each in fresh processes
+   (``_STREAM_MEM``): a 6-block x 1024-wide llama (random weights, byte
    tokenizer, residual tap, prompts cut to 32 tokens) at 500 and 8,000 prompts (goal: growth < 46 MB)
    and a tiny 4 x 256 llama (all taps) at 256 and 65,536 prompts (goal: <= 1.1x).  The pair budget
    (``LADDERS``) is set so both ends hold the same state: the exact pair count keeps every prompt's
@@ -53,6 +55,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -239,7 +242,7 @@ def bench_memory(n: int) -> dict:
 
 
 _STREAM_MEM = r"""
-import json, sys, torch
+import ctypes, json, sys, torch
 from pathlib import Path
 sys.path.insert(0, %(here)r)
 import bench_internals as B
@@ -249,12 +252,35 @@ ps = B._prompts(%(n)d)
 kw = dict(batch_size=32, pair_budget_mb=%(budget)r, block_resamples=200, taps=%(taps)r,
           max_prompt_tokens=%(max_tokens)r)
 extract_internals(lm, B._prompts(64), **kw)          # touch the weights, load the kernels
+B.bare_stream(lm, B._prompts(64), 32, kw["max_prompt_tokens"])
+ctypes.CDLL("libc.so.6").malloc_trim(0)             # the base: live memory, not the warm-up's freed heap
 base = B._status("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")
-res = extract_internals(lm, ps, **kw)
-print(json.dumps({"peak_above_model_mb": (B._status("VmHWM") - base) / 1024, "pairs_mode": res.pairs_mode,
-                  "state_mb": res.state_bytes / 2 ** 20, "backend": res.backend}))
+if %(mode)r == "bare":
+    B.bare_stream(lm, ps, 32, kw["max_prompt_tokens"])
+    extra = {}
+else:
+    res = extract_internals(lm, ps, **kw)
+    extra = {"pairs_mode": res.pairs_mode, "state_mb": res.state_bytes / 2 ** 20, "backend": res.backend}
+print(json.dumps({"peak_above_model_mb": (B._status("VmHWM") - base) / 1024, **extra}))
 """
+
+
+def bare_stream(lm, ps, batch_size: int, max_tokens=None) -> None:
+    """The forward work of an extraction and nothing else: the same windows of ``WINDOW`` prompts, the
+    same tokenisation and length-sorted left-padded batches, a bare forward (last position's logits)."""
+    import torch
+
+    from cape_hpc.internals.extract import WINDOW
+    from cape_hpc.models.batching import forward_kwargs, left_pad, pad_id, plan_batches, tokenize
+
+    texts = ps.texts
+    with torch.inference_mode():
+        for w0 in range(0, len(texts), WINDOW):
+            ids, _ = tokenize(lm, texts[w0:w0 + WINDOW], max_tokens=max_tokens)
+            for chunk in plan_batches([len(r) for r in ids], batch_size=batch_size):
+                lm.model(**forward_kwargs(lm, *left_pad([ids[j] for j in chunk], pad_id(lm))), logits_to_keep=1)
+
 
 #: the memory ladders of issue 22: (model, prompt counts, pair budget MiB, taps, max prompt tokens).  The
 #: pair budget is the one state that may grow with the prompts (exact pair count up to the budget, then a
@@ -290,21 +316,34 @@ def _status(key: str) -> int:
     return 0
 
 
-def bench_stream_memory(sizes: list[tuple[str, int]], budget_mb: float | None = None) -> list[dict]:
-    """Peak RSS above the loaded model of ``extract_internals`` for each (model, prompts), each in a fresh
-    process (``_status``: VmHWM after resetting it through /proc/self/clear_refs)."""
+def bench_stream_memory(sizes: list[tuple[str, int]], budget_mb: float | None = None,
+                        repeats: int = 3) -> list[dict]:
+    """Peak RSS above the loaded model for each (model, prompts): ``extract_internals`` and
+    ``bare_stream`` (the same batches through a bare forward), ``repeats`` fresh processes each,
+    alternating; VmHWM (reset through /proc/self/clear_refs) above a base taken after ``malloc_trim``.
+    The median and every sample are kept: one process's figure moves by 10-25 MB with where glibc
+    places the forward's temporaries."""
+    from cape_hpc.internals.results import TAPS
+
     out = []
     for model, n in sizes:
         _, budget, taps, max_tokens = LADDERS.get(model, ((), 64.0, None, None))
         budget = budget if budget_mb is None else budget_mb
-        from cape_hpc.internals.results import TAPS
-
-        code = _STREAM_MEM % {"here": str(Path(__file__).parent), "n": n, "model": model, "budget": budget,
-                              "taps": list(taps or TAPS), "max_tokens": max_tokens}
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=7200)
-        if p.returncode:
-            raise RuntimeError(p.stderr[-2000:])
-        out.append({"model": model, "prompts": n, "budget_mb": budget, **json.loads(p.stdout.strip().splitlines()[-1])})
+        runs: dict = {"cape": [], "bare": []}
+        for _ in range(repeats):
+            for mode in runs:
+                code = _STREAM_MEM % {"here": str(Path(__file__).parent), "n": n, "model": model, "budget": budget,
+                                      "taps": list(taps or TAPS), "max_tokens": max_tokens, "mode": mode}
+                p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                                   timeout=7200)
+                if p.returncode:
+                    raise RuntimeError(p.stderr[-2000:])
+                runs[mode].append(json.loads(p.stdout.strip().splitlines()[-1]))
+        med = {m: float(statistics.median(r["peak_above_model_mb"] for r in rs)) for m, rs in runs.items()}
+        out.append({"model": model, "prompts": n, "budget_mb": budget, **runs["cape"][0],
+                    "peak_above_model_mb": med["cape"], "bare_peak_above_model_mb": med["bare"],
+                    "samples_mb": [r["peak_above_model_mb"] for r in runs["cape"]],
+                    "bare_samples_mb": [r["peak_above_model_mb"] for r in runs["bare"]]})
     return out
 
 
@@ -429,11 +468,15 @@ def summary_full(res: dict) -> list[str]:
     for model, ms in by_model.items():
         lo = ms[0]
         for m in ms:
-            growth = m["peak_above_model_mb"] - lo["peak_above_model_mb"]
-            lines.append(f"streaming memory, {model}, {m['prompts']} prompts (pair budget {m['budget_mb']:g} MiB, "
-                         f"pairs {m['pairs_mode']}, state {m['state_mb']:.1f} MiB): peak above the model "
-                         f"{m['peak_above_model_mb']:.0f} MB ({m['peak_above_model_mb'] / max(lo['peak_above_model_mb'], 1e-9):.2f}x "
-                         f"the smallest, growth {growth:+.0f} MB; goals: 6x1024 growth < 46 MB, tiny <= 1.1x)")
+            cape, bare = m["peak_above_model_mb"], m["bare_peak_above_model_mb"]
+            lines.append(
+                f"streaming memory, {model}, {m['prompts']} prompts (pair budget {m['budget_mb']:g} MiB, pairs "
+                f"{m['pairs_mode']}, state {m['state_mb']:.1f} MiB), peak above the model, median of "
+                f"{len(m['samples_mb'])} processes: cape {cape:.0f} MB ({cape / max(lo['peak_above_model_mb'], 1e-9):.2f}x "
+                f"the smallest, growth {cape - lo['peak_above_model_mb']:+.0f} MB; samples "
+                f"{', '.join(f'{x:.0f}' for x in m['samples_mb'])}), the same batches' bare forward {bare:.0f} MB "
+                f"({bare / max(lo['bare_peak_above_model_mb'], 1e-9):.2f}x; samples "
+                f"{', '.join(f'{x:.0f}' for x in m['bare_samples_mb'])}); goals: 6x1024 growth < 46 MB, tiny <= 1.1x")
     if res.get("peers"):
         pe = res["peers"]
         ref = pe.get("cape", {}).get("seconds")
