@@ -9,9 +9,11 @@ Sizes (``CAPE_BENCH_CROSSMODEL=families,models,resamples``, default 5,8,2000 -- 
 ``-n`` of `cape crossmodel`): families x models synthetic internals results (tests/crossmodel_fixture.py,
 12 layers, 16 prompt blocks), every family with block statistics (the two-level bootstrap).
 
-Rows: the three N_c estimators' bootstraps alone (what item 7 of issue 22 changes) and the whole
-``cross_model_analysis`` (block bootstraps, slopes and fixed points included, unchanged), each fused
-vs per resample; both paths give the same numbers (tests/test_crossmodel_fused.py).
+Rows: the three N_c estimators' bootstraps alone (what item 7 of issue 22 changes), the whole
+``cross_model_analysis`` (block bootstraps included) with everything fused against everything per
+resample, and with only the slope and fixed-point bootstraps per resample (``per_resample_rows``:
+``ols_line`` / ``fixed_point_xy`` one resample at a time, as before the batched fits); every path
+gives the same numbers (tests/test_crossmodel_fused.py).
 """
 from __future__ import annotations
 
@@ -65,6 +67,26 @@ def per_resample(estimator, x, point, reps, lo, hi, attach):
     return TwoLevelStatistic(fn, point, reps, f"internal_nc_{estimator}", discrete=estimator == "sign-change")
 
 
+def per_resample_rows(at: str):
+    """The slope and fixed-point path before the batched fits: ``ols_line`` / ``fixed_point_xy`` one
+    resample at a time (``TwoLevelStatistic``), built with ``TwoLevelRowsStatistic``'s arguments."""
+    from cape_hpc.analysis import ols_line
+    from cape_hpc.analysis.fixedpoint import fixed_point_xy
+    from cape_hpc.analysis.options import FixedPointOptions
+
+    fpo = FixedPointOptions(at=at)
+
+    def make(rows, x, point, reps, name, discrete=False):
+        if name == "ladder_slope":
+            def fn(vals, idx):
+                return ols_line(x[idx], vals[idx])[0]
+        else:
+            def fn(vals, idx):
+                return fixed_point_xy(x[idx], vals[idx], fpo).gamma_star
+        return TwoLevelStatistic(fn, point, reps, name, discrete)
+    return make
+
+
 def nc_statistics(ins: list[ModelInput], opts: CrossModelOptions, make) -> list:
     """Every family's three N_c statistics built by ``make`` (the fused class or ``per_resample``)."""
     stats = []
@@ -90,20 +112,25 @@ def measure() -> list[str]:
     run_all(fused[:3]), run_all(old[:3])                              # compile the kernels first
     t_nc_new, t_nc_old = best(lambda: run_all(fused), 3), best(lambda: run_all(old), 2)
 
-    def analysis(make):
-        families.TwoLevelNcStatistic, saved = make, families.TwoLevelNcStatistic
+    def analysis(nc, rows):
+        saved = families.TwoLevelNcStatistic, families.TwoLevelRowsStatistic
+        families.TwoLevelNcStatistic, families.TwoLevelRowsStatistic = nc, rows
         try:
             return cross_model_analysis(ins, opts)
         finally:
-            families.TwoLevelNcStatistic = saved
-    fused_cls = families.TwoLevelNcStatistic
-    t_all_new, t_all_old = best(lambda: analysis(fused_cls), 2), best(lambda: analysis(per_resample), 2)
+            families.TwoLevelNcStatistic, families.TwoLevelRowsStatistic = saved
+    now = (families.TwoLevelNcStatistic, families.TwoLevelRowsStatistic)
+    t_all_new = best(lambda: analysis(*now), 2)
+    t_rows_old = best(lambda: analysis(now[0], per_resample_rows(opts.at)), 2)
+    t_all_old = best(lambda: analysis(per_resample, per_resample_rows(opts.at)), 2)
     n_boot = len(fused)
     return [f"{n_f} families x {n_m} models, {R} resamples, {n_boot} N_c bootstraps (numba threads: "
             f"{__import__('numba').get_num_threads()})",
             f"{'':34}{'fused':>10}{'per resample':>14}{'ratio':>8}",
             f"{'N_c bootstraps (3 estimators)':34}{t_nc_new:>9.3f}s{t_nc_old:>13.3f}s{t_nc_old / t_nc_new:>7.1f}x",
-            f"{'cross_model_analysis (all)':34}{t_all_new:>9.3f}s{t_all_old:>13.3f}s{t_all_old / t_all_new:>7.1f}x"]
+            f"{'cross_model_analysis (all)':34}{t_all_new:>9.3f}s{t_all_old:>13.3f}s{t_all_old / t_all_new:>7.1f}x",
+            f"{'  of it, slope + fixed point only':34}{t_all_new:>9.3f}s{t_rows_old:>13.3f}s"
+            f"{t_rows_old / t_all_new:>7.1f}x"]
 
 
 def test_crossmodel_fused_nc(benchmark, request):

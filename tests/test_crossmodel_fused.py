@@ -102,3 +102,68 @@ def test_every_resample_value_with_nan_replicates(estimator):
     assert np.array_equal(a[ok], b[ok])
     assert fused.full() == ref.full()
     assert np.array_equal(np.isnan(fused.jackknife()), np.isnan(ref.jackknife()))
+
+
+def _ladder_with_ties(n: int, rng):
+    """log10 N of n models, two of them the same size (a zero-width interval the fits must drop)."""
+    x = np.sort(np.log10(rng.uniform(1e8, 1e11, n)))
+    x[n // 2] = x[n // 2 - 1]
+    return x
+
+
+@pytest.mark.parametrize("n", [6, 13])                     # 13: more than 8 intervals (numpy's unrolled sums)
+@pytest.mark.parametrize("which", ["slope", "fixed_point_mid", "fixed_point_left"])
+def test_batched_slope_and_fixed_point_equal_the_per_resample_fits(which, n):
+    """``TwoLevelRowsStatistic`` over ``ols_rows`` / ``fixed_points`` gives, resample by resample, the
+    values of ``TwoLevelStatistic`` over ``ols_line`` / ``fixed_point_xy`` one resample at a time: bit
+    for bit, with NaN block replicates, tied sizes and chunks that do not divide the resamples."""
+    from cape_hpc.analysis import ols_line, ols_rows
+    from cape_hpc.analysis.fixedpoint import fixed_point_xy, fixed_points
+    from cape_hpc.analysis.options import FixedPointOptions
+    from cape_hpc.crossmodel.families import TwoLevelRowsStatistic
+
+    rng = np.random.default_rng(n)
+    R = 900
+    x = _ladder_with_ties(n, rng)
+    point = 0.4 + 0.2 * np.sin(3 * x) + 0.05 * rng.standard_normal(n)
+    reps = point + 0.1 * rng.standard_normal((R, n))
+    reps[rng.random((R, n)) < 0.03] = np.nan
+    if which == "slope":
+        one = lambda vals, idx: ols_line(x[idx], vals[idx])[0]                  # noqa: E731
+        rows = lambda xs, ys: ols_rows(xs, ys)[0]                               # noqa: E731
+    else:
+        at = which.rsplit("_", 1)[1]
+        one = lambda vals, idx: fixed_point_xy(x[idx], vals[idx], FixedPointOptions(at=at)).gamma_star  # noqa: E731
+        rows = lambda xs, ys: fixed_points(xs, ys, at)                          # noqa: E731
+    ref = TwoLevelStatistic(one, point, reps, which)
+    new = TwoLevelRowsStatistic(rows, x, point, reps, which)
+    opts = BootstrapOptions(n_resamples=R, seed=7)
+    a = bootstrap(new, opts, chunk=250).samples
+    b = bootstrap(ref, opts).samples
+    ok = ~np.isnan(b)
+    assert np.array_equal(np.isnan(a), ~ok) and 0 < (~ok).sum() < R / 2
+    assert np.array_equal(a[ok], b[ok])
+    assert new.full() == ref.full() and math.isfinite(ref.full())
+    assert np.array_equal(new.jackknife(), ref.jackknife(), equal_nan=True)
+    # the models-only level (no block statistics: reps None)
+    new_m, ref_m = TwoLevelRowsStatistic(rows, x, point, None, which), TwoLevelStatistic(one, point, None, which)
+    assert np.array_equal(bootstrap(new_m, opts, chunk=333).samples, bootstrap(ref_m, opts).samples, equal_nan=True)
+
+
+def test_ols_rows_equal_scipy_linregress_and_refuse_a_constant_x():
+    from scipy.stats import linregress
+
+    from cape_hpc.analysis import ols_rows
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(8, 11, (50, 9))
+    y = 0.3 * x + rng.standard_normal((50, 9))
+    x[3] = 9.5                                                  # constant x: no line
+    slope, icpt = ols_rows(x, y)
+    for i in range(50):
+        if i == 3:
+            assert math.isnan(slope[i]) and math.isnan(icpt[i])
+            continue
+        ref = linregress(x[i], y[i])
+        assert slope[i] == pytest.approx(ref.slope, rel=1e-12) and icpt[i] == pytest.approx(ref.intercept, rel=1e-12)
+    assert np.isnan(ols_rows(x[:, :1], y[:, :1])[0]).all()      # one point per row

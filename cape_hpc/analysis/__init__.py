@@ -42,7 +42,7 @@ _EXPORTS = {
     "frontier_fit": "frontier", "FrontierResult": "frontier",
     "fit_diagnose_model": "diagnose", "diagnose_point": "diagnose",
     "DiagnoseModel": "diagnose", "Diagnosis": "diagnose",
-    "ols_line": "_common", "table_sha256": "_common", "check_columns": "_common",
+    "ols_line": "_common", "ols_rows": "_common", "table_sha256": "_common", "check_columns": "_common",
     **{name: "options" for name in ("CouplingOptions", "PhasesOptions", "PopulationOptions", "WidthOptions",
                                     "HFieldOptions", "IsoclineOptions", "LossOptions", "FixedPointOptions",
                                     "EigenOptions", "FrontierOptions", "DiagnoseOptions",

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # annotations only: pandas is imported where it is used (`cap
 
 __all__ = ["PHASES", "check_columns", "check_pair", "require_table_columns", "table_sha256", "provenance",
            "select_families", "family_order", "family_groups", "split_by", "sort_by_n", "complete_rows",
-           "pearson_rows", "ols_line", "r_squared"]
+           "pearson_rows", "ols_line", "ols_rows", "r_squared"]
 
 
 def _table_name(df: pd.DataFrame) -> str:
@@ -158,17 +158,28 @@ def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def ols_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Least-squares slope and intercept of y = slope * x + intercept (NaN when x is constant: tested
-    on x itself, as the mean of equal values can differ from them by rounding)."""
-    x = np.asarray(x, float)
-    y = np.asarray(y, float)
-    if len(x) < 2 or np.all(x == x[0]):
-        return math.nan, math.nan
-    xm, ym = x.mean(), y.mean()
-    sxx = float(((x - xm) ** 2).sum())
-    if sxx == 0.0:
-        return math.nan, math.nan
-    slope = float(((x - xm) * (y - ym)).sum() / sxx)
-    return slope, float(ym - slope * xm)
+    on x itself, as the mean of equal values can differ from them by rounding).  ``ols_rows`` of one row."""
+    slope, icpt = ols_rows(np.asarray(x, float)[None, :], np.asarray(y, float)[None, :])
+    return float(slope[0]), float(icpt[0])
+
+
+def ols_rows(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(slope [c], intercept [c]) of each row of y [c, m] on the same row of x [c, m] by least squares;
+    NaN for a row with m < 2 or a constant x.  Row reductions along the last axis are numpy's 1-D
+    reductions, so a batch of bootstrap fits equals the fits one at a time bit for bit."""
+    c, m = x.shape
+    slope, icpt = np.full(c, np.nan), np.full(c, np.nan)
+    live = np.flatnonzero(~np.all(x == x[:, :1], axis=1)) if m >= 2 else np.zeros(0, np.int64)
+    if live.size:
+        xs, ys = x[live], y[live]
+        xm, ym = xs.mean(1), ys.mean(1)
+        dx = xs - xm[:, None]
+        sxx = (dx ** 2).sum(1)
+        ok = sxx != 0.0
+        s = (dx[ok] * (ys[ok] - ym[ok, None])).sum(1) / sxx[ok]
+        slope[live[ok]] = s
+        icpt[live[ok]] = ym[ok] - s * xm[ok]
+    return slope, icpt
 
 
 def r_squared(y: np.ndarray, fitted: np.ndarray) -> float:

@@ -85,16 +85,18 @@ class CouplingResult(Result):
 def interval_rows(x, values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The intervals between consecutive points of a sequence sorted by x (x = log10 N: per decade).
 
-    x: [m]; values: [m] or [m, ...] along x.  Returns (x_mid [m-1], mid [m-1, ...], slope [m-1, ...]):
+    x: [m] or [m, c] (c sequences, each its own x); values: [m] or [m, ...] along x (with x [m, c]:
+    [m, c, ...]).  Returns (x_mid [m-1, ...x's other axes], mid [m-1, ...], slope [m-1, ...]):
     x_mid_i = (x_i + x_{i+1}) / 2, mid_i = (v_i + v_{i+1}) / 2 and slope_i = (v_{i+1} - v_i) /
     (x_{i+1} - x_i), the change per unit x; NaN where x repeats (equal N).  The one place the
     interval rows are made: local gamma's midpoints (``family_intervals``), the fixed point's
-    derivative (``fixedpoint``), the dynamics' forward-difference rows and the cross-model ladders.
+    derivative (``fixedpoint``, also for a batch of bootstrap ladders), the dynamics'
+    forward-difference rows and the cross-model ladders.
     """
     x = np.asarray(x, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
-    dx = np.diff(x)
-    step = (dx != 0).reshape((-1,) + (1,) * (v.ndim - 1))
+    dx = np.diff(x, axis=0)
+    step = (dx != 0).reshape(dx.shape + (1,) * (v.ndim - x.ndim))
     slope = np.where(step, np.diff(v, axis=0) / np.where(step, dx.reshape(step.shape), 1.0), np.nan)
     return 0.5 * (x[1:] + x[:-1]), 0.5 * (v[1:] + v[:-1]), slope
 

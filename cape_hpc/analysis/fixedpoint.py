@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cape_hpc.analysis._common import ols_line, provenance, select_families
+from cape_hpc.analysis._common import ols_rows, provenance, select_families
 from cape_hpc.analysis.coupling import interval_rows, local_coupling
 from cape_hpc.analysis.options import CouplingOptions, FixedPointOptions, narrow
 from cape_hpc.schema import Provenance, Result
@@ -43,15 +43,39 @@ class FixedPointResult(Result):
     provenance: Provenance
 
 
+def fit_rows(x: np.ndarray, g: np.ndarray, at: str):
+    """The fit of every row of a batch of sequences (x, gamma [c, m], finite): each row sorted by x
+    (stable), its interval rows (``interval_rows``: derivative ``dg`` and ``gat``, the gamma it is
+    regressed on, [c, m-1]), ``keep`` [c, m-1] (x does not repeat) and the line dg = a gat + b over
+    the kept intervals (``ols_rows`` on the rows with the same count, compacted: the same sums as one
+    sequence at a time; NaN with < 2 kept).  Returns (x, g, dg, gat, keep, a [c], b [c])."""
+    order = np.argsort(x, axis=1, kind="mergesort")
+    x, g = np.take_along_axis(x, order, 1), np.take_along_axis(g, order, 1)
+    _, g_mid, slope = (r.T for r in interval_rows(x.T, g.T))
+    keep = np.diff(x, axis=1) != 0
+    gat = g_mid if at == "mid" else g[:, :-1]
+    a, b = np.full(len(x), np.nan), np.full(len(x), np.nan)
+    n_kept = keep.sum(1)
+    for k in np.unique(n_kept[n_kept >= 2]):
+        rows = np.flatnonzero(n_kept == k)
+        first = np.argsort(~keep[rows], axis=1, kind="stable")[:, :k]     # the kept intervals, in order
+        a[rows], b[rows] = ols_rows(np.take_along_axis(gat[rows], first, 1),
+                                    np.take_along_axis(slope[rows], first, 1))
+    return x, g, slope, gat, keep, a, b
+
+
+def fixed_points(x: np.ndarray, g: np.ndarray, at: str = "mid") -> np.ndarray:
+    """gamma* = -b / a of every row of (x, gamma) [c, m] (finite values; a bootstrap's drawn ladders):
+    ``fixed_point_xy``'s value row by row, NaN where it has a reason."""
+    *_, a, b = fit_rows(np.asarray(x, float), np.asarray(g, float), at)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isfinite(a) & (a != 0), -b / a, np.nan)
+
+
 def _fit(x: np.ndarray, g: np.ndarray, at: str):
-    order = np.argsort(x, kind="mergesort")
-    x, g = x[order], g[order]
-    _, g_mid, slope = interval_rows(x, g)
-    keep = np.diff(x) != 0
-    dg = slope[keep]
-    gat = (g_mid if at == "mid" else g[:-1])[keep]
-    a, b = ols_line(gat, dg) if len(dg) >= 2 else (math.nan, math.nan)
-    return x, g, dg, gat, a, b
+    x, g, dg, gat, keep, a, b = fit_rows(x[None, :], g[None, :], at)
+    k = keep[0]
+    return x[0], g[0], dg[0][k], gat[0][k], float(a[0]), float(b[0])
 
 
 def fixed_point_xy(x, gamma, opts: FixedPointOptions | None = None, *, min_delta: float = math.nan,

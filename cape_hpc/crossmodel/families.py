@@ -23,8 +23,9 @@ slope), with the reason.
 the drawn models' resampled couplings.  Invalid fits are dropped and the interval is summarised by
 ``cape_hpc.stats.summarize``.  Without block statistics a family falls back to resampling models
 only, and says so.  N_c runs on the fused kernels of ``cape nc`` (:class:`TwoLevelNcStatistic`: one
-kernel call per chunk of resamples); the slope and the fixed point are evaluated one resample at a
-time (:class:`TwoLevelStatistic`).
+kernel call per chunk of resamples), the slope and the fixed point on their batched fits
+(:class:`TwoLevelRowsStatistic`: ``ols_rows``, ``fixed_points``), a chunk of resamples per call;
+:class:`TwoLevelStatistic` evaluates any statistic one resample at a time (the reference).
 
 Progress (``cape_hpc.progress``): the block bootstrap of the models (models per second), the families
 and every bootstrap are tasks, shown when the CLI installed a display.
@@ -38,9 +39,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from cape_hpc.analysis import ols_line
+from cape_hpc.analysis import ols_rows
 from cape_hpc.analysis.coupling import family_intervals, interval_rows
-from cape_hpc.analysis.fixedpoint import fixed_point_xy
+from cape_hpc.analysis.fixedpoint import fixed_point_xy, fixed_points
 from cape_hpc.analysis.nc import GammaNcStatistic, NcOptions, estimate_nc, note_fit_range
 from cape_hpc.analysis.options import FixedPointOptions, PhasesOptions, narrow
 from cape_hpc.analysis.phases import classify_phase, phases
@@ -55,7 +56,8 @@ from cape_hpc.errors import DataError, OptionError
 from cape_hpc.schema import BootstrapSummary, ConfidenceInterval, Provenance
 from cape_hpc.stats import BatchStatistic, bootstrap, percentile_interval, summarize, wilson_interval
 
-__all__ = ["cross_model_analysis", "analyse_family", "TwoLevelStatistic", "TwoLevelNcStatistic", "lineage",
+__all__ = ["cross_model_analysis", "analyse_family", "TwoLevelStatistic", "TwoLevelRowsStatistic",
+           "TwoLevelNcStatistic", "lineage",
            "LADDER_X", "LADDER_Y"]
 
 LADDER_X = "log10_params"
@@ -107,47 +109,32 @@ class TwoLevelStatistic(BatchStatistic):
         return {"statistic": self.name, "levels": "models" if self.reps is None else "models x prompt blocks"}
 
 
-class TwoLevelNcStatistic(BatchStatistic):
-    """log10 N_c of a family's ladder (x = log10 N sorted, ``point`` y) by ``estimator``, bootstrapped
-    over models and prompt blocks exactly as :class:`TwoLevelStatistic` (same streams: resample r fits
-    the models drawn by stream r with every model's value in block resample r, ``reps[r]``; ``reps``
-    None: the point values; a drawn NaN makes the resample invalid), but a whole chunk of resamples in
-    one call of the fused N_c kernels of ``cape nc`` (``cape_kernels.quadratic_nc_batch``, centred at
-    the ladder's mean x as for one ladder, and ``analysis.nc.GammaNcStatistic`` over ``gamma_nc_batch``):
-    the chunk's c ladders are laid end to end (resample j's model k at row j * n + k) and resample j's
-    drawn models are shifted by j * n.  ``lo``/``hi``: the quadratic vertex window (the gamma-fit zero
-    unbounded: -inf/inf).  Every value equals the per-resample path's bit for bit."""
+class TwoLevelRowsStatistic(BatchStatistic):
+    """A statistic of a family's drawn models, bootstrapped over models and prompt blocks exactly as
+    :class:`TwoLevelStatistic` (resample r: the models drawn by stream r, with every model's value in
+    block resample r, ``reps[r]``; ``reps`` None: the point values; a drawn NaN makes the resample
+    invalid), a whole chunk of resamples per call: ``rows(x [c, m], y [c, m]) -> [c]`` gets the drawn
+    models' x and values, one resample per row.  Non-finite values are invalid (NaN)."""
 
-    def __init__(self, estimator: str, x: np.ndarray, point: np.ndarray, reps: np.ndarray | None, lo: float,
-                 hi: float, attach: str):
-        self.estimator, self.attach = estimator, attach
+    def __init__(self, rows: Callable[[np.ndarray, np.ndarray], np.ndarray], x: np.ndarray, point: np.ndarray,
+                 reps: np.ndarray | None, name: str, discrete: bool = False):
+        self.rows = rows
         self.x = np.ascontiguousarray(x, dtype=np.float64)
         self.point = np.asarray(point, dtype=np.float64)
         self.reps = None if reps is None else np.asarray(reps, dtype=np.float64)
-        self.lo, self.hi = float(lo), float(hi)
         self.n = int(self.point.size)
-        self.name = f"internal_nc_{estimator}"
-        self.discrete = estimator == "sign-change"
+        self.name = name
+        self.discrete = bool(discrete)
         self.fused = False
 
     def _fit(self, vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """float64[c]: N_c of resample j = the models ``idx[j]`` with the values ``vals[j]`` ([c, n])."""
-        c, n = idx.shape[0], self.n
-        out = np.full(c, np.nan)
-        if c == 0 or (self.estimator == "quadratic" and n < 3):   # a quadratic needs 3 distinct N
-            return out
-        ok = np.isfinite(np.take_along_axis(vals, idx, axis=1)).all(axis=1)
-        y = np.where(np.isfinite(vals), vals, 0.0).reshape(-1)    # an undrawn NaN: any finite stand-in
-        x = np.tile(self.x, c)
-        rows = idx + (n * np.arange(c, dtype=np.int64))[:, None]
-        if self.estimator == "quadratic":
-            from cape_kernels import quadratic_nc_batch
-
-            out[ok] = quadratic_nc_batch(x, y, rows[ok], self.lo, self.hi, center=float(self.x.mean()))
-        else:
-            stat = GammaNcStatistic(self.estimator, np.zeros(c * n, dtype=np.int64), x, x, y, 0.0, -math.inf,
-                                    math.inf, self.attach)
-            out[ok] = stat.batch(rows[ok])
+        """float64[c]: the statistic of resample j = the models ``idx[j]`` with the values ``vals[j]``."""
+        out = np.full(idx.shape[0], np.nan)
+        y = np.take_along_axis(vals, idx, axis=1)
+        ok = np.isfinite(y).all(axis=1)
+        if ok.any():
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                out[ok] = self.rows(self.x[idx[ok]], y[ok])
         out[~np.isfinite(out)] = np.nan
         return out
 
@@ -170,14 +157,53 @@ class TwoLevelNcStatistic(BatchStatistic):
         return {"statistic": self.name, "levels": "models" if self.reps is None else "models x prompt blocks"}
 
 
+class TwoLevelNcStatistic(TwoLevelRowsStatistic):
+    """log10 N_c of a family's ladder (x = log10 N sorted, ``point`` y) by ``estimator``, bootstrapped
+    over models and prompt blocks exactly as :class:`TwoLevelStatistic` (same streams: resample r fits
+    the models drawn by stream r with every model's value in block resample r, ``reps[r]``; ``reps``
+    None: the point values; a drawn NaN makes the resample invalid), but a whole chunk of resamples in
+    one call of the fused N_c kernels of ``cape nc`` (``cape_kernels.quadratic_nc_batch``, centred at
+    the ladder's mean x as for one ladder, and ``analysis.nc.GammaNcStatistic`` over ``gamma_nc_batch``):
+    the chunk's c ladders are laid end to end (resample j's model k at row j * n + k) and resample j's
+    drawn models are shifted by j * n.  ``lo``/``hi``: the quadratic vertex window (the gamma-fit zero
+    unbounded: -inf/inf).  Every value equals the per-resample path's bit for bit."""
+
+    def __init__(self, estimator: str, x: np.ndarray, point: np.ndarray, reps: np.ndarray | None, lo: float,
+                 hi: float, attach: str):
+        super().__init__(None, x, point, reps, f"internal_nc_{estimator}", discrete=estimator == "sign-change")
+        self.estimator, self.attach = estimator, attach
+        self.lo, self.hi = float(lo), float(hi)
+
+    def _fit(self, vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """float64[c]: N_c of resample j = the models ``idx[j]`` with the values ``vals[j]`` ([c, n])."""
+        c, n = idx.shape[0], self.n
+        out = np.full(c, np.nan)
+        if c == 0 or (self.estimator == "quadratic" and n < 3):   # a quadratic needs 3 distinct N
+            return out
+        ok = np.isfinite(np.take_along_axis(vals, idx, axis=1)).all(axis=1)
+        y = np.where(np.isfinite(vals), vals, 0.0).reshape(-1)    # an undrawn NaN: any finite stand-in
+        x = np.tile(self.x, c)
+        rows = idx + (n * np.arange(c, dtype=np.int64))[:, None]
+        if self.estimator == "quadratic":
+            from cape_kernels import quadratic_nc_batch
+
+            out[ok] = quadratic_nc_batch(x, y, rows[ok], self.lo, self.hi, center=float(self.x.mean()))
+        else:
+            stat = GammaNcStatistic(self.estimator, np.zeros(c * n, dtype=np.int64), x, x, y, 0.0, -math.inf,
+                                    math.inf, self.attach)
+            out[ok] = stat.batch(rows[ok])
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+
 def _two_level_summary(stat: BatchStatistic, opts: CrossModelOptions) -> BootstrapSummary:
     """The summary of ``stat``'s two-level bootstrap (models x prompt blocks) with ``opts``."""
     return summarize(bootstrap(stat, opts))
 
 
-def _ladder_slope_fn(x: np.ndarray) -> Callable:
-    """f(values, idx): least-squares slope per decade of the drawn models (NaN with < 2 distinct N)."""
-    return lambda vals, idx: ols_line(x[idx], vals[idx])[0]
+def _ladder_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares slope per decade of each row's drawn models (x, y [c, m]; NaN with < 2 distinct N)."""
+    return ols_rows(x, y)[0]
 
 
 def _no_bootstrap(opts: CrossModelOptions, note: str) -> BootstrapSummary:
@@ -214,7 +240,7 @@ def analyse_family(family: str, names: list[str], params: np.ndarray, y: np.ndar
             r = float(np.corrcoef(x, y)[0, 1]) if np.std(y) > 0 else math.nan
         else:
             reason = "fewer than 2 distinct N"
-        slope_boot = _two_level_summary(TwoLevelStatistic(_ladder_slope_fn(x), y, reps, "ladder_slope"), opts)
+        slope_boot = _two_level_summary(TwoLevelRowsStatistic(_ladder_slopes, x, y, reps, "ladder_slope"), opts)
     ladder = FamilyLadder(family, opts.quantity, n, list(names), list(map(float, x)), list(map(float, y)),
                           [float(c.low) for c in y_ci], [float(c.high) for c in y_ci], slope, intercept, r, slope_boot,
                           reason)
@@ -239,8 +265,7 @@ def analyse_family(family: str, names: list[str], params: np.ndarray, y: np.ndar
     fpo = FixedPointOptions(family=family, at=opts.at)
     if enough:
         fp = fixed_point_xy(x, y, fpo)
-        stat = TwoLevelStatistic(lambda vals, idx: fixed_point_xy(x[idx], vals[idx], fpo).gamma_star, y, reps,
-                                 "internal_fixed_point")
+        stat = TwoLevelRowsStatistic(lambda xs, ys: fixed_points(xs, ys, fpo.at), x, y, reps, "internal_fixed_point")
         fixed = InternalFixedPoint(family, n, fp.a, fp.b, fp.gamma_star, fp.stability, fp.n_points, opts.at, fp.reason,
                                    _two_level_summary(stat, opts))
     else:
