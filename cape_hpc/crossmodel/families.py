@@ -109,7 +109,7 @@ class TwoLevelStatistic(BatchStatistic):
         return {"statistic": self.name, "levels": "models" if self.reps is None else "models x prompt blocks"}
 
 
-class TwoLevelRowsStatistic(BatchStatistic):
+class TwoLevelRowsStatistic(TwoLevelStatistic):
     """A statistic of a family's drawn models, bootstrapped over models and prompt blocks exactly as
     :class:`TwoLevelStatistic` (resample r: the models drawn by stream r, with every model's value in
     block resample r, ``reps[r]``; ``reps`` None: the point values; a drawn NaN makes the resample
@@ -118,14 +118,9 @@ class TwoLevelRowsStatistic(BatchStatistic):
 
     def __init__(self, rows: Callable[[np.ndarray, np.ndarray], np.ndarray], x: np.ndarray, point: np.ndarray,
                  reps: np.ndarray | None, name: str, discrete: bool = False):
+        super().__init__(rows, point, reps, name, discrete)
         self.rows = rows
         self.x = np.ascontiguousarray(x, dtype=np.float64)
-        self.point = np.asarray(point, dtype=np.float64)
-        self.reps = None if reps is None else np.asarray(reps, dtype=np.float64)
-        self.n = int(self.point.size)
-        self.name = name
-        self.discrete = bool(discrete)
-        self.fused = False
 
     def _fit(self, vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """float64[c]: the statistic of resample j = the models ``idx[j]`` with the values ``vals[j]``."""
@@ -152,9 +147,6 @@ class TwoLevelRowsStatistic(BatchStatistic):
         if self.reps is None:
             return self.batch(idx)
         return self._fit(self.reps[start:start + count], idx)
-
-    def options(self):
-        return {"statistic": self.name, "levels": "models" if self.reps is None else "models x prompt blocks"}
 
 
 class TwoLevelNcStatistic(TwoLevelRowsStatistic):
