@@ -118,8 +118,7 @@ class TwoLevelRowsStatistic(TwoLevelStatistic):
 
     def __init__(self, rows: Callable[[np.ndarray, np.ndarray], np.ndarray], x: np.ndarray, point: np.ndarray,
                  reps: np.ndarray | None, name: str, discrete: bool = False):
-        super().__init__(rows, point, reps, name, discrete)
-        self.rows = rows
+        super().__init__(rows, point, reps, name, discrete)          # ``fn`` is ``rows`` here
         self.x = np.ascontiguousarray(x, dtype=np.float64)
 
     def _fit(self, vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -129,7 +128,7 @@ class TwoLevelRowsStatistic(TwoLevelStatistic):
         ok = np.isfinite(y).all(axis=1)
         if ok.any():
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                out[ok] = self.rows(self.x[idx[ok]], y[ok])
+                out[ok] = self.fn(self.x[idx[ok]], y[ok])
         out[~np.isfinite(out)] = np.nan
         return out
 
