@@ -469,13 +469,14 @@ def summary_full(res: dict) -> list[str]:
         lo = ms[0]
         for m in ms:
             cape, bare = m["peak_above_model_mb"], m["bare_peak_above_model_mb"]
+            cape0, bare0 = max(lo["peak_above_model_mb"], 1e-9), max(lo["bare_peak_above_model_mb"], 1e-9)
             lines.append(
                 f"streaming memory, {model}, {m['prompts']} prompts (pair budget {m['budget_mb']:g} MiB, pairs "
                 f"{m['pairs_mode']}, state {m['state_mb']:.1f} MiB), peak above the model, median of "
-                f"{len(m['samples_mb'])} processes: cape {cape:.0f} MB ({cape / max(lo['peak_above_model_mb'], 1e-9):.2f}x "
+                f"{len(m['samples_mb'])} processes: cape {cape:.0f} MB ({cape / cape0:.2f}x "
                 f"the smallest, growth {cape - lo['peak_above_model_mb']:+.0f} MB; samples "
                 f"{', '.join(f'{x:.0f}' for x in m['samples_mb'])}), the same batches' bare forward {bare:.0f} MB "
-                f"({bare / max(lo['bare_peak_above_model_mb'], 1e-9):.2f}x; samples "
+                f"({bare / bare0:.2f}x; samples "
                 f"{', '.join(f'{x:.0f}' for x in m['bare_samples_mb'])}); goals: 6x1024 growth < 46 MB, tiny <= 1.1x")
     if res.get("peers"):
         pe = res["peers"]
