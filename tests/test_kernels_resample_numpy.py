@@ -63,6 +63,22 @@ def test_boot_and_batch_equal_numba_bit_for_bit(strata, R):
             == NB.quadratic_nc_batch(x, y, idx, center=9.0).tobytes())
 
 
+def test_threads_follow_omp_num_threads_and_never_change_a_result(monkeypatch):
+    """A Slurm job's or a sweep rank's OMP_NUM_THREADS bounds the chunk threads, read at each call
+    (a sweep sets it after the import); any count gives the same bytes."""
+    import os
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert NP.threads() == min(NP.MAX_THREADS, len(os.sched_getaffinity(0)))
+    x, y = _data(40, 2)
+    out = {}
+    for env, want in (("1", 1), ("3", 3), ("64", NP.MAX_THREADS), ("", None), ("two", None)):
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+        assert NP.threads() == (want or min(NP.MAX_THREADS, len(os.sched_getaffinity(0))))
+        out[env] = NP.quadratic_nc_boot(x, y, None, 3 * NP.CHUNK + 5, 7, 8.0, 10.5).tobytes()
+    assert len(set(out.values())) == 1
+
+
 def test_degenerate_resamples_follow_the_same_rules():
     """Fewer than 3 distinct x (singular), equal scores (curvature below rounding), a concave fit
     and a vertex outside the window: NaN on both backends, in the same lanes."""

@@ -145,31 +145,40 @@ def _mix64_(z: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.bitwise_xor(z, t, out=z)
 
 
-def _threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:      # not on Linux
-        return os.cpu_count() or 1
+def threads() -> int:
+    """Threads one call shares its chunks among: ``OMP_NUM_THREADS`` when it is set (a Slurm job's
+    share, or a sweep rank's from ``cape_hpc.sweep``, which sets it after this module may have been
+    imported), else the CPUs this process may run on; at most :data:`MAX_THREADS`.  Read per call."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        n = int(env)
+    else:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except AttributeError:      # not on Linux
+            n = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, n))
 
 
-#: threads that share a call's chunks (numpy releases the GIL inside each array operation); every
-#: chunk is computed by the same code whichever thread runs it, so the results never depend on it
-THREADS = min(4, _threads())
-_POOL: list = []
+#: the most threads a call uses (numpy releases the GIL inside each array operation); every chunk is
+#: computed by the same code whichever thread runs it, so the results never depend on the count
+MAX_THREADS = 4
+_POOL: dict = {}
 
 
 def _run_chunks(work, starts) -> None:
-    """``work(r0)`` for every chunk start, on up to THREADS threads (one pool per process)."""
+    """``work(r0)`` for every chunk start, on up to :func:`threads` threads (one pool per count)."""
     starts = list(starts)
-    if THREADS < 2 or len(starts) < 2:
+    n = threads()
+    if n < 2 or len(starts) < 2:
         for r0 in starts:
             work(r0)
         return
-    if not _POOL:
+    if n not in _POOL:
         from concurrent.futures import ThreadPoolExecutor
 
-        _POOL.append(ThreadPoolExecutor(THREADS, thread_name_prefix="cape-numpy-resample"))
-    for f in [_POOL[0].submit(work, r0) for r0 in starts]:
+        _POOL[n] = ThreadPoolExecutor(n, thread_name_prefix="cape-numpy-resample")
+    for f in [_POOL[n].submit(work, r0) for r0 in starts]:
         f.result()
 
 
