@@ -272,12 +272,12 @@ def bare_stream(lm, ps, batch_size: int, max_tokens=None) -> None:
     import torch
 
     from cape_hpc.internals.extract import WINDOW
-    from cape_hpc.models.batching import forward_kwargs, left_pad, pad_id, plan_batches, tokenize
+    from cape_hpc.models.batching import TokenRows, forward_kwargs, left_pad, pad_id, plan_batches, tokenize
 
     texts = ps.texts
     with torch.inference_mode():
         for w0 in range(0, len(texts), WINDOW):
-            ids, _ = tokenize(lm, texts[w0:w0 + WINDOW], max_tokens=max_tokens)
+            ids = TokenRows(tokenize(lm, texts[w0:w0 + WINDOW], max_tokens=max_tokens)[0])
             for chunk in plan_batches([len(r) for r in ids], batch_size=batch_size):
                 lm.model(**forward_kwargs(lm, *left_pad([ids[j] for j in chunk], pad_id(lm))), logits_to_keep=1)
 

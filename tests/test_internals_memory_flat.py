@@ -10,11 +10,12 @@ import gc
 import weakref
 
 import pytest
+import torch
 
 from cape_hpc import progress
 from cape_hpc.internals import extract_internals, load_prompts
 from cape_hpc.models import load_model
-from cape_hpc.models.batching import plan_batches, tokenize
+from cape_hpc.models.batching import TokenRows, left_pad, plan_batches, tokenize
 from cape_hpc.models.tracing import Trace
 
 
@@ -89,12 +90,37 @@ def test_tokenize_equals_one_tokenizer_call_per_text(spec):
         assert got == ref and truncated == []
 
 
+def test_token_rows_equal_the_lists_they_hold(monkeypatch):
+    """A window's rows held flat (``TokenRows``) read back as the tokenizer's lists (an empty row,
+    negative indices, slices, lengths) and pad into the same batch; extraction's batches see them."""
+    lists = [[5, 6, 7], [], [9], [1, 2, 3, 4, 260]]
+    rows = TokenRows(lists)
+    assert len(rows) == 4 and rows.lengths().tolist() == [3, 0, 1, 5]
+    assert [r.tolist() for r in rows] == lists and rows[-1].tolist() == lists[-1]
+    assert [r.tolist() for r in rows[1:3]] == lists[1:3]
+    with pytest.raises(IndexError):
+        rows[4]
+    for got, ref in zip(left_pad([rows[i] for i in (0, 2, 3)], 0), left_pad([lists[i] for i in (0, 2, 3)], 0)):
+        assert torch.equal(got, ref)
+    assert len(TokenRows([])) == 0
+
+    kinds = []
+    orig = Trace.batches
+
+    def spy(self, ids, **kw):
+        kinds.append(type(ids))
+        return orig(self, ids, **kw)
+
+    monkeypatch.setattr(Trace, "batches", spy)
+    extract_internals(load_model("tiny-llama"), load_prompts().subset(12), batch_size=4, block_resamples=0)
+    assert kinds == [TokenRows]
+
+
 def test_extraction_keeps_torchs_thread_count():
     """numba's omp layer shares torch's OpenMP runtime: a parallel numba kernel (the statistics'
     participation ratio, large pooling calls) set torch's count to numba's, so a process that gave
     torch fewer threads than numba ran its next forward passes on a spinning OpenMP team."""
     import numba
-    import torch
 
     lm = load_model("tiny-llama")
     before = torch.get_num_threads()

@@ -41,7 +41,7 @@ from cape_hpc.internals.results import COMPETING_THRESHOLD, TAPS, BlockStats, Bo
 from cape_hpc.internals.statistics import (bottleneck, d_rep_per_layer, empty_head_rows, empty_layer_rows,
                                            head_rows, layer_rows, pca_curve)
 from cape_hpc.io.provenance import thread_inputs
-from cape_hpc.models.batching import forward_kwargs, left_pad, pad_id, token_limit, tokenize
+from cape_hpc.models.batching import TokenRows, forward_kwargs, left_pad, pad_id, token_limit, tokenize
 from cape_hpc.models.tracing import Trace, layer_devices, on_device, on_its_device, point_order
 from cape_hpc.schema import Provenance
 from cape_kernels.reference import acc_dtype
@@ -366,14 +366,16 @@ class _Extraction:
         return self._finish(n_trunc)
 
     def _window(self, tr: Trace, w0: int, w1: int, advance) -> int:
-        """Tokenise prompts ``order[w0:w1]`` and run their length-bucketed batches; returns how many
-        were truncated.  Nothing of the window outlives it (token lists, batches), and ``advance``
-        gets each batch's size, a host-known count (no device synchronisation)."""
+        """Tokenise prompts ``order[w0:w1]`` (held as :class:`TokenRows`) and run their length-bucketed
+        batches; returns how many were truncated.  Nothing of the window outlives it (token rows,
+        batches), and ``advance`` gets each batch's size, a host-known count (no device
+        synchronisation)."""
         P, opts = self.prompts.prompts, self.opts
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ids, truncated = tokenize(self.loaded, [P[i].text for i in self.order[w0:w1]],
                                       max_tokens=opts.max_prompt_tokens)
+        ids = TokenRows(ids)              # the window's rows in two arrays, not one list per prompt
         for w in caught:          # the truncation warning is re-issued once for all windows by run()
             if not issubclass(w.category, UserWarning) or "truncated" not in str(w.message):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

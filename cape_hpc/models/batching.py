@@ -5,11 +5,12 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from cape_hpc.errors import DataError
 
-__all__ = ["StopForward", "TokenLimit", "token_limit", "tokenize", "left_pad", "forward_kwargs", "pad_id", "plan_batches"]
+__all__ = ["StopForward", "TokenLimit", "TokenRows", "token_limit", "tokenize", "left_pad", "forward_kwargs", "pad_id", "plan_batches"]
 
 
 class StopForward(Exception):
@@ -77,6 +78,32 @@ def _token_ids(tok, texts: Sequence[str], add_special_tokens: bool) -> list[list
 _TOKENIZE_CHUNK = 256
 
 
+class TokenRows(Sequence):
+    """Token id rows held flat: one int64 array ``flat`` [total tokens] and the row bounds ``starts``
+    [n + 1]; ``rows[i]`` is a view of row i.  Thousands of rows kept alive while their batches run
+    (an extraction window) are two allocations instead of a list per row, which the heap would
+    interleave with the forward passes' temporaries (docs/METHODS.md §3.2)."""
+
+    def __init__(self, rows: Sequence[Sequence[int]]):
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+        self.starts = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=self.starts[1:])
+        self.flat = np.fromiter((t for r in rows for t in r), dtype=np.int64, count=int(self.starts[-1]))
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        i = range(len(self))[i]
+        return self.flat[self.starts[i]:self.starts[i + 1]]
+
+    def lengths(self) -> np.ndarray:
+        """Tokens per row [n]."""
+        return np.diff(self.starts)
+
+
 def plan_batches(lengths: Sequence[int], *, batch_size: int, token_budget: int | None = None) -> list[list[int]]:
     """Split sequences into batches of similar length: indices sorted by (length, index), cut so that
     a batch has at most ``batch_size`` rows and, with ``token_budget``, at most that many padded
@@ -104,7 +131,7 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
     ids = torch.full((len(rows), S), int(pad_id), dtype=torch.long)
     mask = torch.zeros((len(rows), S), dtype=torch.long)
     for i, r in enumerate(rows):
-        if r:
+        if len(r):
             ids[i, S - len(r):] = torch.as_tensor(r, dtype=torch.long)
             mask[i, S - len(r):] = 1
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
