@@ -10,7 +10,8 @@ import torch
 
 from cape_hpc.errors import DataError
 
-__all__ = ["StopForward", "TokenLimit", "TokenRows", "token_limit", "tokenize", "left_pad", "forward_kwargs", "pad_id", "plan_batches"]
+__all__ = ["StopForward", "TokenLimit", "TokenRows", "token_limit", "tokenize", "left_pad", "forward_kwargs", "pad_id",
+           "plan_batches"]
 
 
 class StopForward(Exception):

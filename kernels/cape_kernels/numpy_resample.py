@@ -146,17 +146,16 @@ def _mix64_(z: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def threads() -> int:
-    """Threads one call shares its chunks among: ``OMP_NUM_THREADS`` when it is set (a Slurm job's
-    share, or a sweep rank's from ``cape_hpc.sweep``, which sets it after this module may have been
-    imported), else the CPUs this process may run on; at most :data:`MAX_THREADS`.  Read per call."""
+    """Threads one call shares its chunks among: the CPUs this process may run on, no more than
+    ``OMP_NUM_THREADS`` when it is set (a Slurm job's share, or one a program sets after importing
+    this module: it is read at each call) and no more than :data:`MAX_THREADS`."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:      # not on Linux
+        n = os.cpu_count() or 1
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
-        n = int(env)
-    else:
-        try:
-            n = len(os.sched_getaffinity(0))
-        except AttributeError:      # not on Linux
-            n = os.cpu_count() or 1
+        n = min(n, int(env))
     return max(1, min(MAX_THREADS, n))
 
 
