@@ -278,7 +278,7 @@ def bare_stream(lm, ps, batch_size: int, max_tokens=None) -> None:
     with torch.inference_mode():
         for w0 in range(0, len(texts), WINDOW):
             ids = TokenRows(tokenize(lm, texts[w0:w0 + WINDOW], max_tokens=max_tokens)[0])
-            for chunk in plan_batches([len(r) for r in ids], batch_size=batch_size):
+            for chunk in plan_batches(ids.lengths().tolist(), batch_size=batch_size):
                 lm.model(**forward_kwargs(lm, *left_pad([ids[j] for j in chunk], pad_id(lm))), logits_to_keep=1)
 
 
